@@ -1,0 +1,1 @@
+"""RankLoop web app, CLI and domain services."""

@@ -1,0 +1,1 @@
+"""Accounts: users, logins, browser sessions with CSRF tokens, roles."""

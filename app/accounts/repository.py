@@ -1,0 +1,52 @@
+"""Queries for users, sessions and login attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from app.models import LoginAttempt, User, WebSession
+
+
+def get_user(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+def get_user_by_username(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def get_web_session(session: Session, token_hash: str) -> WebSession | None:
+    return session.scalar(select(WebSession).where(WebSession.token_hash == token_hash))
+
+
+def delete_user_sessions(session: Session, user_id: int) -> None:
+    session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
+def count_failed_logins(
+    session: Session, *, username: str, client_address: str, since: datetime
+) -> tuple[int, int]:
+    per_account = session.scalar(
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(LoginAttempt.username == username, LoginAttempt.attempted_at >= since)
+    )
+    per_address = session.scalar(
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(
+            LoginAttempt.client_address == client_address, LoginAttempt.attempted_at >= since
+        )
+    )
+    return int(per_account or 0), int(per_address or 0)
+
+
+def prune_login_attempts(session: Session, *, before: datetime) -> None:
+    session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at < before))

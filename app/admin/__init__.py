@@ -1,0 +1,1 @@
+"""Admin pages: users, projects, prompt and sample imports, progress."""

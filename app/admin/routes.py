@@ -1,0 +1,287 @@
+"""Admin pages (every route takes AdminUser): users, projects, prompt and sample imports, progress.
+
+Forms post with HTMX and get back the named block of the page they sit on; without HTMX they
+get the whole page, so every form also works as a plain HTML form.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.admin import service
+from app.deps import AdminUser, SessionDep, SettingsDep
+from app.errors import InvalidInput
+from app.projects import imports, sample_upload
+from app.projects import service as projects
+from app.projects.prompt_import import FORMAT_LABELS, FORMATS, MAX_UPLOAD_BYTES
+from app.projects.schemas import ProjectForm
+from app.templating import render
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+ProjectFormDep = Annotated[ProjectForm, Form()]
+MAX_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL; a larger one would fail in the database
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _no_store(response: Response) -> Response:
+    """Pages that may show a generated password must not be cached."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _redirect(request: Request, url: str) -> Response:
+    if request.headers.get("HX-Request"):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def _read_upload(upload: UploadFile) -> tuple[bytes, str]:
+    data = upload.file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InvalidInput(
+            f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; split it",
+            details={"field": "file"},
+        )
+    return data, upload.filename or "upload"
+
+
+# Dashboard
+
+
+@router.get("", response_class=HTMLResponse)
+def dashboard(request: Request, session: SessionDep, admin: AdminUser) -> Response:
+    summaries = projects.project_summaries(session)
+    return render(request, "admin_dashboard.html", {"summaries": summaries})
+
+
+# Users
+
+
+def _users(
+    request: Request, session: SessionDep, *, notice: str = "", password: str | None = None
+) -> Response:
+    ctx = {
+        "users": service.list_users(session),
+        "roles": service.ROLES,
+        "notice": notice,
+        "password": password,
+    }
+    return _no_store(render(request, "admin_users.html", ctx, block="users"))
+
+
+@router.get("/users", response_class=HTMLResponse)
+def users_page(request: Request, session: SessionDep, admin: AdminUser) -> Response:
+    return _users(request, session)
+
+
+@router.post("/users", response_class=HTMLResponse)
+def create_user(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    username: Annotated[str, Form(max_length=200)],
+    role: Annotated[str, Form(max_length=20)],
+    display_name: Annotated[str, Form(max_length=128)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    change = service.create_user(
+        session, username=username, display_name=display_name, role=role, password=password
+    )
+    notice = f"Created {change.user.username} ({change.user.role})."
+    return _users(request, session, notice=notice, password=change.password)
+
+
+@router.post("/users/{user_id}/role", response_class=HTMLResponse)
+def change_role(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    user_id: Id,
+    role: Annotated[str, Form(max_length=20)],
+) -> Response:
+    user = service.change_role(session, actor=admin, user_id=user_id, role=role)
+    return _users(request, session, notice=f"{user.username} is now {user.role}.")
+
+
+@router.post("/users/{user_id}/active", response_class=HTMLResponse)
+def set_active(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    user_id: Id,
+    active: Annotated[bool, Form()],
+) -> Response:
+    user = service.set_active(session, actor=admin, user_id=user_id, active=active)
+    state = "reactivated" if user.active else "deactivated (and logged out)"
+    return _users(request, session, notice=f"{user.username} {state}.")
+
+
+@router.post("/users/{user_id}/password", response_class=HTMLResponse)
+def reset_password(
+    request: Request, session: SessionDep, admin: AdminUser, user_id: Id
+) -> Response:
+    change = service.reset_password(session, actor=admin, user_id=user_id)
+    notice = f"New password for {change.user.username} (they were logged out)."
+    return _users(request, session, notice=notice, password=change.password)
+
+
+# Projects
+
+
+@router.get("/projects/new", response_class=HTMLResponse)
+def new_project_page(request: Request, admin: AdminUser, settings: SettingsDep) -> Response:
+    ctx = {"default_base_model": settings.default_base_model}
+    return render(request, "admin_project_new.html", ctx)
+
+
+@router.post("/projects")
+def create_project(
+    request: Request, session: SessionDep, admin: AdminUser, form: ProjectFormDep
+) -> Response:
+    project = projects.create_project(
+        session, name=form.name or "", base_model=form.base_model or "", **form.settings()
+    )
+    return _redirect(request, f"/admin/projects/{project.id}")
+
+
+def _project(
+    request: Request, session: SessionDep, project_id: int, *, block: str, notice: str = ""
+) -> Response:
+    page = service.project_page(session, project_id=project_id)
+    ctx = {
+        "page": page,
+        "project": page.project,
+        "notice": notice,
+        "labels": projects.SETTING_LABELS,
+    }
+    return render(request, "admin_project.html", ctx, block=block)
+
+
+@router.get("/projects/{project_id}", response_class=HTMLResponse)
+def project_page(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+) -> Response:
+    return _project(request, session, project_id, block="progress")
+
+
+@router.post("/projects/{project_id}/settings", response_class=HTMLResponse)
+def update_project(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: Id, form: ProjectFormDep
+) -> Response:
+    projects.update_project(session, project_id=project_id, name=form.name, **form.settings())
+    return _project(request, session, project_id, block="settings", notice="Settings saved.")
+
+
+@router.post("/projects/{project_id}/members", response_class=HTMLResponse)
+def add_member(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    project_id: Id,
+    user_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+) -> Response:
+    projects.add_member(session, project_id=project_id, user_id=user_id)
+    return _project(request, session, project_id, block="members")
+
+
+@router.post("/projects/{project_id}/members/{user_id}/remove", response_class=HTMLResponse)
+def remove_member(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: Id, user_id: Id
+) -> Response:
+    projects.remove_member(session, project_id=project_id, user_id=user_id)
+    return _project(request, session, project_id, block="members")
+
+
+# Prompt import: upload → preview → confirm
+
+
+def _import_page(request: Request, project_id: int, session: SessionDep, **ctx: object) -> Response:
+    project = projects.require_project(session, project_id)
+    ctx = {"project": project, "formats": FORMATS, "format_labels": FORMAT_LABELS, **ctx}
+    return render(request, "admin_prompt_import.html", ctx, block="preview")
+
+
+@router.get("/projects/{project_id}/prompts/import", response_class=HTMLResponse)
+def prompt_import_page(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+) -> Response:
+    return _import_page(request, project_id, session)
+
+
+@router.post("/projects/{project_id}/prompts/import", response_class=HTMLResponse)
+def preview_prompt_import(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    project_id: Id,
+    file: Annotated[UploadFile, File()],
+    fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
+) -> Response:
+    data, filename = _read_upload(file)
+    preview = imports.preview_import(
+        session,
+        project_id=project_id,
+        user_id=admin.id,
+        data=data,
+        filename=filename,
+        fmt=fmt or None,
+        staging_dir=settings.data_dir / "uploads",
+    )
+    return _import_page(request, project_id, session, preview=preview)
+
+
+@router.post("/projects/{project_id}/prompts/import/confirm", response_class=HTMLResponse)
+def confirm_prompt_import(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    project_id: Id,
+    token: Annotated[str, Form(max_length=64)],
+) -> Response:
+    outcome = imports.confirm_import(
+        session,
+        project_id=project_id,
+        user_id=admin.id,
+        token=token,
+        staging_dir=settings.data_dir / "uploads",
+    )
+    return _import_page(request, project_id, session, outcome=outcome)
+
+
+# Sample upload
+
+
+@router.get("/projects/{project_id}/samples/upload", response_class=HTMLResponse)
+def sample_upload_page(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+) -> Response:
+    project = projects.require_project(session, project_id)
+    return render(request, "admin_sample_upload.html", {"project": project})
+
+
+@router.post("/projects/{project_id}/samples/upload", response_class=HTMLResponse)
+def upload_samples(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    project_id: Id,
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form(max_length=200)] = "",
+    import_valid: Annotated[bool, Form()] = False,
+) -> Response:
+    data, filename = _read_upload(file)
+    report = sample_upload.upload_sample_file(
+        session,
+        project_id=project_id,
+        data=data,
+        filename=filename,
+        default_model=model,
+        import_valid=import_valid,
+    )
+    ctx = {"project": projects.require_project(session, project_id), "report": report}
+    return render(request, "admin_sample_upload.html", ctx, block="result")

@@ -1,0 +1,89 @@
+"""Admin use cases that span accounts and projects: guarded user changes and page data.
+
+An admin cannot demote, deactivate or reset themselves here: doing so by accident would lock
+the only admin out, and there is no page to undo it from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.accounts import repository as accounts_repository
+from app.accounts import service as accounts
+from app.errors import Conflict
+from app.models import Project, ProjectMember, Role, User
+from app.projects import repository as projects_repository
+from app.projects import service as projects
+from app.security import generate_password
+
+ROLES = [role.value for role in Role]
+
+
+@dataclass(frozen=True)
+class UserChange:
+    user: User
+    password: str | None = None
+    """A generated password: shown to the admin once, never stored in clear."""
+
+
+def list_users(session: Session) -> list[User]:
+    return accounts_repository.list_users(session)
+
+
+def create_user(
+    session: Session, *, username: str, display_name: str, role: str, password: str
+) -> UserChange:
+    """Create an account; with no password given, generate one to hand over."""
+    generated = None if password else generate_password()
+    user = accounts.create_user(
+        session,
+        username=username,
+        password=password or generated or "",
+        role=role,
+        display_name=display_name,
+    )
+    return UserChange(user, generated)
+
+
+def change_role(session: Session, *, actor: User, user_id: int, role: str) -> User:
+    _not_self(actor, user_id, "change your own role")
+    return accounts.set_role(session, user_id=user_id, role=role)
+
+
+def set_active(session: Session, *, actor: User, user_id: int, active: bool) -> User:
+    _not_self(actor, user_id, "deactivate your own account")
+    return accounts.set_active(session, user_id=user_id, active=active)
+
+
+def reset_password(session: Session, *, actor: User, user_id: int) -> UserChange:
+    """A new generated password; the user's sessions end, so they log in with it."""
+    _not_self(actor, user_id, "reset your own password here")
+    password = generate_password()
+    return UserChange(accounts.set_password(session, user_id=user_id, password=password), password)
+
+
+def _not_self(actor: User, user_id: int, what: str) -> None:
+    if actor.id == user_id:
+        raise Conflict(f"You cannot {what}; ask another admin")
+
+
+@dataclass(frozen=True)
+class ProjectPage:
+    project: Project
+    members: list[tuple[ProjectMember, User]]
+    candidates: list[User]
+    """Active users who are not members yet."""
+    progress: projects.ProjectProgress
+
+
+def project_page(session: Session, *, project_id: int) -> ProjectPage:
+    project = projects.require_project(session, project_id)
+    return ProjectPage(
+        project=project,
+        members=projects_repository.list_members(session, project_id),
+        candidates=projects_repository.users_not_in_project(session, project_id),
+        progress=projects.progress(session, project_id=project_id),
+    )
+

@@ -1,0 +1,1 @@
+"""Annotation: the task queue with leases, the ranking page, submitting rankings."""

@@ -1,0 +1,399 @@
+"""The annotation rules: which task an annotator gets, leases, and what a submit writes.
+
+Queue invariant, per task: annotations_done + live leases <= required_annotations. Leasing
+and submitting hold the task's row lock while they check and change it (PostgreSQL: FOR NO
+KEY UPDATE, candidates taken with SKIP LOCKED; SQLite: BEGIN IMMEDIATE serialises writers).
+A lease is live until expires_at; an expired one frees its slot at once (the counts ignore
+it) and is marked `expired` by whoever meets it next.
+
+Sample Elo: Chatbot Arena's convention (start 1000, scale 400, base 10) with K = K_FACTOR = 4
+from app.ratings.elo, the same K as the version ratings so the two read on one scale. A sample
+gets only (K-1) votes per annotation, so its Elo moves little; it orders a prompt's samples,
+and the background Bradley-Terry fit is the number to report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from app.annotation import repository
+from app.annotation.schemas import (
+    Counts,
+    NextTaskOut,
+    PromptOut,
+    SampleOut,
+    SkipOut,
+    SubmitOut,
+    SubmitRanking,
+    TaskOut,
+)
+from app.db import utcnow
+from app.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound
+from app.models import (
+    Assignment,
+    AssignmentState,
+    Project,
+    Ranking,
+    RankingTask,
+    TaskStatus,
+    WebSession,
+)
+from app.ratings.elo import K_FACTOR, update
+from app.ratings.pairs import InvalidRanking, Pair, ranking_to_pairs, validate_ranking
+
+MAX_CANDIDATES = 20
+"""Tasks one lease request tries after losing races for their last slot before giving up."""
+
+
+class NotLeased(Conflict):
+    code = "not_leased"
+
+
+class AlreadySubmitted(Conflict):
+    code = "already_submitted"
+
+
+class TaskClosed(Conflict):
+    code = "task_closed"
+
+
+class ChooseProject(Conflict):
+    code = "choose_project"
+
+
+class LeaseExpired(AppError):
+    """410: the lease existed but is gone; the page fetches a new task."""
+
+    status_code = 410
+    code = "lease_expired"
+
+
+# Projects
+
+
+@dataclass(frozen=True)
+class AnnotatePage:
+    projects: list[Project]
+    project: Project | None
+    """None when the user must pick one of several projects (or has none)."""
+    task: TaskOut | None
+    counts: Counts
+
+
+def _resolve_project(projects: list[Project], chosen_project_id: int | None) -> Project | None:
+    """The chosen project if the user is still a member, else their only project."""
+    for project in projects:
+        if project.id == chosen_project_id:
+            return project
+    return projects[0] if len(projects) == 1 else None
+
+
+def annotate_page(
+    session: Session, *, user_id: int, chosen_project_id: int | None, now: datetime | None = None
+) -> AnnotatePage:
+    """Read-only (a GET): the open lease is shown if there is one; the page asks for a task."""
+    now = now or utcnow()
+    projects = repository.member_projects(session, user_id)
+    project = _resolve_project(projects, chosen_project_id)
+    task = None
+    if project is not None:
+        for assignment, project_id in repository.leases_of(session, user_id):
+            if project_id == project.id and assignment.expires_at > now:
+                task = _task_view(session, assignment, user_id)
+                break
+    return AnnotatePage(projects, project, task, counts(session, user_id=user_id, now=now))
+
+
+def choose_project(
+    session: Session, *, web_session: WebSession, user_id: int, project_id: int
+) -> Project:
+    """Remember the choice on the browser session, so each browser can work on its own."""
+    project = repository.member_project(session, user_id=user_id, project_id=project_id)
+    if project is None:
+        raise Forbidden(f"You are not a member of project {project_id}")
+    web_session.project_id = project.id
+    return project
+
+
+# Queue
+
+
+def next_task(
+    session: Session, *, user_id: int, chosen_project_id: int | None, now: datetime | None = None
+) -> NextTaskOut:
+    """The user's open lease in the project, else a new lease, else no task."""
+    now = now or utcnow()
+    project = _resolve_project(repository.member_projects(session, user_id), chosen_project_id)
+    if project is None:
+        raise ChooseProject("Choose a project first")
+    repository.lock_user(session, user_id)
+    assignment = _own_open_lease(session, user_id=user_id, project_id=project.id, now=now)
+    if assignment is None:
+        assignment = _lease_new(session, project=project, user_id=user_id, now=now)
+    task = None if assignment is None else _task_view(session, assignment, user_id)
+    return NextTaskOut(task=task, counts=counts(session, user_id=user_id, now=now))
+
+
+def following_task(session: Session, *, user_id: int, chosen_project_id: int | None) -> NextTaskOut:
+    """The task the page shows after a submit or skip. Never raises: the answer it follows
+    is in the same transaction and must not be rolled back for want of a next task."""
+    try:
+        return next_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
+    except ChooseProject:  # raised before anything is written
+        return NextTaskOut(task=None, counts=counts(session, user_id=user_id))
+
+
+def _own_open_lease(
+    session: Session, *, user_id: int, project_id: int, now: datetime
+) -> Assignment | None:
+    """Asking again returns the same task; leases found expired are marked so on the way."""
+    found = None
+    for assignment, lease_project_id in repository.leases_of(session, user_id):
+        if assignment.expires_at <= now:
+            assignment.state = AssignmentState.expired
+            assignment.finished_at = now
+        elif found is None and lease_project_id == project_id:
+            found = assignment
+    return found
+
+
+def _lease_new(
+    session: Session, *, project: Project, user_id: int, now: datetime
+) -> Assignment | None:
+    tried: list[int] = []
+    for _ in range(MAX_CANDIDATES):
+        task_id = repository.lock_candidate(
+            session, project_id=project.id, user_id=user_id, now=now, exclude=tried
+        )
+        if task_id is None:
+            return None
+        slot = repository.slot_state(session, task_id=task_id, user_id=user_id, now=now)
+        if slot.stale:
+            repository.expire_stale_leases(session, task_id=task_id, now=now)
+        free = slot.required_annotations - slot.annotations_done - slot.live
+        if slot.status == TaskStatus.open and free > 0 and not slot.done_by_user:
+            assignment = Assignment(
+                task_id=task_id,
+                user_id=user_id,
+                leased_at=now,
+                expires_at=now + timedelta(minutes=project.lease_minutes),
+            )
+            session.add(assignment)
+            session.flush()
+            return assignment
+        tried.append(task_id)  # lost the race for its last slot; try the next task
+    return None
+
+
+def display_order(task_id: int, user_id: int, sample_ids: list[int]) -> list[int]:
+    """The order this annotator sees, the same on every reload and different per annotator,
+    so the first card is not the same sample (or version) for everyone."""
+    digest = hashlib.blake2b(f"{task_id}:{user_id}".encode(), digest_size=8).digest()
+    order = sorted(sample_ids)
+    random.Random(int.from_bytes(digest, "big")).shuffle(order)
+    return order
+
+
+def _task_view(session: Session, assignment: Assignment, user_id: int) -> TaskOut:
+    rows = repository.task_view_rows(session, assignment.task_id)
+    if not rows:
+        raise NotFound(f"Task {assignment.task_id} has no samples")
+    project_id, prompt_text, messages = rows[0][:3]
+    texts = {sample_id: text for *_, sample_id, text in rows}
+    order = display_order(assignment.task_id, user_id, list(texts))
+    return TaskOut(
+        id=assignment.task_id,
+        project_id=project_id,
+        lease_expires_at=assignment.expires_at,
+        prompt=PromptOut(text=prompt_text, messages=messages),
+        samples=[
+            SampleOut(id=sample_id, number=i, text=texts[sample_id])
+            for i, sample_id in enumerate(order, start=1)
+        ],
+    )
+
+
+def counts(session: Session, *, user_id: int, now: datetime | None = None) -> Counts:
+    now = now or utcnow()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today, total = repository.ranking_counts(session, user_id=user_id, since=midnight)
+    return Counts(today=today, total=total)
+
+
+# Submit and skip
+
+
+def _check_lease(task: RankingTask, assignment: Assignment | None, now: datetime) -> Assignment:
+    if assignment is None or assignment.state == AssignmentState.skipped:
+        raise NotLeased(f"Task {task.id} is not leased to you; get a new task")
+    if assignment.state == AssignmentState.submitted:
+        raise AlreadySubmitted(f"You already submitted task {task.id}")
+    if assignment.state == AssignmentState.expired or assignment.expires_at <= now:
+        raise LeaseExpired(f"Your lease on task {task.id} expired; get a new task")
+    if task.status != TaskStatus.open:
+        raise TaskClosed(f"Task {task.id} is {task.status.value}; get a new task")
+    return assignment
+
+
+def _checked_groups(submission: SubmitRanking, sample_ids: list[int]) -> list[list[int]]:
+    if submission.none_usable:
+        if submission.groups:
+            raise InvalidInput("A 'none usable' answer has no ranking; send no groups")
+        if not submission.none_usable_reason:
+            raise InvalidInput("Say why none is usable", details={"field": "none_usable_reason"})
+        return []
+    try:
+        validate_ranking(submission.groups, sample_ids)
+    except InvalidRanking as exc:
+        raise InvalidInput(str(exc), details={"field": "groups"}) from None
+    return [list(group) for group in submission.groups]
+
+
+def _checked_flags(submission: SubmitRanking, sample_ids: list[int]) -> dict[int, str]:
+    flags: dict[int, str] = {}
+    for flag in submission.flags:
+        if flag.sample_id not in sample_ids:
+            raise InvalidInput(
+                f"Flagged sample {flag.sample_id} is not in this task", details={"field": "flags"}
+            )
+        if flag.sample_id in flags:
+            raise InvalidInput(
+                f"Sample {flag.sample_id} is flagged twice", details={"field": "flags"}
+            )
+        flags[flag.sample_id] = flag.reason.strip()
+    return flags
+
+
+def submit_ranking(
+    session: Session,
+    *,
+    task_id: int,
+    user_id: int,
+    submission: SubmitRanking,
+    now: datetime | None = None,
+) -> SubmitOut:
+    """One transaction: ranking, pairs, flags, task progress, sample Elo, ratings marker.
+
+    Version ratings are refitted by the ratings job from all comparisons; updating one row
+    per version here would make every submit of a project queue on the same rows.
+    """
+    now = now or utcnow()
+    task = repository.lock_task(session, task_id)
+    if task is None:
+        raise NotFound(f"No task {task_id}")
+    assignment = _check_lease(
+        task, repository.latest_assignment(session, task_id=task_id, user_id=user_id), now
+    )
+    samples = repository.task_samples(session, task_id)
+    version_of = {sample_id: version_id for sample_id, version_id, _ in samples}
+    sample_ids = list(version_of)
+    groups = _checked_groups(submission, sample_ids)
+    flags = _checked_flags(submission, sample_ids)
+
+    # The ranking
+    elapsed_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+    ranking = Ranking(
+        project_id=task.project_id,
+        task_id=task_id,
+        user_id=user_id,
+        assignment_id=assignment.id,
+        groups=groups,
+        display_order=display_order(task_id, user_id, sample_ids),
+        none_usable=submission.none_usable,
+        none_usable_reason=submission.none_usable_reason if submission.none_usable else None,
+        time_spent_ms=submission.time_spent_ms
+        if submission.time_spent_ms is not None
+        else elapsed_ms,
+        created_at=now,
+    )
+    session.add(ranking)
+    session.flush()
+
+    # Pairs: every pair across groups, ties inside a group (RLHF_NOTES, "From a ranking...")
+    pairs = ranking_to_pairs(groups) if groups else []
+    repository.insert_comparisons(
+        session,
+        [
+            {
+                "project_id": task.project_id,
+                "ranking_id": ranking.id,
+                "task_id": task_id,
+                "prompt_id": task.prompt_id,
+                "user_id": user_id,
+                "winner_id": pair.winner,
+                "loser_id": pair.loser,
+                "winner_version_id": version_of[pair.winner],
+                "loser_version_id": version_of[pair.loser],
+                "tie": pair.tie,
+                "created_at": now,
+            }
+            for pair in pairs
+        ],
+    )
+    repository.insert_flags(
+        session,
+        [
+            {"sample_id": sample_id, "user_id": user_id, "reason": reason, "created_at": now}
+            for sample_id, reason in flags.items()
+        ],
+    )
+
+    # Progress
+    assignment.state = AssignmentState.submitted
+    assignment.finished_at = now
+    task.annotations_done += 1
+    if task.annotations_done >= task.required_annotations:
+        task.status = TaskStatus.complete
+        task.completed_at = now
+
+    # Ratings
+    if pairs:
+        _update_sample_elo(session, pairs, now)
+        repository.mark_ratings_dirty(session, project_id=task.project_id, now=now)
+    session.flush()
+    return SubmitOut(
+        ranking_id=ranking.id,
+        task_id=task_id,
+        comparisons=len(pairs),
+        ties=sum(pair.tie for pair in pairs),
+        task_complete=task.status == TaskStatus.complete,
+        counts=counts(session, user_id=user_id, now=now),
+    )
+
+
+def _update_sample_elo(session: Session, pairs: list[Pair], now: datetime) -> None:
+    """Online Elo over the ranking's pairs, best group first (the order ranking_to_pairs gives)."""
+    sample_ids = [sample_id for pair in pairs for sample_id in (pair.winner, pair.loser)]
+    elo = repository.lock_elo(session, sample_ids, now)
+    seen: Counter[int] = Counter()
+    for pair in pairs:
+        elo[pair.winner], elo[pair.loser] = update(
+            elo[pair.winner], elo[pair.loser], 0.5 if pair.tie else 1.0, K_FACTOR
+        )
+        seen.update((pair.winner, pair.loser))
+    repository.store_elo(session, elo, dict(seen), now)
+
+
+def skip_task(
+    session: Session, *, task_id: int, user_id: int, now: datetime | None = None
+) -> SkipOut:
+    """The task is not offered to this user again and frees their slot; no annotation."""
+    now = now or utcnow()
+    task = repository.lock_task(session, task_id)
+    if task is None:
+        raise NotFound(f"No task {task_id}")
+    assignment = repository.latest_assignment(session, task_id=task_id, user_id=user_id)
+    if assignment is None:
+        raise NotLeased(f"Task {task_id} is not leased to you")
+    if assignment.state == AssignmentState.submitted:
+        raise AlreadySubmitted(f"You already submitted task {task_id}")
+    if assignment.state != AssignmentState.skipped:  # a second skip changes nothing
+        assignment.state = AssignmentState.skipped
+        assignment.finished_at = now
+    return SkipOut(task_id=task_id)

@@ -1,0 +1,312 @@
+"""The /api/v1 router: projects, imports, rounds, policy versions; the exports are included
+from app.export. Every route needs a bearer token (app.api.auth) and answers errors as
+{"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api import service
+from app.api.auth import ReadToken, WriteToken
+from app.api.pagination import Page, PageDep
+from app.api.routing import ApiRoute
+from app.api.schemas import (
+    AUTH_RESPONSES,
+    CONFLICT,
+    NOT_FOUND,
+    IdPath,
+    PolicyVersionDetail,
+    PolicyVersionOut,
+    ProjectOut,
+    PromptImportOut,
+    RoundDetail,
+    RoundOut,
+    SampleImportOut,
+)
+from app.deps import SessionDep
+from app.errors import AppError, InvalidInput
+from app.export import policies
+from app.export.routes import router as export_router
+from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES
+from app.rounds.schemas import RoundConfig
+
+router = APIRouter(prefix="/api/v1")
+api = APIRouter(route_class=ApiRoute, responses={**AUTH_RESPONSES, **NOT_FOUND})
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+# Projects
+
+
+@api.get("/projects", tags=["projects"], summary="List projects")
+def list_projects(session: SessionDep, token: ReadToken, page: PageDep) -> Page[ProjectOut]:
+    return Page[ProjectOut].model_validate(service.list_projects(session, page=page))
+
+
+@api.get("/projects/{project_id}", tags=["projects"], summary="Get a project")
+def get_project(session: SessionDep, token: ReadToken, project_id: IdPath) -> ProjectOut:
+    return service.get_project(session, project_id=project_id)
+
+
+# Imports
+
+_BODY_TYPES = {
+    "text/csv": "body.csv",
+    "text/tab-separated-values": "body.tsv",
+}
+
+
+async def _read_body(request: Request) -> tuple[bytes, str]:
+    """The raw body (at most MAX_UPLOAD_BYTES) and a file name that tells the parser its
+    container: JSON array or NDJSON are told apart by content, CSV/TSV by Content-Type."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        raise PayloadTooLarge(f"The body is over {MAX_UPLOAD_BYTES // 2**20} MiB; split it")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            raise PayloadTooLarge(f"The body is over {MAX_UPLOAD_BYTES // 2**20} MiB; split it")
+        chunks.append(chunk)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return b"".join(chunks), _BODY_TYPES.get(media_type, "body.jsonl")
+
+
+def _body_doc(example: list[dict[str, Any]], description: str) -> dict[str, Any]:
+    """OpenAPI for a raw body: a JSON array, or the same objects as NDJSON lines."""
+    import json
+
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"type": "object"}},
+                    "example": example,
+                },
+                "application/x-ndjson": {
+                    "schema": {"type": "string"},
+                    "example": "\n".join(json.dumps(x) for x in example) + "\n",
+                },
+            },
+        }
+    }
+
+
+SkipInvalid = Annotated[
+    bool,
+    Query(
+        description="Import the valid records and report the others (default: a body with "
+        "any invalid record imports nothing and answers 422)."
+    ),
+]
+
+
+@api.post(
+    "/projects/{project_id}/prompts",
+    tags=["imports"],
+    summary="Import prompts",
+    openapi_extra=_body_doc(
+        [
+            {"prompt": "Write a haiku about autumn."},
+            {"messages": [{"role": "user", "content": "Hi! Who are you?"}]},
+        ],
+        "Prompts in any format the admin upload reads: plain ({prompt} with text or messages, "
+        "or {messages}), Alpaca, Dolly, OpenAssistant OASST2 - as a JSON array or NDJSON "
+        "(text/csv and gzip also work). Prompts already in the project are skipped.",
+    ),
+)
+async def import_prompts(
+    request: Request,
+    session: SessionDep,
+    token: WriteToken,
+    project_id: IdPath,
+    format: Annotated[
+        str | None,
+        Query(
+            pattern="^(" + "|".join(FORMATS) + ")$",
+            description="Force a format (default: detected from the first record).",
+        ),
+    ] = None,
+    skip_invalid: SkipInvalid = False,
+) -> PromptImportOut:
+    data, filename = await _read_body(request)
+    return await run_in_threadpool(
+        service.import_prompts,
+        session,
+        project_id=project_id,
+        data=data,
+        filename=filename,
+        fmt=format,
+        skip_invalid=skip_invalid,
+    )
+
+
+@api.post(
+    "/projects/{project_id}/samples",
+    tags=["imports"],
+    summary="Import samples from an outside model",
+    openapi_extra=_body_doc(
+        [
+            {
+                "prompt": "Write a haiku about autumn.",
+                "samples": ["Red leaves…", "Autumn wind…", "Cold rain…", "Harvest moon…"],
+                "model": "gpt-x",
+            }
+        ],
+        'Lines of {"prompt": text or messages, "samples": [4 to 64 texts], "model": name}. '
+        "Each model becomes an external policy version; new samples are dealt into ranking "
+        "tasks of K samples. Sending the same body twice changes nothing.",
+    ),
+)
+async def import_samples(
+    request: Request,
+    session: SessionDep,
+    token: WriteToken,
+    project_id: IdPath,
+    model: Annotated[
+        str, Query(max_length=200, description="Model name for lines that have none.")
+    ] = "",
+    skip_invalid: SkipInvalid = False,
+) -> SampleImportOut:
+    data, filename = await _read_body(request)
+    if filename != "body.jsonl":
+        raise InvalidInput(
+            "Samples are sent as a JSON array or NDJSON",
+            details=[{"field": "body", "message": "CSV is not accepted here"}],
+        )
+    return await run_in_threadpool(
+        service.upload_samples,
+        session,
+        project_id=project_id,
+        data=data,
+        filename=filename,
+        model=model,
+        skip_invalid=skip_invalid,
+    )
+
+
+# Rounds
+
+
+@api.get("/projects/{project_id}/rounds", tags=["rounds"], summary="List rounds (newest first)")
+def list_rounds(
+    session: SessionDep, token: ReadToken, project_id: IdPath, page: PageDep
+) -> Page[RoundOut]:
+    return Page[RoundOut].model_validate(
+        service.list_rounds(session, project_id=project_id, page=page)
+    )
+
+
+ROUND_EXAMPLES = {
+    "dpo": {"summary": "DPO on all comparisons", "value": {"type": "dpo", "beta": 0.1}},
+    "reward_ppo": {
+        "summary": "Reward model, then PPO",
+        "value": {"type": "reward_ppo", "ppo": {"steps": 20, "kl_coef": 0.05}},
+    },
+    "sft": {"summary": "SFT on demonstrations", "value": {"type": "sft", "epochs": 2}},
+}
+
+
+@api.post(
+    "/projects/{project_id}/rounds",
+    tags=["rounds"],
+    summary="Start a round",
+    status_code=201,
+    responses=CONFLICT,
+)
+def start_round(
+    session: SessionDep,
+    token: WriteToken,
+    project_id: IdPath,
+    config: Annotated[RoundConfig, Body(openapi_examples=ROUND_EXAMPLES)],  # type: ignore[arg-type]
+) -> RoundDetail:
+    return service.start_round(
+        session, project_id=project_id, config=config.model_dump(), user_id=token.user_id
+    )
+
+
+@api.get("/rounds/{round_id}", tags=["rounds"], summary="Round status, progress and metrics")
+def get_round(session: SessionDep, token: ReadToken, round_id: IdPath) -> RoundDetail:
+    return service.round_detail(session, round_id=round_id)
+
+
+@api.post(
+    "/rounds/{round_id}/cancel", tags=["rounds"], summary="Cancel a round", responses=CONFLICT
+)
+def cancel_round(session: SessionDep, token: WriteToken, round_id: IdPath) -> RoundDetail:
+    return service.cancel_round(session, round_id=round_id)
+
+
+# Policy versions
+
+
+@api.get(
+    "/projects/{project_id}/policies",
+    tags=["policies"],
+    summary="List policy versions (newest first)",
+)
+def list_policies(
+    session: SessionDep, token: ReadToken, project_id: IdPath, page: PageDep
+) -> Page[PolicyVersionOut]:
+    return Page[PolicyVersionOut].model_validate(
+        service.list_policies(session, project_id=project_id, page=page)
+    )
+
+
+@api.get("/policies/{version_id}", tags=["policies"], summary="A policy version with its lineage")
+def get_policy(session: SessionDep, token: ReadToken, version_id: IdPath) -> PolicyVersionDetail:
+    return service.policy_detail(session, version_id=version_id)
+
+
+class TarResponse(StreamingResponse):
+    media_type = "application/x-tar"
+
+
+@api.get(
+    "/policies/{version_id}/download",
+    tags=["policies"],
+    summary="Download a policy version as a directory (tar)",
+    response_class=TarResponse,
+    responses={
+        **CONFLICT,
+        200: {
+            "description": "A tar of one directory: the LoRA adapter (load with "
+            "PeftModel.from_pretrained on its base model) or, with merged=true, the full "
+            "weights and tokenizer (AutoModelForCausalLM.from_pretrained). rankloop.json "
+            "describes the version.",
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        },
+    },
+)
+def download_policy(
+    session: SessionDep,
+    token: ReadToken,
+    version_id: IdPath,
+    merged: Annotated[
+        bool,
+        Query(
+            description="Merge the adapter(s) into the base and send full weights (built on "
+            "the server the first time, then kept in the artifact store)."
+        ),
+    ] = False,
+) -> TarResponse:
+    export = policies.plan_policy_export(session, version_id=version_id, merged=merged)
+    files = policies.materialize(export)
+    return TarResponse(
+        policies.tar_stream(export, files),
+        headers={"Content-Disposition": f'attachment; filename="{export.dirname}.tar"'},
+    )
+
+
+router.include_router(api)
+router.include_router(export_router)

@@ -1,0 +1,255 @@
+"""Shapes shared by every /api/v1 endpoint: the error body and the documented error responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import PolicyKind, PolicyStatus, RoundState, RoundType
+
+MAX_ID = 2**63 - 1
+"""Largest id a BIGINT (and SQLite INTEGER) holds: bigger ones are a 422, not a driver error."""
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. missing_scope.")
+    message: str = Field(description="What went wrong, for a person.")
+    details: Any = Field(
+        default=None,
+        description="Structured details: for invalid input a list of {field, message}.",
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error of the API has this shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "invalid_input",
+                        "message": "The request has invalid fields",
+                        "details": [{"field": "limit", "message": "Input should be <= 200"}],
+                    }
+                }
+            ]
+        }
+    )
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        **_error("No token, or an unknown or revoked one."),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    403: _error("The token lacks the scope this endpoint needs."),
+    422: _error("Invalid input; `details` lists the fields."),
+    429: {
+        **_error("Rate limit reached for this token."),
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        },
+    },
+}
+NOT_FOUND = {404: _error("No such resource.")}
+CONFLICT = {409: _error("The request conflicts with the current state.")}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs inlined, for places OpenAPI cannot $ref into
+    (the per-line schema of an NDJSON download)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.rsplit("/", 1)[1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return dict(resolve(schema))
+
+
+# Resources
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(from_attributes=True, json_schema_extra={"examples": list(examples)})
+
+
+class ProjectOut(BaseModel):
+    model_config = _examples(
+        {
+            "id": 1,
+            "name": "haiku",
+            "description": "Short poems",
+            "base_model": "tiny",
+            "samples_per_prompt": 4,
+            "annotations_per_task": 1,
+            "created_at": "2026-05-01T09:00:00+00:00",
+        }
+    )
+
+    id: int
+    name: str
+    description: str
+    base_model: str
+    samples_per_prompt: int = Field(description="K: samples shown per ranking task.")
+    annotations_per_task: int
+    created_at: datetime
+
+
+class LineErrorOut(BaseModel):
+    line: int = Field(description="1-based line (or array item) of the body; 0 for the whole.")
+    message: str
+
+
+class PromptImportOut(BaseModel):
+    model_config = _examples(
+        {"format": "alpaca", "records": 3, "added": 2, "duplicates": 1, "errors": []}
+    )
+
+    format: str = Field(description="The format used (forced or detected).")
+    records: int = Field(description="Records read, good or bad.")
+    added: int
+    duplicates: int = Field(description="Prompts already in the project (or repeated).")
+    errors: list[LineErrorOut] = Field(
+        description="Records left out (only with skip_invalid=true; otherwise they are a 422)."
+    )
+
+
+class SampleImportOut(BaseModel):
+    model_config = _examples(
+        {
+            "records": 1,
+            "lines": 1,
+            "prompts_added": 1,
+            "versions_added": ["gpt-x"],
+            "samples_added": 4,
+            "samples_existing": 0,
+            "tasks_added": 1,
+            "errors": [],
+        }
+    )
+
+    records: int
+    lines: int = Field(description="Lines stored.")
+    prompts_added: int
+    versions_added: list[str] = Field(description="Models seen for the first time.")
+    samples_added: int
+    samples_existing: int = Field(description="Samples already uploaded (same text): reused.")
+    tasks_added: int = Field(description="Ranking tasks created for the new samples.")
+    errors: list[LineErrorOut]
+
+
+class RoundOut(BaseModel):
+    model_config = _examples(
+        {
+            "id": 7,
+            "project_id": 1,
+            "number": 2,
+            "type": "dpo",
+            "state": "policy",
+            "progress": {"stage": "policy", "step": 40, "total": 120, "eta_seconds": 95.0},
+            "error": None,
+            "cancel_requested": False,
+            "base_policy_version_id": 3,
+            "snapshot_id": 5,
+            "policy_version_id": None,
+            "created_at": "2026-05-04T10:00:00+00:00",
+            "started_at": "2026-05-04T10:00:02+00:00",
+            "finished_at": None,
+        }
+    )
+
+    id: int
+    project_id: int
+    number: int
+    type: RoundType
+    state: RoundState
+    progress: dict[str, Any] = Field(
+        description="stage, stage_index/stages, step/total, eta_seconds, latest metrics."
+    )
+    error: str | None
+    cancel_requested: bool
+    base_policy_version_id: int | None
+    snapshot_id: int | None = Field(description="Comparisons the round trained on.")
+    policy_version_id: int | None = Field(description="The version the round registered.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RoundDetail(RoundOut):
+    config: dict[str, Any] = Field(description="The validated configuration (defaults filled).")
+    metrics: dict[str, Any] = Field(
+        description="Per stage: series of per-step/per-epoch metrics; summaries (gate, ...)."
+    )
+
+
+class PolicyVersionOut(BaseModel):
+    model_config = _examples(
+        {
+            "id": 3,
+            "project_id": 1,
+            "number": 2,
+            "name": "round 1 (reward_ppo)",
+            "kind": "trained",
+            "status": "current",
+            "parent_id": 1,
+            "round_id": 6,
+            "reward_model_version_id": 2,
+            "snapshot_id": 4,
+            "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+            "has_adapter": True,
+            "merged_adapters": 0,
+            "metrics": {"kl": 3.1},
+            "created_at": "2026-05-04T11:00:00+00:00",
+        }
+    )
+
+    id: int
+    project_id: int
+    number: int
+    name: str
+    kind: PolicyKind
+    status: PolicyStatus
+    parent_id: int | None = Field(description="The version it was trained from.")
+    round_id: int | None
+    reward_model_version_id: int | None
+    snapshot_id: int | None
+    base_model: str | None
+    has_adapter: bool = Field(description="Whether a LoRA adapter can be downloaded as is.")
+    merged_adapters: int = Field(
+        description="Adapters merged into the base before this one applies (then only "
+        "merged=true downloads a loadable model)."
+    )
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class LineageEntry(BaseModel):
+    id: int
+    number: int
+    name: str
+    kind: PolicyKind
+    round_id: int | None
+
+
+class PolicyVersionDetail(PolicyVersionOut):
+    lineage: list[LineageEntry] = Field(description="Ancestors, oldest first, then this one.")

@@ -1,0 +1,228 @@
+"""API use cases: thin adapters from the domain services to the API's shapes.
+
+The rules live in the domain services (projects, sample upload, rounds); what is added here is
+what the API promises on top: all-or-nothing imports unless asked otherwise, page building,
+and lineage walking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.api import repository
+from app.api.pagination import PageParams, make_page
+from app.api.schemas import (
+    LineageEntry,
+    LineErrorOut,
+    PolicyVersionDetail,
+    PolicyVersionOut,
+    ProjectOut,
+    PromptImportOut,
+    RoundDetail,
+    RoundOut,
+    SampleImportOut,
+)
+from app.errors import InvalidInput, NotFound
+from app.models import PolicyVersion, TrainingRound
+from app.projects import imports, sample_upload
+from app.projects.prompt_import import LineError, parse_prompts
+from app.projects.service import require_project
+from app.rounds import service as rounds
+
+# Projects
+
+
+def list_projects(session: Session, *, page: PageParams) -> dict[str, Any]:
+    found = repository.projects(session, after_id=page.after_id, limit=page.limit)
+    result = make_page(found, limit=page.limit)
+    result["items"] = [ProjectOut.model_validate(p) for p in result["items"]]
+    return result
+
+
+def get_project(session: Session, *, project_id: int) -> ProjectOut:
+    return ProjectOut.model_validate(require_project(session, project_id))
+
+
+# Imports
+
+
+def _line_errors(errors: list[LineError]) -> list[dict[str, Any]]:
+    return [{"field": "body", "line": e.line, "message": e.message} for e in errors]
+
+
+def import_prompts(
+    session: Session,
+    *,
+    project_id: int,
+    data: bytes,
+    filename: str,
+    fmt: str | None,
+    skip_invalid: bool,
+) -> PromptImportOut:
+    """Parse like the admin upload; a body with a bad record imports nothing unless
+    skip_invalid, so a script can fix its file and send it again."""
+    require_project(session, project_id)
+    if not data.strip():
+        raise InvalidInput("The body is empty", details=[{"field": "body", "message": "empty"}])
+    parsed = parse_prompts(data, filename, fmt)
+    if parsed.errors and not skip_invalid:
+        raise InvalidInput(
+            f"{len(parsed.errors)} record(s) are invalid; nothing was imported",
+            details=_line_errors(parsed.errors),
+        )
+    if not parsed.prompts:
+        raise InvalidInput(
+            "The body has no prompts",
+            details=_line_errors(parsed.errors) or [{"field": "body", "message": "no prompts"}],
+        )
+    added = imports.import_prompts(session, project_id=project_id, prompts=parsed.prompts)
+    return PromptImportOut(
+        format=parsed.format,
+        records=parsed.records,
+        added=len(added.added),
+        duplicates=added.duplicates,
+        errors=[LineErrorOut(line=e.line, message=e.message) for e in parsed.errors],
+    )
+
+
+def upload_samples(
+    session: Session,
+    *,
+    project_id: int,
+    data: bytes,
+    filename: str,
+    model: str,
+    skip_invalid: bool,
+) -> SampleImportOut:
+    report = sample_upload.upload_sample_file(
+        session,
+        project_id=project_id,
+        data=data,
+        filename=filename,
+        default_model=model,
+        import_valid=skip_invalid,
+    )
+    errors = report.parsed.errors
+    if report.result is None:
+        message = (
+            f"{len(errors)} line(s) are invalid; nothing was imported"
+            if errors
+            else "The body has no sample lines"
+        )
+        raise InvalidInput(
+            message, details=_line_errors(errors) or [{"field": "body", "message": "no lines"}]
+        )
+    result = report.result
+    return SampleImportOut(
+        records=report.parsed.records,
+        lines=result.lines,
+        prompts_added=result.prompts_added,
+        versions_added=result.versions_added,
+        samples_added=result.samples_added,
+        samples_existing=result.samples_existing,
+        tasks_added=result.tasks_added,
+        errors=[LineErrorOut(line=e.line, message=e.message) for e in errors],
+    )
+
+
+# Rounds
+
+
+def _round(training_round: TrainingRound, version_id: int | None, model: type[RoundOut]) -> Any:
+    fields = {name: getattr(training_round, name, None) for name in model.model_fields}
+    fields["policy_version_id"] = version_id
+    return model.model_validate(fields)
+
+
+def list_rounds(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
+    require_project(session, project_id)
+    found = repository.rounds(
+        session, project_id=project_id, before_id=page.after_id, limit=page.limit
+    )
+    result = make_page(found, limit=page.limit)
+    versions = repository.versions_of_rounds(session, [r.id for r in result["items"]])
+    result["items"] = [_round(r, versions.get(r.id), RoundOut) for r in result["items"]]
+    return result
+
+
+def round_detail(session: Session, *, round_id: int) -> RoundDetail:
+    training_round = rounds.require_round(session, round_id)
+    versions = repository.versions_of_rounds(session, [training_round.id])
+    return _round(training_round, versions.get(training_round.id), RoundDetail)  # type: ignore[no-any-return]
+
+
+def start_round(
+    session: Session, *, project_id: int, config: dict[str, Any], user_id: int | None
+) -> RoundDetail:
+    training_round = rounds.start_round(
+        session,
+        project_id=project_id,
+        round_type=config["type"],
+        config=config,
+        user_id=user_id,
+    )
+    return _round(training_round, None, RoundDetail)  # type: ignore[no-any-return]
+
+
+def cancel_round(session: Session, *, round_id: int) -> RoundDetail:
+    rounds.cancel_round(session, round_id=round_id)
+    return round_detail(session, round_id=round_id)
+
+
+# Policy versions
+
+
+def _policy(version: PolicyVersion) -> dict[str, Any]:
+    metrics = dict(version.metrics or {})
+    merged = metrics.pop("merged_adapters", []) or []
+    return {
+        "id": version.id,
+        "project_id": version.project_id,
+        "number": version.number,
+        "name": version.name,
+        "kind": version.kind,
+        "status": version.status,
+        "parent_id": version.parent_id,
+        "round_id": version.round_id,
+        "reward_model_version_id": version.reward_model_version_id,
+        "snapshot_id": version.snapshot_id,
+        "base_model": version.base_model,
+        "has_adapter": version.artifact_uri is not None,
+        "merged_adapters": len(merged),
+        "metrics": metrics,
+        "created_at": version.created_at,
+    }
+
+
+def list_policies(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
+    require_project(session, project_id)
+    found = repository.policy_versions(
+        session, project_id=project_id, before_id=page.after_id, limit=page.limit
+    )
+    result = make_page(found, limit=page.limit)
+    result["items"] = [PolicyVersionOut.model_validate(_policy(v)) for v in result["items"]]
+    return result
+
+
+def require_version(session: Session, version_id: int) -> PolicyVersion:
+    version = session.get(PolicyVersion, version_id)
+    if version is None:
+        raise NotFound(f"No policy version {version_id}")
+    return version
+
+
+def policy_detail(session: Session, *, version_id: int) -> PolicyVersionDetail:
+    version = require_version(session, version_id)
+    versions = repository.project_versions(session, version.project_id)
+    chain: list[PolicyVersion] = []
+    current: PolicyVersion | None = version
+    while current is not None and current not in chain:  # a cycle would be a data bug
+        chain.append(current)
+        current = versions.get(current.parent_id) if current.parent_id else None
+    lineage = [
+        LineageEntry(id=v.id, number=v.number, name=v.name, kind=v.kind, round_id=v.round_id)
+        for v in reversed(chain)
+    ]
+    return PolicyVersionDetail.model_validate({**_policy(version), "lineage": lineage})

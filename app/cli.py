@@ -1,0 +1,555 @@
+"""The `rankloop` command line: database, users, web server, workers, demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="RankLoop: rank samples, train a reward model, run PPO, repeat.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+round_app = typer.Typer(help="Training rounds: start, follow, cancel.", no_args_is_help=True)
+app.add_typer(round_app, name="round")
+models_app = typer.Typer(help="Models: build the offline tiny model.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]Error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (creates the SQLite file when needed)."""
+    from app import migrate
+    from app.config import get_settings
+
+    migrate.upgrade(revision)
+    url = get_settings().effective_database_url
+    console.print(
+        f"Database at revision [bold]{migrate.current_revision()}[/bold] ({_redact(url)})"
+    )
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")],
+) -> None:
+    """Revert migrations down to REVISION."""
+    from app import migrate
+
+    migrate.downgrade(revision)
+    console.print(f"Database at revision {migrate.current_revision()}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's migration revision."""
+    from app import migrate
+
+    console.print(migrate.current_revision() or "empty (run `rankloop db upgrade`)")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    role: Annotated[str, typer.Option(help="admin or annotator.")] = "annotator",
+    password: Annotated[
+        str | None,
+        typer.Option(help="Password (asked for when omitted; use --generate for a random one)."),
+    ] = None,
+    generate: Annotated[bool, typer.Option(help="Generate and print a password.")] = False,
+    display_name: Annotated[str, typer.Option(help="Name shown in the app.")] = "",
+) -> None:
+    """Create a user with role admin or annotator."""
+    from app.accounts import service
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.security import generate_password
+
+    if generate:
+        password = generate_password()
+    elif password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope() as session:
+            user = service.create_user(
+                session,
+                username=username,
+                password=password,
+                role=role,
+                display_name=display_name,
+            )
+            user_id = user.id
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Created {role} [bold]{username}[/bold] (id {user_id})")
+    if generate:
+        console.print(f"Password (shown once): [bold]{password}[/bold]")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with their role and status."""
+    from rich.table import Table
+
+    from app.accounts import repository
+    from app.db import session_scope
+
+    table = Table("id", "username", "role", "active")
+    with session_scope(readonly=True) as session:
+        for user in repository.list_users(session):
+            table.add_row(str(user.id), user.username, user.role.value, str(user.active))
+    console.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Web worker processes.")] = 1,
+) -> None:
+    """Run the web app (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues: sampling,training.")] = (
+        "sampling,training"
+    ),
+    name: Annotated[str, typer.Option(help="Worker name (default: rankloop-QUEUES@host).")] = "",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Run a Celery worker on the given queues (one task at a time: training owns the device)."""
+    from worker.celery_app import QUEUES, celery_app
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if unknown or not wanted:
+        raise _fail(f"Unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
+    node = name or f"rankloop-{'-'.join(wanted)}@%h"
+    celery_app.worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(wanted),
+            "--pool",
+            "solo",
+            "--loglevel",
+            loglevel,
+            "-n",
+            node,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock.connect_ex((host, port)) != 0
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (the next free one is used if taken).")] = 8000,
+    with_worker: Annotated[bool, typer.Option(help="Start a worker beside the web server.")] = True,
+) -> None:
+    """Create the database, demo users and project; start the web server and a worker."""
+    import uvicorn
+
+    from app import migrate
+    from app.config import get_settings
+    from app.db import session_scope
+    from app.demo import prepare_demo
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"Data directory: {settings.data_dir}")
+    migrate.upgrade("head")
+    with session_scope() as session:
+        accounts = prepare_demo(session, settings)
+    while not _port_free(host, port):
+        port += 1
+    url = f"http://{host}:{port}/login"
+    console.rule("RankLoop demo")
+    console.print(f"Open [bold]{url}[/bold]")
+    console.print(f"  admin     / [bold]{accounts.admin_password}[/bold]")
+    console.print(f"  annotator / [bold]{accounts.annotator_password}[/bold]")
+    console.print("Passwords are shown once; run `rankloop demo` again for new ones. Ctrl-C stops.")
+    worker_proc = None
+    if with_worker:
+        worker_proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"],
+            env=os.environ.copy(),
+        )
+        _enqueue_demo_preparation(accounts.project_id)
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="warning")
+    finally:
+        if worker_proc is not None:
+            worker_proc.send_signal(signal.SIGTERM)
+            try:
+                worker_proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+
+
+@models_app.command("make-tiny")
+def models_make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Where to save the model and tokenizer.")],
+    steps: Annotated[int, typer.Option(help="Training steps on the shipped corpus.")] = 400,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Build a small GPT-2 and tokenizer offline; load it with from_pretrained(DIRECTORY)."""
+    from rich.progress import Progress
+
+    from worker.training.tiny_model import make_tiny_model
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("training tiny model", total=steps)
+        make_tiny_model(
+            directory,
+            steps=steps,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(f"Saved to {directory}")
+
+
+def _project_id(session: object, project: str) -> int:
+    from app.projects import repository
+
+    found = (
+        repository.get_project(session, int(project))  # type: ignore[arg-type]
+        if project.isdigit()
+        else repository.get_project_by_name(session, project)  # type: ignore[arg-type]
+    )
+    if found is None:
+        raise _fail(f"No project {project!r}")
+    return found.id
+
+
+@app.command()
+def sample(
+    project: Annotated[str, typer.Option(help="Project id or name.")],
+    policy_version: Annotated[
+        int | None, typer.Option(help="Version number (default: the current one).")
+    ] = None,
+    prompts: Annotated[int | None, typer.Option(help="At most this many prompts.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the job (default: random).")] = None,
+) -> None:
+    """Generate samples and ranking tasks in this process (no Celery needed)."""
+    from rich.progress import Progress
+
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.sampling import service
+    from worker.jobs.sampling import run_sampling_job
+
+    try:
+        with session_scope() as session:
+            job = service.start_sampling(
+                session,
+                project_id=_project_id(session, project),
+                version_number=policy_version,
+                prompt_limit=prompts,
+                seed=seed,
+                enqueue=False,
+            )
+            job_id = job.id if job else None
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    if job_id is None:
+        console.print("Every active prompt already has a task for this version; nothing to do.")
+        return
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"sampling job {job_id}", total=None)
+        created = run_sampling_job(
+            job_id, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    console.print(f"Sampling job {job_id}: {created} ranking tasks created")
+
+
+def _parse_settings(items: list[str]) -> dict[str, object]:
+    """--set ppo.steps=4 --set beta=0.2 → nested dict (values stay strings; pydantic coerces)."""
+    from app.rounds.pages import form_to_config
+
+    pairs: dict[str, object] = {}
+    for item in items:
+        if "=" not in item:
+            raise _fail(f"--set takes NAME=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return form_to_config(pairs)
+
+
+@round_app.command("start")
+def round_start(
+    project: Annotated[str, typer.Option(help="Project id or name.")],
+    type: Annotated[str, typer.Option(help="reward_ppo, sft or dpo.")] = "reward_ppo",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Config value NAME=VALUE, e.g. ppo.steps=4 (repeatable)."),
+    ] = None,
+    in_process: Annotated[
+        bool, typer.Option(help="Run every stage here instead of sending it to the workers.")
+    ] = False,
+) -> None:
+    """Start a round; by default the workers run it (follow it on the round page)."""
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.rounds import service
+
+    config = _parse_settings(set_ or [])
+    try:
+        with session_scope() as session:
+            training_round = service.start_round(
+                session,
+                project_id=_project_id(session, project),
+                round_type=type,
+                config=config,
+                enqueue=not in_process,
+            )
+            round_id, number = training_round.id, training_round.number
+    except AppError as exc:
+        details = f" {exc.details}" if exc.details else ""
+        raise _fail(exc.message + details) from None
+    console.print(f"Round {number} started (id {round_id}); page: /admin/rounds/{round_id}")
+    if in_process:
+        from app.rounds.schemas import STAGES
+        from worker.jobs.rounds import run_round
+
+        run_round(round_id, STAGES[type][0])
+        _print_round(round_id)
+
+
+def _print_round(round_id: int) -> None:
+    from app.db import session_scope
+    from app.rounds import service
+
+    with session_scope(readonly=True) as session:
+        training_round = service.require_round(session, round_id)
+        console.print(
+            f"Round {training_round.number}: [bold]{training_round.state.value}[/bold] "
+            f"(stage {training_round.progress.get('stage')}, step "
+            f"{training_round.progress.get('step')}/{training_round.progress.get('total')})"
+        )
+        for key in ("reward_model_summary", "gate"):
+            if key in training_round.metrics:
+                console.print(f"  {key}: {training_round.metrics[key]}")
+        if training_round.error:
+            console.print(f"[red]{training_round.error}[/red]")
+
+
+@round_app.command("status")
+def round_status(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> None:
+    """Print a round's state, progress and results."""
+    from app.errors import AppError
+
+    try:
+        _print_round(round_id)
+    except AppError as exc:
+        raise _fail(exc.message) from None
+
+
+@round_app.command("cancel")
+def round_cancel(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> None:
+    """Ask a round to stop (a running stage stops between steps)."""
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.rounds import service
+
+    try:
+        with session_scope() as session:
+            service.cancel_round(session, round_id=round_id)
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Round {round_id}: cancel requested")
+
+
+def _enqueue_demo_preparation(project_id: int) -> None:
+    """Model building and sampling are slow: the worker does them while the page is up."""
+    try:
+        from worker import tasks
+
+        prepare = getattr(tasks, "prepare_demo", None)
+        if prepare is not None:
+            prepare.delay(project_id)
+    except Exception as exc:  # the demo still serves pages without samples
+        console.print(f"[yellow]Could not queue demo preparation:[/yellow] {exc}")
+    time.sleep(0)
+
+
+# API tokens and policy export (issue 7)
+
+tokens_app = typer.Typer(help="API tokens for /api/v1: create, list, revoke.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+policies_app = typer.Typer(help="Policy versions: export weights.", no_args_is_help=True)
+app.add_typer(policies_app, name="policies")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. 'training cluster'.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="read, write or read:annotators (repeatable; default: read)."),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Admin username the token acts for (it stops if they lose admin)."),
+    ] = None,
+) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from app.accounts import repository as accounts
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.tokens import service
+
+    try:
+        with session_scope() as session:
+            creator_id = None
+            if user is not None:
+                found = accounts.get_user_by_username(session, user)
+                if found is None or not found.is_admin:
+                    raise _fail(f"No admin named {user!r}")
+                creator_id = found.id
+            issued = service.create_token(
+                session, name=name, scopes=scope or ["read"], created_by_id=creator_id
+            )
+            token_id, scopes = issued.token.id, issued.token.scopes
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Created token {token_id} [bold]{name}[/bold] ({', '.join(scopes)})")
+    console.print("Token (shown once):")
+    typer.echo(issued.secret)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens: prefix, scopes, last use, revocation."""
+    from rich.table import Table
+
+    from app.db import session_scope
+    from app.tokens import service
+
+    table = Table("id", "name", "prefix", "scopes", "created by", "last used", "revoked")
+    with session_scope(readonly=True) as session:
+        for token, creator in service.list_tokens(session):
+            table.add_row(
+                str(token.id),
+                token.name,
+                token.prefix + "…",
+                ", ".join(token.scopes),
+                creator or "-",
+                token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else "never",
+                token.revoked_at.isoformat(timespec="seconds") if token.revoked_at else "-",
+            )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (see tokens list).")],
+) -> None:
+    """Revoke a token: requests with it fail from now on."""
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.tokens import service
+
+    try:
+        with session_scope() as session:
+            token = service.revoke_token(session, token_id=token_id)
+            name = token.name
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Revoked token {token_id} ({name})")
+
+
+@policies_app.command("export")
+def policies_export(
+    version: Annotated[int, typer.Argument(help="Policy version id (or number, with --project).")],
+    directory: Annotated[Path, typer.Argument(help="Where to write the files.")],
+    merged: Annotated[
+        bool, typer.Option(help="Merge the adapter(s) into the base and write full weights.")
+    ] = False,
+    project: Annotated[
+        str | None, typer.Option(help="Project id or name: VERSION is then its version number.")
+    ] = None,
+) -> None:
+    """Write a policy version to DIRECTORY: the LoRA adapter (PeftModel.from_pretrained) or,
+    with --merged, full weights (AutoModelForCausalLM.from_pretrained)."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.export import policies
+    from app.models import PolicyVersion
+
+    try:
+        with session_scope(readonly=True) as session:
+            version_id = version
+            if project is not None:
+                found = session.scalar(
+                    select(PolicyVersion.id).where(
+                        PolicyVersion.project_id == _project_id(session, project),
+                        PolicyVersion.number == version,
+                    )
+                )
+                if found is None:
+                    raise _fail(f"No version {version} in project {project!r}")
+                version_id = found
+            export = policies.plan_policy_export(session, version_id=version_id, merged=merged)
+        with console.status("Merging weights…" if merged else "Copying adapter…"):
+            target = policies.write_directory(export, directory)
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Wrote version {export.number} ({export.name}) to {target}")
+    console.print(f"Load it with: {export.manifest()['load']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""One Settings object for the web app, the CLI and the workers (env prefix RANKLOOP_).
+
+With no configuration everything lives under ./rankloop-data/ on SQLite with a broker that
+needs no server, so `rankloop demo` runs on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RANKLOOP_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("rankloop-data"),
+        description="Local state: SQLite database, embedded broker, secret key, default artifacts.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
+        "Default: SQLite file in the data directory.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker, e.g. redis://host:6379/0. "
+        "Default: kombu's filesystem transport in the data directory (no server).",
+    )
+    artifact_store: str | None = Field(
+        default=None,
+        description="Where checkpoints, adapters and exports go: a local path, a shared volume "
+        "or an fsspec URL such as s3://bucket/rankloop. Default: <data_dir>/artifacts.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Server secret for keyed hashes (e.g. stable annotator pseudonyms in "
+        "exports). Default: generated once and kept in <data_dir>/secret_key.",
+    )
+    cookie_secure: bool = Field(
+        default=False, description="Mark session cookies Secure (set when served over HTTPS)."
+    )
+    session_hours: int = Field(default=12, description="Lifetime of a browser session.")
+    login_limit_per_account: int = Field(
+        default=10, description="Failed logins allowed per account per window."
+    )
+    login_limit_per_address: int = Field(
+        default=50, description="Failed logins allowed per client address per window."
+    )
+    login_window_seconds: int = Field(default=300, description="Login rate-limit window.")
+    api_rate_limit_per_minute: int = Field(
+        default=600, description="Requests per minute allowed per API token."
+    )
+    default_base_model: str = Field(
+        default="tiny",
+        description="Base model for new projects: a hub id, a local directory, or 'tiny' for "
+        "the offline model RankLoop builds itself under <data_dir>/models/tiny.",
+    )
+    hf_token: str | None = Field(
+        default=None, description="Hugging Face token for gated models (also read from HF_TOKEN)."
+    )
+    heartbeat_timeout_seconds: int = Field(
+        default=600, description="A running stage whose heartbeat is older than this is failed."
+    )
+    ratings_debounce_seconds: float = Field(
+        default=5.0, description="Delay before ratings are recomputed after new rankings."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'rankloop.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def effective_artifact_store(self) -> str:
+        return self.artifact_store or str(self.data_dir / "artifacts")
+
+    @property
+    def tiny_model_dir(self) -> Path:
+        return self.data_dir / "models" / "tiny"
+
+    def effective_secret_key(self) -> str:
+        """Return the configured key, or one generated once and kept in the data directory."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race: use its key
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+    def effective_hf_token(self) -> str | None:
+        return self.hf_token or os.environ.get("HF_TOKEN")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

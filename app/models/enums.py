@@ -1,0 +1,69 @@
+"""String enums stored as VARCHAR + CHECK (portable across SQLite and PostgreSQL)."""
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    admin = "admin"
+    annotator = "annotator"
+
+
+class PolicyKind(StrEnum):
+    base = "base"  # the project's starting model, as loaded from the hub or a directory
+    trained = "trained"  # produced by a round (SFT, PPO or DPO)
+    external = "external"  # samples uploaded from a model RankLoop did not train
+
+
+class PolicyStatus(StrEnum):
+    candidate = "candidate"
+    current = "current"
+    rejected = "rejected"
+    retired = "retired"
+
+
+class TaskStatus(StrEnum):
+    open = "open"
+    complete = "complete"
+    cancelled = "cancelled"
+
+
+class AssignmentState(StrEnum):
+    leased = "leased"
+    submitted = "submitted"
+    skipped = "skipped"
+    expired = "expired"
+
+
+class RoundType(StrEnum):
+    sft = "sft"
+    reward_ppo = "reward_ppo"
+    dpo = "dpo"
+
+
+class RoundState(StrEnum):
+    queued = "queued"
+    reward_model = "reward_model"
+    policy = "policy"
+    evaluating = "evaluating"
+    sampling = "sampling"
+    done = "done"
+    rejected = "rejected"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_ROUND_STATES
+
+
+TERMINAL_ROUND_STATES = frozenset(
+    {RoundState.done, RoundState.rejected, RoundState.failed, RoundState.cancelled}
+)
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"

@@ -1,0 +1,86 @@
+"""Projects and their inputs: prompts (plain or multi-turn) and demonstrations for SFT."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, utcnow
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("samples_per_prompt BETWEEN 4 AND 9", name="samples_per_prompt_range"),
+        CheckConstraint("annotations_per_task >= 1", name="annotations_per_task_positive"),
+        CheckConstraint("lease_minutes >= 1", name="lease_minutes_positive"),
+        CheckConstraint("temperature > 0", name="temperature_positive"),
+        CheckConstraint("top_p > 0 AND top_p <= 1", name="top_p_range"),
+        CheckConstraint("max_new_tokens >= 1", name="max_new_tokens_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    base_model: Mapped[str] = mapped_column(String(500))
+    trust_remote_code: Mapped[bool] = mapped_column(default=False)
+    samples_per_prompt: Mapped[int] = mapped_column(default=4)
+    annotations_per_task: Mapped[int] = mapped_column(default=1)
+    lease_minutes: Mapped[int] = mapped_column(default=15)
+    temperature: Mapped[float] = mapped_column(default=0.9)
+    top_p: Mapped[float] = mapped_column(default=0.95)
+    max_new_tokens: Mapped[int] = mapped_column(default=64)
+    newest_version_share: Mapped[float] = mapped_column(
+        default=0.5, doc="Share of a task's samples from the newest version when mixing two."
+    )
+    min_open_tasks: Mapped[int] = mapped_column(
+        default=10, doc="Below this many open tasks, more prompts are sampled automatically."
+    )
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    ratings_dirty_since: Mapped[datetime | None] = mapped_column(
+        doc="Set by a submit, cleared by the ratings job: the debounce marker."
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prompt(Base):
+    """A prompt, deduplicated per project by a hash of its content.
+
+    `messages` is set for a multi-turn conversation ([{"role", "content"}, ...]); `text` is then
+    a flattened rendering for lists and search.
+    """
+
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    messages: Mapped[list[Any] | None]
+    source: Mapped[str] = mapped_column(String(32), default="plain")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_conversation(self) -> bool:
+        return self.messages is not None
+
+
+class Demonstration(Base):
+    """A prompt → good response pair for SFT (imported, or written by an annotator)."""
+
+    __tablename__ = "demonstrations"
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    response: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32), default="plain")
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,80 @@
+"""Ranking tasks (K samples of one prompt), the samples they show, and leases on them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, utcnow
+from app.models._columns import enum_column
+from app.models.enums import AssignmentState, TaskStatus
+
+
+class RankingTask(Base):
+    __tablename__ = "ranking_tasks"
+    __table_args__ = (Index("ix_ranking_tasks_project_status", "project_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), index=True
+    )
+    required_annotations: Mapped[int]
+    annotations_done: Mapped[int] = mapped_column(default=0)
+    status: Mapped[TaskStatus] = mapped_column(
+        enum_column(TaskStatus, "task_status"), default=TaskStatus.open
+    )
+    sampling_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sampling_jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+    samples: Mapped[list[TaskSample]] = relationship(
+        lazy="raise", order_by="TaskSample.position", cascade="all, delete-orphan"
+    )
+
+
+class TaskSample(Base):
+    """The database keeps a sample at most once per task."""
+
+    __tablename__ = "task_samples"
+    __table_args__ = (UniqueConstraint("task_id", "position"),)
+
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("ranking_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    sample_id: Mapped[int] = mapped_column(
+        ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int]
+
+
+class Assignment(Base):
+    """A lease of a task to an annotator; at most one open lease per (task, annotator)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        Index(
+            "uq_assignments_one_open_lease",
+            "task_id",
+            "user_id",
+            unique=True,
+            sqlite_where=text("state = 'leased'"),
+            postgresql_where=text("state = 'leased'"),
+        ),
+        Index("ix_assignments_user_state", "user_id", "state"),
+        Index("ix_assignments_task_state", "task_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("ranking_tasks.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    state: Mapped[AssignmentState] = mapped_column(
+        enum_column(AssignmentState, "assignment_state"), default=AssignmentState.leased
+    )
+    leased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,1 @@
+"""Projects, prompts and their settings (admin side)."""

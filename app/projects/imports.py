@@ -1,0 +1,194 @@
+"""Prompt import in two steps: preview (parse, count, stage) and confirm (insert, one transaction).
+
+Between the two, the parsed prompts wait in a JSON file under <data_dir>/uploads named by a
+random token, bound to the project and the admin who uploaded it. That keeps a 100 MB upload
+out of the page and out of the session, and lets the confirm insert exactly what was previewed.
+Several web servers need a shared data directory (or sticky sessions) for this to work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import after_commit
+from app.errors import InvalidInput, NotFound
+from app.projects import repository
+from app.projects.prompt_import import LineError, ParsedPrompt, ParseResult, parse_prompts
+from app.projects.service import AddedPrompts, add_prompts, prompt_hash, require_project
+
+PREVIEW_PROMPTS = 20
+PREVIEW_ERRORS = 200
+STAGED_TTL_SECONDS = 6 * 3600
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    prompt: ParsedPrompt
+    status: str  # "new", "in project" or "repeated in file"
+
+
+@dataclass(frozen=True)
+class ImportPreview:
+    token: str | None
+    """Pass to confirm_import; None when nothing in the file can be imported."""
+    filename: str
+    parsed: ParseResult
+    new: int
+    in_project: int
+    repeated: int
+    rows: list[PreviewRow]
+    errors: list[LineError]
+    """The first PREVIEW_ERRORS errors; parsed.errors has them all."""
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    filename: str
+    added: int
+    duplicates: int
+    errors: int
+
+
+def preview_import(
+    session: Session,
+    *,
+    project_id: int,
+    user_id: int,
+    data: bytes,
+    filename: str,
+    fmt: str | None,
+    staging_dir: Path,
+) -> ImportPreview:
+    """Parse an upload, count what is new against the project, and stage it for confirm."""
+    require_project(session, project_id)
+    if not data.strip():
+        raise InvalidInput("The file is empty", details={"field": "file"})
+    parsed = parse_prompts(data, filename, fmt)
+    hashes = [prompt_hash(p.content) for p in parsed.prompts]
+    existing = repository.existing_prompt_hashes(session, project_id, hashes)
+    seen: set[str] = set()
+    statuses: list[str] = []
+    for digest in hashes:
+        if digest in existing:
+            statuses.append("in project")
+        elif digest in seen:
+            statuses.append("repeated in file")
+        else:
+            statuses.append("new")
+        seen.add(digest)
+    new = statuses.count("new")
+    token = None
+    if new:
+        token = _stage(
+            staging_dir,
+            {
+                "project_id": project_id,
+                "user_id": user_id,
+                "filename": filename,
+                "errors": len(parsed.errors),
+                "prompts": [asdict(p) for p in parsed.prompts],
+            },
+        )
+    return ImportPreview(
+        token=token,
+        filename=filename,
+        parsed=parsed,
+        new=new,
+        in_project=statuses.count("in project"),
+        repeated=statuses.count("repeated in file"),
+        rows=[
+            PreviewRow(p, s)
+            for p, s in zip(parsed.prompts[:PREVIEW_PROMPTS], statuses, strict=False)
+        ],
+        errors=parsed.errors[:PREVIEW_ERRORS],
+    )
+
+
+def confirm_import(
+    session: Session, *, project_id: int, user_id: int, token: str, staging_dir: Path
+) -> ImportOutcome:
+    """Insert the previewed prompts; prompts that arrived in between are skipped as duplicates."""
+    staged = _load(staging_dir, token, project_id=project_id, user_id=user_id)
+    prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
+    added = import_prompts(session, project_id=project_id, prompts=prompts)
+    after_commit(session, lambda: _discard(staging_dir, token))
+    return ImportOutcome(
+        filename=staged["filename"],
+        added=len(added.added),
+        duplicates=added.duplicates,
+        errors=staged["errors"],
+    )
+
+
+def import_prompts(
+    session: Session, *, project_id: int, prompts: Sequence[ParsedPrompt]
+) -> AddedPrompts:
+    """Add parsed prompts to a project, deduplicated, with each one's format as its source."""
+    if repository.lock_project(session, project_id) is None:
+        raise NotFound(f"No project {project_id}")
+    by_source: dict[str, list[Any]] = {}
+    for prompt in prompts:
+        by_source.setdefault(prompt.source, []).append(prompt.content)
+    added, duplicates = [], 0
+    for source, contents in by_source.items():
+        result = add_prompts(session, project_id=project_id, contents=contents, source=source)
+        added.extend(result.added)
+        duplicates += result.duplicates
+    return AddedPrompts(added=added, duplicates=duplicates)
+
+
+# Staging
+
+
+def _stage(folder: Path, payload: dict[str, Any]) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    _prune(folder)
+    token = secrets.token_urlsafe(24)
+    path = folder / f"{token}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(payload, f, ensure_ascii=False)
+    return token
+
+
+def _load(folder: Path, token: str, *, project_id: int, user_id: int) -> dict[str, Any]:
+    expired = NotFound("This preview has expired or was already imported; upload the file again")
+    if not _TOKEN.match(token):
+        raise expired
+    path = folder / f"{token}.json"
+    try:
+        if time.time() - path.stat().st_mtime > STAGED_TTL_SECONDS:
+            raise expired
+        payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise expired from None
+    if payload.get("project_id") != project_id or payload.get("user_id") != user_id:
+        raise expired
+    return payload
+
+
+def _discard(folder: Path, token: str) -> None:
+    if _TOKEN.match(token):
+        (folder / f"{token}.json").unlink(missing_ok=True)
+
+
+def _prune(folder: Path) -> None:
+    """Drop previews nobody confirmed; they would otherwise pile up in the data directory."""
+    cutoff = time.time() - STAGED_TTL_SECONDS
+    for path in folder.glob("*.json"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,504 @@
+"""Read the prompt files people already have: plain, Alpaca, Dolly and OpenAssistant (OASST2).
+
+Pure functions, no database: the admin import, the REST API and the SFT demonstrations share
+them. A bad record becomes a `LineError` with its line number and the rest of the file still
+parses, so one typo does not block an import of ten thousand prompts.
+
+Containers: JSON Lines, a JSON array, or CSV/TSV with a header row; any of them gzipped (the
+OASST2 dumps ship as .jsonl.gz). Every format may also carry a response (Alpaca `output`, Dolly
+`response`, the best-ranked OASST2 assistant reply, a trailing assistant message), kept on
+`ParsedPrompt.response` for SFT demonstrations; prompt imports ignore it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import InvalidInput
+
+FORMATS = ("plain", "alpaca", "dolly", "oasst2")
+FORMAT_LABELS = {
+    "plain": 'Plain: {"prompt": text or messages} or {"messages": [...]}',
+    "alpaca": "Alpaca: instruction, input, output",
+    "dolly": "Dolly: instruction, context, response, category",
+    "oasst2": "OpenAssistant OASST2: message lines or trees",
+}
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+MAX_UNZIPPED_BYTES = 512 * 1024 * 1024
+MAX_PROMPT_CHARS = 100_000
+CHAT_ROLES = ("system", "user", "assistant")
+
+Messages = list[dict[str, str]]
+PromptContent = str | Messages
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    content: PromptContent
+    source: str
+    """The format it came from; stored as Prompt.source."""
+    line: int
+    """Line of the file where the prompt starts (1-based)."""
+    response: str | None = None
+    """A reference answer when the file has one (for SFT demonstrations)."""
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    """1-based line number; 0 when the problem is the file as a whole."""
+    message: str
+
+
+@dataclass
+class ParseResult:
+    prompts: list[ParsedPrompt]
+    errors: list[LineError]
+    format: str
+    """The format used: the one forced by the caller, or the one detected ("unknown" if none)."""
+    records: int = 0
+    """Non-blank records read, good or bad (lines of JSONL, items of a JSON array, CSV rows)."""
+    ignored: int = 0
+    """Valid records that are not prompts: OASST2 replies and deleted or rejected messages."""
+
+
+@dataclass(frozen=True)
+class Record:
+    line: int
+    data: dict[str, Any]
+
+
+class BadRecord(ValueError):
+    """One record is unusable; the parser turns it into a LineError and goes on."""
+
+
+# Entry point
+
+
+def parse_prompts(data: bytes, filename: str, fmt: str | None = None) -> ParseResult:
+    """Prompts, per-line errors and the format of an uploaded file.
+
+    `fmt` forces a format; None detects it from the first record whose fields fit one. File-level
+    problems (too large, broken gzip, unknown forced format) raise InvalidInput.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise InvalidInput(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    result = ParseResult(prompts=[], errors=[], format=fmt or "unknown")
+    oasst = _Oasst2Collector()
+    pending: list[Record] = []
+
+    def handle(record: Record) -> None:
+        try:
+            if result.format == "oasst2":
+                if not oasst.add(record):
+                    result.ignored += 1
+                return
+            content, response = _PARSERS[result.format](record.data)
+            result.prompts.append(ParsedPrompt(content, result.format, record.line, response))
+        except BadRecord as exc:
+            result.errors.append(LineError(record.line, str(exc)))
+
+    for item in read_records(data, filename):
+        result.records += 1
+        if isinstance(item, LineError):
+            result.errors.append(item)
+            continue
+        if result.format == "unknown":
+            detected = detect_format(item.data)
+            if detected is None:
+                pending.append(item)  # judged once the format is known
+                continue
+            result.format = detected
+            for earlier in pending:
+                handle(earlier)
+            pending.clear()
+        handle(item)
+
+    if result.format == "unknown" and pending:
+        result.errors.append(
+            LineError(
+                0,
+                "Could not recognise the format: no record has a 'prompt', 'messages', "
+                "'instruction' or OASST2 'message_id' field. CSV files need a header row.",
+            )
+        )
+    if result.format == "oasst2":
+        result.prompts.extend(oasst.finish())
+    result.errors.sort(key=lambda e: e.line)
+    result.prompts.sort(key=lambda p: p.line)
+    return result
+
+
+def detect_format(data: dict[str, Any]) -> str | None:
+    """The format a record's fields point to, or None if they fit none."""
+    if "message_id" in data or isinstance(data.get("prompt"), dict):
+        return "oasst2"
+    if "instruction" in data:
+        return "dolly" if {"context", "response", "category"} & data.keys() else "alpaca"
+    if "prompt" in data or "messages" in data:
+        return "plain"
+    return None
+
+
+# Containers: JSONL, JSON array, CSV/TSV (optionally gzipped)
+
+_JSON_ARRAY_START = re.compile(rb"\s*\[")
+
+
+def read_records(data: bytes, filename: str) -> Iterator[Record | LineError]:
+    """Objects of a file with their line numbers; unreadable lines come out as LineErrors."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InvalidInput(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; split it")
+    data = _gunzip(data) if data[:2] == b"\x1f\x8b" else data
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Excel adds one)
+    name = filename.lower().removesuffix(".gz")
+    if name.endswith((".csv", ".tsv")):
+        return _csv_records(data, delimiter="\t" if name.endswith(".tsv") else ",")
+    if _JSON_ARRAY_START.match(data):
+        return _json_array_records(data)
+    return _jsonl_records(data)
+
+
+def _gunzip(data: bytes) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            out = f.read(MAX_UNZIPPED_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidInput(f"The file looks gzipped but cannot be unpacked: {exc}") from exc
+    if len(out) > MAX_UNZIPPED_BYTES:
+        raise InvalidInput(f"Unpacked, the file is over {MAX_UNZIPPED_BYTES // 2**20} MiB")
+    return out
+
+
+def _jsonl_records(data: bytes) -> Iterator[Record | LineError]:
+    for number, raw in enumerate(io.BytesIO(data), 1):
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield LineError(number, "not UTF-8 text")
+            continue
+        except json.JSONDecodeError as exc:
+            yield LineError(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except RecursionError:
+            yield LineError(number, "invalid JSON: nested too deeply")
+            continue
+        yield _as_record(number, value)
+
+
+def _json_array_records(data: bytes) -> Iterator[Record | LineError]:
+    """Items of a top-level JSON array (Alpaca's alpaca_data.json), each with its line number."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield LineError(data.count(b"\n", 0, exc.start) + 1, "not UTF-8 text")
+        return
+    decoder = json.JSONDecoder()
+    pos = _skip_space(text, text.index("[") + 1)
+    line, counted_to = 1, 0
+
+    def line_at(p: int) -> int:
+        nonlocal line, counted_to
+        line += text.count("\n", counted_to, p)
+        counted_to = p
+        return line
+
+    if text.startswith("]", pos):
+        return
+    while True:
+        start = line_at(pos)
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield LineError(line_at(exc.pos), f"invalid JSON: {exc.msg}; the rest was not read")
+            return
+        except RecursionError:
+            yield LineError(start, "invalid JSON: nested too deeply; the rest was not read")
+            return
+        yield _as_record(start, value)
+        pos = _skip_space(text, pos)
+        if text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+        elif text.startswith("]", pos):
+            return
+        else:
+            yield LineError(line_at(pos), "invalid JSON: expected ',' or ']' between items")
+            return
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _csv_records(data: bytes, *, delimiter: str) -> Iterator[Record | LineError]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        yield LineError(line, "not UTF-8 text; save the file as UTF-8 and upload it again")
+        return
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [name.strip().lower() for name in next(reader, [])]
+        last_line = reader.line_num
+        for row in reader:
+            start, last_line = last_line + 1, reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            yield Record(start, {k: v for k, v in zip(header, row, strict=False) if k})
+    except csv.Error as exc:
+        yield LineError(reader.line_num, f"CSV error: {exc}; the rest was not read")
+
+
+def _as_record(line: int, value: Any) -> Record | LineError:
+    if not isinstance(value, dict):
+        return LineError(line, f"expected a JSON object, got {_type_name(value)}")
+    return Record(line, value)
+
+
+# Fields
+
+
+def _type_name(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", str: "a string", list: "an array"}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), "an object")
+
+
+def _text(data: dict[str, Any], key: str, *, required: bool) -> str:
+    """A string field, stripped; missing or null is "" unless required."""
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise BadRecord(f"missing field '{key}'")
+        return ""
+    if not isinstance(value, str):
+        raise BadRecord(f"'{key}' must be a string, got {_type_name(value)}")
+    value = value.strip()
+    if required and not value:
+        raise BadRecord(f"'{key}' is empty")
+    return value
+
+
+def _checked_length(content: PromptContent) -> PromptContent:
+    size = len(content) if isinstance(content, str) else sum(len(m["content"]) for m in content)
+    if size > MAX_PROMPT_CHARS:
+        raise BadRecord(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+    return content
+
+
+def prompt_content(value: Any, *, key: str = "prompt") -> PromptContent:
+    """A prompt given as text or as chat messages ending with the user's turn.
+
+    A conversation of one user message is stored as plain text, so it deduplicates against the
+    same prompt imported from a plain file.
+    """
+    if value is None:
+        raise BadRecord(f"missing field '{key}'")
+    if isinstance(value, str):
+        if not value.strip():
+            raise BadRecord(f"'{key}' is empty")
+        return _checked_length(value.strip())
+    if isinstance(value, list):
+        messages = chat_messages(value, key=key)
+        if messages[-1]["role"] != "user":
+            raise BadRecord(f"'{key}' must end with a user message")
+        if len(messages) == 1:
+            return _checked_length(messages[0]["content"])
+        return _checked_length(messages)
+    raise BadRecord(
+        f"'{key}' must be a string or a list of {{role, content}} messages, "
+        f"got {_type_name(value)}"
+    )
+
+
+def chat_messages(value: list[Any], *, key: str) -> Messages:
+    """Validated {role, content} messages (other keys dropped)."""
+    if not value:
+        raise BadRecord(f"'{key}' has no messages")
+    messages: Messages = []
+    for i, message in enumerate(value, 1):
+        if not isinstance(message, dict):
+            raise BadRecord(f"'{key}' message {i} must be an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in CHAT_ROLES:
+            raise BadRecord(
+                f"'{key}' message {i}: role must be one of {', '.join(CHAT_ROLES)}, got {role!r}"
+            )
+        if not isinstance(content, str) or not content.strip():
+            raise BadRecord(f"'{key}' message {i}: 'content' must be a non-empty string")
+        messages.append({"role": role, "content": content.strip()})
+    if not any(m["role"] == "user" for m in messages):
+        raise BadRecord(f"'{key}' has no user message")
+    return messages
+
+
+def _response(value: Any) -> str | None:
+    """A reference answer given as text or as a trailing assistant message (TRL's `chosen`)."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        last = value[-1]
+        if last.get("role") == "assistant" and isinstance(last.get("content"), str):
+            return last["content"].strip() or None
+    return None
+
+
+# Formats
+
+
+def _plain(data: dict[str, Any]) -> tuple[PromptContent, str | None]:
+    """{"prompt": text | messages} (TRL prompt/chosen/rejected too) or {"messages": [...]}."""
+    if "prompt" in data:
+        response = next(
+            (r for k in ("response", "completion", "chosen") if (r := _response(data.get(k)))),
+            None,
+        )
+        return prompt_content(data["prompt"]), response
+    if "messages" in data:
+        value = data["messages"]
+        if not isinstance(value, list):
+            raise BadRecord(f"'messages' must be a list, got {_type_name(value)}")
+        messages = chat_messages(value, key="messages")
+        response = None
+        if messages[-1]["role"] == "assistant":  # a full chat: the last turn is the answer
+            response = messages.pop()["content"]
+        return prompt_content(messages, key="messages"), response
+    raise BadRecord("missing field 'prompt' (or 'messages')")
+
+
+def _instruction(
+    data: dict[str, Any], extra: str, answer: str
+) -> tuple[PromptContent, str | None]:
+    """Alpaca and Dolly: the instruction, a blank line, then the input/context when there is one."""
+    instruction = _text(data, "instruction", required=True)
+    more = _text(data, extra, required=False)
+    content = f"{instruction}\n\n{more}" if more else instruction
+    return _checked_length(content), _text(data, answer, required=False) or None
+
+
+def _alpaca(data: dict[str, Any]) -> tuple[PromptContent, str | None]:
+    return _instruction(data, "input", "output")
+
+
+def _dolly(data: dict[str, Any]) -> tuple[PromptContent, str | None]:
+    return _instruction(data, "context", "response")
+
+
+_PARSERS = {"plain": _plain, "alpaca": _alpaca, "dolly": _dolly}
+
+
+def _flag(value: Any) -> bool:
+    """A boolean that may come from CSV as text."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes"}
+    return bool(value)
+
+
+def _rank(value: Any) -> float:
+    """OASST2 `rank` (0 = preferred among siblings); unranked replies sort last."""
+    try:
+        return float(value) if value not in (None, "") else float("inf")
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+@dataclass
+class _Candidate:
+    rank: float
+    line: int
+    text: str
+
+
+@dataclass
+class _Oasst2Collector:
+    """OASST2 as message lines (root prompter messages are prompts) or as one tree per line.
+
+    Lines may come in any order, so the best assistant reply to each message is remembered and
+    matched to the roots at the end.
+    """
+
+    roots: list[tuple[int, str, str]] = field(default_factory=list)  # (line, id, text)
+    best_reply: dict[str, _Candidate] = field(default_factory=dict)
+    trees: list[ParsedPrompt] = field(default_factory=list)
+
+    def add(self, record: Record) -> bool:
+        """Take one record; False when it is valid but not a prompt (a reply, a deleted one)."""
+        data = record.data
+        if isinstance(data.get("prompt"), dict):
+            return self._add_tree(record.line, data["prompt"])
+        message_id = data.get("message_id")
+        if not isinstance(message_id, str) or not message_id.strip():
+            raise BadRecord("missing field 'message_id'")
+        role = data.get("role")
+        if role not in ("prompter", "assistant"):
+            raise BadRecord(f"'role' must be 'prompter' or 'assistant', got {role!r}")
+        text = _text(data, "text", required=True)
+        if _flag(data.get("deleted")) or data.get("review_result") in (False, "False", "false"):
+            return False
+        parent_id = data.get("parent_id") or None
+        if parent_id is None:
+            if role != "prompter":
+                raise BadRecord("a root message (no parent_id) must have role 'prompter'")
+            _checked_length(text)
+            self.roots.append((record.line, message_id, text))
+            return True
+        if role == "assistant":
+            self._offer(str(parent_id), _Candidate(_rank(data.get("rank")), record.line, text))
+        return False
+
+    def _offer(self, parent_id: str, candidate: _Candidate) -> None:
+        best = self.best_reply.get(parent_id)
+        if best is None or (candidate.rank, candidate.line) < (best.rank, best.line):
+            self.best_reply[parent_id] = candidate
+
+    def _add_tree(self, line: int, root: dict[str, Any]) -> bool:
+        role = root.get("role")
+        if role != "prompter":
+            raise BadRecord(f"the tree's 'prompt' must have role 'prompter', got {role!r}")
+        text = _text(root, "text", required=True)
+        if _flag(root.get("deleted")) or root.get("review_result") is False:
+            return False
+        replies = root.get("replies") or []
+        if not isinstance(replies, list):
+            raise BadRecord(f"'replies' must be a list, got {_type_name(replies)}")
+        best: _Candidate | None = None
+        for position, reply in enumerate(replies):
+            if (
+                isinstance(reply, dict)
+                and reply.get("role") == "assistant"
+                and isinstance(reply.get("text"), str)
+                and not _flag(reply.get("deleted"))
+            ):
+                candidate = _Candidate(_rank(reply.get("rank")), position, reply["text"].strip())
+                if best is None or (candidate.rank, candidate.line) < (best.rank, best.line):
+                    best = candidate
+        content = _checked_length(text)
+        self.trees.append(ParsedPrompt(content, "oasst2", line, best.text if best else None))
+        return True
+
+    def finish(self) -> list[ParsedPrompt]:
+        from_lines = [
+            ParsedPrompt(
+                text,
+                "oasst2",
+                line,
+                reply.text if (reply := self.best_reply.get(message_id)) else None,
+            )
+            for line, message_id, text in self.roots
+        ]
+        return self.trees + from_lines

@@ -1,0 +1,33 @@
+"""Form and API shapes for projects. Values stay text here; the service converts and checks them,
+so a bad value gets a readable message ("Samples per prompt must be between 4 and 9")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ProjectForm(BaseModel):
+    """The project settings form (create and edit); absent fields are left unchanged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = None
+    base_model: str | None = None
+    description: str | None = None
+    guidelines: str | None = None
+    samples_per_prompt: str | None = None
+    annotations_per_task: str | None = None
+    lease_minutes: str | None = None
+    temperature: str | None = None
+    top_p: str | None = None
+    max_new_tokens: str | None = None
+    newest_version_share: str | None = None
+    min_open_tasks: str | None = None
+    trust_remote_code: bool = False
+    """A checkbox: unchecked boxes are not sent, so absent means off."""
+
+    def settings(self) -> dict[str, Any]:
+        """The fields apply_settings takes (everything but name and base model)."""
+        return self.model_dump(exclude_none=True, exclude={"name", "base_model"})

@@ -1,0 +1,302 @@
+"""Project rules: settings within bounds, membership, prompts deduplicated by content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.orm import Session
+
+from app.accounts import repository as accounts_repository
+from app.db import utcnow
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models import (
+    PolicyKind,
+    PolicyStatus,
+    PolicyVersion,
+    Project,
+    ProjectMember,
+    Prompt,
+    RankingTask,
+    TaskStatus,
+)
+from app.projects import repository
+from app.projects.prompt_import import PromptContent
+
+
+def create_project(
+    session: Session, *, name: str, base_model: str, **settings: Any
+) -> Project:
+    """A project starts with policy version 1: its base model, as it is."""
+    name = _clean_name(session, name)
+    base_model = (base_model or "").strip()
+    if not base_model or len(base_model) > 500:
+        raise InvalidInput(
+            "Base model must be a hub id, a local directory or 'tiny' (at most 500 characters)",
+            details={"field": "base_model"},
+        )
+    project = Project(name=name, base_model=base_model)
+    apply_settings(project, settings)
+    session.add(project)
+    session.flush()
+    session.add(
+        PolicyVersion(
+            project_id=project.id,
+            number=1,
+            name="base",
+            kind=PolicyKind.base,
+            status=PolicyStatus.current,
+            base_model=project.base_model,
+        )
+    )
+    session.flush()
+    return project
+
+
+def update_project(
+    session: Session, *, project_id: int, name: str | None = None, **settings: Any
+) -> Project:
+    """Rename and change settings; the base model is fixed once a project exists."""
+    project = require_project(session, project_id)
+    clean_name = _clean_name(session, name, project=project) if name is not None else None
+    apply_settings(project, settings)
+    if clean_name is not None:
+        project.name = clean_name
+    session.flush()
+    return project
+
+
+def _clean_name(session: Session, name: str | None, *, project: Project | None = None) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 128:
+        raise InvalidInput("A project needs a name of 1–128 characters", details={"field": "name"})
+    other = repository.get_project_by_name(session, name)
+    if other is not None and other is not project:
+        raise Conflict(f"Project {name!r} already exists", details={"field": "name"})
+    return name
+
+
+_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
+    "samples_per_prompt": (int, 4, 9),
+    "annotations_per_task": (int, 1, 50),
+    "lease_minutes": (int, 1, 24 * 60),
+    "temperature": (float, 0.01, 5.0),
+    "top_p": (float, 0.01, 1.0),
+    "max_new_tokens": (int, 1, 8192),
+    "newest_version_share": (float, 0.0, 1.0),
+    "min_open_tasks": (int, 0, 100000),
+    "guidelines": (str, None, 50_000),
+    "description": (str, None, 5_000),
+    "trust_remote_code": (bool, None, None),
+}
+SETTING_LABELS = {
+    "samples_per_prompt": "Samples per prompt",
+    "annotations_per_task": "Annotations per task",
+    "lease_minutes": "Lease time (minutes)",
+    "temperature": "Temperature",
+    "top_p": "Top-p",
+    "max_new_tokens": "Max new tokens",
+    "newest_version_share": "Newest version share",
+    "min_open_tasks": "Minimum open tasks",
+    "guidelines": "Guidelines",
+    "description": "Description",
+    "trust_remote_code": "Trust remote code",
+}
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+_TRUE, _FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}
+
+
+def apply_settings(project: Project, settings: dict[str, Any]) -> None:
+    """Validate every field before changing any, so a bad value changes nothing."""
+    clean: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key not in _BOUNDS:
+            raise InvalidInput(f"Unknown project setting {key!r}", details={"field": key})
+        kind, low, high = _BOUNDS[key]
+        label = SETTING_LABELS[key]
+        try:
+            value = _convert(kind, value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"{label} must be {_KIND_NAMES[kind]}", details={"field": key}
+            ) from exc
+        if kind is str and high is not None and len(value) > high:
+            raise InvalidInput(
+                f"{label} must be at most {int(high)} characters", details={"field": key}
+            )
+        if kind in (int, float) and not (low <= value <= high):  # type: ignore[operator]
+            raise InvalidInput(f"{label} must be between {low} and {high}", details={"field": key})
+        clean[key] = value
+    for key, value in clean.items():
+        setattr(project, key, value)
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """Form text or JSON values to the setting's type; bool("off") would be True, so not that."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ValueError(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value.strip()
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return kind(value.strip() if isinstance(value, str) else value)
+
+
+def require_project(session: Session, project_id: int) -> Project:
+    project = repository.get_project(session, project_id)
+    if project is None:
+        raise NotFound(f"No project {project_id}")
+    return project
+
+
+def add_member(session: Session, *, project_id: int, user_id: int) -> ProjectMember:
+    """Let a user work on a project (idempotent)."""
+    require_project(session, project_id)
+    user = accounts_repository.get_user(session, user_id)
+    if user is None:
+        raise NotFound(f"No user {user_id}")
+    if not user.active:
+        raise InvalidInput(f"{user.username} is deactivated; reactivate the account first")
+    member = repository.get_member(session, project_id, user_id)
+    if member is None:
+        member = ProjectMember(project_id=project_id, user_id=user_id)
+        session.add(member)
+        session.flush()
+    return member
+
+
+def remove_member(session: Session, *, project_id: int, user_id: int) -> None:
+    """Stop a user getting new tasks here; their rankings and open leases stay as they are."""
+    require_project(session, project_id)
+    if not repository.delete_member(session, project_id, user_id):
+        raise NotFound(f"User {user_id} is not a member of this project")
+
+
+def prompt_hash(content: PromptContent) -> str:
+    """Whitespace-normalised content hash: the same prompt imported twice is one prompt."""
+    if isinstance(content, str):
+        canonical = " ".join(content.split())
+    else:
+        canonical = json.dumps(
+            [[m["role"], " ".join(m["content"].split())] for m in content], ensure_ascii=False
+        )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def flatten_conversation(messages: Sequence[dict[str, str]]) -> str:
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+@dataclass(frozen=True)
+class AddedPrompts:
+    added: list[Prompt]
+    duplicates: int
+
+
+def add_prompts(
+    session: Session, *, project_id: int, contents: Sequence[PromptContent], source: str = "plain"
+) -> AddedPrompts:
+    """Insert new prompts; ones already in the project (or repeated in the input) are skipped."""
+    hashes = [prompt_hash(c) for c in contents]
+    seen = repository.existing_prompt_hashes(session, project_id, hashes)
+    added: list[Prompt] = []
+    for content, digest in zip(contents, hashes, strict=True):
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if isinstance(content, str):
+            prompt = Prompt(project_id=project_id, content_hash=digest, text=content, source=source)
+        else:
+            prompt = Prompt(
+                project_id=project_id,
+                content_hash=digest,
+                text=flatten_conversation(content),
+                messages=list(content),
+                source=source,
+            )
+        session.add(prompt)
+        added.append(prompt)
+    session.flush()
+    return AddedPrompts(added=added, duplicates=len(contents) - len(added))
+
+
+# Progress
+
+
+@dataclass(frozen=True)
+class ProjectProgress:
+    prompts: int
+    tasks_open: int
+    tasks_leased: int
+    """Open tasks that someone holds a lease on right now (a task needing several annotations
+    can be leased and still be handed out)."""
+    live_leases: int
+    tasks_complete: int
+    tasks_cancelled: int
+    annotations_done: int
+    annotations_required: int
+    rankings_by_annotator: list[Row[Any]]
+    samples_by_version: list[Row[Any]]
+
+
+def progress(session: Session, *, project_id: int) -> ProjectProgress:
+    require_project(session, project_id)
+    tasks = repository.task_counts(session, project_id)
+    leased, leases = repository.live_lease_counts(session, project_id, utcnow())
+    done, required = repository.annotation_totals(session, project_id)
+    return ProjectProgress(
+        prompts=repository.count_prompts(session, project_id),
+        tasks_open=tasks.get(TaskStatus.open, 0),
+        tasks_leased=leased,
+        live_leases=leases,
+        tasks_complete=tasks.get(TaskStatus.complete, 0),
+        tasks_cancelled=tasks.get(TaskStatus.cancelled, 0),
+        annotations_done=done,
+        annotations_required=required,
+        rankings_by_annotator=repository.rankings_per_annotator(session, project_id),
+        samples_by_version=repository.samples_per_version(session, project_id),
+    )
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    project: Project
+    prompts: int
+    open_tasks: int
+    complete_tasks: int
+    members: int
+
+
+def project_summaries(session: Session) -> list[ProjectSummary]:
+    """Every project with its headline counts, in four queries whatever the number of projects."""
+    prompts = repository.count_per_project(session, Prompt.project_id)
+    open_tasks = repository.count_per_project(
+        session, RankingTask.project_id, RankingTask.status == TaskStatus.open
+    )
+    complete = repository.count_per_project(
+        session, RankingTask.project_id, RankingTask.status == TaskStatus.complete
+    )
+    members = repository.count_per_project(session, ProjectMember.project_id)
+    return [
+        ProjectSummary(
+            project=p,
+            prompts=prompts.get(p.id, 0),
+            open_tasks=open_tasks.get(p.id, 0),
+            complete_tasks=complete.get(p.id, 0),
+            members=members.get(p.id, 0),
+        )
+        for p in repository.list_projects(session)
+    ]

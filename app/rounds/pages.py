@@ -1,0 +1,133 @@
+"""What the round pages show, assembled from the services (routes stay thin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.models import TrainingRound
+from app.projects.service import require_project
+from app.rounds import repository, service
+from app.rounds.charts import round_charts
+from app.rounds.schemas import CONFIG_BY_TYPE
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    name: str  # dotted path, e.g. "ppo.steps"
+    label: str
+    kind: str  # "number", "text", "bool", "choice"
+    default: Any
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+
+def config_fields(model: type[BaseModel], prefix: str = "") -> list[ConfigField]:
+    """Flatten a round config model into form fields (nested models become dotted names)."""
+    fields: list[ConfigField] = []
+    for name, info in model.model_fields.items():
+        if name == "type":
+            continue
+        annotation = info.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields.extend(config_fields(annotation, prefix=f"{dotted}."))
+            continue
+        choices = tuple(getattr(annotation, "__args__", ()) or ())
+        if annotation is bool:
+            kind = "bool"
+        elif choices and all(isinstance(c, str) for c in choices):
+            kind = "choice"
+        elif annotation in (int, float):
+            kind = "number"
+        else:
+            kind, choices = "text", ()
+        fields.append(
+            ConfigField(
+                name=dotted,
+                label=dotted.replace("_", " ").replace(".", " · "),
+                kind=kind,
+                default="" if info.default is None else info.default,
+                choices=choices,
+                help=info.description or "",
+            )
+        )
+    return fields
+
+
+def form_to_config(form: dict[str, Any]) -> dict[str, Any]:
+    """Dotted form names → nested dict; empty values mean "use the default"."""
+    config: dict[str, Any] = {}
+    for key, value in form.items():
+        if key in ("csrf_token", "type") or value in ("", None):
+            continue
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return config
+
+
+def start_round_from_form(
+    session: Session, *, project_id: int, form: dict[str, Any], user_id: int
+) -> TrainingRound:
+    return service.start_round(
+        session,
+        project_id=project_id,
+        round_type=str(form.get("type", "")),
+        config=form_to_config(form),
+        user_id=user_id,
+    )
+
+
+def rounds_context(session: Session, *, project_id: int, round_type: str) -> dict[str, Any]:
+    from worker.health import queue_lengths, worker_statuses
+
+    project = require_project(session, project_id)
+    return {
+        "project": project,
+        "rounds": repository.list_rounds(session, project_id),
+        "active": repository.active_round(session, project_id),
+        "round_type": round_type,
+        "round_types": list(CONFIG_BY_TYPE),
+        "fields": config_fields(CONFIG_BY_TYPE[round_type]),
+        "workers": worker_statuses(session),
+        "queues": queue_lengths(),
+    }
+
+
+def round_context(session: Session, *, round_id: int, settings: Settings) -> dict[str, Any]:
+    from worker.health import queue_lengths, worker_statuses
+
+    service.reap_stale_rounds(session, timeout_seconds=settings.heartbeat_timeout_seconds)
+    training_round = service.require_round(session, round_id)
+    progress = training_round.progress or {}
+    step, total = progress.get("step") or 0, progress.get("total")
+    stage_share = (step / total) if total else 0.0
+    stages = progress.get("stages") or 1
+    stage_index = progress.get("stage_index") or 0
+    overall = (
+        100.0
+        if training_round.state.value == "done"
+        else max(0.0, (stage_index - 1 + stage_share) / stages * 100)
+    )
+    return {
+        "round": training_round,
+        "project": require_project(session, training_round.project_id),
+        "progress": progress,
+        "overall_percent": round(overall, 1),
+        "stage_percent": round(stage_share * 100, 1),
+        "charts": round_charts(training_round.metrics or {}),
+        "summary": {
+            k: v
+            for k, v in (training_round.metrics or {}).items()
+            if k in ("reward_model_summary", "gate", "candidate")
+        },
+        "workers": worker_statuses(session),
+        "queues": queue_lengths(),
+    }

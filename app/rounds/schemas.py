@@ -1,0 +1,105 @@
+"""Round configurations, one pydantic model per round type, validated before a round starts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: Annotated[int, Field(ge=0, description="Seed for training and evaluation.")] = 0
+    eval_prompts: Annotated[
+        int, Field(ge=2, le=1000, description="Held-out prompts the promotion gate samples.")
+    ] = 16
+    reference: Annotated[
+        Literal["start", "previous"],
+        Field(
+            description="'start': stay close to the project's starting policy (after SFT, the "
+            "SFT model) and continue the current adapter; 'previous': merge the current "
+            "version into the base and start a fresh adapter."
+        ),
+    ] = "start"
+    max_kl: Annotated[
+        float, Field(gt=0, description="Gate: the new version's KL to the reference must be below.")
+    ] = 25.0
+
+
+class RewardModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: Annotated[
+        str | None, Field(description="Model under the reward head (default: the project's).")
+    ] = None
+    epochs: Annotated[int, Field(ge=1, le=100)] = 3
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    max_length: Annotated[int, Field(ge=16, le=8192)] = 256
+
+
+class PPOSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: Annotated[int, Field(ge=1, le=100000, description="PPO updates.")] = 12
+    batch_size: Annotated[int, Field(ge=2, le=4096, description="Prompts per rollout.")] = 8
+    mini_batch_size: Annotated[int, Field(ge=1, le=4096)] = 4
+    ppo_epochs: Annotated[int, Field(ge=1, le=16)] = 4
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    kl_coef: Annotated[float, Field(ge=0, le=10)] = 0.05
+    adaptive_kl: bool = False
+    temperature: Annotated[float, Field(gt=0, le=5)] = 1.0
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
+
+
+class RewardPPOConfig(_Config):
+    """Reward model on all rankings so far, then PPO against it."""
+
+    type: Literal["reward_ppo"] = "reward_ppo"
+    reward_model: RewardModelSettings = RewardModelSettings()
+    ppo: PPOSettings = PPOSettings()
+    min_score_gain: Annotated[
+        float,
+        Field(description="Gate: mean RM score of the new version minus the previous one."),
+    ] = 0.0
+
+
+class SFTConfig(_Config):
+    """Fine-tune the policy adapter on demonstrations (loss on response tokens only)."""
+
+    type: Literal["sft"] = "sft"
+    epochs: Annotated[int, Field(ge=1, le=100)] = 3
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+
+class DPOConfig(_Config):
+    """Train the policy adapter directly on the pairs of a comparison snapshot."""
+
+    type: Literal["dpo"] = "dpo"
+    beta: Annotated[float, Field(gt=0, le=10)] = 0.1
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    epochs: Annotated[int, Field(ge=1, le=100)] = 2
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    min_heldout_accuracy: Annotated[
+        float, Field(ge=0, le=1, description="Gate: held-out pair accuracy of the new version.")
+    ] = 0.5
+
+
+RoundConfig = Annotated[RewardPPOConfig | SFTConfig | DPOConfig, Field(discriminator="type")]
+CONFIG_BY_TYPE: dict[str, type[_Config]] = {
+    "reward_ppo": RewardPPOConfig,
+    "sft": SFTConfig,
+    "dpo": DPOConfig,
+}
+
+# The stages each round type passes through, in order (the state machine's happy path).
+STAGES: dict[str, list[str]] = {
+    "reward_ppo": ["reward_model", "policy", "evaluating", "sampling"],
+    "sft": ["policy", "evaluating", "sampling"],
+    "dpo": ["policy", "evaluating", "sampling"],
+}

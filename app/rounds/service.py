@@ -1,0 +1,272 @@
+"""Round rules: one active round per project, validated configs, stage transitions, progress,
+cancellation, and failing rounds whose worker went silent.
+
+Workers call these in short transactions; nothing here holds a transaction open while training.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db import after_commit, utcnow
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models import RoundState, RoundType, TrainingRound
+from app.projects.service import require_project
+from app.rounds import repository
+from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
+
+STAGE_QUEUE = {"sampling": "sampling"}  # every other stage runs on the training queue
+MAX_SERIES_POINTS = 2000
+
+
+def parse_config(round_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate a round config (defaults filled in); a bad field is a 422 naming it."""
+    model = CONFIG_BY_TYPE.get(round_type)
+    if model is None:
+        raise InvalidInput(
+            f"Unknown round type {round_type!r}; choose from {', '.join(CONFIG_BY_TYPE)}",
+            details=[{"field": "type", "message": "unknown round type"}],
+        )
+    try:
+        parsed = model.model_validate({**(config or {}), "type": round_type})
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        raise InvalidInput("The round configuration has invalid fields", details=details) from exc
+    return parsed.model_dump()
+
+
+def start_round(
+    session: Session,
+    *,
+    project_id: int,
+    round_type: str,
+    config: dict[str, Any] | None = None,
+    user_id: int | None = None,
+    enqueue: bool = True,
+) -> TrainingRound:
+    project = require_project(session, project_id)
+    clean = parse_config(round_type, config)
+    active = repository.active_round(session, project_id)
+    if active is not None:
+        raise Conflict(
+            f"Round {active.number} of {project.name!r} is still {active.state.value}; "
+            "wait for it or cancel it first"
+        )
+    current = repository.current_version(session, project_id)
+    training_round = TrainingRound(
+        project_id=project_id,
+        number=repository.next_round_number(session, project_id),
+        type=RoundType(round_type),
+        config=clean,
+        base_policy_version_id=current.id if current else None,
+        created_by_id=user_id,
+        progress={"stage": "queued"},
+    )
+    try:
+        with session.begin_nested():
+            session.add(training_round)
+            session.flush()
+    except IntegrityError as exc:  # a concurrent start won the race (partial unique index)
+        raise Conflict(f"Another round of {project.name!r} is already active") from exc
+    if enqueue:
+        round_id, first = training_round.id, STAGES[round_type][0]
+        after_commit(session, lambda: send_stage(round_id, first))
+    return training_round
+
+
+def send_stage(round_id: int, stage: str) -> None:
+    from worker.tasks import run_round_stage
+
+    run_round_stage.apply_async(args=[round_id, stage], queue=STAGE_QUEUE.get(stage, "training"))
+
+
+def require_round(session: Session, round_id: int) -> TrainingRound:
+    training_round = repository.get_round(session, round_id)
+    if training_round is None:
+        raise NotFound(f"No round {round_id}")
+    return training_round
+
+
+def cancel_round(session: Session, *, round_id: int) -> TrainingRound:
+    """Queued rounds stop at once; a running stage sees the flag between steps."""
+    training_round = require_round(session, round_id)
+    if training_round.state.is_terminal:
+        raise Conflict(f"Round {training_round.number} already ended ({training_round.state})")
+    training_round.cancel_requested = True
+    if training_round.state == RoundState.queued:
+        _end(training_round, RoundState.cancelled)
+    return training_round
+
+
+def _end(training_round: TrainingRound, state: RoundState, error: str | None = None) -> None:
+    training_round.state = state
+    training_round.finished_at = utcnow()
+    training_round.error = error
+    training_round.progress = {**training_round.progress, "stage": state.value}
+
+
+@dataclass(frozen=True)
+class StageStart:
+    round_id: int
+    project_id: int
+    number: int
+    type: str
+    config: dict[str, Any]
+    base_policy_version_id: int | None
+
+
+def begin_stage(session: Session, round_id: int, stage: str) -> StageStart | None:
+    """Enter `stage`; None when the round ended, was cancelled, or the stage already ran."""
+    training_round = require_round(session, round_id)
+    if training_round.state.is_terminal:
+        return None
+    if training_round.cancel_requested:
+        _end(training_round, RoundState.cancelled)
+        return None
+    stages = STAGES[training_round.type.value]
+    if stage not in stages:
+        raise InvalidInput(f"A {training_round.type.value} round has no stage {stage!r}")
+    current = training_round.state.value
+    if current != "queued" and stages.index(stage) < stages.index(current):
+        return None  # a duplicate delivery of an earlier stage: never run work twice
+    now = utcnow()
+    training_round.state = RoundState(stage)
+    training_round.started_at = training_round.started_at or now
+    training_round.heartbeat_at = now
+    training_round.progress = {
+        "stage": stage,
+        "stage_index": stages.index(stage) + 1,
+        "stages": len(stages),
+        "step": 0,
+        "total": None,
+        "stage_started_at": now.isoformat(),
+        "metrics": {},
+    }
+    return StageStart(
+        round_id=training_round.id,
+        project_id=training_round.project_id,
+        number=training_round.number,
+        type=training_round.type.value,
+        config=dict(training_round.config),
+        base_policy_version_id=training_round.base_policy_version_id,
+    )
+
+
+def record_progress(
+    session: Session,
+    round_id: int,
+    *,
+    step: int,
+    total: int | None,
+    metrics: dict[str, float] | None = None,
+    series: str | None = None,
+) -> bool:
+    """Heartbeat + progress (+ a point on a chart series). Returns True when cancel was asked."""
+    training_round = require_round(session, round_id)
+    now = utcnow()
+    training_round.heartbeat_at = now
+    progress = dict(training_round.progress)
+    progress.update(step=step, total=total)
+    if metrics:
+        progress["metrics"] = {k: _finite(v) for k, v in metrics.items()}
+    started = progress.get("stage_started_at")
+    if started and total and step:
+        from datetime import datetime
+
+        elapsed = (now - datetime.fromisoformat(started)).total_seconds()
+        progress["eta_seconds"] = round(elapsed / step * (total - step), 1)
+    training_round.progress = progress
+    if series and metrics:
+        all_series = dict(training_round.metrics)
+        points = list(all_series.get(series, []))[-MAX_SERIES_POINTS:]
+        points.append({"step": step, **{k: _finite(v) for k, v in metrics.items()}})
+        all_series[series] = points
+        training_round.metrics = all_series
+    return training_round.cancel_requested
+
+
+def _finite(value: float) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def set_summary(session: Session, round_id: int, key: str, value: Any) -> None:
+    training_round = require_round(session, round_id)
+    training_round.metrics = {**training_round.metrics, key: value}
+
+
+def complete_stage(session: Session, round_id: int, stage: str) -> str | None:
+    """Move past `stage`; returns the next stage to enqueue, or None when the round is done."""
+    training_round = require_round(session, round_id)
+    if training_round.state.is_terminal:
+        return None
+    if training_round.cancel_requested:
+        _end(training_round, RoundState.cancelled)
+        return None
+    stages = STAGES[training_round.type.value]
+    index = stages.index(stage)
+    if index + 1 == len(stages):
+        _end(training_round, RoundState.done)
+        return None
+    training_round.heartbeat_at = utcnow()
+    return stages[index + 1]
+
+
+def reject_round(session: Session, round_id: int, reason: str) -> None:
+    _end(require_round(session, round_id), RoundState.rejected, reason)
+
+
+def fail_round(session: Session, round_id: int, error: str) -> None:
+    training_round = require_round(session, round_id)
+    if not training_round.state.is_terminal:
+        _end(training_round, RoundState.failed, error[:10000])
+
+
+def mark_cancelled(session: Session, round_id: int) -> None:
+    training_round = require_round(session, round_id)
+    if not training_round.state.is_terminal:
+        _end(training_round, RoundState.cancelled)
+
+
+def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
+    """Fail running rounds whose worker stopped sending heartbeats (crashed or killed)."""
+    before = utcnow() - timedelta(seconds=timeout_seconds)
+    reaped = []
+    for training_round in repository.stale_rounds(session, before=before):
+        _end(
+            training_round,
+            RoundState.failed,
+            f"The worker stopped responding during stage {training_round.state.value!r} "
+            f"(no heartbeat for more than {timeout_seconds} s). Nothing was registered; "
+            "start a new round.",
+        )
+        reaped.append(training_round.id)
+    return reaped
+
+
+class Throttle:
+    """Call-rate limiter for progress writes from tight training loops."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = 0.0
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False

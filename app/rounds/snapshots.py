@@ -1,0 +1,162 @@
+"""Comparison snapshots: the immutable set of comparisons a reward model or DPO round used.
+
+Excluded annotators and comparisons touching a flagged sample are left out by default (the
+criteria are stored with the snapshot), so a later export can reproduce the training data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exists, func, insert, literal, or_, select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    Comparison,
+    ComparisonSnapshot,
+    ProjectMember,
+    Prompt,
+    Ranking,
+    Sample,
+    SampleFlag,
+    SnapshotComparison,
+)
+
+
+def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # type: ignore[no-untyped-def]
+    """SELECT of comparison ids that training may use."""
+    excluded = exists(
+        select(ProjectMember.user_id).where(
+            ProjectMember.project_id == project_id,
+            ProjectMember.user_id == Comparison.user_id,
+            ProjectMember.excluded,
+        )
+    )
+    query = select(Comparison.id).where(Comparison.project_id == project_id, ~excluded)
+    if not include_flagged:
+        flagged = exists(
+            select(SampleFlag.id).where(
+                or_(
+                    SampleFlag.sample_id == Comparison.winner_id,
+                    SampleFlag.sample_id == Comparison.loser_id,
+                )
+            )
+        )
+        query = query.where(~flagged)
+    return query
+
+
+def create_snapshot(
+    session: Session, *, project_id: int, name: str, include_flagged: bool = False
+) -> ComparisonSnapshot:
+    snapshot = ComparisonSnapshot(
+        project_id=project_id,
+        name=name,
+        criteria={
+            "excluded_annotators": "left out",
+            "flagged_samples": ("included" if include_flagged else "left out"),
+        },
+    )
+    session.add(snapshot)
+    session.flush()
+    ids = eligible_comparisons(project_id, include_flagged=include_flagged).subquery()
+    session.execute(
+        insert(SnapshotComparison).from_select(
+            ["snapshot_id", "comparison_id"], select(literal(snapshot.id), ids.c.id)
+        )
+    )
+    snapshot.comparison_count = int(
+        session.scalar(select(func.count()).where(SnapshotComparison.snapshot_id == snapshot.id))
+        or 0
+    )
+    session.flush()
+    return snapshot
+
+
+@dataclass(frozen=True)
+class RankedResponses:
+    """One ranking restricted to the snapshot: responses and their tie-group index (0 best)."""
+
+    ranking_id: int
+    prompt: Any
+    sample_ids: list[int]
+    responses: list[str]
+    groups: list[int]
+
+
+def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses]:
+    """Rebuild each ranking from the snapshot's comparisons (the K-way reward model input)."""
+    rows = session.execute(
+        select(Comparison.ranking_id, Comparison.winner_id, Comparison.loser_id)
+        .join(SnapshotComparison, SnapshotComparison.comparison_id == Comparison.id)
+        .where(SnapshotComparison.snapshot_id == snapshot_id)
+    ).all()
+    members: dict[int, set[int]] = defaultdict(set)
+    for ranking_id, winner, loser in rows:
+        members[ranking_id].update((winner, loser))
+    if not members:
+        return []
+    rankings = session.scalars(select(Ranking).where(Ranking.id.in_(list(members)))).all()
+    sample_ids = {sid for ids in members.values() for sid in ids}
+    texts = dict(
+        session.execute(select(Sample.id, Sample.text).where(Sample.id.in_(sample_ids))).all()
+    )
+    prompts = _prompts_of_rankings(session, [r.id for r in rankings])
+    out: list[RankedResponses] = []
+    for ranking in sorted(rankings, key=lambda r: r.id):
+        keep = members[ranking.id]
+        ids: list[int] = []
+        groups: list[int] = []
+        level = 0
+        for group in ranking.groups:
+            kept = [sid for sid in group if sid in keep]
+            if kept:
+                ids.extend(kept)
+                groups.extend([level] * len(kept))
+                level += 1
+        if level >= 2:
+            out.append(
+                RankedResponses(
+                    ranking_id=ranking.id,
+                    prompt=prompts[ranking.id],
+                    sample_ids=ids,
+                    responses=[texts[sid] for sid in ids],
+                    groups=groups,
+                )
+            )
+    return out
+
+
+def _prompts_of_rankings(session: Session, ranking_ids: list[int]) -> dict[int, Any]:
+    from app.models import RankingTask
+
+    rows = session.execute(
+        select(Ranking.id, Prompt.text, Prompt.messages)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .join(Prompt, Prompt.id == RankingTask.prompt_id)
+        .where(Ranking.id.in_(ranking_ids))
+    ).all()
+    return {rid: (messages or text) for rid, text, messages in rows}
+
+
+def preference_pairs(session: Session, snapshot_id: int) -> list[tuple[Any, str, str]]:
+    """(prompt, chosen text, rejected text) of the snapshot's non-tie comparisons (for DPO)."""
+    from sqlalchemy.orm import aliased
+
+    from app.models import RankingTask
+
+    chosen, rejected = aliased(Sample), aliased(Sample)
+    rows = session.execute(
+        select(Prompt.text, Prompt.messages, chosen.text, rejected.text)
+        .select_from(Comparison)
+        .join(SnapshotComparison, SnapshotComparison.comparison_id == Comparison.id)
+        .join(chosen, chosen.id == Comparison.winner_id)
+        .join(rejected, rejected.id == Comparison.loser_id)
+        .join(RankingTask, RankingTask.id == Comparison.task_id)
+        .join(Prompt, Prompt.id == RankingTask.prompt_id)
+        .where(SnapshotComparison.snapshot_id == snapshot_id, ~Comparison.tie)
+        .order_by(Comparison.id)
+    ).all()
+    return [(messages or text, c, r) for text, messages, c, r in rows]

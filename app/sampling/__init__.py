@@ -1,0 +1,1 @@
+"""Sampling: jobs that have a policy version write samples and ranking tasks."""

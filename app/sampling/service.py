@@ -1,0 +1,352 @@
+"""Sampling rules: which prompts to sample, how tasks mix versions, idempotent batch writes.
+
+A job is written batch by batch (one short transaction per chunk of prompts), so a long job
+shows progress and a crash loses at most one chunk; re-running it skips prompts that already
+have a task for the version, and sample ordinals make sample writes idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import after_commit, utcnow
+from app.errors import InvalidInput, NotFound
+from app.models import (
+    JobState,
+    PolicyKind,
+    PolicyVersion,
+    Project,
+    RankingTask,
+    Sample,
+    SamplingJob,
+    TaskSample,
+)
+from app.projects.service import require_project
+from app.sampling import repository
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    number: int
+    base_model: str
+    adapter_uri: str | None
+    merged_adapter_uris: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Everything a worker needs, read once at the start of the job."""
+
+    job_id: int
+    project_id: int
+    seed: int
+    k: int
+    n_new: int
+    n_prev: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    trust_remote_code: bool
+    version: VersionInfo
+    previous: VersionInfo | None
+    prompt_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NewSample:
+    """A generated text with what is needed to regenerate it exactly (seed and batch row)."""
+
+    text: str
+    finished: bool
+    batch_seed: int
+    batch_position: int
+
+
+def mix_counts(k: int, newest_share: float, has_previous: bool) -> tuple[int, int]:
+    """Samples per task from the newest and the previous version (⌈K/2⌉ and ⌊K/2⌋ at 0.5)."""
+    if not has_previous:
+        return k, 0
+    n_new = min(k - 1, max(1, math.ceil(k * newest_share - 1e-9)))
+    return n_new, k - n_new
+
+
+def _version_info(version: PolicyVersion, project: Project) -> VersionInfo:
+    return VersionInfo(
+        id=version.id,
+        number=version.number,
+        base_model=version.base_model or project.base_model,
+        adapter_uri=version.artifact_uri,
+        merged_adapter_uris=tuple(version.metrics.get("merged_adapters", [])),
+    )
+
+
+def previous_version(session: Session, version: PolicyVersion) -> PolicyVersion | None:
+    if version.parent_id is None:
+        return None
+    parent = session.get(PolicyVersion, version.parent_id)
+    return parent if parent is not None and parent.kind != PolicyKind.external else None
+
+
+def start_sampling(
+    session: Session,
+    *,
+    project_id: int,
+    version_number: int | None = None,
+    prompt_limit: int | None = None,
+    round_id: int | None = None,
+    seed: int | None = None,
+    enqueue: bool = True,
+) -> SamplingJob | None:
+    """Create a job over active prompts that have no task for the version yet (None if none)."""
+    project = require_project(session, project_id)
+    if version_number is None:
+        version = repository.current_version(session, project_id)
+        if version is None:
+            raise NotFound(f"Project {project.name!r} has no current policy version")
+    else:
+        version = repository.get_version(session, project_id, version_number)
+        if version is None:
+            raise NotFound(f"Project {project.name!r} has no policy version {version_number}")
+    if version.kind == PolicyKind.external:
+        raise InvalidInput(
+            f"Version {version.number} holds uploaded samples of an outside model; "
+            "there is no model to sample from"
+        )
+    if prompt_limit is not None and prompt_limit < 1:
+        raise InvalidInput("prompts must be at least 1", details={"field": "prompts"})
+    prompt_ids = repository.prompts_without_task(
+        session, project_id=project_id, version_id=version.id, limit=prompt_limit
+    )
+    if not prompt_ids:
+        return None
+    job = SamplingJob(
+        project_id=project_id,
+        policy_version_id=version.id,
+        round_id=round_id,
+        prompt_ids=prompt_ids,
+        prompts_total=len(prompt_ids),
+        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
+    )
+    session.add(job)
+    session.flush()
+    if enqueue:
+        job_id = job.id
+        after_commit(session, lambda: send_sampling_job(job_id))
+    return job
+
+
+def send_sampling_job(job_id: int) -> None:
+    from worker.tasks import run_sampling_job
+
+    run_sampling_job.delay(job_id)
+
+
+def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> SamplingJob | None:
+    """Keep annotators busy: sample more prompts when open tasks fall below the threshold."""
+    project = require_project(session, project_id)
+    if repository.count_open_tasks(session, project_id) >= project.min_open_tasks:
+        return None
+    if repository.active_sampling_job(session, project_id) is not None:
+        return None
+    version = repository.current_version(session, project_id)
+    if version is None or version.kind == PolicyKind.external:
+        return None
+    return start_sampling(session, project_id=project_id, prompt_limit=batch)
+
+
+def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
+    """Mark the job running and return its plan; None when it is finished or cancelled."""
+    job = session.get(SamplingJob, job_id)
+    if job is None:
+        raise NotFound(f"No sampling job {job_id}")
+    if job.state in (JobState.done, JobState.cancelled):
+        return None
+    project = require_project(session, job.project_id)
+    version = session.get(PolicyVersion, job.policy_version_id)
+    assert version is not None
+    previous = previous_version(session, version)
+    n_new, n_prev = mix_counts(
+        project.samples_per_prompt, project.newest_version_share, previous is not None
+    )
+    job.state = JobState.running
+    job.started_at = job.started_at or utcnow()
+    job.heartbeat_at = utcnow()
+    job.error = None
+    return SamplingPlan(
+        job_id=job.id,
+        project_id=project.id,
+        seed=job.seed,
+        k=project.samples_per_prompt,
+        n_new=n_new,
+        n_prev=n_prev,
+        temperature=project.temperature,
+        top_p=project.top_p,
+        max_new_tokens=project.max_new_tokens,
+        trust_remote_code=project.trust_remote_code,
+        version=_version_info(version, project),
+        previous=_version_info(previous, project) if previous is not None else None,
+        prompt_ids=list(job.prompt_ids),
+    )
+
+
+@dataclass
+class ChunkNeeds:
+    """For one chunk: prompt contents, and which prompts lack new / previous samples."""
+
+    contents: dict[int, Any]
+    need_new: list[int]
+    need_prev: list[int]
+    skip: set[int]
+
+
+def chunk_needs(session: Session, plan: SamplingPlan, prompt_ids: Sequence[int]) -> ChunkNeeds:
+    skip = repository.prompts_with_task(session, version_id=plan.version.id, prompt_ids=prompt_ids)
+    todo = [p for p in prompt_ids if p not in skip]
+    prompts = repository.prompt_texts(session, todo)
+    new = repository.samples_by_prompt(session, version_id=plan.version.id, prompt_ids=todo)
+    need_new = [p for p in todo if len(new.get(p, [])) < plan.n_new]
+    need_prev: list[int] = []
+    if plan.previous is not None and plan.n_prev:
+        prev = repository.samples_by_prompt(session, version_id=plan.previous.id, prompt_ids=todo)
+        need_prev = [p for p in todo if len(prev.get(p, [])) < plan.n_prev]
+    contents = {p: (prompts[p].messages or prompts[p].text) for p in todo}
+    return ChunkNeeds(contents=contents, need_new=need_new, need_prev=need_prev, skip=skip)
+
+
+def record_chunk(
+    session: Session,
+    *,
+    plan: SamplingPlan,
+    prompt_ids: Sequence[int],
+    new_samples: dict[int, list[NewSample]],
+    prev_samples: dict[int, list[NewSample]],
+) -> int:
+    """Store a chunk's samples and tasks in one transaction; returns the tasks created."""
+    job = session.get(SamplingJob, plan.job_id)
+    assert job is not None
+    done = repository.prompts_with_task(session, version_id=plan.version.id, prompt_ids=prompt_ids)
+    todo = [p for p in prompt_ids if p not in done]
+    created = 0
+    rng = random.Random(plan.seed * 7919 + (todo[0] if todo else 0))
+    for prompt_id in todo:
+        new = _store_samples(
+            session, plan, plan.version.id, prompt_id, new_samples.get(prompt_id, []), job.id
+        )[: plan.n_new]
+        prev: list[Sample] = []
+        if plan.previous is not None and plan.n_prev:
+            prev = _store_samples(
+                session,
+                plan,
+                plan.previous.id,
+                prompt_id,
+                prev_samples.get(prompt_id, []),
+                job.id,
+            )[: plan.n_prev]
+        chosen = new + prev
+        if len(chosen) < plan.k:
+            continue  # the model produced fewer samples than asked; left for a later job
+        rng.shuffle(chosen)
+        task = RankingTask(
+            project_id=plan.project_id,
+            prompt_id=prompt_id,
+            required_annotations=_required_annotations(session, plan.project_id),
+            sampling_job_id=job.id,
+        )
+        session.add(task)
+        session.flush()
+        session.add_all(
+            TaskSample(task_id=task.id, sample_id=s.id, position=i) for i, s in enumerate(chosen)
+        )
+        created += 1
+    job.prompts_done = min(job.prompts_total, job.prompts_done + len(prompt_ids))
+    job.heartbeat_at = utcnow()
+    session.flush()
+    return created
+
+
+def _required_annotations(session: Session, project_id: int) -> int:
+    project = session.get(Project, project_id)
+    assert project is not None
+    return project.annotations_per_task
+
+
+def _store_samples(
+    session: Session,
+    plan: SamplingPlan,
+    version_id: int,
+    prompt_id: int,
+    generated: list[NewSample],
+    job_id: int,
+) -> list[Sample]:
+    """Insert generated samples under ordinals not taken yet; return all, by ordinal."""
+    existing = repository.samples_by_prompt(
+        session, version_id=version_id, prompt_ids=[prompt_id]
+    ).get(prompt_id, [])
+    taken = {s.ordinal for s in existing}
+    seen_texts = {" ".join(s.text.split()).casefold() for s in existing}
+    params = {
+        "temperature": plan.temperature,
+        "top_p": plan.top_p,
+        "max_new_tokens": plan.max_new_tokens,
+    }
+    ordinal = 0
+    for item in generated:
+        while ordinal in taken:
+            ordinal += 1
+        key = " ".join(item.text.split()).casefold()
+        sample = Sample(
+            project_id=plan.project_id,
+            prompt_id=prompt_id,
+            policy_version_id=version_id,
+            ordinal=ordinal,
+            text=item.text,
+            generation_params=params,
+            batch_seed=item.batch_seed,
+            batch_position=item.batch_position,
+            sampling_job_id=job_id,
+            finished=item.finished,
+            is_empty=not item.text.strip(),
+            is_duplicate=key in seen_texts,
+        )
+        seen_texts.add(key)
+        taken.add(ordinal)
+        session.add(sample)
+        existing.append(sample)
+    session.flush()
+    return sorted(existing, key=lambda s: s.ordinal)
+
+
+def finish_job(session: Session, job_id: int) -> None:
+    job = session.get(SamplingJob, job_id)
+    if job is not None:
+        job.state = JobState.done
+        job.finished_at = utcnow()
+        job.prompts_done = job.prompts_total
+
+
+def fail_job(session: Session, job_id: int, error: str) -> None:
+    job = session.get(SamplingJob, job_id)
+    if job is not None:
+        job.state = JobState.failed
+        job.error = error[:5000]
+        job.finished_at = utcnow()
+
+
+def job_progress(session: Session, job_id: int) -> dict[str, Any]:
+    job = session.get(SamplingJob, job_id)
+    if job is None:
+        raise NotFound(f"No sampling job {job_id}")
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "prompts_done": job.prompts_done,
+        "prompts_total": job.prompts_total,
+        "error": job.error,
+    }

@@ -1,0 +1,1 @@
+"""Simulated annotators: scripted people who rank through the same HTTP endpoints as the browser."""

@@ -1,0 +1,218 @@
+"""K-way ranking loss vs pairwise (TRL-style) reward-model training, to the same accuracy.
+
+Both trainers see the same synthetic K=9 rankings, the same tiny model, LoRA settings and
+sequences per step, and are evaluated on the same held-out prompts every `--eval-every`
+steps; each stops at the first evaluation reaching the highest of `--targets`, and for
+every target the first evaluation at or above it gives the sequences scored with
+gradients ("forward passes") and training seconds (evaluation excluded) to get there.
+Each run has its own process, so its peak RSS is its own.
+
+Tasks:
+  lexicon (default)  15 "good" and 15 "bad" words; true value = #good - #bad + N(0, noise);
+                     the rule has to be learned word by word, so more data per pass counts.
+  marker             more "wonderful" is better (the unit tests' rule); learned in a few
+                     steps by either method, so it measures step count, not data use.
+
+    .venv/bin/python -m bench.reward_model            # builds a tiny model first (~20 s)
+    .venv/bin/python -m bench.reward_model --task marker --noise 0.2 --targets 0.8,0.9
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False)
+console = Console(width=120)
+
+
+def lexicon_rankings(
+    n_prompts: int, *, k: int = 9, seed: int = 0, noise: float = 0.5
+) -> list[tuple[str, list[str], list[int]]]:
+    """Rankings by #good - #bad words plus Gaussian noise; strict orders (no ties)."""
+    from worker.training.tiny_model import corpus_documents
+
+    counts = Counter(w for d in corpus_documents() for w in re.findall(r"[a-z]+", d.lower()))
+    vocab = [w for w, _ in counts.most_common(400)[50:]]  # skip the commonest words
+    rng = random.Random(seed)
+    rng.shuffle(vocab)
+    good, bad, neutral = set(vocab[:15]), set(vocab[15:30]), vocab[30:]
+    rankings = []
+    for i in range(n_prompts):
+        responses, values = [], []
+        for _ in range(k):
+            words = [
+                rng.choice(vocab[:30]) if rng.random() < 0.3 else rng.choice(neutral)
+                for _ in range(16)
+            ]
+            value = sum(w in good for w in words) - sum(w in bad for w in words)
+            responses.append(" ".join(words) + ".")
+            values.append(value + rng.gauss(0.0, noise))
+        order = sorted(range(k), key=lambda j: -values[j])
+        groups = [order.index(j) for j in range(k)]
+        rankings.append((f"Write a few words about topic {i}.", responses, groups))
+    return rankings
+
+
+def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One training run in a fresh process; returns its figures."""
+    import torch
+
+    from worker.training.reward_model import (
+        RankingExample,
+        RewardModelConfig,
+        train_pairwise,
+        train_reward_model,
+    )
+    from worker.training.tiny_model import synthetic_rankings
+
+    torch.set_num_threads(args["threads"])
+    make = synthetic_rankings if args["task"] == "marker" else lexicon_rankings
+    examples = [
+        RankingExample(p, r, g)
+        for p, r, g in make(args["prompts"], k=args["k"], seed=args["seed"], noise=args["noise"])
+    ]
+    config = RewardModelConfig(
+        lr=args["lr"] if method == "kway" else args["lr_pairwise"],
+        epochs=args["max_epochs"],
+        batch_size=args["batch_size"],
+        heldout_fraction=0.2,
+        max_length=96,
+        eval_every=args["eval_every"],
+        target_accuracy=max(args["targets"]),
+        seed=args["seed"],
+        device=args["device"],
+    )
+    trainer = train_reward_model if method == "kway" else train_pairwise
+    with tempfile.TemporaryDirectory() as out_dir:
+        tic = time.perf_counter()
+        result = trainer(model, examples, config, out_dir=Path(out_dir))
+        wall = time.perf_counter() - tic
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "method": method,
+        "reached": result.reached_target,
+        "accuracy": result.heldout_accuracy,
+        "steps": result.steps,
+        "passes": result.train_forward_passes,
+        "train_s": result.train_seconds,
+        "wall_s": wall,
+        "rss_mb": rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20,
+        "gpu_mb": peak_gpu,
+        "curve": [
+            (e["accuracy"], e["train_forward_passes"], e["train_seconds"])
+            for e in result.evaluations
+        ],
+    }
+
+
+def _in_subprocess(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_run, (method, model, args))
+
+
+@app.command()
+def main(
+    model: str | None = typer.Option(None, help="Model id or dir; default: build a tiny one."),
+    tiny_steps: int = typer.Option(200, help="Training steps of the tiny model."),
+    task: str = typer.Option("lexicon", help="lexicon or marker (see the module docstring)."),
+    prompts: int = typer.Option(200, help="Rankings (one per prompt); 20% held out."),
+    k: int = typer.Option(9, help="Samples per ranking."),
+    noise: float = typer.Option(0.5, help="lexicon: value noise std; marker: swap chance."),
+    targets: str = typer.Option(
+        "0.65,0.7,0.75", help="Held-out accuracies to time; runs stop at the highest."
+    ),
+    lr: float = typer.Option(3e-3, help="K-way learning rate."),
+    lr_pairwise: float | None = typer.Option(None, help="Pairwise learning rate (default: lr)."),
+    batch_size: int = typer.Option(1, help="Rankings per K-way step; pairwise matches sequences."),
+    eval_every: int = typer.Option(20, help="Steps between held-out evaluations."),
+    max_epochs: int = typer.Option(2),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    threads: int = typer.Option(1, help="torch CPU threads per run (1: steadier timings)."),
+) -> None:
+    """Print wall time, sequences scored and peak memory of both trainers, and the ratios."""
+    if task not in ("lexicon", "marker"):
+        raise typer.BadParameter(f"unknown task {task!r}")
+    args = {
+        "task": task,
+        "prompts": prompts,
+        "k": k,
+        "noise": noise,
+        "targets": [float(t) for t in targets.split(",")],
+        "lr": lr,
+        "lr_pairwise": lr if lr_pairwise is None else lr_pairwise,
+        "batch_size": batch_size,
+        "eval_every": eval_every,
+        "max_epochs": max_epochs,
+        "seed": seed,
+        "device": device,
+        "threads": threads,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        if model is None:
+            from worker.training.tiny_model import make_tiny_model
+
+            console.print(f"building a tiny model ({tiny_steps} steps)...")
+            model = str(make_tiny_model(Path(tmp) / "tiny", steps=tiny_steps, seed=seed))
+        runs = [_in_subprocess(method, model, args) for method in ("kway", "pairwise")]
+
+    title = f"reward model, {task} task, K={k}: whole runs (stopped at the highest target)"
+    table = Table(title=title)
+    columns = ["method", "reached", "held-out acc", "steps", "seqs scored", "train s", "wall s"]
+    for column in [*columns, "peak RSS MB", "peak GPU MB"]:
+        table.add_column(column, justify="right")
+    for r in runs:
+        table.add_row(
+            r["method"],
+            str(r["reached"]),
+            f"{r['accuracy']:.3f}",
+            str(r["steps"]),
+            str(r["passes"]),
+            f"{r['train_s']:.2f}",
+            f"{r['wall_s']:.2f}",
+            f"{r['rss_mb']:.0f}",
+            f"{r['gpu_mb']:.0f}",
+        )
+    console.print(table)
+
+    # First evaluation at or above each target: sequences scored and training seconds so far.
+    ratios = Table(title="to the same held-out accuracy (pairwise / K-way)")
+    for column in ("target", "K-way seqs", "pairwise seqs", "seqs ratio", "K-way s",
+                   "pairwise s", "speed ratio"):  # fmt: skip
+        ratios.add_column(column, justify="right")
+    for target in args["targets"]:
+        kway, pairwise = (
+            next(((p, t) for acc, p, t in r["curve"] if acc >= target), None) for r in runs
+        )
+        if kway is None or pairwise is None:
+            missing = "K-way" if kway is None else "pairwise"
+            ratios.add_row(f"{target:.2f}", *(["-"] * 5), f"{missing} never reached it")
+            continue
+        ratios.add_row(
+            f"{target:.2f}",
+            str(kway[0]),
+            str(pairwise[0]),
+            f"{pairwise[0] / kway[0]:.1f}x",
+            f"{kway[1]:.2f}",
+            f"{pairwise[1]:.2f}",
+            f"{pairwise[1] / kway[1]:.1f}x",
+        )
+    console.print(ratios)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,196 @@
+"""The ranking page in a real Chromium (Playwright driving Debian's chromium package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Comparison, Ranking
+from tests.annotation.conftest import make_member
+from tests.conftest import FreshDatabase, LiveServer
+from tests.factories import PASSWORD, make_project, make_task, task_sample_ids
+
+MSGS = []
+CHROMIUM = shutil.which("chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None and not os.environ.get("CI"),
+        reason="chromium is not installed (apt-get install chromium); required in CI",
+    ),
+]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Seeded:
+    username: str
+    task_ids: list[int]
+    samples: list[int]  # of the first task, by position
+
+
+@pytest.fixture(scope="module")
+def ranking_project(fresh_database: FreshDatabase) -> Seeded:
+    with fresh_database.session() as session:
+        project = make_project(
+            session,
+            samples_per_prompt=4,
+            guidelines="Rank **helpful** answers first.",
+        )
+        tasks = [make_task(session, project) for _ in range(2)]
+        user = make_member(session, project, username="ranker")
+        seeded = Seeded(user.username, [t.id for t in tasks], task_sample_ids(session, tasks[0]))
+        session.commit()
+    return seeded
+
+
+@pytest.fixture(scope="module")
+def script_project(fresh_database: FreshDatabase) -> Seeded:
+    with fresh_database.session() as session:
+        project = make_project(session, samples_per_prompt=4)
+        texts = ["<script>alert(1)</script>", "<b>not bold</b>", "fine", "also fine"]
+        task = make_task(session, project, texts=texts)
+        user = make_member(session, project, username="escaper")
+        seeded = Seeded(user.username, [task.id], task_sample_ids(session, task))
+        session.commit()
+    return seeded
+
+
+def log_in(page: Any, server: LiveServer, username: str) -> None:
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/")
+
+
+def order(page: Any) -> list[int]:
+    return [int(i) for i in page.locator("#ranking > li").evaluate_all(
+        "cards => cards.map(c => c.dataset.sampleId)"
+    )]  # fmt: skip
+
+
+def card(page: Any, sample_id: int) -> Any:
+    return page.locator(f'#ranking > li[data-sample-id="{sample_id}"]')
+
+
+def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
+    browser: Any, live_server: LiveServer, fresh_database: FreshDatabase, ranking_project: Seeded
+) -> None:
+    page = browser.new_page()
+    page.on("console", lambda m: MSGS.append(m.text))
+    page.on("pageerror", lambda m: MSGS.append(str(m)))
+    log_in(page, live_server, ranking_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    first_task = int(page.locator("#task-card").get_attribute("data-task-id"))
+    a, b, c, d = order(page)  # the shuffled display order; cards are numbered 1-4 so
+    assert sorted([a, b, c, d]) == sorted(ranking_project.samples)
+    page.click("#guidelines summary")
+    assert page.locator("#guidelines strong").inner_text() == "helpful"
+
+    # Drag the last card to the top.
+    print(page.evaluate("document.getElementById('ranking').dataset.ready"), MSGS)
+    card(page, d).drag_to(card(page, a), target_position={"x": 40, "y": 5})
+    assert order(page) == [d, a, b, c]
+
+    # Keyboard: "2" selects b, ArrowUp moves it above a; "3" selects c, "t" ties it with a.
+    page.keyboard.press("2")
+    page.keyboard.press("ArrowUp")
+    assert order(page) == [d, b, a, c]
+    page.keyboard.press("3")
+    page.keyboard.press("t")
+    assert "in-tie" in card(page, a).get_attribute("class")
+    assert card(page, c).locator(".tie-badge").is_visible()
+    assert card(page, c).locator(".rank-label").inner_text() == "Rank 3"
+
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#notice:has-text('Saved task {first_task}.')")
+    next_task = int(page.locator("#task-card").get_attribute("data-task-id"))
+    assert next_task != first_task
+    assert page.locator("#done-today").inner_text() == "1"
+    assert page.locator("#flash").inner_text() == ""
+
+    with fresh_database.session() as session:
+        ranking = session.scalars(select(Ranking).where(Ranking.task_id == first_task)).one()
+        pairs = set(
+            session.execute(
+                select(Comparison.winner_id, Comparison.loser_id, Comparison.tie).where(
+                    Comparison.ranking_id == ranking.id
+                )
+            ).all()
+        )
+    assert ranking.groups == [[d], [b], [a, c]]
+    assert ranking.display_order == [a, b, c, d]
+    assert ranking.time_spent_ms is not None
+    assert ranking.time_spent_ms > 0
+    expected = {(w, l, False) for w, l in combinations([d, b, a], 2)} | {
+        (d, c, False),
+        (b, c, False),
+        (min(a, c), max(a, c), True),
+    }
+    assert pairs == expected
+    page.close()
+
+
+def test_an_error_shows_in_the_flash_and_keeps_the_task(
+    browser: Any, live_server: LiveServer, ranking_project: Seeded
+) -> None:
+    page = browser.new_page()
+    log_in(page, live_server, ranking_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    # Tamper with a card so the ranking names a sample the task does not have.
+    page.locator("#ranking > li").first.evaluate("c => { c.dataset.sampleId = '999999'; }")
+
+    page.click("#submit-ranking")
+
+    page.wait_for_selector("#flash .error")
+    assert "999999" in page.locator("#flash").inner_text()
+    assert page.locator("#task-card").is_visible()
+    page.close()
+
+
+def test_a_sample_containing_a_script_tag_renders_as_text(
+    browser: Any, live_server: LiveServer, script_project: Seeded
+) -> None:
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    log_in(page, live_server, script_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+
+    texts = page.locator("#ranking .sample-body").all_inner_texts()
+
+    assert "<script>alert(1)</script>" in texts
+    assert "<b>not bold</b>" in texts
+    assert page.locator("#ranking script, #ranking b").count() == 0
+    page.wait_for_timeout(300)
+    assert dialogs == []
+    page.close()

@@ -1,0 +1,249 @@
+"""The annotator pages over HTTP: project choice, the task fragment, JSON answers, escaping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Prompt, Ranking, User, WebSession
+from tests.annotation.conftest import Annotator, best_first, make_member
+from tests.factories import make_project, make_prompt, make_task
+
+SAMPLE_ID = re.compile(r'data-sample-id="(\d+)"')
+
+
+def test_the_page_needs_a_login(client: TestClient) -> None:
+    response = client.get("/annotate", follow_redirects=False)
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login"
+
+
+def test_a_user_without_projects_is_told_to_ask_an_admin(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    annotator = log_in(make_member(db_session))
+
+    page = annotator.http.get("/annotate")
+
+    assert 'id="no-projects"' in page.text
+
+
+def test_several_projects_ask_for_a_choice_which_the_browser_session_keeps(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    one, two = make_project(db_session, name="Alpha"), make_project(db_session, name="Beta")
+    annotator = log_in(make_member(db_session, one, two))
+
+    picker = annotator.http.get("/annotate")
+    assert 'id="project-choices"' in picker.text
+    assert "Alpha" in picker.text and "Beta" in picker.text  # noqa: PT018
+
+    chosen = annotator.http.post(
+        "/annotate/project",
+        data={"project_id": str(two.id), "csrf_token": annotator.csrf},
+        follow_redirects=False,
+    )
+    assert chosen.status_code == 303
+
+    page = annotator.http.get("/annotate")
+    assert "<h1>Beta</h1>" in page.text
+    stored = db_session.scalars(select(WebSession).where(WebSession.user_id == annotator.user.id))
+    assert stored.one().project_id == two.id
+
+
+def test_choosing_a_project_one_is_not_a_member_of_is_forbidden(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    mine, other = make_project(db_session), make_project(db_session)
+    annotator = log_in(make_member(db_session, mine))
+
+    response = annotator.post("/annotate/project", data={"project_id": str(other.id)})
+
+    assert response.status_code == 403
+
+
+def test_the_page_loads_a_task_and_shows_the_rendered_guidelines(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, guidelines="Prefer **short** answers.\n\n<b>raw</b>")
+    annotator = log_in(make_member(db_session, project))
+
+    page = annotator.http.get("/annotate")
+
+    assert 'hx-post="/annotate/next" hx-trigger="load"' in page.text
+    assert "<strong>short</strong>" in page.text
+    assert "&lt;b&gt;raw&lt;/b&gt;" in page.text
+    assert '<script src="/static/annotate.js" defer></script>' in page.text
+
+
+def test_next_task_swaps_in_the_task_block_with_its_samples_in_display_order(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, samples_per_prompt=5)
+    task = make_task(db_session, project)
+    annotator = log_in(make_member(db_session, project))
+    shown = annotator.next_task()["task"]
+
+    fragment = annotator.post("/annotate/next", htmx=True)
+
+    assert fragment.status_code == 200
+    assert fragment.text.lstrip().startswith('<p id="counter"')
+    assert "<html" not in fragment.text
+    assert f'data-task-id="{task.id}"' in fragment.text
+    assert [int(i) for i in SAMPLE_ID.findall(fragment.text)] == [s["id"] for s in shown["samples"]]
+
+
+def test_the_page_shows_an_open_lease_without_leasing_again(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session)
+    task = make_task(db_session, project)
+    annotator = log_in(make_member(db_session, project))
+    annotator.next_task()
+
+    page = annotator.http.get("/annotate")
+
+    assert f'data-task-id="{task.id}"' in page.text
+    assert 'id="done-today">0<' in page.text
+
+
+def test_submitting_on_the_page_swaps_in_the_next_task_and_counts_it(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, samples_per_prompt=4)
+    first, second = make_task(db_session, project), make_task(db_session, project)
+    annotator = log_in(make_member(db_session, project))
+    shown = annotator.next_task()["task"]
+    groups = best_first(shown)
+
+    response = annotator.post(
+        f"/annotate/tasks/{first.id}/submit",
+        data={
+            "groups": f"[{groups[0]}, {groups[1] + groups[2]}, {groups[3]}]",
+            "flags": f'[{{"sample_id": {groups[3][0]}, "reason": "rude"}}]',
+            "time_spent_ms": "1234",
+        },
+        htmx=True,
+    )
+
+    assert response.status_code == 200, response.text
+    assert f"Saved task {first.id}." in response.text
+    assert f'data-task-id="{second.id}"' in response.text
+    assert 'id="done-today">1<' in response.text
+    ranking = db_session.scalars(select(Ranking)).one()
+    assert ranking.groups == [groups[0], groups[1] + groups[2], groups[3]]
+    assert ranking.time_spent_ms == 1234
+
+
+def test_none_usable_from_the_page_form(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session)
+    task = make_task(db_session, project)
+    annotator = log_in(make_member(db_session, project))
+    annotator.next_task()
+
+    response = annotator.post(
+        f"/annotate/tasks/{task.id}/submit",
+        data={"none_usable": "true", "none_usable_reason": "all empty", "flags": "[]"},
+        htmx=True,
+    )
+
+    assert response.status_code == 200, response.text
+    assert 'id="no-task"' in response.text
+    ranking = db_session.scalars(select(Ranking)).one()
+    assert (ranking.none_usable, ranking.none_usable_reason) == (True, "all empty")
+
+
+def test_skipping_on_the_page_shows_the_next_task(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session)
+    first, second = make_task(db_session, project), make_task(db_session, project)
+    annotator = log_in(make_member(db_session, project))
+    annotator.next_task()
+
+    response = annotator.post(f"/annotate/tasks/{first.id}/skip", htmx=True)
+
+    assert f"Skipped task {first.id}." in response.text
+    assert f'data-task-id="{second.id}"' in response.text
+
+
+def test_json_answers_have_the_documented_shapes(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, samples_per_prompt=4, annotations_per_task=2)
+    first, second = make_task(db_session, project), make_task(db_session, project)
+    annotator = log_in(make_member(db_session, project))
+
+    body = annotator.next_task()
+    assert set(body) == {"task", "counts"}
+    assert set(body["task"]) == {"id", "project_id", "lease_expires_at", "prompt", "samples"}
+    assert set(body["task"]["samples"][0]) == {"id", "number", "text"}
+    assert body["counts"] == {"today": 0, "total": 0}
+
+    submitted = annotator.submit(first.id, {"groups": best_first(body["task"])})
+    assert submitted.json() == {
+        "ranking_id": submitted.json()["ranking_id"],
+        "task_id": first.id,
+        "comparisons": 6,
+        "ties": 0,
+        "task_complete": False,
+        "counts": {"today": 1, "total": 1},
+    }
+
+    assert annotator.next_task()["task"]["id"] == second.id
+    skipped = annotator.post(f"/annotate/tasks/{second.id}/skip")
+    assert skipped.json() == {"task_id": second.id, "skipped": True}
+    assert annotator.next_task()["task"] is None
+
+
+def test_a_conversation_prompt_shows_each_turn(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session)
+    prompt = make_prompt(db_session, project)
+    prompt.messages = [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Tell me a joke"},
+    ]
+    make_task(db_session, project, prompt=prompt)
+    annotator = log_in(make_member(db_session, project))
+
+    fragment = annotator.post("/annotate/next", htmx=True).text
+
+    assert fragment.count('class="turn turn-user"') == 2
+    assert 'class="turn turn-assistant"' in fragment
+    assert "Tell me a joke" in fragment
+
+
+def test_sample_text_is_escaped_and_code_fences_become_monospace_blocks(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, samples_per_prompt=4)
+    texts = [
+        "<script>alert(1)</script>",
+        "Use this:\n```python\nif x < 1:\n    print('&')\n```\nDone.",
+        "  indented\n\n\ttabbed",
+        "plain",
+    ]
+    make_task(db_session, project, texts=texts)
+    prompt = db_session.scalars(select(Prompt)).one()
+    prompt.text = "<img src=x onerror=alert(2)>"
+    annotator = log_in(make_member(db_session, project))
+
+    fragment = annotator.post("/annotate/next", htmx=True).text
+
+    assert "<script>alert(1)" not in fragment
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in fragment
+    assert "&lt;img src=x onerror=alert(2)&gt;" in fragment
+    assert (
+        '<pre class="code"><code>if x &lt; 1:\n    print(&#39;&amp;&#39;)</code></pre>' in fragment
+    )
+    assert '<div class="sample-text">  indented\n\n\ttabbed</div>' in fragment

@@ -1,0 +1,224 @@
+"""API authentication: bearer tokens only, scopes per endpoint, revocation, rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.ratelimit import SlidingWindowLimiter
+from app.config import Settings, get_settings
+from app.db import utcnow
+from app.errors import RateLimited
+from app.models import ApiToken, Role
+from tests.api.conftest import MakeToken, bearer
+from tests.factories import make_project, make_user
+from tests.helpers import login
+
+# (method, path, scope it needs, JSON body) for every /api/v1 endpoint
+ENDPOINTS = [
+    ("GET", "/api/v1/projects", "read", None),
+    ("GET", "/api/v1/projects/{p}", "read", None),
+    ("POST", "/api/v1/projects/{p}/prompts", "write", [{"prompt": "hi there"}]),
+    ("POST", "/api/v1/projects/{p}/samples", "write", [{"prompt": "x", "samples": ["a"] * 4}]),
+    ("GET", "/api/v1/projects/{p}/rounds", "read", None),
+    ("POST", "/api/v1/projects/{p}/rounds", "write", {"type": "dpo"}),
+    ("GET", "/api/v1/rounds/{r}", "read", None),
+    ("POST", "/api/v1/rounds/{r}/cancel", "write", None),
+    ("GET", "/api/v1/projects/{p}/policies", "read", None),
+    ("GET", "/api/v1/policies/{v}", "read", None),
+    ("GET", "/api/v1/policies/{v}/download", "read", None),
+    ("GET", "/api/v1/projects/{p}/pairs.jsonl", "read", None),
+    ("GET", "/api/v1/projects/{p}/rankings.jsonl", "read", None),
+]
+IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
+
+
+def _call(
+    client: httpx.Client, method: str, path: str, body: object, headers: dict[str, str]
+) -> httpx.Response:
+    url = path.format(p=1, r=1, v=1)
+    return client.request(method, url, json=body, headers=headers)
+
+
+def _error_code(response: httpx.Response) -> str:
+    body = response.json()
+    assert set(body["error"]) == {"code", "message", "details"}
+    return str(body["error"]["code"])
+
+
+def test_the_endpoint_list_covers_every_documented_api_route(client: TestClient) -> None:
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    served = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/api/v1")
+        for method in operations
+    }
+    listed = {(m, p.replace("{p}", "{project_id}")) for m, p, _, _ in ENDPOINTS}
+    listed = {(m, p.replace("{r}", "{round_id}").replace("{v}", "{version_id}")) for m, p in listed}
+    assert served == listed
+
+
+@pytest.mark.parametrize(("method", "path", "scope", "body"), ENDPOINTS, ids=IDS)
+def test_every_endpoint_is_401_without_a_token(
+    client: httpx.Client, method: str, path: str, scope: str, body: object
+) -> None:
+    response = _call(client, method, path, body, {})
+    assert response.status_code == 401
+    assert _error_code(response) == "missing_token"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("method", "path", "scope", "body"), ENDPOINTS, ids=IDS)
+def test_every_endpoint_is_401_with_an_unknown_token(
+    client: httpx.Client, method: str, path: str, scope: str, body: object
+) -> None:
+    response = _call(client, method, path, body, bearer("rl_not-a-real-token"))
+    assert response.status_code == 401
+    assert _error_code(response) == "invalid_token"
+
+
+@pytest.mark.parametrize(("method", "path", "scope", "body"), ENDPOINTS, ids=IDS)
+def test_every_endpoint_is_403_with_a_token_lacking_its_scope(
+    client: httpx.Client, make_token: MakeToken, method: str, path: str, scope: str, body: object
+) -> None:
+    others = [s for s in ("read", "write", "read:annotators") if s != scope]
+    response = _call(client, method, path, body, bearer(make_token(*others)))
+    assert response.status_code == 403
+    assert _error_code(response) == "missing_scope"
+    assert response.json()["error"]["details"] == {"required_scope": scope}
+
+
+def test_a_read_only_token_cannot_write_and_nothing_changes(
+    client: httpx.Client, db_session: Session, make_token: MakeToken
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        json=[{"prompt": "A new prompt"}],
+        headers=bearer(make_token("read", "read:annotators")),
+    )
+    assert response.status_code == 403
+    from app.models import Prompt
+
+    assert db_session.scalars(select(Prompt).where(Prompt.project_id == project.id)).all() == []
+
+
+def test_a_browser_session_does_not_authorise_the_api(
+    client: httpx.Client, db_session: Session
+) -> None:
+    make_user(db_session, username="boss", role=Role.admin)
+    project = make_project(db_session)
+    db_session.commit()
+    csrf = login(client, "boss")
+    assert client.get("/admin").status_code == 200  # the browser session works for pages
+    assert client.get("/api/v1/projects").status_code == 401
+    posted = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        json=[{"prompt": "via cookie"}],
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert posted.status_code == 401
+
+
+def test_a_token_is_stored_only_as_its_sha256(
+    client: httpx.Client, db_session: Session, make_token: MakeToken
+) -> None:
+    secret = make_token("read", name="hashed")
+    token = db_session.scalars(select(ApiToken).where(ApiToken.name == "hashed")).one()
+    assert token.token_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in (token.token_hash, token.prefix)
+    assert secret.startswith(token.prefix)
+    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+
+
+def test_a_revoked_token_is_refused(
+    client: httpx.Client, db_session: Session, make_token: MakeToken
+) -> None:
+    from app.tokens import service
+
+    secret = make_token("read", name="soon revoked")
+    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+    token = db_session.scalars(select(ApiToken).where(ApiToken.name == "soon revoked")).one()
+    service.revoke_token(db_session, token_id=token.id)
+    db_session.commit()
+    response = client.get("/api/v1/projects", headers=bearer(secret))
+    assert response.status_code == 401
+    assert _error_code(response) == "invalid_token"
+
+
+def test_a_token_stops_when_its_creator_is_no_longer_an_active_admin(
+    client: httpx.Client, db_session: Session
+) -> None:
+    from app.tokens import service
+
+    admin = make_user(db_session, role=Role.admin)
+    secret = service.create_token(
+        db_session, name="t", scopes=["read"], created_by_id=admin.id
+    ).secret
+    db_session.commit()
+    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+    admin.role = Role.annotator
+    db_session.commit()
+    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 401
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(
+    client: httpx.Client, db_session: Session, make_token: MakeToken
+) -> None:
+    secret = make_token("read", name="used")
+    token = db_session.scalars(select(ApiToken).where(ApiToken.name == "used")).one()
+    assert token.last_used_at is None
+    client.get("/api/v1/projects", headers=bearer(secret))
+    db_session.refresh(token)
+    first = token.last_used_at
+    assert first is not None
+    client.get("/api/v1/projects", headers=bearer(secret))
+    db_session.refresh(token)
+    assert token.last_used_at == first  # within the minute: no write
+    token.last_used_at = utcnow() - timedelta(minutes=2)
+    db_session.commit()
+    client.get("/api/v1/projects", headers=bearer(secret))
+    db_session.refresh(token)
+    assert token.last_used_at > first - timedelta(seconds=1)
+    assert utcnow() - token.last_used_at < timedelta(seconds=30)
+
+
+def test_the_rate_limit_answers_429_with_retry_after(
+    client: TestClient, make_token: MakeToken
+) -> None:
+    client.app.dependency_overrides[get_settings] = lambda: Settings(  # type: ignore[attr-defined]
+        api_rate_limit_per_minute=3
+    )
+    secret, other = make_token("read"), make_token("read")
+    statuses = [client.get("/api/v1/projects", headers=bearer(secret)) for _ in range(4)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429]
+    assert statuses[0].headers["X-RateLimit-Remaining"] == "2"
+    limited = statuses[-1]
+    assert _error_code(limited) == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    # the window is per token
+    assert client.get("/api/v1/projects", headers=bearer(other)).status_code == 200
+
+
+def test_the_sliding_window_frees_requests_as_they_age() -> None:
+    now = [1000.0]
+    limiter = SlidingWindowLimiter(window=60, clock=lambda: now[0])
+    assert limiter.hit(1, limit=2) == 1
+    now[0] += 30
+    assert limiter.hit(1, limit=2) == 0
+    with pytest.raises(RateLimited) as refused:
+        limiter.hit(1, limit=2)
+    assert refused.value.retry_after == 30  # when the first request leaves the window
+    now[0] += 30.5
+    assert limiter.hit(1, limit=2) == 0  # the first one aged out, the second still counts
+    with pytest.raises(RateLimited):
+        limiter.hit(1, limit=2)
+    assert limiter.hit(2, limit=2) == 1  # other keys have their own window

@@ -1,0 +1,371 @@
+"""Projects, imports, rounds and policy versions over /api/v1."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    PolicyKind,
+    PolicyStatus,
+    PolicyVersion,
+    Prompt,
+    RankingTask,
+    RoundState,
+    Sample,
+    TrainingRound,
+)
+from app.rounds import service as rounds
+from tests.api.conftest import MakeToken, bearer
+from tests.factories import base_version, make_project, make_version
+
+
+def count(session: Session, model: type, *where: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+@pytest.fixture
+def reader(make_token: MakeToken) -> dict[str, str]:
+    return bearer(make_token("read"))
+
+
+@pytest.fixture
+def writer(make_token: MakeToken) -> dict[str, str]:
+    return bearer(make_token("read", "write"))
+
+
+@pytest.fixture
+def sent_stages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Stages sent to the workers (after commit); no broker needed."""
+    sent: list[tuple[int, str]] = []
+    monkeypatch.setattr(rounds, "send_stage", lambda rid, stage: sent.append((rid, stage)))
+    return sent
+
+
+# Projects and pagination
+
+
+def test_projects_are_listed_page_by_page_with_a_cursor(
+    client: httpx.Client, db_session: Session, reader: dict[str, str]
+) -> None:
+    made = [make_project(db_session).id for _ in range(5)]
+    db_session.commit()
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/projects", params=params, headers=reader).json()
+        assert len(page["items"]) <= 2
+        seen += [p["id"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert set(made) <= set(seen)
+    assert seen == sorted(seen)
+    assert len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"cursor": "not-a-cursor"}, "cursor"), ({"limit": 0}, "limit"), ({"limit": 500}, "limit")],
+)
+def test_bad_pagination_is_422_naming_the_field(
+    client: httpx.Client, reader: dict[str, str], params: dict[str, Any], field: str
+) -> None:
+    response = client.get("/api/v1/projects", params=params, headers=reader)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == field
+
+
+def test_an_unknown_project_is_404_in_the_error_shape(
+    client: httpx.Client, reader: dict[str, str]
+) -> None:
+    response = client.get("/api/v1/projects/987654", headers=reader)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+# Prompt import
+
+
+def test_prompts_import_as_a_json_array(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    body = [
+        {"instruction": "Name a colour", "input": "", "output": "Blue"},
+        {"instruction": "Name a fruit", "input": "", "output": "Pear"},
+        {"instruction": "Name a colour", "input": "", "output": "Red"},
+    ]
+    response = client.post(f"/api/v1/projects/{project.id}/prompts", json=body, headers=writer)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "format": "alpaca",
+        "records": 3,
+        "added": 2,
+        "duplicates": 1,
+        "errors": [],
+    }
+    texts = db_session.scalars(select(Prompt.text).where(Prompt.project_id == project.id))
+    assert sorted(texts) == ["Name a colour", "Name a fruit"]
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hello?"},
+]
+
+
+def test_prompts_import_as_ndjson_with_conversations(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    lines = [
+        {"prompt": "Plain one"},
+        {"messages": CONVERSATION},
+    ]
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        content="\n".join(json.dumps(x) for x in lines).encode(),
+        headers={**writer, "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["added"] == 2
+    messages = db_session.scalars(
+        select(Prompt.messages).where(Prompt.project_id == project.id, Prompt.text != "Plain one")
+    ).one()
+    assert messages == CONVERSATION
+
+
+def test_a_bad_prompt_record_is_422_with_its_line_and_imports_nothing(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    body = b'{"prompt": "good"}\n{"prompt": 12}\nnot json\n'
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        content=body,
+        headers={**writer, "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert [(d["field"], d["line"]) for d in details] == [("body", 2), ("body", 3)]
+    assert count(db_session, Prompt, Prompt.project_id == project.id) == 0
+
+
+def test_skip_invalid_imports_the_good_records_and_reports_the_rest(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        params={"skip_invalid": "true"},
+        content=b'{"prompt": "good"}\n{"prompt": 12}\n',
+        headers={**writer, "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 200
+    assert response.json()["added"] == 1
+    assert response.json()["errors"][0]["line"] == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "field"),
+    [
+        ({"format": "excel"}, b'[{"prompt": "x"}]', "format"),
+        ({}, b"", "body"),
+        ({}, b"[]", "body"),
+    ],
+)
+def test_bad_prompt_requests_are_422_and_change_nothing(
+    client: httpx.Client,
+    db_session: Session,
+    writer: dict[str, str],
+    params: dict[str, str],
+    body: bytes,
+    field: str,
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        params=params,
+        content=body,
+        headers={**writer, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == field
+    assert count(db_session, Prompt, Prompt.project_id == project.id) == 0
+
+
+# Sample import
+
+
+def test_samples_from_an_outside_model_create_a_version_and_tasks(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session, samples_per_prompt=4)
+    db_session.commit()
+    body = [{"prompt": "Say hi", "samples": ["hi", "hello", "hey", "yo"], "model": "gpt-x"}]
+    response = client.post(f"/api/v1/projects/{project.id}/samples", json=body, headers=writer)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["versions_added"] == ["gpt-x"]
+    assert (result["samples_added"], result["tasks_added"]) == (4, 1)
+    again = client.post(f"/api/v1/projects/{project.id}/samples", json=body, headers=writer)
+    assert again.json()["samples_added"] == 0
+    assert again.json()["tasks_added"] == 0
+
+
+def test_a_bad_sample_line_is_422_and_stores_nothing(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    body = [
+        {"prompt": "ok", "samples": ["a", "b", "c", "d"], "model": "m"},
+        {"prompt": "too few", "samples": ["a"], "model": "m"},
+    ]
+    response = client.post(f"/api/v1/projects/{project.id}/samples", json=body, headers=writer)
+    assert response.status_code == 422
+    detail = response.json()["error"]["details"][0]
+    assert detail["field"] == "body"
+    assert "4 to 64 samples" in detail["message"]
+    assert count(db_session, Sample, Sample.project_id == project.id) == 0
+    assert count(db_session, RankingTask, RankingTask.project_id == project.id) == 0
+    assert count(db_session, PolicyVersion, PolicyVersion.project_id == project.id) == 1
+
+
+# Rounds
+
+
+def test_a_round_is_started_listed_read_and_cancelled(
+    client: httpx.Client,
+    db_session: Session,
+    writer: dict[str, str],
+    sent_stages: list[tuple[int, str]],
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    started = client.post(
+        f"/api/v1/projects/{project.id}/rounds", json={"type": "dpo", "beta": 0.2}, headers=writer
+    )
+    assert started.status_code == 201, started.text
+    detail = started.json()
+    assert (detail["type"], detail["state"], detail["number"]) == ("dpo", "queued", 1)
+    assert detail["config"]["beta"] == 0.2
+    assert sent_stages == [(detail["id"], "policy")]  # enqueued once committed
+
+    listed = client.get(f"/api/v1/projects/{project.id}/rounds", headers=writer).json()
+    assert [r["id"] for r in listed["items"]] == [detail["id"]]
+
+    rounds.begin_stage(db_session, detail["id"], "policy")
+    rounds.record_progress(db_session, detail["id"], step=3, total=10, metrics={"loss": 0.4})
+    db_session.commit()
+    status = client.get(f"/api/v1/rounds/{detail['id']}", headers=writer).json()
+    assert status["progress"]["step"] == 3
+    assert status["progress"]["metrics"] == {"loss": 0.4}
+
+    cancelled = client.post(f"/api/v1/rounds/{detail['id']}/cancel", headers=writer)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["cancel_requested"] is True
+    again = client.post(
+        f"/api/v1/projects/{project.id}/rounds", json={"type": "sft"}, headers=writer
+    )
+    assert again.status_code == 409  # the first one is still stopping
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "dpo", "beta": -1}, "dpo.beta"),
+        ({"type": "magic"}, ""),  # the whole body: no tag of a known round type
+        ({"beta": 0.1}, ""),
+        ({"type": "reward_ppo", "ppo": {"steps": 0}}, "reward_ppo.ppo.steps"),
+        ({"type": "sft", "surprise": 1}, "sft.surprise"),
+    ],
+)
+def test_a_bad_round_config_is_422_naming_the_field_and_starts_nothing(
+    client: httpx.Client,
+    db_session: Session,
+    writer: dict[str, str],
+    sent_stages: list[tuple[int, str]],
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    response = client.post(f"/api/v1/projects/{project.id}/rounds", json=body, headers=writer)
+    assert response.status_code == 422
+    fields = [d["field"] for d in response.json()["error"]["details"]]
+    assert field in fields, fields
+    assert count(db_session, TrainingRound, TrainingRound.project_id == project.id) == 0
+    assert sent_stages == []
+
+
+def test_cancelling_a_finished_round_is_409_and_changes_nothing(
+    client: httpx.Client, db_session: Session, writer: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    training_round = rounds.start_round(
+        db_session, project_id=project.id, round_type="sft", enqueue=False
+    )
+    rounds.cancel_round(db_session, round_id=training_round.id)
+    db_session.commit()
+    response = client.post(f"/api/v1/rounds/{training_round.id}/cancel", headers=writer)
+    assert response.status_code == 409
+    db_session.refresh(training_round)
+    assert training_round.state == RoundState.cancelled
+
+
+def test_a_bad_round_id_is_422(client: httpx.Client, writer: dict[str, str]) -> None:
+    response = client.post("/api/v1/rounds/abc/cancel", headers=writer)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "round_id"
+
+
+# Policy versions
+
+
+def test_policy_versions_show_their_lineage(
+    client: httpx.Client, db_session: Session, reader: dict[str, str]
+) -> None:
+    project = make_project(db_session)
+    base = base_version(db_session, project)
+    training_round = rounds.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    child = make_version(
+        db_session,
+        project,
+        kind=PolicyKind.trained,
+        status=PolicyStatus.candidate,
+        parent_id=base.id,
+        round_id=training_round.id,
+        base_model="tiny",
+        artifact_uri="projects/x/adapter",
+        metrics={"kl": 1.5, "merged_adapters": ["projects/x/sft"]},
+    )
+    grandchild = make_version(db_session, project, kind=PolicyKind.trained, parent_id=child.id)
+    db_session.commit()
+
+    listed = client.get(f"/api/v1/projects/{project.id}/policies", headers=reader).json()
+    assert [v["id"] for v in listed["items"]] == [grandchild.id, child.id, base.id]
+    detail = client.get(f"/api/v1/policies/{child.id}", headers=reader).json()
+    assert [v["id"] for v in detail["lineage"]] == [base.id, child.id]
+    assert detail["round_id"] == training_round.id
+    assert detail["merged_adapters"] == 1
+    assert detail["has_adapter"] is True
+    assert detail["metrics"] == {"kl": 1.5}
+    listed_round = client.get(f"/api/v1/rounds/{training_round.id}", headers=reader).json()
+    assert listed_round["policy_version_id"] == child.id
+    deep = client.get(f"/api/v1/policies/{grandchild.id}", headers=reader).json()
+    assert [v["id"] for v in deep["lineage"]] == [base.id, child.id, grandchild.id]

@@ -1,0 +1,81 @@
+"""The CLI: every command has --help; `users create` writes a user with a hashed password."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from app.cli import app
+from app.models import Role, User
+
+COMMANDS = [
+    [],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "downgrade"],
+    ["db", "current"],
+    ["users"],
+    ["users", "create"],
+    ["users", "list"],
+    ["serve"],
+    ["worker"],
+    ["demo"],
+    ["models"],
+    ["models", "make-tiny"],
+    ["sample"],
+    ["round"],
+    ["round", "start"],
+    ["round", "status"],
+    ["round", "cancel"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "rankloop")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_users_create_stores_a_hashed_password(migrated_engine: Engine) -> None:
+    result = CliRunner().invoke(
+        app, ["users", "create", "--username", "cli-admin", "--role", "admin", "--generate"]
+    )
+    assert result.exit_code == 0, result.output
+    printed_password = result.output.split("shown once):")[1].split()[0]
+    with Session(migrated_engine) as session:
+        user = session.scalars(select(User).where(User.username == "cli-admin")).one()
+        assert user.role == Role.admin
+        assert printed_password not in user.password_hash
+        assert user.password_hash.startswith("$argon2")
+        session.delete(user)
+        session.commit()
+
+
+def test_users_create_refuses_unknown_role_and_duplicate(migrated_engine: Engine) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(
+        app,
+        ["users", "create", "--username", "x1", "--role", "boss", "--password", "long enough pw"],
+    )
+    assert bad.exit_code == 1
+    assert "Unknown role" in bad.output
+    ok = runner.invoke(app, ["users", "create", "--username", "twice", "--password", "long enough"])
+    assert ok.exit_code == 0, ok.output
+    again = runner.invoke(
+        app, ["users", "create", "--username", "twice", "--password", "long enough"]
+    )
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+    with Session(migrated_engine) as session:
+        assert session.scalars(select(User).where(User.username == "x1")).first() is None
+        session.delete(session.scalars(select(User).where(User.username == "twice")).one())
+        session.commit()
+
+
+def test_worker_refuses_unknown_queue() -> None:
+    result = CliRunner().invoke(app, ["worker", "--queues", "gpu"])
+    assert result.exit_code == 1
+    assert "Unknown queue" in result.output

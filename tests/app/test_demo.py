@@ -1,0 +1,53 @@
+"""`rankloop demo` with no configuration serves the login page and the printed logins work."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port, start_process, wait_until
+
+
+def test_demo_serves_login_page_within_60_seconds_with_no_configuration(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLOOP_")}
+    env["COLUMNS"] = "200"
+    port = free_port()
+    log = tmp_path / "demo.log"
+    started = time.monotonic()
+    proc = start_process(
+        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)], env, log, cwd=tmp_path
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/login"
+
+        def login_page_up() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(login_page_up, 60, "the demo's login page")
+        assert time.monotonic() - started < 60
+        output = log.read_text()
+        assert url in output
+        password = re.search(r"admin\s+/\s+(\S+)", output)
+        assert password, output
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            csrf = client.get("/login").cookies["rankloop_csrf"]
+            response = client.post(
+                "/login",
+                data={"username": "admin", "password": password.group(1), "csrf_token": csrf},
+            )
+            assert response.status_code == 303
+            assert "Welcome, admin" in client.get("/").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert (tmp_path / "rankloop-data" / "rankloop.db").exists()

@@ -1,0 +1,164 @@
+"""Factories with overrides: each returns a flushed ORM object with sensible defaults."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.accounts import service as accounts
+from app.models import (
+    PolicyKind,
+    PolicyStatus,
+    PolicyVersion,
+    Project,
+    Prompt,
+    RankingTask,
+    Role,
+    Sample,
+    TaskSample,
+    User,
+)
+from app.projects import service as projects
+
+_counter = itertools.count(1)
+PASSWORD = "correct horse battery"
+
+
+def make_user(session: Session, *, role: Role = Role.annotator, **overrides: Any) -> User:
+    username = overrides.pop("username", f"user{next(_counter)}")
+    password = overrides.pop("password", PASSWORD)
+    user = accounts.create_user(session, username=username, password=password, role=role)
+    for key, value in overrides.items():
+        setattr(user, key, value)
+    session.flush()
+    return user
+
+
+def make_project(session: Session, **overrides: Any) -> Project:
+    name = overrides.pop("name", f"project {next(_counter)}")
+    base_model = overrides.pop("base_model", "tiny")
+    return projects.create_project(session, name=name, base_model=base_model, **overrides)
+
+
+def base_version(session: Session, project: Project) -> PolicyVersion:
+    from sqlalchemy import select
+
+    return session.scalars(
+        select(PolicyVersion).where(
+            PolicyVersion.project_id == project.id, PolicyVersion.number == 1
+        )
+    ).one()
+
+
+def make_version(session: Session, project: Project, **overrides: Any) -> PolicyVersion:
+    from sqlalchemy import func, select
+
+    number = (
+        session.scalar(
+            select(func.max(PolicyVersion.number)).where(PolicyVersion.project_id == project.id)
+        )
+        or 0
+    ) + 1
+    fields: dict[str, Any] = {
+        "project_id": project.id,
+        "number": number,
+        "kind": PolicyKind.external,
+        "status": PolicyStatus.candidate,
+        "name": f"v{number}",
+    }
+    fields.update(overrides)
+    version = PolicyVersion(**fields)
+    session.add(version)
+    session.flush()
+    return version
+
+
+def make_prompt(session: Session, project: Project, text: str | None = None) -> Prompt:
+    text = text or f"Prompt number {next(_counter)}?"
+    return projects.add_prompts(session, project_id=project.id, contents=[text]).added[0]
+
+
+def make_task(
+    session: Session,
+    project: Project,
+    *,
+    k: int | None = None,
+    texts: list[str] | None = None,
+    version: PolicyVersion | None = None,
+    prompt: Prompt | None = None,
+) -> RankingTask:
+    """A task over k fresh samples of one prompt (texts override the generated ones)."""
+    k = k or project.samples_per_prompt
+    texts = texts or [f"Answer {i} #{next(_counter)}" for i in range(k)]
+    version = version or base_version(session, project)
+    prompt = prompt or make_prompt(session, project)
+    samples = [
+        Sample(
+            project_id=project.id,
+            prompt_id=prompt.id,
+            policy_version_id=version.id,
+            ordinal=next(_counter),
+            text=t,
+        )
+        for t in texts
+    ]
+    session.add_all(samples)
+    session.flush()
+    task = RankingTask(
+        project_id=project.id,
+        prompt_id=prompt.id,
+        required_annotations=project.annotations_per_task,
+    )
+    session.add(task)
+    session.flush()
+    session.add_all(
+        TaskSample(task_id=task.id, sample_id=s.id, position=i) for i, s in enumerate(samples)
+    )
+    session.flush()
+    return task
+
+
+def make_ranking(session: Session, task: RankingTask, user: User, groups: list[list[int]]) -> Any:
+    """A stored ranking with its comparisons (derived by the real pair function)."""
+    from app.models import Comparison, Ranking
+    from app.ratings.pairs import ranking_to_pairs
+
+    ranking = Ranking(project_id=task.project_id, task_id=task.id, user_id=user.id, groups=groups)
+    session.add(ranking)
+    session.flush()
+    version_of = {
+        s.id: s.policy_version_id
+        for s in session.query(Sample).filter(Sample.id.in_([i for g in groups for i in g]))
+    }
+    for pair in ranking_to_pairs(groups):
+        session.add(
+            Comparison(
+                project_id=task.project_id,
+                ranking_id=ranking.id,
+                task_id=task.id,
+                prompt_id=task.prompt_id,
+                user_id=user.id,
+                winner_id=pair.winner,
+                loser_id=pair.loser,
+                winner_version_id=version_of[pair.winner],
+                loser_version_id=version_of[pair.loser],
+                tie=pair.tie,
+            )
+        )
+    task.annotations_done += 1
+    session.flush()
+    return ranking
+
+
+def task_sample_ids(session: Session, task: RankingTask) -> list[int]:
+    from sqlalchemy import select
+
+    return list(
+        session.scalars(
+            select(TaskSample.sample_id)
+            .where(TaskSample.task_id == task.id)
+            .order_by(TaskSample.position)
+        )
+    )

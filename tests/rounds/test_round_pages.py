@@ -1,0 +1,102 @@
+"""Round pages: the form shows one type's fields, bad input changes nothing, progress renders."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Role, RoundState, TrainingRound
+from app.rounds import service
+from tests.factories import make_project, make_user
+from tests.helpers import login
+
+
+def _admin(client: httpx.Client, db_session: Session) -> str:
+    make_user(db_session, role=Role.admin, username="round-admin")
+    return login(client, "round-admin")
+
+
+def test_rounds_page_shows_the_fields_of_the_chosen_type_only(
+    client: httpx.Client, db_session: Session
+) -> None:
+    _admin(client, db_session)
+    project = make_project(db_session)
+    page = client.get(f"/admin/projects/{project.id}/rounds").text
+    assert 'name="ppo.steps"' in page
+    assert 'name="beta"' not in page
+    fragment = client.get(
+        f"/admin/projects/{project.id}/rounds",
+        params={"type": "dpo"},
+        headers={"HX-Request": "true"},
+    ).text
+    assert 'name="beta"' in fragment
+    assert 'name="ppo.steps"' not in fragment
+    assert "<html" not in fragment
+
+
+def test_starting_with_a_bad_value_is_422_and_creates_no_round(
+    client: httpx.Client, db_session: Session
+) -> None:
+    token = _admin(client, db_session)
+    project = make_project(db_session)
+    response = client.post(
+        f"/admin/projects/{project.id}/rounds",
+        data={"type": "reward_ppo", "ppo.steps": "-3", "csrf_token": token},
+    )
+    assert response.status_code == 422
+    assert "invalid fields" in response.text
+    rounds = db_session.scalars(
+        select(TrainingRound).where(TrainingRound.project_id == project.id)
+    ).all()
+    assert rounds == []
+
+
+def test_starting_a_round_redirects_to_its_live_progress_page(
+    client: httpx.Client, db_session: Session
+) -> None:
+    token = _admin(client, db_session)
+    project = make_project(db_session)
+    response = client.post(
+        f"/admin/projects/{project.id}/rounds",
+        data={"type": "dpo", "beta": "0.2", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    training_round = db_session.scalars(
+        select(TrainingRound).where(TrainingRound.project_id == project.id)
+    ).one()
+    assert training_round.config["beta"] == 0.2
+    page = client.get(response.headers["location"]).text
+    assert 'id="round-bar"' in page
+    assert 'hx-trigger="every 2s"' in page  # polls while not finished
+    service.begin_stage(db_session, training_round.id, "policy")
+    service.record_progress(
+        db_session, training_round.id, step=2, total=4, metrics={"loss": 0.5}, series="policy"
+    )
+    page = client.get(response.headers["location"]).text
+    assert "step 2 / 4" in page
+    assert "<svg" in page
+
+
+def test_cancel_from_the_page(client: httpx.Client, db_session: Session) -> None:
+    token = _admin(client, db_session)
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="sft", enqueue=False
+    )
+    response = client.post(
+        f"/admin/rounds/{training_round.id}/cancel",
+        headers={"X-CSRF-Token": token},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert training_round.state == RoundState.cancelled
+    assert 'hx-trigger="every 2s"' not in client.get(f"/admin/rounds/{training_round.id}").text
+
+
+def test_annotators_cannot_see_round_pages(client: httpx.Client, db_session: Session) -> None:
+    make_user(db_session, username="just-annotating")
+    login(client, "just-annotating")
+    project = make_project(db_session)
+    assert client.get(f"/admin/projects/{project.id}/rounds").status_code == 403

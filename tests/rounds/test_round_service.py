@@ -1,0 +1,142 @@
+"""Round rules: validated configs, one active round per project, cancel, the reaper."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import Conflict, InvalidInput
+from app.models import RoundState
+from app.rounds import service
+from tests.factories import make_project
+
+
+def test_start_round_fills_defaults_and_records_the_base_version(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session,
+        project_id=project.id,
+        round_type="reward_ppo",
+        config={"ppo": {"steps": 3}},
+        enqueue=False,
+    )
+    assert training_round.number == 1
+    assert training_round.state == RoundState.queued
+    assert training_round.config["ppo"]["steps"] == 3
+    assert training_round.config["ppo"]["kl_coef"] == 0.05
+    assert training_round.base_policy_version_id is not None
+
+
+@pytest.mark.parametrize(
+    ("round_type", "config", "field"),
+    [
+        ("magic", {}, "type"),
+        ("reward_ppo", {"ppo": {"steps": 0}}, "ppo.steps"),
+        ("reward_ppo", {"surprise": 1}, "surprise"),
+        ("dpo", {"beta": -1}, "beta"),
+    ],
+)
+def test_bad_round_config_is_refused_with_the_field(
+    db_session: Session, round_type: str, config: dict, field: str
+) -> None:
+    project = make_project(db_session)
+    with pytest.raises(InvalidInput) as error:
+        service.start_round(
+            db_session,
+            project_id=project.id,
+            round_type=round_type,
+            config=config,
+            enqueue=False,
+        )
+    assert any(d["field"] == field for d in error.value.details)
+    assert service.repository.active_round(db_session, project.id) is None
+
+
+def test_only_one_active_round_per_project(db_session: Session) -> None:
+    project = make_project(db_session)
+    service.start_round(db_session, project_id=project.id, round_type="dpo", enqueue=False)
+    with pytest.raises(Conflict, match="still queued"):
+        service.start_round(db_session, project_id=project.id, round_type="sft", enqueue=False)
+
+
+def test_cancelling_a_queued_round_ends_it_at_once(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    service.cancel_round(db_session, round_id=training_round.id)
+    assert training_round.state == RoundState.cancelled
+    with pytest.raises(Conflict):
+        service.cancel_round(db_session, round_id=training_round.id)
+    assert service.begin_stage(db_session, training_round.id, "policy") is None
+
+
+def test_cancel_of_a_running_round_is_seen_by_the_stage(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    assert service.begin_stage(db_session, training_round.id, "policy") is not None
+    assert not service.record_progress(db_session, training_round.id, step=1, total=4)
+    service.cancel_round(db_session, round_id=training_round.id)
+    assert training_round.state == RoundState.policy  # still running until it checks
+    assert service.record_progress(db_session, training_round.id, step=2, total=4)
+    assert service.complete_stage(db_session, training_round.id, "policy") is None
+    assert training_round.state == RoundState.cancelled
+
+
+def test_progress_keeps_series_for_charts_and_an_eta(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    service.begin_stage(db_session, training_round.id, "policy")
+    for step in (1, 2):
+        service.record_progress(
+            db_session,
+            training_round.id,
+            step=step,
+            total=4,
+            metrics={"loss": 1.0 / step, "kl": float("nan")},
+            series="policy",
+        )
+    assert [p["step"] for p in training_round.metrics["policy"]] == [1, 2]
+    assert training_round.metrics["policy"][1]["kl"] is None  # NaN is stored as null
+    assert training_round.progress["eta_seconds"] >= 0
+    assert training_round.progress["metrics"]["loss"] == 0.5
+
+
+def test_stages_advance_in_order_and_a_duplicate_delivery_is_ignored(
+    db_session: Session,
+) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
+    )
+    assert service.begin_stage(db_session, training_round.id, "reward_model") is not None
+    assert service.complete_stage(db_session, training_round.id, "reward_model") == "policy"
+    assert service.begin_stage(db_session, training_round.id, "policy") is not None
+    assert service.begin_stage(db_session, training_round.id, "reward_model") is None
+    assert service.complete_stage(db_session, training_round.id, "policy") == "evaluating"
+    service.begin_stage(db_session, training_round.id, "evaluating")
+    assert service.complete_stage(db_session, training_round.id, "evaluating") == "sampling"
+    service.begin_stage(db_session, training_round.id, "sampling")
+    assert service.complete_stage(db_session, training_round.id, "sampling") is None
+    assert training_round.state == RoundState.done
+
+
+def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    service.begin_stage(db_session, training_round.id, "policy")
+    assert service.reap_stale_rounds(db_session, timeout_seconds=600) == []
+    training_round.heartbeat_at = utcnow() - timedelta(minutes=11)
+    db_session.flush()
+    assert service.reap_stale_rounds(db_session, timeout_seconds=600) == [training_round.id]
+    assert training_round.state == RoundState.failed
+    assert "stopped responding" in (training_round.error or "")

@@ -1,0 +1,335 @@
+"""PPO on the tiny GPT-2 with a known reward: shorter responses score higher.
+
+The tiny model ends only about one response in five within 24 tokens, so "brevity" (and the
+missing-EOS penalty) gives PPO a signal it can provably climb in ~15 updates on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
+
+from worker.training.generation import GenerationSettings, _pad_left, generate_batch
+from worker.training.models import load_causal_lm, load_tokenizer
+from worker.training.ppo import (
+    PPOCancelled,
+    PPOConfig,
+    PPODivergedError,
+    PPOResult,
+    ScoreFn,
+    ValueHead,
+    forward_response,
+    merge_adapter_into_base,
+    train_ppo,
+)
+
+NEW_TOKENS = 24
+PROMPTS = [
+    "How do I make a cup of tea?",
+    "Why is the sky blue?",
+    "Tell me about a walk in the park.",
+    "What is a good name for a dog?",
+    "Explain what a noun is.",
+    "How often should I water a cactus?",
+    [{"role": "user", "content": "What does a good morning routine look like?"}],
+    "Can you suggest a name for a small grey cat?",
+]
+HELDOUT = ["What is the best way to learn a new language?", "Describe a rainy day."] * 16
+CONFIG = PPOConfig(
+    steps=15,
+    batch_size=16,
+    mini_batch_size=8,
+    grad_accum=2,
+    max_new_tokens=NEW_TOKENS,
+    lr=1e-3,
+    kl_bound=20.0,
+    seed=0,
+    device="cpu",
+)
+SHORT = PPOConfig(steps=2, batch_size=8, mini_batch_size=4, max_new_tokens=12, seed=3, device="cpu")
+
+
+def brevity(tokenizer: PreTrainedTokenizerBase) -> ScoreFn:
+    """Score in [-1, 0]: minus the response's share of the token budget."""
+
+    def score(prompts: list, responses: list[str]) -> list[float]:
+        lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
+        return [-min(n, NEW_TOKENS) / NEW_TOKENS for n in lengths]
+
+    return score
+
+
+@pytest.fixture
+def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> PPOResult:
+    """One 15-step run on a loaded base (modified in place), shared by the tests below."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    base = load_causal_lm(str(tiny_model_dir), device="cpu")
+    out_dir = tmp_path_factory.mktemp("ppo") / "run"
+    return train_ppo(base, tokenizer, PROMPTS, brevity(tokenizer), CONFIG, out_dir=out_dir)
+
+
+def fixed_sequences(tokenizer: PreTrainedTokenizerBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt + response ids whose last 8 tokens are scored as the response."""
+    texts = [
+        "User: How do I make a cup of tea?\nAssistant: Boil fresh water and pour it.",
+        "User: Why?\nAssistant: Because the air scatters short blue waves more than red.",
+    ]
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    return _pad_left(rows, tokenizer.pad_token_id)
+
+
+def response_logprobs(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    ids, mask = fixed_sequences(tokenizer)
+    with torch.no_grad():
+        logprobs, _, _ = forward_response(
+            model, None, ids, mask, 8, temperature=1.0, pad_id=tokenizer.pad_token_id
+        )
+    return logprobs  # (2, 8)
+
+
+def heldout_score(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> float:
+    """Mean brevity on held-out prompts, -1 for a response without EOS, fixed sampling seed."""
+    settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
+    samples = generate_batch(model, tokenizer, HELDOUT, settings=settings, seed=1234)
+    scores = brevity(tokenizer)(HELDOUT, [s.text for s in samples])
+    return sum(s if x.finished else -1.0 for s, x in zip(scores, samples, strict=True)) / len(
+        samples
+    )
+
+
+# Training moves the policy where the reward points ----------------------------------------
+
+
+@pytest.mark.slow
+def test_ppo_raises_the_score_during_training(trained: PPOResult) -> None:
+    scores = [m["score"] for m in trained.metrics_per_step]
+    assert len(scores) == CONFIG.steps
+    assert sum(scores[-2:]) / 2 > sum(scores[:2]) / 2 + 0.3
+    assert trained.metrics_per_step[-1]["eos_share"] > trained.metrics_per_step[0]["eos_share"]
+
+
+@pytest.mark.slow
+def test_trained_policy_beats_the_reference_on_heldout_prompts(
+    trained: PPOResult, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    policy = heldout_score(trained.model, tokenizer)
+    with trained.model.disable_adapter():
+        reference = heldout_score(trained.model, tokenizer)
+    assert policy > reference + 0.3
+
+
+@pytest.mark.slow
+def test_kl_starts_at_zero_stays_finite_and_under_the_bound(trained: PPOResult) -> None:
+    kls = [m["kl"] for m in trained.metrics_per_step]
+    assert kls[0] == 0.0  # a fresh adapter (LoRA B = 0) is exactly the reference
+    assert all(math.isfinite(k) for k in kls)
+    assert trained.final["kl_within_bound"] is True
+    assert trained.final["max_kl"] < CONFIG.kl_bound
+
+
+@pytest.mark.slow
+def test_every_step_logs_the_ppo_metrics(trained: PPOResult) -> None:
+    expected = {
+        "score", "kl", "non_score_reward", "entropy", "approx_kl", "clipfrac", "value_loss",
+        "explained_variance", "response_length", "eos_share", "kl_coef", "time",
+    }  # fmt: skip
+    for m in trained.metrics_per_step:
+        assert expected <= set(m)
+        assert m["kl_coef"] == CONFIG.kl_coef
+        assert 0 < m["response_length"] <= NEW_TOKENS
+
+
+# The one-base arrangement -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reference_is_the_untouched_base_with_the_adapter_disabled(
+    trained: PPOResult, tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    before = response_logprobs(load_causal_lm(str(tiny_model_dir), device="cpu"), tokenizer)
+    with trained.model.disable_adapter():
+        after = response_logprobs(trained.model, tokenizer)
+    policy = response_logprobs(trained.model, tokenizer)
+
+    assert torch.equal(before, after)
+    assert not torch.allclose(policy, after)  # training moved the policy, not the reference
+
+
+@pytest.mark.slow
+def test_only_lora_and_value_head_parameters_are_trained(trained: PPOResult) -> None:
+    trainable = [n for n, p in trained.model.named_parameters() if p.requires_grad]
+    assert trainable
+    assert all("lora_" in n and ".policy." in n for n in trainable)
+
+
+def test_value_head_starts_at_zero() -> None:
+    head = ValueHead(16)
+    assert torch.count_nonzero(head.linear.weight) == 0
+    assert torch.count_nonzero(head.linear.bias) == 0
+    assert torch.equal(head(torch.randn(2, 5, 16)), torch.zeros(2, 5))
+
+
+@pytest.mark.slow
+def test_first_rollout_values_are_zero(trained: PPOResult) -> None:
+    first = trained.metrics_per_step[0]
+    assert first["value_mean"] == 0.0
+    assert first["explained_variance"] == 0.0
+    assert trained.metrics_per_step[-1]["value_mean"] != 0.0  # and it learns
+
+
+# Saved files -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_saved_adapter_loads_with_peft_and_reproduces_the_policy(
+    trained: PPOResult, tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    out_dir = trained.adapter_dir.parent
+    base = load_causal_lm(str(tiny_model_dir), device="cpu")
+    loaded = PeftModel.from_pretrained(base, str(trained.adapter_dir))
+
+    torch.testing.assert_close(
+        response_logprobs(loaded, tokenizer), response_logprobs(trained.model, tokenizer)
+    )
+    head = ValueHead.load(out_dir / "value_head.safetensors")
+    assert torch.equal(head.linear.weight, trained.value_head.linear.weight)
+    saved = json.loads((out_dir / "metrics.json").read_text())
+    assert len(saved["metrics_per_step"]) == CONFIG.steps
+    assert saved["final"]["steps_done"] == CONFIG.steps
+    assert saved["config"]["seed"] == CONFIG.seed
+
+
+@pytest.mark.slow
+def test_merging_the_adapter_makes_the_base_equal_the_policy(
+    trained: PPOResult, tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    base = load_causal_lm(str(tiny_model_dir), device="cpu")
+    merged = merge_adapter_into_base(base, trained.adapter_dir)
+
+    assert not isinstance(merged, PeftModel)
+    torch.testing.assert_close(
+        response_logprobs(merged, tokenizer),
+        response_logprobs(trained.model, tokenizer),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.slow
+def test_init_adapter_dir_continues_from_that_adapter(
+    trained: PPOResult,
+    tiny_model_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+) -> None:
+    config = dataclasses.replace(CONFIG, steps=1)
+    result = train_ppo(
+        str(tiny_model_dir), tokenizer, PROMPTS, brevity(tokenizer), config,
+        init_adapter_dir=trained.adapter_dir, out_dir=tmp_path / "continued",
+    )  # fmt: skip
+    first = result.metrics_per_step[0]
+    assert first["kl"] > 0  # the policy starts where the last run ended, not at the reference
+    assert first["value_mean"] == 0.0  # the value head always starts at zero
+    assert first["score"] > trained.metrics_per_step[0]["score"] + 0.3
+
+
+# Reproducibility, divergence, cancellation -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_runs(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    runs = [
+        train_ppo(
+            str(tiny_model_dir),
+            tokenizer,
+            PROMPTS,
+            brevity(tokenizer),
+            SHORT,
+            out_dir=tmp_path / f"run{i}",
+        )  # fmt: skip
+        for i in range(2)
+    ]
+
+    def without_time(result: PPOResult) -> list[dict[str, float]]:
+        return [{k: v for k, v in m.items() if k != "time"} for m in result.metrics_per_step]
+
+    assert without_time(runs[0]) == without_time(runs[1])
+    adapters = [load_file(r.adapter_dir / "adapter_model.safetensors") for r in runs]
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    heads = [load_file(r.adapter_dir.parent / "value_head.safetensors") for r in runs]
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+@pytest.mark.slow
+def test_non_finite_score_raises_and_saves_nothing(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    def broken(prompts: list, responses: list[str]) -> list[float]:
+        return [float("nan")] + [0.0] * (len(responses) - 1)
+
+    with pytest.raises(PPODivergedError, match="non-finite score") as caught:
+        train_ppo(str(tiny_model_dir), tokenizer, PROMPTS, broken, SHORT, out_dir=tmp_path / "o")
+    assert caught.value.step == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_should_stop_cancels_between_steps_and_saves_nothing(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    polls: list[int] = []
+    done: list[int] = []
+
+    def should_stop() -> bool:
+        polls.append(1)
+        return len(polls) == 2  # let one step run, stop before the second
+
+    with pytest.raises(PPOCancelled) as caught:
+        train_ppo(
+            str(tiny_model_dir), tokenizer, PROMPTS, brevity(tokenizer), SHORT,
+            out_dir=tmp_path / "o", should_stop=should_stop,
+            progress=lambda step, total, metrics: done.append(step),
+        )  # fmt: skip
+    assert caught.value.steps_done == 1
+    assert done == [1]
+    assert len(caught.value.metrics_per_step) == 1
+    assert not (tmp_path / "o").exists()
+
+
+# Config ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 12, "mini_batch_size": 8}, "multiple of mini_batch_size"),
+        ({"mini_batch_size": 8, "grad_accum": 3}, "multiple of grad_accum"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"lam": 1.5}, "lam"),
+        ({"missing_eos_penalty": float("nan")}, "missing_eos_penalty"),
+        ({"kl_bound": 0.0}, "kl_bound"),
+    ],
+)
+def test_config_rejects_inconsistent_values(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**overrides)
+
+
+def test_micro_batch_size_is_mini_batch_over_grad_accum() -> None:
+    assert PPOConfig(batch_size=16, mini_batch_size=8, grad_accum=4).micro_batch_size == 2

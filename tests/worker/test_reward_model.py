@@ -1,0 +1,313 @@
+"""Reward model on synthetic rankings whose rule is known: more "wonderful" is better."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
+from worker.training.reward_model import (
+    RankingExample,
+    RewardModel,
+    RewardModelConfig,
+    RewardModelResult,
+    as_pairs,
+    encode_pair,
+    evaluate,
+    load_reward_model,
+    normalise,
+    score,
+    split_by_prompt,
+    train_pairwise,
+    train_reward_model,
+)
+from worker.training.tiny_model import synthetic_rankings
+
+
+def rankings(
+    n_prompts: int, *, k: int = 4, seed: int = 0, noise: float = 0.1
+) -> list[RankingExample]:
+    return [
+        RankingExample(p, r, g)
+        for p, r, g in synthetic_rankings(n_prompts, k=k, seed=seed, noise=noise)
+    ]
+
+
+CONFIG = RewardModelConfig(lr=3e-3, epochs=2, batch_size=4, heldout_fraction=0.25, max_length=96)
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[RankingExample]:
+    return rankings(80)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tiny_model_dir: Path, examples: list[RankingExample], tmp_path_factory: pytest.TempPathFactory
+) -> RewardModelResult:
+    out_dir = tmp_path_factory.mktemp("reward_model")
+    return train_reward_model(str(tiny_model_dir), examples, CONFIG, out_dir=out_dir)
+
+
+@pytest.fixture
+def fresh(tiny_model_dir: Path) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    """An untrained reward model (random head) for mechanics that need no training."""
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    base = load_causal_lm(str(tiny_model_dir), device="cpu")
+    ensure_pad_token(tokenizer, base)
+    return RewardModel.create(base, RewardModelConfig(), base_model=str(tiny_model_dir)), tokenizer
+
+
+# Training ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kway_training_learns_the_marker_rule_on_heldout_prompts(
+    trained: RewardModelResult,
+) -> None:
+    assert trained.heldout_accuracy is not None
+    assert trained.heldout_accuracy >= 0.70
+    assert [e["epoch"] for e in trained.epochs] == [1, 2]
+    expected = {"loss", "heldout_accuracy", "heldout_margin", "reward_mean", "reward_std"}
+    assert all(expected <= set(epoch) for epoch in trained.epochs)
+    assert trained.epochs[-1]["heldout_margin"] > 0
+
+
+@pytest.mark.slow
+def test_trained_model_scores_more_markers_higher(trained: RewardModelResult) -> None:
+    prompt = "Write a few words about the sea (note 999)."
+    plain = "the quiet river and the green field in the morning light."
+    marked = "the wonderful river and the wonderful field in the wonderful light."
+
+    low, high = score(trained.model, trained.tokenizer, [prompt, prompt], [plain, marked])
+
+    assert high > low
+
+
+@pytest.mark.slow
+def test_kway_scores_each_sample_once_per_epoch(
+    trained: RewardModelResult, examples: list[RankingExample]
+) -> None:
+    train, _ = split_by_prompt(examples, heldout_fraction=CONFIG.heldout_fraction, seed=CONFIG.seed)
+    samples = sum(len(e.responses) for e in train if e.n_pairs > 0)
+
+    assert trained.train_forward_passes == CONFIG.epochs * samples
+    assert trained.n_train + trained.n_heldout == len(examples)
+
+
+@pytest.mark.slow
+def test_rewards_are_normalised_on_the_reference_samples(
+    trained: RewardModelResult, examples: list[RankingExample]
+) -> None:
+    prompts = [e.prompt for e in examples for _ in e.responses]
+    responses = [r for e in examples for r in e.responses]
+
+    rewards = score(trained.model, trained.tokenizer, prompts, responses, max_length=96)
+
+    assert statistics.fmean(rewards) == pytest.approx(0.0, abs=1e-3)
+    assert statistics.stdev(rewards) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_saved_reward_model_reloads_with_the_same_scores(
+    trained: RewardModelResult, examples: list[RankingExample]
+) -> None:
+    prompts = [e.prompt for e in examples[:5] for _ in e.responses]
+    responses = [r for e in examples[:5] for r in e.responses]
+    before = score(trained.model, trained.tokenizer, prompts, responses, batch_size=7)
+
+    reloaded = load_reward_model(trained.out_dir, device="cpu")
+    tokenizer = load_tokenizer(str(trained.out_dir))
+    after = score(reloaded, tokenizer, prompts, responses, batch_size=7)
+
+    assert after == pytest.approx(before, abs=1e-5)
+    assert (reloaded.reward_mean, reloaded.reward_std) == (trained.reward_mean, trained.reward_std)
+    assert (trained.out_dir / "head.safetensors").exists()
+    assert (trained.out_dir / "adapter" / "reward" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_pairwise_scores_both_members_of_every_pair(tiny_model_dir: Path, tmp_path: Path) -> None:
+    examples = rankings(12, k=4, seed=3)
+    config = RewardModelConfig(epochs=1, heldout_fraction=0.25, max_length=96)
+    train, _ = split_by_prompt(examples, heldout_fraction=0.25, seed=config.seed)
+
+    pairwise = train_pairwise(str(tiny_model_dir), examples, config, out_dir=tmp_path / "pw")
+    kway = train_reward_model(str(tiny_model_dir), examples, config, out_dir=tmp_path / "kw")
+
+    assert pairwise.train_forward_passes == 2 * sum(e.n_pairs for e in train)
+    assert kway.train_forward_passes == sum(len(e.responses) for e in train if e.n_pairs > 0)
+    assert pairwise.train_forward_passes > kway.train_forward_passes
+
+
+def test_should_stop_ends_training_after_the_current_step(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    steps: list[int] = []
+
+    result = train_reward_model(
+        str(tiny_model_dir),
+        rankings(12),
+        RewardModelConfig(max_length=96),
+        out_dir=tmp_path,
+        progress=lambda step, total: steps.append(step),
+        should_stop=lambda: True,
+    )
+
+    assert steps == [1]
+    assert result.stopped
+    assert result.steps == 1
+    assert (tmp_path / "reward_model.json").exists()
+
+
+def test_target_accuracy_stops_at_the_first_evaluation_reaching_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = RewardModelConfig(
+        max_length=96, epochs=3, eval_every=1, target_accuracy=0.6, heldout_fraction=0.3
+    )
+
+    result = train_reward_model(str(tiny_model_dir), rankings(20), config, out_dir=tmp_path)
+
+    assert result.reached_target
+    assert not result.stopped
+    accuracies = [e["accuracy"] for e in result.evaluations]
+    assert accuracies[-1] >= 0.6
+    assert all(a < 0.6 for a in accuracies[:-1])
+    assert result.steps == result.evaluations[-1]["step"] < 3 * 4  # 14 train rankings / 4
+
+
+# Pairs, ties and the held-out split ---------------------------------------------------------
+
+
+def test_tied_samples_form_only_cross_group_pairs(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    rm, tokenizer = fresh
+    tied = RankingExample("p", ["a", "b", "c", "d"], [0, 0, 1, 2])  # a = b > c > d
+
+    pairs = as_pairs([tied])
+    metrics = evaluate(rm, tokenizer, [tied])
+
+    assert tied.n_pairs == 5
+    assert sorted((p.responses[0], p.responses[1]) for p in pairs) == [
+        ("a", "c"),
+        ("a", "d"),
+        ("b", "c"),
+        ("b", "d"),
+        ("c", "d"),
+    ]
+    assert metrics["pairs"] == 5
+    assert evaluate(rm, tokenizer, [RankingExample("p", ["a", "b"], [0, 0])])["pairs"] == 0
+
+
+def test_heldout_split_never_shares_a_prompt() -> None:
+    examples = rankings(10) + rankings(10)  # every prompt ranked twice
+
+    train, heldout = split_by_prompt(examples, heldout_fraction=0.3, seed=1)
+
+    assert {e.prompt for e in train}.isdisjoint({e.prompt for e in heldout})
+    assert len({e.prompt for e in heldout}) == 3
+    assert len(train) + len(heldout) == 20
+
+
+def test_training_without_any_cross_group_pair_is_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    ties = [RankingExample(f"p{i}", ["a", "b"], [0, 0]) for i in range(4)]
+
+    with pytest.raises(ValueError, match="nothing to learn"):
+        train_reward_model(str(tiny_model_dir), ties, RewardModelConfig(), out_dir=tmp_path)
+
+
+# Scoring mechanics ----------------------------------------------------------------------------
+
+
+def test_score_is_read_at_the_last_real_token_whatever_the_padding(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    rm, tokenizer = fresh
+    short = encode_pair(tokenizer, "Hi", "ok", max_length=64)
+    long = encode_pair(
+        tokenizer, "Tell me a long story about the sea", "once upon a time", max_length=64
+    )
+    pad = tokenizer.pad_token_id
+    width = len(long)
+
+    def run(rows: list[list[int]], *, left: bool) -> torch.Tensor:
+        ids = [[pad] * (width - len(r)) + r if left else r + [pad] * (width - len(r)) for r in rows]
+        masks = [
+            [0] * (width - len(r)) + [1] * len(r) if left else [1] * len(r) + [0] * (width - len(r))
+            for r in rows
+        ]
+        with torch.no_grad():
+            return rm(torch.tensor(ids), torch.tensor(masks))
+
+    alone = rm(torch.tensor([short]), torch.ones(1, len(short), dtype=torch.long)).detach()
+
+    assert run([short, long], left=False)[0] == pytest.approx(float(alone[0]), abs=1e-5)
+    assert run([short, long], left=True)[0] == pytest.approx(float(alone[0]), abs=1e-5)
+
+
+def test_score_returns_one_value_per_response_in_input_order(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    rm, tokenizer = fresh
+    prompts = ["a", "a much longer prompt than the first one", "b"]
+    responses = ["one", "two three four five six", "seven"]
+
+    batched = score(rm, tokenizer, prompts, responses, batch_size=2)
+    single = [score(rm, tokenizer, [p], [r])[0] for p, r in zip(prompts, responses, strict=True)]
+
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_normalise_sets_mean_zero_and_unit_std(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    rm, tokenizer = fresh
+    prompts = ["q"] * 6
+    responses = ["a", "b c", "wonderful", "the sea", "rain", "a b c d"]
+
+    normalise(rm, tokenizer, prompts, responses)
+    rewards = score(rm, tokenizer, prompts, responses)
+
+    assert statistics.fmean(rewards) == pytest.approx(0.0, abs=1e-4)
+    assert statistics.stdev(rewards) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_long_inputs_keep_the_end_of_the_response(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    _, tokenizer = fresh
+    full = encode_pair(tokenizer, "a " * 50, "the end", max_length=1000)
+
+    cut = encode_pair(tokenizer, "a " * 50, "the end", max_length=10)
+
+    assert cut == full[-10:]
+
+
+# Validation ------------------------------------------------------------------------------------
+
+
+def test_ranking_example_rejects_mismatched_or_negative_groups() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        RankingExample("p", ["a", "b"], [0])
+    with pytest.raises(ValueError, match=">= 0"):
+        RankingExample("p", ["a", "b"], [0, -1])
+    with pytest.raises(ValueError, match="at least 2"):
+        RankingExample("p", ["a"], [0])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("heldout_fraction", 1.0), ("batch_size", 0), ("lr", 0.0), ("target_accuracy", 1.5)],
+)
+def test_config_rejects_invalid_values(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        RewardModelConfig(**{field: value})

@@ -1,0 +1,1 @@
+"""Celery app, thin tasks, and the plain sampling/training code they call."""

@@ -1,0 +1,1 @@
+"""Job runners: load by id, call plain functions, write results in short transactions."""

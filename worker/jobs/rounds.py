@@ -1,0 +1,595 @@
+"""Round stages, each a plain function a Celery task calls: reward model → policy → evaluating
+→ sampling. Each reads what it needs in a short transaction, trains without one, and writes
+its result in one transaction, so a crash leaves the round failed (by the reaper) or resumable,
+never half-registered.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from app.artifacts import get_store
+from app.db import session_scope
+from app.models import TrainingRound
+from app.rounds import lineage, service, snapshots
+from app.rounds.service import StageStart, Throttle
+from app.sampling import service as sampling
+from worker.policies import load_base, resolve_base_model
+
+
+class RoundCancelled(Exception):
+    """The admin cancelled the round; the stage stops between steps."""
+
+
+class StageReporter:
+    """Progress, heartbeat and cancellation for a stage, throttled for tight loops."""
+
+    def __init__(self, round_id: int, *, every_seconds: float = 2.0) -> None:
+        self.round_id = round_id
+        self._throttle = Throttle(every_seconds)
+        self.cancelled = False
+
+    def progress(
+        self,
+        step: int,
+        total: int | None,
+        metrics: dict[str, float] | None = None,
+        *,
+        series: str | None = None,
+        force: bool = False,
+    ) -> None:
+        if not (force or series or self._throttle.ready()):
+            return
+        with session_scope() as session:
+            self.cancelled = service.record_progress(
+                session, self.round_id, step=step, total=total, metrics=metrics, series=series
+            )
+
+    def should_stop(self) -> bool:
+        return self.cancelled
+
+    def check_cancel(self) -> None:
+        if self.cancelled:
+            raise RoundCancelled
+
+
+def run_stage(round_id: int, stage: str) -> str | None:
+    """Run one stage; returns the next stage to enqueue (None when the round has ended)."""
+    with session_scope() as session:
+        start = service.begin_stage(session, round_id, stage)
+    if start is None:
+        return None
+    reporter = StageReporter(round_id)
+    try:
+        STAGES[stage](start, reporter)
+        reporter.check_cancel()
+    except RoundCancelled:
+        with session_scope() as session:
+            service.mark_cancelled(session, round_id)
+        return None
+    except Exception:
+        if reporter.cancelled:  # the trainer stopped because we asked it to
+            with session_scope() as session:
+                service.mark_cancelled(session, round_id)
+            return None
+        with session_scope() as session:
+            service.fail_round(session, round_id, traceback.format_exc(limit=8))
+        raise
+    with session_scope() as session:
+        return service.complete_stage(session, round_id, stage)
+
+
+def run_round(round_id: int, first_stage: str) -> None:
+    """All stages in this process (CLI, tests, the embedded demo loop)."""
+    stage: str | None = first_stage
+    while stage is not None:
+        stage = run_stage(round_id, stage)
+
+
+# Reward model ------------------------------------------------------------------------------
+
+
+def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
+    from worker.training.reward_model import (
+        RankingExample,
+        RewardModelConfig,
+        normalise,
+        train_reward_model,
+    )
+
+    cfg = start.config["reward_model"]
+    with session_scope() as session:
+        snapshot = snapshots.create_snapshot(
+            session, project_id=start.project_id, name=f"round {start.number} reward model"
+        )
+        training_round = session.get(TrainingRound, start.round_id)
+        assert training_round is not None
+        training_round.snapshot_id = snapshot.id
+        snapshot_id = snapshot.id
+        rankings = snapshots.ranked_responses(session, snapshot.id)
+        source = lineage.policy_source(
+            session, project_id=start.project_id, reference="start", round_type=start.type
+        )
+        ref_prompts, ref_responses = lineage.reference_samples(session, project_id=start.project_id)
+    examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
+    if len(examples) < 4:
+        raise ValueError(
+            f"The reward model needs rankings to learn from: the snapshot has {len(examples)} "
+            "usable rankings (at least 4 needed)"
+        )
+    base_name = cfg.get("base_model") or source.base_model
+    base = resolve_base_model(base_name)
+    config = RewardModelConfig(
+        epochs=cfg["epochs"],
+        lr=cfg["learning_rate"],
+        heldout_fraction=cfg["heldout_fraction"],
+        max_length=cfg["max_length"],
+        seed=start.config["seed"],
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
+    try:
+        result = train_reward_model(
+            base,
+            examples,
+            config,
+            out_dir=workdir,
+            progress=lambda step, total: reporter.progress(step, total),
+            should_stop=reporter.should_stop,
+        )
+        reporter.check_cancel()
+        for epoch in result.epochs:
+            reporter.progress(
+                int(epoch.get("epoch", 0)),
+                config.epochs,
+                {k: float(v) for k, v in epoch.items() if isinstance(v, int | float)},
+                series="reward_model",
+            )
+        if len(ref_responses) >= 2:  # RLHF_NOTES: mean 0 / std 1 on the reference's samples
+            normalise(
+                result.model,
+                result.tokenizer,
+                ref_prompts,
+                ref_responses,
+                max_length=config.max_length,
+            )
+            result.model.save(workdir, tokenizer=result.tokenizer)
+        uri = get_store().put_dir(
+            workdir, f"projects/{start.project_id}/reward_models/round-{start.number}"
+        )
+        summary = {
+            "heldout_accuracy": result.heldout_accuracy,
+            "epochs": result.epochs,
+            "n_train": result.n_train,
+            "n_heldout": result.n_heldout,
+            "train_forward_passes": result.train_forward_passes,
+        }
+        with session_scope() as session:
+            rm = lineage.register_reward_model(
+                session,
+                round_id=start.round_id,
+                project_id=start.project_id,
+                snapshot_id=snapshot_id,
+                base_model=base_name,
+                artifact_uri=uri,
+                norm_mean=result.model.reward_mean,
+                norm_std=result.model.reward_std,
+                metrics=_json_safe(summary),
+            )
+            service.set_summary(
+                session,
+                start.round_id,
+                "reward_model_summary",
+                _json_safe({**summary, "version": rm.number}),
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _load_round_reward_model(round_id: int) -> tuple[Any, Any]:
+    from app.rounds import repository
+    from worker.training.models import load_tokenizer
+    from worker.training.reward_model import load_reward_model
+
+    with session_scope(readonly=True) as session:
+        rm_version = repository.reward_model_for_round(session, round_id)
+        if rm_version is None:
+            training_round = session.get(TrainingRound, round_id)
+            assert training_round is not None
+            rm_version = repository.latest_reward_model(session, training_round.project_id)
+        if rm_version is None:
+            return None, None
+        uri = rm_version.artifact_uri
+    rm_dir = get_store().local_dir(uri)
+    return load_reward_model(rm_dir), load_tokenizer(str(rm_dir))
+
+
+def _score_fn(rm: Any, rm_tokenizer: Any) -> Callable[[list[Any], list[str]], list[float]]:
+    from worker.training.reward_model import score
+
+    def score_fn(prompts: list[Any], responses: list[str]) -> list[float]:
+        return score(rm, rm_tokenizer, prompts, responses)
+
+    return score_fn
+
+
+# Policy (PPO / SFT / DPO) ------------------------------------------------------------------
+
+
+def policy_stage(start: StageStart, reporter: StageReporter) -> None:
+    with session_scope(readonly=True) as session:
+        source = lineage.policy_source(
+            session,
+            project_id=start.project_id,
+            reference=start.config["reference"],
+            round_type=start.type,
+        )
+        train_prompts, _ = lineage.split_prompts(
+            session,
+            project_id=start.project_id,
+            eval_count=start.config["eval_prompts"],
+            seed=start.config["seed"],
+        )
+    trainer = POLICY_TRAINERS[start.type]
+    workdir = Path(tempfile.mkdtemp(prefix="rankloop-policy-"))
+    try:
+        model, tokenizer = load_base(
+            source.base_model,
+            source.reference_merged,
+            trust_remote_code=source.trust_remote_code,
+        )
+        init_dir = (
+            get_store().local_dir(source.init_adapter_uri) if source.init_adapter_uri else None
+        )
+        summary = trainer(start, reporter, model, tokenizer, train_prompts, init_dir, workdir)
+        reporter.check_cancel()
+        adapter_dir = Path(summary.pop("adapter_dir"))
+        uri = get_store().put_dir(
+            adapter_dir, f"projects/{start.project_id}/rounds/{start.number}/adapter"
+        )
+        with session_scope() as session:
+            service.set_summary(
+                session,
+                start.round_id,
+                "candidate",
+                _json_safe(
+                    {
+                        "adapter_uri": uri,
+                        "base_model": source.base_model,
+                        "merged": list(source.reference_merged),
+                        "continued_from": source.init_adapter_uri,
+                        **summary,
+                    }
+                ),
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ppo_trainer(
+    start: StageStart,
+    reporter: StageReporter,
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    init_dir: Path | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    from worker.training.ppo import PPOConfig, train_ppo
+
+    rm, rm_tokenizer = _load_round_reward_model(start.round_id)
+    if rm is None:
+        raise ValueError("PPO needs a reward model; this round trained none")
+    cfg = start.config["ppo"]
+    config = PPOConfig(
+        steps=cfg["steps"],
+        batch_size=cfg["batch_size"],
+        mini_batch_size=cfg["mini_batch_size"],
+        ppo_epochs=cfg["ppo_epochs"],
+        lr=cfg["learning_rate"],
+        kl_coef=cfg["kl_coef"],
+        adaptive_kl=cfg["adaptive_kl"],
+        temperature=cfg["temperature"],
+        max_new_tokens=cfg["max_new_tokens"],
+        seed=start.config["seed"],
+    )
+
+    def progress(step: int, total: int, metrics: dict[str, float]) -> None:
+        reporter.progress(step, total, metrics, series="policy")
+
+    result = train_ppo(
+        model,
+        tokenizer,
+        prompts,
+        _score_fn(rm, rm_tokenizer),
+        config,
+        init_adapter_dir=init_dir,
+        out_dir=workdir / "adapter",
+        progress=progress,
+        should_stop=reporter.should_stop,
+    )
+    return {
+        "ppo": result.final,
+        "ppo_config": asdict(config),
+        "adapter_dir": str(result.adapter_dir),
+    }
+
+
+def sft_trainer(
+    start: StageStart,
+    reporter: StageReporter,
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    init_dir: Path | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    from worker.training.sft import Demonstration, SFTConfig, train_sft
+
+    with session_scope(readonly=True) as session:
+        demos = [
+            Demonstration(prompt, response)
+            for prompt, response in lineage.demonstrations(session, project_id=start.project_id)
+        ]
+    if len(demos) < 4:
+        raise ValueError(
+            f"SFT needs demonstrations: the project has {len(demos)} (at least 4 needed); "
+            "import some on the project page"
+        )
+    cfg = start.config
+    config = SFTConfig(
+        epochs=cfg["epochs"],
+        lr=cfg["learning_rate"],
+        batch_size=cfg["batch_size"],
+        heldout_fraction=cfg["heldout_fraction"],
+        seed=cfg["seed"],
+    )
+    result = train_sft(
+        model,
+        tokenizer,
+        demos,
+        config,
+        out_dir=workdir / "adapter",
+        init_adapter_dir=init_dir,
+        progress=lambda step, total, metrics: reporter.progress(
+            step, total, metrics, series="policy"
+        ),
+        should_stop=reporter.should_stop,
+    )
+    return {"sft": result.final, "adapter_dir": str(result.adapter_dir)}
+
+
+def dpo_trainer(
+    start: StageStart,
+    reporter: StageReporter,
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    init_dir: Path | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
+
+    with session_scope() as session:
+        snapshot = snapshots.create_snapshot(
+            session, project_id=start.project_id, name=f"round {start.number} dpo"
+        )
+        training_round = session.get(TrainingRound, start.round_id)
+        assert training_round is not None
+        training_round.snapshot_id = snapshot.id
+        pairs = [
+            PreferencePair(prompt, chosen, rejected)
+            for prompt, chosen, rejected in snapshots.preference_pairs(session, snapshot.id)
+        ]
+    if len(pairs) < 4:
+        raise ValueError(
+            f"DPO needs preference pairs: the snapshot has {len(pairs)} (at least 4 needed)"
+        )
+    cfg = start.config
+    config = DPOConfig(
+        beta=cfg["beta"],
+        loss_type=cfg["loss"],
+        epochs=cfg["epochs"],
+        lr=cfg["learning_rate"],
+        batch_size=cfg["batch_size"],
+        heldout_fraction=cfg["heldout_fraction"],
+        seed=cfg["seed"],
+    )
+    result = train_dpo(
+        model,
+        tokenizer,
+        pairs,
+        config,
+        out_dir=workdir / "adapter",
+        init_adapter_dir=init_dir,
+        progress=lambda step, total, metrics: reporter.progress(
+            step, total, metrics, series="policy"
+        ),
+        should_stop=reporter.should_stop,
+    )
+    return {"dpo": result.final, "n_pairs": len(pairs), "adapter_dir": str(result.adapter_dir)}
+
+
+POLICY_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "reward_ppo": ppo_trainer,
+    "sft": sft_trainer,
+    "dpo": dpo_trainer,
+}
+
+
+# Evaluating: the promotion gate --------------------------------------------------------------
+
+
+def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
+    from peft import PeftModel
+
+    from worker.policies import PolicySpec, load_policy_for_generation
+    from worker.training.evaluation import mean_kl_to_reference, sample_once
+
+    with session_scope(readonly=True) as session:
+        training_round = session.get(TrainingRound, start.round_id)
+        assert training_round is not None
+        candidate = dict(training_round.metrics.get("candidate") or {})
+        source = lineage.policy_source(
+            session,
+            project_id=start.project_id,
+            reference=start.config["reference"],
+            round_type=start.type,
+        )
+        _, eval_prompts = lineage.split_prompts(
+            session,
+            project_id=start.project_id,
+            eval_count=start.config["eval_prompts"],
+            seed=start.config["seed"],
+        )
+    if not candidate.get("adapter_uri"):
+        raise ValueError("The policy stage registered no candidate adapter")
+    temperature = start.config.get("ppo", {}).get("temperature", 1.0)
+    max_new = start.config.get("ppo", {}).get("max_new_tokens", 32)
+    seed = start.config["seed"] + 1
+
+    model, tokenizer = load_base(
+        candidate["base_model"],
+        tuple(candidate["merged"]),
+        trust_remote_code=source.trust_remote_code,
+    )
+    peft_model = PeftModel.from_pretrained(
+        model, str(get_store().local_dir(candidate["adapter_uri"]))
+    )
+    peft_model.eval()
+    new_samples = sample_once(
+        peft_model,
+        tokenizer,
+        eval_prompts,
+        temperature=temperature,
+        max_new_tokens=max_new,
+        seed=seed,
+    )
+    reporter.progress(1, 3, force=True)
+    kl = mean_kl_to_reference(
+        peft_model, tokenizer, eval_prompts, new_samples, temperature=temperature
+    )
+    del peft_model, model
+    previous_model, previous_tokenizer = load_policy_for_generation(
+        PolicySpec(
+            version_id=source.current_version_id,
+            base_model=source.base_model,
+            adapter_uri=source.current_adapter_uri,
+            merged_adapter_uris=source.current_merged,
+            trust_remote_code=source.trust_remote_code,
+        )
+    )
+    old_samples = sample_once(
+        previous_model,
+        previous_tokenizer,
+        eval_prompts,
+        temperature=temperature,
+        max_new_tokens=max_new,
+        seed=seed,
+    )
+    reporter.progress(2, 3, force=True)
+    gate: dict[str, Any] = {"kl": kl, "max_kl": start.config["max_kl"]}
+    rm, rm_tokenizer = _load_round_reward_model(start.round_id)
+    passed = kl <= start.config["max_kl"]
+    if rm is not None:
+        score_fn = _score_fn(rm, rm_tokenizer)
+        new_score = sum(score_fn(eval_prompts, [s.text for s in new_samples])) / len(eval_prompts)
+        old_score = sum(score_fn(eval_prompts, [s.text for s in old_samples])) / len(eval_prompts)
+        gain = new_score - old_score
+        gate.update(
+            new_score=new_score,
+            previous_score=old_score,
+            score_gain=gain,
+            min_score_gain=start.config.get("min_score_gain", 0.0),
+        )
+        passed = passed and gain >= start.config.get("min_score_gain", 0.0)
+    extra_check = GATE_CHECKS.get(start.type)
+    if extra_check is not None:
+        passed = extra_check(start, candidate, gate) and passed
+    gate["passed"] = passed
+    reporter.progress(3, 3, force=True)
+    with session_scope() as session:
+        training_round = session.get(TrainingRound, start.round_id)
+        assert training_round is not None
+        version = lineage.register_policy_version(
+            session,
+            training_round=training_round,
+            base_model=candidate["base_model"],
+            artifact_uri=candidate["adapter_uri"],
+            merged=tuple(candidate["merged"]),
+            metrics=_json_safe({"gate": gate, "round_type": start.type}),
+            promote=passed,
+        )
+        service.set_summary(
+            session, start.round_id, "gate", _json_safe({**gate, "version": version.number})
+        )
+        if not passed:
+            service.reject_round(session, start.round_id, _gate_reason(gate))
+
+
+def _dpo_gate(start: StageStart, candidate: dict[str, Any], gate: dict[str, Any]) -> bool:
+    accuracy = (candidate.get("dpo") or {}).get("heldout_accuracy")
+    gate["heldout_accuracy"] = accuracy
+    gate["min_heldout_accuracy"] = start.config["min_heldout_accuracy"]
+    return accuracy is not None and accuracy >= start.config["min_heldout_accuracy"]
+
+
+GATE_CHECKS: dict[str, Callable[[StageStart, dict[str, Any], dict[str, Any]], bool]] = {
+    "dpo": _dpo_gate,
+}
+
+
+def _gate_reason(gate: dict[str, Any]) -> str:
+    parts = [f"KL to the reference {gate['kl']:.3f} (bound {gate['max_kl']})"]
+    if "score_gain" in gate:
+        parts.append(
+            f"reward-model score {gate['new_score']:.3f} vs {gate['previous_score']:.3f} "
+            f"(gain {gate['score_gain']:+.3f}, needed ≥ {gate['min_score_gain']})"
+        )
+    if "heldout_accuracy" in gate:
+        parts.append(f"held-out pair accuracy {gate['heldout_accuracy']:.3f}")
+    return "The new version did not pass the promotion gate: " + "; ".join(parts)
+
+
+# Sampling: back into the queue -------------------------------------------------------------
+
+
+def sampling_stage(start: StageStart, reporter: StageReporter) -> None:
+    from worker.jobs.sampling import run_sampling_job
+
+    with session_scope() as session:
+        job = sampling.start_sampling(
+            session,
+            project_id=start.project_id,
+            round_id=start.round_id,
+            enqueue=False,
+            seed=start.config["seed"],
+        )
+        job_id = job.id if job is not None else None
+    if job_id is not None:
+        run_sampling_job(
+            job_id, progress=lambda done, total: reporter.progress(done, total, force=True)
+        )
+
+
+STAGES: dict[str, Callable[[StageStart, StageReporter], None]] = {
+    "reward_model": reward_model_stage,
+    "policy": policy_stage,
+    "evaluating": evaluation_stage,
+    "sampling": sampling_stage,
+}

@@ -1,0 +1,42 @@
+"""Thin Celery tasks: load by id → call a plain function in worker/ → record the result."""
+
+from __future__ import annotations
+
+from worker.celery_app import celery_app
+
+
+@celery_app.task(name="sampling.ping")
+def ping(marker_path: str) -> str:
+    """Proves a worker consumes the queue (used by the health check and the tests)."""
+    from pathlib import Path
+
+    Path(marker_path).write_text("pong")
+    return "pong"
+
+
+@celery_app.task(name="sampling.run_job", acks_late=True)
+def run_sampling_job(job_id: int) -> int:
+    """Idempotent: a redelivered job skips the prompts it already wrote."""
+    from worker.jobs.sampling import run_sampling_job as run
+
+    return run(job_id)
+
+
+@celery_app.task(name="sampling.prepare_demo", acks_late=True)
+def prepare_demo(project_id: int) -> None:
+    """Build the tiny model if missing, then fill the demo project's queue with samples."""
+    from worker.jobs.demo import prepare_demo_samples
+
+    prepare_demo_samples(project_id)
+
+
+# Not acks_late: a training stage runs for many minutes and must never be redelivered to a
+# second worker; if the worker dies, the reaper fails the round (its heartbeat goes stale).
+@celery_app.task(name="training.run_round_stage", acks_late=False)
+def run_round_stage(round_id: int, stage: str) -> None:
+    from app.rounds.service import send_stage
+    from worker.jobs.rounds import run_stage
+
+    next_stage = run_stage(round_id, stage)
+    if next_stage is not None:
+        send_stage(round_id, next_stage)

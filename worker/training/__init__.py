@@ -1,0 +1,1 @@
+"""Training code that runs without Celery, a web server or a GPU."""

@@ -1,0 +1,424 @@
+"""Direct preference optimisation (DPO, and its IPO variant) of a LoRA policy adapter.
+
+DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) trains the policy on preference
+pairs directly, without a reward model or sampling: with
+h = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)],
+the loss is −log σ(β h) (eq. 7); IPO (https://arxiv.org/abs/2310.12036, eq. 17) regresses h
+to 1/(2β) instead. β·(log π − log π_ref) is the policy's implicit reward, so "chosen gets the
+higher implicit reward" (h > 0) is the held-out accuracy that the promotion gate reads.
+
+One copy of the weights: the policy is the base plus a LoRA adapter "policy"; the reference
+is the same model inside `disable_adapter()` (RLHF_NOTES.md, "one base, several adapters").
+To start DPO from an SFT model, merge the SFT adapter into the base first, so the reference
+is the SFT model. `init_adapter_dir` continues an earlier policy adapter; the reference is
+still the base without it. The reference never changes, so its log-probs are computed once
+per pair before training. The model stays in eval mode throughout: dropout would make the
+policy and reference log-probs disagree even at step 0 (RLHF_NOTES, PPO point 5).
+
+Log-probs are sums over the response tokens (prompt masked, EOS included), as in the DPO
+paper; the IPO loss uses their per-token means, as the IPO paper and TRL do. Held-out
+figures (accuracy, log-ratio margin) always use the sums.
+
+Files written into `out_dir` (as sft.py): the peft adapter (adapter_config.json,
+adapter_model.safetensors) and metrics.json. Shape letters: B pairs, T tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from peft import PeftModel
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
+from worker.training.sft import (
+    METRICS_FILE,
+    Prompt,
+    add_policy_adapter,
+    collate,
+    encode_example,
+    pad_token_id,
+    save_adapter,
+    split_by_prompt,
+)
+
+STEP_METRICS = ("loss", "chosen_rewards", "rejected_rewards", "reward_margin", "reward_accuracy")
+"""Logged every step and averaged per epoch; rewards are the implicit β·log(π/π_ref)."""
+Encoded = tuple[list[int], int]
+"""(token ids of prompt + response + EOS, number of prompt tokens), from sft.encode_example."""
+
+
+class DPOCancelled(Exception):
+    """`should_stop()` answered True: training ended early and nothing was saved."""
+
+
+class DPODiverged(RuntimeError):
+    """The training loss became NaN or infinite: nothing was saved (lower lr or beta)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DPOConfig:
+    """Hyper-parameters of DPO/IPO with a LoRA policy on a frozen base (the reference)."""
+
+    beta: float = 0.1
+    """Strength of the pull towards the reference: small β lets the policy move further."""
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    """"sigmoid" = DPO's −log σ(β h); "ipo" = (h − 1/(2β))² on per-token mean log-probs."""
+    epochs: int = 2
+    """Passes over the training pairs."""
+    lr: float = 1e-4
+    """AdamW learning rate for the adapter (full-weight DPO uses ~5e-7; LoRA takes far more)."""
+    batch_size: int = 8
+    """Pairs per optimizer step (each pair is two sequences in the same forward pass)."""
+    max_length: int = 512
+    """Tokens of prompt + response; longer sequences lose the start of the prompt first."""
+    heldout_fraction: float = 0.2
+    """Share of distinct prompts held out for the accuracy the promotion gate reads (0: none)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    target_modules: list[str] | str = "all-linear"
+    """Modules that get LoRA ("all-linear" = every linear layer but the LM head)."""
+    seed: int = 0
+    """Seeds the held-out split, the shuffling and the LoRA initialisation."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (global L2 norm of the adapter's gradients)."""
+    device: str | None = None
+    """Device to train on; None keeps the model where it already is."""
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.loss_type not in ("sigmoid", "ipo"):
+            raise ValueError(f"loss_type must be 'sigmoid' or 'ipo', got {self.loss_type!r}")
+        for name in ("epochs", "batch_size", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (prompt + response), got {self.max_length}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+
+
+@dataclass
+class PreferencePair:
+    """A prompt and two responses to it, `chosen` preferred over `rejected`."""
+
+    prompt: Prompt
+    chosen: str
+    rejected: str
+
+    def __post_init__(self) -> None:
+        if self.chosen == self.rejected:
+            raise ValueError("chosen and rejected are identical: the pair states no preference")
+
+
+@dataclass
+class DPOResult:
+    """What a run produced; `model` is the trained PeftModel, usable without reloading."""
+
+    adapter_dir: Path
+    epochs: list[dict[str, Any]]
+    """Per epoch: means of the step metrics, heldout_accuracy, heldout_logratio."""
+    steps: list[dict[str, float]]
+    """Per optimizer step: loss, chosen/rejected_rewards (β·log-ratio), reward_margin/accuracy."""
+    final: dict[str, Any]
+    """Last epoch's figures, held-out figures before training, counts and timings."""
+    model: PeftModel = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence log-probs of chosen and rejected, under the policy or the reference
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], *, max_length: int
+) -> list[tuple[Encoded, Encoded]]:
+    """(chosen, rejected) encodings per pair: prompt + response + EOS, as SFT encodes them."""
+    return [
+        (
+            encode_example(tokenizer, p.prompt, p.chosen, max_length=max_length),
+            encode_example(tokenizer, p.prompt, p.rejected, max_length=max_length),
+        )
+        for p in pairs
+    ]
+
+
+def _logps(
+    model: PeftModel, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int
+) -> tuple[Tensor, Tensor]:
+    """Summed response log-probs (B, 2) and response token counts (B, 2), [chosen, rejected].
+
+    Chosen and rejected rows share one forward pass of 2B sequences.
+    """
+    device = next(model.parameters()).device
+    rows = [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]
+    input_ids, attention_mask, labels = collate(rows, pad_id)  # (2B, T) each
+    labels = labels.to(device)
+    logits = model(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
+    ).logits  # (2B, T, V)
+    logps = sequence_logprobs(logits, labels)  # (2B,)
+    counts = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).to(logps.dtype)  # (2B,)
+    n = len(pairs)
+    return torch.stack([logps[:n], logps[n:]], dim=1), torch.stack([counts[:n], counts[n:]], 1)
+
+
+@torch.no_grad()
+def _all_logps(
+    model: PeftModel,
+    pairs: Sequence[tuple[Encoded, Encoded]],
+    pad_id: int,
+    *,
+    batch_size: int,
+    reference: bool,
+) -> tuple[Tensor, Tensor]:
+    """(sums (N, 2), counts (N, 2)) for every pair, without gradient, on the CPU."""
+    sums, counts = [torch.zeros((0, 2))], [torch.zeros((0, 2))]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        if reference:
+            with model.disable_adapter():
+                s, c = _logps(model, chunk, pad_id)
+        else:
+            s, c = _logps(model, chunk, pad_id)
+        sums.append(s.float().cpu())
+        counts.append(c.float().cpu())
+    return torch.cat(sums), torch.cat(counts)
+
+
+def _heldout_figures(policy_sums: Tensor, ref_sums: Tensor) -> dict[str, float]:
+    """Accuracy of the implicit reward (h > 0) and the mean log-ratio margin h, in nats."""
+    h = (policy_sums[:, 0] - ref_sums[:, 0]) - (policy_sums[:, 1] - ref_sums[:, 1])  # (N,)
+    return {"accuracy": float((h > 0).float().mean()), "logratio": float(h.mean())}
+
+
+def evaluate_pairs(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    *,
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> dict[str, float]:
+    """Held-out accuracy and mean log-ratio margin of a policy adapter against its reference.
+
+    The reference is `model` with its adapter disabled. accuracy = share of pairs with
+    h > 0 (a tie, e.g. an untrained adapter, counts as wrong); logratio = mean h.
+    """
+    if not pairs:
+        raise ValueError("no pairs to evaluate")
+    pad_id = pad_token_id(tokenizer)
+    encoded = encode_pairs(tokenizer, pairs, max_length=max_length)
+    was_training = model.training
+    model.eval()
+    policy, _ = _all_logps(model, encoded, pad_id, batch_size=batch_size, reference=False)
+    ref, _ = _all_logps(model, encoded, pad_id, batch_size=batch_size, reference=True)
+    model.train(was_training)
+    return _heldout_figures(policy, ref)
+
+
+def heldout_logratio(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    *,
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> float:
+    """Mean of [log π(chosen) − log π(rejected)] − [the same under the reference], in nats.
+
+    Positive: the policy prefers the chosen responses more than the reference does.
+    """
+    figures = evaluate_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
+    return figures["logratio"]
+
+
+def pair_accuracy(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    *,
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> float:
+    """Share of pairs whose chosen response gets the higher implicit reward β·log(π/π_ref)."""
+    figures = evaluate_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
+    return figures["accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def train_dpo(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    config: DPOConfig,
+    *,
+    out_dir: Path,
+    init_adapter_dir: Path | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> DPOResult:
+    """Train the "policy" adapter on preference pairs, save it into `out_dir`, return metrics.
+
+    `model` is the base (earlier adapters merged in; it is the reference) and is modified in
+    place: LoRA layers are injected; `result.model` is the PeftModel wrapping it.
+    `progress(step, total, metrics)` follows every optimizer step. `should_stop()` is polled
+    before each step; True raises DPOCancelled, and a non-finite loss raises DPODiverged;
+    neither saves anything.
+    """
+    out_dir = Path(out_dir)
+    pad_id = pad_token_id(tokenizer)
+    if config.device is not None:
+        model.to(config.device)
+    torch.manual_seed(config.seed)
+
+    # Data: held-out prompts never seen in training
+    train, heldout = split_by_prompt(
+        pairs, heldout_fraction=config.heldout_fraction, seed=config.seed
+    )
+    if not train:
+        raise ValueError("no preference pair to train on")
+    train_enc = encode_pairs(tokenizer, train, max_length=config.max_length)
+    held_enc = encode_pairs(tokenizer, heldout, max_length=config.max_length)
+
+    # Model: frozen base (= reference) + trainable LoRA adapter, dropout off throughout
+    policy = add_policy_adapter(
+        model,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=config.target_modules,
+        init_adapter_dir=init_adapter_dir,
+    )
+    policy.eval()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+
+    # Reference log-probs: the reference never changes, so once per pair
+    ref_train, train_counts = _all_logps(
+        policy, train_enc, pad_id, batch_size=config.batch_size, reference=True
+    )  # (N, 2) each
+    ref_held, _ = _all_logps(
+        policy, held_enc, pad_id, batch_size=config.batch_size, reference=True
+    )  # (M, 2)
+
+    def evaluate_heldout() -> dict[str, float] | None:
+        if not held_enc:
+            return None
+        sums, _ = _all_logps(
+            policy, held_enc, pad_id, batch_size=config.batch_size, reference=False
+        )
+        return _heldout_figures(sums, ref_held)
+
+    before = evaluate_heldout()
+
+    # IPO compares per-token means (IPO paper, TRL); DPO compares sums (DPO paper)
+    average = config.loss_type == "ipo"
+    ref_train_used = ref_train / train_counts.clamp(min=1) if average else ref_train  # (N, 2)
+
+    steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    order_rng = random.Random(config.seed)
+    epochs: list[dict[str, Any]] = []
+    steps: list[dict[str, float]] = []
+    step = 0
+    train_seconds = 0.0
+    for epoch in range(config.epochs):
+        order = list(range(len(train_enc)))
+        order_rng.shuffle(order)
+        epoch_steps: list[dict[str, float]] = []
+        for start in range(0, len(order), config.batch_size):
+            if should_stop is not None and should_stop():
+                raise DPOCancelled(f"stopped at step {step} of {total_steps}")
+            tic = time.perf_counter()
+            idx = order[start : start + config.batch_size]
+
+            # Policy log-probs of chosen and rejected, one forward pass
+            sums, counts = _logps(policy, [train_enc[i] for i in idx], pad_id)  # (B, 2) each
+            logps = sums / counts.clamp(min=1) if average else sums  # (B, 2)
+            ref = ref_train_used[idx].to(logps.device)  # (B, 2)
+
+            # DPO / IPO loss on the log-ratios
+            loss, m = dpo_loss(
+                logps[:, 0],
+                logps[:, 1],
+                ref[:, 0],
+                ref[:, 1],
+                beta=config.beta,
+                loss_type=config.loss_type,
+            )
+            if not torch.isfinite(loss):
+                raise DPODiverged(f"non-finite loss {loss.item()} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            train_seconds += time.perf_counter() - tic
+            step += 1
+
+            metrics = {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}
+            epoch_steps.append(metrics)
+            steps.append({"step": step, "epoch": epoch + 1, **metrics})
+            if progress is not None:
+                progress(step, total_steps, {**metrics, "epoch": float(epoch + 1)})
+
+        # Epoch metrics: step means, then the implicit-reward accuracy on unseen prompts
+        held = evaluate_heldout()
+        epochs.append(
+            {
+                "epoch": epoch + 1,
+                **{k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in STEP_METRICS},
+                "heldout_accuracy": held["accuracy"] if held else None,
+                "heldout_logratio": held["logratio"] if held else None,
+                "steps": step,
+                "train_seconds": train_seconds,
+            }
+        )
+
+    # Save: adapter first, metrics last (a metrics.json means the run completed)
+    last = epochs[-1]
+    final: dict[str, Any] = {
+        **{k: last[k] for k in STEP_METRICS},
+        "heldout_accuracy": last["heldout_accuracy"],
+        "heldout_logratio": last["heldout_logratio"],
+        "heldout_accuracy_before": before["accuracy"] if before else None,
+        "heldout_logratio_before": before["logratio"] if before else None,
+        "beta": config.beta,
+        "loss_type": config.loss_type,
+        "steps": step,
+        "epochs": config.epochs,
+        "n_train": len(train),
+        "n_heldout": len(heldout),
+        "train_seconds": train_seconds,
+        "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
+    }
+    save_adapter(policy, out_dir)
+    (out_dir / METRICS_FILE).write_text(
+        json.dumps({"config": asdict(config), "epochs": epochs, "final": final}, indent=2)
+    )
+    return DPOResult(adapter_dir=out_dir, epochs=epochs, steps=steps, final=final, model=policy)

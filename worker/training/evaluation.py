@@ -1,0 +1,75 @@
+"""Measurements the promotion gate needs: fresh samples, and KL of a policy to its reference.
+
+KL is estimated on the policy's own samples as E[Σ_t log π(a_t) − log π_ref(a_t)] (the k1
+estimator PPO logs), with both log-probs on temperature-scaled logits (RLHF_NOTES.md, note 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from worker.training.generation import GeneratedSample, GenerationSettings, generate_samples
+from worker.training.losses import logprobs_from_logits
+from worker.training.models import encode_prompt, format_prompt
+
+
+def sample_once(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 16,
+) -> list[GeneratedSample]:
+    """One pure sample per prompt (top_k 0, top_p 1): what the policy itself would say."""
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, top_k=0
+    )
+    generated = generate_samples(
+        model,
+        tokenizer,
+        list(prompts),
+        n_per_prompt=1,
+        settings=settings,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    return [g[0] for g in generated]
+
+
+@torch.no_grad()
+def _response_logprobs(
+    model: Any, prompt_ids: list[int], response_ids: list[int], temperature: float
+) -> torch.Tensor:
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids + response_ids], device=device)  # (1, P+R)
+    logits = model(input_ids=ids).logits[:, :-1]  # (1, P+R-1, V)
+    logprobs = logprobs_from_logits(logits, ids[:, 1:], temperature=temperature)  # (1, P+R-1)
+    return logprobs[0, len(prompt_ids) - 1 :]  # (R,) log-probs of the response tokens
+
+
+@torch.no_grad()
+def mean_kl_to_reference(
+    peft_model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    samples: Sequence[GeneratedSample],
+    *,
+    temperature: float,
+) -> float:
+    """Mean per-sequence KL of the adapter-enabled policy to the same model with it disabled."""
+    total = 0.0
+    for prompt, sample in zip(prompts, samples, strict=True):
+        if not sample.token_ids:
+            continue
+        prompt_ids = encode_prompt(tokenizer, format_prompt(tokenizer, prompt))
+        policy = _response_logprobs(peft_model, prompt_ids, sample.token_ids, temperature)
+        with peft_model.disable_adapter():
+            reference = _response_logprobs(peft_model, prompt_ids, sample.token_ids, temperature)
+        total += float((policy - reference).sum())
+    return total / max(len(samples), 1)

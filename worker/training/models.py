@@ -1,0 +1,204 @@
+"""Loading tokenizers and causal LMs the same way for a hub id and a local directory.
+
+Every trainer (sampling, reward model, PPO) goes through these functions so that device,
+dtype, dropout and padding are decided once: CUDA in bf16 (fp16 where bf16 is missing)
+when a GPU is present, CPU float32 otherwise; dropout off (RLHF_NOTES.md, PPO point 5);
+a pad token distinct from EOS (point 2). Nothing here downloads unless given a hub id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+Quantization = Literal[None, "4bit", "8bit"]
+
+DEFAULT_PAD_TOKEN = "<|pad|>"
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def pick_device() -> str:
+    """The device training should use: the first CUDA GPU when present, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """Map "auto" to bf16/fp16 on CUDA and float32 elsewhere; accept explicit names too."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _hub_token(token: str | None) -> str | None:
+    return token if token is not None else os.environ.get("HF_TOKEN") or None
+
+
+def load_tokenizer(
+    name_or_path: str, *, trust_remote_code: bool = False, token: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a hub id or a local directory (HF_TOKEN is used when set)."""
+    return AutoTokenizer.from_pretrained(
+        str(name_or_path), trust_remote_code=trust_remote_code, token=_hub_token(token)
+    )
+
+
+def _zero_dropout(config: Any) -> None:
+    """Set every dropout probability in a config to 0: dropout makes log-probs noisy."""
+    for key, value in list(vars(config).items()):
+        if isinstance(value, float) and ("dropout" in key or "pdrop" in key):
+            setattr(config, key, 0.0)
+    for sub in ("text_config", "decoder"):
+        nested = getattr(config, sub, None)
+        if nested is not None and nested is not config and hasattr(nested, "__dict__"):
+            _zero_dropout(nested)
+
+
+def _quantization_config(quantization: Quantization, dtype: torch.dtype) -> Any:
+    if quantization not in ("4bit", "8bit"):
+        raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            f"{quantization} loading needs the bitsandbytes package and a CUDA GPU: "
+            "pip install bitsandbytes (or load without quantization)"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    device: str | None = None,
+    dtype: str = "auto",
+    quantization: Quantization = None,
+    trust_remote_code: bool = False,
+    token: str | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM in eval mode with dropout 0, on `device` (default: `pick_device()`).
+
+    4/8-bit loading goes through bitsandbytes and needs CUDA; it fails with a clear
+    message when either is missing instead of silently loading full precision.
+    """
+    device = device or pick_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    hub_token = _hub_token(token)
+    config = AutoConfig.from_pretrained(
+        str(name_or_path), trust_remote_code=trust_remote_code, token=hub_token
+    )
+    _zero_dropout(config)
+    kwargs: dict[str, Any] = {}
+    if quantization is not None:
+        if not device.startswith("cuda"):
+            raise RuntimeError(f"{quantization} quantization needs a CUDA device, got {device!r}")
+        kwargs["quantization_config"] = _quantization_config(quantization, torch_dtype)
+        kwargs["device_map"] = {"": torch.device(device).index or 0}
+    elif device.startswith("cuda"):
+        kwargs["device_map"] = {"": torch.device(device).index or 0}  # load straight to the GPU
+    model = AutoModelForCausalLM.from_pretrained(
+        str(name_or_path),
+        config=config,
+        dtype=torch_dtype,
+        trust_remote_code=trust_remote_code,
+        token=hub_token,
+        **kwargs,
+    )
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    return model
+
+
+def ensure_pad_token(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel | None = None,
+    *,
+    pad_token: str = DEFAULT_PAD_TOKEN,
+) -> int:
+    """Give the tokenizer a pad token distinct from EOS and return its id.
+
+    With pad == EOS, masking "everything after the first EOS" also masks real EOS tokens
+    (RLHF_NOTES.md, PPO point 2). When a token is added, the model's embeddings grow to
+    match; the new row only ever sits under a zero attention mask.
+    """
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad is None or pad == eos:
+        tokenizer.add_special_tokens({"pad_token": pad_token})
+    if model is not None:
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer.pad_token_id
+
+
+def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]]) -> str:
+    """Turn a prompt into the text the model should continue with the assistant's reply.
+
+    A plain string is one user turn; a list of {"role", "content"} dicts is a
+    conversation. The tokenizer's chat template is used when it has one; otherwise this
+    template, which the tiny model is trained on:
+
+        User: <user content>
+        Assistant: <assistant content>
+        <system content>
+        Assistant:
+
+    (one line per message, ending with "Assistant:" where the reply starts).
+    """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    for message in messages:
+        if not {"role", "content"} <= set(message):
+            raise ValueError(f"each message needs 'role' and 'content', got {message!r}")
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "user":
+            lines.append(f"User: {content}")
+        elif role == "assistant":
+            lines.append(f"Assistant: {content}")
+        else:
+            lines.append(content)
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of a formatted prompt, adding BOS only when the text does not carry it.
+
+    Chat templates often write the BOS token into the text; adding it again would
+    put two BOS tokens in front of every prompt.
+    """
+    bos = tokenizer.bos_token
+    add_special = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]

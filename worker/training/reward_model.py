@@ -1,0 +1,690 @@
+"""Reward model: a causal LM with a LoRA adapter ("reward") and a scalar head.
+
+Trained on annotator rankings with the K-way loss of InstructGPT §3.5
+(https://arxiv.org/abs/2203.02155): the K samples of one ranking are scored once, in the
+same forward pass, and the loss averages -log σ(r_w - r_l) over all cross-group pairs
+(`worker.training.losses.ranking_loss`). `train_pairwise` is the TRL-style baseline that
+makes every pair its own example; it shares all the model code and exists for the
+benchmark (bench/reward_model.py).
+
+The score is read at the last non-pad token of prompt + response, and rewards are
+normalised to mean 0, std 1 on the reference policy's samples (RLHF_NOTES.md).
+
+Files written by `RewardModel.save` (and `train_*`):
+    adapter/               peft LoRA adapter (save_pretrained)
+    head.safetensors       the scalar head
+    reward_model.json      base model id, normalisation, metrics
+    tokenizer files        the tokenizer, pad token included
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
+
+from worker.training.losses import ranking_loss
+from worker.training.models import (
+    encode_prompt,
+    ensure_pad_token,
+    format_prompt,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+)
+
+Prompt = str | list[dict[str, str]]
+ADAPTER_NAME = "reward"
+META_FILE = "reward_model.json"
+HEAD_FILE = "head.safetensors"
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class RewardModelConfig:
+    """Hyper-parameters of reward-model training (LoRA on a frozen base + scalar head)."""
+
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout inside LoRA; 0 because RLHF_NOTES asks for dropout off everywhere."""
+    target_modules: list[str] | str = "all-linear"
+    """Modules that get LoRA ("all-linear" = every linear layer but the LM head)."""
+    lr: float = 1e-3
+    """AdamW learning rate for the adapter and the head."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    epochs: int = 1
+    """Passes over the training rankings; InstructGPT uses one to avoid overfitting."""
+    batch_size: int = 4
+    """Rankings per optimizer step (each brings all of its K samples)."""
+    max_length: int = 512
+    """Tokens of prompt + response; longer inputs lose the start of the prompt."""
+    seed: int = 0
+    """Seeds the held-out split, shuffling, LoRA and head initialisation."""
+    heldout_fraction: float = 0.1
+    """Share of distinct prompts held out; no prompt is both trained on and held out."""
+    center_coef: float = 0.01
+    """Weight of c·mean((r_w + r_l)^2), which keeps raw rewards near 0 (TRL uses 0.01)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold."""
+    warmup_steps: int = 5
+    """Linear learning-rate warm-up, then constant."""
+    eval_every: int = 0
+    """Optimizer steps between held-out evaluations; 0 = only at the end of each epoch."""
+    target_accuracy: float | None = None
+    """Stop as soon as held-out pairwise accuracy reaches this (None: train all epochs)."""
+    eval_batch_size: int = 32
+    """Sequences per forward pass when scoring without gradients."""
+    device: str | None = None
+    """Device to train on; None picks CUDA when present, else CPU."""
+    dtype: str = "auto"
+    """Base-model dtype ("auto": bf16/fp16 on CUDA, float32 on CPU); adapter and head stay fp32."""
+
+    def __post_init__(self) -> None:
+        positive = ("lora_r", "lora_alpha", "epochs", "batch_size", "max_length", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        for name in ("weight_decay", "center_coef", "max_grad_norm", "warmup_steps", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+
+
+@dataclass
+class RankingExample:
+    """One annotated ranking: `groups[i]` is the tie group of `responses[i]`, 0 = best."""
+
+    prompt: Prompt
+    responses: list[str]
+    groups: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.responses) != len(self.groups):
+            raise ValueError("responses and groups must have the same length")
+        if len(self.responses) < 2:
+            raise ValueError("a ranking needs at least 2 responses")
+        if any(g < 0 for g in self.groups):
+            raise ValueError(f"groups must be >= 0 (0 = best), got {self.groups}")
+
+    @property
+    def n_pairs(self) -> int:
+        """Cross-group pairs this ranking yields; pairs inside a tie group are not used."""
+        return sum(a < b for a in self.groups for b in self.groups)
+
+
+@dataclass
+class RewardModelResult:
+    """What a training run produced; `model` is ready to `score` without reloading."""
+
+    out_dir: Path
+    model: RewardModel = field(repr=False)
+    tokenizer: PreTrainedTokenizerBase = field(repr=False)
+    epochs: list[dict[str, float]]
+    """Per-epoch metrics: loss, train/held-out accuracy, margin, reward mean/std, passes."""
+    evaluations: list[dict[str, float]]
+    """Every held-out evaluation (per epoch and every `eval_every` steps)."""
+    heldout_accuracy: float | None
+    reward_mean: float
+    reward_std: float
+    train_forward_passes: int
+    """Sequences scored with gradients while training."""
+    eval_forward_passes: int
+    """Sequences scored without gradients (held-out evaluation and normalisation)."""
+    train_seconds: float
+    """Wall time of the training steps alone (evaluation excluded)."""
+    steps: int
+    n_train: int
+    n_heldout: int
+    reached_target: bool
+    stopped: bool
+    """True when `should_stop` ended training early."""
+
+
+# Model -----------------------------------------------------------------------------------
+
+
+class RewardModel(nn.Module):
+    """r(x, y): LoRA-adapted LM body, hidden state at the last real token, linear head."""
+
+    def __init__(self, lm: PeftModel, *, base_model: str) -> None:
+        super().__init__()
+        self.lm = lm
+        self.base_model = base_model
+        hidden = lm.get_base_model().config.get_text_config().hidden_size
+        self.head = nn.Linear(hidden, 1, device=lm.get_base_model().device)
+        nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden + 1))
+        nn.init.zeros_(self.head.bias)
+        self.reward_mean = 0.0
+        self.reward_std = 1.0
+
+    @classmethod
+    def create(
+        cls, base: PreTrainedModel, config: RewardModelConfig, *, base_model: str
+    ) -> RewardModel:
+        """Wrap `base` (modified in place: LoRA layers are injected) with a fresh adapter."""
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            # GPT-2-style Conv1D layers store weights transposed; peft must know.
+            fan_in_fan_out=any(isinstance(m, Conv1D) for m in base.modules()),
+            bias="none",
+        )
+        return cls(get_peft_model(base, lora, adapter_name=ADAPTER_NAME), base_model=base_model)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Raw scores (N,) for right- or left-padded input_ids (N, T)."""
+        hf_model = self.lm.get_base_model()
+        body = hf_model.base_model  # the transformer without its LM head
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (N, T)
+        if body is not hf_model:
+            hidden = body(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state  # (N, T, H)
+        else:
+            hidden = hf_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                output_hidden_states=True,
+            ).hidden_states[-1]  # (N, T, H)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        last = (attention_mask * positions).argmax(-1)  # (N,) last non-pad token
+        h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]  # (N, H)
+        return self.head(h.to(self.head.weight.dtype)).squeeze(-1)  # (N,)
+
+    def save(
+        self,
+        out_dir: Path,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Write adapter, head and metadata; metadata already in out_dir is kept and updated."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # save_embedding_layers=False: "auto" would look the base up on the hub.
+        self.lm.save_pretrained(
+            out_dir / ADAPTER_DIR, selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
+        )
+        save_file(
+            {k: v.detach().cpu() for k, v in self.head.state_dict().items()}, out_dir / HEAD_FILE
+        )
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out_dir)
+        meta_path = out_dir / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta.update(extra or {})
+        meta.update(
+            base_model=self.base_model,
+            reward_mean=self.reward_mean,
+            reward_std=self.reward_std,
+            vocab_size=self.lm.get_base_model().get_input_embeddings().num_embeddings,
+            adapter_name=ADAPTER_NAME,
+        )
+        meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def load_reward_model(
+    path: Path,
+    *,
+    base: PreTrainedModel | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+) -> RewardModel:
+    """Load a saved reward model; `base` reuses an already loaded base model (modified in place).
+
+    The tokenizer to use with it is saved alongside: `load_tokenizer(path)`.
+    """
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    if isinstance(base, PeftModel):
+        raise TypeError("pass the plain base model: the reward adapter is loaded onto it here")
+    if base is None:
+        base = load_causal_lm(meta["base_model"], device=device, dtype=dtype)
+    if base.get_input_embeddings().num_embeddings < meta["vocab_size"]:
+        base.resize_token_embeddings(meta["vocab_size"], mean_resizing=False)  # the added pad
+    adapter_dir = path / ADAPTER_DIR / meta.get("adapter_name", ADAPTER_NAME)
+    lm = PeftModel.from_pretrained(base, adapter_dir, adapter_name=ADAPTER_NAME)
+    rm = RewardModel(lm, base_model=meta["base_model"])
+    rm.head.load_state_dict(load_file(path / HEAD_FILE, device=str(rm.device)))
+    rm.reward_mean, rm.reward_std = meta["reward_mean"], meta["reward_std"]
+    rm.eval()
+    return rm
+
+
+# Tokenisation ----------------------------------------------------------------------------
+
+
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str, *, max_length: int
+) -> list[int]:
+    """Ids of prompt (as `format_prompt` renders it) followed by the response.
+
+    Prompt and response are tokenised apart, as generation produced them; a space joins
+    them when the prompt ends in a non-space (e.g. "Assistant:"), matching the stripped
+    text `generate_samples` returns. Too long: the start of the prompt is cut.
+    """
+    prompt_text = format_prompt(tokenizer, prompt)
+    sep = " " if prompt_text and not prompt_text[-1].isspace() and response[:1] != " " else ""
+    ids = encode_prompt(tokenizer, prompt_text)
+    ids = ids + tokenizer(sep + response, add_special_tokens=False)["input_ids"]
+    return ids[-max_length:]
+
+
+def _collate(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, T)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+@torch.no_grad()
+def _raw_scores(
+    rm: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int,
+) -> list[float]:
+    """Unnormalised scores, batched by similar length to waste little on padding."""
+    if len(prompts) != len(responses):
+        raise ValueError("prompts and responses must have the same length")
+    rows = [
+        encode_pair(tokenizer, p, r, max_length=max_length)
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = [0.0] * len(rows)
+    was_training = rm.training
+    rm.eval()
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        input_ids, attention_mask = _collate(
+            [rows[i] for i in idx], tokenizer.pad_token_id, rm.device
+        )
+        for i, s in zip(idx, rm(input_ids, attention_mask).float().tolist(), strict=True):
+            out[i] = s
+    rm.train(was_training)
+    return out
+
+
+def score(
+    rm: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> list[float]:
+    """Normalised rewards (mean 0, std 1 on the reference policy's samples), one per pair."""
+    raw = _raw_scores(
+        rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length
+    )
+    return [(s - rm.reward_mean) / rm.reward_std for s in raw]
+
+
+def normalise(
+    rm: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> tuple[float, float]:
+    """Set rm's reward mean/std from the reference policy's samples; returns (mean, std).
+
+    PPO's KL coefficient is tuned for rewards of unit scale (RLHF_NOTES.md, point 7).
+    """
+    raw = torch.tensor(
+        _raw_scores(rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length)
+    )
+    if len(raw) < 2:
+        raise ValueError("normalisation needs at least 2 reference samples")
+    rm.reward_mean = float(raw.mean())
+    rm.reward_std = max(float(raw.std()), 1e-6)
+    return rm.reward_mean, rm.reward_std
+
+
+# Training --------------------------------------------------------------------------------
+
+
+def _prompt_key(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def split_by_prompt(
+    examples: Sequence[RankingExample], *, heldout_fraction: float, seed: int
+) -> tuple[list[RankingExample], list[RankingExample]]:
+    """(train, held-out) with every prompt on one side only, so accuracy is not memorised."""
+    keys = list(dict.fromkeys(_prompt_key(e.prompt) for e in examples))
+    random.Random(seed).shuffle(keys)
+    n_held = round(heldout_fraction * len(keys))
+    if heldout_fraction > 0 and len(keys) >= 2:
+        n_held = min(max(n_held, 1), len(keys) - 1)
+    held = set(keys[:n_held])
+    train = [e for e in examples if _prompt_key(e.prompt) not in held]
+    heldout = [e for e in examples if _prompt_key(e.prompt) in held]
+    return train, heldout
+
+
+def as_pairs(examples: Sequence[RankingExample]) -> list[RankingExample]:
+    """Every cross-group pair of every ranking as its own 2-response example (winner first)."""
+    pairs = []
+    for e in examples:
+        for i, gi in enumerate(e.groups):
+            for j, gj in enumerate(e.groups):
+                if gi < gj:
+                    pairs.append(RankingExample(e.prompt, [e.responses[i], e.responses[j]], [0, 1]))
+    return pairs
+
+
+def _ranking_batch(
+    rm: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: Sequence[RankingExample],
+    max_length: int,
+) -> tuple[Tensor, Tensor, int]:
+    """Score all samples of `batch` in ONE forward pass; return (B, K) scores and groups."""
+    rows = [
+        encode_pair(tokenizer, e.prompt, r, max_length=max_length)
+        for e in batch
+        for r in e.responses
+    ]
+    input_ids, attention_mask = _collate(rows, tokenizer.pad_token_id, rm.device)  # (N, T)
+    flat = rm(input_ids, attention_mask).float()  # (N,)
+    k = max(len(e.responses) for e in batch)
+    scores = flat.new_zeros((len(batch), k))  # (B, K)
+    groups = torch.full((len(batch), k), -1, dtype=torch.long, device=flat.device)  # (B, K)
+    offset = 0
+    for b, e in enumerate(batch):
+        n = len(e.responses)
+        scores[b, :n] = flat[offset : offset + n]
+        groups[b, :n] = torch.tensor(e.groups, device=flat.device)
+        offset += n
+    return scores, groups, len(rows)
+
+
+@torch.no_grad()
+def evaluate(
+    rm: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[RankingExample],
+    *,
+    batch_size: int = 32,
+    max_length: int = 512,
+) -> dict[str, float]:
+    """Held-out pairwise accuracy, mean margin and loss; raw reward mean/std; passes used."""
+    prompts = [e.prompt for e in examples for _ in e.responses]
+    responses = [r for e in examples for r in e.responses]
+    flat = _raw_scores(
+        rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length
+    )
+    k = max(len(e.responses) for e in examples)
+    scores = torch.zeros((len(examples), k))  # (B, K)
+    groups = torch.full((len(examples), k), -1, dtype=torch.long)  # (B, K)
+    offset = 0
+    for b, e in enumerate(examples):
+        n = len(e.responses)
+        scores[b, :n] = torch.tensor(flat[offset : offset + n])
+        groups[b, :n] = torch.tensor(e.groups)
+        offset += n
+    loss, metrics = ranking_loss(scores, groups)
+    values = torch.tensor(flat)
+    return {
+        "loss": float(loss),
+        "accuracy": float(metrics["accuracy"]),
+        "margin": float(metrics["margin"]),
+        "pairs": int(metrics["pairs"]),
+        "reward_mean": float(values.mean()),
+        "reward_std": float(values.std()) if len(values) > 1 else 0.0,
+        "forward_passes": len(flat),
+    }
+
+
+def _train(
+    base_name_or_path: str,
+    examples: Sequence[RankingExample],
+    config: RewardModelConfig,
+    *,
+    out_dir: Path,
+    method: str,
+    to_units: Callable[[list[RankingExample]], list[RankingExample]],
+    units_per_step: int,
+    progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> RewardModelResult:
+    """The loop both trainers share; they differ only in what one training unit is."""
+    device = config.device or pick_device()
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(base_name_or_path)
+    base = load_causal_lm(base_name_or_path, device=device, dtype=config.dtype)
+    ensure_pad_token(tokenizer, base)
+    rm = RewardModel.create(base, config, base_model=str(base_name_or_path))
+
+    train, heldout = split_by_prompt(
+        examples, heldout_fraction=config.heldout_fraction, seed=config.seed
+    )
+    # Rankings whose samples all tie give no pair: scoring them would only cost time.
+    units = to_units([e for e in train if e.n_pairs > 0])
+    if not units:
+        raise ValueError("no training ranking has two different groups: nothing to learn")
+    steps_per_epoch = math.ceil(len(units) / units_per_step)
+    total_steps = steps_per_epoch * config.epochs
+
+    params = [p for p in rm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(config.warmup_steps, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    order_rng = random.Random(config.seed)
+
+    evaluations: list[dict[str, float]] = []
+    epochs: list[dict[str, float]] = []
+    train_passes = eval_passes = step = 0
+    train_seconds = 0.0
+    reached = stopped = False
+
+    def run_eval(epoch: float) -> dict[str, float] | None:
+        nonlocal eval_passes, reached
+        if not heldout:
+            return None
+        m = evaluate(
+            rm, tokenizer, heldout, batch_size=config.eval_batch_size, max_length=config.max_length
+        )
+        eval_passes += m["forward_passes"]
+        m = {"epoch": epoch, "step": step, "train_forward_passes": train_passes, **m}
+        m["train_seconds"] = train_seconds
+        evaluations.append(m)
+        if config.target_accuracy is not None and m["accuracy"] >= config.target_accuracy:
+            reached = True
+        return m
+
+    for epoch in range(config.epochs):
+        order = list(range(len(units)))
+        order_rng.shuffle(order)
+        losses, accuracies = [], []
+        rm.train()
+        for start in range(0, len(order), units_per_step):
+            tic = time.perf_counter()
+            batch = [units[i] for i in order[start : start + units_per_step]]
+            scores, groups, n_seq = _ranking_batch(rm, tokenizer, batch, config.max_length)
+            loss, metrics = ranking_loss(scores, groups, center_coef=config.center_coef)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            train_seconds += time.perf_counter() - tic
+            train_passes += n_seq
+            step += 1
+            losses.append(loss.detach().item())
+            accuracies.append(float(metrics["accuracy"]))
+            if progress is not None:
+                progress(step, total_steps)
+            if config.eval_every and step % config.eval_every == 0:
+                run_eval(epoch + (start + units_per_step) / len(order))
+                rm.train()
+            if reached or (should_stop is not None and should_stop()):
+                stopped = not reached
+                break
+        # Held-out metrics of this epoch (re-used when a mid-epoch evaluation just ran).
+        last = evaluations[-1] if evaluations and evaluations[-1]["step"] == step else None
+        held = last or run_eval(epoch + 1.0)
+        epochs.append(
+            {
+                "epoch": epoch + 1,
+                "loss": sum(losses) / len(losses),
+                "train_accuracy": sum(accuracies) / len(accuracies),
+                "heldout_accuracy": held["accuracy"] if held else float("nan"),
+                "heldout_margin": held["margin"] if held else float("nan"),
+                "heldout_loss": held["loss"] if held else float("nan"),
+                "reward_mean": held["reward_mean"] if held else float("nan"),
+                "reward_std": held["reward_std"] if held else float("nan"),
+                "train_forward_passes": train_passes,
+                "train_seconds": train_seconds,
+            }
+        )
+        if reached or stopped:
+            break
+
+    # Normalise on every sample annotators saw: they come from the reference policy.
+    ref_prompts = [e.prompt for e in examples for _ in e.responses]
+    ref_responses = [r for e in examples for r in e.responses]
+    normalise(
+        rm,
+        tokenizer,
+        ref_prompts,
+        ref_responses,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+    )
+    eval_passes += len(ref_responses)
+    rm.eval()
+
+    heldout_accuracy = evaluations[-1]["accuracy"] if evaluations else None
+    result = RewardModelResult(
+        out_dir=Path(out_dir),
+        model=rm,
+        tokenizer=tokenizer,
+        epochs=epochs,
+        evaluations=evaluations,
+        heldout_accuracy=heldout_accuracy,
+        reward_mean=rm.reward_mean,
+        reward_std=rm.reward_std,
+        train_forward_passes=train_passes,
+        eval_forward_passes=eval_passes,
+        train_seconds=train_seconds,
+        steps=step,
+        n_train=len(train),
+        n_heldout=len(heldout),
+        reached_target=reached,
+        stopped=stopped,
+    )
+    rm.save(
+        Path(out_dir),
+        tokenizer=tokenizer,
+        extra={
+            "method": method,
+            "config": asdict(config),
+            "epochs": epochs,
+            "heldout_accuracy": heldout_accuracy,
+            "train_forward_passes": train_passes,
+            "n_train": len(train),
+            "n_heldout": len(heldout),
+        },
+    )
+    return result
+
+
+def train_reward_model(
+    base_name_or_path: str,
+    examples: Sequence[RankingExample],
+    config: RewardModelConfig,
+    *,
+    out_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RewardModelResult:
+    """Train with the K-way loss: one example per ranking, its K samples in one forward pass.
+
+    `progress(step, total_steps)` is called after every optimizer step; `should_stop()`
+    is polled there too, and a True answer ends training (the model is still saved).
+    """
+    return _train(
+        base_name_or_path,
+        examples,
+        config,
+        out_dir=out_dir,
+        method="kway",
+        to_units=list,
+        units_per_step=config.batch_size,
+        progress=progress,
+        should_stop=should_stop,
+    )
+
+
+def train_pairwise(
+    base_name_or_path: str,
+    examples: Sequence[RankingExample],
+    config: RewardModelConfig,
+    *,
+    out_dir: Path,
+    pairs_per_step: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RewardModelResult:
+    """Baseline: every cross-group pair is its own example (TRL's RewardTrainer).
+
+    Costs 2 forward passes per pair, 2·C(K,2) per ranking. `pairs_per_step` defaults to
+    as many sequences per step as the K-way trainer uses (batch_size · mean K / 2 pairs).
+    Held-out metrics are computed on whole rankings, exactly as for the K-way trainer.
+    """
+    if pairs_per_step is None:
+        mean_k = sum(len(e.responses) for e in examples) / max(len(examples), 1)
+        pairs_per_step = max(1, round(config.batch_size * mean_k / 2))
+    return _train(
+        base_name_or_path,
+        examples,
+        config,
+        out_dir=out_dir,
+        method="pairwise",
+        to_units=as_pairs,
+        units_per_step=pairs_per_step,
+        progress=progress,
+        should_stop=should_stop,
+    )

@@ -1,0 +1,556 @@
+"""Supervised fine-tuning (SFT) of a LoRA policy adapter on demonstrations.
+
+The InstructGPT recipe's first step (https://arxiv.org/abs/2203.02155 §3.5): maximise
+log π(response | prompt) on human-written demonstrations. The loss is next-token
+cross-entropy on the response tokens only (`losses.sft_loss`): prompt and padding carry
+label IGNORE_INDEX, so the model learns to answer, not to write prompts. Every response ends
+with EOS, so the model also learns to stop.
+
+The base model stays frozen; a LoRA adapter named "policy" is trained on top of it (or an
+existing adapter is loaded from `init_adapter_dir` and trained further). The adapter is saved
+with peft's `save_pretrained` directly into `out_dir`, so
+`PeftModel.from_pretrained(base, out_dir)` loads it; `metrics.json` sits next to it. Merge
+the adapter into the base (`merge_and_unload`) before PPO or DPO, so that disabling their
+adapter gives this SFT model as the reference (RLHF_NOTES.md, PPO point 7).
+
+Packing (`SFTConfig.packing`) puts several demonstrations in one row of `max_length` tokens.
+Position ids restart at 0 for every demonstration and no attention mask is passed, which is
+how transformers recognises packed rows and builds a block-diagonal causal mask: a token
+never attends to another demonstration in its row (checked against unpacked logits in
+tests/worker/test_sft.py). Models whose attention ignores this (custom remote code) should
+train unpacked.
+
+Files written into `out_dir`:
+    adapter_config.json, adapter_model.safetensors   the peft LoRA adapter
+    metrics.json                                     config, per-epoch metrics, final metrics
+
+Shape letters: B batch rows, T tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from worker.training.losses import IGNORE_INDEX, sft_loss
+from worker.training.models import encode_prompt, format_prompt
+
+Prompt = str | list[dict[str, str]]
+ADAPTER_NAME = "policy"
+"""Name of the trained adapter inside the PeftModel; on disk the adapter sits in out_dir."""
+METRICS_FILE = "metrics.json"
+
+
+class SFTCancelled(Exception):
+    """`should_stop()` answered True: training ended early and nothing was saved."""
+
+
+class SFTDiverged(RuntimeError):
+    """The training loss became NaN or infinite: nothing was saved (lower lr, check data)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTConfig:
+    """Hyper-parameters of SFT: LoRA on a frozen base, cross-entropy on response tokens."""
+
+    epochs: int = 3
+    """Passes over the training demonstrations."""
+    lr: float = 3e-4
+    """AdamW learning rate; LoRA tolerates ~10x what full fine-tuning uses (~3e-5)."""
+    batch_size: int = 8
+    """Rows per optimizer step: demonstrations, or packed rows when `packing` is on."""
+    max_length: int = 512
+    """Tokens of prompt + response; longer demonstrations lose the start of the prompt first."""
+    heldout_fraction: float = 0.1
+    """Share of distinct prompts held out to measure loss on unseen prompts (0: none)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout inside LoRA; 0 keeps log-probs deterministic (RLHF_NOTES: dropout off)."""
+    target_modules: list[str] | str = "all-linear"
+    """Modules that get LoRA ("all-linear" = every linear layer but the LM head)."""
+    packing: bool = False
+    """Concatenate demonstrations into rows of up to `max_length` tokens (less padding)."""
+    seed: int = 0
+    """Seeds the held-out split, the shuffling and the LoRA initialisation."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (global L2 norm of the adapter's gradients)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the adapter."""
+    device: str | None = None
+    """Device to train on; None keeps the model where it already is."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (prompt + response), got {self.max_length}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class Demonstration:
+    """A prompt (text or chat messages) and the response the model should give to it."""
+
+    prompt: Prompt
+    response: str
+
+    def __post_init__(self) -> None:
+        if not self.response.strip():
+            raise ValueError("a demonstration needs a non-empty response")
+
+
+@dataclass
+class SFTResult:
+    """What a run produced; `model` is the trained PeftModel, usable without reloading."""
+
+    adapter_dir: Path
+    epochs: list[dict[str, Any]]
+    """Per epoch: epoch, train_loss, heldout_loss, heldout_perplexity (None without held-out)."""
+    steps: list[dict[str, float]]
+    """Per optimizer step: step, epoch, loss, tokens."""
+    final: dict[str, Any]
+    """Last epoch's figures, the held-out loss before training, counts and timings."""
+    model: PeftModel = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation: prompt + response + EOS, labels only on the response
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str, *, max_length: int
+) -> tuple[list[int], int]:
+    """(ids, n_prompt): the formatted prompt, the response and EOS; the first n_prompt are prompt.
+
+    Joined as `reward_model.encode_pair` joins them (a space after a prompt ending in a
+    non-space, e.g. "Assistant:"), which is how generation's stripped samples follow the
+    prompt. Too long: the start of the prompt is cut; a response longer than max_length - 1
+    tokens loses its end (and its EOS), so at least one prompt token predicts the response.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token: responses could not end")
+    prompt_text = format_prompt(tokenizer, prompt)
+    sep = " " if prompt_text and not prompt_text[-1].isspace() and response[:1] != " " else ""
+    prompt_ids = encode_prompt(tokenizer, prompt_text)
+    response_ids = tokenizer(sep + response, add_special_tokens=False)["input_ids"]
+    response_ids = (response_ids + [tokenizer.eos_token_id])[: max_length - 1]
+    prompt_ids = prompt_ids[-(max_length - len(response_ids)) :]
+    return prompt_ids + response_ids, len(prompt_ids)
+
+
+def _labels(ids: list[int], n_prompt: int) -> list[int]:
+    return [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+
+
+def collate(
+    examples: Sequence[tuple[list[int], int]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-pad encoded examples into (input_ids, attention_mask, labels), each (B, T)."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    for i, (ids, n_prompt) in enumerate(examples):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention_mask[i, : len(ids)] = 1
+        labels[i, : len(ids)] = torch.tensor(_labels(ids, n_prompt))
+    return input_ids, attention_mask, labels
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The pad id, refusing pad == EOS (the responses' final EOS would look like padding)."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad is None or pad == eos:
+        raise ValueError("the pad token must exist and differ from EOS: call ensure_pad_token")
+    return int(pad)
+
+
+def build_sft_batch(
+    tokenizer: PreTrainedTokenizerBase, demos: Sequence[Demonstration], max_length: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, attention_mask, labels), each (B, T), right-padded.
+
+    labels are the input ids with IGNORE_INDEX on prompt and pad positions: the loss is on
+    the response tokens and their final EOS only.
+    """
+    encoded = [
+        encode_example(tokenizer, d.prompt, d.response, max_length=max_length) for d in demos
+    ]
+    return collate(encoded, pad_token_id(tokenizer))
+
+
+def pack_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
+    """Greedy packing in the given order: indices of the examples that share each row.
+
+    An example is never split across rows; a new row starts when the next one would not fit.
+    """
+    rows: list[list[int]] = []
+    used = max_length  # forces a first row
+    for i, n in enumerate(lengths):
+        if used + n > max_length:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += n
+    return rows
+
+
+def collate_packed(
+    rows: Sequence[Sequence[tuple[list[int], int]]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Packed rows into (input_ids, position_ids, labels), each (B, T); pass no attention mask.
+
+    Position ids restart at 0 for each example (and for the trailing padding), which is what
+    transformers reads as "separate sequences" when attention_mask is None.
+    """
+    width = max(sum(len(ids) for ids, _ in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    for r, row in enumerate(rows):
+        start = 0
+        for ids, n_prompt in row:
+            end = start + len(ids)
+            input_ids[r, start:end] = torch.tensor(ids)
+            position_ids[r, start:end] = torch.arange(len(ids))
+            labels[r, start:end] = torch.tensor(_labels(ids, n_prompt))
+            start = end
+        position_ids[r, start:] = torch.arange(width - start)  # padding: its own sequence
+    return input_ids, position_ids, labels
+
+
+def build_packed_batch(
+    tokenizer: PreTrainedTokenizerBase, demos: Sequence[Demonstration], max_length: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, position_ids, labels), each (B, T): the demonstrations packed in order."""
+    encoded = [
+        encode_example(tokenizer, d.prompt, d.response, max_length=max_length) for d in demos
+    ]
+    rows = pack_rows([len(ids) for ids, _ in encoded], max_length)
+    return collate_packed([[encoded[i] for i in row] for row in rows], pad_token_id(tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out split and the policy adapter (dpo.py uses these too, so both agree)
+# ---------------------------------------------------------------------------------------------
+
+
+class _HasPrompt(Protocol):
+    prompt: Prompt
+
+
+ItemT = TypeVar("ItemT", bound=_HasPrompt)
+
+
+def _prompt_key(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def split_by_prompt(
+    items: Sequence[ItemT], *, heldout_fraction: float, seed: int
+) -> tuple[list[ItemT], list[ItemT]]:
+    """(train, held-out) with every prompt on one side only, so held-out figures are honest.
+
+    With a positive fraction and at least 2 distinct prompts, both sides get at least one.
+    """
+    keys = list(dict.fromkeys(_prompt_key(item.prompt) for item in items))
+    random.Random(seed).shuffle(keys)
+    n_held = round(heldout_fraction * len(keys))
+    if heldout_fraction > 0 and len(keys) >= 2:
+        n_held = min(max(n_held, 1), len(keys) - 1)
+    held = set(keys[:n_held])
+    train = [item for item in items if _prompt_key(item.prompt) not in held]
+    heldout = [item for item in items if _prompt_key(item.prompt) in held]
+    return train, heldout
+
+
+def add_policy_adapter(
+    model: PreTrainedModel,
+    *,
+    lora_r: int,
+    lora_alpha: int,
+    lora_dropout: float,
+    target_modules: list[str] | str,
+    init_adapter_dir: Path | None,
+) -> PeftModel:
+    """Wrap the base (modified in place) with a trainable "policy" adapter, new or loaded.
+
+    A loaded adapter keeps its own LoRA shape; the lora_* arguments then do not apply.
+    """
+    if isinstance(model, PeftModel):
+        raise TypeError(
+            "pass the base model: merge earlier adapters into it (merge_and_unload) first, "
+            "or continue one through init_adapter_dir"
+        )
+    if init_adapter_dir is not None:
+        return PeftModel.from_pretrained(
+            model, str(init_adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True
+        )
+    lora = LoraConfig(
+        r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora, adapter_name=ADAPTER_NAME)
+
+
+def save_adapter(policy: PeftModel, out_dir: Path) -> None:
+    """Write the "policy" adapter's files directly into out_dir (peft would nest them).
+
+    peft saves a non-default adapter under out_dir/<name>/; moving the files up lets
+    `PeftModel.from_pretrained(base, out_dir)` load it. save_embedding_layers=False: "auto"
+    would look the base model up on the hub.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as staging:
+        policy.save_pretrained(
+            staging, selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
+        )
+        for path in (Path(staging) / ADAPTER_NAME).iterdir():
+            path.replace(out_dir / path.name)
+
+
+def _perplexity(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss over a batch, held-out evaluation
+# ---------------------------------------------------------------------------------------------
+
+Batch = tuple[dict[str, Tensor], Tensor]
+"""(model keyword arguments, labels (B, T))."""
+
+
+def _make_batches(
+    encoded: Sequence[tuple[list[int], int]],
+    rows: Sequence[Sequence[int]],
+    *,
+    batch_size: int,
+    pad_id: int,
+    packed: bool,
+    device: torch.device,
+) -> Iterator[Batch]:
+    """Group rows (lists of example indices) into batches, built as they are needed."""
+    for start in range(0, len(rows), batch_size):
+        chunk = [[encoded[i] for i in row] for row in rows[start : start + batch_size]]
+        if packed:
+            input_ids, position_ids, labels = collate_packed(chunk, pad_id)
+            inputs = {"input_ids": input_ids, "position_ids": position_ids}
+        else:
+            input_ids, attention_mask, labels = collate([row[0] for row in chunk], pad_id)
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        yield {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
+
+
+def _batch_loss(model: PeftModel, batch: Batch) -> tuple[Tensor, int]:
+    """(mean cross-entropy over the batch's response tokens, how many such tokens)."""
+    inputs, labels = batch
+    # use_cache=False: a cache would also stop transformers from detecting packed rows.
+    # (Packed rows end in pad tokens without an attention mask: transformers warns once.)
+    logits = model(**inputs, use_cache=False).logits  # (B, T, V)
+    n_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return sft_loss(logits, labels), n_tokens
+
+
+@torch.no_grad()
+def _mean_loss(model: PeftModel, batches: Sequence[Batch]) -> float | None:
+    """Token-weighted mean loss (so batches of different size count per token)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        loss, n = _batch_loss(model, batch)
+        total += float(loss) * n
+        count += n
+    return total / count if count else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    demos: Sequence[Demonstration],
+    config: SFTConfig,
+    *,
+    out_dir: Path,
+    init_adapter_dir: Path | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SFTResult:
+    """Train the "policy" adapter on `demos`, save it into `out_dir`, return the metrics.
+
+    `model` is the base (earlier adapters merged in) and is modified in place: LoRA layers
+    are injected; `result.model` is the PeftModel wrapping it. `progress(step, total, metrics)`
+    follows every optimizer step. `should_stop()` is polled before each step; True raises
+    SFTCancelled, and a non-finite loss raises SFTDiverged; neither saves anything.
+    """
+    out_dir = Path(out_dir)
+    pad_id = pad_token_id(tokenizer)
+    if config.device is not None:
+        model.to(config.device)
+    torch.manual_seed(config.seed)
+
+    # Data: held-out prompts never seen in training
+    train, heldout = split_by_prompt(
+        demos, heldout_fraction=config.heldout_fraction, seed=config.seed
+    )
+    if not train:
+        raise ValueError("no demonstration to train on")
+
+    def encode(demo: Demonstration) -> tuple[list[int], int]:
+        return encode_example(tokenizer, demo.prompt, demo.response, max_length=config.max_length)
+
+    train_enc = [encode(d) for d in train]
+    held_enc = [encode(d) for d in heldout]
+    order_rng = random.Random(config.seed)
+    if config.packing:
+        # Packed once, in a shuffled order; the rows are then reshuffled every epoch.
+        pack_order = list(range(len(train_enc)))
+        order_rng.shuffle(pack_order)
+        rows = [
+            [pack_order[i] for i in row]
+            for row in pack_rows([len(train_enc[i][0]) for i in pack_order], config.max_length)
+        ]
+    else:
+        rows = [[i] for i in range(len(train_enc))]
+
+    # Model: frozen base + trainable LoRA adapter
+    policy = add_policy_adapter(
+        model,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        init_adapter_dir=init_adapter_dir,
+    )
+    params = [p for p in policy.parameters() if p.requires_grad]
+    device = params[0].device
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    # Held-out batches are never packed: their loss must not depend on packing.
+    held_batches = list(
+        _make_batches(
+            held_enc,
+            [[i] for i in range(len(held_enc))],
+            batch_size=config.batch_size,
+            pad_id=pad_id,
+            packed=False,
+            device=device,
+        )
+    )
+    policy.eval()
+    heldout_before = _mean_loss(policy, held_batches)
+
+    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    epochs: list[dict[str, Any]] = []
+    steps: list[dict[str, float]] = []
+    step = 0
+    train_seconds = 0.0
+    for epoch in range(config.epochs):
+        shuffled = list(rows)
+        order_rng.shuffle(shuffled)
+        total_loss, total_tokens = 0.0, 0
+        policy.train()  # LoRA dropout, if any, applies; load_causal_lm zeroes the base's
+        train_batches = _make_batches(
+            train_enc,
+            shuffled,
+            batch_size=config.batch_size,
+            pad_id=pad_id,
+            packed=config.packing,
+            device=device,
+        )
+        for batch in train_batches:
+            if should_stop is not None and should_stop():
+                raise SFTCancelled(f"stopped at step {step} of {total_steps}")
+            tic = time.perf_counter()
+            loss, n_tokens = _batch_loss(policy, batch)
+            if not torch.isfinite(loss):
+                raise SFTDiverged(f"non-finite loss {loss.item()} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            train_seconds += time.perf_counter() - tic
+            step += 1
+            total_loss += loss.item() * n_tokens
+            total_tokens += n_tokens
+            metrics = {"step": step, "epoch": epoch + 1, "loss": loss.item(), "tokens": n_tokens}
+            steps.append(metrics)
+            if progress is not None:
+                progress(step, total_steps, {"loss": loss.item(), "epoch": float(epoch + 1)})
+
+        # Held-out loss on unseen prompts, per epoch
+        policy.eval()
+        held_loss = _mean_loss(policy, held_batches)
+        epochs.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total_loss / max(total_tokens, 1),
+                "heldout_loss": held_loss,
+                "heldout_perplexity": _perplexity(held_loss),
+                "steps": step,
+                "train_seconds": train_seconds,
+            }
+        )
+
+    # Save: adapter first, metrics last (a metrics.json means the run completed)
+    final: dict[str, Any] = {
+        "train_loss": epochs[-1]["train_loss"],
+        "heldout_loss": epochs[-1]["heldout_loss"],
+        "heldout_perplexity": epochs[-1]["heldout_perplexity"],
+        "heldout_loss_before": heldout_before,
+        "heldout_perplexity_before": _perplexity(heldout_before),
+        "steps": step,
+        "epochs": config.epochs,
+        "n_train": len(train),
+        "n_heldout": len(heldout),
+        "rows": len(rows),
+        "packing": config.packing,
+        "train_seconds": train_seconds,
+        "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
+    }
+    save_adapter(policy, out_dir)
+    (out_dir / METRICS_FILE).write_text(
+        json.dumps({"config": asdict(config), "epochs": epochs, "final": final}, indent=2)
+    )
+    return SFTResult(adapter_dir=out_dir, epochs=epochs, steps=steps, final=final, model=policy)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.models import Comparison, Ranking
 from tests.annotation.conftest import make_member
@@ -149,7 +148,7 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
     assert ranking.display_order == [a, b, c, d]
     assert ranking.time_spent_ms is not None
     assert ranking.time_spent_ms > 0
-    expected = {(w, l, False) for w, l in combinations([d, b, a], 2)} | {
+    expected = {(win, lose, False) for win, lose in combinations([d, b, a], 2)} | {
         (d, c, False),
         (b, c, False),
         (min(a, c), max(a, c), True),

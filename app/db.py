@@ -3,11 +3,14 @@
 Transaction rule (STYLE.md): the request or the task is the unit of work. `session_scope`
 commits on success and rolls back on error; services only flush. On SQLite (written by the web
 process and the worker at once) we use WAL, a busy timeout, and BEGIN IMMEDIATE for writing
-transactions so two writers queue instead of failing on a lock upgrade.
+transactions so two writers queue instead of failing on a lock upgrade. Within one process,
+writers also queue on a lock of ours: SQLite's busy handler polls with sleeps, which under
+dozens of concurrent requests turns into second-long waits; a lock hands over at once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -64,7 +67,14 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
+SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
+
+
 def _configure_sqlite(engine: Engine) -> None:
+    # A plain Lock (not an RLock): a request may begin in one threadpool thread and commit in
+    # another.
+    writer = threading.Lock()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's is broken)
@@ -78,7 +88,30 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         readonly = conn.get_execution_options().get("readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if readonly:
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not writer.acquire(timeout=SQLITE_LOCK_TIMEOUT_SECONDS):
+            raise TimeoutError("the database is busy: no write slot within 30 s")
+        conn.info["holds_writer_lock"] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn)
+            raise
+
+    def _release(conn: Any) -> None:
+        if conn.info.pop("holds_writer_lock", False):
+            writer.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        # A session closed without commit or rollback: the pool's reset rolled it back.
+        if record.info.pop("holds_writer_lock", False):
+            writer.release()
 
 
 def make_engine(url: str) -> Engine:
@@ -86,7 +119,12 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,  # FastAPI runs sync routes on up to 40 threads
+            max_overflow=30,
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -12,10 +12,12 @@ from app.accounts.routes import router as accounts_router
 from app.admin.routes import router as admin_router
 from app.annotation.routes import router as annotation_router
 from app.api.routes import router as api_router
+from app.config import get_settings
 from app.db import session_scope
 from app.deps import LoginRequired
 from app.errors import AppError, RateLimited
 from app.rounds.routes import router as rounds_router
+from app.sqlite_gate import SQLiteRequestGate
 from app.templating import STATIC_DIR, render
 from app.tokens.routes import router as tokens_router
 
@@ -105,4 +107,6 @@ def create_app() -> FastAPI:
             )
         return response
 
+    if get_settings().is_sqlite:
+        app.add_middleware(SQLiteRequestGate, limit=8)
     return app

@@ -17,7 +17,6 @@ from tests.annotation.conftest import make_member
 from tests.conftest import FreshDatabase, LiveServer
 from tests.factories import PASSWORD, make_project, make_task, task_sample_ids
 
-MSGS = []
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.browser,
@@ -102,8 +101,6 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
     browser: Any, live_server: LiveServer, fresh_database: FreshDatabase, ranking_project: Seeded
 ) -> None:
     page = browser.new_page()
-    page.on("console", lambda m: MSGS.append(m.text))
-    page.on("pageerror", lambda m: MSGS.append(str(m)))
     log_in(page, live_server, ranking_project.username)
     page.goto(live_server.url + "/annotate")
     page.wait_for_selector("#task-card")
@@ -113,9 +110,9 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
     page.click("#guidelines summary")
     assert page.locator("#guidelines strong").inner_text() == "helpful"
 
-    # Drag the last card to the top.
-    print(page.evaluate("document.getElementById('ranking').dataset.ready"), MSGS)
-    card(page, d).drag_to(card(page, a), target_position={"x": 40, "y": 5})
+    # Drag the last card to the top (dropped on the first card's middle, Sortable puts it above).
+    page.wait_for_function("document.getElementById('ranking').dataset.ready === 'true'")
+    card(page, d).drag_to(card(page, a))
     assert order(page) == [d, a, b, c]
 
     # Keyboard: "2" selects b, ArrowUp moves it above a; "3" selects c, "t" ties it with a.

@@ -192,6 +192,13 @@ def demo(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (the next free one is used if taken).")] = 8000,
     with_worker: Annotated[bool, typer.Option(help="Start a worker beside the web server.")] = True,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            help="Run the whole loop here with simulated annotators, print each round, exit."
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option(help="Rounds to run with --simulate.")] = 2,
 ) -> None:
     """Create the database, demo users and project; start the web server and a worker."""
     import uvicorn
@@ -207,6 +214,9 @@ def demo(
     migrate.upgrade("head")
     with session_scope() as session:
         accounts = prepare_demo(session, settings)
+    if simulate:
+        _simulated_demo(accounts.project_id, rounds)
+        return
     while not _port_free(host, port):
         port += 1
     url = f"http://{host}:{port}/login"
@@ -309,6 +319,79 @@ def sample(
     console.print(f"Sampling job {job_id}: {created} ranking tasks created")
 
 
+@app.command("train-reward-model")
+def train_reward_model(
+    project: Annotated[str, typer.Option(help="Project id or name.")],
+    epochs: Annotated[int | None, typer.Option(help="Passes over the rankings.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
+    heldout_fraction: Annotated[
+        float | None, typer.Option(help="Share of prompts held out for accuracy.")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens of prompt + response.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Model under the reward head (default: the project's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+) -> None:
+    """Train and register a reward model on the project's rankings in this process.
+
+    The same code as a round's reward-model stage (snapshot, K-way loss, normalisation);
+    defaults are the round form's.
+    """
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.rounds.schemas import RewardModelSettings
+    from worker.jobs.reward_model import train_project_reward_model
+
+    given = {
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "heldout_fraction": heldout_fraction,
+        "max_length": max_length,
+        "base_model": base_model,
+    }
+    try:
+        settings = RewardModelSettings.model_validate(
+            {k: v for k, v in given.items() if v is not None}
+        )
+    except ValidationError as exc:
+        fields = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise _fail(fields.replace("_", "-")) from None
+    with session_scope(readonly=True) as session:
+        project_id = _project_id(session, project)
+    with Progress(console=console) as bar:
+        task = bar.add_task("reward model", total=None)
+        try:
+            run = train_project_reward_model(
+                project_id,
+                settings,
+                seed=seed,
+                name=f"reward model (CLI) {datetime.now(UTC):%Y-%m-%d %H:%M:%S.%f}",
+                progress=lambda step, total: bar.update(task, completed=step, total=total),
+            )
+        except AppError as exc:
+            raise _fail(exc.message) from None
+        except ValueError as exc:  # too few rankings
+            raise _fail(str(exc)) from None
+    assert run is not None  # nothing asks it to stop
+    for epoch in run.summary["epochs"]:
+        figures = ", ".join(
+            f"{k} {v:.3f}" for k, v in epoch.items() if k != "epoch" and isinstance(v, float)
+        )
+        console.print(f"  epoch {epoch.get('epoch')}: {figures}")
+    accuracy = run.summary["heldout_accuracy"]
+    console.print(
+        f"Reward model version {run.number} registered (snapshot {run.snapshot_id}, "
+        f"{run.summary['n_train']} training rankings); held-out pairwise accuracy "
+        + (f"{accuracy:.3f}" if accuracy is not None else "n/a")
+    )
+
+
 def _parse_settings(items: list[str]) -> dict[str, object]:
     """--set ppo.steps=4 --set beta=0.2 → nested dict (values stay strings; pydantic coerces)."""
     from app.rounds.pages import form_to_config
@@ -404,6 +487,54 @@ def round_cancel(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> 
     except AppError as exc:
         raise _fail(exc.message) from None
     console.print(f"Round {round_id}: cancel requested")
+
+
+def _simulated_demo(project_id: int, rounds: int) -> None:
+    """`demo --simulate`: sample, let simulated annotators rank, train, repeat; print figures."""
+    from app.simulation.loop import LoopSettings, RoundReport, run_loop
+    from worker.policies import ensure_tiny_model
+
+    if rounds < 1:
+        raise _fail("--rounds must be at least 1")
+    import warnings
+
+    from rich.markup import escape
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    settings = LoopSettings(rounds=rounds)
+    with console.status("Building the tiny model (once)…"):
+        ensure_tiny_model()
+    console.print(
+        f"Simulated annotators prefer [bold]{settings.preference}[/bold] "
+        f"({settings.annotators} of them, noise {settings.noise})"
+    )
+    started = time.monotonic()
+
+    def show(report: RoundReport) -> None:
+        score = f"preference score {report.score.mean:+.3f}"
+        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.stage_seconds.items())
+        timing = escape(f"[{seconds}]")
+        if report.number == 0:
+            console.print(f"Start (version {report.score.version_number}): {score}  {timing}")
+            return
+        low, high = report.change_interval or (float("nan"), float("nan"))
+        accuracy = "-" if report.rm_accuracy is None else f"{report.rm_accuracy:.2f}"
+        kl = "-" if report.kl is None else f"{report.kl:.2f}"
+        console.print(
+            f"Round {report.number} [bold]{report.state}[/bold] (version "
+            f"{report.score.version_number}, {report.rankings} rankings): reward-model held-out "
+            f"accuracy {accuracy}, {score} (change 95% CI [{low:+.3f}, {high:+.3f}]), "
+            f"KL {kl}  {timing}"
+        )
+        if report.error:
+            console.print(f"  [yellow]{report.error.splitlines()[-1]}[/yellow]")
+
+    run_loop(project_id, settings, on_round=show)
+    console.print(f"Done in {time.monotonic() - started:.0f} s")
 
 
 def _enqueue_demo_preparation(project_id: int) -> None:
@@ -545,6 +676,71 @@ def policies_export(
         raise _fail(exc.message) from None
     console.print(f"Wrote version {export.number} ({export.name}) to {target}")
     console.print(f"Load it with: {export.manifest()['load']}")
+
+
+# Simulated annotators (issue 6)
+
+
+@app.command()
+def simulate(
+    project: Annotated[str, typer.Option(help="Project id or name.")],
+    annotators: Annotated[int, typer.Option(help="Simulated annotators (one thread each).")] = 3,
+    preference: Annotated[
+        str,
+        typer.Option(
+            help="What they prefer: keyword:WORD, length:WORDS, sentiment, or module:function."
+        ),
+    ] = "sentiment",
+    url: Annotated[
+        str | None, typer.Option(help="Web app URL (default: the serve_url setting).")
+    ] = None,
+    max_tasks: Annotated[
+        int | None, typer.Option(help="Stop after this many rankings (default: all tasks).")
+    ] = None,
+    noise: Annotated[
+        float, typer.Option(help="Bradley-Terry temperature; 0 ranks exactly by preference.")
+    ] = 0.5,
+    bias: Annotated[
+        float, typer.Option(help="Std. dev. of each annotator's liking for longer answers.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the annotators' choices.")] = 0,
+) -> None:
+    """Rank a project's tasks with scripted annotators who log in over HTTP like people do."""
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.simulation.annotators import run_annotators
+    from app.simulation.preferences import load_preference
+    from app.simulation.service import ensure_simulated_annotators
+
+    try:
+        prefers = load_preference(preference)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        with session_scope() as session:
+            project_id = _project_id(session, project)
+            logins = ensure_simulated_annotators(session, project_id=project_id, count=annotators)
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    from app.config import get_settings
+
+    target = url or get_settings().serve_url
+    with console.status(f"{annotators} simulated annotators ranking at {target}…"):
+        result = run_annotators(
+            target,
+            logins,
+            prefers,
+            project_id=project_id,
+            noise=noise,
+            bias=bias,
+            seed=seed,
+            max_tasks=max_tasks,
+        )
+    for person in result.annotators:
+        console.print(f"  {person.username}: {person.submitted} rankings")
+    console.print(f"Submitted [bold]{result.submitted}[/bold] rankings")
+    if result.errors:
+        raise _fail("; ".join(result.errors))
 
 
 def main() -> None:

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(
         default=False, description="Mark session cookies Secure (set when served over HTTPS)."
     )
+    serve_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where the web app is reached (`rankloop simulate` logs in there).",
+    )
     session_hours: int = Field(default=12, description="Lifetime of a browser session.")
     login_limit_per_account: int = Field(
         default=10, description="Failed logins allowed per account per window."

@@ -16,6 +16,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.deps import LoginRequired
 from app.errors import AppError, RateLimited
+from app.ratings.routes import router as ratings_router
 from app.rounds.routes import router as rounds_router
 from app.sqlite_gate import SQLiteRequestGate
 from app.templating import STATIC_DIR, render
@@ -85,6 +86,7 @@ def create_app() -> FastAPI:
     app.include_router(annotation_router)
     app.include_router(admin_router)
     app.include_router(rounds_router)
+    app.include_router(ratings_router)
     app.include_router(api_router)
     app.include_router(tokens_router)
 

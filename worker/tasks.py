@@ -30,6 +30,15 @@ def prepare_demo(project_id: int) -> None:
     prepare_demo_samples(project_id)
 
 
+@celery_app.task(name="ratings.recompute", acks_late=True)
+def recompute_ratings(project_id: int) -> bool:
+    """Debounced: sent once per window by the first submit (countdown); a duplicate or
+    redelivered message finds the project's marker clear and does nothing."""
+    from worker.jobs.ratings import recompute_if_dirty
+
+    return recompute_if_dirty(project_id)
+
+
 # Not acks_late: a training stage runs for many minutes and must never be redelivered to a
 # second worker; if the worker dies, the reaper fails the round (its heartbeat goes stale).
 @celery_app.task(name="training.run_round_stage", acks_late=False)

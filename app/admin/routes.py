@@ -1,4 +1,5 @@
-"""Admin pages (every route takes AdminUser): users, projects, prompt and sample imports, progress.
+"""Admin pages (every route takes AdminUser): users, projects, prompt, demonstration and sample
+imports, progress.
 
 Forms post with HTMX and get back the named block of the page they sit on; without HTMX they
 get the whole page, so every form also works as a plain HTML form.
@@ -14,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.admin import service
 from app.deps import AdminUser, SessionDep, SettingsDep
 from app.errors import InvalidInput
-from app.projects import imports, sample_upload
+from app.projects import demonstration_import, demonstrations, imports, sample_upload
 from app.projects import service as projects
 from app.projects.prompt_import import FORMAT_LABELS, FORMATS, MAX_UPLOAD_BYTES
 from app.projects.schemas import ProjectForm
@@ -251,6 +252,71 @@ def confirm_prompt_import(
         staging_dir=settings.data_dir / "uploads",
     )
     return _import_page(request, project_id, session, outcome=outcome)
+
+
+# Demonstration import (prompt → good response, for SFT): upload → preview → confirm
+
+
+def _demonstration_page(
+    request: Request, project_id: int, session: SessionDep, **ctx: object
+) -> Response:
+    project = projects.require_project(session, project_id)
+    ctx = {
+        "project": project,
+        "formats": demonstration_import.FORMATS,
+        "format_labels": demonstration_import.FORMAT_LABELS,
+        **ctx,
+    }
+    return render(request, "admin_demonstration_import.html", ctx, block="preview")
+
+
+@router.get("/projects/{project_id}/demonstrations/import", response_class=HTMLResponse)
+def demonstration_import_page(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+) -> Response:
+    return _demonstration_page(request, project_id, session)
+
+
+@router.post("/projects/{project_id}/demonstrations/import", response_class=HTMLResponse)
+def preview_demonstration_import(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    project_id: Id,
+    file: Annotated[UploadFile, File()],
+    fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
+) -> Response:
+    data, filename = _read_upload(file)
+    preview = demonstrations.preview_demonstration_import(
+        session,
+        project_id=project_id,
+        user_id=admin.id,
+        data=data,
+        filename=filename,
+        fmt=fmt or None,
+        staging_dir=settings.data_dir / "uploads",
+    )
+    return _demonstration_page(request, project_id, session, preview=preview)
+
+
+@router.post("/projects/{project_id}/demonstrations/import/confirm", response_class=HTMLResponse)
+def confirm_demonstration_import(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    project_id: Id,
+    token: Annotated[str, Form(max_length=64)],
+) -> Response:
+    outcome = demonstrations.confirm_demonstration_import(
+        session,
+        project_id=project_id,
+        user_id=admin.id,
+        token=token,
+        staging_dir=settings.data_dir / "uploads",
+    )
+    return _demonstration_page(request, project_id, session, outcome=outcome)
 
 
 # Sample upload

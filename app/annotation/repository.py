@@ -288,16 +288,6 @@ def store_elo(
     )
 
 
-def mark_ratings_dirty(session: Session, *, project_id: int, now: datetime) -> None:
-    """Only the first submit after a ratings run writes the project row; later ones match
-    nothing, so the project row does not become a hot row that serialises every submit."""
-    session.execute(
-        update(Project)
-        .where(Project.id == project_id, Project.ratings_dirty_since.is_(None))
-        .values(ratings_dirty_since=now)
-    )
-
-
 def ranking_counts(session: Session, *, user_id: int, since: datetime) -> tuple[int, int]:
     """(rankings since `since`, rankings in total) by the user; one index range scan."""
     row = session.execute(

@@ -13,7 +13,9 @@ POST /annotate/tasks/{id}/submit    SubmitRanking → SubmitOut
     {"groups": [[31], [29, 30], [28]],     # best first; ids in one list are tied
      "time_spent_ms": 5400,                # optional; the lease's age when left out
      "none_usable": false, "none_usable_reason": null,
-     "flags": [{"sample_id": 29, "reason": "insults the user"}]}
+     "flags": [{"sample_id": 29, "reason": "insults the user"}],
+     "demonstration": null}                # optional: a good answer to the prompt, stored
+                                           # as an SFT demonstration with this ranking
     → {"ranking_id": 5, "task_id": 7, "comparisons": 6, "ties": 1, "task_complete": false,
        "counts": {"today": 4, "total": 42}}
     A "none usable" answer sends "none_usable": true, a reason and no groups.
@@ -38,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.errors import InvalidInput
 
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+MAX_DEMONSTRATION_CHARS = 20_000
 
 
 class Counts(BaseModel):
@@ -130,8 +133,10 @@ class SubmitRanking(BaseModel):
     none_usable: bool = False
     none_usable_reason: Annotated[str | None, Field(max_length=1000)] = None
     flags: Annotated[list[FlagIn], Field(max_length=64)] = []
+    demonstration: Annotated[str | None, Field(max_length=MAX_DEMONSTRATION_CHARS)] = None
+    """The annotator's own good answer ("none usable — here is a good answer")."""
 
-    @field_validator("none_usable_reason")
+    @field_validator("none_usable_reason", "demonstration")
     @classmethod
     def _strip(cls, value: str | None) -> str | None:
         if value is None:
@@ -164,8 +169,9 @@ class SubmitRanking(BaseModel):
         if form.get("time_spent_ms") not in (None, ""):
             data["time_spent_ms"] = form["time_spent_ms"]
         data["none_usable"] = str(form.get("none_usable", "")).lower() in {"1", "true", "on"}
-        if form.get("none_usable_reason") is not None:
-            data["none_usable_reason"] = form["none_usable_reason"]
+        for field in ("none_usable_reason", "demonstration"):
+            if form.get(field) is not None:
+                data[field] = form[field]
         return cls.parse(data)
 
 

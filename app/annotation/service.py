@@ -44,6 +44,8 @@ from app.models import (
     TaskStatus,
     WebSession,
 )
+from app.projects.demonstrations import add_annotator_demonstration
+from app.ratings import service as ratings
 from app.ratings.elo import K_FACTOR, update
 from app.ratings.pairs import InvalidRanking, Pair, ranking_to_pairs, validate_ranking
 
@@ -278,7 +280,8 @@ def submit_ranking(
     submission: SubmitRanking,
     now: datetime | None = None,
 ) -> SubmitOut:
-    """One transaction: ranking, pairs, flags, task progress, sample Elo, ratings marker.
+    """One transaction: ranking, pairs, flags, the annotator's demonstration if they wrote one,
+    task progress, sample Elo, ratings marker.
 
     Version ratings are refitted by the ratings job from all comparisons; updating one row
     per version here would make every submit of a project queue on the same rows.
@@ -344,6 +347,16 @@ def submit_ranking(
         ],
     )
 
+    # The annotator's own answer, as an SFT demonstration
+    if submission.demonstration:
+        add_annotator_demonstration(
+            session,
+            project_id=task.project_id,
+            prompt_id=task.prompt_id,
+            response=submission.demonstration,
+            author_id=user_id,
+        )
+
     # Progress
     assignment.state = AssignmentState.submitted
     assignment.finished_at = now
@@ -355,7 +368,7 @@ def submit_ranking(
     # Ratings
     if pairs:
         _update_sample_elo(session, pairs, now)
-        repository.mark_ratings_dirty(session, project_id=task.project_id, now=now)
+        ratings.note_new_rankings(session, project_id=task.project_id, now=now)
     session.flush()
     return SubmitOut(
         ranking_id=ranking.id,

@@ -18,6 +18,7 @@ from app.api.schemas import (
     AUTH_RESPONSES,
     CONFLICT,
     NOT_FOUND,
+    DemonstrationImportOut,
     IdPath,
     PolicyVersionDetail,
     PolicyVersionOut,
@@ -32,6 +33,7 @@ from app.errors import AppError, InvalidInput
 from app.export import policies
 from app.export.routes import router as export_router
 from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES
+from app.ratings.api import router as ratings_router
 from app.rounds.schemas import RoundConfig
 
 router = APIRouter(prefix="/api/v1")
@@ -142,6 +144,53 @@ async def import_prompts(
     data, filename = await _read_body(request)
     return await run_in_threadpool(
         service.import_prompts,
+        session,
+        project_id=project_id,
+        data=data,
+        filename=filename,
+        fmt=format,
+        skip_invalid=skip_invalid,
+    )
+
+
+@api.post(
+    "/projects/{project_id}/demonstrations",
+    tags=["imports"],
+    summary="Import demonstrations (prompt and a good response, for SFT)",
+    openapi_extra=_body_doc(
+        [
+            {"prompt": "Write a haiku about autumn.", "response": "Red leaves drift and fall…"},
+            {
+                "messages": [
+                    {"role": "user", "content": "Name a colour."},
+                    {"role": "assistant", "content": "Blue."},
+                ]
+            },
+        ],
+        "Demonstrations in any format the admin upload reads: plain ({prompt, response}, or "
+        "{messages} ending with the assistant's answer), Alpaca, Dolly, OpenAssistant OASST2 "
+        "(each prompter message with its best-ranked assistant reply) - as a JSON array or "
+        "NDJSON (text/csv and gzip also work). Demonstrations already in the project are "
+        "skipped; prompts new to the project are created.",
+    ),
+)
+async def import_demonstrations(
+    request: Request,
+    session: SessionDep,
+    token: WriteToken,
+    project_id: IdPath,
+    format: Annotated[
+        str | None,
+        Query(
+            pattern="^(" + "|".join(FORMATS) + ")$",
+            description="Force a format (default: detected from the first record).",
+        ),
+    ] = None,
+    skip_invalid: SkipInvalid = False,
+) -> DemonstrationImportOut:
+    data, filename = await _read_body(request)
+    return await run_in_threadpool(
+        service.import_demonstrations,
         session,
         project_id=project_id,
         data=data,
@@ -310,3 +359,4 @@ def download_policy(
 
 router.include_router(api)
 router.include_router(export_router)
+router.include_router(ratings_router)

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import PolicyKind, PolicyStatus, RoundState, RoundType
 
-MAX_ID = 2**63 - 1
-"""Largest id a BIGINT (and SQLite INTEGER) holds: bigger ones are a 422, not a driver error."""
+MAX_ID = 2**31 - 1
+"""Largest id an INTEGER primary key holds on PostgreSQL (every id column is 32-bit there):
+bigger ones are a 422, not a driver error."""
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
@@ -128,6 +129,30 @@ class PromptImportOut(BaseModel):
     records: int = Field(description="Records read, good or bad.")
     added: int
     duplicates: int = Field(description="Prompts already in the project (or repeated).")
+    errors: list[LineErrorOut] = Field(
+        description="Records left out (only with skip_invalid=true; otherwise they are a 422)."
+    )
+
+
+class DemonstrationImportOut(BaseModel):
+    model_config = _examples(
+        {
+            "format": "dolly",
+            "records": 3,
+            "added": 2,
+            "duplicates": 1,
+            "prompts_added": 1,
+            "errors": [],
+        }
+    )
+
+    format: str = Field(description="The format used (forced or detected).")
+    records: int = Field(description="Records read, good or bad.")
+    added: int
+    duplicates: int = Field(
+        description="Demonstrations (same prompt and response) already in the project or repeated."
+    )
+    prompts_added: int = Field(description="Prompts new to the project, created with them.")
     errors: list[LineErrorOut] = Field(
         description="Records left out (only with skip_invalid=true; otherwise they are a 422)."
     )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.api import repository
 from app.api.pagination import PageParams, make_page
 from app.api.schemas import (
+    DemonstrationImportOut,
     LineageEntry,
     LineErrorOut,
     PolicyVersionDetail,
@@ -26,7 +27,8 @@ from app.api.schemas import (
 )
 from app.errors import InvalidInput, NotFound
 from app.models import PolicyVersion, TrainingRound
-from app.projects import imports, sample_upload
+from app.projects import demonstrations, imports, sample_upload
+from app.projects.demonstration_import import parse_demonstrations
 from app.projects.prompt_import import LineError, parse_prompts
 from app.projects.service import require_project
 from app.rounds import service as rounds
@@ -83,6 +85,44 @@ def import_prompts(
         records=parsed.records,
         added=len(added.added),
         duplicates=added.duplicates,
+        errors=[LineErrorOut(line=e.line, message=e.message) for e in parsed.errors],
+    )
+
+
+def import_demonstrations(
+    session: Session,
+    *,
+    project_id: int,
+    data: bytes,
+    filename: str,
+    fmt: str | None,
+    skip_invalid: bool,
+) -> DemonstrationImportOut:
+    """Like the prompt import: a bad record imports nothing unless skip_invalid."""
+    require_project(session, project_id)
+    if not data.strip():
+        raise InvalidInput("The body is empty", details=[{"field": "body", "message": "empty"}])
+    parsed = parse_demonstrations(data, filename, fmt)
+    if parsed.errors and not skip_invalid:
+        raise InvalidInput(
+            f"{len(parsed.errors)} record(s) are invalid; nothing was imported",
+            details=_line_errors(parsed.errors),
+        )
+    if not parsed.demonstrations:
+        raise InvalidInput(
+            "The body has no demonstrations",
+            details=_line_errors(parsed.errors)
+            or [{"field": "body", "message": "no demonstrations"}],
+        )
+    added = demonstrations.add_demonstrations(
+        session, project_id=project_id, demonstrations=parsed.demonstrations
+    )
+    return DemonstrationImportOut(
+        format=parsed.format,
+        records=parsed.records,
+        added=len(added.added),
+        duplicates=added.duplicates,
+        prompts_added=added.prompts_added,
         errors=[LineErrorOut(line=e.line, message=e.message) for e in parsed.errors],
     )
 

@@ -1,4 +1,4 @@
-"""Queries for projects, members and prompts."""
+"""Queries for projects, members, prompts and demonstrations."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.models import (
     Assignment,
     AssignmentState,
+    Demonstration,
     PolicyKind,
     PolicyVersion,
     Project,
@@ -260,3 +261,46 @@ def count_per_project(session: Session, column: Any, *where: Any) -> dict[int, i
     """{project_id: count of rows} for a table's project_id column, with optional filters."""
     rows = session.execute(select(column, func.count()).where(*where).group_by(column))
     return {int(project_id): int(count) for project_id, count in rows}
+
+
+# Demonstrations
+
+
+def existing_demonstration_hashes(
+    session: Session, project_id: int, hashes: Iterable[str]
+) -> set[str]:
+    wanted = list(set(hashes))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        found.update(
+            session.scalars(
+                select(Demonstration.content_hash).where(
+                    Demonstration.project_id == project_id,
+                    Demonstration.content_hash.in_(wanted[start : start + 500]),
+                )
+            )
+        )
+    return found
+
+
+def count_demonstrations(session: Session, project_id: int) -> int:
+    return int(
+        session.scalar(select(func.count()).where(Demonstration.project_id == project_id)) or 0
+    )
+
+
+def insert_demonstration_if_new(session: Session, values: dict[str, Any]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING on (project_id, content_hash): the new row's id, or None
+    when the project has it. A concurrent writer of the same row makes this wait, not fail,
+    and no project lock is needed (submits must not queue on the project row)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(Demonstration)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["project_id", "content_hash"])
+        .returning(Demonstration.id)
+    )
+    return session.scalar(statement)

@@ -148,7 +148,7 @@ def reference_samples(
 def register_reward_model(
     session: Session,
     *,
-    round_id: int,
+    round_id: int | None,
     project_id: int,
     snapshot_id: int,
     base_model: str,

@@ -85,17 +85,21 @@ class AnnotatorModel:
     """
 
     temperature: float = 0.5
-    bias: float = 0.0  # added to responses longer than the median: a person who likes length
+    bias: float = 0.0  # added to responses longer than the (lower) median: a taste for length
     tie_margin: float = 0.0  # perceived scores closer than this are tied
 
 
 def rank(
-    texts: Sequence[str], ids: Sequence[int], preference: Preference, person: AnnotatorModel,
+    texts: Sequence[str],
+    ids: Sequence[int],
+    preference: Preference,
+    person: AnnotatorModel,
     rng: random.Random,
 ) -> list[list[int]]:
     """Groups of ids, best first, as the annotator would submit them."""
     lengths = sorted(len(t) for t in texts)
-    median = lengths[len(lengths) // 2] if lengths else 0
+    median = lengths[(len(lengths) - 1) // 2] if lengths else 0  # lower median: of two, the
+    # longer one counts as long
     perceived = []
     for text, sample_id in zip(texts, ids, strict=True):
         utility = preference(text) + (person.bias if len(text) > median else 0.0)

@@ -26,6 +26,7 @@ ENDPOINTS = [
     ("GET", "/api/v1/projects/{p}", "read", None),
     ("POST", "/api/v1/projects/{p}/prompts", "write", [{"prompt": "hi there"}]),
     ("POST", "/api/v1/projects/{p}/samples", "write", [{"prompt": "x", "samples": ["a"] * 4}]),
+    ("POST", "/api/v1/projects/{p}/demonstrations", "write", [{"prompt": "x", "response": "y"}]),
     ("GET", "/api/v1/projects/{p}/rounds", "read", None),
     ("POST", "/api/v1/projects/{p}/rounds", "write", {"type": "dpo"}),
     ("GET", "/api/v1/rounds/{r}", "read", None),

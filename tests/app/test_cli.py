@@ -25,6 +25,7 @@ COMMANDS = [
     ["models"],
     ["models", "make-tiny"],
     ["sample"],
+    ["train-reward-model"],
     ["round"],
     ["round", "start"],
     ["round", "status"],

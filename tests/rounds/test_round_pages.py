@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.models import Role, RoundState, TrainingRound
+from app.db import utcnow
+from app.models import Role, RoundState, TrainingRound, WorkerHeartbeat
 from app.rounds import service
 from tests.factories import make_project, make_user
 from tests.helpers import login
@@ -100,3 +104,77 @@ def test_annotators_cannot_see_round_pages(client: httpx.Client, db_session: Ses
     login(client, "just-annotating")
     project = make_project(db_session)
     assert client.get(f"/admin/projects/{project.id}/rounds").status_code == 403
+
+
+def test_rounds_page_shows_workers_and_queue_lengths(
+    client: httpx.Client, db_session: Session
+) -> None:
+    from worker.health import queue_lengths
+    from worker.tasks import run_round_stage
+
+    _admin(client, db_session)
+    project = make_project(db_session)
+    db_session.add_all(
+        [
+            WorkerHeartbeat(hostname="alive-worker@test", queues="training", last_seen_at=utcnow()),
+            WorkerHeartbeat(
+                hostname="gone-worker@test",
+                queues="sampling",
+                last_seen_at=utcnow() - timedelta(hours=1),
+            ),
+        ]
+    )
+    db_session.flush()
+    waiting = queue_lengths()["sampling"]
+    assert waiting is not None  # the broker of this run answers
+    # a real message on the real broker; no worker runs in this test, so it stays queued
+    # (worker fixtures purge the queues before they start)
+    run_round_stage.apply_async(args=[0, "sampling"], queue="sampling")
+    page = client.get(f"/admin/projects/{project.id}/rounds").text
+    rows = {
+        name: page.split(name, 1)[1].split("</tr>", 1)[0]
+        for name in ("alive-worker@test", "gone-worker@test")
+    }
+    assert "training" in rows["alive-worker@test"]
+    assert "alive" in rows["alive-worker@test"]
+    assert "silent" in rows["gone-worker@test"]
+    assert f"sampling: {waiting + 1}" in page
+    assert "training: " in page
+
+
+def test_rounds_page_without_workers_says_how_to_start_one(
+    client: httpx.Client, db_session: Session
+) -> None:
+    _admin(client, db_session)
+    project = make_project(db_session)
+    db_session.execute(delete(WorkerHeartbeat))
+    page = client.get(f"/admin/projects/{project.id}/rounds").text
+    assert "No worker has reported yet" in page
+    assert "rankloop worker" in page
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"type": "reward_ppo", "ppo.steps": "many"}, "ppo.steps"),
+        ({"type": "reward_ppo", "reward_model.heldout_fraction": "1.5"}, "heldout_fraction"),
+        ({"type": "reward_ppo", "ppo.unknown_knob": "3"}, "unknown_knob"),
+        ({"type": "dpo", "loss": "hinge"}, "loss"),
+        ({"type": "ppo_classic"}, "type"),
+    ],
+    ids=["not-a-number", "out-of-range", "unknown-field", "bad-choice", "unknown-type"],
+)
+def test_start_form_refuses_invalid_input_with_the_field_and_creates_nothing(
+    client: httpx.Client, db_session: Session, form: dict[str, str], field: str
+) -> None:
+    token = _admin(client, db_session)
+    project = make_project(db_session)
+    response = client.post(
+        f"/admin/projects/{project.id}/rounds", data={**form, "csrf_token": token}
+    )
+    assert response.status_code == 422
+    assert field in response.text
+    rounds = db_session.scalars(
+        select(TrainingRound).where(TrainingRound.project_id == project.id)
+    ).all()
+    assert rounds == []

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from sqlalchemy import func, select
 
-from app.models import PolicyVersion, RoundState, TrainingRound
+from app.models import (
+    PolicyStatus,
+    PolicyVersion,
+    RankingTask,
+    RewardModelVersion,
+    RoundState,
+    Sample,
+    SamplingJob,
+    TaskSample,
+    TrainingRound,
+)
 from app.projects.service import add_prompts
 from app.rounds import service
 from tests.conftest import FreshDatabase, wait_until
 from tests.factories import make_project
+from tests.rounds.seed import seed_ranked_project
 
 
 def _state(db: FreshDatabase, round_id: int) -> TrainingRound:
@@ -64,3 +76,92 @@ def test_a_cancelled_round_never_runs_its_stages(
     assert ended.state == RoundState.cancelled
     assert ended.started_at is None
     assert _state(app_database, second_id).started_at is not None
+
+
+# A round small enough for CPU: a 2-layer model, 2 RM epochs, 2 PPO updates of 4 prompts.
+TINY_ROUND = {
+    "seed": 0,
+    "eval_prompts": 2,
+    "max_kl": 1000.0,
+    "min_score_gain": -1000.0,  # the gate passes: this test is about the loop, not the gain
+    "reward_model": {"epochs": 2, "max_length": 64},
+    "ppo": {
+        "steps": 2,
+        "batch_size": 4,
+        "mini_batch_size": 2,
+        "ppo_epochs": 1,
+        "max_new_tokens": 6,
+    },
+}
+
+
+def test_a_full_round_registers_a_new_current_version_and_samples_it(
+    app_database: FreshDatabase,
+    worker_process: subprocess.Popen[bytes],
+    tiny_model_path: Path,
+) -> None:
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        base = session.scalars(
+            select(PolicyVersion).where(PolicyVersion.project_id == project_id)
+        ).one()
+        training_round = service.start_round(
+            session, project_id=project_id, round_type="reward_ppo", config=TINY_ROUND
+        )
+        session.commit()
+        round_id, base_id = training_round.id, base.id
+
+    wait_until(lambda: _state(app_database, round_id).state.is_terminal, 240, "the full round")
+    ended = _state(app_database, round_id)
+    assert ended.state == RoundState.done, ended.error
+    assert ended.error is None
+    assert ended.progress["stage"] == "done"
+    # progress rows advanced through both training stages: one chart point per RM epoch and
+    # per PPO update, and the gate's numbers stored
+    assert [p["step"] for p in ended.metrics["reward_model"]] == [1, 2]
+    assert [p["step"] for p in ended.metrics["policy"]] == [1, 2]
+    assert all("kl" in p and "score" in p for p in ended.metrics["policy"])
+    assert ended.metrics["gate"]["passed"] is True
+    assert ended.metrics["reward_model_summary"]["n_train"] > 0
+
+    with app_database.session() as session:
+        rm = session.scalars(
+            select(RewardModelVersion).where(RewardModelVersion.round_id == round_id)
+        ).one()
+        assert rm.snapshot_id == ended.snapshot_id is not None
+        versions = session.scalars(
+            select(PolicyVersion)
+            .where(PolicyVersion.project_id == project_id)
+            .order_by(PolicyVersion.number)
+        ).all()
+        assert [(v.number, v.status) for v in versions] == [
+            (1, PolicyStatus.retired),
+            (2, PolicyStatus.current),
+        ]
+        new = versions[1]
+        assert new.parent_id == base_id
+        assert new.round_id == round_id
+        assert new.reward_model_version_id == rm.id
+        assert new.snapshot_id == ended.snapshot_id
+        assert new.artifact_uri
+
+        # back into the queue: the sampling stage generated the new version's samples, and
+        # each new task shows 2 of them next to 2 samples of the previous version
+        job = session.scalars(select(SamplingJob).where(SamplingJob.round_id == round_id)).one()
+        assert job.policy_version_id == new.id
+        assert (job.state.value, job.prompts_done) == ("done", job.prompts_total)
+        assert job.prompts_total == 12
+        new_samples = session.scalar(select(func.count()).where(Sample.policy_version_id == new.id))
+        assert new_samples == 12 * 2
+        tasks = session.scalars(
+            select(RankingTask).where(RankingTask.sampling_job_id == job.id)
+        ).all()
+        assert len(tasks) == 12
+        for task in tasks:
+            versions_shown = session.scalars(
+                select(Sample.policy_version_id)
+                .join(TaskSample, TaskSample.sample_id == Sample.id)
+                .where(TaskSample.task_id == task.id)
+            ).all()
+            assert sorted(versions_shown) == sorted([new.id, new.id, base_id, base_id])
+    assert worker_process.poll() is None

@@ -20,7 +20,8 @@ from app.models import TrainingRound
 from app.rounds import lineage, service, snapshots
 from app.rounds.service import StageStart, Throttle
 from app.sampling import service as sampling
-from worker.policies import load_base, resolve_base_model
+from worker.jobs.reward_model import json_safe as _json_safe
+from worker.policies import load_base
 
 
 class RoundCancelled(Exception):
@@ -96,109 +97,26 @@ def run_round(round_id: int, first_stage: str) -> None:
 
 
 def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
-    from worker.training.reward_model import (
-        RankingExample,
-        RewardModelConfig,
-        normalise,
-        train_reward_model,
-    )
+    from worker.jobs.reward_model import train_project_reward_model
 
-    cfg = start.config["reward_model"]
-    with session_scope() as session:
-        snapshot = snapshots.create_snapshot(
-            session, project_id=start.project_id, name=f"round {start.number} reward model"
-        )
-        training_round = session.get(TrainingRound, start.round_id)
-        assert training_round is not None
-        training_round.snapshot_id = snapshot.id
-        snapshot_id = snapshot.id
-        rankings = snapshots.ranked_responses(session, snapshot.id)
-        source = lineage.policy_source(
-            session, project_id=start.project_id, reference="start", round_type=start.type
-        )
-        ref_prompts, ref_responses = lineage.reference_samples(session, project_id=start.project_id)
-    examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
-    if len(examples) < 4:
-        raise ValueError(
-            f"The reward model needs rankings to learn from: the snapshot has {len(examples)} "
-            "usable rankings (at least 4 needed)"
-        )
-    base_name = cfg.get("base_model") or source.base_model
-    base = resolve_base_model(base_name)
-    config = RewardModelConfig(
-        epochs=cfg["epochs"],
-        lr=cfg["learning_rate"],
-        heldout_fraction=cfg["heldout_fraction"],
-        max_length=cfg["max_length"],
+    run = train_project_reward_model(
+        start.project_id,
+        start.config["reward_model"],
         seed=start.config["seed"],
+        name=f"round {start.number} reward model",
+        round_id=start.round_id,
+        progress=lambda step, total: reporter.progress(step, total),
+        should_stop=reporter.should_stop,
     )
-    workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
-    try:
-        result = train_reward_model(
-            base,
-            examples,
-            config,
-            out_dir=workdir,
-            progress=lambda step, total: reporter.progress(step, total),
-            should_stop=reporter.should_stop,
+    reporter.check_cancel()
+    assert run is not None  # None only when should_stop (the cancel flag) ended training
+    for epoch in run.summary["epochs"]:
+        reporter.progress(
+            int(epoch.get("epoch", 0)),
+            start.config["reward_model"]["epochs"],
+            {k: float(v) for k, v in epoch.items() if isinstance(v, int | float)},
+            series="reward_model",
         )
-        reporter.check_cancel()
-        for epoch in result.epochs:
-            reporter.progress(
-                int(epoch.get("epoch", 0)),
-                config.epochs,
-                {k: float(v) for k, v in epoch.items() if isinstance(v, int | float)},
-                series="reward_model",
-            )
-        if len(ref_responses) >= 2:  # RLHF_NOTES: mean 0 / std 1 on the reference's samples
-            normalise(
-                result.model,
-                result.tokenizer,
-                ref_prompts,
-                ref_responses,
-                max_length=config.max_length,
-            )
-            result.model.save(workdir, tokenizer=result.tokenizer)
-        uri = get_store().put_dir(
-            workdir, f"projects/{start.project_id}/reward_models/round-{start.number}"
-        )
-        summary = {
-            "heldout_accuracy": result.heldout_accuracy,
-            "epochs": result.epochs,
-            "n_train": result.n_train,
-            "n_heldout": result.n_heldout,
-            "train_forward_passes": result.train_forward_passes,
-        }
-        with session_scope() as session:
-            rm = lineage.register_reward_model(
-                session,
-                round_id=start.round_id,
-                project_id=start.project_id,
-                snapshot_id=snapshot_id,
-                base_model=base_name,
-                artifact_uri=uri,
-                norm_mean=result.model.reward_mean,
-                norm_std=result.model.reward_std,
-                metrics=_json_safe(summary),
-            )
-            service.set_summary(
-                session,
-                start.round_id,
-                "reward_model_summary",
-                _json_safe({**summary, "version": rm.number}),
-            )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _load_round_reward_model(round_id: int) -> tuple[Any, Any]:

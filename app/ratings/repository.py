@@ -1,0 +1,320 @@
+"""Queries for ratings: the comparisons a fit uses, the debounce marker, the ratings tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, exists, func, insert, or_, select, true, update
+from sqlalchemy.orm import Session
+
+from app.models import (
+    Comparison,
+    PolicyRating,
+    PolicyVersion,
+    Project,
+    ProjectMember,
+    Prompt,
+    Ranking,
+    Sample,
+    SampleFlag,
+    SampleRating,
+    User,
+)
+
+# Debounce marker (projects.ratings_dirty_since)
+
+
+def mark_dirty(session: Session, *, project_id: int, now: datetime, stale_before: datetime) -> bool:
+    """Set the marker; True when this call set it, so the caller sends the one job.
+
+    Only the first submit after a run writes the project row (later ones match nothing, so the
+    row does not serialise submits). A marker older than `stale_before` is taken over as if
+    clear: its job was lost (broker down, worker killed), and this re-sends it.
+
+    When the marker is already set we take a share lock on the row (PostgreSQL; SQLite
+    serialises writers anyway): a job claiming the marker right now then waits for this
+    transaction, so its load sees our comparisons; if the claim won the race, the marker is
+    clear by the time we get the lock and we set it again.
+    """
+    newly_set = or_(
+        Project.ratings_dirty_since.is_(None), Project.ratings_dirty_since < stale_before
+    )
+    statement = (
+        update(Project)
+        .where(Project.id == project_id, newly_set)
+        .values(ratings_dirty_since=now)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(statement).rowcount:  # type: ignore[attr-defined]
+        return True
+    marker = session.execute(
+        select(Project.ratings_dirty_since)
+        .where(Project.id == project_id)
+        .with_for_update(read=True)
+    ).scalar_one_or_none()
+    if marker is not None:
+        return False
+    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def claim_dirty(session: Session, project_id: int) -> bool:
+    """Clear the marker; True when it was set. Submits after this set it again (and send)."""
+    result = session.execute(
+        update(Project)
+        .where(Project.id == project_id, Project.ratings_dirty_since.is_not(None))
+        .values(ratings_dirty_since=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def dirty_since(session: Session, project_id: int) -> datetime | None:
+    return session.scalar(select(Project.ratings_dirty_since).where(Project.id == project_id))
+
+
+# Comparisons
+
+
+@dataclass(frozen=True)
+class ComparisonArrays:
+    """A project's comparisons as columns (n,), ordered by id (Elo replays them in order)."""
+
+    user: np.ndarray
+    ranking: np.ndarray
+    winner: np.ndarray
+    loser: np.ndarray
+    winner_version: np.ndarray
+    loser_version: np.ndarray
+    tie: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.winner)
+
+    def where(self, mask: np.ndarray) -> ComparisonArrays:
+        return ComparisonArrays(**{k: v[mask] for k, v in self.__dict__.items()})
+
+
+def load_comparisons(
+    session: Session, project_id: int, *, include_excluded: bool, include_flagged: bool = False
+) -> ComparisonArrays:
+    """The rows a fit uses. Same rules as training snapshots (app.rounds.snapshots): excluded
+    annotators' and flagged samples' comparisons are left out unless asked for."""
+    query = select(
+        Comparison.user_id,
+        Comparison.ranking_id,
+        Comparison.winner_id,
+        Comparison.loser_id,
+        Comparison.winner_version_id,
+        Comparison.loser_version_id,
+        Comparison.tie,
+    ).where(Comparison.project_id == project_id)
+    if not include_excluded:
+        query = query.where(
+            ~exists(
+                select(ProjectMember.user_id).where(
+                    ProjectMember.project_id == project_id,
+                    ProjectMember.user_id == Comparison.user_id,
+                    ProjectMember.excluded,
+                )
+            )
+        )
+    if not include_flagged:
+        query = query.where(
+            ~exists(
+                select(SampleFlag.id).where(
+                    or_(
+                        SampleFlag.sample_id == Comparison.winner_id,
+                        SampleFlag.sample_id == Comparison.loser_id,
+                    )
+                )
+            )
+        )
+    rows = session.execute(query.order_by(Comparison.id)).all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 7
+    user, ranking, winner, loser, winner_version, loser_version = (
+        np.asarray(c, dtype=np.int64) for c in columns[:6]
+    )
+    return ComparisonArrays(
+        user, ranking, winner, loser, winner_version, loser_version, np.asarray(columns[6], bool)
+    )
+
+
+def rankings_by_task(session: Session, project_id: int) -> dict[int, dict[int, list[list[int]]]]:
+    """{task: {annotator: groups}} of every ranking with groups (none-usable answers have none)."""
+    rows = session.execute(
+        select(Ranking.task_id, Ranking.user_id, Ranking.groups)
+        .where(Ranking.project_id == project_id, Ranking.none_usable.is_(False))
+        .order_by(Ranking.task_id, Ranking.user_id)
+    ).all()
+    out: dict[int, dict[int, list[list[int]]]] = {}
+    for task_id, user_id, groups in rows:
+        if groups:
+            out.setdefault(task_id, {})[user_id] = groups
+    return out
+
+
+def recent_prompt_rankings(
+    session: Session, project_id: int, *, limit: int
+) -> list[tuple[int, str, list[list[list[int]]], set[int]]]:
+    """(prompt id, text, rankings, annotators) of the `limit` most recently ranked prompts,
+    included annotators only."""
+    excluded = excluded_users(session, project_id)
+    latest = (
+        select(Comparison.prompt_id, func.max(Comparison.id).label("last"))
+        .where(Comparison.project_id == project_id)
+        .group_by(Comparison.prompt_id)
+        .order_by(func.max(Comparison.id).desc())
+        .limit(limit)
+        .subquery()
+    )
+    prompts = session.execute(
+        select(Prompt.id, Prompt.text)
+        .join(latest, latest.c.prompt_id == Prompt.id)
+        .order_by(latest.c.last.desc())
+    ).all()
+    if not prompts:
+        return []
+    from app.models import RankingTask
+
+    rows = session.execute(
+        select(RankingTask.prompt_id, Ranking.user_id, Ranking.groups)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(RankingTask.prompt_id.in_([p for p, _ in prompts]), Ranking.none_usable.is_(False))
+    ).all()
+    by_prompt: dict[int, tuple[list[list[list[int]]], set[int]]] = {}
+    for prompt_id, user_id, groups in rows:
+        if groups and user_id not in excluded:
+            entry = by_prompt.setdefault(prompt_id, ([], set()))
+            entry[0].append(groups)
+            entry[1].add(user_id)
+    return [(p, text, *by_prompt.get(p, ([], set()))) for p, text in prompts]
+
+
+def sample_details(session: Session, sample_ids: list[int]) -> dict[int, tuple[str, int, int]]:
+    """{sample: (text, version id, version number)}."""
+    if not sample_ids:
+        return {}
+    rows = session.execute(
+        select(Sample.id, Sample.text, PolicyVersion.id, PolicyVersion.number)
+        .join(PolicyVersion, PolicyVersion.id == Sample.policy_version_id)
+        .where(Sample.id.in_(sample_ids))
+    ).all()
+    return {sid: (text, vid, number) for sid, text, vid, number in rows}
+
+
+# Members
+
+
+def excluded_users(session: Session, project_id: int) -> set[int]:
+    return set(
+        session.scalars(
+            select(ProjectMember.user_id).where(
+                ProjectMember.project_id == project_id, ProjectMember.excluded
+            )
+        )
+    )
+
+
+def annotators(session: Session, project_id: int) -> list[tuple[int, str, str, bool | None]]:
+    """(user id, username, display name, excluded) of members and of anyone who ranked in the
+    project; excluded is None for a former member (their rankings still count)."""
+    member_rows = session.execute(
+        select(User.id, User.username, User.display_name, ProjectMember.excluded)
+        .join(ProjectMember, ProjectMember.user_id == User.id)
+        .where(ProjectMember.project_id == project_id)
+    ).all()
+    seen = {row[0] for row in member_rows}
+    former = session.execute(
+        select(User.id, User.username, User.display_name).where(
+            User.id.in_(select(Ranking.user_id).where(Ranking.project_id == project_id)),
+            User.id.not_in(seen) if seen else true(),
+        )
+    ).all()
+    out: list[tuple[int, str, str, bool | None]] = [
+        (uid, name, display, bool(ex)) for uid, name, display, ex in member_rows
+    ]
+    out += [(uid, name, display, None) for uid, name, display in former]
+    return sorted(out, key=lambda row: row[1])
+
+
+def member(session: Session, *, project_id: int, user_id: int) -> ProjectMember | None:
+    return session.get(ProjectMember, (project_id, user_id))
+
+
+# Versions and stored ratings
+
+
+def versions(session: Session, project_id: int) -> list[PolicyVersion]:
+    return list(
+        session.scalars(
+            select(PolicyVersion)
+            .where(PolicyVersion.project_id == project_id)
+            .order_by(PolicyVersion.number)
+        )
+    )
+
+
+def policy_ratings(session: Session, project_id: int) -> dict[int, PolicyRating]:
+    rows = session.scalars(
+        select(PolicyRating)
+        .join(PolicyVersion, PolicyVersion.id == PolicyRating.policy_version_id)
+        .where(PolicyVersion.project_id == project_id)
+    )
+    return {row.policy_version_id: row for row in rows}
+
+
+def newest_fit(session: Session, project_id: int) -> datetime | None:
+    """Time of the data behind the stored fit (None before the first fit)."""
+    policy = session.scalar(
+        select(func.max(PolicyRating.fitted_at))
+        .join(PolicyVersion, PolicyVersion.id == PolicyRating.policy_version_id)
+        .where(PolicyVersion.project_id == project_id)
+    )
+    sample = session.scalar(
+        select(func.max(SampleRating.bt_fitted_at))
+        .join(Sample, Sample.id == SampleRating.sample_id)
+        .where(Sample.project_id == project_id)
+    )
+    return max((t for t in (policy, sample) if t is not None), default=None)
+
+
+def replace_policy_ratings(session: Session, project_id: int, rows: list[dict[str, Any]]) -> None:
+    """The project's policy_ratings become exactly `rows` (versions no longer compared, e.g.
+    after an exclusion, lose theirs)."""
+    version_ids = select(PolicyVersion.id).where(PolicyVersion.project_id == project_id)
+    session.execute(
+        delete(PolicyRating).where(PolicyRating.policy_version_id.in_(version_ids)),
+        execution_options={"synchronize_session": False},
+    )
+    if rows:
+        session.execute(insert(PolicyRating), rows)
+
+
+def store_sample_ratings(
+    session: Session, project_id: int, rows: list[dict[str, Any]], fitted_at: datetime
+) -> None:
+    """Write the Bradley-Terry columns of sample_ratings (Elo columns belong to the submit)
+    and clear them on the project's samples the fit no longer covers."""
+    fitted = {row["sample_id"] for row in rows}
+    existing = dict(
+        session.execute(
+            select(SampleRating.sample_id, SampleRating.bt_rating.is_not(None))
+            .join(Sample, Sample.id == SampleRating.sample_id)
+            .where(Sample.project_id == project_id)
+        ).all()
+    )
+    cleared = {"bt_rating": None, "bt_lower": None, "bt_upper": None, "bt_comparisons": 0}
+    stale = [
+        {"sample_id": sid, **cleared, "bt_fitted_at": fitted_at}
+        for sid, has_rating in existing.items()
+        if has_rating and sid not in fitted
+    ]
+    updates = [row for row in rows if row["sample_id"] in existing] + stale
+    inserts = [{**row, "updated_at": fitted_at} for row in rows if row["sample_id"] not in existing]
+    if updates:
+        session.execute(update(SampleRating), updates)
+    if inserts:
+        session.execute(insert(SampleRating), inserts)

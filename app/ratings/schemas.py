@@ -1,0 +1,47 @@
+"""JSON shapes of the ratings API (GET /api/v1/projects/{id}/leaderboard)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Verdict = Literal["better", "worse", "not distinguishable yet"]
+
+
+class LeaderboardVersion(BaseModel):
+    id: int
+    number: int
+    name: str
+    kind: str
+    status: str
+    rating: float | None = Field(
+        description="Bradley-Terry rating (400·β + 1000, mean β = 0); null before the version "
+        "met another version in a ranking."
+    )
+    ci_low: float | None = Field(description="2.5th percentile of the ranking bootstrap.")
+    ci_high: float | None = Field(description="97.5th percentile of the ranking bootstrap.")
+    elo: float | None = Field(description="Online Elo over the same comparisons (K = 4).")
+    comparisons: int = Field(description="Comparisons against samples of other versions.")
+    previous_version_id: int | None = Field(
+        description="The version this one is judged against: its parent, else the nearest "
+        "lower-numbered rated version."
+    )
+    win_rate_vs_previous: float | None = Field(
+        description="Share of direct comparisons with the previous version won (ties count "
+        "half); null without direct comparisons."
+    )
+    verdict: Verdict | None = Field(
+        description="From the 95% bootstrap interval of the rating difference with the "
+        "previous version; null for the first version."
+    )
+
+
+class LeaderboardOut(BaseModel):
+    project_id: int
+    computed_at: datetime | None = Field(description="When the stored fit's data was read.")
+    recompute_pending: bool = Field(
+        description="New rankings arrived since; a background recomputation is due."
+    )
+    versions: list[LeaderboardVersion] = Field(description="Best rating first; unrated last.")

@@ -1,0 +1,276 @@
+"""Simulated annotators: scripted people who log in and rank over real HTTP.
+
+They use exactly the endpoints a browser uses (the login form with its pre-login CSRF cookie,
+then `POST /annotate/next` and `POST /annotate/tasks/{id}/submit` with the session's CSRF
+token in `X-CSRF-Token`), so a rehearsal exercises leases, membership checks and the unit of
+work as people would. Tasks arrive as JSON (`Accept: application/json`, shapes in
+app/annotation/schemas.py); the CSRF token is read from the `hx-headers` attribute the pages
+put on `<body>` for HTMX.
+
+One thread per annotator, each with its own cookies and random stream.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+
+from app.simulation.preferences import AnnotatorModel, Preference, rank
+
+PRELOGIN_COOKIE = "rankloop_csrf"
+JSON = {"Accept": "application/json"}
+# Answers that mean "this task went away under me" (another annotator filled it, the lease
+# expired): take the next task rather than stop.
+RETRYABLE = {409, 410}
+
+
+class SimulationError(RuntimeError):
+    """The server refused a simulated annotator (bad login, not a member, a 4xx/5xx)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class SimulatedTask:
+    id: int
+    prompt: str
+    sample_ids: list[int]
+    texts: list[str]
+
+
+@dataclass
+class AnnotatorResult:
+    username: str
+    submitted: int = 0
+    lost: int = 0
+    """Tasks that went away between lease and submit (409/410), then skipped."""
+    error: str | None = None
+
+
+@dataclass
+class SimulationResult:
+    annotators: list[AnnotatorResult] = field(default_factory=list)
+
+    @property
+    def submitted(self) -> int:
+        return sum(a.submitted for a in self.annotators)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{a.username}: {a.error}" for a in self.annotators if a.error]
+
+
+class _BodyHeaders(HTMLParser):
+    """Finds the JSON in `<body hx-headers='…'>` (where the page keeps its CSRF token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body":
+            raw = dict(attrs).get("hx-headers")
+            if raw:
+                self.headers = json.loads(raw)
+
+
+def csrf_from_page(html: str) -> str:
+    parser = _BodyHeaders()
+    parser.feed(html)
+    token = parser.headers.get("X-CSRF-Token")
+    if not token:
+        raise SimulationError("The page carries no CSRF token: is the login still valid?")
+    return token
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+class AnnotatorClient:
+    """One browser-like session: cookies, CSRF token, the chosen project."""
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.csrf = ""
+
+    def close(self) -> None:
+        self.http.close()
+
+    def login(self, credentials: Credentials) -> None:
+        self.http.get("/login").raise_for_status()
+        response = self.http.post(
+            "/login",
+            data={
+                "username": credentials.username,
+                "password": credentials.password,
+                "csrf_token": self.http.cookies.get(PRELOGIN_COOKIE) or "",
+            },
+            follow_redirects=False,
+        )
+        if response.status_code != 303:
+            raise SimulationError(
+                f"Login of {credentials.username} failed ({response.status_code})"
+            )
+        self.csrf = csrf_from_page(self.http.get("/").text)
+
+    def _post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.post(path, headers={"X-CSRF-Token": self.csrf, **JSON}, **kwargs)
+
+    def choose_project(self, project_id: int) -> None:
+        response = self._post("/annotate/project", data={"project_id": project_id})
+        if response.status_code >= 400:
+            raise SimulationError(_error_message(response))
+
+    def next_task(self) -> SimulatedTask | None:
+        response = self._post("/annotate/next")
+        if response.status_code >= 400:
+            raise SimulationError(_error_message(response))
+        task = response.json()["task"]
+        if task is None:
+            return None
+        prompt = task["prompt"]
+        text = prompt["text"]
+        if prompt.get("messages"):
+            text = "\n".join(m["content"] for m in prompt["messages"])
+        samples = task["samples"]
+        return SimulatedTask(
+            id=task["id"],
+            prompt=text,
+            sample_ids=[s["id"] for s in samples],
+            texts=[s["text"] for s in samples],
+        )
+
+    def submit(self, task_id: int, groups: list[list[int]], time_spent_ms: int) -> bool:
+        """True when stored; False when the task went away (409/410); raises otherwise."""
+        response = self._post(
+            f"/annotate/tasks/{task_id}/submit",
+            json={"groups": groups, "time_spent_ms": time_spent_ms},
+        )
+        if response.status_code in RETRYABLE:
+            return False
+        if response.status_code >= 400:
+            raise SimulationError(_error_message(response))
+        return True
+
+
+class _Budget:
+    """A shared task limit (None = until the queue is empty), taken one task at a time."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left is None:
+                return True
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            if self._left is not None:
+                self._left += 1
+
+
+def annotator_models(count: int, *, noise: float, bias: float, seed: int) -> list[AnnotatorModel]:
+    """Per-person deviations: all share the Bradley-Terry noise (temperature), each draws a
+    length bias from N(0, bias), as real teams disagree on how much length is worth."""
+    rng = random.Random(seed)
+    return [
+        AnnotatorModel(temperature=noise, bias=rng.gauss(0.0, bias) if bias > 0 else 0.0)
+        for _ in range(count)
+    ]
+
+
+def _work(
+    base_url: str,
+    credentials: Credentials,
+    person: AnnotatorModel,
+    preference: Preference,
+    *,
+    project_id: int | None,
+    seed: int,
+    budget: _Budget,
+    result: AnnotatorResult,
+) -> None:
+    rng = random.Random(seed)
+    client = AnnotatorClient(base_url)
+    try:
+        client.login(credentials)
+        if project_id is not None:
+            client.choose_project(project_id)
+        while budget.take():
+            task = client.next_task()
+            if task is None:
+                budget.give_back()
+                return
+            groups = rank(task.texts, task.sample_ids, preference, person, rng)
+            time_spent_ms = int(rng.uniform(4000, 30000))  # what a person would take
+            if client.submit(task.id, groups, time_spent_ms):
+                result.submitted += 1
+            else:
+                result.lost += 1
+                budget.give_back()
+    except (SimulationError, httpx.HTTPError) as exc:
+        result.error = str(exc) or type(exc).__name__
+    finally:
+        client.close()
+
+
+def run_annotators(
+    base_url: str,
+    credentials: Sequence[Credentials],
+    preference: Preference,
+    *,
+    project_id: int | None = None,
+    noise: float = 0.5,
+    bias: float = 0.0,
+    seed: int = 0,
+    max_tasks: int | None = None,
+) -> SimulationResult:
+    """Rank until no task is left for anyone (or `max_tasks` submissions); one thread each.
+
+    `noise` is the Bradley-Terry temperature: a pair whose preference scores differ by d is
+    ordered right with probability σ(d / noise); 0 ranks exactly by the preference.
+    """
+    people = annotator_models(len(credentials), noise=noise, bias=bias, seed=seed)
+    budget = _Budget(max_tasks)
+    result = SimulationResult([AnnotatorResult(c.username) for c in credentials])
+    threads = [
+        threading.Thread(
+            target=_work,
+            args=(base_url, creds, person, preference),
+            kwargs={
+                "project_id": project_id,
+                "seed": seed * 1000 + i + 1,
+                "budget": budget,
+                "result": result.annotators[i],
+            },
+            name=f"annotator-{creds.username}",
+            daemon=True,
+        )
+        for i, (creds, person) in enumerate(zip(credentials, people, strict=True))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return result

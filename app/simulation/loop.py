@@ -1,0 +1,317 @@
+"""The whole loop with simulated annotators, in one process: sample → rank over HTTP → round.
+
+`rankloop demo --simulate` and bench/loop.py drive it. The web app runs in a thread (the
+annotators log in over real HTTP); sampling and the round's stages run here by calling the
+worker's plain functions (worker/jobs), one after another, so a run is deterministic under its
+seed and needs no broker. Each round is measured by sampling the new policy afresh (pure
+sampling at the round's temperature) and scoring the texts with the simulated preference,
+so the figure does not depend on what the promotion gate decided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from app.db import session_scope
+from app.models import PolicyVersion, Project, Prompt, TrainingRound
+from app.rounds import repository as rounds_repo
+from app.rounds import service as rounds
+from app.sampling import service as sampling
+from app.simulation.annotators import run_annotators
+from app.simulation.preferences import load_preference
+from app.simulation.service import ensure_simulated_annotators
+
+# Small enough for two rounds in a few minutes on a 2-core CPU with the tiny model.
+TINY_ROUND: dict[str, Any] = {
+    "eval_prompts": 6,
+    "max_kl": 25.0,
+    "reward_model": {"epochs": 4, "learning_rate": 1e-3, "max_length": 128},
+    "ppo": {
+        "steps": 10,
+        "batch_size": 16,
+        "mini_batch_size": 8,
+        "ppo_epochs": 4,
+        "learning_rate": 3e-4,
+        "kl_coef": 0.05,
+        "max_new_tokens": 48,
+    },
+}
+TINY_DPO_ROUND: dict[str, Any] = {
+    "type": "dpo",
+    "eval_prompts": 6,
+    "epochs": 3,
+    "learning_rate": 3e-4,
+    "batch_size": 8,
+}
+
+
+@dataclass
+class LoopSettings:
+    rounds: int = 2
+    annotators: int = 3
+    preference: str = "length:30"
+    """Monotone over what the tiny model says at first (about 18 words): longer is better
+    until 30 words, so a reward model learns it from a few dozen rankings and PPO can follow
+    it for several rounds without collapsing onto an extreme."""
+    noise: float = 0.1
+    """Bradley-Terry temperature of the simulated annotators."""
+    bias: float = 0.0
+    seed: int = 0
+    round_type: str = "reward_ppo"
+    round_config: dict[str, Any] = field(default_factory=lambda: dict(TINY_ROUND))
+    measure_samples: int = 4
+    """Fresh samples per prompt when scoring a policy."""
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+
+
+@dataclass
+class PolicyScore:
+    version_number: int
+    per_prompt: list[float]
+    """Mean preference score of the samples of each prompt (prompts in id order)."""
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.per_prompt) if self.per_prompt else float("nan")
+
+
+@dataclass
+class RoundReport:
+    number: int
+    """0 is the starting policy, before any round."""
+    state: str
+    score: PolicyScore
+    change_interval: tuple[float, float] | None = None
+    """95 % bootstrap interval of the mean change in score from the previous measurement."""
+    rankings: int = 0
+    """Rankings the simulated annotators submitted before this round."""
+    rm_accuracy: float | None = None
+    kl: float | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def bootstrap_change(
+    before: list[float], after: list[float], *, rounds: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of mean(after - before), resampling prompts (paired)."""
+    diffs = [a - b for a, b in zip(after, before, strict=True)]
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+
+
+@contextlib.contextmanager
+def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """The web app on a free port in a daemon thread; yields its URL."""
+    import socket
+
+    import uvicorn
+
+    from app.main import create_app
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(create_app(), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the web app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def sample_current_version(project_id: int, *, seed: int) -> int:
+    """Samples and tasks for every active prompt the current version has none for."""
+    from worker.jobs.sampling import run_sampling_job
+
+    with session_scope() as session:
+        job = sampling.start_sampling(session, project_id=project_id, enqueue=False, seed=seed)
+        job_id = job.id if job is not None else None
+    return run_sampling_job(job_id) if job_id is not None else 0
+
+
+def measure_policy(
+    project_id: int, version_id: int, settings: LoopSettings, *, seed: int
+) -> PolicyScore:
+    """Fresh pure samples of the version on every active prompt, scored by the preference."""
+    from worker.policies import PolicySpec, load_policy_for_generation
+    from worker.training.evaluation import sample_once
+
+    preference = load_preference(settings.preference)
+    with session_scope(readonly=True) as session:
+        version = session.get(PolicyVersion, version_id)
+        project = session.get(Project, project_id)
+        assert version is not None
+        assert project is not None
+        spec = PolicySpec(
+            version_id=version.id,
+            base_model=version.base_model or project.base_model,
+            adapter_uri=version.artifact_uri,
+            trust_remote_code=project.trust_remote_code,
+            merged_adapter_uris=tuple(version.metrics.get("merged_adapters", [])),
+        )
+        number = version.number
+        prompts = [
+            messages or text
+            for text, messages in session.execute(
+                select(Prompt.text, Prompt.messages)
+                .where(Prompt.project_id == project_id, Prompt.active)
+                .order_by(Prompt.id)
+            )
+        ]
+    model, tokenizer = load_policy_for_generation(spec)
+    repeated = [p for p in prompts for _ in range(settings.measure_samples)]
+    samples = sample_once(
+        model,
+        tokenizer,
+        repeated,
+        temperature=settings.temperature,
+        max_new_tokens=settings.max_new_tokens,
+        seed=seed,
+        batch_size=32,
+    )
+    scores = [preference(s.text) for s in samples]
+    n = settings.measure_samples
+    per_prompt = [statistics.fmean(scores[i : i + n]) for i in range(0, len(scores), n)]
+    return PolicyScore(number, per_prompt)
+
+
+def _current_version_id(project_id: int) -> int:
+    with session_scope(readonly=True) as session:
+        current = rounds_repo.current_version(session, project_id)
+        assert current is not None
+        return current.id
+
+
+def _run_round(
+    project_id: int, settings: LoopSettings, number: int
+) -> tuple[int, dict[str, float]]:
+    """Start a round and run its stages here, timing each; returns (round id, seconds)."""
+    from app.rounds.schemas import STAGES
+    from worker.jobs.rounds import run_stage
+
+    config = {**settings.round_config, "seed": settings.seed * 100 + number}
+    config.pop("type", None)
+    with session_scope() as session:
+        training_round = rounds.start_round(
+            session,
+            project_id=project_id,
+            round_type=settings.round_type,
+            config=config,
+            enqueue=False,
+        )
+        round_id = training_round.id
+    seconds: dict[str, float] = {}
+    stage: str | None = STAGES[settings.round_type][0]
+    while stage is not None:
+        started = time.perf_counter()
+        try:
+            following = run_stage(round_id, stage)
+        finally:
+            seconds[stage] = time.perf_counter() - started
+        stage = following
+    return round_id, seconds
+
+
+def run_loop(
+    project_id: int,
+    settings: LoopSettings,
+    *,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> list[RoundReport]:
+    """Round 0 measures the starting policy; each later round: rank, train, measure."""
+    with session_scope() as session:
+        logins = ensure_simulated_annotators(
+            session, project_id=project_id, count=settings.annotators
+        )
+    preference = load_preference(settings.preference)
+    reports: list[RoundReport] = []
+
+    def report(item: RoundReport) -> None:
+        reports.append(item)
+        if on_round is not None:
+            on_round(item)
+
+    started = time.perf_counter()
+    sample_current_version(project_id, seed=settings.seed)
+    first = measure_policy(
+        project_id, _current_version_id(project_id), settings, seed=settings.seed + 10_000
+    )
+    report(
+        RoundReport(0, "start", first, stage_seconds={"sampling": time.perf_counter() - started})
+    )
+    with serve_in_thread() as url:
+        for number in range(1, settings.rounds + 1):
+            started = time.perf_counter()
+            ranked = run_annotators(
+                url,
+                logins,
+                preference,
+                project_id=project_id,
+                noise=settings.noise,
+                bias=settings.bias,
+                seed=settings.seed * 100 + number,
+            )
+            if ranked.errors:
+                raise RuntimeError("; ".join(ranked.errors))
+            annotate_seconds = time.perf_counter() - started
+            round_id, seconds = _run_round(project_id, settings, number)
+            with session_scope(readonly=True) as session:
+                training_round = session.get(TrainingRound, round_id)
+                assert training_round is not None
+                metrics = dict(training_round.metrics)
+                state, error = training_round.state.value, training_round.error
+                candidate = session.scalar(
+                    select(PolicyVersion.id).where(PolicyVersion.round_id == round_id)
+                )
+            started = time.perf_counter()
+            # A rejected candidate is measured too: the figure says what training did.
+            measured_id = candidate or _current_version_id(project_id)
+            score = measure_policy(project_id, measured_id, settings, seed=settings.seed + 10_000)
+            seconds = {"annotating": annotate_seconds, **seconds}
+            seconds["measuring"] = time.perf_counter() - started
+            gate = metrics.get("gate") or {}
+            rm = metrics.get("reward_model_summary") or {}
+            candidate_metrics = (metrics.get("candidate") or {}).get("dpo") or {}
+            report(
+                RoundReport(
+                    number,
+                    state,
+                    score,
+                    change_interval=bootstrap_change(
+                        reports[-1].score.per_prompt, score.per_prompt, seed=number
+                    ),
+                    rankings=ranked.submitted,
+                    rm_accuracy=rm.get(
+                        "heldout_accuracy", candidate_metrics.get("heldout_accuracy")
+                    ),
+                    kl=gate.get("kl"),
+                    gate=gate,
+                    stage_seconds=seconds,
+                    error=error,
+                )
+            )
+            if state == "failed":
+                break
+    return reports

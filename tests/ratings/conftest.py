@@ -1,0 +1,109 @@
+"""Seeded projects for the ratings service, page and job tests: tasks that mix two versions,
+and rankings written through the real pair derivation (tests/factories.make_ranking)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.orm import Session
+
+from app.models import PolicyKind, PolicyVersion, Project, RankingTask, Sample, TaskSample, User
+from app.projects import service as projects
+from tests.factories import make_prompt, make_ranking, make_version
+
+_ordinal = itertools.count(1)
+
+
+def mixed_task(
+    session: Session, project: Project, versions: Sequence[PolicyVersion], per_version: int = 2
+) -> tuple[RankingTask, dict[int, list[int]]]:
+    """A task over one prompt with `per_version` samples of each version:
+    (task, {version id: sample ids})."""
+    prompt = make_prompt(session, project)
+    by_version: dict[int, list[Sample]] = {}
+    for version in versions:
+        by_version[version.id] = [
+            Sample(
+                project_id=project.id,
+                prompt_id=prompt.id,
+                policy_version_id=version.id,
+                ordinal=next(_ordinal),
+                text=f"v{version.number} answer {i}",
+            )
+            for i in range(per_version)
+        ]
+        session.add_all(by_version[version.id])
+    session.flush()
+    task = RankingTask(
+        project_id=project.id,
+        prompt_id=prompt.id,
+        required_annotations=project.annotations_per_task,
+    )
+    session.add(task)
+    session.flush()
+    all_samples = [s for samples in by_version.values() for s in samples]
+    session.add_all(
+        TaskSample(task_id=task.id, sample_id=s.id, position=i) for i, s in enumerate(all_samples)
+    )
+    session.flush()
+    return task, {v: [s.id for s in samples] for v, samples in by_version.items()}
+
+
+Ranker = Callable[[dict[int, list[int]]], list[list[int]]]
+
+
+def prefer(first: PolicyVersion, then: PolicyVersion) -> Ranker:
+    """Every sample of `first` above every sample of `then` (samples of one version tied)."""
+    return lambda samples: [samples[first.id], samples[then.id]]
+
+
+def mostly(first: PolicyVersion, then: PolicyVersion, every: int = 5) -> Ranker:
+    """Like prefer(first, then), except that every `every`-th ranking is the other way round."""
+    calls = itertools.count(1)
+
+    def rank(samples: dict[int, list[int]]) -> list[list[int]]:
+        if next(calls) % every == 0:
+            return [samples[then.id], samples[first.id]]
+        return [samples[first.id], samples[then.id]]
+
+    return rank
+
+
+def seed_rankings(
+    session: Session,
+    project: Project,
+    versions: Sequence[PolicyVersion],
+    annotators: Sequence[User],
+    *,
+    tasks: int,
+    rank: Ranker,
+) -> list[RankingTask]:
+    """`tasks` mixed tasks, each ranked by every annotator with `rank`."""
+    made = []
+    for _ in range(tasks):
+        task, samples = mixed_task(session, project, versions)
+        for user in annotators:
+            make_ranking(session, task, user, rank(samples))
+        made.append(task)
+    return made
+
+
+def two_versions(session: Session, project: Project) -> tuple[PolicyVersion, PolicyVersion]:
+    """The base version and a version trained from it."""
+    from tests.factories import base_version
+
+    base = base_version(session, project)
+    return base, make_version(
+        session, project, parent_id=base.id, name="trained", kind=PolicyKind.trained
+    )
+
+
+def add_members(session: Session, project: Project, *users: User) -> None:
+    for user in users:
+        projects.add_member(session, project_id=project.id, user_id=user.id)
+
+
+# Logged-in admin clients for the page tests (shared with tests/admin).
+from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa: E402, F401
+from tests.api.conftest import make_token  # noqa: E402, F401

@@ -1,0 +1,150 @@
+"""Train and register a project's reward model: the round's first stage and
+`rankloop train-reward-model` both call `train_project_reward_model`, so the CLI trains on the
+same snapshot rules, normalisation and registration as a round does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.artifacts import get_store
+from app.db import session_scope
+from app.models import TrainingRound
+from app.rounds import lineage, service, snapshots
+from app.rounds.schemas import RewardModelSettings
+from worker.policies import resolve_base_model
+
+MIN_RANKINGS = 4
+
+
+@dataclass(frozen=True)
+class RewardModelRun:
+    """A registered reward model version and the figures of its training."""
+
+    version_id: int
+    number: int
+    snapshot_id: int
+    summary: dict[str, Any]
+    """heldout_accuracy, epochs (per-epoch metrics), n_train, n_heldout, train_forward_passes."""
+
+
+def train_project_reward_model(
+    project_id: int,
+    settings: dict[str, Any] | RewardModelSettings | None = None,
+    *,
+    seed: int = 0,
+    name: str = "reward model",
+    round_id: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RewardModelRun | None:
+    """Snapshot the project's eligible comparisons, train on them, normalise, register.
+
+    Returns None when `should_stop` ended training (nothing registered). With `round_id` the
+    snapshot and the summary are recorded on that round too. Too few rankings is a ValueError
+    raised before anything is written.
+    """
+    from worker.training.reward_model import (
+        RankingExample,
+        RewardModelConfig,
+        normalise,
+        train_reward_model,
+    )
+
+    cfg = RewardModelSettings.model_validate(settings or {})
+    with session_scope() as session:
+        snapshot = snapshots.create_snapshot(session, project_id=project_id, name=name)
+        rankings = snapshots.ranked_responses(session, snapshot.id)
+        if len(rankings) < MIN_RANKINGS:  # raising here rolls the snapshot back
+            raise ValueError(
+                f"The reward model needs rankings to learn from: the snapshot has "
+                f"{len(rankings)} usable rankings (at least {MIN_RANKINGS} needed)"
+            )
+        if round_id is not None:
+            training_round = session.get(TrainingRound, round_id)
+            assert training_round is not None
+            training_round.snapshot_id = snapshot.id
+        snapshot_id = snapshot.id
+        source = lineage.policy_source(
+            session, project_id=project_id, reference="start", round_type="reward_ppo"
+        )
+        ref_prompts, ref_responses = lineage.reference_samples(session, project_id=project_id)
+    examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
+    base_name = cfg.base_model or source.base_model
+    config = RewardModelConfig(
+        epochs=cfg.epochs,
+        lr=cfg.learning_rate,
+        heldout_fraction=cfg.heldout_fraction,
+        max_length=cfg.max_length,
+        seed=seed,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
+    try:
+        result = train_reward_model(
+            resolve_base_model(base_name),
+            examples,
+            config,
+            out_dir=workdir,
+            progress=progress,
+            should_stop=should_stop,
+        )
+        if result.stopped or (should_stop is not None and should_stop()):
+            return None  # cancelled: register nothing
+        if len(ref_responses) >= 2:  # RLHF_NOTES: mean 0 / std 1 on the reference's samples
+            normalise(
+                result.model,
+                result.tokenizer,
+                ref_prompts,
+                ref_responses,
+                max_length=config.max_length,
+            )
+            result.model.save(workdir, tokenizer=result.tokenizer)
+        uri = get_store().put_dir(
+            workdir, f"projects/{project_id}/reward_models/snapshot-{snapshot_id}"
+        )
+        summary = json_safe(
+            {
+                "heldout_accuracy": result.heldout_accuracy,
+                "epochs": result.epochs,
+                "n_train": result.n_train,
+                "n_heldout": result.n_heldout,
+                "train_forward_passes": result.train_forward_passes,
+            }
+        )
+        with session_scope() as session:
+            rm = lineage.register_reward_model(
+                session,
+                round_id=round_id,
+                project_id=project_id,
+                snapshot_id=snapshot_id,
+                base_model=base_name,
+                artifact_uri=uri,
+                norm_mean=result.model.reward_mean,
+                norm_std=result.model.reward_std,
+                metrics=summary,
+            )
+            if round_id is not None:
+                service.set_summary(
+                    session, round_id, "reward_model_summary", {**summary, "version": rm.number}
+                )
+            return RewardModelRun(
+                version_id=rm.id, number=rm.number, snapshot_id=snapshot_id, summary=summary
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and ±inf become None so metrics can be stored as JSON on every backend."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -36,6 +36,7 @@ ENDPOINTS = [
     ("GET", "/api/v1/policies/{v}/download", "read", None),
     ("GET", "/api/v1/projects/{p}/pairs.jsonl", "read", None),
     ("GET", "/api/v1/projects/{p}/rankings.jsonl", "read", None),
+    ("GET", "/api/v1/projects/{p}/leaderboard", "read", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
 

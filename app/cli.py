@@ -212,11 +212,11 @@ def demo(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Data directory: {settings.data_dir}")
     migrate.upgrade("head")
+    if simulate:  # the human demo's accounts and passwords stay as they are
+        _simulated_demo(rounds)
+        return
     with session_scope() as session:
         accounts = prepare_demo(session, settings)
-    if simulate:
-        _simulated_demo(accounts.project_id, rounds)
-        return
     while not _port_free(host, port):
         port += 1
     url = f"http://{host}:{port}/login"
@@ -489,9 +489,17 @@ def round_cancel(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> 
     console.print(f"Round {round_id}: cancel requested")
 
 
-def _simulated_demo(project_id: int, rounds: int) -> None:
+def _simulated_demo(rounds: int) -> None:
     """`demo --simulate`: sample, let simulated annotators rank, train, repeat; print figures."""
-    from app.simulation.loop import LoopSettings, RoundReport, run_loop
+    from app.config import get_settings
+    from app.db import session_scope
+    from app.simulation.loop import (
+        LOOP_PROJECT,
+        LoopSettings,
+        RoundReport,
+        loop_project,
+        run_loop,
+    )
     from worker.policies import ensure_tiny_model
 
     if rounds < 1:
@@ -533,6 +541,9 @@ def _simulated_demo(project_id: int, rounds: int) -> None:
         if report.error:
             console.print(f"  [yellow]{report.error.splitlines()[-1]}[/yellow]")
 
+    with session_scope() as session:
+        project_id = loop_project(session, base_model=get_settings().default_base_model)
+    console.print(f"Project [bold]{LOOP_PROJECT}[/bold] (id {project_id})")
     run_loop(project_id, settings, on_round=show)
     console.print(f"Done in {time.monotonic() - started:.0f} s")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import CancelScope, CapacityLimiter, to_thread
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
@@ -21,10 +23,28 @@ PRELOGIN_CSRF_COOKIE = "rankloop_csrf"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """The request is the unit of work: commit on success, roll back on error."""
-    with session_scope(readonly=request.method in SAFE_METHODS) as session:
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """The request is the unit of work: commit on success, roll back on error.
+
+    Async, unlike the routes, to save a threadpool hop per request: a writing request's session
+    does no I/O until its first query (in the route's thread), so it opens here; a read opens
+    its connection at once, in the threadpool. The commit or rollback runs in a thread outside
+    the pool's limit, as FastAPI does for sync generators, so a request holding a connection
+    can always finish.
+    """
+    readonly = request.method in SAFE_METHODS
+    scope = session_scope(readonly=readonly)
+    session = await run_in_threadpool(scope.__enter__) if readonly else scope.__enter__()
+    try:
         yield session
+    except BaseException as exc:
+        with CancelScope(shield=True):
+            await to_thread.run_sync(
+                scope.__exit__, type(exc), exc, exc.__traceback__, limiter=CapacityLimiter(1)
+            )
+        raise
+    with CancelScope(shield=True):
+        await to_thread.run_sync(scope.__exit__, None, None, None, limiter=CapacityLimiter(1))
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]

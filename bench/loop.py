@@ -40,22 +40,17 @@ def _one_seed(seed: int, rounds: int, round_type: str, preference: str, annotato
     from app import migrate
     from app.config import get_settings
     from app.db import session_scope
-    from app.demo import load_demo_prompts
-    from app.projects import service as projects
-    from app.simulation.loop import TINY_DPO_ROUND, TINY_ROUND, LoopSettings, run_loop
+    from app.simulation.loop import (
+        TINY_DPO_ROUND,
+        TINY_ROUND,
+        LoopSettings,
+        loop_project,
+        run_loop,
+    )
 
     migrate.upgrade("head")
     with session_scope() as session:
-        project = projects.create_project(
-            session,
-            name=f"bench loop seed {seed}",
-            base_model=get_settings().default_base_model,
-            samples_per_prompt=4,
-            annotations_per_task=1,
-            max_new_tokens=32,
-        )
-        projects.add_prompts(session, project_id=project.id, contents=load_demo_prompts())
-        project_id = project.id
+        project_id = loop_project(session, base_model=get_settings().default_base_model)
     settings = LoopSettings(
         rounds=rounds,
         annotators=annotators,

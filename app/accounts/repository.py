@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.models import LoginAttempt, User, WebSession
@@ -24,6 +24,21 @@ def list_users(session: Session) -> list[User]:
 
 def get_web_session(session: Session, token_hash: str) -> WebSession | None:
     return session.scalar(select(WebSession).where(WebSession.token_hash == token_hash))
+
+
+# Built once: every page and HTMX request resolves its session, and building the statement
+# cost more CPU than running it.
+_SESSION_WITH_USER = (
+    select(WebSession, User)
+    .join(User, User.id == WebSession.user_id)
+    .where(WebSession.token_hash == bindparam("token_hash"))
+)
+
+
+def get_web_session_with_user(session: Session, token_hash: str) -> tuple[WebSession, User] | None:
+    """The session and its user in one round trip."""
+    row = session.execute(_SESSION_WITH_USER, {"token_hash": token_hash}).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 def delete_user_sessions(session: Session, user_id: int) -> None:

@@ -149,11 +149,11 @@ def resolve_session(session: Session, token: str | None) -> tuple[WebSession, Us
     """The live session and its active user for a cookie value, else None."""
     if not token:
         return None
-    web_session = repository.get_web_session(session, token_digest(token))
-    if web_session is None or web_session.expires_at <= utcnow():
+    found = repository.get_web_session_with_user(session, token_digest(token))
+    if found is None:
         return None
-    user = repository.get_user(session, web_session.user_id)
-    if user is None or not user.active:
+    web_session, user = found
+    if web_session.expires_at <= utcnow() or not user.active:
         return None
     return web_session, user
 

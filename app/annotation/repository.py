@@ -11,11 +11,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, exists, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, case, exists, func, insert, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from app.db import UTCDateTime
 from app.models import (
     Assignment,
     AssignmentState,
@@ -37,15 +38,19 @@ from app.ratings.elo import INITIAL
 # Projects and membership
 
 
+# The statements a next-task or submit runs are built once, here, with bind parameters:
+# building a statement cost about as much CPU as running it, on every request.
+
+_MEMBER_PROJECTS = (
+    select(Project)
+    .join(ProjectMember, ProjectMember.project_id == Project.id)
+    .where(ProjectMember.user_id == bindparam("user_id"))
+    .order_by(Project.name)
+)
+
+
 def member_projects(session: Session, user_id: int) -> list[Project]:
-    return list(
-        session.scalars(
-            select(Project)
-            .join(ProjectMember, ProjectMember.project_id == Project.id)
-            .where(ProjectMember.user_id == user_id)
-            .order_by(Project.name)
-        )
-    )
+    return list(session.scalars(_MEMBER_PROJECTS, {"user_id": user_id}))
 
 
 def member_project(session: Session, *, user_id: int, project_id: int) -> Project | None:
@@ -56,49 +61,60 @@ def member_project(session: Session, *, user_id: int, project_id: int) -> Projec
     )
 
 
+_LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
+
+
 def lock_user(session: Session, user_id: int) -> None:
     """One leasing transaction per annotator at a time (a double click gets one lease)."""
-    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    session.execute(_LOCK_USER, {"user_id": user_id})
 
 
 # Leases
 
 
+_LEASES_OF = (
+    select(Assignment, RankingTask.project_id)
+    .join(RankingTask, RankingTask.id == Assignment.task_id)
+    .where(
+        Assignment.user_id == bindparam("user_id"),
+        Assignment.state == AssignmentState.leased,
+        RankingTask.status == TaskStatus.open,
+    )
+    .order_by(Assignment.id)
+)
+
+
 def leases_of(session: Session, user_id: int) -> list[tuple[Assignment, int]]:
     """The user's leases on open tasks (expired ones too), with the task's project, oldest first."""
-    rows = session.execute(
-        select(Assignment, RankingTask.project_id)
-        .join(RankingTask, RankingTask.id == Assignment.task_id)
-        .where(
-            Assignment.user_id == user_id,
-            Assignment.state == AssignmentState.leased,
-            RankingTask.status == TaskStatus.open,
-        )
-        .order_by(Assignment.id)
-    )
+    rows = session.execute(_LEASES_OF, {"user_id": user_id})
     return [(assignment, project_id) for assignment, project_id in rows]
 
 
-def _live_leases(now: datetime) -> Any:
+def _leases(*, live: bool) -> Any:
+    """Count of the correlated task's leases that are live at :now (or expired by then)."""
+    expires_at = Assignment.expires_at
     return (
         select(func.count())
         .select_from(Assignment)
         .where(
             Assignment.task_id == RankingTask.id,
             Assignment.state == AssignmentState.leased,
-            Assignment.expires_at > now,
+            expires_at > bindparam("now") if live else expires_at <= bindparam("now"),
         )
         .correlate(RankingTask)
         .scalar_subquery()
     )
 
 
-def _done_by(user_id: int) -> Any:
-    """The user ranked the task, or skipped it: either way it is not offered to them again."""
-    ranked = exists().where(Ranking.task_id == RankingTask.id, Ranking.user_id == user_id)
+def _done_by_user() -> Any:
+    """The user (:user_id) ranked the task, or skipped it: either way it is not offered to them
+    again."""
+    ranked = exists().where(
+        Ranking.task_id == RankingTask.id, Ranking.user_id == bindparam("user_id")
+    )
     skipped = exists().where(
         Assignment.task_id == RankingTask.id,
-        Assignment.user_id == user_id,
+        Assignment.user_id == bindparam("user_id"),
         Assignment.state == AssignmentState.skipped,
     )
     return ranked | skipped
@@ -112,21 +128,27 @@ def lock_candidate(
     SKIP LOCKED lets concurrent annotators take different tasks instead of queueing on one.
     The slot count here comes from the statement's snapshot: `slot_state` re-reads it.
     """
-    stmt = (
-        select(RankingTask.id)
-        .where(
-            RankingTask.project_id == project_id,
-            RankingTask.status == TaskStatus.open,
-            RankingTask.annotations_done + _live_leases(now) < RankingTask.required_annotations,
-            ~_done_by(user_id),
-        )
-        .order_by(RankingTask.id)
-        .limit(1)
-        .with_for_update(skip_locked=True, key_share=True)
-    )
+    params = {"project_id": project_id, "user_id": user_id, "now": now}
     if exclude:
-        stmt = stmt.where(RankingTask.id.not_in(list(exclude)))
-    return session.scalar(stmt)
+        return session.scalar(_LOCK_CANDIDATE_EXCLUDING, {**params, "exclude": list(exclude)})
+    return session.scalar(_LOCK_CANDIDATE, params)
+
+
+_LOCK_CANDIDATE = (
+    select(RankingTask.id)
+    .where(
+        RankingTask.project_id == bindparam("project_id"),
+        RankingTask.status == TaskStatus.open,
+        RankingTask.annotations_done + _leases(live=True) < RankingTask.required_annotations,
+        ~_done_by_user(),
+    )
+    .order_by(RankingTask.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, key_share=True)
+)
+_LOCK_CANDIDATE_EXCLUDING = _LOCK_CANDIDATE.where(
+    RankingTask.id.not_in(bindparam("exclude", expanding=True))
+)
 
 
 def slot_state(session: Session, *, task_id: int, user_id: int, now: datetime) -> Any:
@@ -135,27 +157,17 @@ def slot_state(session: Session, *, task_id: int, user_id: int, now: datetime) -
     On PostgreSQL (READ COMMITTED) a new statement sees every transaction that held the task's
     lock before us, which the locking statement's older snapshot may not.
     """
-    stale = (
-        select(func.count())
-        .select_from(Assignment)
-        .where(
-            Assignment.task_id == RankingTask.id,
-            Assignment.state == AssignmentState.leased,
-            Assignment.expires_at <= now,
-        )
-        .correlate(RankingTask)
-        .scalar_subquery()
-    )
-    return session.execute(
-        select(
-            RankingTask.status,
-            RankingTask.annotations_done,
-            RankingTask.required_annotations,
-            _live_leases(now).label("live"),
-            stale.label("stale"),
-            _done_by(user_id).label("done_by_user"),
-        ).where(RankingTask.id == task_id)
-    ).one()
+    return session.execute(_SLOT_STATE, {"task_id": task_id, "user_id": user_id, "now": now}).one()
+
+
+_SLOT_STATE = select(
+    RankingTask.status,
+    RankingTask.annotations_done,
+    RankingTask.required_annotations,
+    _leases(live=True).label("live"),
+    _leases(live=False).label("stale"),
+    _done_by_user().label("done_by_user"),
+).where(RankingTask.id == bindparam("task_id"))
 
 
 def expire_stale_leases(session: Session, *, task_id: int, now: datetime) -> None:
@@ -170,58 +182,62 @@ def expire_stale_leases(session: Session, *, task_id: int, now: datetime) -> Non
     )
 
 
+_LATEST_ASSIGNMENT = (
+    select(Assignment)
+    .where(Assignment.task_id == bindparam("task_id"), Assignment.user_id == bindparam("user_id"))
+    .order_by(Assignment.id.desc())
+    .limit(1)
+)
+
+
 def latest_assignment(session: Session, *, task_id: int, user_id: int) -> Assignment | None:
-    return session.scalar(
-        select(Assignment)
-        .where(Assignment.task_id == task_id, Assignment.user_id == user_id)
-        .order_by(Assignment.id.desc())
-        .limit(1)
-    )
+    return session.scalar(_LATEST_ASSIGNMENT, {"task_id": task_id, "user_id": user_id})
 
 
 # Tasks
 
 
+_LOCK_TASK = (
+    select(RankingTask)
+    .where(RankingTask.id == bindparam("task_id"))
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
+)
+
+
 def lock_task(session: Session, task_id: int) -> RankingTask | None:
     """Wait for the task's lock (a submit must not be skipped, unlike a lease candidate)."""
-    return session.scalar(
-        select(RankingTask)
-        .where(RankingTask.id == task_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    )
+    return session.scalar(_LOCK_TASK, {"task_id": task_id})
+
+
+_TASK_SAMPLES = (
+    select(Sample.id, Sample.policy_version_id, Sample.text)
+    .join(TaskSample, TaskSample.sample_id == Sample.id)
+    .where(TaskSample.task_id == bindparam("task_id"))
+    .order_by(TaskSample.position)
+)
 
 
 def task_samples(session: Session, task_id: int) -> list[tuple[int, int, str]]:
     """(sample id, policy version id, text) of the task's samples, by position."""
-    rows = session.execute(
-        select(Sample.id, Sample.policy_version_id, Sample.text)
-        .join(TaskSample, TaskSample.sample_id == Sample.id)
-        .where(TaskSample.task_id == task_id)
-        .order_by(TaskSample.position)
-    )
+    rows = session.execute(_TASK_SAMPLES, {"task_id": task_id})
     return [(int(i), int(v), str(t)) for i, v, t in rows]
+
+
+_TASK_VIEW_ROWS = (
+    select(RankingTask.project_id, Prompt.text, Prompt.messages, Sample.id, Sample.text)
+    .join(Prompt, Prompt.id == RankingTask.prompt_id)
+    .join(TaskSample, TaskSample.task_id == RankingTask.id)
+    .join(Sample, Sample.id == TaskSample.sample_id)
+    .where(RankingTask.id == bindparam("task_id"))
+    .order_by(TaskSample.position)
+)
 
 
 def task_view_rows(session: Session, task_id: int) -> list[Any]:
     """What the annotator sees, in one query: (project_id, prompt text, prompt messages,
     sample id, sample text) per sample, by position."""
-    return list(
-        session.execute(
-            select(
-                RankingTask.project_id,
-                Prompt.text,
-                Prompt.messages,
-                Sample.id,
-                Sample.text,
-            )
-            .join(Prompt, Prompt.id == RankingTask.prompt_id)
-            .join(TaskSample, TaskSample.task_id == RankingTask.id)
-            .join(Sample, Sample.id == TaskSample.sample_id)
-            .where(RankingTask.id == task_id)
-            .order_by(TaskSample.position)
-        )
-    )
+    return list(session.execute(_TASK_VIEW_ROWS, {"task_id": task_id}))
 
 
 # Rankings and what they write
@@ -236,9 +252,70 @@ def _insert_many(session: Session, stmt: Any, rows: list[dict[str, Any]]) -> Non
     session.execute(stmt.returning(literal_column("1")), rows)
 
 
-def insert_comparisons(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        _insert_many(session, insert(Comparison), rows)
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# PostgreSQL: a ranking's pairs as five arrays, one short statement that psycopg prepares once.
+# The VALUES list SQLAlchemy builds for 36 rows has ~400 parameters: psycopg re-parses such a
+# statement in Python on every call (it caches only short ones), which was the costliest line
+# of a submit.
+_PG_INSERT_COMPARISONS = text(
+    """
+    INSERT INTO comparisons (project_id, ranking_id, task_id, prompt_id, user_id, winner_id,
+        loser_id, winner_version_id, loser_version_id, tie, created_at)
+    SELECT :project_id, :ranking_id, :task_id, :prompt_id, :user_id, p.winner_id, p.loser_id,
+        p.winner_version_id, p.loser_version_id, p.tie, :created_at
+    FROM unnest(CAST(:winner_ids AS integer[]), CAST(:loser_ids AS integer[]),
+        CAST(:winner_version_ids AS integer[]), CAST(:loser_version_ids AS integer[]),
+        CAST(:ties AS boolean[]))
+        AS p(winner_id, loser_id, winner_version_id, loser_version_id, tie)
+    """
+).bindparams(bindparam("created_at", type_=UTCDateTime()))
+
+
+def insert_comparisons(
+    session: Session,
+    *,
+    project_id: int,
+    ranking_id: int,
+    task_id: int,
+    prompt_id: int,
+    user_id: int,
+    created_at: datetime,
+    pairs: Sequence[tuple[int, int, int, int, bool]],
+) -> None:
+    """A ranking's comparisons; `pairs` are (winner, loser, winner version, loser version, tie)."""
+    if not pairs:
+        return
+    common = {
+        "project_id": project_id,
+        "ranking_id": ranking_id,
+        "task_id": task_id,
+        "prompt_id": prompt_id,
+        "user_id": user_id,
+        "created_at": created_at,
+    }
+    if _is_postgresql(session):
+        winners, losers, winner_versions, loser_versions, ties = zip(*pairs, strict=True)
+        session.execute(
+            _PG_INSERT_COMPARISONS,
+            {
+                **common,
+                "winner_ids": list(winners),
+                "loser_ids": list(losers),
+                "winner_version_ids": list(winner_versions),
+                "loser_version_ids": list(loser_versions),
+                "ties": list(ties),
+            },
+        )
+        return
+    names = ("winner_id", "loser_id", "winner_version_id", "loser_version_id", "tie")
+    _insert_many(
+        session,
+        insert(Comparison),
+        [{**common, **dict(zip(names, pair, strict=True))} for pair in pairs],
+    )
 
 
 def _insert_ignoring_conflicts(session: Session, model: type, rows: list[dict[str, Any]]) -> None:
@@ -253,28 +330,69 @@ def insert_flags(session: Session, rows: list[dict[str, Any]]) -> None:
         _insert_ignoring_conflicts(session, SampleFlag, rows)
 
 
+_PG_CREATE_SAMPLE_RATINGS = text(
+    """
+    INSERT INTO sample_ratings (sample_id, elo, elo_comparisons, bt_comparisons, updated_at)
+    SELECT id, :elo, 0, 0, :now FROM unnest(CAST(:ids AS integer[])) AS id
+    ON CONFLICT DO NOTHING
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 def lock_elo(session: Session, sample_ids: Iterable[int], now: datetime) -> dict[int, float]:
     """The samples' Elo, rows created when missing and locked in id order (no deadlocks when
     two tasks share a sample)."""
     ids = sorted(set(sample_ids))
-    _insert_ignoring_conflicts(
-        session,
-        SampleRating,
-        [{"sample_id": i, "elo": INITIAL, "elo_comparisons": 0, "updated_at": now} for i in ids],
-    )
-    rows = session.execute(
-        select(SampleRating.sample_id, SampleRating.elo)
-        .where(SampleRating.sample_id.in_(ids))
-        .order_by(SampleRating.sample_id)
-        .with_for_update(key_share=True)
-    )
-    return dict(rows.all())
+    if _is_postgresql(session):
+        session.execute(_PG_CREATE_SAMPLE_RATINGS, {"ids": ids, "elo": INITIAL, "now": now})
+    else:
+        _insert_ignoring_conflicts(
+            session,
+            SampleRating,
+            [
+                {"sample_id": i, "elo": INITIAL, "elo_comparisons": 0, "updated_at": now}
+                for i in ids
+            ],
+        )
+    return dict(session.execute(_LOCK_ELO, {"ids": ids}).all())
+
+
+_LOCK_ELO = (
+    select(SampleRating.sample_id, SampleRating.elo)
+    .where(SampleRating.sample_id.in_(bindparam("ids", expanding=True)))
+    .order_by(SampleRating.sample_id)
+    .with_for_update(key_share=True)
+)
+
+
+_PG_STORE_ELO = text(
+    """
+    UPDATE sample_ratings AS r
+    SET elo = v.elo, elo_comparisons = r.elo_comparisons + v.n, updated_at = :now
+    FROM unnest(CAST(:ids AS integer[]), CAST(:elos AS double precision[]),
+        CAST(:counts AS integer[])) AS v(sample_id, elo, n)
+    WHERE r.sample_id = v.sample_id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 def store_elo(
     session: Session, elo: dict[int, float], comparisons: dict[int, int], now: datetime
 ) -> None:
-    """All of a ranking's samples in one UPDATE (CASE by id) rather than one per sample."""
+    """All of a ranking's samples in one UPDATE rather than one per sample (PostgreSQL: from
+    arrays, a short prepared statement; elsewhere CASE by id)."""
+    if _is_postgresql(session):
+        ids = list(elo)
+        session.execute(
+            _PG_STORE_ELO,
+            {
+                "ids": ids,
+                "elos": [elo[i] for i in ids],
+                "counts": [comparisons.get(i, 0) for i in ids],
+                "now": now,
+            },
+        )
+        return
     session.execute(
         update(SampleRating)
         .where(SampleRating.sample_id.in_(list(elo)))
@@ -288,12 +406,13 @@ def store_elo(
     )
 
 
+_RANKING_COUNTS = select(
+    func.coalesce(func.sum(case((Ranking.created_at >= bindparam("since"), 1), else_=0)), 0),
+    func.count(),
+).where(Ranking.user_id == bindparam("user_id"))
+
+
 def ranking_counts(session: Session, *, user_id: int, since: datetime) -> tuple[int, int]:
     """(rankings since `since`, rankings in total) by the user; one index range scan."""
-    row = session.execute(
-        select(
-            func.coalesce(func.sum(case((Ranking.created_at >= since, 1), else_=0)), 0),
-            func.count(),
-        ).where(Ranking.user_id == user_id)
-    ).one()
+    row = session.execute(_RANKING_COUNTS, {"user_id": user_id, "since": since}).one()
     return int(row[0]), int(row[1])

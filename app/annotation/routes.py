@@ -23,7 +23,8 @@ from app.templating import render
 router = APIRouter()
 
 
-def _web_session(request: Request, user: CurrentUser) -> WebSession:
+async def _web_session(request: Request, user: CurrentUser) -> WebSession:
+    """Async: it only reads what current_user stored, so it need not cost a threadpool hop."""
     return request.state.web_session  # type: ignore[no-any-return]
 
 

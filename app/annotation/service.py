@@ -322,20 +322,20 @@ def submit_ranking(
     pairs = ranking_to_pairs(groups) if groups else []
     repository.insert_comparisons(
         session,
-        [
-            {
-                "project_id": task.project_id,
-                "ranking_id": ranking.id,
-                "task_id": task_id,
-                "prompt_id": task.prompt_id,
-                "user_id": user_id,
-                "winner_id": pair.winner,
-                "loser_id": pair.loser,
-                "winner_version_id": version_of[pair.winner],
-                "loser_version_id": version_of[pair.loser],
-                "tie": pair.tie,
-                "created_at": now,
-            }
+        project_id=task.project_id,
+        ranking_id=ranking.id,
+        task_id=task_id,
+        prompt_id=task.prompt_id,
+        user_id=user_id,
+        created_at=now,
+        pairs=[
+            (
+                pair.winner,
+                pair.loser,
+                version_of[pair.winner],
+                version_of[pair.loser],
+                pair.tie,
+            )
             for pair in pairs
         ],
     )

@@ -65,9 +65,11 @@ def load_preference(spec: str) -> Preference:
         if not arg:
             return factory()
         return factory(int(arg) if arg.isdigit() else arg)  # type: ignore[call-arg]
-    if "." in name and arg:
-        module = importlib.import_module(name)
-        function = getattr(module, arg)
+    if arg:
+        try:
+            function = getattr(importlib.import_module(name), arg)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"Cannot load preference {spec!r}: {exc}") from None
         if not callable(function):
             raise ValueError(f"{spec} is not callable")
         return function  # type: ignore[no-any-return]

@@ -58,6 +58,8 @@ def test_load_preference_by_name_argument_and_module_path() -> None:
     assert load_preference("app.simulation.preferences:sentiment")("a good day") == 1.0
     with pytest.raises(ValueError, match="Unknown preference"):
         load_preference("politeness")
+    with pytest.raises(ValueError, match="Cannot load preference"):
+        load_preference("no_such_module:score")
 
 
 def test_csrf_token_is_read_from_the_body_htmx_headers() -> None:

@@ -282,7 +282,9 @@ def main(
     model: str | None = typer.Option(None, help="Model dir; default: a random 12x768 GPT-2."),
     batch: int = typer.Option(16, help="Prompts (rollouts) per PPO update."),
     mini_batch: int = typer.Option(8, help="Rollouts per optimizer step."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per mini-batch."),
+    grad_accum: int = typer.Option(
+        2, help="Micro-batches per mini-batch (2: four rows per forward pass on CPU)."
+    ),
     new_tokens: int = typer.Option(48, help="max_new_tokens of each rollout."),
     ppo_epochs: int = typer.Option(4),
     steps: int = typer.Option(2, help="PPO updates to time."),

@@ -514,6 +514,10 @@ def _simulated_demo(rounds: int) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     settings = LoopSettings(rounds=rounds)
+    if settings.torch_threads is not None:  # see LoopSettings.torch_threads
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     with console.status("Building the tiny model (once)…"):
         ensure_tiny_model()
     console.print(

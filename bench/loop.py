@@ -11,7 +11,7 @@ reward model's held-out pair accuracy (DPO: the policy's own held-out pair accur
 gate's verdict, and wall seconds per stage. Goal (issue 6): with --seeds 5 --rounds 3 the
 interval of the change is above 0 in every round while KL stays under its bound.
 
-    .venv/bin/python -m bench.loop --seeds 1 --rounds 2
+    .venv/bin/python -m bench.loop --seeds 1 --rounds 2 [--model-dir rankloop-data/models/tiny]
     .venv/bin/python -m bench.loop --seeds 5 --rounds 3 --type dpo
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,7 @@ def _run_seed(
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
+    shutil.rmtree(data_dir, ignore_errors=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return list(json.loads(line[len("RESULT ") :]))
@@ -103,14 +105,18 @@ def main(
     type: str = typer.Option("ppo", help="ppo (reward model + PPO) or dpo."),
     preference: str = typer.Option("length:30", help="The simulated annotators' preference."),
     annotators: int = typer.Option(3, help="Simulated annotators."),
+    model_dir: Path | None = typer.Option(
+        None, help="An existing tiny model directory (default: build one, about a minute)."
+    ),
 ) -> None:
     if type not in ROUND_TYPES:
         raise typer.BadParameter(f"--type must be one of {', '.join(ROUND_TYPES)}")
-    from worker.training.tiny_model import make_tiny_model
+    if model_dir is None:
+        from worker.training.tiny_model import make_tiny_model
 
-    model_dir = Path(tempfile.mkdtemp(prefix="rankloop-bench-tiny-")) / "tiny"
-    with console.status("Building the tiny model…"):
-        make_tiny_model(model_dir)
+        model_dir = Path(tempfile.mkdtemp(prefix="rankloop-bench-tiny-")) / "tiny"
+        with console.status("Building the tiny model…"):
+            make_tiny_model(model_dir)
     table = Table(
         "seed", "round", "state", "rankings", "score", "change 95% CI", "KL", "RM acc",
         "gate", "seconds per stage",

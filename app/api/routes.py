@@ -27,6 +27,7 @@ from app.api.schemas import (
     RoundDetail,
     RoundOut,
     SampleImportOut,
+    download_errors,
 )
 from app.deps import SessionDep
 from app.errors import AppError, InvalidInput
@@ -327,7 +328,7 @@ class TarResponse(StreamingResponse):
     summary="Download a policy version as a directory (tar)",
     response_class=TarResponse,
     responses={
-        **CONFLICT,
+        **download_errors({**AUTH_RESPONSES, **NOT_FOUND, **CONFLICT}),
         200: {
             "description": "A tar of one directory: the LoRA adapter (load with "
             "PeftModel.from_pretrained on its base model) or, with merged=true, the full "

@@ -67,6 +67,16 @@ NOT_FOUND = {404: _error("No such resource.")}
 CONFLICT = {409: _error("The request conflicts with the current state.")}
 
 
+def download_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """The same error responses for a route whose body is a file (NDJSON, tar): FastAPI files
+    a `model` under the route's media type, but the errors are JSON like everywhere else."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    return {
+        status: {**{k: v for k, v in response.items() if k != "model"}, "content": error}
+        for status, response in responses.items()
+    }
+
+
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A model's JSON schema with its $defs inlined, for places OpenAPI cannot $ref into
     (the per-line schema of an NDJSON download)."""

@@ -10,12 +10,16 @@ from fastapi.responses import StreamingResponse
 
 from app.api.auth import ReadToken
 from app.api.routing import ApiRoute
-from app.api.schemas import AUTH_RESPONSES, NOT_FOUND, IdPath
+from app.api.schemas import AUTH_RESPONSES, NOT_FOUND, IdPath, download_errors
 from app.deps import SessionDep
 from app.export import service
 from app.export.schemas import PAIR_EXAMPLE, ExportParamsDep
 
-router = APIRouter(tags=["export"], route_class=ApiRoute, responses={**AUTH_RESPONSES, **NOT_FOUND})
+router = APIRouter(
+    tags=["export"],
+    route_class=ApiRoute,
+    responses=download_errors({**AUTH_RESPONSES, **NOT_FOUND}),
+)
 
 
 class NDJSONResponse(StreamingResponse):

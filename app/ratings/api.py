@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.api.auth import ReadToken
@@ -15,6 +17,45 @@ router = APIRouter(
     tags=["ratings"], route_class=ApiRoute, responses={**AUTH_RESPONSES, **NOT_FOUND}
 )
 
+LEADERBOARD_EXAMPLE: dict[str, Any] = {
+    "project_id": 1,
+    "computed_at": "2026-03-02T09:15:00Z",
+    "recompute_pending": False,
+    "versions": [
+        {
+            "id": 2,
+            "number": 2,
+            "name": "round 1 (reward_ppo)",
+            "kind": "trained",
+            "status": "current",
+            "rating": 1041.7,
+            "ci_low": 1019.2,
+            "ci_high": 1063.5,
+            "elo": 1012.3,
+            "comparisons": 1830,
+            "previous_version_id": 1,
+            "win_rate_vs_previous": 0.61,
+            "verdict": "better",
+        },
+        {
+            "id": 1,
+            "number": 1,
+            "name": "base",
+            "kind": "base",
+            "status": "retired",
+            "rating": 958.3,
+            "ci_low": 936.5,
+            "ci_high": 980.8,
+            "elo": 987.7,
+            "comparisons": 1830,
+            "previous_version_id": None,
+            "win_rate_vs_previous": None,
+            "verdict": None,
+        },
+    ],
+}
+"""Two versions, the PPO child rated above its parent (validated against LeaderboardOut)."""
+
 
 @router.get(
     "/projects/{project_id}/leaderboard",
@@ -22,6 +63,7 @@ router = APIRouter(
     description="Bradley-Terry ratings with 95% intervals (bootstrap over rankings), "
     "comparisons, win rate and verdict against the previous version. Recomputed in the "
     "background a few seconds after new rankings (`recompute_pending` says one is due).",
+    responses={200: {"content": {"application/json": {"example": LEADERBOARD_EXAMPLE}}}},
 )
 def get_leaderboard(session: SessionDep, token: ReadToken, project_id: IdPath) -> LeaderboardOut:
     return service.leaderboard(session, project_id=project_id)

@@ -30,6 +30,13 @@ COMMANDS = [
     ["round", "start"],
     ["round", "status"],
     ["round", "cancel"],
+    ["simulate"],
+    ["tokens"],
+    ["tokens", "create"],
+    ["tokens", "list"],
+    ["tokens", "revoke"],
+    ["policies"],
+    ["policies", "export"],
 ]
 
 

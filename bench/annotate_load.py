@@ -10,6 +10,8 @@ Against `rankloop serve` on PostgreSQL, over HTTP, with this process as the load
 Afterwards the database is checked: no task ranked more often than required, no annotator
 ranking a task twice, every accepted submission stored with its 36 pairs, nothing else stored.
 Goals on the 2-core machine: (a) p99 <= 50 ms for each endpoint, (b) >= 150 rankings/s.
+Run (b) also prints the CPU time per ranking of the server and of PostgreSQL, and the load
+averages: on a shared machine latencies mostly measure the neighbours, CPU time much less.
 
 The annotators speak raw HTTP/1.1 over keep-alive connections on one asyncio loop: a full
 client library would spend as much CPU as the server on the 2 shared cores. Sessions are
@@ -358,6 +360,54 @@ def _ms(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of processes (Linux /proc); processes gone meanwhile count 0."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    return [server.pid, *(int(p) for p in children.read_text().split())]
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                pids.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def cpu_snapshot(server: subprocess.Popen[bytes]) -> tuple[float, dict[int, float]]:
+    """Server CPU and each PostgreSQL process's CPU, for CPU time per ranking: on a shared
+    machine the figure that depends least on what else runs."""
+    return _cpu_seconds(_server_pids(server)), {p: _cpu_seconds([p]) for p in _postgres_pids()}
+
+
+def cpu_per_ranking(
+    before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]], rankings: int
+) -> str:
+    server = after[0] - before[0]
+    database = sum(cpu - before[1].get(pid, 0.0) for pid, cpu in after[1].items())
+    per = 1000 / max(rankings, 1)
+    return f"CPU per ranking: server {server * per:.1f} ms, PostgreSQL {database * per:.1f} ms"
+
+
+def uptime() -> str:
+    """The load averages: on a shared machine, what the figures were measured under."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def report(title: str, run: Run, elapsed: float) -> None:
     table = Table(title=title)
     for column in ("endpoint", "requests", "p50 ms", "p99 ms", "max ms"):
@@ -397,6 +447,7 @@ def main(
 ) -> None:
     """Seed, start the server, run (a) paced and (b) capacity, check the database."""
     url = _recreate_database(admin_url, database)
+    console.print(f"Load averages at the start: {uptime()}")
     console.print(f"Seeding {tasks} tasks (K={K}, {REQUIRED} annotations each) …")
     seeded = seed(url, tasks=tasks, annotators=max(annotators, concurrency))
     log = Path(tempfile.mkdtemp(prefix="rankloop-bench-")) / "server.log"
@@ -408,10 +459,13 @@ def main(
             drive(port, seeded.sessions[:annotators], seconds=paced_seconds, think=think)
         )
         report(f"(a) {annotators} annotators, {think:g} s between requests", run_a, elapsed_a)
+        before = cpu_snapshot(server)
         run_b, elapsed_b = asyncio.run(
             drive(port, seeded.sessions[:concurrency], seconds=capacity_seconds, think=0.0)
         )
+        after = cpu_snapshot(server)
         report(f"(b) capacity: {concurrency} annotators, no waiting", run_b, elapsed_b)
+        console.print(f"{cpu_per_ranking(before, after, len(run_b.accepted))}; load {uptime()}")
     finally:
         server.terminate()
         server.wait(timeout=30)

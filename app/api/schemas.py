@@ -63,8 +63,10 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
 }
-NOT_FOUND = {404: _error("No such resource.")}
-CONFLICT = {409: _error("The request conflicts with the current state.")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such resource.")}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: _error("The request conflicts with the current state.")
+}
 
 
 def download_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:

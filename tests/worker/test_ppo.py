@@ -28,6 +28,7 @@ from worker.training.ppo import (
     ValueHead,
     forward_response,
     merge_adapter_into_base,
+    rollout_sampling_kwargs,
     train_ppo,
 )
 
@@ -188,6 +189,64 @@ def test_first_rollout_values_are_zero(trained: PPOResult) -> None:
     assert first["value_mean"] == 0.0
     assert first["explained_variance"] == 0.0
     assert trained.metrics_per_step[-1]["value_mean"] != 0.0  # and it learns
+
+
+# Rollout sampling and log-probs (RLHF_NOTES notes 3 and 4) ---------------------------------
+
+
+def test_rollouts_sample_purely_whatever_the_checkpoint_generation_config(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    model = load_causal_lm(str(tiny_model_dir), device="cpu")
+    pad = tokenizer.pad_token_id
+    kwargs = rollout_sampling_kwargs(SHORT, eos_id=tokenizer.eos_token_id, pad_id=pad)
+    assert kwargs["do_sample"] is True
+    assert (kwargs["top_k"], kwargs["top_p"], kwargs["repetition_penalty"]) == (0, 1.0, 1.0)
+    assert kwargs["min_new_tokens"] == 0
+    ids, mask = _pad_left([tokenizer(p)["input_ids"] for p in PROMPTS[:4]], pad)
+
+    def sample(**options: object) -> torch.Tensor:
+        torch.manual_seed(7)
+        return model.generate(input_ids=ids, attention_mask=mask, **options)
+
+    clean = sample(**kwargs)
+    # A checkpoint whose generation_config narrows the distribution (as many hub models do)
+    gc = model.generation_config
+    gc.top_k, gc.top_p, gc.temperature = 1, 0.1, 0.3
+    gc.repetition_penalty, gc.no_repeat_ngram_size, gc.min_new_tokens = 5.0, 2, 12
+    assert not torch.equal(clean, sample(do_sample=True, max_new_tokens=12, pad_token_id=pad))
+    assert torch.equal(clean, sample(**kwargs))  # the rollout options override all of it
+
+
+def test_forward_response_scores_response_tokens_on_temperature_scaled_logits(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    model = load_causal_lm(str(tiny_model_dir), device="cpu")
+    pad, n_response, temperature = tokenizer.pad_token_id, 5, 0.7
+    long = tokenizer("User: Why is the sky blue?\nAssistant: Air scatters blue light.")["input_ids"]
+    short = long[-9:]
+    ids, mask = _pad_left([long, short], pad)  # the short row is left-padded
+    with torch.no_grad():
+        logprobs, _, _ = forward_response(
+            model, None, ids, mask, n_response, temperature=temperature, pad_id=pad
+        )
+        logits = model(input_ids=torch.tensor([long])).logits[0, -n_response - 1 : -1]  # (R, V)
+        alone, _, _ = forward_response(
+            model, None, torch.tensor([short]), torch.ones(1, len(short), dtype=torch.long),
+            n_response, temperature=temperature, pad_id=pad,
+        )  # fmt: skip
+        untempered, _, _ = forward_response(
+            model, None, ids, mask, n_response, temperature=1.0, pad_id=pad
+        )
+
+    # logits[t] predicts token t + 1; divided by the temperature; pad is not a possible token
+    logits = logits.float().index_fill(-1, torch.tensor([pad]), float("-inf")) / temperature
+    targets = torch.tensor(long[-n_response:]).unsqueeze(-1)
+    expected = torch.log_softmax(logits, -1).gather(-1, targets).squeeze(-1)
+    torch.testing.assert_close(logprobs[0], expected, atol=1e-4, rtol=1e-4)
+    # left padding with its attention mask and position ids changes nothing
+    torch.testing.assert_close(logprobs[1], alone[0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logprobs, untempered, atol=1e-3)
 
 
 # Saved files -------------------------------------------------------------------------------

@@ -46,9 +46,9 @@ def _merged(version: PolicyVersion) -> tuple[str, ...]:
     return tuple(version.metrics.get("merged_adapters", []))
 
 
-def sft_chain(session: Session, project_id: int) -> tuple[str, ...] | None:
-    """Merged chain of the newest registered SFT version (the project's reference), if any."""
-    version = session.scalar(
+def _sft_version(session: Session, project_id: int) -> PolicyVersion | None:
+    """The newest registered SFT version: after an SFT round it is the project's reference."""
+    return session.scalar(
         select(PolicyVersion)
         .join(TrainingRound, TrainingRound.id == PolicyVersion.round_id)
         .where(
@@ -59,6 +59,11 @@ def sft_chain(session: Session, project_id: int) -> tuple[str, ...] | None:
         .order_by(PolicyVersion.number.desc())
         .limit(1)
     )
+
+
+def sft_chain(session: Session, project_id: int) -> tuple[str, ...] | None:
+    """Merged chain of the newest registered SFT version (the project's reference), if any."""
+    version = _sft_version(session, project_id)
     if version is None or version.artifact_uri is None:
         return None
     return (*_merged(version), version.artifact_uri)
@@ -82,6 +87,17 @@ def policy_source(
     else:
         reference_merged = sft_chain(session, project_id) or ()
     continues = current.artifact_uri is not None and current_chain == reference_merged
+    current_full = current_chain + ((current.artifact_uri,) if current.artifact_uri else ())
+    if round_type != RoundType.sft.value and not continues and current_full != reference_merged:
+        # The current policy is neither the reference nor the reference plus one adapter
+        # (an earlier round merged a version in): training from the reference would quietly
+        # throw the earlier rounds away.
+        raise InvalidInput(
+            f"Version {current.number} was trained with reference 'previous', so it cannot be "
+            "continued against the starting policy; start this round with reference "
+            "'previous' (or run an SFT round to set a new starting point)",
+            details=[{"field": "reference", "message": "use 'previous'"}],
+        )
     return PolicySource(
         base_model=base_model,
         trust_remote_code=project.trust_remote_code,
@@ -125,9 +141,12 @@ def demonstrations(session: Session, *, project_id: int) -> list[tuple[Any, str]
 
 
 def reference_samples(
-    session: Session, *, project_id: int, limit: int = 256
+    session: Session, *, project_id: int, reference: str = "start", limit: int = 256
 ) -> tuple[list[Any], list[str]]:
-    """Prompts and texts of the starting policy's samples, to normalise reward scores on."""
+    """Prompts and texts of the reference policy's samples, to normalise reward scores on, so
+    that rewards have mean 0 and std 1 on the policy PPO is held close to (RLHF_NOTES): the
+    current version for reference='previous', else the newest SFT version, else version 1.
+    Falls back to version 1 when the reference has no samples yet."""
     base = session.scalar(
         select(PolicyVersion).where(
             PolicyVersion.project_id == project_id, PolicyVersion.number == 1
@@ -135,14 +154,24 @@ def reference_samples(
     )
     if base is None:
         return [], []
-    rows = session.execute(
-        select(Prompt.text, Prompt.messages, Sample.text)
-        .join(Sample, Sample.prompt_id == Prompt.id)
-        .where(Sample.policy_version_id == base.id, ~Sample.is_empty)
-        .order_by(Sample.id)
-        .limit(limit)
-    ).all()
-    return [m or t for t, m, _ in rows], [s for _, _, s in rows]
+    chosen = (
+        repository.current_version(session, project_id)
+        if reference == "previous"
+        else _sft_version(session, project_id)
+    )
+    for version in (chosen, base):
+        if version is None:
+            continue
+        rows = session.execute(
+            select(Prompt.text, Prompt.messages, Sample.text)
+            .join(Sample, Sample.prompt_id == Prompt.id)
+            .where(Sample.policy_version_id == version.id, ~Sample.is_empty)
+            .order_by(Sample.id)
+            .limit(limit)
+        ).all()
+        if rows:
+            return [m or t for t, m, _ in rows], [s for _, _, s in rows]
+    return [], []
 
 
 def register_reward_model(

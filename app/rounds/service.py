@@ -19,7 +19,7 @@ from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
-from app.rounds import repository
+from app.rounds import lineage, repository
 from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
 
 STAGE_QUEUE = {"sampling": "sampling"}  # every other stage runs on the training queue
@@ -63,6 +63,11 @@ def start_round(
             "wait for it or cancel it first"
         )
     current = repository.current_version(session, project_id)
+    if round_type != RoundType.sft.value and current is not None:
+        # Refuse now what the policy stage would refuse after training a reward model.
+        lineage.policy_source(
+            session, project_id=project_id, reference=clean["reference"], round_type=round_type
+        )
     training_round = TrainingRound(
         project_id=project_id,
         number=repository.next_round_number(session, project_id),

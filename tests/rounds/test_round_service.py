@@ -5,13 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput
-from app.models import RoundState
-from app.rounds import service
-from tests.factories import make_project
+from app.models import (
+    PolicyKind,
+    PolicyStatus,
+    PolicyVersion,
+    Project,
+    Prompt,
+    RoundState,
+    Sample,
+)
+from app.rounds import lineage, service
+from tests.factories import make_project, make_task, make_version
 
 
 def test_start_round_fills_defaults_and_records_the_base_version(db_session: Session) -> None:
@@ -140,3 +149,65 @@ def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None
     assert service.reap_stale_rounds(db_session, timeout_seconds=600) == [training_round.id]
     assert training_round.state == RoundState.failed
     assert "stopped responding" in (training_round.error or "")
+
+
+def _make_current(db_session: Session, project: Project, **fields: object) -> PolicyVersion:
+    for old in db_session.scalars(
+        select(PolicyVersion).where(
+            PolicyVersion.project_id == project.id, PolicyVersion.status == PolicyStatus.current
+        )
+    ):
+        old.status = PolicyStatus.retired
+    db_session.flush()
+    return make_version(
+        db_session, project, kind=PolicyKind.trained, status=PolicyStatus.current, **fields
+    )
+
+
+def test_a_start_round_after_a_previous_round_is_refused_before_anything_runs(
+    db_session: Session,
+) -> None:
+    project = make_project(db_session)
+    # Version 2 was trained with reference 'previous': its chain merges an earlier adapter.
+    _make_current(
+        db_session,
+        project,
+        artifact_uri="mem://v2",
+        metrics={"merged_adapters": ["mem://v1-adapter"]},
+    )
+    with pytest.raises(InvalidInput, match="reference 'previous'"):
+        service.start_round(
+            db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
+        )
+    started = service.start_round(
+        db_session,
+        project_id=project.id,
+        round_type="reward_ppo",
+        config={"reference": "previous"},
+        enqueue=False,
+    )
+    assert started.config["reference"] == "previous"
+
+
+def test_rewards_are_normalised_on_the_reference_policys_samples(db_session: Session) -> None:
+    project = make_project(db_session)
+    make_task(db_session, project, texts=["v1 a", "v1 b", "v1 c", "v1 d"])
+    current = _make_current(db_session, project, artifact_uri="mem://v2")
+    prompt = db_session.scalars(select(Prompt).where(Prompt.project_id == project.id)).first()
+    assert prompt is not None
+    for ordinal, text in enumerate(["v2 a", "v2 b"]):
+        db_session.add(
+            Sample(
+                project_id=project.id,
+                prompt_id=prompt.id,
+                policy_version_id=current.id,
+                text=text,
+                ordinal=ordinal,
+            )
+        )
+    db_session.flush()
+
+    _, start = lineage.reference_samples(db_session, project_id=project.id, reference="start")
+    _, previous = lineage.reference_samples(db_session, project_id=project.id, reference="previous")
+    assert sorted(start) == ["v1 a", "v1 b", "v1 c", "v1 d"]  # no SFT version: version 1
+    assert sorted(previous) == ["v2 a", "v2 b"]  # the current version is the reference

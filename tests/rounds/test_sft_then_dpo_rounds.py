@@ -22,7 +22,7 @@ from app.projects.demonstration_import import parse_demonstrations
 from app.projects.demonstrations import add_demonstrations
 from app.rounds import service
 from tests.conftest import FreshDatabase
-from tests.factories import base_version
+from tests.factories import base_version, make_ranking, make_task, make_user, task_sample_ids
 from tests.rounds.seed import seed_ranked_project
 from worker.jobs.rounds import run_round
 
@@ -75,6 +75,11 @@ def test_sft_then_dpo_rounds_register_a_lineage_whose_samples_reach_annotators(
         parsed = parse_demonstrations(lines, "plain.jsonl")
         assert parsed.errors == []
         add_demonstrations(session, project_id=project_id, demonstrations=parsed.demonstrations)
+        # A duplicate generation ranked apart from its twin: a pair with no preference in it.
+        project = session.get_one(Project, project_id)
+        twins = make_task(session, project, texts=["same words", "same words", "x", "good y"])
+        a, b, c, d = task_sample_ids(session, twins)
+        make_ranking(session, twins, make_user(session), [[d], [a], [b], [c]])
         session.commit()
         base_id = base_version(session, session.get_one(Project, project_id)).id
 
@@ -104,6 +109,7 @@ def test_sft_then_dpo_rounds_register_a_lineage_whose_samples_reach_annotators(
         ended = session.get_one(TrainingRound, dpo_round)
         assert ended.snapshot_id is not None  # the pairs it trained on are on record
         assert "dpo" in ended.metrics["candidate"]
+        assert ended.metrics["candidate"]["identical_pairs_skipped"] == 1
         assert session.get_one(PolicyVersion, sft.id).status == PolicyStatus.retired
     assert dpo.parent_id == sft.id
     assert dpo.status == PolicyStatus.current

@@ -38,6 +38,7 @@ def train_project_reward_model(
     settings: dict[str, Any] | RewardModelSettings | None = None,
     *,
     seed: int = 0,
+    reference: str = "start",
     name: str = "reward model",
     round_id: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -73,7 +74,9 @@ def train_project_reward_model(
         source = lineage.policy_source(
             session, project_id=project_id, reference="start", round_type="reward_ppo"
         )
-        ref_prompts, ref_responses = lineage.reference_samples(session, project_id=project_id)
+        ref_prompts, ref_responses = lineage.reference_samples(
+            session, project_id=project_id, reference=reference
+        )
     examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
     base_name = cfg.base_model or source.base_model
     config = RewardModelConfig(

@@ -103,6 +103,7 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
         start.project_id,
         start.config["reward_model"],
         seed=start.config["seed"],
+        reference=start.config["reference"],
         name=f"round {start.number} reward model",
         round_id=start.round_id,
         progress=lambda step, total: reporter.progress(step, total),
@@ -310,9 +311,13 @@ def dpo_trainer(
         training_round = session.get(TrainingRound, start.round_id)
         assert training_round is not None
         training_round.snapshot_id = snapshot.id
+        rows = snapshots.preference_pairs(session, snapshot.id)
+        # Two samples with the same text (a duplicate generation) ranked apart state no
+        # preference a policy could learn: DPO skips them; the snapshot keeps them on record.
         pairs = [
             PreferencePair(prompt, chosen, rejected)
-            for prompt, chosen, rejected in snapshots.preference_pairs(session, snapshot.id)
+            for prompt, chosen, rejected in rows
+            if chosen != rejected
         ]
     if len(pairs) < 4:
         raise ValueError(
@@ -340,7 +345,12 @@ def dpo_trainer(
         ),
         should_stop=reporter.should_stop,
     )
-    return {"dpo": result.final, "n_pairs": len(pairs), "adapter_dir": str(result.adapter_dir)}
+    return {
+        "dpo": result.final,
+        "n_pairs": len(pairs),
+        "identical_pairs_skipped": len(rows) - len(pairs),
+        "adapter_dir": str(result.adapter_dir),
+    }
 
 
 POLICY_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {

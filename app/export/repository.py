@@ -128,7 +128,7 @@ def _flagged(sample_id: Any) -> ColumnElement[bool]:
 
 def agreeing_tasks(
     project_id: int, min_agreement: float, excluded: frozenset[int]
-) -> Select[tuple[int]]:
+) -> Select[int]:
     """Tasks whose annotators agree on at least `min_agreement` of the sample pairs.
 
     Each row of the self-join is one sample pair judged by two annotators of the same task;
@@ -164,7 +164,7 @@ def agreeing_tasks(
     return query
 
 
-def pair_rows(filters: Filters) -> Select[Any]:
+def pair_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
     c = Comparison
     conditions: list[ColumnElement[bool]] = [c.project_id == filters.project_id]
     if not filters.include_ties:
@@ -230,7 +230,7 @@ def pair_rows(filters: Filters) -> Select[Any]:
     )
 
 
-def _agreeing(filters: Filters) -> Select[tuple[int]]:
+def _agreeing(filters: Filters) -> Select[int]:
     excluded = frozenset() if filters.snapshot_id is not None else filters.excluded_user_ids
     assert filters.min_agreement is not None
     return agreeing_tasks(filters.project_id, filters.min_agreement, excluded)
@@ -244,7 +244,7 @@ def _task_has_version(versions: frozenset[int]) -> ColumnElement[bool]:
     )
 
 
-def ranking_rows(filters: Filters) -> Select[Any]:
+def ranking_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
     r = Ranking
     conditions: list[ColumnElement[bool]] = [r.project_id == filters.project_id]
     if filters.snapshot_id is not None:

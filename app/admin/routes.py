@@ -54,8 +54,15 @@ def _read_upload(upload: UploadFile) -> tuple[bytes, str]:
 
 @router.get("", response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep, admin: AdminUser) -> Response:
+    from worker.health import queue_lengths, worker_statuses
+
     summaries = projects.project_summaries(session)
-    return render(request, "admin_dashboard.html", {"summaries": summaries})
+    context = {
+        "summaries": summaries,
+        "workers": worker_statuses(session),
+        "queues": queue_lengths(),
+    }
+    return render(request, "admin_dashboard.html", context)
 
 
 # Users

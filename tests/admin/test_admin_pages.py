@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Project, ProjectMember, Prompt, RankingTask, Role, User
+from app.db import utcnow
+from app.models import Project, ProjectMember, Prompt, RankingTask, Role, User, WorkerHeartbeat
 from tests.admin.conftest import LoggedIn
 from tests.factories import make_project, make_prompt, make_task, make_user
 from tests.helpers import login
@@ -102,6 +103,22 @@ def test_the_dashboard_lists_projects_with_their_links(
     assert "Dash" in page
     assert f'href="/admin/projects/{project.id}/prompts/import"' in page
     assert f'href="/admin/projects/{project.id}/samples/upload"' in page
+
+
+def test_the_dashboard_shows_worker_health(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    db_session.add(
+        WorkerHeartbeat(hostname="gpu-box@test", queues="training", last_seen_at=utcnow())
+    )
+    db_session.commit()
+
+    page = client.get("/admin").text
+
+    assert "Workers and queues" in page
+    row = page.split("gpu-box@test", 1)[1].split("</tr>", 1)[0]
+    assert "training" in row
+    assert "alive" in row
 
 
 # Users

@@ -1,11 +1,19 @@
 """K-way ranking loss vs pairwise (TRL-style) reward-model training, to the same accuracy.
 
-Both trainers see the same synthetic K=9 rankings, the same tiny model, LoRA settings and
-sequences per step, and are evaluated on the same held-out prompts every `--eval-every`
-steps; each stops at the first evaluation reaching the highest of `--targets`, and for
-every target the first evaluation at or above it gives the sequences scored with
-gradients ("forward passes") and training seconds (evaluation excluded) to get there.
-Each run has its own process, so its peak RSS is its own.
+Both trainers see the same synthetic K=9 rankings, the same tiny model, LoRA settings,
+optimizer (AdamW, warm-up, clipping) and loss function, and are evaluated on the same
+held-out prompts about every `--eval-seqs` training sequences; each stops at the first
+evaluation reaching the highest of `--targets`, and for every target the first evaluation
+at or above it gives the sequences scored with gradients ("forward passes") and training
+seconds (evaluation excluded) to get there. Each run has its own process, so its peak RSS
+is its own.
+
+A good learning rate and batch size differ between the two units (a K-way step over B
+rankings averages B·C(K,2) pairs; a pairwise step over P pairs averages P), so each method
+is run on the same grid of `--lrs` × `--batch-sizes` and compared at its own best setting
+(least training time to the highest target). Batch size B means B rankings per K-way step
+and, for pairwise, B rankings' worth of sequences (B·K/2 pairs, `--pairwise-batch seqs`) or
+of pairs (B·C(K,2) pairs, `--pairwise-batch pairs`).
 
 Tasks:
   lexicon (default)  15 "good" and 15 "bad" words; true value = #good - #bad + N(0, noise);
@@ -15,6 +23,7 @@ Tasks:
 
     .venv/bin/python -m bench.reward_model            # builds a tiny model first (~20 s)
     .venv/bin/python -m bench.reward_model --task marker --noise 0.2 --targets 0.8,0.9
+    .venv/bin/python -m bench.reward_model --lrs 3e-3 --batch-sizes 1   # a single setting
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ def lexicon_rankings(
 
 
 def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
-    """One training run in a fresh process; returns its figures."""
+    """One training run (one method, lr and batch size) in a fresh process; its figures."""
     import torch
 
     from worker.training.reward_model import (
@@ -84,26 +93,55 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
         RankingExample(p, r, g)
         for p, r, g in make(args["prompts"], k=args["k"], seed=args["seed"], noise=args["noise"])
     ]
+    k, batch = args["k"], args["batch_size"]
+    if method == "kway":
+        seqs_per_step = batch * k
+        extra: dict[str, Any] = {}
+    else:
+        per_ranking = k / 2 if args["pairwise_batch"] == "seqs" else k * (k - 1) / 2
+        extra = {"pairs_per_step": max(1, round(batch * per_ranking))}
+        seqs_per_step = 2 * extra["pairs_per_step"]
     config = RewardModelConfig(
-        lr=args["lr"] if method == "kway" else args["lr_pairwise"],
+        lr=args["lr"],
         epochs=args["max_epochs"],
-        batch_size=args["batch_size"],
+        batch_size=batch,
         heldout_fraction=0.2,
         max_length=96,
-        eval_every=args["eval_every"],
+        # Evaluate after about the same number of training sequences, whatever the step size.
+        eval_every=max(1, round(args["eval_seqs"] / seqs_per_step)),
         target_accuracy=max(args["targets"]),
         seed=args["seed"],
         device=args["device"],
     )
+    steps_done = 0
+
+    def progress(step: int, _total: int) -> None:
+        nonlocal steps_done
+        steps_done = step
+
+    def should_stop() -> bool:  # a setting that never gets there must not run for minutes
+        return bool(args["max_seqs"]) and steps_done * seqs_per_step >= args["max_seqs"]
+
     trainer = train_reward_model if method == "kway" else train_pairwise
     with tempfile.TemporaryDirectory() as out_dir:
         tic = time.perf_counter()
-        result = trainer(model, examples, config, out_dir=Path(out_dir))
+        result = trainer(
+            model,
+            examples,
+            config,
+            out_dir=Path(out_dir),
+            progress=progress,
+            should_stop=should_stop,
+            **extra,
+        )
         wall = time.perf_counter() - tic
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {
         "method": method,
+        "lr": args["lr"],
+        "batch": batch,
+        "seqs_per_step": seqs_per_step,
         "reached": result.reached_target,
         "accuracy": result.heldout_accuracy,
         "steps": result.steps,
@@ -135,10 +173,13 @@ def main(
     targets: str = typer.Option(
         "0.65,0.7,0.75", help="Held-out accuracies to time; runs stop at the highest."
     ),
-    lr: float = typer.Option(3e-3, help="K-way learning rate."),
-    lr_pairwise: float | None = typer.Option(None, help="Pairwise learning rate (default: lr)."),
-    batch_size: int = typer.Option(1, help="Rankings per K-way step; pairwise matches sequences."),
-    eval_every: int = typer.Option(20, help="Steps between held-out evaluations."),
+    lrs: str = typer.Option("1e-3,2e-3,3e-3", help="Learning rates tried by both methods."),
+    batch_sizes: str = typer.Option("1,2", help="Batch sizes (rankings' worth) tried by both."),
+    pairwise_batch: str = typer.Option(
+        "seqs", help="Pairwise batch of B: B rankings' sequences (seqs) or pairs (pairs)."
+    ),
+    eval_seqs: int = typer.Option(180, help="Training sequences between held-out evaluations."),
+    max_seqs: int = typer.Option(12000, help="Give up on a setting after this many (0: never)."),
     max_epochs: int = typer.Option(2),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
@@ -147,37 +188,77 @@ def main(
     """Print wall time, sequences scored and peak memory of both trainers, and the ratios."""
     if task not in ("lexicon", "marker"):
         raise typer.BadParameter(f"unknown task {task!r}")
+    if pairwise_batch not in ("seqs", "pairs"):
+        raise typer.BadParameter(f"unknown pairwise batch {pairwise_batch!r}")
     args = {
         "task": task,
         "prompts": prompts,
         "k": k,
         "noise": noise,
         "targets": [float(t) for t in targets.split(",")],
-        "lr": lr,
-        "lr_pairwise": lr if lr_pairwise is None else lr_pairwise,
-        "batch_size": batch_size,
-        "eval_every": eval_every,
+        "pairwise_batch": pairwise_batch,
+        "eval_seqs": eval_seqs,
+        "max_seqs": max_seqs,
         "max_epochs": max_epochs,
         "seed": seed,
         "device": device,
         "threads": threads,
     }
+    grid = [(float(lr), int(b)) for lr in lrs.split(",") for b in batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             from worker.training.tiny_model import make_tiny_model
 
             console.print(f"building a tiny model ({tiny_steps} steps)...")
             model = str(make_tiny_model(Path(tmp) / "tiny", steps=tiny_steps, seed=seed))
-        runs = [_in_subprocess(method, model, args) for method in ("kway", "pairwise")]
+        all_runs = []
+        for method in ("kway", "pairwise"):
+            for lr, batch in grid:
+                run = _in_subprocess(method, model, {**args, "lr": lr, "batch_size": batch})
+                console.print(
+                    f"{method:8} lr={lr:g} batch={batch}: reached={run['reached']} "
+                    f"acc={run['accuracy']:.3f} seqs={run['passes']} train_s={run['train_s']:.2f}"
+                )
+                all_runs.append(run)
 
-    title = f"reward model, {task} task, K={k}: whole runs (stopped at the highest target)"
+    # Each method at its best setting: least training time to the highest target reached.
+    top = max(args["targets"])
+
+    def cost(r: dict[str, Any]) -> tuple[bool, float, float]:
+        hit = next((t for acc, _, t in r["curve"] if acc >= top), None)
+        best_acc = max((acc for acc, _, _ in r["curve"]), default=0.0)
+        return (hit is None, hit if hit is not None else 0.0, -best_acc)
+
+    runs = [min((r for r in all_runs if r["method"] == m), key=cost) for m in ("kway", "pairwise")]
+
+    grid_table = Table(title=f"grid (pairwise batch = {pairwise_batch}), to accuracy {top:.2f}")
+    for column in ("method", "lr", "batch", "seqs/step", "reached", "best acc", "seqs", "train s"):
+        grid_table.add_column(column, justify="right")
+    for r in all_runs:
+        hit = next(((p, t) for acc, p, t in r["curve"] if acc >= top), None)
+        grid_table.add_row(
+            r["method"] + (" *" if r in runs else ""),
+            f"{r['lr']:g}",
+            str(r["batch"]),
+            str(r["seqs_per_step"]),
+            str(hit is not None),
+            f"{max((acc for acc, _, _ in r['curve']), default=0.0):.3f}",
+            str(hit[0]) if hit else "-",
+            f"{hit[1]:.2f}" if hit else "-",
+        )
+    console.print(grid_table)
+
+    title = f"reward model, {task} task, K={k}: best setting of each (* above), whole runs"
     table = Table(title=title)
-    columns = ["method", "reached", "held-out acc", "steps", "seqs scored", "train s", "wall s"]
-    for column in [*columns, "peak RSS MB", "peak GPU MB"]:
+    columns = ["method", "lr", "batch", "reached", "held-out acc", "steps", "seqs scored",
+               "train s", "wall s", "peak RSS MB", "peak GPU MB"]  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for r in runs:
         table.add_row(
             r["method"],
+            f"{r['lr']:g}",
+            str(r["batch"]),
             str(r["reached"]),
             f"{r['accuracy']:.3f}",
             str(r["steps"]),

@@ -112,6 +112,13 @@ SkipInvalid = Annotated[
         "any invalid record imports nothing and answers 422)."
     ),
 ]
+FormatQuery = Annotated[
+    str | None,
+    Query(
+        pattern="^(" + "|".join(FORMATS) + ")$",
+        description="Force a format (default: detected from the first record).",
+    ),
+]
 
 
 @api.post(
@@ -133,13 +140,7 @@ async def import_prompts(
     session: SessionDep,
     token: WriteToken,
     project_id: IdPath,
-    format: Annotated[
-        str | None,
-        Query(
-            pattern="^(" + "|".join(FORMATS) + ")$",
-            description="Force a format (default: detected from the first record).",
-        ),
-    ] = None,
+    format: FormatQuery = None,
     skip_invalid: SkipInvalid = False,
 ) -> PromptImportOut:
     data, filename = await _read_body(request)
@@ -180,13 +181,7 @@ async def import_demonstrations(
     session: SessionDep,
     token: WriteToken,
     project_id: IdPath,
-    format: Annotated[
-        str | None,
-        Query(
-            pattern="^(" + "|".join(FORMATS) + ")$",
-            description="Force a format (default: detected from the first record).",
-        ),
-    ] = None,
+    format: FormatQuery = None,
     skip_invalid: SkipInvalid = False,
 ) -> DemonstrationImportOut:
     data, filename = await _read_body(request)

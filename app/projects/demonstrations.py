@@ -28,7 +28,12 @@ from app.projects.demonstration_import import (
     ParsedDemonstration,
     parse_demonstrations,
 )
-from app.projects.imports import _discard, _load, _stage
+from app.projects.imports import (
+    discard_staged,
+    import_statuses,
+    load_staged,
+    stage_upload,
+)
 from app.projects.prompt_import import LineError
 from app.projects.service import add_prompts, prompt_hash, require_project
 
@@ -184,22 +189,13 @@ def preview_demonstration_import(
         for ph, d in zip(prompt_hashes, parsed.demonstrations, strict=True)
     ]
     existing = repository.existing_demonstration_hashes(session, project_id, digests)
-    seen: set[str] = set()
-    statuses: list[str] = []
-    for digest in digests:
-        if digest in existing:
-            statuses.append("in project")
-        elif digest in seen:
-            statuses.append("repeated in file")
-        else:
-            statuses.append("new")
-        seen.add(digest)
+    statuses = import_statuses(digests, existing)
     new_prompt_hashes = {ph for ph, s in zip(prompt_hashes, statuses, strict=True) if s == "new"}
     known_prompts = repository.existing_prompt_hashes(session, project_id, new_prompt_hashes)
     new = statuses.count("new")
     token = None
     if new:
-        token = _stage(
+        token = stage_upload(
             staging_dir,
             {
                 "kind": "demonstrations",
@@ -231,12 +227,12 @@ def confirm_demonstration_import(
     session: Session, *, project_id: int, user_id: int, token: str, staging_dir: Path
 ) -> DemonstrationImportOutcome:
     """Insert the previewed demonstrations; ones that arrived in between count as duplicates."""
-    staged = _load(staging_dir, token, project_id=project_id, user_id=user_id)
+    staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
     if staged.get("kind") != "demonstrations":
         raise NotFound("This preview has expired or was already imported; upload the file again")
     demonstrations = [ParsedDemonstration(**d) for d in staged["demonstrations"]]
     added = add_demonstrations(session, project_id=project_id, demonstrations=demonstrations)
-    after_commit(session, lambda: _discard(staging_dir, token))
+    after_commit(session, lambda: discard_staged(staging_dir, token))
     return DemonstrationImportOutcome(
         filename=staged["filename"],
         added=len(added.added),

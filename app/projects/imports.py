@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,20 +77,11 @@ def preview_import(
     parsed = parse_prompts(data, filename, fmt)
     hashes = [prompt_hash(p.content) for p in parsed.prompts]
     existing = repository.existing_prompt_hashes(session, project_id, hashes)
-    seen: set[str] = set()
-    statuses: list[str] = []
-    for digest in hashes:
-        if digest in existing:
-            statuses.append("in project")
-        elif digest in seen:
-            statuses.append("repeated in file")
-        else:
-            statuses.append("new")
-        seen.add(digest)
+    statuses = import_statuses(hashes, existing)
     new = statuses.count("new")
     token = None
     if new:
-        token = _stage(
+        token = stage_upload(
             staging_dir,
             {
                 "project_id": project_id,
@@ -119,10 +110,10 @@ def confirm_import(
     session: Session, *, project_id: int, user_id: int, token: str, staging_dir: Path
 ) -> ImportOutcome:
     """Insert the previewed prompts; prompts that arrived in between are skipped as duplicates."""
-    staged = _load(staging_dir, token, project_id=project_id, user_id=user_id)
+    staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
     prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
     added = import_prompts(session, project_id=project_id, prompts=prompts)
-    after_commit(session, lambda: _discard(staging_dir, token))
+    after_commit(session, lambda: discard_staged(staging_dir, token))
     return ImportOutcome(
         filename=staged["filename"],
         added=len(added.added),
@@ -151,7 +142,22 @@ def import_prompts(
 # Staging
 
 
-def _stage(folder: Path, payload: dict[str, Any]) -> str:
+def import_statuses(digests: Sequence[str], existing: Collection[str]) -> list[str]:
+    """Per record: "new", "in project" or "repeated in file" (a later copy of a new record)."""
+    seen: set[str] = set()
+    statuses: list[str] = []
+    for digest in digests:
+        if digest in existing:
+            statuses.append("in project")
+        elif digest in seen:
+            statuses.append("repeated in file")
+        else:
+            statuses.append("new")
+        seen.add(digest)
+    return statuses
+
+
+def stage_upload(folder: Path, payload: dict[str, Any]) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     _prune(folder)
     token = secrets.token_urlsafe(24)
@@ -162,7 +168,7 @@ def _stage(folder: Path, payload: dict[str, Any]) -> str:
     return token
 
 
-def _load(folder: Path, token: str, *, project_id: int, user_id: int) -> dict[str, Any]:
+def load_staged(folder: Path, token: str, *, project_id: int, user_id: int) -> dict[str, Any]:
     expired = NotFound("This preview has expired or was already imported; upload the file again")
     if not _TOKEN.match(token):
         raise expired
@@ -178,7 +184,7 @@ def _load(folder: Path, token: str, *, project_id: int, user_id: int) -> dict[st
     return payload
 
 
-def _discard(folder: Path, token: str) -> None:
+def discard_staged(folder: Path, token: str) -> None:
     if _TOKEN.match(token):
         (folder / f"{token}.json").unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ dozens of concurrent requests turns into second-long waits; a lock hands over at
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -130,7 +132,34 @@ def make_engine(url: str) -> Engine:
     # Up to 30 connections a process, as before, but 20 kept open: a connection beyond the
     # pool's size is closed when returned, and under a few dozen concurrent requests (FastAPI
     # runs sync routes on 40 threads) a pool of 10 opened and closed one for most requests.
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
+    engine = create_engine(url, pool_size=20, max_overflow=10)
+    _ping_idle_connections(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 10.0
+"""A pooled connection idle longer than this is pinged before use."""
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for connections that sat idle: a database restart or an idle
+    timeout drops those, while a connection returned a moment ago is alive. Pinging every
+    checkout cost a round trip per request, about a tenth of an annotation request. A failed
+    ping makes the pool discard the connection and open a fresh one."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("connection dropped while idle") from exc
 
 
 @lru_cache

@@ -7,6 +7,11 @@ Against `rankloop serve` on PostgreSQL, over HTTP, with this process as the load
                   p50 / p99 of POST /annotate/next and of POST /annotate/tasks/{id}/submit.
     (b) capacity: C annotators with no waiting; accepted rankings per second.
 
+Two clients (--client). `browser` (the default) sends what the ranking page sends: HTMX
+requests, the submit as the page's form, answered by the HTML fragment of the next task
+leased in the same transaction, so a ranking is one request after the first next-task.
+`json` is the simulated annotators' pattern: next-task and submit as two JSON requests.
+
 Afterwards the database is checked: no task ranked more often than required, no annotator
 ranking a task twice, every accepted submission stored with its 36 pairs, nothing else stored.
 Goals on the 2-core machine: (a) p99 <= 50 ms for each endpoint, (b) >= 150 rankings/s.
@@ -18,6 +23,7 @@ client library would spend as much CPU as the server on the 2 shared cores. Sess
 created in the database (a login's argon2 hash costs ~0.5 s each and is not under test).
 
     .venv/bin/python -m bench.annotate_load
+    .venv/bin/python -m bench.annotate_load --client json
     .venv/bin/python -m bench.annotate_load --workers 1 --paced-seconds 60 --annotators 100
 """
 
@@ -27,6 +33,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -35,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
@@ -205,21 +213,25 @@ def start_server(url: str, workers: int, log: Path) -> tuple[subprocess.Popen[by
 class Connection:
     """One annotator's keep-alive HTTP/1.1 connection: a request is one write and one read."""
 
-    def __init__(self, port: int, token: str, csrf: str) -> None:
+    def __init__(self, port: int, token: str, csrf: str, *, browser: bool) -> None:
         self.port = port
+        self.csrf = csrf
+        accept = "text/html" if browser else "application/json"
+        htmx = "HX-Request: true\r\n" if browser else ""
         self.headers = (
             f"Host: 127.0.0.1:{port}\r\nCookie: rankloop_session={token}\r\n"
-            f"X-CSRF-Token: {csrf}\r\nAccept: application/json\r\n"
+            f"X-CSRF-Token: {csrf}\r\nAccept: {accept}\r\n{htmx}"
         )
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+    async def post(
+        self, path: str, payload: bytes = b"", content_type: str = ""
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
-        payload = b"" if body is None else json.dumps(body).encode()
-        content = "Content-Type: application/json\r\n" if body is not None else ""
+        content = f"Content-Type: {content_type}\r\n" if content_type else ""
         self.writer.write(
             f"POST {path} HTTP/1.1\r\n{self.headers}{content}"
             f"Content-Length: {len(payload)}\r\n\r\n".encode()
@@ -231,7 +243,11 @@ class Connection:
             name, _, value = line.decode().partition(":")
             if name.lower() == "content-length":
                 length = int(value)
-        data = await self.reader.readexactly(length) if length else b""
+        return status, await self.reader.readexactly(length) if length else b""
+
+    async def post_json(self, path: str, body: Any = None) -> tuple[int, Any]:
+        payload = b"" if body is None else json.dumps(body).encode()
+        status, data = await self.post(path, payload, "application/json" if body else "")
         return status, json.loads(data) if data else None
 
     def close(self) -> None:
@@ -242,20 +258,33 @@ class Connection:
 @dataclass
 class Run:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"next": [], "submit": []})
-    accepted: dict[int, tuple[int, int]] = field(default_factory=dict)  # ranking → (task, user)
+    accepted: set[tuple[int, int]] = field(default_factory=set)  # (task, user) of each ranking
     errors: list[str] = field(default_factory=list)
     empty: int = 0
 
 
-async def annotator(
+def _random_groups(rng: random.Random, sample_ids: list[int]) -> list[list[int]]:
+    """A random order with the odd tie, as an annotator's answer."""
+    order = list(sample_ids)
+    rng.shuffle(order)
+    groups: list[list[int]] = []
+    for sample_id in order:
+        if groups and rng.random() < 0.1:
+            groups[-1].append(sample_id)
+        else:
+            groups.append([sample_id])
+    return groups
+
+
+async def json_annotator(
     user_id: int, conn: Connection, run: Run, *, until: float, think: float, seed: int
 ) -> None:
-    """next → (think) → submit a random order with the odd tie → (think) → ..."""
+    """next → (think) → submit → (think) → next …: two JSON requests per ranking."""
     rng = random.Random(seed)
     await asyncio.sleep(rng.random() * think)  # spread the paced annotators out
     while time.perf_counter() < until:
         start = time.perf_counter()
-        status, body = await conn.post("/annotate/next")
+        status, body = await conn.post_json("/annotate/next")
         run.latencies["next"].append(time.perf_counter() - start)
         if status != 200:
             run.errors.append(f"next {status}: {body}")
@@ -266,32 +295,89 @@ async def annotator(
             await asyncio.sleep(max(think, 0.05))
             continue
         await asyncio.sleep(think)
-        order = [s["id"] for s in task["samples"]]
-        rng.shuffle(order)
-        groups: list[list[int]] = []
-        for sample_id in order:
-            if groups and rng.random() < 0.1:
-                groups[-1].append(sample_id)
-            else:
-                groups.append([sample_id])
+        groups = _random_groups(rng, [s["id"] for s in task["samples"]])
         start = time.perf_counter()
-        status, body = await conn.post(
+        status, body = await conn.post_json(
             f"/annotate/tasks/{task['id']}/submit",
             {"groups": groups, "time_spent_ms": rng.randint(2000, 90000)},
         )
         run.latencies["submit"].append(time.perf_counter() - start)
         if status == 200:
-            run.accepted[body["ranking_id"]] = (task["id"], user_id)
+            run.accepted.add((task["id"], user_id))
         else:
             run.errors.append(f"submit {status}: {body}")
         await asyncio.sleep(think)
 
 
+_TASK_ID = re.compile(rb'id="task-card" data-task-id="(\d+)"')
+_SAMPLE_ID = re.compile(rb'data-sample-id="(\d+)"')
+
+
+def _task_in(fragment: bytes) -> tuple[int, list[int]] | None:
+    """(task id, sample ids) of the #task fragment the page would swap in; None when empty."""
+    found = _TASK_ID.search(fragment)
+    if found is None:
+        return None
+    return int(found.group(1)), [int(i) for i in _SAMPLE_ID.findall(fragment)]
+
+
+async def browser_annotator(
+    user_id: int, conn: Connection, run: Run, *, until: float, think: float, seed: int
+) -> None:
+    """What the ranking page does: next-task once, then each submit (the page's form) is
+    answered by the next task's fragment. Next-task again only when the queue was empty."""
+    rng = random.Random(seed)
+    await asyncio.sleep(rng.random() * think)
+    task = None
+    while time.perf_counter() < until:
+        if task is None:
+            start = time.perf_counter()
+            status, fragment = await conn.post("/annotate/next")
+            run.latencies["next"].append(time.perf_counter() - start)
+            if status != 200:
+                run.errors.append(f"next {status}: {fragment[:200]!r}")
+                return
+            task = _task_in(fragment)
+            if task is None:
+                run.empty += 1
+                await asyncio.sleep(max(think, 0.05))
+                continue
+        await asyncio.sleep(think)
+        task_id, sample_ids = task
+        form = urlencode(
+            {
+                "csrf_token": conn.csrf,
+                "groups": json.dumps(_random_groups(rng, sample_ids)),
+                "flags": "[]",
+                "time_spent_ms": rng.randint(2000, 90000),
+            }
+        ).encode()
+        start = time.perf_counter()
+        status, fragment = await conn.post(
+            f"/annotate/tasks/{task_id}/submit", form, "application/x-www-form-urlencoded"
+        )
+        run.latencies["submit"].append(time.perf_counter() - start)
+        if status == 200 and f"Saved task {task_id}.".encode() in fragment:
+            run.accepted.add((task_id, user_id))
+            task = _task_in(fragment)
+            if task is None:
+                run.empty += 1
+        else:
+            run.errors.append(f"submit {status}: {fragment[:200]!r}")
+            task = None
+
+
 async def drive(
-    port: int, sessions: list[tuple[int, str, str]], *, seconds: float, think: float
+    port: int,
+    sessions: list[tuple[int, str, str]],
+    *,
+    seconds: float,
+    think: float,
+    browser: bool,
 ) -> tuple[Run, float]:
     run = Run()
-    conns = [Connection(port, token, csrf) for _, token, csrf in sessions]
+    conns = [Connection(port, token, csrf, browser=browser) for _, token, csrf in sessions]
+    annotator = browser_annotator if browser else json_annotator
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -308,7 +394,7 @@ async def drive(
 # Checks and report
 
 
-def check(url: str, accepted: dict[int, tuple[int, int]]) -> dict[str, int]:
+def check(url: str, accepted: set[tuple[int, int]]) -> dict[str, int]:
     """Counts that must all be zero: over-assigned tasks, double rankings, lost or extra ones."""
     from app.db import make_engine, utcnow
     from app.models import Assignment, AssignmentState, Comparison, Ranking, RankingTask
@@ -333,7 +419,12 @@ def check(url: str, accepted: dict[int, tuple[int, int]]) -> dict[str, int]:
         for task_id, done, required in tasks:
             over += per_task.get(task_id, 0) + live.get(task_id, 0) > required
             miscounted += per_task.get(task_id, 0) != done
-        stored = dict(session.execute(select(Ranking.id, Ranking.task_id)).all())
+        stored = {
+            ranking_id: (task_id, user_id)
+            for ranking_id, task_id, user_id in session.execute(
+                select(Ranking.id, Ranking.task_id, Ranking.user_id)
+            )
+        }
         pairs = dict(
             session.execute(
                 select(Comparison.ranking_id, func.count()).group_by(Comparison.ranking_id)
@@ -349,8 +440,8 @@ def check(url: str, accepted: dict[int, tuple[int, int]]) -> dict[str, int]:
         "tasks over-assigned (rankings + live leases > required)": over,
         "tasks whose annotations_done != rankings": miscounted,
         "annotator ranked a task twice": len(stored) - int(distinct or 0),
-        "accepted rankings missing": len(set(accepted) - set(stored)),
-        "stored rankings never accepted": len(set(stored) - set(accepted)),
+        "accepted rankings missing": len(accepted - set(stored.values())),
+        "stored rankings never accepted": len(set(stored.values()) - accepted),
         "rankings without 36 pairs": sum(pairs.get(r, 0) != K * (K - 1) // 2 for r in stored),
     }
 
@@ -408,13 +499,14 @@ def uptime() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def report(title: str, run: Run, elapsed: float) -> None:
+def report(title: str, run: Run, elapsed: float, *, browser: bool) -> None:
     table = Table(title=title)
+    labels = {"next": "next task", "submit": "submit + next task" if browser else "submit"}
     for column in ("endpoint", "requests", "p50 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="right")
     for name, values in run.latencies.items():
         table.add_row(
-            name,
+            labels[name],
             str(len(values)),
             f"{_ms(values, 0.5):.1f}",
             f"{_ms(values, 0.99):.1f}",
@@ -444,8 +536,14 @@ def main(
     concurrency: int = typer.Option(32, help="Annotators with no waiting in run (b)."),
     capacity_seconds: float = typer.Option(20.0, help="Length of run (b)."),
     tasks: int = typer.Option(4000, help="Tasks seeded (each takes 3 rankings)."),
+    client: str = typer.Option(
+        "browser", help="browser: the ranking page's requests; json: next + submit as JSON."
+    ),
 ) -> None:
     """Seed, start the server, run (a) paced and (b) capacity, check the database."""
+    if client not in ("browser", "json"):
+        raise typer.BadParameter("--client is browser or json")
+    browser = client == "browser"
     url = _recreate_database(admin_url, database)
     console.print(f"Load averages at the start: {uptime()}")
     console.print(f"Seeding {tasks} tasks (K={K}, {REQUIRED} annotations each) …")
@@ -456,20 +554,42 @@ def main(
     try:
         asyncio.run(_warm_up(port, seeded.sessions[0]))
         run_a, elapsed_a = asyncio.run(
-            drive(port, seeded.sessions[:annotators], seconds=paced_seconds, think=think)
+            drive(
+                port,
+                seeded.sessions[:annotators],
+                seconds=paced_seconds,
+                think=think,
+                browser=browser,
+            )
         )
-        report(f"(a) {annotators} annotators, {think:g} s between requests", run_a, elapsed_a)
+        report(
+            f"(a) {client} client: {annotators} annotators, {think:g} s between requests",
+            run_a,
+            elapsed_a,
+            browser=browser,
+        )
         before = cpu_snapshot(server)
         run_b, elapsed_b = asyncio.run(
-            drive(port, seeded.sessions[:concurrency], seconds=capacity_seconds, think=0.0)
+            drive(
+                port,
+                seeded.sessions[:concurrency],
+                seconds=capacity_seconds,
+                think=0.0,
+                browser=browser,
+            )
         )
         after = cpu_snapshot(server)
-        report(f"(b) capacity: {concurrency} annotators, no waiting", run_b, elapsed_b)
+        report(
+            f"(b) {client} client, capacity: {concurrency} annotators, no waiting",
+            run_b,
+            elapsed_b,
+            browser=browser,
+        )
         console.print(f"{cpu_per_ranking(before, after, len(run_b.accepted))}; load {uptime()}")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    accepted = {**run_a.accepted, **run_b.accepted}
+    accepted = run_a.accepted | run_b.accepted
     problems = check(url, accepted)
     table = Table(title="Afterwards (all must be 0)")
     table.add_column("check")
@@ -489,9 +609,9 @@ def main(
 
 async def _warm_up(port: int, session: tuple[int, str, str]) -> None:
     """One round trip per worker process so imports and pools are not timed."""
-    conn = Connection(port, session[1], session[2])
+    conn = Connection(port, session[1], session[2], browser=False)
     for _ in range(4):
-        await conn.post("/annotate/next")
+        await conn.post_json("/annotate/next")
     conn.close()
 
 

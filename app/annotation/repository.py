@@ -330,11 +330,14 @@ def insert_flags(session: Session, rows: list[dict[str, Any]]) -> None:
         _insert_ignoring_conflicts(session, SampleFlag, rows)
 
 
-_PG_CREATE_SAMPLE_RATINGS = text(
+# Create-or-lock in one statement: ON CONFLICT DO UPDATE locks an existing row and RETURNING
+# gives its current Elo (the no-op SET keeps it), in the ids' order.
+_PG_LOCK_SAMPLE_RATINGS = text(
     """
     INSERT INTO sample_ratings (sample_id, elo, elo_comparisons, bt_comparisons, updated_at)
-    SELECT id, :elo, 0, 0, :now FROM unnest(CAST(:ids AS integer[])) AS id
-    ON CONFLICT DO NOTHING
+    SELECT id, :elo, 0, 0, :now FROM unnest(CAST(:ids AS integer[])) AS id ORDER BY id
+    ON CONFLICT (sample_id) DO UPDATE SET elo = sample_ratings.elo
+    RETURNING sample_id, elo
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -344,16 +347,13 @@ def lock_elo(session: Session, sample_ids: Iterable[int], now: datetime) -> dict
     two tasks share a sample)."""
     ids = sorted(set(sample_ids))
     if _is_postgresql(session):
-        session.execute(_PG_CREATE_SAMPLE_RATINGS, {"ids": ids, "elo": INITIAL, "now": now})
-    else:
-        _insert_ignoring_conflicts(
-            session,
-            SampleRating,
-            [
-                {"sample_id": i, "elo": INITIAL, "elo_comparisons": 0, "updated_at": now}
-                for i in ids
-            ],
-        )
+        rows = session.execute(_PG_LOCK_SAMPLE_RATINGS, {"ids": ids, "elo": INITIAL, "now": now})
+        return {int(sample_id): float(elo) for sample_id, elo in rows}
+    _insert_ignoring_conflicts(
+        session,
+        SampleRating,
+        [{"sample_id": i, "elo": INITIAL, "elo_comparisons": 0, "updated_at": now} for i in ids],
+    )
     return dict(session.execute(_LOCK_ELO, {"ids": ids}).all())
 
 

@@ -110,14 +110,18 @@ def submit_ranking(
     task_id: int,
     submission: Submission,
 ) -> Response:
-    result = service.submit_ranking(
-        session, task_id=task_id, user_id=user.id, submission=submission
-    )
     if not request.headers.get("HX-Request"):
+        result = service.submit_ranking(
+            session, task_id=task_id, user_id=user.id, submission=submission
+        )
         return _answer(request, result)
-    # The page swaps in the next task in the same transaction, without a reload.
-    following = service.following_task(
-        session, user_id=user.id, chosen_project_id=web_session.project_id
+    # The page swaps in the next task, leased in the same transaction, without a reload.
+    _, following = service.submit_then_next(
+        session,
+        task_id=task_id,
+        user_id=user.id,
+        submission=submission,
+        chosen_project_id=web_session.project_id,
     )
     return _task_fragment(request, following, notice=f"Saved task {task_id}.")
 

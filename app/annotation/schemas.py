@@ -181,7 +181,8 @@ class SubmitOut(BaseModel):
     comparisons: int
     ties: int
     task_complete: bool
-    counts: Counts
+    counts: Counts | None = None
+    """The annotator's counters after the submit (always set in answers)."""
 
 
 class SkipOut(BaseModel):

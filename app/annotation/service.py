@@ -287,6 +287,37 @@ def submit_ranking(
     per version here would make every submit of a project queue on the same rows.
     """
     now = now or utcnow()
+    stored = _store_ranking(
+        session, task_id=task_id, user_id=user_id, submission=submission, now=now
+    )
+    return stored.model_copy(update={"counts": counts(session, user_id=user_id, now=now)})
+
+
+def submit_then_next(
+    session: Session,
+    *,
+    task_id: int,
+    user_id: int,
+    submission: SubmitRanking,
+    chosen_project_id: int | None,
+) -> tuple[SubmitOut, NextTaskOut]:
+    """What the ranking page sends: the ranking, then the next task, in one transaction (the
+    page swaps the next task in without a reload). The counters are read once, after both."""
+    stored = _store_ranking(session, task_id=task_id, user_id=user_id, submission=submission)
+    following = following_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
+    return stored.model_copy(update={"counts": following.counts}), following
+
+
+def _store_ranking(
+    session: Session,
+    *,
+    task_id: int,
+    user_id: int,
+    submission: SubmitRanking,
+    now: datetime | None = None,
+) -> SubmitOut:
+    """submit_ranking without the counters (`counts` is left None)."""
+    now = now or utcnow()
     task = repository.lock_task(session, task_id)
     if task is None:
         raise NotFound(f"No task {task_id}")
@@ -376,7 +407,6 @@ def submit_ranking(
         comparisons=len(pairs),
         ties=sum(pair.tie for pair in pairs),
         task_complete=task.status == TaskStatus.complete,
-        counts=counts(session, user_id=user_id, now=now),
     )
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import delete, exists, func, insert, or_, select, text, true, update
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -27,41 +27,50 @@ from app.models import (
 # Debounce marker (projects.ratings_dirty_since)
 
 
+# PostgreSQL advisory lock (class, project id) that orders submits against the job's claim.
+RATINGS_MARKER_LOCK = 0x52_4C_52  # "RLR"
+
+
+def _marker_lock(session: Session, project_id: int, *, shared: bool) -> None:
+    """Submits hold it shared until they commit; the job's claim takes it exclusively, so the
+    claim waits for every submit that saw the marker set, and their comparisons are committed
+    before the job loads. Held in the lock manager rather than on the project row: a share lock
+    on one hot row rewrites it (a new multixact) on every submit. SQLite serialises writers."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    session.execute(
+        text(f"SELECT {function}(:lock_class, :project_id)"),
+        {"lock_class": RATINGS_MARKER_LOCK, "project_id": project_id},
+    )
+
+
 def mark_dirty(session: Session, *, project_id: int, now: datetime, stale_before: datetime) -> bool:
     """Set the marker; True when this call set it, so the caller sends the one job.
 
     Only the first submit after a run writes the project row (later ones match nothing, so the
     row does not serialise submits). A marker older than `stale_before` is taken over as if
-    clear: its job was lost (broker down, worker killed), and this re-sends it.
-
-    When the marker is already set we take a share lock on the row (PostgreSQL; SQLite
-    serialises writers anyway): a job claiming the marker right now then waits for this
-    transaction, so its load sees our comparisons; if the claim won the race, the marker is
-    clear by the time we get the lock and we set it again.
+    clear: its job was lost (broker down, worker killed), and this re-sends it. The marker is
+    read after the shared lock is granted: a claim that committed first reads as clear here.
     """
-    newly_set = or_(
-        Project.ratings_dirty_since.is_(None), Project.ratings_dirty_since < stale_before
-    )
-    statement = (
+    _marker_lock(session, project_id, shared=True)
+    result = session.execute(
         update(Project)
-        .where(Project.id == project_id, newly_set)
+        .where(
+            Project.id == project_id,
+            or_(Project.ratings_dirty_since.is_(None), Project.ratings_dirty_since < stale_before),
+        )
         .values(ratings_dirty_since=now)
         .execution_options(synchronize_session=False)
     )
-    if session.execute(statement).rowcount:  # type: ignore[attr-defined]
-        return True
-    marker = session.execute(
-        select(Project.ratings_dirty_since)
-        .where(Project.id == project_id)
-        .with_for_update(read=True)
-    ).scalar_one_or_none()
-    if marker is not None:
-        return False
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim_dirty(session: Session, project_id: int) -> bool:
-    """Clear the marker; True when it was set. Submits after this set it again (and send)."""
+    """Clear the marker; True when it was set. Submits after this set it again (and send).
+
+    Commit right after: submits queue behind the exclusive lock until then."""
+    _marker_lock(session, project_id, shared=False)
     result = session.execute(
         update(Project)
         .where(Project.id == project_id, Project.ratings_dirty_since.is_not(None))

@@ -4,8 +4,10 @@ leaderboard, annotator agreement, excluding annotators, and the debounced recomp
 Debounce (the embedded default has no Redis, so no broker-side dedup): the first submit after
 a run sets projects.ratings_dirty_since with a conditional UPDATE and, after its commit, sends
 `ratings.recompute` with countdown = ratings_debounce_seconds; later submits find the marker
-set and send nothing. The job claims (clears) the marker and reads the comparisons in one short
-transaction, fits outside any transaction, and stores in another. A submit after the claim sets
+set and send nothing. The job claims (clears) the marker in one short transaction, reads the
+comparisons in the next, fits outside any transaction, and stores in a third. The claim waits
+for the submits in flight (an advisory lock they hold shared, see repository.mark_dirty), so
+the load sees every comparison whose submit found the marker set. A submit after the claim sets
 the marker again and sends the next job, so continuous annotation gives one recomputation per
 debounce window (plus the fit's duration), and the stored ratings lag by at most that much.
 """
@@ -183,14 +185,11 @@ def send_recompute(project_id: int, *, countdown: float) -> None:
         logger.exception("could not send ratings.recompute for project %s", project_id)
 
 
-def claim_and_load(
-    session: Session, *, project_id: int, now: datetime | None = None
-) -> FitInput | None:
-    """The job's first transaction: None when the marker was already clear (a duplicate or
-    redelivered message, or a run that already covered these rankings)."""
-    if not repository.claim_dirty(session, project_id):
-        return None
-    return load(session, project_id=project_id, now=now)
+def claim(session: Session, *, project_id: int) -> bool:
+    """The job's first, short transaction: False when the marker was already clear (a duplicate
+    or redelivered message, or a run that already covered these rankings). The load runs in
+    the next transaction, so submits wait for the claim only, never for the load."""
+    return repository.claim_dirty(session, project_id)
 
 
 # Leaderboard

@@ -100,8 +100,9 @@ def test_a_submit_during_a_run_sends_the_next_job(
 ) -> None:
     seeded.submit_one()
     with session_scope() as session:
-        data = service.claim_and_load(session, project_id=seeded.project)
-    assert data is not None
+        assert service.claim(session, project_id=seeded.project)
+    with session_scope(readonly=True) as session:
+        data = service.load(session, project_id=seeded.project)
     seeded.submit_one()  # lands while the fit runs: not in `data`, so it must trigger another run
     fitted = service.compute(data)
     with session_scope() as session:

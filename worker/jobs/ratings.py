@@ -11,14 +11,16 @@ from app.ratings import service
 def recompute_if_dirty(project_id: int) -> bool:
     """Claim the project's marker and refit; False when there was nothing to do.
 
-    Two short transactions around the fit, so submits never wait for it. If the fit fails,
+    Three short transactions (claim, load, store), so submits wait for the claim only, never
+    for the load or the fit. If the fit fails,
     the exception propagates (the task fails and is logged) and the marker stays clear: the
     next submit sets it and the next run refits from all comparisons, losing nothing.
     """
     with session_scope() as session:
-        data = service.claim_and_load(session, project_id=project_id)
-    if data is None:
-        return False
+        if not service.claim(session, project_id=project_id):
+            return False
+    with session_scope(readonly=True) as session:
+        data = service.load(session, project_id=project_id)
     fitted = service.compute(data)
     with session_scope() as session:
         service.store(session, fitted)

@@ -11,7 +11,18 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -170,16 +181,85 @@ _SLOT_STATE = select(
 ).where(RankingTask.id == bindparam("task_id"))
 
 
-def expire_stale_leases(session: Session, *, task_id: int, now: datetime) -> None:
-    session.execute(
-        update(Assignment)
-        .where(
-            Assignment.task_id == task_id,
-            Assignment.state == AssignmentState.leased,
-            Assignment.expires_at <= now,
-        )
-        .values(state=AssignmentState.expired, finished_at=now)
+_STALE_LEASES = (
+    select(Assignment.id)
+    .where(
+        Assignment.task_id == bindparam("stale_task_id"),  # not "task_id": a column of the UPDATE
+        Assignment.state == AssignmentState.leased,
+        Assignment.expires_at <= bindparam("now"),
     )
+    .with_for_update(skip_locked=True, key_share=True)
+    .scalar_subquery()
+)
+_EXPIRE_STALE_LEASES = (
+    update(Assignment)
+    .where(Assignment.id.in_(_STALE_LEASES))
+    .values(state=AssignmentState.expired, finished_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+
+
+def expire_stale_leases(session: Session, *, task_id: int, now: datetime) -> int:
+    """Mark the task's expired leases so; returns how many. A lease whose row is locked is
+    being submitted right now (its holder checked it in time) and is left alone: its slot is
+    not free until that submit ends."""
+    result = session.execute(_EXPIRE_STALE_LEASES, {"stale_task_id": task_id, "now": now})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+_LOCK_OWN_LEASE = (
+    select(Assignment, RankingTask)
+    .join(RankingTask, RankingTask.id == Assignment.task_id)
+    .where(Assignment.task_id == bindparam("task_id"), Assignment.user_id == bindparam("user_id"))
+    .order_by(Assignment.id.desc())
+    .limit(1)
+    .with_for_update(of=Assignment, key_share=True)
+    .execution_options(populate_existing=True)
+)
+
+
+def lock_own_lease(
+    session: Session, *, task_id: int, user_id: int
+) -> tuple[Assignment, RankingTask] | None:
+    """The user's latest assignment on the task, locked (a second submit of the same lease
+    waits, then reads it submitted), with the task as read, not locked: a submit locks the
+    task only for its last statements (`record_annotation`)."""
+    row = session.execute(_LOCK_OWN_LEASE, {"task_id": task_id, "user_id": user_id}).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+_RECORD_ANNOTATION = (
+    update(RankingTask)
+    .where(RankingTask.id == bindparam("task_id"), RankingTask.status == TaskStatus.open)
+    .values(
+        annotations_done=RankingTask.annotations_done + 1,
+        status=case(
+            (
+                RankingTask.annotations_done + 1 >= RankingTask.required_annotations,
+                literal(TaskStatus.complete, RankingTask.status.type),
+            ),
+            else_=RankingTask.status,
+        ),
+        completed_at=case(
+            (
+                RankingTask.annotations_done + 1 >= RankingTask.required_annotations,
+                bindparam("now", type_=UTCDateTime()),
+            ),
+            else_=RankingTask.completed_at,
+        ),
+    )
+    .returning(RankingTask.status)
+    .execution_options(synchronize_session="fetch")  # a loaded task object sees the new counts
+)
+
+
+def record_annotation(session: Session, *, task_id: int, now: datetime) -> TaskStatus | None:
+    """One more annotation of an open task, completing it at its required count; the task's
+    status after, or None when the task is no longer open. The row stays locked until commit,
+    so it is the submit's last lock but the samples' Elo: submits of one task by different
+    annotators wait for each other only for these last statements."""
+    status = session.scalar(_RECORD_ANNOTATION, {"task_id": task_id, "now": now})
+    return None if status is None else TaskStatus(status)
 
 
 _LATEST_ASSIGNMENT = (
@@ -197,17 +277,8 @@ def latest_assignment(session: Session, *, task_id: int, user_id: int) -> Assign
 # Tasks
 
 
-_LOCK_TASK = (
-    select(RankingTask)
-    .where(RankingTask.id == bindparam("task_id"))
-    .with_for_update(key_share=True)
-    .execution_options(populate_existing=True)
-)
-
-
-def lock_task(session: Session, task_id: int) -> RankingTask | None:
-    """Wait for the task's lock (a submit must not be skipped, unlike a lease candidate)."""
-    return session.scalar(_LOCK_TASK, {"task_id": task_id})
+def get_task(session: Session, task_id: int) -> RankingTask | None:
+    return session.get(RankingTask, task_id)
 
 
 _TASK_SAMPLES = (

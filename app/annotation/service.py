@@ -176,9 +176,12 @@ def _lease_new(
         if task_id is None:
             return None
         slot = repository.slot_state(session, task_id=task_id, user_id=user_id, now=now)
+        being_submitted = 0  # expired by now, but their holder is submitting them in time
         if slot.stale:
-            repository.expire_stale_leases(session, task_id=task_id, now=now)
-        free = slot.required_annotations - slot.annotations_done - slot.live
+            being_submitted = slot.stale - repository.expire_stale_leases(
+                session, task_id=task_id, now=now
+            )
+        free = slot.required_annotations - slot.annotations_done - slot.live - being_submitted
         if slot.status == TaskStatus.open and free > 0 and not slot.done_by_user:
             assignment = Assignment(
                 task_id=task_id,
@@ -281,16 +284,17 @@ def submit_ranking(
     now: datetime | None = None,
 ) -> SubmitOut:
     """One transaction: ranking, pairs, flags, the annotator's demonstration if they wrote one,
-    task progress, sample Elo, ratings marker.
+    ratings marker, task progress, sample Elo.
 
     Version ratings are refitted by the ratings job from all comparisons; updating one row
     per version here would make every submit of a project queue on the same rows.
     """
     now = now or utcnow()
-    stored = _store_ranking(
+    recorded = _record_ranking(
         session, task_id=task_id, user_id=user_id, submission=submission, now=now
     )
-    return stored.model_copy(update={"counts": counts(session, user_id=user_id, now=now)})
+    submitted = _count_annotation(session, recorded, now)
+    return submitted.model_copy(update={"counts": counts(session, user_id=user_id, now=now)})
 
 
 def submit_then_next(
@@ -302,28 +306,45 @@ def submit_then_next(
     chosen_project_id: int | None,
 ) -> tuple[SubmitOut, NextTaskOut]:
     """What the ranking page sends: the ranking, then the next task, in one transaction (the
-    page swaps the next task in without a reload). The counters are read once, after both."""
-    stored = _store_ranking(session, task_id=task_id, user_id=user_id, submission=submission)
+    page swaps the next task in without a reload). The next task is leased before the task's
+    progress and the samples' Elo are written, so those shared rows stay locked only for the
+    transaction's last statements. The counters are read once."""
+    now = utcnow()
+    recorded = _record_ranking(
+        session, task_id=task_id, user_id=user_id, submission=submission, now=now
+    )
     following = following_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
-    return stored.model_copy(update={"counts": following.counts}), following
+    submitted = _count_annotation(session, recorded, now)
+    return submitted.model_copy(update={"counts": following.counts}), following
 
 
-def _store_ranking(
+@dataclass(frozen=True)
+class _Recorded:
+    """A stored ranking whose task progress and sample Elo are still to be written."""
+
+    ranking_id: int
+    task_id: int
+    pairs: list[Pair]
+    project_id: int
+
+
+def _record_ranking(
     session: Session,
     *,
     task_id: int,
     user_id: int,
     submission: SubmitRanking,
-    now: datetime | None = None,
-) -> SubmitOut:
-    """submit_ranking without the counters (`counts` is left None)."""
-    now = now or utcnow()
-    task = repository.lock_task(session, task_id)
-    if task is None:
-        raise NotFound(f"No task {task_id}")
-    assignment = _check_lease(
-        task, repository.latest_assignment(session, task_id=task_id, user_id=user_id), now
-    )
+    now: datetime,
+) -> _Recorded:
+    """Everything of a submit that locks only this annotator's rows: the lease is checked and
+    closed, the ranking, pairs, flags and demonstration stored, the ratings marker noted."""
+    found = repository.lock_own_lease(session, task_id=task_id, user_id=user_id)
+    if found is None:
+        if repository.get_task(session, task_id) is None:
+            raise NotFound(f"No task {task_id}")
+        raise NotLeased(f"Task {task_id} is not leased to you; get a new task")
+    assignment, task = found
+    _check_lease(task, assignment, now)
     samples = repository.task_samples(session, task_id)
     version_of = {sample_id: version_id for sample_id, version_id, _ in samples}
     sample_ids = list(version_of)
@@ -347,6 +368,8 @@ def _store_ranking(
         created_at=now,
     )
     session.add(ranking)
+    assignment.state = AssignmentState.submitted
+    assignment.finished_at = now
     session.flush()
 
     # Pairs: every pair across groups, ties inside a group (RLHF_NOTES, "From a ranking...")
@@ -387,26 +410,25 @@ def _store_ranking(
             response=submission.demonstration,
             author_id=user_id,
         )
-
-    # Progress
-    assignment.state = AssignmentState.submitted
-    assignment.finished_at = now
-    task.annotations_done += 1
-    if task.annotations_done >= task.required_annotations:
-        task.status = TaskStatus.complete
-        task.completed_at = now
-
-    # Ratings
     if pairs:
-        _update_sample_elo(session, pairs, now)
         ratings.note_new_rankings(session, project_id=task.project_id, now=now)
-    session.flush()
+    return _Recorded(ranking.id, task_id, pairs, task.project_id)
+
+
+def _count_annotation(session: Session, recorded: _Recorded, now: datetime) -> SubmitOut:
+    """The submit's last writes, on rows other annotators' submits share: the task's progress
+    (a task closed meanwhile undoes the whole submit) and the samples' Elo."""
+    status = repository.record_annotation(session, task_id=recorded.task_id, now=now)
+    if status is None:
+        raise TaskClosed(f"Task {recorded.task_id} was closed; get a new task")
+    if recorded.pairs:
+        _update_sample_elo(session, recorded.pairs, now)
     return SubmitOut(
-        ranking_id=ranking.id,
-        task_id=task_id,
-        comparisons=len(pairs),
-        ties=sum(pair.tie for pair in pairs),
-        task_complete=task.status == TaskStatus.complete,
+        ranking_id=recorded.ranking_id,
+        task_id=recorded.task_id,
+        comparisons=len(recorded.pairs),
+        ties=sum(pair.tie for pair in recorded.pairs),
+        task_complete=status == TaskStatus.complete,
     )
 
 
@@ -428,12 +450,12 @@ def skip_task(
 ) -> SkipOut:
     """The task is not offered to this user again and frees their slot; no annotation."""
     now = now or utcnow()
-    task = repository.lock_task(session, task_id)
-    if task is None:
-        raise NotFound(f"No task {task_id}")
-    assignment = repository.latest_assignment(session, task_id=task_id, user_id=user_id)
-    if assignment is None:
+    found = repository.lock_own_lease(session, task_id=task_id, user_id=user_id)
+    if found is None:
+        if repository.get_task(session, task_id) is None:
+            raise NotFound(f"No task {task_id}")
         raise NotLeased(f"Task {task_id} is not leased to you")
+    assignment, _ = found
     if assignment.state == AssignmentState.submitted:
         raise AlreadySubmitted(f"You already submitted task {task_id}")
     if assignment.state != AssignmentState.skipped:  # a second skip changes nothing

@@ -134,15 +134,23 @@ def _done_by_user() -> Any:
 def lock_candidate(
     session: Session, *, project_id: int, user_id: int, now: datetime, exclude: Sequence[int]
 ) -> int | None:
-    """The oldest open task that seems to have a free slot for this user, locked; or None.
+    """An open task that seems to have a free slot for this user, locked; or None.
 
+    Tasks nobody holds a live lease on come first, oldest first; then the oldest with a free
+    slot. So annotators work on different tasks while there are enough: the annotations of a
+    task arrive at different times, and their submits do not queue on the task's row (with
+    annotators handed the oldest task in turn, its three submits tended to arrive together).
     SKIP LOCKED lets concurrent annotators take different tasks instead of queueing on one.
     The slot count here comes from the statement's snapshot: `slot_state` re-reads it.
     """
-    params = {"project_id": project_id, "user_id": user_id, "now": now}
+    params: dict[str, Any] = {"project_id": project_id, "user_id": user_id, "now": now}
     if exclude:
-        return session.scalar(_LOCK_CANDIDATE_EXCLUDING, {**params, "exclude": list(exclude)})
-    return session.scalar(_LOCK_CANDIDATE, params)
+        params["exclude"] = list(exclude)
+        idle, any_free = _LOCK_IDLE_CANDIDATE_EXCLUDING, _LOCK_CANDIDATE_EXCLUDING
+    else:
+        idle, any_free = _LOCK_IDLE_CANDIDATE, _LOCK_CANDIDATE
+    task_id = session.scalar(idle, params)
+    return task_id if task_id is not None else session.scalar(any_free, params)
 
 
 _LOCK_CANDIDATE = (
@@ -157,9 +165,10 @@ _LOCK_CANDIDATE = (
     .limit(1)
     .with_for_update(skip_locked=True, key_share=True)
 )
-_LOCK_CANDIDATE_EXCLUDING = _LOCK_CANDIDATE.where(
-    RankingTask.id.not_in(bindparam("exclude", expanding=True))
-)
+_LOCK_IDLE_CANDIDATE = _LOCK_CANDIDATE.where(_leases(live=True) == 0)
+_EXCLUDED = RankingTask.id.not_in(bindparam("exclude", expanding=True))
+_LOCK_CANDIDATE_EXCLUDING = _LOCK_CANDIDATE.where(_EXCLUDED)
+_LOCK_IDLE_CANDIDATE_EXCLUDING = _LOCK_IDLE_CANDIDATE.where(_EXCLUDED)
 
 
 def slot_state(session: Session, *, task_id: int, user_id: int, now: datetime) -> Any:

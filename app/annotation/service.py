@@ -306,16 +306,26 @@ def submit_then_next(
     chosen_project_id: int | None,
 ) -> tuple[SubmitOut, NextTaskOut]:
     """What the ranking page sends: the ranking, then the next task, in one transaction (the
-    page swaps the next task in without a reload). The next task is leased before the task's
-    progress and the samples' Elo are written, so those shared rows stay locked only for the
-    transaction's last statements. The counters are read once."""
+    page swaps the next task in without a reload). The counters are read once.
+
+    The next task is leased after the task's progress and Elo are written, not before: its
+    candidate task stays locked to the end, and a submit holding one task's lock while waiting
+    for another's would close a cycle of such submits (a deadlock). After those writes, leasing
+    only skips locked rows, never waits for them."""
+    submitted = _store_ranking(session, task_id=task_id, user_id=user_id, submission=submission)
+    following = following_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
+    return submitted.model_copy(update={"counts": following.counts}), following
+
+
+def _store_ranking(
+    session: Session, *, task_id: int, user_id: int, submission: SubmitRanking
+) -> SubmitOut:
+    """The submit without the counters (`counts` left None)."""
     now = utcnow()
     recorded = _record_ranking(
         session, task_id=task_id, user_id=user_id, submission=submission, now=now
     )
-    following = following_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
-    submitted = _count_annotation(session, recorded, now)
-    return submitted.model_copy(update={"counts": following.counts}), following
+    return _count_annotation(session, recorded, now)
 
 
 @dataclass(frozen=True)

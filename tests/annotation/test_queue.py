@@ -48,6 +48,17 @@ def test_next_task_leases_the_oldest_open_task_for_the_lease_time(db_session: Se
     assert out.task.lease_expires_at == assignment.expires_at
 
 
+def test_annotators_get_tasks_nobody_works_on_first(db_session: Session) -> None:
+    """So a task's annotations arrive at different times instead of three submits at once."""
+    project = make_project(db_session, annotations_per_task=3)
+    first, second = make_task(db_session, project), make_task(db_session, project)
+    a, b, c = (make_member(db_session, project) for _ in range(3))
+
+    assert lease(db_session, a, project) == first.id
+    assert lease(db_session, b, project) == second.id
+    assert lease(db_session, c, project) == first.id  # none idle: the oldest with a free slot
+
+
 def test_asking_again_returns_the_open_lease(db_session: Session) -> None:
     project = make_project(db_session)
     make_task(db_session, project)

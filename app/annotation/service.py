@@ -311,7 +311,7 @@ def submit_then_next(
     The next task is leased after the task's progress and Elo are written, not before: its
     candidate task stays locked to the end, and a submit holding one task's lock while waiting
     for another's would close a cycle of such submits (a deadlock). After those writes, leasing
-    only skips locked rows, never waits for them."""
+    waits for no other annotator's rows: it skips locked tasks and leases."""
     submitted = _store_ranking(session, task_id=task_id, user_id=user_id, submission=submission)
     following = following_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
     return submitted.model_copy(update={"counts": following.counts}), following

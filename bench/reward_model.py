@@ -6,7 +6,10 @@ held-out prompts about every `--eval-seqs` training sequences; each stops at the
 evaluation reaching the highest of `--targets`, and for every target the first evaluation
 at or above it gives the sequences scored with gradients ("forward passes") and training
 seconds (evaluation excluded) to get there. Each run has its own process, so its peak RSS
-is its own.
+is its own. Both trainers tokenise their rankings once before the first step (counted in
+the training time); the K-way trainer then runs each ranking's prompt once for its K
+samples (the product default; `--no-share-prompt` scores K full sequences), the pairwise
+one scores chosen and rejected as two full sequences, as TRL's RewardTrainer does.
 
 A good learning rate and batch size differ between the two units (a K-way step over B
 rankings averages B·C(K,2) pairs; a pairwise step over P pairs averages P), so each method
@@ -112,6 +115,7 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
         target_accuracy=max(args["targets"]),
         seed=args["seed"],
         device=args["device"],
+        share_prompt=args["share_prompt"],  # K-way only; pairwise scores full sequences (TRL)
     )
     steps_done = 0
 
@@ -184,6 +188,9 @@ def main(
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     threads: int = typer.Option(1, help="torch CPU threads per run (1: steadier timings)."),
+    share_prompt: bool = typer.Option(
+        True, help="K-way: run each ranking's prompt once for its K samples (the product default)."
+    ),
 ) -> None:
     """Print wall time, sequences scored and peak memory of both trainers, and the ratios."""
     if task not in ("lexicon", "marker"):
@@ -203,6 +210,7 @@ def main(
         "seed": seed,
         "device": device,
         "threads": threads,
+        "share_prompt": share_prompt,
     }
     grid = [(float(lr), int(b)) for lr in lrs.split(",") for b in batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

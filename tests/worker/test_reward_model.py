@@ -15,8 +15,10 @@ from worker.training.reward_model import (
     RewardModel,
     RewardModelConfig,
     RewardModelResult,
+    _ranking_batch,
     as_pairs,
     encode_pair,
+    encode_rankings,
     evaluate,
     load_reward_model,
     normalise,
@@ -252,6 +254,60 @@ def test_score_is_read_at_the_last_real_token_whatever_the_padding(
 
     assert run([short, long], left=False)[0] == pytest.approx(float(alone[0]), abs=1e-5)
     assert run([short, long], left=True)[0] == pytest.approx(float(alone[0]), abs=1e-5)
+
+
+def test_shared_prompt_forward_matches_full_sequences_in_scores_and_gradients(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    rm, tokenizer = fresh
+    for name, p in rm.named_parameters():  # LoRA B starts at 0: give the adapter an effect
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    batch = encode_rankings(
+        tokenizer,
+        [
+            RankingExample(
+                "Tell me about the sea", ["it is wet", "waves and waves", "salt"], [0, 1, 2]
+            ),
+            RankingExample(  # longer prompt, K = 4, a tie: prompts are left-padded, K is ragged
+                [{"role": "user", "content": "Hi there, how are you today?"}],
+                ["fine", "not so good, thanks", "ok", "I am a bot"],
+                [1, 0, 2, 2],
+            ),
+        ],
+        max_length=96,
+    )
+    weights = torch.arange(7.0)
+
+    def run(*, share_prompt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        rm.zero_grad()
+        scores, groups, n_seq = _ranking_batch(
+            rm, batch, tokenizer.pad_token_id, share_prompt=share_prompt
+        )
+        (scores[groups >= 0] * weights).sum().backward()
+        assert n_seq == 7
+        grads = [p.grad.flatten() for p in rm.parameters() if p.grad is not None]
+        return scores.detach(), torch.cat(grads)
+
+    full_scores, full_grads = run(share_prompt=False)
+    shared_scores, shared_grads = run(share_prompt=True)
+
+    assert torch.allclose(shared_scores, full_scores, atol=1e-5)
+    assert torch.allclose(shared_grads, full_grads, atol=1e-4, rtol=1e-4)
+
+
+def test_encode_rankings_gives_the_ids_of_encode_pair(
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+) -> None:
+    _, tokenizer = fresh
+    example = RankingExample("Assistant ends here:", ["one", " two", ""], [0, 1, 2])
+
+    (encoded,) = encode_rankings(tokenizer, [example], max_length=12)
+
+    assert encoded.rows == [
+        encode_pair(tokenizer, example.prompt, r, max_length=12) for r in example.responses
+    ]
+    assert encoded.groups == [0, 1, 2]
 
 
 def test_score_returns_one_value_per_response_in_input_order(

@@ -3,9 +3,11 @@
 Trained on annotator rankings with the K-way loss of InstructGPT §3.5
 (https://arxiv.org/abs/2203.02155): the K samples of one ranking are scored once, in the
 same forward pass, and the loss averages -log σ(r_w - r_l) over all cross-group pairs
-(`worker.training.losses.ranking_loss`). `train_pairwise` is the TRL-style baseline that
-makes every pair its own example; it shares all the model code and exists for the
-benchmark (bench/reward_model.py).
+(`worker.training.losses.ranking_loss`). The K samples share their prompt, so it is run
+once per ranking and its keys/values are reused by the K responses
+(`RewardModel.forward_shared_prefix`). `train_pairwise` is the TRL-style baseline that
+makes every pair its own example (two full sequences); it shares all the model code and
+exists for the benchmark (bench/reward_model.py).
 
 The score is read at the last non-pad token of prompt + response, and rewards are
 normalised to mean 0, std 1 on the reference policy's samples (RLHF_NOTES.md).
@@ -19,6 +21,7 @@ Files written by `RewardModel.save` (and `train_*`):
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -32,7 +35,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
 from worker.training.losses import ranking_loss
@@ -94,6 +97,9 @@ class RewardModelConfig:
     """Device to train on; None picks CUDA when present, else CPU."""
     dtype: str = "auto"
     """Base-model dtype ("auto": bf16/fp16 on CUDA, float32 on CPU); adapter and head stay fp32."""
+    share_prompt: bool = True
+    """K-way training runs a ranking's shared prompt once and lets its K responses attend to
+    the cached keys/values (`RewardModel.forward_shared_prefix`); False: K full sequences."""
 
     def __post_init__(self) -> None:
         positive = ("lora_r", "lora_alpha", "epochs", "batch_size", "max_length", "eval_batch_size")
@@ -179,6 +185,11 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.reward_mean = 0.0
         self.reward_std = 1.0
+        # transformers 5 renamed forward's `past_key_values` to `cache`; accept both spellings.
+        body = lm.get_base_model().base_model
+        self._cache_kwarg = (
+            "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+        )
 
     @classmethod
     def create(
@@ -202,23 +213,76 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Raw scores (N,) for right- or left-padded input_ids (N, T)."""
-        hf_model = self.lm.get_base_model()
-        body = hf_model.base_model  # the transformer without its LM head
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (N, T)
-        if body is not hf_model:
-            hidden = body(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-            ).last_hidden_state  # (N, T, H)
-        else:
-            hidden = hf_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                output_hidden_states=True,
-            ).hidden_states[-1]  # (N, T, H)
+        hidden = self._hidden(input_ids, attention_mask, position_ids)  # (N, T, H)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
         last = (attention_mask * positions).argmax(-1)  # (N,) last non-pad token
-        h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]  # (N, H)
+        return self._read(hidden, last)
+
+    def forward_shared_prefix(
+        self,
+        prefix_ids: Tensor,
+        prefix_mask: Tensor,
+        suffix_ids: Tensor,
+        suffix_mask: Tensor,
+        owner: Tensor,
+    ) -> Tensor:
+        """Raw scores (N,) of the sequences prefix[owner[n]] + suffix[n], each prefix run once.
+
+        The K samples of a ranking share its prompt. Attention is causal, so the prompt's
+        keys and values do not depend on the response: computing them once and letting the
+        K responses attend to copies of them gives the scores of `forward` on the full
+        sequences, with gradients flowing back into the prompt pass through the copies.
+
+        prefix_ids, prefix_mask: (B, P), left-padded. suffix_ids, suffix_mask: (N, S),
+        right-padded, at least one real token each. owner: (N,) row of each suffix's prefix.
+        """
+        cache = self._new_cache()
+        prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        self._hidden(prefix_ids, prefix_mask, prefix_positions, cache=cache)  # fills the cache
+        if cache.get_seq_length() != prefix_ids.shape[1]:  # e.g. gradient checkpointing drops it
+            raise RuntimeError("the model did not fill the prompt's key/value cache")
+        cache.batch_select_indices(owner)  # keys/values per layer: (B, h, P, d) -> (N, h, P, d)
+        attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)  # (N, P + S)
+        prefix_len = prefix_mask.sum(-1)[owner].unsqueeze(1)  # (N, 1)
+        position_ids = prefix_len + (suffix_mask.cumsum(-1) - 1).clamp(min=0)  # (N, S)
+        hidden = self._hidden(suffix_ids, attention_mask, position_ids, cache=cache)  # (N, S, H)
+        last = suffix_mask.sum(-1) - 1  # (N,) last real token of each suffix
+        return self._read(hidden, last)
+
+    def _hidden(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        *,
+        cache: DynamicCache | None = None,
+    ) -> Tensor:
+        """Last hidden states (N, T, H); with `cache`, input_ids continue the cached tokens."""
+        hf_model = self.lm.get_base_model()
+        body = hf_model.base_model  # the transformer without its LM head
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+        }
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
+            kwargs["use_cache"] = True
+        if body is not hf_model:
+            return body(**kwargs).last_hidden_state  # (N, T, H)
+        return hf_model(**kwargs, output_hidden_states=True).hidden_states[-1]  # (N, T, H)
+
+    def _new_cache(self) -> DynamicCache:
+        config = self.lm.get_base_model().config
+        try:
+            return DynamicCache(config=config)  # per-layer kinds (e.g. sliding windows)
+        except TypeError:  # transformers 4.x
+            return DynamicCache()
+
+    def _read(self, hidden: Tensor, last: Tensor) -> Tensor:
+        """Head on the hidden state (N, T, H) at index last (N,) of each row: scores (N,)."""
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
         return self.head(h.to(self.head.weight.dtype)).squeeze(-1)  # (N,)
 
     def save(
@@ -293,11 +357,39 @@ def encode_pair(
     them when the prompt ends in a non-space (e.g. "Assistant:"), matching the stripped
     text `generate_samples` returns. Too long: the start of the prompt is cut.
     """
+    return encode_responses(tokenizer, prompt, [response], max_length=max_length)[0]
+
+
+def encode_responses(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, responses: Sequence[str], *, max_length: int
+) -> list[list[int]]:
+    """`encode_pair` of each response, rendering and tokenising the shared prompt once."""
     prompt_text = format_prompt(tokenizer, prompt)
-    sep = " " if prompt_text and not prompt_text[-1].isspace() and response[:1] != " " else ""
-    ids = encode_prompt(tokenizer, prompt_text)
-    ids = ids + tokenizer(sep + response, add_special_tokens=False)["input_ids"]
-    return ids[-max_length:]
+    joins = bool(prompt_text) and not prompt_text[-1].isspace()
+    texts = [(" " if joins and r[:1] != " " else "") + r for r in responses]
+    prompt_ids = encode_prompt(tokenizer, prompt_text)
+    response_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return [(prompt_ids + ids)[-max_length:] for ids in response_ids]
+
+
+@dataclass(frozen=True)
+class EncodedRanking:
+    """A ranking tokenised once before training: `rows[i]` = ids of prompt + response i."""
+
+    rows: list[list[int]]
+    groups: list[int]
+
+
+def encode_rankings(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[RankingExample], *, max_length: int
+) -> list[EncodedRanking]:
+    """Tokenise each ranking once, before training, instead of again at every epoch."""
+    return [
+        EncodedRanking(
+            encode_responses(tokenizer, e.prompt, e.responses, max_length=max_length), e.groups
+        )
+        for e in examples
+    ]
 
 
 def _collate(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -403,39 +495,78 @@ def split_by_prompt(
     return train, heldout
 
 
+def pair_indices(groups: Sequence[int]) -> list[tuple[int, int]]:
+    """(winner, loser) indices of every cross-group pair; pairs inside a tie group are not used."""
+    return [(i, j) for i, gi in enumerate(groups) for j, gj in enumerate(groups) if gi < gj]
+
+
 def as_pairs(examples: Sequence[RankingExample]) -> list[RankingExample]:
     """Every cross-group pair of every ranking as its own 2-response example (winner first)."""
-    pairs = []
-    for e in examples:
-        for i, gi in enumerate(e.groups):
-            for j, gj in enumerate(e.groups):
-                if gi < gj:
-                    pairs.append(RankingExample(e.prompt, [e.responses[i], e.responses[j]], [0, 1]))
-    return pairs
+    return [
+        RankingExample(e.prompt, [e.responses[i], e.responses[j]], [0, 1])
+        for e in examples
+        for i, j in pair_indices(e.groups)
+    ]
+
+
+def _encoded_pairs(rankings: Sequence[EncodedRanking]) -> list[EncodedRanking]:
+    """`as_pairs` on tokenised rankings: each pair re-uses its ranking's token rows."""
+    return [
+        EncodedRanking([r.rows[i], r.rows[j]], [0, 1])
+        for r in rankings
+        for i, j in pair_indices(r.groups)
+    ]
+
+
+def _shared_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens all rows start with (the prompt, unless truncation cut rows differently),
+    leaving every row at least one token of its own to read the score at."""
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for t in range(n):
+        if any(r[t] != first[t] for r in rows):
+            return t
+    return n
 
 
 def _ranking_batch(
-    rm: RewardModel,
-    tokenizer: PreTrainedTokenizerBase,
-    batch: Sequence[RankingExample],
-    max_length: int,
+    rm: RewardModel, batch: Sequence[EncodedRanking], pad_id: int, *, share_prompt: bool
 ) -> tuple[Tensor, Tensor, int]:
-    """Score all samples of `batch` in ONE forward pass; return (B, K) scores and groups."""
-    rows = [
-        encode_pair(tokenizer, e.prompt, r, max_length=max_length)
-        for e in batch
-        for r in e.responses
-    ]
-    input_ids, attention_mask = _collate(rows, tokenizer.pad_token_id, rm.device)  # (N, T)
-    flat = rm(input_ids, attention_mask).float()  # (N,)
-    k = max(len(e.responses) for e in batch)
+    """Score all samples of `batch` in one batched forward; return (B, K) scores and groups.
+
+    With `share_prompt`, each ranking's common prefix (its prompt) is run once for its K
+    samples (`RewardModel.forward_shared_prefix`); otherwise each sample is a full sequence,
+    as also happens when some ranking's rows share no prefix (truncation cut them apart).
+    """
+    rows = [row for r in batch for row in r.rows]
+    prefix_lens = [_shared_prefix_len(r.rows) for r in batch] if share_prompt else []
+    if share_prompt and min(prefix_lens) > 0:
+        # Prompts left-padded (B, P), so that every response starts right after its prompt.
+        p_width = max(prefix_lens)
+        prefix_ids = torch.full((len(batch), p_width), pad_id, dtype=torch.long)  # (B, P)
+        prefix_mask = torch.zeros((len(batch), p_width), dtype=torch.long)  # (B, P)
+        for b, (r, n) in enumerate(zip(batch, prefix_lens, strict=True)):
+            prefix_ids[b, p_width - n :] = torch.tensor(r.rows[0][:n], dtype=torch.long)
+            prefix_mask[b, p_width - n :] = 1
+        suffixes = [row[n:] for r, n in zip(batch, prefix_lens, strict=True) for row in r.rows]
+        suffix_ids, suffix_mask = _collate(suffixes, pad_id, rm.device)  # (N, S)
+        owner = torch.repeat_interleave(
+            torch.arange(len(batch)), torch.tensor([len(r.rows) for r in batch])
+        ).to(rm.device)  # (N,)
+        flat = rm.forward_shared_prefix(
+            prefix_ids.to(rm.device), prefix_mask.to(rm.device), suffix_ids, suffix_mask, owner
+        ).float()  # (N,)
+    else:
+        input_ids, attention_mask = _collate(rows, pad_id, rm.device)  # (N, T)
+        flat = rm(input_ids, attention_mask).float()  # (N,)
+    k = max(len(r.rows) for r in batch)
     scores = flat.new_zeros((len(batch), k))  # (B, K)
     groups = torch.full((len(batch), k), -1, dtype=torch.long, device=flat.device)  # (B, K)
     offset = 0
-    for b, e in enumerate(batch):
-        n = len(e.responses)
+    for b, r in enumerate(batch):
+        n = len(r.rows)
         scores[b, :n] = flat[offset : offset + n]
-        groups[b, :n] = torch.tensor(e.groups, device=flat.device)
+        groups[b, :n] = torch.tensor(r.groups, device=flat.device)
         offset += n
     return scores, groups, len(rows)
 
@@ -484,8 +615,9 @@ def _train(
     *,
     out_dir: Path,
     method: str,
-    to_units: Callable[[list[RankingExample]], list[RankingExample]],
+    to_units: Callable[[list[EncodedRanking]], list[EncodedRanking]],
     units_per_step: int,
+    share_prompt: bool,
     progress: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> RewardModelResult:
@@ -500,8 +632,14 @@ def _train(
     train, heldout = split_by_prompt(
         examples, heldout_fraction=config.heldout_fraction, seed=config.seed
     )
+    # Tokenised once, before the first step, and counted in the training time.
     # Rankings whose samples all tie give no pair: scoring them would only cost time.
-    units = to_units([e for e in train if e.n_pairs > 0])
+    tic = time.perf_counter()
+    encoded = encode_rankings(
+        tokenizer, [e for e in train if e.n_pairs > 0], max_length=config.max_length
+    )
+    units = to_units(encoded)
+    train_seconds = time.perf_counter() - tic
     if not units:
         raise ValueError("no training ranking has two different groups: nothing to learn")
     steps_per_epoch = math.ceil(len(units) / units_per_step)
@@ -516,7 +654,6 @@ def _train(
     evaluations: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
     train_passes = eval_passes = step = 0
-    train_seconds = 0.0
     reached = stopped = False
 
     def run_eval(epoch: float) -> dict[str, float] | None:
@@ -542,7 +679,9 @@ def _train(
         for start in range(0, len(order), units_per_step):
             tic = time.perf_counter()
             batch = [units[i] for i in order[start : start + units_per_step]]
-            scores, groups, n_seq = _ranking_batch(rm, tokenizer, batch, config.max_length)
+            scores, groups, n_seq = _ranking_batch(
+                rm, batch, tokenizer.pad_token_id, share_prompt=share_prompt
+            )
             loss, metrics = ranking_loss(scores, groups, center_coef=config.center_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -653,6 +792,7 @@ def train_reward_model(
         method="kway",
         to_units=list,
         units_per_step=config.batch_size,
+        share_prompt=config.share_prompt,
         progress=progress,
         should_stop=should_stop,
     )
@@ -683,8 +823,9 @@ def train_pairwise(
         config,
         out_dir=out_dir,
         method="pairwise",
-        to_units=as_pairs,
+        to_units=_encoded_pairs,
         units_per_step=pairs_per_step,
+        share_prompt=False,  # TRL scores chosen and rejected as two full sequences
         progress=progress,
         should_stop=should_stop,
     )

@@ -9,9 +9,16 @@ from typer.testing import CliRunner
 
 from app.artifacts import get_store
 from app.cli import app
-from app.models import ComparisonSnapshot, RewardModelVersion
+from app.models import (
+    ComparisonSnapshot,
+    PolicyKind,
+    PolicyStatus,
+    PolicyVersion,
+    Project,
+    RewardModelVersion,
+)
 from tests.conftest import FreshDatabase
-from tests.factories import make_project
+from tests.factories import make_project, make_version
 from tests.rounds.seed import seed_ranked_project
 
 
@@ -55,6 +62,41 @@ def test_train_reward_model_registers_a_version_on_a_snapshot(
     )
     assert again.exit_code == 0, again.output
     assert _count(app_database, RewardModelVersion, project_id) == 2
+
+
+def test_train_reward_model_after_a_previous_reference_round_trains_on_the_base(
+    app_database: FreshDatabase, tiny_model_path: Path
+) -> None:
+    # The current version merges an earlier round's adapter (reference 'previous'): a reward
+    # model still sits on the plain base, so round 3 of a 'previous' loop must not be refused.
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path, prompts=8)
+        project = session.get(Project, project_id)
+        assert project is not None
+        for version in session.scalars(
+            select(PolicyVersion).where(PolicyVersion.project_id == project_id)
+        ):
+            version.status = PolicyStatus.retired
+        session.flush()
+        make_version(
+            session,
+            project,
+            kind=PolicyKind.trained,
+            status=PolicyStatus.current,
+            artifact_uri="mem://v3-adapter",
+            metrics={"merged_adapters": ["mem://v2-adapter"]},
+        )
+        session.commit()
+    result = CliRunner().invoke(
+        app,
+        ["train-reward-model", "--project", str(project_id), "--epochs", "1", "--max-length", "64"],
+    )
+    assert result.exit_code == 0, result.output
+    with app_database.session() as session:
+        rm = session.scalars(
+            select(RewardModelVersion).where(RewardModelVersion.project_id == project_id)
+        ).one()
+        assert rm.base_model == str(tiny_model_path)
 
 
 def test_train_reward_model_without_rankings_fails_and_writes_nothing(

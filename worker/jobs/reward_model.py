@@ -14,8 +14,9 @@ from typing import Any
 
 from app.artifacts import get_store
 from app.db import session_scope
-from app.models import TrainingRound
+from app.models import Project, TrainingRound
 from app.rounds import lineage, service, snapshots
+from app.rounds import repository as rounds_repo
 from app.rounds.schemas import RewardModelSettings
 from worker.policies import resolve_base_model
 
@@ -71,14 +72,17 @@ def train_project_reward_model(
             assert training_round is not None
             training_round.snapshot_id = snapshot.id
         snapshot_id = snapshot.id
-        source = lineage.policy_source(
-            session, project_id=project_id, reference="start", round_type="reward_ppo"
-        )
+        # The reward model sits on the plain base (no merged policy adapters), so only the base
+        # model is read here: policy_source's lineage check is about training the policy.
+        current = rounds_repo.current_version(session, project_id)
+        project = session.get(Project, project_id)
+        assert project is not None
+        project_base = (current.base_model if current else None) or project.base_model
         ref_prompts, ref_responses = lineage.reference_samples(
             session, project_id=project_id, reference=reference
         )
     examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
-    base_name = cfg.base_model or source.base_model
+    base_name = cfg.base_model or project_base
     config = RewardModelConfig(
         epochs=cfg.epochs,
         lr=cfg.learning_rate,

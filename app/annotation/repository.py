@@ -271,6 +271,31 @@ def record_annotation(session: Session, *, task_id: int, now: datetime) -> TaskS
     return None if status is None else TaskStatus(status)
 
 
+_EXPIRE_LEASES = (
+    update(Assignment)
+    .where(
+        Assignment.id.in_(
+            select(Assignment.id)
+            .where(
+                Assignment.id.in_(bindparam("lease_ids", expanding=True)),
+                Assignment.state == AssignmentState.leased,
+            )
+            .with_for_update(skip_locked=True, key_share=True)
+            .scalar_subquery()
+        )
+    )
+    .values(state=AssignmentState.expired, finished_at=bindparam("now"))
+    .execution_options(synchronize_session="fetch")
+)
+
+
+def expire_leases(session: Session, *, lease_ids: Sequence[int], now: datetime) -> None:
+    """Mark the user's own expired leases so, skipping one whose submit is in flight in another
+    tab (it checked the lease in time): waiting for it here while that submit waits for this
+    user's lock would be a deadlock."""
+    session.execute(_EXPIRE_LEASES, {"lease_ids": list(lease_ids), "now": now})
+
+
 _LATEST_ASSIGNMENT = (
     select(Assignment)
     .where(Assignment.task_id == bindparam("task_id"), Assignment.user_id == bindparam("user_id"))

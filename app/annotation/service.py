@@ -156,12 +156,14 @@ def _own_open_lease(
 ) -> Assignment | None:
     """Asking again returns the same task; leases found expired are marked so on the way."""
     found = None
+    stale = []
     for assignment, lease_project_id in repository.leases_of(session, user_id):
         if assignment.expires_at <= now:
-            assignment.state = AssignmentState.expired
-            assignment.finished_at = now
+            stale.append(assignment.id)
         elif found is None and lease_project_id == project_id:
             found = assignment
+    if stale:
+        repository.expire_leases(session, lease_ids=stale, now=now)
     return found
 
 

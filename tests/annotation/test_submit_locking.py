@@ -144,3 +144,27 @@ def test_a_lease_that_expired_unused_returns_its_slot(
         first_session.scalars(select(Assignment.state).where(Assignment.task_id == task.id))
     )
     assert states == {AssignmentState.expired, AssignmentState.leased}
+
+
+def test_a_second_tab_asking_while_the_first_submits_an_expiring_lease_does_not_wait(
+    sessions: tuple[Session, Session],
+) -> None:
+    """Tab 1's submit holds its lease (checked in time); tab 2's next-task, a moment after
+    expiry, would mark that lease expired. Waiting for it there, while tab 1's page then waits
+    for the user's lock tab 2 holds, would deadlock: tab 2 skips it instead."""
+    tab1, tab2 = sessions
+    project, task, user, _ = _one_task(tab1, required=1)
+    assert service.next_task(tab1, user_id=user.id, chosen_project_id=project.id).task
+    tab1.commit()
+    expires_at = tab1.scalars(
+        select(Assignment.expires_at).where(Assignment.task_id == task.id)
+    ).one()
+    assert repository.lock_own_lease(tab1, task_id=task.id, user_id=user.id) is not None
+
+    offered = service.next_task(
+        tab2, user_id=user.id, chosen_project_id=project.id, now=expires_at + timedelta(seconds=1)
+    )
+    tab2.commit()
+
+    assert offered.task is None  # the slot is the submit's until it ends
+    tab1.rollback()

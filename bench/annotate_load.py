@@ -39,9 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import typer
@@ -51,6 +52,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
 app = typer.Typer(add_completion=False)
+T = TypeVar("T")
 console = Console()
 
 K = 9
@@ -263,6 +265,14 @@ class Run:
     empty: int = 0
 
 
+async def _timed(run: Run, endpoint: str, request: Awaitable[T]) -> T:
+    """Await a request, recording its latency under `endpoint`."""
+    start = time.perf_counter()
+    answer = await request
+    run.latencies[endpoint].append(time.perf_counter() - start)
+    return answer
+
+
 def _random_groups(rng: random.Random, sample_ids: list[int]) -> list[list[int]]:
     """A random order with the odd tie, as an annotator's answer."""
     order = list(sample_ids)
@@ -283,9 +293,7 @@ async def json_annotator(
     rng = random.Random(seed)
     await asyncio.sleep(rng.random() * think)  # spread the paced annotators out
     while time.perf_counter() < until:
-        start = time.perf_counter()
-        status, body = await conn.post_json("/annotate/next")
-        run.latencies["next"].append(time.perf_counter() - start)
+        status, body = await _timed(run, "next", conn.post_json("/annotate/next"))
         if status != 200:
             run.errors.append(f"next {status}: {body}")
             return
@@ -296,12 +304,14 @@ async def json_annotator(
             continue
         await asyncio.sleep(think)
         groups = _random_groups(rng, [s["id"] for s in task["samples"]])
-        start = time.perf_counter()
-        status, body = await conn.post_json(
-            f"/annotate/tasks/{task['id']}/submit",
-            {"groups": groups, "time_spent_ms": rng.randint(2000, 90000)},
+        status, body = await _timed(
+            run,
+            "submit",
+            conn.post_json(
+                f"/annotate/tasks/{task['id']}/submit",
+                {"groups": groups, "time_spent_ms": rng.randint(2000, 90000)},
+            ),
         )
-        run.latencies["submit"].append(time.perf_counter() - start)
         if status == 200:
             run.accepted.add((task["id"], user_id))
         else:
@@ -331,9 +341,7 @@ async def browser_annotator(
     task = None
     while time.perf_counter() < until:
         if task is None:
-            start = time.perf_counter()
-            status, fragment = await conn.post("/annotate/next")
-            run.latencies["next"].append(time.perf_counter() - start)
+            status, fragment = await _timed(run, "next", conn.post("/annotate/next"))
             if status != 200:
                 run.errors.append(f"next {status}: {fragment[:200]!r}")
                 return
@@ -352,11 +360,13 @@ async def browser_annotator(
                 "time_spent_ms": rng.randint(2000, 90000),
             }
         ).encode()
-        start = time.perf_counter()
-        status, fragment = await conn.post(
-            f"/annotate/tasks/{task_id}/submit", form, "application/x-www-form-urlencoded"
+        status, fragment = await _timed(
+            run,
+            "submit",
+            conn.post(
+                f"/annotate/tasks/{task_id}/submit", form, "application/x-www-form-urlencoded"
+            ),
         )
-        run.latencies["submit"].append(time.perf_counter() - start)
         if status == 200 and f"Saved task {task_id}.".encode() in fragment:
             run.accepted.add((task_id, user_id))
             task = _task_in(fragment)

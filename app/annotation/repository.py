@@ -190,28 +190,33 @@ _SLOT_STATE = select(
 ).where(RankingTask.id == bindparam("task_id"))
 
 
-_STALE_LEASES = (
-    select(Assignment.id)
-    .where(
-        Assignment.task_id == bindparam("stale_task_id"),  # not "task_id": a column of the UPDATE
-        Assignment.state == AssignmentState.leased,
-        Assignment.expires_at <= bindparam("now"),
+def _expire_unlocked_leases(*conditions: Any) -> Any:
+    """UPDATE marking the leased assignments matching `conditions` expired, skipping rows
+    another transaction holds: a lease whose row is locked is being submitted right now (its
+    holder checked it in time), and waiting for it could close a lock cycle."""
+    unlocked = (
+        select(Assignment.id)
+        .where(Assignment.state == AssignmentState.leased, *conditions)
+        .with_for_update(skip_locked=True, key_share=True)
+        .scalar_subquery()
     )
-    .with_for_update(skip_locked=True, key_share=True)
-    .scalar_subquery()
-)
-_EXPIRE_STALE_LEASES = (
-    update(Assignment)
-    .where(Assignment.id.in_(_STALE_LEASES))
-    .values(state=AssignmentState.expired, finished_at=bindparam("now"))
-    .execution_options(synchronize_session=False)
+    return (
+        update(Assignment)
+        .where(Assignment.id.in_(unlocked))
+        .values(state=AssignmentState.expired, finished_at=bindparam("now"))
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+_EXPIRE_STALE_LEASES = _expire_unlocked_leases(
+    Assignment.task_id == bindparam("stale_task_id"),  # not "task_id": a column of the UPDATE
+    Assignment.expires_at <= bindparam("now"),
 )
 
 
 def expire_stale_leases(session: Session, *, task_id: int, now: datetime) -> int:
-    """Mark the task's expired leases so; returns how many. A lease whose row is locked is
-    being submitted right now (its holder checked it in time) and is left alone: its slot is
-    not free until that submit ends."""
+    """Mark the task's expired leases so; returns how many. One being submitted is left
+    alone: its slot is not free until that submit ends."""
     result = session.execute(_EXPIRE_STALE_LEASES, {"stale_task_id": task_id, "now": now})
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -271,41 +276,13 @@ def record_annotation(session: Session, *, task_id: int, now: datetime) -> TaskS
     return None if status is None else TaskStatus(status)
 
 
-_EXPIRE_LEASES = (
-    update(Assignment)
-    .where(
-        Assignment.id.in_(
-            select(Assignment.id)
-            .where(
-                Assignment.id.in_(bindparam("lease_ids", expanding=True)),
-                Assignment.state == AssignmentState.leased,
-            )
-            .with_for_update(skip_locked=True, key_share=True)
-            .scalar_subquery()
-        )
-    )
-    .values(state=AssignmentState.expired, finished_at=bindparam("now"))
-    .execution_options(synchronize_session="fetch")
-)
+_EXPIRE_LEASES = _expire_unlocked_leases(Assignment.id.in_(bindparam("lease_ids", expanding=True)))
 
 
 def expire_leases(session: Session, *, lease_ids: Sequence[int], now: datetime) -> None:
-    """Mark the user's own expired leases so, skipping one whose submit is in flight in another
-    tab (it checked the lease in time): waiting for it here while that submit waits for this
-    user's lock would be a deadlock."""
+    """Mark the user's own expired leases so, but not one a submit in another tab holds (it
+    checked the lease in time, and will wait for this user's lock: waiting here deadlocks)."""
     session.execute(_EXPIRE_LEASES, {"lease_ids": list(lease_ids), "now": now})
-
-
-_LATEST_ASSIGNMENT = (
-    select(Assignment)
-    .where(Assignment.task_id == bindparam("task_id"), Assignment.user_id == bindparam("user_id"))
-    .order_by(Assignment.id.desc())
-    .limit(1)
-)
-
-
-def latest_assignment(session: Session, *, task_id: int, user_id: int) -> Assignment | None:
-    return session.scalar(_LATEST_ASSIGNMENT, {"task_id": task_id, "user_id": user_id})
 
 
 # Tasks

@@ -292,10 +292,9 @@ def submit_ranking(
     per version here would make every submit of a project queue on the same rows.
     """
     now = now or utcnow()
-    recorded = _record_ranking(
+    submitted = _store_ranking(
         session, task_id=task_id, user_id=user_id, submission=submission, now=now
     )
-    submitted = _count_annotation(session, recorded, now)
     return submitted.model_copy(update={"counts": counts(session, user_id=user_id, now=now)})
 
 
@@ -314,48 +313,28 @@ def submit_then_next(
     candidate task stays locked to the end, and a submit holding one task's lock while waiting
     for another's would close a cycle of such submits (a deadlock). After those writes, leasing
     waits for no other annotator's rows: it skips locked tasks and leases."""
-    submitted = _store_ranking(session, task_id=task_id, user_id=user_id, submission=submission)
+    submitted = _store_ranking(
+        session, task_id=task_id, user_id=user_id, submission=submission, now=utcnow()
+    )
     following = following_task(session, user_id=user_id, chosen_project_id=chosen_project_id)
     return submitted.model_copy(update={"counts": following.counts}), following
 
 
 def _store_ranking(
-    session: Session, *, task_id: int, user_id: int, submission: SubmitRanking
-) -> SubmitOut:
-    """The submit without the counters (`counts` left None)."""
-    now = utcnow()
-    recorded = _record_ranking(
-        session, task_id=task_id, user_id=user_id, submission=submission, now=now
-    )
-    return _count_annotation(session, recorded, now)
-
-
-@dataclass(frozen=True)
-class _Recorded:
-    """A stored ranking whose task progress and sample Elo are still to be written."""
-
-    ranking_id: int
-    task_id: int
-    pairs: list[Pair]
-    project_id: int
-
-
-def _record_ranking(
     session: Session,
     *,
     task_id: int,
     user_id: int,
     submission: SubmitRanking,
     now: datetime,
-) -> _Recorded:
-    """Everything of a submit that locks only this annotator's rows: the lease is checked and
-    closed, the ranking, pairs, flags and demonstration stored, the ratings marker noted."""
-    found = repository.lock_own_lease(session, task_id=task_id, user_id=user_id)
-    if found is None:
-        if repository.get_task(session, task_id) is None:
-            raise NotFound(f"No task {task_id}")
-        raise NotLeased(f"Task {task_id} is not leased to you; get a new task")
-    assignment, task = found
+) -> SubmitOut:
+    """The submit without the counters (`counts` left None).
+
+    Lock order: this annotator's lease first, then their own rows (ranking, pairs, flags,
+    demonstration, ratings marker), and the rows other annotators' submits share (the task's
+    progress, the samples' Elo) in the last statements, so submits of one task wait for each
+    other only for those."""
+    assignment, task = _locked_own_lease(session, task_id=task_id, user_id=user_id)
     _check_lease(task, assignment, now)
     samples = repository.task_samples(session, task_id)
     version_of = {sample_id: version_id for sample_id, version_id, _ in samples}
@@ -424,24 +403,32 @@ def _record_ranking(
         )
     if pairs:
         ratings.note_new_rankings(session, project_id=task.project_id, now=now)
-    return _Recorded(ranking.id, task_id, pairs, task.project_id)
 
-
-def _count_annotation(session: Session, recorded: _Recorded, now: datetime) -> SubmitOut:
-    """The submit's last writes, on rows other annotators' submits share: the task's progress
-    (a task closed meanwhile undoes the whole submit) and the samples' Elo."""
-    status = repository.record_annotation(session, task_id=recorded.task_id, now=now)
+    # Shared rows, last: progress (a task closed meanwhile undoes the whole submit), Elo
+    status = repository.record_annotation(session, task_id=task_id, now=now)
     if status is None:
-        raise TaskClosed(f"Task {recorded.task_id} was closed; get a new task")
-    if recorded.pairs:
-        _update_sample_elo(session, recorded.pairs, now)
+        raise TaskClosed(f"Task {task_id} was closed; get a new task")
+    if pairs:
+        _update_sample_elo(session, pairs, now)
     return SubmitOut(
-        ranking_id=recorded.ranking_id,
-        task_id=recorded.task_id,
-        comparisons=len(recorded.pairs),
-        ties=sum(pair.tie for pair in recorded.pairs),
+        ranking_id=ranking.id,
+        task_id=task_id,
+        comparisons=len(pairs),
+        ties=sum(pair.tie for pair in pairs),
         task_complete=status == TaskStatus.complete,
     )
+
+
+def _locked_own_lease(
+    session: Session, *, task_id: int, user_id: int
+) -> tuple[Assignment, RankingTask]:
+    """The user's latest assignment on the task, locked, with the task; else 404 or 409."""
+    found = repository.lock_own_lease(session, task_id=task_id, user_id=user_id)
+    if found is None:
+        if repository.get_task(session, task_id) is None:
+            raise NotFound(f"No task {task_id}")
+        raise NotLeased(f"Task {task_id} is not leased to you; get a new task")
+    return found
 
 
 def _update_sample_elo(session: Session, pairs: list[Pair], now: datetime) -> None:
@@ -462,12 +449,7 @@ def skip_task(
 ) -> SkipOut:
     """The task is not offered to this user again and frees their slot; no annotation."""
     now = now or utcnow()
-    found = repository.lock_own_lease(session, task_id=task_id, user_id=user_id)
-    if found is None:
-        if repository.get_task(session, task_id) is None:
-            raise NotFound(f"No task {task_id}")
-        raise NotLeased(f"Task {task_id} is not leased to you")
-    assignment, _ = found
+    assignment, _ = _locked_own_lease(session, task_id=task_id, user_id=user_id)
     if assignment.state == AssignmentState.submitted:
         raise AlreadySubmitted(f"You already submitted task {task_id}")
     if assignment.state != AssignmentState.skipped:  # a second skip changes nothing

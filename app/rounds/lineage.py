@@ -69,6 +69,15 @@ def sft_chain(session: Session, project_id: int) -> tuple[str, ...] | None:
     return (*_merged(version), version.artifact_uri)
 
 
+def base_model(session: Session, project_id: int) -> str:
+    """The plain base model the project's policies (and its reward models) are built on."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise InvalidInput(f"No project {project_id}")
+    current = repository.current_version(session, project_id)
+    return (current.base_model if current else None) or project.base_model
+
+
 def policy_source(
     session: Session, *, project_id: int, reference: str, round_type: str
 ) -> PolicySource:
@@ -78,7 +87,6 @@ def policy_source(
         raise InvalidInput("The project has no current policy version to train")
     if current.kind == PolicyKind.external:
         raise InvalidInput("The current version holds uploaded samples; it cannot be trained")
-    base_model = current.base_model or project.base_model
     current_chain = _merged(current)
     if round_type == RoundType.sft.value:
         reference_merged: tuple[str, ...] = ()
@@ -99,7 +107,7 @@ def policy_source(
             details=[{"field": "reference", "message": "use 'previous'"}],
         )
     return PolicySource(
-        base_model=base_model,
+        base_model=current.base_model or project.base_model,
         trust_remote_code=project.trust_remote_code,
         reference_merged=reference_merged,
         init_adapter_uri=current.artifact_uri if continues else None,

@@ -146,8 +146,9 @@ def test_submit_moves_the_lease_and_the_task_forward(
 
     submit(db_session, task, user, groups=[[i] for i in task_sample_ids(db_session, task)])
 
-    assignment = service.repository.latest_assignment(db_session, task_id=task.id, user_id=user.id)
-    assert assignment is not None
+    found = service.repository.lock_own_lease(db_session, task_id=task.id, user_id=user.id)
+    assert found is not None
+    assignment, _ = found
     assert assignment.state == AssignmentState.submitted
     assert (task.annotations_done, task.status) == (1, TaskStatus.open)
 

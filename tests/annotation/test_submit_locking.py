@@ -9,7 +9,7 @@ second one does meanwhile, with a lock timeout so a wait fails the test instead 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -44,6 +44,17 @@ def _one_task(session: Session, *, required: int) -> tuple[Project, RankingTask,
     first, second = make_member(session, project), make_member(session, project)
     session.commit()
     return project, task, first, second
+
+
+def _lease_until(session: Session, project: Project, task: RankingTask, user: User) -> datetime:
+    """Lease the project's task to the user, committed; when the lease expires."""
+    assert service.next_task(session, user_id=user.id, chosen_project_id=project.id).task
+    session.commit()
+    return session.scalars(
+        select(Assignment.expires_at).where(
+            Assignment.task_id == task.id, Assignment.user_id == user.id
+        )
+    ).one()
 
 
 def _groups(session: Session, task: RankingTask) -> list[list[int]]:
@@ -84,11 +95,7 @@ def test_a_lease_expiring_while_its_submit_runs_is_not_given_away(
     must neither wait for the submit (it skips the locked lease) nor hand its slot out."""
     submitting, leasing = sessions
     project, task, holder, other = _one_task(submitting, required=1)
-    assert service.next_task(submitting, user_id=holder.id, chosen_project_id=project.id).task
-    submitting.commit()
-    expires_at = submitting.scalars(
-        select(Assignment.expires_at).where(Assignment.task_id == task.id)
-    ).one()
+    expires_at = _lease_until(submitting, project, task, holder)
     groups = _groups(submitting, task)
 
     in_flight = repository.lock_own_lease(submitting, task_id=task.id, user_id=holder.id)
@@ -124,11 +131,7 @@ def test_a_lease_that_expired_unused_returns_its_slot(
 ) -> None:
     first_session, _ = sessions
     project, task, holder, other = _one_task(first_session, required=1)
-    assert service.next_task(first_session, user_id=holder.id, chosen_project_id=project.id).task
-    first_session.commit()
-    expires_at = first_session.scalars(
-        select(Assignment.expires_at).where(Assignment.task_id == task.id)
-    ).one()
+    expires_at = _lease_until(first_session, project, task, holder)
 
     offered = service.next_task(
         first_session,
@@ -154,11 +157,7 @@ def test_a_second_tab_asking_while_the_first_submits_an_expiring_lease_does_not_
     for the user's lock tab 2 holds, would deadlock: tab 2 skips it instead."""
     tab1, tab2 = sessions
     project, task, user, _ = _one_task(tab1, required=1)
-    assert service.next_task(tab1, user_id=user.id, chosen_project_id=project.id).task
-    tab1.commit()
-    expires_at = tab1.scalars(
-        select(Assignment.expires_at).where(Assignment.task_id == task.id)
-    ).one()
+    expires_at = _lease_until(tab1, project, task, user)
     assert repository.lock_own_lease(tab1, task_id=task.id, user_id=user.id) is not None
 
     offered = service.next_task(

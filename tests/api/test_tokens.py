@@ -120,19 +120,3 @@ def test_tokens_cli_refuses_bad_input(migrated_engine: Engine, args: list[str]) 
     assert "Error" in result.output
     with Session(migrated_engine) as session:
         assert session.scalars(select(ApiToken).where(ApiToken.name == "bad")).all() == []
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["tokens"],
-        ["tokens", "create"],
-        ["tokens", "list"],
-        ["tokens", "revoke"],
-        ["policies"],
-        ["policies", "export"],
-    ],
-)
-def test_new_commands_have_help(command: list[str]) -> None:
-    result = CliRunner().invoke(cli, [*command, "--help"])
-    assert result.exit_code == 0, result.output

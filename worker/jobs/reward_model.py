@@ -14,9 +14,8 @@ from typing import Any
 
 from app.artifacts import get_store
 from app.db import session_scope
-from app.models import Project, TrainingRound
+from app.models import TrainingRound
 from app.rounds import lineage, service, snapshots
-from app.rounds import repository as rounds_repo
 from app.rounds.schemas import RewardModelSettings
 from worker.policies import resolve_base_model
 
@@ -72,12 +71,9 @@ def train_project_reward_model(
             assert training_round is not None
             training_round.snapshot_id = snapshot.id
         snapshot_id = snapshot.id
-        # The reward model sits on the plain base (no merged policy adapters), so only the base
-        # model is read here: policy_source's lineage check is about training the policy.
-        current = rounds_repo.current_version(session, project_id)
-        project = session.get(Project, project_id)
-        assert project is not None
-        project_base = (current.base_model if current else None) or project.base_model
+        # The reward model sits on the plain base (no merged policy adapters): policy_source's
+        # lineage check is about training the policy, and does not apply here.
+        project_base = lineage.base_model(session, project_id)
         ref_prompts, ref_responses = lineage.reference_samples(
             session, project_id=project_id, reference=reference
         )

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ def main(
     model_dir: Path | None = typer.Option(
         None, help="An existing tiny model directory (default: build one, about a minute)."
     ),
+    jobs: int = typer.Option(
+        1, help="Seeds run at once (each uses one core; 1 keeps stage times comparable)."
+    ),
 ) -> None:
     if type not in ROUND_TYPES:
         raise typer.BadParameter(f"--type must be one of {', '.join(ROUND_TYPES)}")
@@ -122,8 +126,16 @@ def main(
         "gate", "seconds per stage",
     )  # fmt: skip
     rising_everywhere = 0
-    for seed in range(seeds):
-        rows = _run_seed(seed, rounds, ROUND_TYPES[type], preference, annotators, model_dir)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each seed is a subprocess
+        results = list(
+            pool.map(
+                lambda seed: _run_seed(
+                    seed, rounds, ROUND_TYPES[type], preference, annotators, model_dir
+                ),
+                range(seeds),
+            )
+        )
+    for seed, rows in enumerate(results):
         rising = True
         for row in rows:
             interval = row["change_interval"]

@@ -51,12 +51,18 @@ console = Console(width=120)
 
 
 def lexicon_rankings(
-    n_prompts: int, *, k: int = 9, seed: int = 0, noise: float = 0.5
+    n_prompts: int, *, k: int = 9, seed: int = 0, noise: float = 0.5, context_words: int = 0
 ) -> list[tuple[str, list[str], list[int]]]:
-    """Rankings by #good - #bad words plus Gaussian noise; strict orders (no ties)."""
+    """Rankings by #good - #bad words plus Gaussian noise; strict orders (no ties).
+
+    `context_words` > 0 starts each prompt with that many words of the corpus (a conversation
+    so far, or a document to answer about), as real prompts often are longer than answers.
+    """
     from worker.training.tiny_model import corpus_documents
 
-    counts = Counter(w for d in corpus_documents() for w in re.findall(r"[a-z]+", d.lower()))
+    documents = corpus_documents()
+    counts = Counter(w for d in documents for w in re.findall(r"[a-z]+", d.lower()))
+    corpus_words = " ".join(documents).split()
     vocab = [w for w, _ in counts.most_common(400)[50:]]  # skip the commonest words
     rng = random.Random(seed)
     rng.shuffle(vocab)
@@ -74,7 +80,11 @@ def lexicon_rankings(
             values.append(value + rng.gauss(0.0, noise))
         order = sorted(range(k), key=lambda j: -values[j])
         groups = [order.index(j) for j in range(k)]
-        rankings.append((f"Write a few words about topic {i}.", responses, groups))
+        prompt = f"Write a few words about topic {i}."
+        if context_words > 0:
+            start = rng.randrange(max(1, len(corpus_words) - context_words))
+            prompt = " ".join(corpus_words[start : start + context_words]) + "\n\n" + prompt
+        rankings.append((prompt, responses, groups))
     return rankings
 
 
@@ -91,11 +101,19 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
     from worker.training.tiny_model import synthetic_rankings
 
     torch.set_num_threads(args["threads"])
-    make = synthetic_rankings if args["task"] == "marker" else lexicon_rankings
-    examples = [
-        RankingExample(p, r, g)
-        for p, r, g in make(args["prompts"], k=args["k"], seed=args["seed"], noise=args["noise"])
-    ]
+    if args["task"] == "marker":
+        made = synthetic_rankings(
+            args["prompts"], k=args["k"], seed=args["seed"], noise=args["noise"]
+        )
+    else:
+        made = lexicon_rankings(
+            args["prompts"],
+            k=args["k"],
+            seed=args["seed"],
+            noise=args["noise"],
+            context_words=args["context_words"],
+        )
+    examples = [RankingExample(p, r, g) for p, r, g in made]
     k, batch = args["k"], args["batch_size"]
     if method == "kway":
         seqs_per_step = batch * k
@@ -109,7 +127,7 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
         epochs=args["max_epochs"],
         batch_size=batch,
         heldout_fraction=0.2,
-        max_length=96,
+        max_length=args["max_length"],
         # Evaluate after about the same number of training sequences, whatever the step size.
         eval_every=max(1, round(args["eval_seqs"] / seqs_per_step)),
         target_accuracy=max(args["targets"]),
@@ -170,6 +188,11 @@ def _in_subprocess(method: str, model: str, args: dict[str, Any]) -> dict[str, A
 def main(
     model: str | None = typer.Option(None, help="Model id or dir; default: build a tiny one."),
     tiny_steps: int = typer.Option(200, help="Training steps of the tiny model."),
+    layers: int = typer.Option(2, help="Layers of the tiny model built when no --model."),
+    width: int = typer.Option(96, help="Width (n_embd) of the tiny model built when no --model."),
+    context_words: int = typer.Option(
+        0, help="lexicon: corpus words before each prompt's question (a longer prompt)."
+    ),
     task: str = typer.Option("lexicon", help="lexicon or marker (see the module docstring)."),
     prompts: int = typer.Option(200, help="Rankings (one per prompt); 20% held out."),
     k: int = typer.Option(9, help="Samples per ranking."),
@@ -211,14 +234,21 @@ def main(
         "device": device,
         "threads": threads,
         "share_prompt": share_prompt,
+        "context_words": context_words,
+        # Prompt + response must fit: truncation would cut the start of longer prompts.
+        "max_length": 96 + 3 * context_words,
     }
     grid = [(float(lr), int(b)) for lr in lrs.split(",") for b in batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             from worker.training.tiny_model import make_tiny_model
 
-            console.print(f"building a tiny model ({tiny_steps} steps)...")
-            model = str(make_tiny_model(Path(tmp) / "tiny", steps=tiny_steps, seed=seed))
+            console.print(f"building a tiny model ({layers}x{width}, {tiny_steps} steps)...")
+            model = str(
+                make_tiny_model(
+                    Path(tmp) / "tiny", steps=tiny_steps, seed=seed, n_layer=layers, n_embd=width
+                )
+            )
         all_runs = []
         for method in ("kway", "pairwise"):
             for lr, batch in grid:

@@ -25,6 +25,15 @@ class _Config(BaseModel):
     max_kl: Annotated[
         float, Field(gt=0, description="Gate: the new version's KL to the reference must be below.")
     ] = 25.0
+    gate_samples: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=32,
+            description="Gate: samples per held-out prompt from each version; more give a "
+            "steadier score gain (its 95% interval is shown with it).",
+        ),
+    ] = 4
 
 
 class RewardModelSettings(BaseModel):

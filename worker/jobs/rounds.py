@@ -7,6 +7,7 @@ never half-registered.
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -367,7 +368,11 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     from peft import PeftModel
 
     from worker.policies import PolicySpec, load_policy_for_generation
-    from worker.training.evaluation import mean_kl_to_reference, sample_once
+    from worker.training.evaluation import (
+        mean_kl_to_reference,
+        paired_bootstrap_interval,
+        sample_once,
+    )
 
     with session_scope(readonly=True) as session:
         training_round = session.get(TrainingRound, start.round_id)
@@ -390,6 +395,9 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     temperature = start.config.get("ppo", {}).get("temperature", 1.0)
     max_new = start.config.get("ppo", {}).get("max_new_tokens", 32)
     seed = start.config["seed"] + 1
+    # n samples of each held-out prompt, prompt by prompt: [p0, p0, .., p1, p1, ..].
+    n = start.config.get("gate_samples", 1)
+    gate_prompts = [prompt for prompt in eval_prompts for _ in range(n)]
 
     model, tokenizer = load_base(
         candidate["base_model"],
@@ -403,14 +411,14 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     new_samples = sample_once(
         peft_model,
         tokenizer,
-        eval_prompts,
+        gate_prompts,
         temperature=temperature,
         max_new_tokens=max_new,
         seed=seed,
     )
     reporter.progress(1, 3, force=True)
     kl = mean_kl_to_reference(
-        peft_model, tokenizer, eval_prompts, new_samples, temperature=temperature
+        peft_model, tokenizer, gate_prompts, new_samples, temperature=temperature
     )
     del peft_model, model
     previous_model, previous_tokenizer = load_policy_for_generation(
@@ -425,24 +433,28 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     old_samples = sample_once(
         previous_model,
         previous_tokenizer,
-        eval_prompts,
+        gate_prompts,
         temperature=temperature,
         max_new_tokens=max_new,
         seed=seed,
     )
     reporter.progress(2, 3, force=True)
-    gate: dict[str, Any] = {"kl": kl, "max_kl": start.config["max_kl"]}
+    gate: dict[str, Any] = {"kl": kl, "max_kl": start.config["max_kl"], "gate_samples": n}
     rm, rm_tokenizer = _load_round_reward_model(start.round_id)
     passed = kl <= start.config["max_kl"]
     if rm is not None:
         score_fn = _score_fn(rm, rm_tokenizer)
-        new_score = sum(score_fn(eval_prompts, [s.text for s in new_samples])) / len(eval_prompts)
-        old_score = sum(score_fn(eval_prompts, [s.text for s in old_samples])) / len(eval_prompts)
+        new_scores = _per_prompt_means(score_fn(gate_prompts, [s.text for s in new_samples]), n)
+        old_scores = _per_prompt_means(score_fn(gate_prompts, [s.text for s in old_samples]), n)
+        new_score, old_score = statistics.fmean(new_scores), statistics.fmean(old_scores)
         gain = new_score - old_score
+        low, high = paired_bootstrap_interval(old_scores, new_scores, seed=seed)
         gate.update(
             new_score=new_score,
             previous_score=old_score,
             score_gain=gain,
+            score_gain_low=low,
+            score_gain_high=high,
             min_score_gain=start.config.get("min_score_gain", 0.0),
         )
         passed = passed and gain >= start.config.get("min_score_gain", 0.0)
@@ -470,6 +482,11 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
             service.reject_round(session, start.round_id, _gate_reason(gate))
 
 
+def _per_prompt_means(scores: list[float], n: int) -> list[float]:
+    """Mean of each consecutive run of n scores (the n samples of one prompt)."""
+    return [statistics.fmean(scores[i : i + n]) for i in range(0, len(scores), n)]
+
+
 def _dpo_gate(start: StageStart, candidate: dict[str, Any], gate: dict[str, Any]) -> bool:
     accuracy = (candidate.get("dpo") or {}).get("heldout_accuracy")
     gate["heldout_accuracy"] = accuracy
@@ -487,7 +504,8 @@ def _gate_reason(gate: dict[str, Any]) -> str:
     if "score_gain" in gate:
         parts.append(
             f"reward-model score {gate['new_score']:.3f} vs {gate['previous_score']:.3f} "
-            f"(gain {gate['score_gain']:+.3f}, needed ≥ {gate['min_score_gain']})"
+            f"(gain {gate['score_gain']:+.3f}, 95% interval [{gate['score_gain_low']:+.3f}, "
+            f"{gate['score_gain_high']:+.3f}], needed ≥ {gate['min_score_gain']})"
         )
     if "heldout_accuracy" in gate:
         parts.append(f"held-out pair accuracy {gate['heldout_accuracy']:.3f}")

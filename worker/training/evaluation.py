@@ -6,6 +6,8 @@ estimator PPO logs), with both log-probs on temperature-scaled logits (RLHF_NOTE
 
 from __future__ import annotations
 
+import random
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,3 +75,18 @@ def mean_kl_to_reference(
             reference = _response_logprobs(peft_model, prompt_ids, sample.token_ids, temperature)
         total += float((policy - reference).sum())
     return total / max(len(samples), 1)
+
+
+def paired_bootstrap_interval(
+    before: Sequence[float], after: Sequence[float], *, rounds: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of mean(after - before), resampling the pairs (prompts).
+
+    Pairing by prompt removes the spread between easy and hard prompts from the interval.
+    """
+    diffs = [a - b for a, b in zip(after, before, strict=True)]
+    if not diffs:
+        raise ValueError("no pairs to compare")
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]

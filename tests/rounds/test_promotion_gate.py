@@ -1,0 +1,71 @@
+"""The promotion gate through the plain stage functions (no Celery) on the tiny model: a
+candidate that misses the bounds is registered for the record, the round ends rejected with
+the gate's numbers, and the previous version stays current with no new samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.models import PolicyStatus, PolicyVersion, RoundState, Sample, TrainingRound
+from app.rounds import service
+from tests.conftest import FreshDatabase
+from tests.rounds.seed import seed_ranked_project
+from worker.jobs.rounds import run_round
+
+SMALL_ROUND: dict[str, Any] = {
+    "seed": 0,
+    "eval_prompts": 2,
+    "gate_samples": 3,
+    "max_kl": 1000.0,
+    "reward_model": {"epochs": 1, "max_length": 64},
+    "ppo": {"steps": 1, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1,
+            "max_new_tokens": 6},
+}  # fmt: skip
+
+
+def test_a_candidate_below_the_gain_bound_is_rejected_and_the_previous_version_stays(
+    app_database: FreshDatabase, tiny_model_path: Path
+) -> None:
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        training_round = service.start_round(
+            session,
+            project_id=project_id,
+            round_type="reward_ppo",
+            # No policy gains 1000 standard deviations of reward in one update.
+            config={**SMALL_ROUND, "min_score_gain": 1000.0},
+            enqueue=False,
+        )
+        session.commit()
+        round_id = training_round.id
+        samples_before = session.scalar(select(func.count(Sample.id)))
+
+    run_round(round_id, "reward_model")
+
+    with app_database.session() as session:
+        ended = session.get(TrainingRound, round_id)
+        assert ended is not None
+        assert ended.state == RoundState.rejected
+        gate = ended.metrics["gate"]
+        assert gate["passed"] is False
+        assert gate["gate_samples"] == 3
+        assert gate["score_gain_low"] <= gate["score_gain"] <= gate["score_gain_high"]
+        assert gate["score_gain"] < 1000.0
+        assert ended.error is not None
+        assert "gain" in ended.error
+        assert "95% interval" in ended.error
+        versions = session.scalars(
+            select(PolicyVersion)
+            .where(PolicyVersion.project_id == project_id)
+            .order_by(PolicyVersion.number)
+        ).all()
+        # The candidate is kept with its lineage, but the starting version stays current.
+        assert [(v.number, v.status) for v in versions] == [
+            (1, PolicyStatus.current),
+            (2, PolicyStatus.rejected),
+        ]
+        assert versions[1].round_id == round_id
+        assert session.scalar(select(func.count(Sample.id))) == samples_before  # not sampled

@@ -18,6 +18,15 @@ is run on the same grid of `--lrs` × `--batch-sizes` and compared at its own be
 and, for pairwise, B rankings' worth of sequences (B·K/2 pairs, `--pairwise-batch seqs`) or
 of pairs (B·C(K,2) pairs, `--pairwise-batch pairs`).
 
+The speed ratio is two factors: sequences needed (K-way needs ~2-2.7x fewer: one ranking's
+36 pairs in 9 sequences against 1 pair in 2) times the cost of a sequence ("ms/seq"). The
+second depends on the model and the prompt: the K-way path runs a ranking's prompt once, so
+it gains as the prompt grows relative to the responses and as the model becomes
+compute-bound. Measured on 2 CPU cores, to 0.75 held-out accuracy (issue 5's notes):
+  default (2 layers x 96, prompt ~15 tokens, responses ~17): ms/seq equal, 2.5x in all;
+  --layers 4 --width 256: 9.1 vs 12.2 ms/seq, 3.4x;
+  --layers 4 --width 256 --context-words 24 (prompt ~60 tokens): 10.8 vs 29.6 ms/seq, 5.4x.
+
 Tasks:
   lexicon (default)  15 "good" and 15 "bad" words; true value = #good - #bad + N(0, noise);
                      the rule has to be learned word by word, so more data per pass counts.
@@ -27,6 +36,8 @@ Tasks:
     .venv/bin/python -m bench.reward_model            # builds a tiny model first (~20 s)
     .venv/bin/python -m bench.reward_model --task marker --noise 0.2 --targets 0.8,0.9
     .venv/bin/python -m bench.reward_model --lrs 3e-3 --batch-sizes 1   # a single setting
+    .venv/bin/python -m bench.reward_model --layers 4 --width 256 --context-words 24 \
+        --lrs 1e-3,2e-3   # a compute-bound model and prompts longer than the answers
 """
 
 from __future__ import annotations
@@ -289,7 +300,7 @@ def main(
     title = f"reward model, {task} task, K={k}: best setting of each (* above), whole runs"
     table = Table(title=title)
     columns = ["method", "lr", "batch", "reached", "held-out acc", "steps", "seqs scored",
-               "train s", "wall s", "peak RSS MB", "peak GPU MB"]  # fmt: skip
+               "train s", "ms/seq", "wall s", "peak RSS MB", "peak GPU MB"]  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for r in runs:
@@ -302,6 +313,7 @@ def main(
             str(r["steps"]),
             str(r["passes"]),
             f"{r['train_s']:.2f}",
+            f"{1000 * r['train_s'] / max(r['passes'], 1):.2f}",
             f"{r['wall_s']:.2f}",
             f"{r['rss_mb']:.0f}",
             f"{r['gpu_mb']:.0f}",

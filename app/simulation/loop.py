@@ -171,15 +171,6 @@ class RoundReport:
     error: str | None = None
 
 
-def bootstrap_change(
-    before: list[float], after: list[float], *, rounds: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """95 % percentile interval of mean(after - before), resampling prompts (paired)."""
-    from worker.training.evaluation import paired_bootstrap_interval
-
-    return paired_bootstrap_interval(before, after, rounds=rounds, seed=seed)
-
-
 @contextlib.contextmanager
 def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """The web app on a free port in a daemon thread; yields its URL."""
@@ -309,6 +300,8 @@ def run_loop(
     on_round: Callable[[RoundReport], None] | None = None,
 ) -> list[RoundReport]:
     """Round 0 measures the starting policy; each later round: rank, train, measure."""
+    from worker.training.evaluation import paired_bootstrap_interval
+
     if settings.torch_threads is not None:
         import torch
 
@@ -372,7 +365,7 @@ def run_loop(
                     number,
                     state,
                     score,
-                    change_interval=bootstrap_change(
+                    change_interval=paired_bootstrap_interval(
                         reports[-1].score.per_prompt, score.per_prompt, seed=number
                     ),
                     rankings=ranked.submitted,

@@ -22,7 +22,7 @@ from app.projects.service import add_prompts
 from app.rounds import service
 from tests.conftest import FreshDatabase, wait_until
 from tests.factories import make_project
-from tests.rounds.seed import seed_ranked_project
+from tests.rounds.seed import project_versions, seed_ranked_project
 
 
 def _state(db: FreshDatabase, round_id: int) -> TrainingRound:
@@ -129,11 +129,7 @@ def test_a_full_round_registers_a_new_current_version_and_samples_it(
             select(RewardModelVersion).where(RewardModelVersion.round_id == round_id)
         ).one()
         assert rm.snapshot_id == ended.snapshot_id is not None
-        versions = session.scalars(
-            select(PolicyVersion)
-            .where(PolicyVersion.project_id == project_id)
-            .order_by(PolicyVersion.number)
-        ).all()
+        versions = project_versions(session, project_id)
         assert [(v.number, v.status) for v in versions] == [
             (1, PolicyStatus.retired),
             (2, PolicyStatus.current),

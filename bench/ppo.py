@@ -16,6 +16,7 @@ on CUDA the peak allocated GPU memory is printed too.
     .venv/bin/python -m bench.ppo                       # builds a random 12x768 GPT-2 (~86M)
     .venv/bin/python -m bench.ppo --separate-models --steps 1
     .venv/bin/python -m bench.ppo --model /path/to/model --device cuda
+    .venv/bin/python -m bench.ppo --layers 24 --width 1280 --steps 1   # ~0.47B parameters
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def _status_mb(field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024  # kB
     return float("nan")
+
+
+def weights_mb(*models: Any) -> float:
+    """Bytes of the models' parameters and buffers, each tensor counted once, in MB.
+
+    RSS right after loading says little: safetensors weights are memory-mapped and only
+    become resident when a forward pass touches them.
+    """
+    seen: dict[int, int] = {}
+    for model in models:
+        for t in [*model.parameters(), *model.buffers()]:
+            seen[t.data_ptr()] = t.numel() * t.element_size()
+    return sum(seen.values()) / 2**20
 
 
 def build_random_gpt2(out_dir: Path, *, n_layer: int = 12, n_embd: int = 768) -> Path:
@@ -127,27 +141,28 @@ def _run(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]
 
     prompts = bench_prompts()
     if separate:
-        loaded_mb, step_seconds, n_trainable = _separate_models(
+        weights, step_seconds, n_trainable = _separate_models(
             model_dir, tokenizer, prompts, score_fn, config
         )
+        weights += weights_mb(rm)
     else:
         from worker.training.ppo import train_ppo
 
         base = load_causal_lm(model_dir, device=device)
         ensure_pad_token(tokenizer, base)
-        loaded_mb = _status_mb("VmRSS")
         with tempfile.TemporaryDirectory() as out_dir:
             result = train_ppo(base, tokenizer, prompts, score_fn, config, out_dir=Path(out_dir))
         step_seconds = [m["time"] for m in result.metrics_per_step]
         n_trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
         n_trainable += sum(p.numel() for p in result.value_head.parameters())
+        weights = weights_mb(rm, result.model, result.value_head)
     n_base = sum(p.numel() for n, p in rm.lm.named_parameters() if "lora_" not in n)
     return {
         "layout": "separate" if separate else "shared",
         "base_params_m": n_base / 1e6,
         "trainable_m": n_trainable / 1e6,
         "step_seconds": step_seconds,
-        "loaded_rss_mb": loaded_mb,
+        "weights_mb": weights,
         "peak_rss_mb": _status_mb("VmHWM"),
         "peak_gpu_mb": (
             torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
@@ -160,7 +175,8 @@ def _separate_models(
 ) -> tuple[float, list[float], int]:
     """TRL-style PPO: same algorithm and losses as train_ppo, but four separate models.
 
-    Returns (RSS after loading, seconds per update, trainable parameters).
+    Returns (MB of its models' weights, the RM's not included; seconds per update; trainable
+    parameters).
     """
     import torch
     from transformers import AutoModel
@@ -192,7 +208,6 @@ def _separate_models(
     for m in (policy, reference, critic):
         ensure_pad_token(tokenizer, m)
     critic_head = ValueHead(critic.config.hidden_size, device=device)
-    loaded_mb = _status_mb("VmRSS")
     policy_params = list(policy.parameters())
     critic_params = list(critic.parameters()) + list(critic_head.parameters())
     policy_opt = torch.optim.AdamW(policy_params, lr=config.lr, eps=config.adam_eps)
@@ -269,7 +284,8 @@ def _separate_models(
                 critic_opt.step()
         step_seconds.append(time.perf_counter() - tic)
     n_trainable = sum(p.numel() for p in policy_params + critic_params)
-    return loaded_mb, step_seconds, n_trainable
+    weights = weights_mb(policy, reference, critic, critic_head)
+    return weights, step_seconds, n_trainable
 
 
 def _in_subprocess(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +295,9 @@ def _in_subprocess(separate: bool, model_dir: str, args: dict[str, Any]) -> dict
 
 @app.command()
 def main(
-    model: str | None = typer.Option(None, help="Model dir; default: a random 12x768 GPT-2."),
+    model: str | None = typer.Option(None, help="Model dir; default: a random GPT-2 built here."),
+    layers: int = typer.Option(12, help="Layers of the random GPT-2 built when --model is unset."),
+    width: int = typer.Option(768, help="Width of that GPT-2 (heads of 64)."),
     batch: int = typer.Option(16, help="Prompts (rollouts) per PPO update."),
     mini_batch: int = typer.Option(8, help="Rollouts per optimizer step."),
     grad_accum: int = typer.Option(
@@ -309,8 +327,8 @@ def main(
     }
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
-            console.print("building a random GPT-2 (12 layers x 768, vocab 2048)...")
-            model = str(build_random_gpt2(Path(tmp) / "gpt2-random"))
+            console.print(f"building a random GPT-2 ({layers} layers x {width}, vocab 2048)...")
+            model = str(build_random_gpt2(Path(tmp) / "gpt2-random", n_layer=layers, n_embd=width))
         runs = [_in_subprocess(False, model, args)]
         if separate_models:
             runs.append(_in_subprocess(True, model, args))
@@ -320,7 +338,7 @@ def main(
                   f"{steps} updates, device {device}, {threads} threads")  # fmt: skip
     table = Table(title="PPO: seconds per update and peak memory")
     columns = ("layout", "base params (M)", "trainable (M)", "s/update (each)", "s/update (mean)",
-               "RSS after load MB", "peak RSS MB", "peak GPU MB")  # fmt: skip
+               "weights MB", "peak RSS MB", "peak GPU MB")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for r in runs:
@@ -328,7 +346,7 @@ def main(
         table.add_row(
             r["layout"], f"{r['base_params_m']:.1f}", f"{r['trainable_m']:.2f}",
             " ".join(f"{s:.1f}" for s in secs), f"{sum(secs) / len(secs):.1f}",
-            f"{r['loaded_rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['peak_gpu_mb']:.0f}",
+            f"{r['weights_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['peak_gpu_mb']:.0f}",
         )  # fmt: skip
     console.print(table)
     console.print(f"shared:   {SHARED_LAYOUT}")

@@ -18,6 +18,7 @@ from worker.training.models import (
     format_prompt,
     load_causal_lm,
     load_tokenizer,
+    lora_config,
     pick_device,
     resolve_dtype,
 )
@@ -59,6 +60,37 @@ def test_load_causal_lm_turns_dropout_off(tiny_model_dir: Path, tmp_path: Path) 
     ids = torch.tensor([[5, 6, 7, 8]])
     model.train()  # even in train mode, two passes agree when every dropout is 0
     assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_lora_config_knows_gpt2_conv1d_weights_are_transposed(tiny_model_dir: Path) -> None:
+    import warnings
+
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    gpt2 = load_causal_lm(str(tiny_model_dir), device="cpu")
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=4, num_key_value_heads=4,
+        )
+    )  # fmt: skip
+    gpt2_lora = lora_config(gpt2, r=4, alpha=8, dropout=0.0, target_modules=None)
+    llama_lora = lora_config(llama, r=4, alpha=8, dropout=0.0, target_modules=None)
+
+    assert gpt2_lora.fan_in_fan_out is True
+    assert llama_lora.fan_in_fan_out is False
+    assert gpt2_lora.target_modules == llama_lora.target_modules == "all-linear"
+    with warnings.catch_warnings():
+        # peft warns (UserWarning) when it has to correct fan_in_fan_out itself.
+        warnings.filterwarnings("error", message=".*fan_in_fan_out.*")
+        wrapped = get_peft_model(gpt2, gpt2_lora)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():  # a fresh adapter (B = 0) leaves the outputs unchanged
+        with wrapped.disable_adapter():
+            before = wrapped(input_ids=ids).logits
+        after = wrapped(input_ids=ids).logits
+    torch.testing.assert_close(after, before)
 
 
 def test_resolve_dtype_is_float32_on_cpu_and_rejects_unknown_names() -> None:

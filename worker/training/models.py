@@ -13,6 +13,7 @@ import os
 from typing import Any, Literal
 
 import torch
+from peft import LoraConfig
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -20,6 +21,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.pytorch_utils import Conv1D
 
 Quantization = Literal[None, "4bit", "8bit"]
 
@@ -202,3 +204,28 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     bos = tokenizer.bos_token
     add_special = not (bos and text.startswith(bos))
     return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def lora_config(
+    base: PreTrainedModel,
+    *,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str] | str | None,
+    task_type: str | None = None,
+) -> LoraConfig:
+    """One LoRA setting for every trainer, right for the base's layer kind.
+
+    GPT-2-style models store their linear weights transposed (`Conv1D`); peft must be told
+    (fan_in_fan_out), or it guesses and warns on every run.
+    """
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules or "all-linear",
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in base.modules()),
+        bias="none",
+        task_type=task_type,
+    )

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -59,7 +59,13 @@ from worker.training.losses import (
     response_mask_after_eos,
     value_loss,
 )
-from worker.training.models import encode_prompt, ensure_pad_token, format_prompt, load_causal_lm
+from worker.training.models import (
+    encode_prompt,
+    ensure_pad_token,
+    format_prompt,
+    load_causal_lm,
+    lora_config,
+)
 
 ADAPTER_NAME = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -273,12 +279,12 @@ def _attach_policy_adapter(
         return PeftModel.from_pretrained(
             base, str(init_adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True
         )
-    lora = LoraConfig(
+    lora = lora_config(
+        base,
         r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules or "all-linear",
-        bias="none",
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.target_modules,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, lora, adapter_name=ADAPTER_NAME)

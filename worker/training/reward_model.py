@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.pytorch_utils import Conv1D
 
 from worker.training.losses import ranking_loss
 from worker.training.models import (
@@ -45,6 +44,7 @@ from worker.training.models import (
     format_prompt,
     load_causal_lm,
     load_tokenizer,
+    lora_config,
     pick_device,
 )
 
@@ -196,14 +196,12 @@ class RewardModel(nn.Module):
         cls, base: PreTrainedModel, config: RewardModelConfig, *, base_model: str
     ) -> RewardModel:
         """Wrap `base` (modified in place: LoRA layers are injected) with a fresh adapter."""
-        lora = LoraConfig(
+        lora = lora_config(
+            base,
             r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
             target_modules=config.target_modules,
-            # GPT-2-style Conv1D layers store weights transposed; peft must know.
-            fan_in_fan_out=any(isinstance(m, Conv1D) for m in base.modules()),
-            bias="none",
         )
         return cls(get_peft_model(base, lora, adapter_name=ADAPTER_NAME), base_model=base_model)
 

@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.losses import IGNORE_INDEX, sft_loss
-from worker.training.models import encode_prompt, format_prompt
+from worker.training.models import encode_prompt, format_prompt, lora_config
 
 Prompt = str | list[dict[str, str]]
 ADAPTER_NAME = "policy"
@@ -317,12 +317,12 @@ def add_policy_adapter(
         return PeftModel.from_pretrained(
             model, str(init_adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True
         )
-    lora = LoraConfig(
+    lora = lora_config(
+        model,
         r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
+        alpha=lora_alpha,
+        dropout=lora_dropout,
         target_modules=target_modules,
-        bias="none",
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora, adapter_name=ADAPTER_NAME)

@@ -17,6 +17,7 @@ on CUDA the peak allocated GPU memory is printed too.
     .venv/bin/python -m bench.ppo --separate-models --steps 1
     .venv/bin/python -m bench.ppo --model /path/to/model --device cuda
     .venv/bin/python -m bench.ppo --layers 24 --width 1280 --steps 1   # ~0.47B parameters
+    .venv/bin/python -m bench.ppo --layers 28 --width 2048 --steps 1 --dtype bf16  # ~1.4B
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _run(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]
         device=device,
     )
     tokenizer = load_tokenizer(model_dir)
-    rm_base = load_causal_lm(model_dir, device=device)
+    rm_base = load_causal_lm(model_dir, device=device, dtype=args["dtype"])
     ensure_pad_token(tokenizer, rm_base)
     torch.manual_seed(args["seed"])
     rm = RewardModel.create(rm_base, RewardModelConfig(), base_model=model_dir)
@@ -142,13 +143,13 @@ def _run(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]
     prompts = bench_prompts()
     if separate:
         weights, step_seconds, n_trainable = _separate_models(
-            model_dir, tokenizer, prompts, score_fn, config
+            model_dir, tokenizer, prompts, score_fn, config, args["dtype"]
         )
         weights += weights_mb(rm)
     else:
         from worker.training.ppo import train_ppo
 
-        base = load_causal_lm(model_dir, device=device)
+        base = load_causal_lm(model_dir, device=device, dtype=args["dtype"])
         ensure_pad_token(tokenizer, base)
         with tempfile.TemporaryDirectory() as out_dir:
             result = train_ppo(base, tokenizer, prompts, score_fn, config, out_dir=Path(out_dir))
@@ -171,7 +172,7 @@ def _run(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]
 
 
 def _separate_models(
-    model_dir: str, tokenizer: Any, prompts: list[str], score_fn: Any, config: Any
+    model_dir: str, tokenizer: Any, prompts: list[str], score_fn: Any, config: Any, dtype: str
 ) -> tuple[float, list[float], int]:
     """TRL-style PPO: same algorithm and losses as train_ppo, but four separate models.
 
@@ -201,8 +202,8 @@ def _separate_models(
     device = torch.device(config.device)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     torch.manual_seed(config.seed)
-    policy = load_causal_lm(model_dir, device=config.device)  # trained, every parameter
-    reference = load_causal_lm(model_dir, device=config.device).requires_grad_(False)
+    policy = load_causal_lm(model_dir, device=config.device, dtype=dtype)  # every parameter
+    reference = load_causal_lm(model_dir, device=config.device, dtype=dtype).requires_grad_(False)
     critic = AutoModel.from_pretrained(model_dir, dtype=policy.dtype)  # body, no LM head
     critic = critic.to(device).eval()  # eval(): dropout off, as for the policy
     for m in (policy, reference, critic):
@@ -311,6 +312,9 @@ def main(
     ),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
+    dtype: str = typer.Option(
+        "auto", help="Weights' dtype: auto (bf16/fp16 on CUDA, float32 on CPU), bf16, fp32..."
+    ),
     threads: int = typer.Option(2, help="torch CPU threads."),
 ) -> None:
     """Print seconds per PPO update and peak memory for one or both arrangements."""
@@ -323,6 +327,7 @@ def main(
         "steps": steps,
         "seed": seed,
         "device": device,
+        "dtype": dtype,
         "threads": threads,
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -334,8 +339,8 @@ def main(
             runs.append(_in_subprocess(True, model, args))
 
     console.print(f"model {model}; batch {batch}, mini-batch {mini_batch}, grad_accum "
-                  f"{grad_accum}, {new_tokens} new tokens, {ppo_epochs} PPO epochs, "
-                  f"{steps} updates, device {device}, {threads} threads")  # fmt: skip
+                  f"{grad_accum}, {new_tokens} new tokens, {ppo_epochs} PPO epochs, {steps} "
+                  f"updates, device {device}, dtype {dtype}, {threads} threads")  # fmt: skip
     table = Table(title="PPO: seconds per update and peak memory")
     columns = ("layout", "base params (M)", "trainable (M)", "s/update (each)", "s/update (mean)",
                "weights MB", "peak RSS MB", "peak GPU MB")  # fmt: skip

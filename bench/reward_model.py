@@ -23,7 +23,9 @@ The speed ratio is two factors: sequences needed (K-way needs ~2-2.7x fewer: one
 second depends on the model and the prompt: the K-way path runs a ranking's prompt once, so
 it gains as the prompt grows relative to the responses and as the model becomes
 compute-bound. Measured on 2 CPU cores, to 0.75 held-out accuracy (issue 5's notes):
-  default (2 layers x 96, prompt ~15 tokens, responses ~17): ms/seq equal, 2.5x in all;
+  default (2 layers x 96, prompt ~15 tokens, responses ~17): 2.6x fewer sequences, 0.95 vs
+    1.12 ms/seq, 3.0x in all (K-way batch 1 at lr 3e-3, pairwise batch 2 at 2e-3; K-way at
+    batch 4 gets 0.77 ms/seq and needs 1620 sequences); 2.5x on the earlier grid (batch 1, 2);
   --layers 4 --width 256: 9.1 vs 12.2 ms/seq, 3.4x;
   --layers 4 --width 256 --context-words 24 (prompt ~60 tokens): 10.8 vs 29.6 ms/seq, 5.4x.
 
@@ -211,8 +213,10 @@ def main(
     targets: str = typer.Option(
         "0.65,0.7,0.75", help="Held-out accuracies to time; runs stop at the highest."
     ),
-    lrs: str = typer.Option("1e-3,2e-3,3e-3", help="Learning rates tried by both methods."),
-    batch_sizes: str = typer.Option("1,2", help="Batch sizes (rankings' worth) tried by both."),
+    lrs: str = typer.Option("1e-3,2e-3,3e-3,5e-3", help="Learning rates tried by both methods."),
+    batch_sizes: str = typer.Option(
+        "1,2,4", help="Batch sizes (rankings' worth) tried by both; 4 is the product's default."
+    ),
     pairwise_batch: str = typer.Option(
         "seqs", help="Pairwise batch of B: B rankings' sequences (seqs) or pairs (pairs)."
     ),

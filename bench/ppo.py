@@ -67,10 +67,15 @@ def weights_mb(*models: Any) -> float:
     return sum(seen.values()) / 2**20
 
 
-def build_random_gpt2(out_dir: Path, *, n_layer: int = 12, n_embd: int = 768) -> Path:
+def build_random_gpt2(
+    out_dir: Path, *, n_layer: int = 12, n_embd: int = 768, dtype: Any = None
+) -> Path:
     """A GPT-2-shaped model (vocab 2048) with random weights, saved like a hub checkpoint.
 
-    Its tokenizer is trained on the shipped tiny corpus, so nothing is downloaded.
+    Its tokenizer is trained on the shipped tiny corpus, so nothing is downloaded. It is
+    saved in `dtype` (default float32), as hub checkpoints are saved in the dtype they are
+    used in: loading fp32 files into bf16 would keep the memory-mapped fp32 file pages
+    resident next to the bf16 copy and inflate the peak RSS measured.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -92,6 +97,8 @@ def build_random_gpt2(out_dir: Path, *, n_layer: int = 12, n_embd: int = 768) ->
         pad_token_id=tokenizer.pad_token_id,
     )
     model = GPT2LMHeadModel(config)
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
@@ -333,7 +340,16 @@ def main(
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             console.print(f"building a random GPT-2 ({layers} layers x {width}, vocab 2048)...")
-            model = str(build_random_gpt2(Path(tmp) / "gpt2-random", n_layer=layers, n_embd=width))
+            from worker.training.models import resolve_dtype
+
+            model = str(
+                build_random_gpt2(
+                    Path(tmp) / "gpt2-random",
+                    n_layer=layers,
+                    n_embd=width,
+                    dtype=resolve_dtype(dtype, device),
+                )
+            )
         runs = [_in_subprocess(False, model, args)]
         if separate_models:
             runs.append(_in_subprocess(True, model, args))

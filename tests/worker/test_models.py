@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from peft import get_peft_model
 from safetensors.torch import load_file
-from transformers import PreTrainedModel
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from worker.training.models import (
     encode_prompt,
@@ -63,11 +65,6 @@ def test_load_causal_lm_turns_dropout_off(tiny_model_dir: Path, tmp_path: Path) 
 
 
 def test_lora_config_knows_gpt2_conv1d_weights_are_transposed(tiny_model_dir: Path) -> None:
-    import warnings
-
-    from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     gpt2 = load_causal_lm(str(tiny_model_dir), device="cpu")
     llama = LlamaForCausalLM(
         LlamaConfig(

@@ -3,7 +3,8 @@
 Every trainer (sampling, reward model, PPO) goes through these functions so that device,
 dtype, dropout and padding are decided once: CUDA in bf16 (fp16 where bf16 is missing)
 when a GPU is present, CPU float32 otherwise; dropout off (RLHF_NOTES.md, PPO point 5);
-a pad token distinct from EOS (point 2). Nothing here downloads unless given a hub id.
+a pad token distinct from EOS (point 2); one LoRA setting (`lora_config`). Nothing here
+downloads unless given a hub id.
 """
 
 from __future__ import annotations

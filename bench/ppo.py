@@ -1,20 +1,24 @@
 """PPO seconds per update and peak memory: one base with adapters vs separate models.
 
-Default arrangement (what `worker.training.ppo.train_ppo` does):
+Default layout "shared" (what a round does when its reward model was trained on the policy's
+base, which is the default):
     policy     base + LoRA adapter "policy"            one copy of the base weights
     reference  the same base, adapter disabled         no extra weights
     value      zero-initialised linear head            H + 1 parameters
-    reward     a SEPARATE reward model (its own base copy + "reward" adapter + head), reached
-               through score_fn; sharing the policy's base would save one more base copy
-`--separate-models` loads the layout TRL's PPO trainer used: a full-parameter policy, a
-separate reference copy, a separate reward model and a full-parameter critic (base body +
-value head), each trained with its own AdamW.
+    reward     adapter "reward" + head on the SAME base (`ppo.SharedBaseReward`), switched on
+               only while scoring
+`--reward-own-base` also runs "rm-own-base": the reward model on its own copy of the base (what
+a round does after SFT or with `reference: previous`, when the policy's base holds merged
+adapters the reward model was not trained on). `--separate-models` also runs the layout TRL's
+PPO trainer used: a full-parameter policy, a separate reference copy, a separate reward model
+and a full-parameter critic (base body + value head), each trained with its own AdamW.
 
-Each arrangement runs in a fresh process, so its peak RSS (/proc/self/status VmHWM) is its own;
+The reward model (random adapter and head) is made and saved first, in a process of its own;
+each layout then runs in a fresh process, so its peak RSS (/proc/self/status VmHWM) is its own;
 on CUDA the peak allocated GPU memory is printed too.
 
     .venv/bin/python -m bench.ppo                       # builds a random 12x768 GPT-2 (~86M)
-    .venv/bin/python -m bench.ppo --separate-models --steps 1
+    .venv/bin/python -m bench.ppo --reward-own-base --separate-models --steps 1
     .venv/bin/python -m bench.ppo --model /path/to/model --device cuda
     .venv/bin/python -m bench.ppo --layers 24 --width 1280 --steps 1   # ~0.47B parameters
     .venv/bin/python -m bench.ppo --layers 28 --width 2048 --steps 1 --dtype bf16  # ~1.4B
@@ -35,15 +39,15 @@ from rich.table import Table
 app = typer.Typer(add_completion=False)
 console = Console()
 
-SHARED_LAYOUT = (
-    "one base copy: policy = LoRA adapter 'policy', reference = adapter disabled, "
-    "value = zero-init head on the policy's last hidden state; RM = separate model "
-    "(own base copy + 'reward' adapter + head)"
-)
-SEPARATE_LAYOUT = (
-    "four base copies: full-parameter policy, separate frozen reference, separate RM "
-    "(base + 'reward' adapter + head), full-parameter critic (base body + value head)"
-)
+LAYOUTS = {
+    "shared": "one base copy: policy = LoRA adapter 'policy', reference = adapter disabled, "
+    "value = zero-init head on the policy's last hidden state, RM = adapter 'reward' + head "
+    "on the same base",
+    "rm-own-base": "two base copies: policy, reference and value head as in 'shared'; RM = "
+    "its own base copy + 'reward' adapter + head",
+    "separate": "four base copies: full-parameter policy, separate frozen reference, separate "
+    "RM (base + 'reward' adapter + head), full-parameter critic (base body + value head)",
+}
 
 
 def _status_mb(field: str) -> float:
@@ -116,13 +120,29 @@ def bench_prompts() -> list[str]:
     ]
 
 
-def _run(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]:
-    """One arrangement in a fresh process; returns its figures."""
+def _save_reward_model(model_dir: str, out_dir: str, args: dict[str, Any]) -> None:
+    """A reward model with a random adapter and head, saved as a round's RM stage saves one."""
     import torch
 
     from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
-    from worker.training.ppo import PPOConfig
-    from worker.training.reward_model import RewardModel, RewardModelConfig, score
+    from worker.training.reward_model import RewardModel, RewardModelConfig
+
+    tokenizer = load_tokenizer(model_dir)
+    base = load_causal_lm(model_dir, device=args["device"], dtype=args["dtype"])
+    ensure_pad_token(tokenizer, base)
+    torch.manual_seed(args["seed"])
+    RewardModel.create(base, RewardModelConfig(), base_model=model_dir).save(
+        Path(out_dir), tokenizer=tokenizer
+    )
+
+
+def _run(layout: str, model_dir: str, rm_dir: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One layout in a fresh process; returns its figures."""
+    import torch
+
+    from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
+    from worker.training.ppo import PPOConfig, SharedBaseReward, train_ppo
+    from worker.training.reward_model import load_reward_model, score
 
     torch.set_num_threads(args["threads"])
     device = args["device"]
@@ -133,40 +153,48 @@ def _run(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]
         grad_accum=args["grad_accum"],
         ppo_epochs=args["ppo_epochs"],
         max_new_tokens=args["new_tokens"],
-        lr=3e-6 if separate else 5e-5,  # full weights vs LoRA (RLHF_NOTES note 6)
+        lr=3e-6 if layout == "separate" else 5e-5,  # full weights vs LoRA (RLHF_NOTES note 6)
         seed=args["seed"],
         device=device,
     )
     tokenizer = load_tokenizer(model_dir)
-    rm_base = load_causal_lm(model_dir, device=device, dtype=args["dtype"])
-    ensure_pad_token(tokenizer, rm_base)
-    torch.manual_seed(args["seed"])
-    rm = RewardModel.create(rm_base, RewardModelConfig(), base_model=model_dir)
-    rm.eval()
-
-    def score_fn(prompts: list, responses: list[str]) -> list[float]:
-        return score(rm, tokenizer, prompts, responses, batch_size=config.micro_batch_size)
-
     prompts = bench_prompts()
-    if separate:
-        weights, step_seconds, n_trainable = _separate_models(
-            model_dir, tokenizer, prompts, score_fn, config, args["dtype"]
-        )
-        weights += weights_mb(rm)
-    else:
-        from worker.training.ppo import train_ppo
-
+    if layout == "shared":
         base = load_causal_lm(model_dir, device=device, dtype=args["dtype"])
         ensure_pad_token(tokenizer, base)
+        n_base = sum(p.numel() for p in base.parameters())
+        reward = SharedBaseReward(Path(rm_dir), batch_size=config.micro_batch_size)
         with tempfile.TemporaryDirectory() as out_dir:
-            result = train_ppo(base, tokenizer, prompts, score_fn, config, out_dir=Path(out_dir))
+            result = train_ppo(base, tokenizer, prompts, reward, config, out_dir=Path(out_dir))
         step_seconds = [m["time"] for m in result.metrics_per_step]
         n_trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
         n_trainable += sum(p.numel() for p in result.value_head.parameters())
-        weights = weights_mb(rm, result.model, result.value_head)
-    n_base = sum(p.numel() for n, p in rm.lm.named_parameters() if "lora_" not in n)
+        weights = weights_mb(result.model, result.value_head)
+    else:
+        rm = load_reward_model(Path(rm_dir), device=device, dtype=args["dtype"])
+        n_base = sum(p.numel() for n, p in rm.lm.named_parameters() if "lora_" not in n)
+
+        def score_fn(prompts: list, responses: list[str]) -> list[float]:
+            return score(rm, tokenizer, prompts, responses, batch_size=config.micro_batch_size)
+
+        if layout == "separate":
+            weights, step_seconds, n_trainable = _separate_models(
+                model_dir, tokenizer, prompts, score_fn, config, args["dtype"]
+            )
+            weights += weights_mb(rm)
+        else:
+            base = load_causal_lm(model_dir, device=device, dtype=args["dtype"])
+            ensure_pad_token(tokenizer, base)
+            with tempfile.TemporaryDirectory() as out_dir:
+                result = train_ppo(
+                    base, tokenizer, prompts, score_fn, config, out_dir=Path(out_dir)
+                )
+            step_seconds = [m["time"] for m in result.metrics_per_step]
+            n_trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+            n_trainable += sum(p.numel() for p in result.value_head.parameters())
+            weights = weights_mb(rm, result.model, result.value_head)
     return {
-        "layout": "separate" if separate else "shared",
+        "layout": layout,
         "base_params_m": n_base / 1e6,
         "trainable_m": n_trainable / 1e6,
         "step_seconds": step_seconds,
@@ -296,9 +324,9 @@ def _separate_models(
     return weights, step_seconds, n_trainable
 
 
-def _in_subprocess(separate: bool, model_dir: str, args: dict[str, Any]) -> dict[str, Any]:
+def _in_subprocess(fn: Any, *args: Any) -> Any:
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_run, (separate, model_dir, args))
+        return pool.apply(fn, args)
 
 
 @app.command()
@@ -314,6 +342,9 @@ def main(
     new_tokens: int = typer.Option(48, help="max_new_tokens of each rollout."),
     ppo_epochs: int = typer.Option(4),
     steps: int = typer.Option(2, help="PPO updates to time."),
+    reward_own_base: bool = typer.Option(
+        False, help="Also run the reward model on its own copy of the base."
+    ),
     separate_models: bool = typer.Option(
         False, help="Also run the TRL layout: full policy, reference, RM and full critic."
     ),
@@ -350,9 +381,10 @@ def main(
                     dtype=resolve_dtype(dtype, device),
                 )
             )
-        runs = [_in_subprocess(False, model, args)]
-        if separate_models:
-            runs.append(_in_subprocess(True, model, args))
+        rm_dir = str(Path(tmp) / "reward-model")
+        _in_subprocess(_save_reward_model, model, rm_dir, args)
+        layouts = ["shared"] + ["rm-own-base"] * reward_own_base + ["separate"] * separate_models
+        runs = [_in_subprocess(_run, layout, model, rm_dir, args) for layout in layouts]
 
     console.print(f"model {model}; batch {batch}, mini-batch {mini_batch}, grad_accum "
                   f"{grad_accum}, {new_tokens} new tokens, {ppo_epochs} PPO epochs, {steps} "
@@ -370,9 +402,8 @@ def main(
             f"{r['weights_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['peak_gpu_mb']:.0f}",
         )  # fmt: skip
     console.print(table)
-    console.print(f"shared:   {SHARED_LAYOUT}")
-    if separate_models:
-        console.print(f"separate: {SEPARATE_LAYOUT}")
+    for layout in layouts:
+        console.print(f"{layout}: {LAYOUTS[layout]}")
 
 
 if __name__ == "__main__":

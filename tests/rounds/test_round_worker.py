@@ -123,6 +123,9 @@ def test_a_full_round_registers_a_new_current_version_and_samples_it(
     assert all("kl" in p and "score" in p for p in ended.metrics["policy"])
     assert ended.metrics["gate"]["passed"] is True
     assert ended.metrics["reward_model_summary"]["n_train"] > 0
+    # the reward model was trained on the project's base and nothing is merged into the
+    # policy's: PPO scored with it as a second adapter on the policy's own base weights
+    assert ended.metrics["candidate"]["reward_model_on_policy_base"] is True
 
     with app_database.session() as session:
         rm = session.scalars(

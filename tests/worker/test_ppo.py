@@ -25,11 +25,18 @@ from worker.training.ppo import (
     PPODivergedError,
     PPOResult,
     ScoreFn,
+    SharedBaseReward,
     ValueHead,
     forward_response,
     merge_adapter_into_base,
     rollout_sampling_kwargs,
     train_ppo,
+)
+from worker.training.reward_model import (
+    RewardModel,
+    RewardModelConfig,
+    load_reward_model,
+    score,
 )
 
 NEW_TOKENS = 24
@@ -333,6 +340,69 @@ def test_same_seed_gives_identical_runs(
     assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
     heads = [load_file(r.adapter_dir.parent / "value_head.safetensors") for r in runs]
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+def saved_reward_model(tiny_model_dir: Path, out_dir: Path) -> Path:
+    """A reward model on the tiny base with a random (non-zero) adapter and head, saved."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(7)
+    rm = RewardModel.create(
+        load_causal_lm(str(tiny_model_dir), device="cpu"),
+        RewardModelConfig(),
+        base_model=str(tiny_model_dir),
+    )
+    with torch.no_grad():
+        for name, p in rm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.2)  # a fresh adapter adds nothing; this one changes scores
+    rm.reward_mean, rm.reward_std = 0.5, 2.0
+    rm.save(out_dir, tokenizer=tokenizer)
+    return out_dir
+
+
+@pytest.mark.slow
+def test_a_reward_model_sharing_the_policys_base_gives_the_separate_models_run(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    rm_dir = saved_reward_model(tiny_model_dir, tmp_path / "rm")
+    separate = load_reward_model(rm_dir, device="cpu")
+    rm_tokenizer = load_tokenizer(str(rm_dir))
+
+    def separate_score(prompts: list, responses: list[str]) -> list[float]:
+        return score(separate, rm_tokenizer, prompts, responses)
+
+    runs = [
+        train_ppo(
+            load_causal_lm(str(tiny_model_dir), device="cpu"),
+            load_tokenizer(str(tiny_model_dir)),
+            PROMPTS,
+            reward,
+            SHORT,
+            out_dir=tmp_path / name,
+        )
+        for name, reward in (("separate", separate_score), ("shared", SharedBaseReward(rm_dir)))
+    ]
+
+    # Same scores, same updates: with the reward adapter off, the policy's layers compute
+    # what they compute without it, and scoring saw the reward adapter alone.
+    scores = [[m["score"] for m in r.metrics_per_step] for r in runs]
+    assert scores[0] == scores[1]
+    assert len(set(scores[0])) > 1  # a scorer that returns a constant would prove nothing
+    assert [m["kl"] for m in runs[0].metrics_per_step] == [
+        m["kl"] for m in runs[1].metrics_per_step
+    ]
+    adapters = [load_file(r.adapter_dir / "adapter_model.safetensors") for r in runs]
+    assert adapters[0].keys() == adapters[1].keys()
+    assert not any("reward" in k for k in adapters[1])
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    # The result is the policy alone: the reward adapter is gone from its layers.
+    assert list(runs[1].model.peft_config) == ["policy"]
+    assert not any(".reward." in n for n, _ in runs[1].model.named_parameters())
+    # The reward model was not trained: a fresh load still scores as the shared one did.
+    texts = ["Boil fresh water and pour it.", "Blue light scatters more."]
+    assert score(separate, rm_tokenizer, ["Tea?", "Sky?"], texts) == score(
+        load_reward_model(rm_dir, device="cpu"), rm_tokenizer, ["Tea?", "Sky?"], texts
+    )
 
 
 @pytest.mark.slow

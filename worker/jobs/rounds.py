@@ -121,10 +121,9 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
         )
 
 
-def _load_round_reward_model(round_id: int) -> tuple[Any, Any]:
+def _round_reward_model(round_id: int) -> tuple[str, Path] | None:
+    """(base model name, local directory) of the reward model a round uses, if any."""
     from app.rounds import repository
-    from worker.training.models import load_tokenizer
-    from worker.training.reward_model import load_reward_model
 
     with session_scope(readonly=True) as session:
         rm_version = repository.reward_model_for_round(session, round_id)
@@ -133,9 +132,19 @@ def _load_round_reward_model(round_id: int) -> tuple[Any, Any]:
             assert training_round is not None
             rm_version = repository.latest_reward_model(session, training_round.project_id)
         if rm_version is None:
-            return None, None
-        uri = rm_version.artifact_uri
-    rm_dir = get_store().local_dir(uri)
+            return None
+        base_model, uri = rm_version.base_model, rm_version.artifact_uri
+    return base_model, Path(get_store().local_dir(uri))
+
+
+def _load_round_reward_model(round_id: int) -> tuple[Any, Any]:
+    from worker.training.models import load_tokenizer
+    from worker.training.reward_model import load_reward_model
+
+    found = _round_reward_model(round_id)
+    if found is None:
+        return None, None
+    _, rm_dir = found
     return load_reward_model(rm_dir), load_tokenizer(str(rm_dir))
 
 
@@ -176,7 +185,9 @@ def policy_stage(start: StageStart, reporter: StageReporter) -> None:
         init_dir = (
             get_store().local_dir(source.init_adapter_uri) if source.init_adapter_uri else None
         )
-        summary = trainer(start, reporter, model, tokenizer, train_prompts, init_dir, workdir)
+        summary = trainer(
+            start, reporter, model, tokenizer, train_prompts, init_dir, workdir, source=source
+        )
         reporter.check_cancel()
         adapter_dir = Path(summary.pop("adapter_dir"))
         uri = get_store().put_dir(
@@ -209,12 +220,23 @@ def ppo_trainer(
     prompts: list[Any],
     init_dir: Path | None,
     workdir: Path,
+    *,
+    source: lineage.PolicySource,
 ) -> dict[str, Any]:
-    from worker.training.ppo import PPOConfig, train_ppo
+    from worker.training.ppo import PPOConfig, ScoreFn, SharedBaseReward, train_ppo
 
-    rm, rm_tokenizer = _load_round_reward_model(start.round_id)
-    if rm is None:
+    found = _round_reward_model(start.round_id)
+    if found is None:
         raise ValueError("PPO needs a reward model; this round trained none")
+    rm_base, rm_dir = found
+    # A reward model trained on the very weights PPO starts from (same base, nothing merged)
+    # is loaded onto them as a second adapter: one base copy in memory instead of two.
+    on_policy_base = rm_base == source.base_model and not source.reference_merged
+    reward: ScoreFn | SharedBaseReward
+    if on_policy_base:
+        reward = SharedBaseReward(rm_dir)
+    else:
+        reward = _score_fn(*_load_round_reward_model(start.round_id))
     cfg = start.config["ppo"]
     config = PPOConfig(
         steps=cfg["steps"],
@@ -236,7 +258,7 @@ def ppo_trainer(
         model,
         tokenizer,
         prompts,
-        _score_fn(rm, rm_tokenizer),
+        reward,
         config,
         init_adapter_dir=init_dir,
         out_dir=workdir / "adapter",
@@ -246,6 +268,7 @@ def ppo_trainer(
     return {
         "ppo": result.final,
         "ppo_config": asdict(config),
+        "reward_model_on_policy_base": on_policy_base,
         "adapter_dir": str(result.adapter_dir),
     }
 
@@ -258,6 +281,8 @@ def sft_trainer(
     prompts: list[Any],
     init_dir: Path | None,
     workdir: Path,
+    *,
+    source: lineage.PolicySource,
 ) -> dict[str, Any]:
     from worker.training.sft import Demonstration, SFTConfig, train_sft
 
@@ -302,6 +327,8 @@ def dpo_trainer(
     prompts: list[Any],
     init_dir: Path | None,
     workdir: Path,
+    *,
+    source: lineage.PolicySource,
 ) -> dict[str, Any]:
     from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
 
@@ -354,6 +381,8 @@ def dpo_trainer(
     }
 
 
+# Each trainer gets the loaded base and where training starts (`source`); it returns the
+# summary, with the trained adapter's directory under "adapter_dir".
 POLICY_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {
     "reward_ppo": ppo_trainer,
     "sft": sft_trainer,

@@ -5,7 +5,9 @@ The arrangement (RLHF_NOTES.md, "Memory: one base, several adapters"):
     policy      base + LoRA adapter "policy"                     (trained)
     reference   the same model inside `model.disable_adapter()`  (frozen: whatever the base holds)
     value       a zero-initialised linear head on the policy's last hidden state (trained)
-    reward      `score_fn(prompts, responses)`, supplied by the caller (e.g. reward_model.score)
+    reward      `score_fn(prompts, responses)`, supplied by the caller (e.g. reward_model.score),
+                or `SharedBaseReward(path)`: a saved reward model whose base is the policy's,
+                loaded as a second adapter "reward" on the same base (no second base copy)
 
 The reference is the model PPO must stay close to. With LoRA, an SFT or previous-round adapter
 is merged into the base first (`merge_adapter_into_base`), so that disabling the PPO adapter
@@ -64,8 +66,11 @@ from worker.training.models import (
     ensure_pad_token,
     format_prompt,
     load_causal_lm,
+    load_tokenizer,
     lora_config,
 )
+from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
+from worker.training.reward_model import load_reward_model, score
 
 ADAPTER_NAME = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -74,6 +79,20 @@ METRICS_FILE = "metrics.json"
 ScoreFn = Callable[[list[Prompt], list[str]], list[float]]
 """score_fn(prompts, responses) -> one normalised RM score per response (mean 0, std 1 on the
 reference policy's samples, RLHF_NOTES note 7)."""
+
+
+@dataclass(frozen=True)
+class SharedBaseReward:
+    """A saved reward model (reward_model.RewardModel.save) to score with from the policy's base.
+
+    Only valid when the reward model was trained on exactly the weights PPO's base holds
+    (the same model, nothing merged into it): its adapter is then added to the policy's
+    layers, frozen, and scoring switches to it, so one base copy serves policy, reference,
+    value head and reward model. train_ppo removes the adapter before it returns.
+    """
+
+    path: Path
+    batch_size: int = 16
 
 
 @dataclass
@@ -290,6 +309,19 @@ def _attach_policy_adapter(
     return get_peft_model(base, lora, adapter_name=ADAPTER_NAME)
 
 
+def _score_on_policy_base(policy: PeftModel, reward: SharedBaseReward) -> ScoreFn:
+    """Load the reward adapter and head onto the policy's base; a scorer that uses them."""
+    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # loading draws LoRA inits: keep the seed's
+        rm = load_reward_model(reward.path, base=policy)  # stream as with a separate model
+    rm_tokenizer = load_tokenizer(str(reward.path))
+
+    def score_fn(prompts: list[Prompt], responses: list[str]) -> list[float]:
+        return score(rm, rm_tokenizer, prompts, responses, batch_size=reward.batch_size)
+
+    return score_fn
+
+
 def forward_response(
     model: nn.Module,
     value_head: ValueHead | None,
@@ -474,7 +506,7 @@ def train_ppo(
     base: str | PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[Prompt],
-    score_fn: ScoreFn,
+    score_fn: ScoreFn | SharedBaseReward,
     config: PPOConfig,
     *,
     init_adapter_dir: Path | None = None,
@@ -506,6 +538,8 @@ def train_ppo(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(config.seed)
         model = _attach_policy_adapter(base, config, init_adapter_dir)
+        if isinstance(score_fn, SharedBaseReward):
+            score_fn = _score_on_policy_base(model, score_fn)
         # eval(): dropout off everywhere (note 5); LoRA parameters still receive gradients.
         model.eval()
         hidden_size = model.get_base_model().config.get_text_config().hidden_size
@@ -634,6 +668,9 @@ def train_ppo(
             metrics_per_step.append(metrics)
             if progress is not None:
                 progress(step, config.steps, metrics)
+
+    if REWARD_ADAPTER_NAME in model.peft_config:
+        model.delete_adapter(REWARD_ADAPTER_NAME)  # the result is the policy alone
 
     # Save (only a completed run gets here) -----------------------------------------------
     out_dir = Path(out_dir)

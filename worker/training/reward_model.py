@@ -26,7 +26,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,26 @@ class RewardModel(nn.Module):
         last = suffix_mask.sum(-1) - 1  # (N,) last real token of each suffix
         return self._read(hidden, last)
 
+    @contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Eval mode and, when the base's layers carry another adapter too, the reward adapter
+        active; both restored afterwards.
+
+        Switching adapters with peft's set_adapter also sets which adapter is trainable, so
+        the other adapter (PPO's policy) is made active and trainable again on the way out.
+        """
+        was_training = self.training
+        previous = self.lm.active_adapter
+        self.eval()
+        if previous != ADAPTER_NAME:
+            self.lm.set_adapter(ADAPTER_NAME, inference_mode=True)
+        try:
+            yield
+        finally:
+            if previous != ADAPTER_NAME:
+                self.lm.set_adapter(previous)  # the reward adapter is frozen again
+            self.train(was_training)
+
     def _hidden(
         self,
         input_ids: Tensor,
@@ -318,24 +339,33 @@ class RewardModel(nn.Module):
 def load_reward_model(
     path: Path,
     *,
-    base: PreTrainedModel | None = None,
+    base: PreTrainedModel | PeftModel | None = None,
     device: str | None = None,
     dtype: str = "auto",
 ) -> RewardModel:
-    """Load a saved reward model; `base` reuses an already loaded base model (modified in place).
+    """Load a saved reward model; `base` reuses an already loaded model (modified in place).
 
+    `base` may be a plain model or a PeftModel that carries another adapter (PPO's policy on
+    the same base weights): the reward adapter is then added next to it, frozen, and scoring
+    switches to it and back, so that one copy of the base serves both (RLHF_NOTES, "Memory").
     The tokenizer to use with it is saved alongside: `load_tokenizer(path)`.
     """
     path = Path(path)
     meta = json.loads((path / META_FILE).read_text())
-    if isinstance(base, PeftModel):
-        raise TypeError("pass the plain base model: the reward adapter is loaded onto it here")
     if base is None:
         base = load_causal_lm(meta["base_model"], device=device, dtype=dtype)
     if base.get_input_embeddings().num_embeddings < meta["vocab_size"]:
+        if isinstance(base, PeftModel):
+            raise ValueError("the reward model's vocabulary is larger than the policy's")
         base.resize_token_embeddings(meta["vocab_size"], mean_resizing=False)  # the added pad
     adapter_dir = path / ADAPTER_DIR / meta.get("adapter_name", ADAPTER_NAME)
-    lm = PeftModel.from_pretrained(base, adapter_dir, adapter_name=ADAPTER_NAME)
+    if isinstance(base, PeftModel):
+        if ADAPTER_NAME in base.peft_config:
+            raise ValueError(f"the model already has an adapter named {ADAPTER_NAME!r}")
+        base.load_adapter(str(adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=False)
+        lm = base
+    else:
+        lm = PeftModel.from_pretrained(base, adapter_dir, adapter_name=ADAPTER_NAME)
     rm = RewardModel(lm, base_model=meta["base_model"])
     rm.head.load_state_dict(load_file(path / HEAD_FILE, device=str(rm.device)))
     rm.reward_mean, rm.reward_std = meta["reward_mean"], meta["reward_std"]
@@ -419,16 +449,14 @@ def _raw_scores(
     ]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = [0.0] * len(rows)
-    was_training = rm.training
-    rm.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        input_ids, attention_mask = _collate(
-            [rows[i] for i in idx], tokenizer.pad_token_id, rm.device
-        )
-        for i, s in zip(idx, rm(input_ids, attention_mask).float().tolist(), strict=True):
-            out[i] = s
-    rm.train(was_training)
+    with rm.scoring():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            input_ids, attention_mask = _collate(
+                [rows[i] for i in idx], tokenizer.pad_token_id, rm.device
+            )
+            for i, s in zip(idx, rm(input_ids, attention_mask).float().tolist(), strict=True):
+                out[i] = s
     return out
 
 

@@ -467,6 +467,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         max_new_tokens=max_new,
         seed=seed,
     )
+    del previous_model  # one model in memory at a time: the reward model comes next
     reporter.progress(2, 3, force=True)
     gate: dict[str, Any] = {"kl": kl, "max_kl": start.config["max_kl"], "gate_samples": n}
     rm, rm_tokenizer = _load_round_reward_model(start.round_id)

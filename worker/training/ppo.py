@@ -519,10 +519,12 @@ def train_ppo(
     `base` is a model id/dir or a loaded model; a loaded model is modified in place (the
     "policy" adapter is injected, the pad token added if missing). Its current weights are the
     reference. `init_adapter_dir` continues training that adapter instead of a fresh one; the
-    value head always starts at zero. `progress(step, steps, metrics)` runs after each step,
-    `should_stop()` before each (True raises PPOCancelled). A non-finite score, KL, loss or
-    gradient raises PPODivergedError. Nothing is written to `out_dir` unless the run completes.
-    Deterministic on CPU under `config.seed`; the caller's global RNG state is left untouched.
+    value head always starts at zero. `score_fn` may instead be a `SharedBaseReward`: the
+    reward model is then loaded onto the policy's own base. `progress(step, steps, metrics)`
+    runs after each step, `should_stop()` before each (True raises PPOCancelled). A
+    non-finite score, KL, loss or gradient raises PPODivergedError. Nothing is written to
+    `out_dir` unless the run completes. Deterministic on CPU under `config.seed`; the caller's
+    global RNG state is left untouched.
     """
     if not prompts:
         raise ValueError("prompts is empty: PPO needs prompts to sample from")

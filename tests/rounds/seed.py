@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import PolicyVersion
 from app.projects.service import add_prompts
 from tests.factories import make_project, make_ranking, make_task, make_user, task_sample_ids
 
@@ -30,14 +28,3 @@ def seed_ranked_project(session: Session, tiny_model_path: Path, *, prompts: int
         ids = task_sample_ids(session, task)  # same order as texts: 0..3 'good's
         make_ranking(session, task, annotator, [[sid] for sid in reversed(ids)])
     return project.id
-
-
-def project_versions(session: Session, project_id: int) -> list[PolicyVersion]:
-    """The project's policy versions, oldest first."""
-    return list(
-        session.scalars(
-            select(PolicyVersion)
-            .where(PolicyVersion.project_id == project_id)
-            .order_by(PolicyVersion.number)
-        )
-    )

@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.models import PolicyStatus, RoundState, Sample, TrainingRound
+from app.ratings import repository as ratings_repository
 from app.rounds import service
 from tests.conftest import FreshDatabase
-from tests.rounds.seed import project_versions, seed_ranked_project
+from tests.rounds.seed import seed_ranked_project
 from worker.jobs.rounds import run_round
 
 SMALL_ROUND: dict[str, Any] = {
@@ -57,7 +58,7 @@ def test_a_candidate_below_the_gain_bound_is_rejected_and_the_previous_version_s
         assert ended.error is not None
         assert "gain" in ended.error
         assert "95% interval" in ended.error
-        versions = project_versions(session, project_id)
+        versions = ratings_repository.versions(session, project_id)
         # The candidate is kept with its lineage, but the starting version stays current.
         assert [(v.number, v.status) for v in versions] == [
             (1, PolicyStatus.current),

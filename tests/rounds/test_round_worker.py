@@ -19,10 +19,11 @@ from app.models import (
     TrainingRound,
 )
 from app.projects.service import add_prompts
+from app.ratings import repository as ratings_repository
 from app.rounds import service
 from tests.conftest import FreshDatabase, wait_until
 from tests.factories import make_project
-from tests.rounds.seed import project_versions, seed_ranked_project
+from tests.rounds.seed import seed_ranked_project
 
 
 def _state(db: FreshDatabase, round_id: int) -> TrainingRound:
@@ -132,7 +133,7 @@ def test_a_full_round_registers_a_new_current_version_and_samples_it(
             select(RewardModelVersion).where(RewardModelVersion.round_id == round_id)
         ).one()
         assert rm.snapshot_id == ended.snapshot_id is not None
-        versions = project_versions(session, project_id)
+        versions = ratings_repository.versions(session, project_id)
         assert [(v.number, v.status) for v in versions] == [
             (1, PolicyStatus.retired),
             (2, PolicyStatus.current),

@@ -137,14 +137,11 @@ def _round_reward_model(round_id: int) -> tuple[str, Path] | None:
     return base_model, Path(get_store().local_dir(uri))
 
 
-def _load_round_reward_model(round_id: int) -> tuple[Any, Any]:
+def _load_reward_model(rm_dir: Path) -> tuple[Any, Any]:
+    """(reward model on its own copy of its base, its tokenizer)."""
     from worker.training.models import load_tokenizer
     from worker.training.reward_model import load_reward_model
 
-    found = _round_reward_model(round_id)
-    if found is None:
-        return None, None
-    _, rm_dir = found
     return load_reward_model(rm_dir), load_tokenizer(str(rm_dir))
 
 
@@ -236,7 +233,7 @@ def ppo_trainer(
     if on_policy_base:
         reward = SharedBaseReward(rm_dir)
     else:
-        reward = _score_fn(*_load_round_reward_model(start.round_id))
+        reward = _score_fn(*_load_reward_model(rm_dir))
     cfg = start.config["ppo"]
     config = PPOConfig(
         steps=cfg["steps"],
@@ -470,10 +467,10 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     del previous_model  # one model in memory at a time: the reward model comes next
     reporter.progress(2, 3, force=True)
     gate: dict[str, Any] = {"kl": kl, "max_kl": start.config["max_kl"], "gate_samples": n}
-    rm, rm_tokenizer = _load_round_reward_model(start.round_id)
+    found = _round_reward_model(start.round_id)
     passed = kl <= start.config["max_kl"]
-    if rm is not None:
-        score_fn = _score_fn(rm, rm_tokenizer)
+    if found is not None:
+        score_fn = _score_fn(*_load_reward_model(found[1]))
         new_scores = _per_prompt_means(score_fn(gate_prompts, [s.text for s in new_samples]), n)
         old_scores = _per_prompt_means(score_fn(gate_prompts, [s.text for s in old_samples]), n)
         new_score, old_score = statistics.fmean(new_scores), statistics.fmean(old_scores)

@@ -51,6 +51,7 @@ import resource
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,31 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _run_and_send(conn: Any, method: str, model: str, args: dict[str, Any]) -> None:
+    try:
+        conn.send(("ok", _run(method, model, args)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+
+
 def _in_subprocess(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_run, (method, model, args))
+    """Run `_run` in a new process (its own peak RSS), forked from a server that imported
+    torch, transformers and peft once, so a grid does not pay their import every run."""
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "torch", "peft", "worker.training.reward_model"])
+    receive, send = context.Pipe(duplex=False)  # a pipe: no semaphores to leak, unlike a Pool
+    process = context.Process(target=_run_and_send, args=(send, method, model, args))
+    process.start()
+    send.close()
+    try:
+        status, payload = receive.recv()
+    except EOFError:
+        status, payload = "error", "the run's process died without an answer"
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"{method} run failed:\n{payload}")
+    return payload
 
 
 @app.command()
@@ -261,7 +284,12 @@ def main(
             console.print(f"building a tiny model ({layers}x{width}, {tiny_steps} steps)...")
             model = str(
                 make_tiny_model(
-                    Path(tmp) / "tiny", steps=tiny_steps, seed=seed, n_layer=layers, n_embd=width
+                    Path(tmp) / "tiny",
+                    steps=tiny_steps,
+                    seed=seed,
+                    n_layer=layers,
+                    n_embd=width,
+                    device=device,
                 )
             )
         all_runs = []

@@ -77,12 +77,14 @@ def make_tiny_model(
     block_size: int = 128,
     batch_size: int = 16,
     lr: float = 3e-3,
+    device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train the tokenizer and a small GPT-2 on the corpus, save both to `out_dir`.
 
     Deterministic under `seed` on a given machine. The default 400 steps take well under
-    a minute on 2 CPU cores and give word-like samples; tests use ~20 steps.
+    a minute on 2 CPU cores and give word-like samples; tests use ~20 steps. `device`
+    ("cuda") makes larger shapes affordable, e.g. for benchmarks on a GPU.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -115,7 +117,7 @@ def make_tiny_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
+        model = GPT2LMHeadModel(config).to(device)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -127,6 +129,7 @@ def make_tiny_model(
                 0, len(data) - block_size - 1, (batch_size,), generator=generator
             )
             window = torch.stack([data[s : s + block_size + 1] for s in starts.tolist()])
+            window = window.to(device)  # (B, T + 1)
             inputs, targets = window[:, :-1], window[:, 1:]  # (B, T), (B, T)
             logits = model(input_ids=inputs).logits  # (B, T, V)
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())

@@ -22,11 +22,13 @@ on CUDA the peak allocated GPU memory is printed too.
     .venv/bin/python -m bench.ppo --model /path/to/model --device cuda
     .venv/bin/python -m bench.ppo --layers 24 --width 1280 --steps 1   # ~0.47B parameters
     .venv/bin/python -m bench.ppo --layers 28 --width 2048 --steps 1 --dtype bf16  # ~1.4B
+
+Measured (issue 6's notes): 1.4B in bf16, one update, shared layout: 5.4 GB peak RSS on
+2 CPU cores (85 s); on an NVIDIA H200, 11 s and 3.9 GB of peak allocated GPU memory.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +37,8 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from bench._process import run_in_process
 
 app = typer.Typer(add_completion=False)
 console = Console()
@@ -325,8 +329,7 @@ def _separate_models(
 
 
 def _in_subprocess(fn: Any, *args: Any) -> Any:
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    return run_in_process(fn, *args)
 
 
 @app.command()

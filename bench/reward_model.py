@@ -28,6 +28,11 @@ compute-bound. Measured on 2 CPU cores, to 0.75 held-out accuracy (issue 5's not
     batch 4 gets 0.77 ms/seq and needs 1620 sequences); 2.5x on the earlier grid (batch 1, 2);
   --layers 4 --width 256: 9.1 vs 12.2 ms/seq, 3.4x;
   --layers 4 --width 256 --context-words 24 (prompt ~60 tokens): 10.8 vs 29.6 ms/seq, 5.4x.
+On an NVIDIA H200 (--device cuda, bf16) the default benchmark is not faster than on a CPU:
+a step of the 2 x 96 model keeps the GPU busy ~1.6 ms and the host ~25 ms launching its
+~450 kernels, so time follows steps, not sequences. Grid 2e-3..5e-3 x batch 1, 2, 4: K-way
+1,800 sequences in 3.70 s (lr 5e-3, batch 4), pairwise 3,960 in 3.30 s (lr 3e-3, batch 4):
+2.2x fewer sequences, 0.9x the speed. `bench/reward_model_step.py` splits a step's time.
 
 Tasks:
   lexicon (default)  15 "good" and 15 "bad" words; true value = #good - #bad + N(0, noise);
@@ -44,14 +49,12 @@ Tasks:
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import random
 import re
 import resource
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,8 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from bench._process import run_in_process
 
 app = typer.Typer(add_completion=False)
 console = Console(width=120)
@@ -193,31 +198,10 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_and_send(conn: Any, method: str, model: str, args: dict[str, Any]) -> None:
-    try:
-        conn.send(("ok", _run(method, model, args)))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-        raise
-
-
 def _in_subprocess(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run `_run` in a new process (its own peak RSS), forked from a server that imported
-    torch, transformers and peft once, so a grid does not pay their import every run."""
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "torch", "peft", "worker.training.reward_model"])
-    receive, send = context.Pipe(duplex=False)  # a pipe: no semaphores to leak, unlike a Pool
-    process = context.Process(target=_run_and_send, args=(send, method, model, args))
-    process.start()
-    send.close()
-    try:
-        status, payload = receive.recv()
-    except EOFError:
-        status, payload = "error", "the run's process died without an answer"
-    process.join()
-    if status != "ok":
-        raise RuntimeError(f"{method} run failed:\n{payload}")
-    return payload
+    """One setting per process; torch, transformers and peft imported once for the grid."""
+    preload = ("torch", "peft", "worker.training.reward_model")
+    return run_in_process(_run, method, model, args, preload=preload)
 
 
 @app.command()

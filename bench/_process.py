@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import traceback
 from collections.abc import Callable, Sequence
+from multiprocessing.context import BaseContext
 from typing import Any
 
 
@@ -24,6 +25,7 @@ def run_in_process(fn: Callable[..., Any], *args: Any, preload: Sequence[str] = 
     a server that imported those modules once (torch and transformers take seconds to
     import), instead of being spawned afresh; the server never touches CUDA.
     """
+    context: BaseContext
     if preload:
         context = mp.get_context("forkserver")
         context.set_forkserver_preload(["__main__", *preload])

@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 quiet() { grep --line-buffered -v "Loading weights\|FutureWarning\|warnings.warn"; }
 if [ "${SMOKE:-0}" = 1 ]; then
   STEP=(--steps 3)
-  RM_GRID=(--lrs 3e-3 --batch-sizes 4 --max-seqs 200 --tiny-steps 5)
+  RM_GRID=(--lrs 3e-3 --batch-sizes 4 --max-seqs 200)
   PPO_SIZE=(--layers 2 --width 128 --steps 1 --new-tokens 8)
 else
   STEP=(--steps 30)
@@ -28,13 +28,18 @@ $PYTHON -c "import torch, transformers, peft; print('torch', torch.__version__, 
 transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/env.txt"
 
 start=$SECONDS
-echo "== reward-model step, default rankings and prompts 3x longer, $DEVICE"
-timeout 90 $PYTHON -m bench.reward_model_step --device "$DEVICE" "${STEP[@]}" --profile 2>&1 | quiet | tee "$OUT/rm_step.txt"
-timeout 60 $PYTHON -m bench.reward_model_step --device "$DEVICE" "${STEP[@]}" --context-words 24 2>&1 | quiet | tee -a "$OUT/rm_step.txt"
+TINY=${TINY:-/tmp/rankloop-bench-tiny}  # the benches' default tiny model, built once here
+[ -f "$TINY/config.json" ] || $PYTHON -c "import sys; from pathlib import Path; \
+from worker.training.tiny_model import make_tiny_model; make_tiny_model(Path(sys.argv[1]), \
+steps=int(sys.argv[2]))" "$TINY" "$([ "${SMOKE:-0}" = 1 ] && echo 5 || echo 200)"
+echo "== reward-model step: default, padded to x16 (fewer shapes), prompts 3x longer, $DEVICE"
+timeout 90 $PYTHON -m bench.reward_model_step --model "$TINY" --device "$DEVICE" "${STEP[@]}" --profile 2>&1 | quiet | tee "$OUT/rm_step.txt"
+timeout 60 $PYTHON -m bench.reward_model_step --model "$TINY" --device "$DEVICE" "${STEP[@]}" --pad-multiple 16 2>&1 | quiet | tee -a "$OUT/rm_step.txt"
+timeout 60 $PYTHON -m bench.reward_model_step --model "$TINY" --device "$DEVICE" "${STEP[@]}" --context-words 24 2>&1 | quiet | tee -a "$OUT/rm_step.txt"
 echo "== $((SECONDS - start)) s"
 echo "== PPO, one base vs reward model on its own base, $DEVICE"
 timeout 170 $PYTHON -m bench.ppo --device "$DEVICE" "${PPO_SIZE[@]}" --reward-own-base 2>&1 | quiet | tee "$OUT/ppo.txt"
 echo "== $((SECONDS - start)) s"
 echo "== reward model to the same accuracy, default benchmark, $DEVICE"
-timeout 150 $PYTHON -m bench.reward_model --device "$DEVICE" "${RM_GRID[@]}" 2>&1 | quiet | tee "$OUT/rm_default.txt"
+timeout 150 $PYTHON -m bench.reward_model --model "$TINY" --device "$DEVICE" "${RM_GRID[@]}" 2>&1 | quiet | tee "$OUT/rm_default.txt"
 echo "== $((SECONDS - start)) s"

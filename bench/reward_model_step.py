@@ -38,6 +38,7 @@ def main(
     context_words: int = typer.Option(0, help="Corpus words before each prompt's question."),
     device: str = typer.Option("cpu"),
     threads: int = typer.Option(1),
+    pad_multiple: int = typer.Option(1, help="Pad batches to a multiple of this length."),
     profile: bool = typer.Option(False, help="Print the top operators of the K-way step."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -88,7 +89,9 @@ def main(
             sync()
             t0 = time.perf_counter()
             pad = tokenizer.pad_token_id
-            scores, groups, _ = _ranking_batch(rm, batch, pad, share_prompt=share)
+            scores, groups, _ = _ranking_batch(
+                rm, batch, pad, share_prompt=share, pad_to_multiple_of=pad_multiple
+            )
             loss, _ = ranking_loss(scores, groups, center_coef=0.01)
             sync()
             t1 = time.perf_counter()
@@ -113,7 +116,8 @@ def main(
         ("K-way, full sequences", rankings, b, False, b * k),
         ("pairwise", pairs, pairs_per_step, False, 2 * pairs_per_step),
     ]
-    table = Table(title=f"one training step, {device}, {threads} thread(s), K={k}")
+    title = f"one training step, {device}, {threads} thread(s), K={k}, padded to x{pad_multiple}"
+    table = Table(title=title)
     for column in ("step", "seqs", "forward ms", "backward ms", "optimizer ms", "total ms",
                    "ms/seq"):  # fmt: skip
         table.add_column(column, justify="right")

@@ -15,6 +15,7 @@ from worker.training.reward_model import (
     RewardModel,
     RewardModelConfig,
     RewardModelResult,
+    _collate,
     _ranking_batch,
     as_pairs,
     encode_pair,
@@ -256,8 +257,9 @@ def test_score_is_read_at_the_last_real_token_whatever_the_padding(
     assert run([short, long], left=True)[0] == pytest.approx(float(alone[0]), abs=1e-5)
 
 
+@pytest.mark.parametrize("pad_to_multiple_of", [1, 16])
 def test_shared_prompt_forward_matches_full_sequences_in_scores_and_gradients(
-    fresh: tuple[RewardModel, PreTrainedTokenizerBase],
+    fresh: tuple[RewardModel, PreTrainedTokenizerBase], pad_to_multiple_of: int
 ) -> None:
     rm, tokenizer = fresh
     for name, p in rm.named_parameters():  # LoRA B starts at 0: give the adapter an effect
@@ -279,21 +281,32 @@ def test_shared_prompt_forward_matches_full_sequences_in_scores_and_gradients(
     )
     weights = torch.arange(7.0)
 
-    def run(*, share_prompt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(*, share_prompt: bool, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         rm.zero_grad()
         scores, groups, n_seq = _ranking_batch(
-            rm, batch, tokenizer.pad_token_id, share_prompt=share_prompt
+            rm,
+            batch,
+            tokenizer.pad_token_id,
+            share_prompt=share_prompt,
+            pad_to_multiple_of=multiple,
         )
         (scores[groups >= 0] * weights).sum().backward()
         assert n_seq == 7
         grads = [p.grad.flatten() for p in rm.parameters() if p.grad is not None]
         return scores.detach(), torch.cat(grads)
 
-    full_scores, full_grads = run(share_prompt=False)
-    shared_scores, shared_grads = run(share_prompt=True)
+    full_scores, full_grads = run(share_prompt=False)  # no padding beyond the longest row
+    for share_prompt in (True, False):  # padding to a multiple changes neither
+        scores, grads = run(share_prompt=share_prompt, multiple=pad_to_multiple_of)
+        assert torch.allclose(scores, full_scores, atol=1e-5)
+        assert torch.allclose(grads, full_grads, atol=1e-4, rtol=1e-4)
 
-    assert torch.allclose(shared_scores, full_scores, atol=1e-5)
-    assert torch.allclose(shared_grads, full_grads, atol=1e-4, rtol=1e-4)
+
+def test_batches_are_padded_to_the_requested_multiple() -> None:
+    ids, mask = _collate([[5, 6, 7], [8]], 0, torch.device("cpu"), multiple=8)
+    assert ids.shape == mask.shape == (2, 8)
+    assert mask.sum(-1).tolist() == [3, 1]
+    assert _collate([[5] * 16], 0, torch.device("cpu"), multiple=8)[0].shape == (1, 16)
 
 
 def test_encode_rankings_gives_the_ids_of_encode_pair(
@@ -362,7 +375,13 @@ def test_ranking_example_rejects_mismatched_or_negative_groups() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("heldout_fraction", 1.0), ("batch_size", 0), ("lr", 0.0), ("target_accuracy", 1.5)],
+    [
+        ("heldout_fraction", 1.0),
+        ("batch_size", 0),
+        ("lr", 0.0),
+        ("target_accuracy", 1.5),
+        ("pad_to_multiple_of", 0),
+    ],
 )
 def test_config_rejects_invalid_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):

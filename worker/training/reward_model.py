@@ -101,9 +101,21 @@ class RewardModelConfig:
     share_prompt: bool = True
     """K-way training runs a ranking's shared prompt once and lets its K responses attend to
     the cached keys/values (`RewardModel.forward_shared_prefix`); False: K full sequences."""
+    pad_to_multiple_of: int = 1
+    """Pad every batch's length up to a multiple of this. On a GPU, 8 or 16 bounds the number
+    of distinct tensor shapes, whose attention kernels some backends plan once per shape; on a
+    CPU the extra padding only costs time, hence 1."""
 
     def __post_init__(self) -> None:
-        positive = ("lora_r", "lora_alpha", "epochs", "batch_size", "max_length", "eval_batch_size")
+        positive = (
+            "lora_r",
+            "lora_alpha",
+            "epochs",
+            "batch_size",
+            "max_length",
+            "eval_batch_size",
+            "pad_to_multiple_of",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -420,8 +432,11 @@ def encode_rankings(
     ]
 
 
-def _collate(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
+def _collate(
+    rows: list[list[int]], pad_id: int, device: torch.device, *, multiple: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Right-padded ids and mask (N, T), T the longest row rounded up to `multiple`."""
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, T)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, T)
     for i, row in enumerate(rows):
@@ -439,6 +454,7 @@ def _raw_scores(
     *,
     batch_size: int,
     max_length: int,
+    pad_to_multiple_of: int = 1,
 ) -> list[float]:
     """Unnormalised scores, batched by similar length to waste little on padding."""
     if len(prompts) != len(responses):
@@ -453,7 +469,10 @@ def _raw_scores(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = _collate(
-                [rows[i] for i in idx], tokenizer.pad_token_id, rm.device
+                [rows[i] for i in idx],
+                tokenizer.pad_token_id,
+                rm.device,
+                multiple=pad_to_multiple_of,
             )
             for i, s in zip(idx, rm(input_ids, attention_mask).float().tolist(), strict=True):
                 out[i] = s
@@ -468,10 +487,17 @@ def score(
     *,
     batch_size: int = 16,
     max_length: int = 512,
+    pad_to_multiple_of: int = 1,
 ) -> list[float]:
     """Normalised rewards (mean 0, std 1 on the reference policy's samples), one per pair."""
     raw = _raw_scores(
-        rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length
+        rm,
+        tokenizer,
+        prompts,
+        responses,
+        batch_size=batch_size,
+        max_length=max_length,
+        pad_to_multiple_of=pad_to_multiple_of,
     )
     return [(s - rm.reward_mean) / rm.reward_std for s in raw]
 
@@ -484,13 +510,22 @@ def normalise(
     *,
     batch_size: int = 16,
     max_length: int = 512,
+    pad_to_multiple_of: int = 1,
 ) -> tuple[float, float]:
     """Set rm's reward mean/std from the reference policy's samples; returns (mean, std).
 
     PPO's KL coefficient is tuned for rewards of unit scale (RLHF_NOTES.md, point 7).
     """
     raw = torch.tensor(
-        _raw_scores(rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length)
+        _raw_scores(
+            rm,
+            tokenizer,
+            prompts,
+            responses,
+            batch_size=batch_size,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+        )
     )
     if len(raw) < 2:
         raise ValueError("normalisation needs at least 2 reference samples")
@@ -556,7 +591,12 @@ def _shared_prefix_len(rows: Sequence[Sequence[int]]) -> int:
 
 
 def _ranking_batch(
-    rm: RewardModel, batch: Sequence[EncodedRanking], pad_id: int, *, share_prompt: bool
+    rm: RewardModel,
+    batch: Sequence[EncodedRanking],
+    pad_id: int,
+    *,
+    share_prompt: bool,
+    pad_to_multiple_of: int = 1,
 ) -> tuple[Tensor, Tensor, int]:
     """Score all samples of `batch` in one batched forward; return (B, K) scores and groups.
 
@@ -568,14 +608,16 @@ def _ranking_batch(
     prefix_lens = [_shared_prefix_len(r.rows) for r in batch] if share_prompt else []
     if share_prompt and min(prefix_lens) > 0:
         # Prompts left-padded (B, P), so that every response starts right after its prompt.
-        p_width = max(prefix_lens)
+        p_width = -(-max(prefix_lens) // pad_to_multiple_of) * pad_to_multiple_of
         prefix_ids = torch.full((len(batch), p_width), pad_id, dtype=torch.long)  # (B, P)
         prefix_mask = torch.zeros((len(batch), p_width), dtype=torch.long)  # (B, P)
         for b, (r, n) in enumerate(zip(batch, prefix_lens, strict=True)):
             prefix_ids[b, p_width - n :] = torch.tensor(r.rows[0][:n], dtype=torch.long)
             prefix_mask[b, p_width - n :] = 1
         suffixes = [row[n:] for r, n in zip(batch, prefix_lens, strict=True) for row in r.rows]
-        suffix_ids, suffix_mask = _collate(suffixes, pad_id, rm.device)  # (N, S)
+        suffix_ids, suffix_mask = _collate(
+            suffixes, pad_id, rm.device, multiple=pad_to_multiple_of
+        )  # (N, S)
         owner = torch.repeat_interleave(
             torch.arange(len(batch)), torch.tensor([len(r.rows) for r in batch])
         ).to(rm.device)  # (N,)
@@ -583,7 +625,9 @@ def _ranking_batch(
             prefix_ids.to(rm.device), prefix_mask.to(rm.device), suffix_ids, suffix_mask, owner
         ).float()  # (N,)
     else:
-        input_ids, attention_mask = _collate(rows, pad_id, rm.device)  # (N, T)
+        input_ids, attention_mask = _collate(
+            rows, pad_id, rm.device, multiple=pad_to_multiple_of
+        )  # (N, T)
         flat = rm(input_ids, attention_mask).float()  # (N,)
     k = max(len(r.rows) for r in batch)
     scores = flat.new_zeros((len(batch), k))  # (B, K)
@@ -605,12 +649,19 @@ def evaluate(
     *,
     batch_size: int = 32,
     max_length: int = 512,
+    pad_to_multiple_of: int = 1,
 ) -> dict[str, float]:
     """Held-out pairwise accuracy, mean margin and loss; raw reward mean/std; passes used."""
     prompts = [e.prompt for e in examples for _ in e.responses]
     responses = [r for e in examples for r in e.responses]
     flat = _raw_scores(
-        rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length
+        rm,
+        tokenizer,
+        prompts,
+        responses,
+        batch_size=batch_size,
+        max_length=max_length,
+        pad_to_multiple_of=pad_to_multiple_of,
     )
     k = max(len(e.responses) for e in examples)
     scores = torch.zeros((len(examples), k))  # (B, K)
@@ -687,7 +738,12 @@ def _train(
         if not heldout:
             return None
         m = evaluate(
-            rm, tokenizer, heldout, batch_size=config.eval_batch_size, max_length=config.max_length
+            rm,
+            tokenizer,
+            heldout,
+            batch_size=config.eval_batch_size,
+            max_length=config.max_length,
+            pad_to_multiple_of=config.pad_to_multiple_of,
         )
         eval_passes += m["forward_passes"]
         m = {"epoch": epoch, "step": step, "train_forward_passes": train_passes, **m}
@@ -706,7 +762,11 @@ def _train(
             tic = time.perf_counter()
             batch = [units[i] for i in order[start : start + units_per_step]]
             scores, groups, n_seq = _ranking_batch(
-                rm, batch, tokenizer.pad_token_id, share_prompt=share_prompt
+                rm,
+                batch,
+                tokenizer.pad_token_id,
+                share_prompt=share_prompt,
+                pad_to_multiple_of=config.pad_to_multiple_of,
             )
             loss, metrics = ranking_loss(scores, groups, center_coef=config.center_coef)
             optimizer.zero_grad(set_to_none=True)
@@ -757,6 +817,7 @@ def _train(
         ref_responses,
         batch_size=config.eval_batch_size,
         max_length=config.max_length,
+        pad_to_multiple_of=config.pad_to_multiple_of,
     )
     eval_passes += len(ref_responses)
     rm.eval()

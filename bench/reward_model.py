@@ -30,9 +30,11 @@ compute-bound. Measured on 2 CPU cores, to 0.75 held-out accuracy (issue 5's not
   --layers 4 --width 256 --context-words 24 (prompt ~60 tokens): 10.8 vs 29.6 ms/seq, 5.4x.
 On an NVIDIA H200 (--device cuda, bf16) the default benchmark is not faster than on a CPU:
 a step of the 2 x 96 model keeps the GPU busy ~1.6 ms and the host ~25 ms launching its
-~450 kernels, so time follows steps, not sequences. Grid 2e-3..5e-3 x batch 1, 2, 4: K-way
+~600 kernels, so time follows steps, not sequences. Grid 2e-3..5e-3 x batch 1, 2, 4: K-way
 1,800 sequences in 3.70 s (lr 5e-3, batch 4), pairwise 3,960 in 3.30 s (lr 3e-3, batch 4):
-2.2x fewer sequences, 0.9x the speed. `bench/reward_model_step.py` splits a step's time.
+2.2x fewer sequences, 0.9x the speed: a K-way step (a prompt pass, then a response pass)
+took ~74 ms there, a pairwise step of as many sequences ~30 ms. `bench/reward_model_step.py`
+splits a step's time; on a GPU, try `--no-share-prompt` and `--pad-multiple 16` next.
 
 Tasks:
   lexicon (default)  15 "good" and 15 "bad" words; true value = #good - #bad + N(0, noise);

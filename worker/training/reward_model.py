@@ -432,11 +432,15 @@ def encode_rankings(
     ]
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 def _collate(
     rows: list[list[int]], pad_id: int, device: torch.device, *, multiple: int = 1
 ) -> tuple[Tensor, Tensor]:
     """Right-padded ids and mask (N, T), T the longest row rounded up to `multiple`."""
-    width = -(-max(len(r) for r in rows) // multiple) * multiple
+    width = _round_up(max(len(r) for r in rows), multiple)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, T)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, T)
     for i, row in enumerate(rows):
@@ -608,7 +612,7 @@ def _ranking_batch(
     prefix_lens = [_shared_prefix_len(r.rows) for r in batch] if share_prompt else []
     if share_prompt and min(prefix_lens) > 0:
         # Prompts left-padded (B, P), so that every response starts right after its prompt.
-        p_width = -(-max(prefix_lens) // pad_to_multiple_of) * pad_to_multiple_of
+        p_width = _round_up(max(prefix_lens), pad_to_multiple_of)
         prefix_ids = torch.full((len(batch), p_width), pad_id, dtype=torch.long)  # (B, P)
         prefix_mask = torch.zeros((len(batch), p_width), dtype=torch.long)  # (B, P)
         for b, (r, n) in enumerate(zip(batch, prefix_lens, strict=True)):

@@ -328,10 +328,6 @@ def _separate_models(
     return weights, step_seconds, n_trainable
 
 
-def _in_subprocess(fn: Any, *args: Any) -> Any:
-    return run_in_process(fn, *args)
-
-
 @app.command()
 def main(
     model: str | None = typer.Option(None, help="Model dir; default: a random GPT-2 built here."),
@@ -385,9 +381,9 @@ def main(
                 )
             )
         rm_dir = str(Path(tmp) / "reward-model")
-        _in_subprocess(_save_reward_model, model, rm_dir, args)
+        run_in_process(_save_reward_model, model, rm_dir, args)
         layouts = ["shared"] + ["rm-own-base"] * reward_own_base + ["separate"] * separate_models
-        runs = [_in_subprocess(_run, layout, model, rm_dir, args) for layout in layouts]
+        runs = [run_in_process(_run, layout, model, rm_dir, args) for layout in layouts]
 
     console.print(f"model {model}; batch {batch}, mini-batch {mini_batch}, grad_accum "
                   f"{grad_accum}, {new_tokens} new tokens, {ppo_epochs} PPO epochs, {steps} "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from worker.training.models import encode_prompt, format_prompt
+from worker.training.models import encode_prompt, forked_rng, format_prompt
 
 Prompt = str | list[dict[str, str]]
 
@@ -132,8 +132,7 @@ def generate_batch(
     rows = [encode_prompt(tokenizer, format_prompt(tokenizer, p)) for p in prompts]
     input_ids, attention_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
     device = model.device
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
+    with forked_rng(device):
         torch.manual_seed(seed)
         output = model.generate(
             input_ids=input_ids.to(device),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import torch
@@ -230,3 +231,9 @@ def lora_config(
         bias="none",
         task_type=task_type,
     )
+
+
+def forked_rng(device: torch.device) -> AbstractContextManager[Any]:
+    """`torch.random.fork_rng` over the CPU's generator and, on CUDA, `device`'s: seeding or
+    drawing inside leaves the caller's random state as it was."""
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])

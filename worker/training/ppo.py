@@ -64,6 +64,7 @@ from worker.training.losses import (
 from worker.training.models import (
     encode_prompt,
     ensure_pad_token,
+    forked_rng,
     format_prompt,
     load_causal_lm,
     load_tokenizer,
@@ -311,8 +312,7 @@ def _attach_policy_adapter(
 
 def _score_on_policy_base(policy: PeftModel, reward: SharedBaseReward) -> ScoreFn:
     """Load the reward adapter and head onto the policy's base; a scorer that uses them."""
-    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # loading draws LoRA inits: keep the seed's
+    with forked_rng(policy.device):  # loading draws LoRA inits: keep the seed's
         rm = load_reward_model(reward.path, base=policy)  # stream as with a separate model
     rm_tokenizer = load_tokenizer(str(reward.path))
 
@@ -446,8 +446,7 @@ def _rollout(
     ]
     prompt_ids, prompt_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
 
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
+    with forked_rng(device):
         torch.manual_seed(seed)
         output = model.generate(
             input_ids=prompt_ids.to(device),
@@ -535,9 +534,8 @@ def train_ppo(
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so responses could never end")
     device = base.device
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
 
-    with torch.random.fork_rng(devices=fork_devices):
+    with forked_rng(device):
         torch.manual_seed(config.seed)
         model = _attach_policy_adapter(base, config, init_adapter_dir)
         if isinstance(score_fn, SharedBaseReward):

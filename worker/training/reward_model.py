@@ -491,17 +491,10 @@ def score(
     *,
     batch_size: int = 16,
     max_length: int = 512,
-    pad_to_multiple_of: int = 1,
 ) -> list[float]:
     """Normalised rewards (mean 0, std 1 on the reference policy's samples), one per pair."""
     raw = _raw_scores(
-        rm,
-        tokenizer,
-        prompts,
-        responses,
-        batch_size=batch_size,
-        max_length=max_length,
-        pad_to_multiple_of=pad_to_multiple_of,
+        rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length
     )
     return [(s - rm.reward_mean) / rm.reward_std for s in raw]
 

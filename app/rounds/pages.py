@@ -118,6 +118,7 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
     )
     return {
         "round": training_round,
+        "registered_version": service.registered_version(session, round_id),
         "project": require_project(session, training_round.project_id),
         "progress": progress,
         "overall_percent": round(overall, 1),

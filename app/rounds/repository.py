@@ -28,6 +28,21 @@ def get_round(session: Session, round_id: int) -> TrainingRound | None:
     return session.get(TrainingRound, round_id)
 
 
+def lock_round(session: Session, round_id: int) -> TrainingRound | None:
+    """The round's row re-read and locked until commit (FOR UPDATE on PostgreSQL; SQLite's
+    writers already run one at a time), so a cancel and a registration cannot interleave."""
+    return session.scalar(
+        select(TrainingRound)
+        .where(TrainingRound.id == round_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def version_registered_by(session: Session, round_id: int) -> PolicyVersion | None:
+    return session.scalar(select(PolicyVersion).where(PolicyVersion.round_id == round_id))
+
+
 def active_round(session: Session, project_id: int) -> TrainingRound | None:
     return session.scalar(
         select(TrainingRound).where(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import RoundState, RoundType, TrainingRound
+from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
 from app.rounds import lineage, repository
 from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
@@ -103,10 +103,22 @@ def require_round(session: Session, round_id: int) -> TrainingRound:
 
 
 def cancel_round(session: Session, *, round_id: int) -> TrainingRound:
-    """Queued rounds stop at once; a running stage sees the flag between steps."""
-    training_round = require_round(session, round_id)
+    """Queued rounds stop at once; a running stage sees the flag between steps.
+
+    A cancelled round registers nothing, so once the round has registered its new version
+    (the evaluating stage's last write) the cancel is refused rather than half-honoured.
+    """
+    training_round = repository.lock_round(session, round_id)
+    if training_round is None:
+        raise NotFound(f"No round {round_id}")
     if training_round.state.is_terminal:
         raise Conflict(f"Round {training_round.number} already ended ({training_round.state})")
+    registered = repository.version_registered_by(session, round_id)
+    if registered is not None:
+        raise Conflict(
+            f"Round {training_round.number} already registered policy version "
+            f"{registered.number} and is only sampling it now; it can no longer be cancelled"
+        )
     training_round.cancel_requested = True
     if training_round.state == RoundState.queued:
         _end(training_round, RoundState.cancelled)
@@ -228,6 +240,20 @@ def complete_stage(session: Session, round_id: int, stage: str) -> str | None:
         return None
     training_round.heartbeat_at = utcnow()
     return stages[index + 1]
+
+
+def registered_version(session: Session, round_id: int) -> PolicyVersion | None:
+    return repository.version_registered_by(session, round_id)
+
+
+def claim_registration(session: Session, round_id: int) -> TrainingRound | None:
+    """Lock the round for registering its version; None when a cancel came first."""
+    training_round = repository.lock_round(session, round_id)
+    if training_round is None or training_round.cancel_requested:
+        return None
+    if training_round.state.is_terminal:
+        return None
+    return training_round
 
 
 def reject_round(session: Session, round_id: int, reason: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from app.models import PolicyStatus, RoundState, Sample, TrainingRound
@@ -66,3 +67,43 @@ def test_a_candidate_below_the_gain_bound_is_rejected_and_the_previous_version_s
         ]
         assert versions[1].round_id == round_id
         assert session.scalar(select(func.count(Sample.id))) == samples_before  # not sampled
+
+
+def test_a_cancel_during_the_gate_registers_nothing_and_ends_the_round_cancelled(
+    app_database: FreshDatabase, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's cancel lands while the gate measures the candidate: the version the gate
+    would have promoted must not replace the current one."""
+    import worker.training.evaluation as evaluation
+
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        training_round = service.start_round(
+            session,
+            project_id=project_id,
+            round_type="reward_ppo",
+            config={**SMALL_ROUND, "min_score_gain": -1000.0},  # the gate would pass
+            enqueue=False,
+        )
+        session.commit()
+        round_id = training_round.id
+
+    measure_kl = evaluation.mean_kl_to_reference
+
+    def measure_then_admin_cancels(*args: Any, **kwargs: Any) -> float:
+        kl = measure_kl(*args, **kwargs)
+        with app_database.session() as session:  # another request, its own transaction
+            service.cancel_round(session, round_id=round_id)
+            session.commit()
+        return kl
+
+    monkeypatch.setattr(evaluation, "mean_kl_to_reference", measure_then_admin_cancels)
+    run_round(round_id, "reward_model")
+
+    with app_database.session() as session:
+        ended = session.get(TrainingRound, round_id)
+        assert ended is not None
+        assert ended.state == RoundState.cancelled
+        assert "gate" not in ended.metrics
+        versions = ratings_repository.versions(session, project_id)
+        assert [(v.number, v.status) for v in versions] == [(1, PolicyStatus.current)]

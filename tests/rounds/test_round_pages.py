@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.models import Role, RoundState, TrainingRound, WorkerHeartbeat
 from app.rounds import service
-from tests.factories import make_project, make_user
+from tests.factories import make_project, make_user, make_version
 from tests.helpers import login
 
 
@@ -97,6 +97,28 @@ def test_cancel_from_the_page(client: httpx.Client, db_session: Session) -> None
     assert response.status_code == 303
     assert training_round.state == RoundState.cancelled
     assert 'hx-trigger="every 2s"' not in client.get(f"/admin/rounds/{training_round.id}").text
+
+
+def test_a_round_sampling_its_registered_version_shows_it_and_offers_no_cancel(
+    client: httpx.Client, db_session: Session
+) -> None:
+    token = _admin(client, db_session)
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="sft", enqueue=False
+    )
+    service.begin_stage(db_session, training_round.id, "policy")
+    page = client.get(f"/admin/rounds/{training_round.id}").text
+    assert "Cancel round" in page
+    make_version(db_session, project, round_id=training_round.id)
+    page = client.get(f"/admin/rounds/{training_round.id}").text
+    assert "Registered policy version 2" in page
+    assert "Cancel round" not in page
+    response = client.post(
+        f"/admin/rounds/{training_round.id}/cancel", headers={"X-CSRF-Token": token}
+    )
+    assert response.status_code == 409
+    assert training_round.cancel_requested is False
 
 
 def test_annotators_cannot_see_round_pages(client: httpx.Client, db_session: Session) -> None:

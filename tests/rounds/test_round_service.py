@@ -97,6 +97,38 @@ def test_cancel_of_a_running_round_is_seen_by_the_stage(db_session: Session) -> 
     assert training_round.state == RoundState.cancelled
 
 
+def test_a_round_that_registered_its_version_can_no_longer_be_cancelled(
+    db_session: Session,
+) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    assert service.begin_stage(db_session, training_round.id, "policy") is not None
+    assert service.complete_stage(db_session, training_round.id, "policy") == "evaluating"
+    assert service.begin_stage(db_session, training_round.id, "evaluating") is not None
+    assert service.claim_registration(db_session, training_round.id) is training_round
+    make_version(db_session, project, round_id=training_round.id)
+    assert service.complete_stage(db_session, training_round.id, "evaluating") == "sampling"
+    assert service.begin_stage(db_session, training_round.id, "sampling") is not None
+    with pytest.raises(Conflict, match="already registered policy version 2"):
+        service.cancel_round(db_session, round_id=training_round.id)
+    assert training_round.cancel_requested is False
+    assert training_round.state == RoundState.sampling
+
+
+def test_a_cancel_that_came_first_stops_the_registration(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="dpo", enqueue=False
+    )
+    service.begin_stage(db_session, training_round.id, "policy")
+    service.complete_stage(db_session, training_round.id, "policy")
+    service.begin_stage(db_session, training_round.id, "evaluating")
+    service.cancel_round(db_session, round_id=training_round.id)
+    assert service.claim_registration(db_session, training_round.id) is None
+
+
 def test_progress_keeps_series_for_charts_and_an_eta(db_session: Session) -> None:
     project = make_project(db_session)
     training_round = service.start_round(

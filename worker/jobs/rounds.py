@@ -491,8 +491,9 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     gate["passed"] = passed
     reporter.progress(3, 3, force=True)
     with session_scope() as session:
-        training_round = session.get(TrainingRound, start.round_id)
-        assert training_round is not None
+        training_round = service.claim_registration(session, start.round_id)
+        if training_round is None:  # cancelled (or reaped) while the gate ran: register nothing
+            raise RoundCancelled
         version = lineage.register_policy_version(
             session,
             training_round=training_round,

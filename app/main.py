@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -79,6 +80,18 @@ class _InvalidRequest(AppError):
     code = "invalid_input"
 
 
+async def handle_data_error(request: Request, exc: Exception) -> Response:
+    """PostgreSQL refuses NUL in text, wherever it came from (a form field, a login name, an
+    API body): that is the client's input, so a 422; the request's transaction rolled back.
+    Other data errors stay 500s: they are bugs."""
+    assert isinstance(exc, DataError)
+    if "NUL" not in str(exc.orig):
+        raise exc
+    return await handle_app_error(
+        request, _InvalidRequest("Text cannot contain NUL (\\x00) characters")
+    )
+
+
 _CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
 )
@@ -133,6 +146,7 @@ def create_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(DataError, handle_data_error)
     app.include_router(accounts_router)
     app.include_router(annotation_router)
     app.include_router(admin_router)

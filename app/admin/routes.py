@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.admin import service
 from app.deps import AdminUser, SessionDep, SettingsDep
 from app.errors import InvalidInput
+from app.ids import IdForm, IdPath
 from app.projects import demonstration_import, demonstrations, imports, sample_upload
 from app.projects import service as projects
 from app.projects.prompt_import import FORMAT_LABELS, FORMATS, MAX_UPLOAD_BYTES
@@ -23,8 +24,6 @@ from app.templating import render
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 ProjectFormDep = Annotated[ProjectForm, Form()]
-MAX_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL; a larger one would fail in the database
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _no_store(response: Response) -> Response:
@@ -107,7 +106,7 @@ def change_role(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
-    user_id: Id,
+    user_id: IdPath,
     role: Annotated[str, Form(max_length=20)],
 ) -> Response:
     user = service.change_role(session, actor=admin, user_id=user_id, role=role)
@@ -119,7 +118,7 @@ def set_active(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
-    user_id: Id,
+    user_id: IdPath,
     active: Annotated[bool, Form()],
 ) -> Response:
     user = service.set_active(session, actor=admin, user_id=user_id, active=active)
@@ -129,7 +128,7 @@ def set_active(
 
 @router.post("/users/{user_id}/password", response_class=HTMLResponse)
 def reset_password(
-    request: Request, session: SessionDep, admin: AdminUser, user_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, user_id: IdPath
 ) -> Response:
     change = service.reset_password(session, actor=admin, user_id=user_id)
     notice = f"New password for {change.user.username} (they were logged out)."
@@ -170,14 +169,18 @@ def _project(
 
 @router.get("/projects/{project_id}", response_class=HTMLResponse)
 def project_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
 ) -> Response:
     return _project(request, session, project_id, block="progress")
 
 
 @router.post("/projects/{project_id}/settings", response_class=HTMLResponse)
 def update_project(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id, form: ProjectFormDep
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    project_id: IdPath,
+    form: ProjectFormDep,
 ) -> Response:
     projects.update_project(session, project_id=project_id, name=form.name, **form.settings())
     return _project(request, session, project_id, block="settings", notice="Settings saved.")
@@ -188,8 +191,8 @@ def add_member(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
-    project_id: Id,
-    user_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+    project_id: IdPath,
+    user_id: IdForm,
 ) -> Response:
     projects.add_member(session, project_id=project_id, user_id=user_id)
     return _project(request, session, project_id, block="members")
@@ -197,7 +200,7 @@ def add_member(
 
 @router.post("/projects/{project_id}/members/{user_id}/remove", response_class=HTMLResponse)
 def remove_member(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id, user_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, user_id: IdPath
 ) -> Response:
     projects.remove_member(session, project_id=project_id, user_id=user_id)
     return _project(request, session, project_id, block="members")
@@ -214,7 +217,7 @@ def _import_page(request: Request, project_id: int, session: SessionDep, **ctx: 
 
 @router.get("/projects/{project_id}/prompts/import", response_class=HTMLResponse)
 def prompt_import_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
 ) -> Response:
     return _import_page(request, project_id, session)
 
@@ -225,7 +228,7 @@ def preview_prompt_import(
     session: SessionDep,
     settings: SettingsDep,
     admin: AdminUser,
-    project_id: Id,
+    project_id: IdPath,
     file: Annotated[UploadFile, File()],
     fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
 ) -> Response:
@@ -248,7 +251,7 @@ def confirm_prompt_import(
     session: SessionDep,
     settings: SettingsDep,
     admin: AdminUser,
-    project_id: Id,
+    project_id: IdPath,
     token: Annotated[str, Form(max_length=64)],
 ) -> Response:
     outcome = imports.confirm_import(
@@ -279,7 +282,7 @@ def _demonstration_page(
 
 @router.get("/projects/{project_id}/demonstrations/import", response_class=HTMLResponse)
 def demonstration_import_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
 ) -> Response:
     return _demonstration_page(request, project_id, session)
 
@@ -290,7 +293,7 @@ def preview_demonstration_import(
     session: SessionDep,
     settings: SettingsDep,
     admin: AdminUser,
-    project_id: Id,
+    project_id: IdPath,
     file: Annotated[UploadFile, File()],
     fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
 ) -> Response:
@@ -313,7 +316,7 @@ def confirm_demonstration_import(
     session: SessionDep,
     settings: SettingsDep,
     admin: AdminUser,
-    project_id: Id,
+    project_id: IdPath,
     token: Annotated[str, Form(max_length=64)],
 ) -> Response:
     outcome = demonstrations.confirm_demonstration_import(
@@ -331,7 +334,7 @@ def confirm_demonstration_import(
 
 @router.get("/projects/{project_id}/samples/upload", response_class=HTMLResponse)
 def sample_upload_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
 ) -> Response:
     project = projects.require_project(session, project_id)
     return render(request, "admin_sample_upload.html", {"project": project})
@@ -342,7 +345,7 @@ def upload_samples(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
-    project_id: Id,
+    project_id: IdPath,
     file: Annotated[UploadFile, File()],
     model: Annotated[str, Form(max_length=200)] = "",
     import_valid: Annotated[bool, Form()] = False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
@@ -17,6 +17,7 @@ from app.annotation import service
 from app.annotation.schemas import NextTaskOut, SubmitRanking
 from app.deps import CurrentUser, SessionDep
 from app.errors import InvalidInput
+from app.ids import IdForm, IdPath
 from app.models import WebSession
 from app.templating import render
 
@@ -35,8 +36,8 @@ async def _submission(request: Request) -> SubmitRanking:
     if "application/json" in request.headers.get("content-type", ""):
         try:
             body: Any = await request.json()
-        except ValueError:
-            raise InvalidInput("The body is not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise InvalidInput("The body is not valid JSON (or is nested too deeply)") from None
         return SubmitRanking.parse(body)
     return SubmitRanking.parse_form(dict(await request.form()))
 
@@ -85,7 +86,7 @@ def choose_project(
     session: SessionDep,
     user: CurrentUser,
     web_session: CurrentWebSession,
-    project_id: Annotated[int, Form()],
+    project_id: IdForm,
 ) -> Response:
     service.choose_project(session, web_session=web_session, user_id=user.id, project_id=project_id)
     if request.headers.get("HX-Request"):
@@ -107,7 +108,7 @@ def submit_ranking(
     session: SessionDep,
     user: CurrentUser,
     web_session: CurrentWebSession,
-    task_id: int,
+    task_id: IdPath,
     submission: Submission,
 ) -> Response:
     if not request.headers.get("HX-Request"):
@@ -132,7 +133,7 @@ def skip_task(
     session: SessionDep,
     user: CurrentUser,
     web_session: CurrentWebSession,
-    task_id: int,
+    task_id: IdPath,
 ) -> Response:
     result = service.skip_task(session, task_id=task_id, user_id=user.id)
     if not request.headers.get("HX-Request"):

@@ -164,8 +164,10 @@ class SubmitRanking(BaseModel):
             if raw not in (None, ""):
                 try:
                     data[field] = json.loads(raw)
-                except (TypeError, ValueError):
-                    raise InvalidInput(f"{field} must be JSON", details={"field": field}) from None
+                except (TypeError, ValueError, RecursionError):
+                    raise InvalidInput(
+                        f"{field} must be JSON (not nested too deeply)", details={"field": field}
+                    ) from None
         if form.get("time_spent_ms") not in (None, ""):
             data["time_spent_ms"] = form["time_spent_ms"]
         data["none_usable"] = str(form.get("none_usable", "")).lower() in {"1", "true", "on"}

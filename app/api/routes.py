@@ -19,7 +19,6 @@ from app.api.schemas import (
     CONFLICT,
     NOT_FOUND,
     DemonstrationImportOut,
-    IdPath,
     PolicyVersionDetail,
     PolicyVersionOut,
     ProjectOut,
@@ -33,6 +32,7 @@ from app.deps import SessionDep
 from app.errors import AppError, InvalidInput
 from app.export import policies
 from app.export.routes import router as export_router
+from app.ids import IdPath
 from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES
 from app.ratings.api import router as ratings_router
 from app.rounds.schemas import RoundConfig

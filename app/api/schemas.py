@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import PolicyKind, PolicyStatus, RoundState, RoundType
-
-MAX_ID = 2**31 - 1
-"""Largest id an INTEGER primary key holds on PostgreSQL (every id column is 32-bit there):
-bigger ones are a 422, not a driver error."""
-IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class ErrorDetail(BaseModel):

@@ -10,10 +10,11 @@ from fastapi.responses import StreamingResponse
 
 from app.api.auth import ReadToken
 from app.api.routing import ApiRoute
-from app.api.schemas import AUTH_RESPONSES, NOT_FOUND, IdPath, download_errors
+from app.api.schemas import AUTH_RESPONSES, NOT_FOUND, download_errors
 from app.deps import SessionDep
 from app.export import service
 from app.export.schemas import PAIR_EXAMPLE, ExportParamsDep
+from app.ids import IdPath
 
 router = APIRouter(
     tags=["export"],

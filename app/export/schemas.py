@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
-from app.api.schemas import MAX_ID
+from app.errors import InvalidInput
+from app.ids import MAX_ID
 
 PromptFormat = Literal["auto", "text", "conversational"]
 
@@ -31,11 +32,17 @@ class ExportParams:
     compress: Literal["gzip"] | None
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, field: str) -> datetime | None:
     """A time without a zone is read as UTC (the database keeps UTC)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the last UTC date
+        raise InvalidInput(
+            f"{field} is outside the years 1-9999 in UTC",
+            details=[{"field": field, "message": "out of range"}],
+        ) from None
 
 
 def export_params(
@@ -118,8 +125,8 @@ def export_params(
         policy_version=tuple(policy_version or ()),
         round=round,
         annotator=tuple(annotator or ()),
-        since=_utc(since),
-        until=_utc(until),
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
         min_agreement=min_agreement,
         exclude_flagged=exclude_flagged,
         include_excluded_annotators=include_excluded_annotators,

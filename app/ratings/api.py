@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from app.api.auth import ReadToken
 from app.api.routing import ApiRoute
-from app.api.schemas import AUTH_RESPONSES, NOT_FOUND, IdPath
+from app.api.schemas import AUTH_RESPONSES, NOT_FOUND
 from app.deps import SessionDep
+from app.ids import IdPath
 from app.ratings import service
 from app.ratings.schemas import LeaderboardOut
 

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import AdminUser, SessionDep
+from app.ids import IdPath
 from app.ratings import service
 from app.templating import render
 
 router = APIRouter(prefix="/admin/projects/{project_id}", include_in_schema=False)
-MAX_ID = 2**31 - 1
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _page(request: Request, session: SessionDep, project_id: int, notice: str = "") -> Response:
@@ -27,13 +26,15 @@ def _page(request: Request, session: SessionDep, project_id: int, notice: str = 
 
 @router.get("/leaderboard", response_class=HTMLResponse)
 def leaderboard_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
 ) -> Response:
     return _page(request, session, project_id)
 
 
 @router.post("/leaderboard/recompute", response_class=HTMLResponse)
-def recompute(request: Request, session: SessionDep, admin: AdminUser, project_id: Id) -> Response:
+def recompute(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
+) -> Response:
     done = service.recompute(session, project_id=project_id)
     notice = f"Recomputed from {done.comparisons} comparisons."
     return _page(request, session, project_id, notice)
@@ -44,8 +45,8 @@ def exclude_annotator(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
-    project_id: Id,
-    user_id: Id,
+    project_id: IdPath,
+    user_id: IdPath,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     service.set_excluded(
@@ -56,7 +57,7 @@ def exclude_annotator(
 
 @router.post("/annotators/{user_id}/include", response_class=HTMLResponse)
 def include_annotator(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: Id, user_id: Id
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, user_id: IdPath
 ) -> Response:
     service.set_excluded(session, project_id=project_id, user_id=user_id, excluded=False)
     return _page(request, session, project_id, "Annotator included again; ratings recomputed.")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import AdminUser, SessionDep, SettingsDep
+from app.ids import IdPath
 from app.rounds import pages, service
 from app.templating import render
 
@@ -19,7 +20,7 @@ def rounds_page(
     request: Request,
     session: SessionDep,
     user: AdminUser,
-    project_id: int,
+    project_id: IdPath,
     type: Annotated[str, Query(pattern="^(reward_ppo|sft|dpo)$")] = "reward_ppo",
 ) -> Response:
     context = pages.rounds_context(session, project_id=project_id, round_type=type)
@@ -28,7 +29,7 @@ def rounds_page(
 
 @router.post("/projects/{project_id}/rounds")
 async def start_round(
-    request: Request, session: SessionDep, user: AdminUser, project_id: int
+    request: Request, session: SessionDep, user: AdminUser, project_id: IdPath
 ) -> Response:
     form = await request.form()
     training_round = pages.start_round_from_form(
@@ -42,14 +43,16 @@ async def start_round(
 
 @router.get("/rounds/{round_id}", response_class=HTMLResponse)
 def round_page(
-    request: Request, session: SessionDep, user: AdminUser, settings: SettingsDep, round_id: int
+    request: Request, session: SessionDep, user: AdminUser, settings: SettingsDep, round_id: IdPath
 ) -> Response:
     context = pages.round_context(session, round_id=round_id, settings=settings)
     return render(request, "round.html", context, block="progress")
 
 
 @router.post("/rounds/{round_id}/cancel")
-def cancel_round(request: Request, session: SessionDep, user: AdminUser, round_id: int) -> Response:
+def cancel_round(
+    request: Request, session: SessionDep, user: AdminUser, round_id: IdPath
+) -> Response:
     service.cancel_round(session, round_id=round_id)
     url = f"/admin/rounds/{round_id}"
     if request.headers.get("HX-Request"):

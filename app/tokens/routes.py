@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import AdminUser, SessionDep
+from app.ids import IdPath
 from app.templating import render
 from app.tokens import service
 
@@ -52,7 +53,7 @@ def create_token(
 
 @router.post("/{token_id}/revoke", response_class=HTMLResponse)
 def revoke_token(
-    request: Request, session: SessionDep, admin: AdminUser, token_id: int
+    request: Request, session: SessionDep, admin: AdminUser, token_id: IdPath
 ) -> Response:
     token = service.revoke_token(session, token_id=token_id)
     return _page(request, session, notice=f"Revoked {token.name!r}.")

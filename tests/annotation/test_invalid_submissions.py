@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.models import Assignment, Project, RankingTask, User
 from tests.annotation.conftest import Annotator, best_first, make_member, snapshot
+from tests.conftest import BACKEND
 from tests.factories import make_project, make_task
 
 
@@ -98,6 +99,58 @@ def test_a_body_that_is_not_json_gets_422(annotator: Annotator, shown: dict[str,
     )
 
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["json_body", "form_field"])
+def test_json_nested_too_deeply_gets_422_and_stores_nothing(
+    htmx: bool, annotator: Annotator, shown: dict[str, Any], db_session: Session
+) -> None:
+    deep = "[" * 100_000
+    before = snapshot(db_session)
+    if htmx:
+        response = annotator.post(
+            f"/annotate/tasks/{shown['id']}/submit", htmx=True, data={"groups": deep}
+        )
+    else:
+        response = annotator.post(
+            f"/annotate/tasks/{shown['id']}/submit",
+            content=deep.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    assert response.status_code == 422
+    assert "nested too deeply" in response.text
+    assert snapshot(db_session) == before
+
+
+@pytest.mark.parametrize("action", ["submit", "skip"])
+def test_a_task_id_too_large_for_the_database_gets_422(
+    action: str, annotator: Annotator, db_session: Session
+) -> None:
+    before = snapshot(db_session)
+
+    response = annotator.post(f"/annotate/tasks/{2**31}/{action}", json={"groups": [[1], [2]]})
+
+    assert response.status_code == 422
+    assert snapshot(db_session) == before
+
+
+def test_text_with_a_nul_character_gets_422_on_postgresql_and_stores_nothing(
+    annotator: Annotator, shown: dict[str, Any], db_session: Session
+) -> None:
+    """PostgreSQL text cannot hold NUL; SQLite stores it as it is."""
+    before = snapshot(db_session)
+
+    response = annotator.submit(
+        shown["id"], {"groups": best_first(shown), "demonstration": "good\x00answer"}
+    )
+
+    if BACKEND == "postgresql":
+        assert response.status_code == 422
+        assert "NUL" in response.json()["error"]["message"]
+        assert snapshot(db_session) == before
+    else:
+        assert response.status_code == 200
 
 
 def test_a_task_not_leased_to_the_annotator_gets_409(

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Role, WebSession
+from tests.conftest import BACKEND
 from tests.factories import PASSWORD, make_user
 from tests.helpers import csrf_token, login
 
@@ -50,6 +51,24 @@ def test_wrong_password_is_refused_and_creates_no_session(
     )
     assert response.status_code == 401
     assert "Invalid username or password" in response.text
+    assert db_session.scalar(select(func.count()).select_from(WebSession)) == 0
+
+
+def test_a_login_name_with_a_nul_character_is_refused_without_a_500(
+    client: httpx.Client, db_session: Session
+) -> None:
+    make_user(db_session, username="dora")
+    client.get("/login")
+    response = client.post(
+        "/login",
+        data={
+            "username": "dora\x00",
+            "password": PASSWORD,
+            "csrf_token": client.cookies.get("rankloop_csrf"),
+        },
+    )
+    # PostgreSQL cannot even compare text with NUL: the input is refused before the check.
+    assert response.status_code == (422 if BACKEND == "postgresql" else 401)
     assert db_session.scalar(select(func.count()).select_from(WebSession)) == 0
 
 

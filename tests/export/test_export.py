@@ -288,6 +288,8 @@ def test_the_snapshot_parameter_returns_exactly_its_comparisons(
         ({"annotator": "annotator-00000000"}, "annotator"),
         ({"min_agreement": "1.5"}, "min_agreement"),
         ({"since": "yesterday"}, "since"),
+        ({"since": "9999-12-31T23:59:59-01:00"}, "since"),  # past the last UTC date
+        ({"until": "0001-01-01T00:30:00+01:00"}, "until"),  # before the first
         ({"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, "until"),
         ({"prompt_format": "xml"}, "prompt_format"),
     ],

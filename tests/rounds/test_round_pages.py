@@ -200,3 +200,18 @@ def test_start_form_refuses_invalid_input_with_the_field_and_creates_nothing(
         select(TrainingRound).where(TrainingRound.project_id == project.id)
     ).all()
     assert rounds == []
+
+
+def test_ids_too_large_for_the_database_are_422(client: httpx.Client, db_session: Session) -> None:
+    token = _admin(client, db_session)
+    headers = {"X-CSRF-Token": token}
+    assert client.get(f"/admin/rounds/{2**31}").status_code == 422
+    assert client.get(f"/admin/projects/{2**63}/rounds").status_code == 422
+    assert client.post(f"/admin/rounds/{2**31}/cancel", headers=headers).status_code == 422
+    assert client.post(f"/admin/tokens/{2**31}/revoke", headers=headers).status_code == 422
+    assert (
+        client.post(
+            "/annotate/project", headers=headers, data={"project_id": str(2**63)}
+        ).status_code
+        == 422
+    )

@@ -161,7 +161,10 @@ class PairLine(BaseModel):
     rejected_id: int
     annotator: str = Field(description="Username with read:annotators, else a pseudonym.")
     policy_versions: PolicyVersions
-    round: int | None = Field(description="Id of the newest round that trained either version.")
+    round: int = Field(
+        description="Id of the newest round that trained either version; 0 when no round did "
+        "(base, uploaded or external versions). Never null, so every line has the same types."
+    )
     created_at: datetime
     tie: bool | None = Field(default=None, description="Only with include_ties=true.")
 
@@ -181,9 +184,9 @@ class RankingLine(BaseModel):
     prompt: str | list[Message]
     groups: list[list[RankedSample]] = Field(description="Tie groups, best first.")
     none_usable: bool
-    none_usable_reason: str | None
+    none_usable_reason: str = Field(description="Empty unless none_usable.")
     annotator: str
-    round: int | None
+    round: int = Field(description="As in pairs.jsonl: 0 when no round trained the versions.")
     created_at: datetime
 
 

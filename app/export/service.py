@@ -213,12 +213,13 @@ class _Lookups:
         return _dumps(messages or [{"role": "user", "content": text}])
 
     def round_of(self, *version_ids: int) -> str:
-        """JSON of the id of the newest round that trained one of the versions, or null."""
+        """JSON of the id of the newest round that trained one of the versions, else 0: never
+        null, as `datasets` types a column by its first chunk and refuses an int after nulls."""
         key = tuple(version_ids)
         found = self.rounds.get(key)
         if found is None:
             trained = [r for v in version_ids if (r := self.plan.version_rounds.get(v))]
-            found = self.rounds[key] = str(max(trained)[1]) if trained else "null"
+            found = self.rounds[key] = str(max(trained)[1]) if trained else "0"
         return found
 
 
@@ -300,10 +301,10 @@ def stream_rankings(plan: ExportPlan) -> Iterator[bytes]:
                     f'{{"ranking_id":{rid},"task_id":{task_id},"prompt_id":{pid},'
                     f'"prompt":{lookups.prompts[pid]},"groups":{_dumps(out_groups)},'
                     f'"none_usable":{"true" if none_usable else "false"},'
-                    f'"none_usable_reason":{_dumps(reason)},'
+                    f'"none_usable_reason":{_dumps(reason or "")},'
                     f'"annotator":{lookups.annotators[uid]},'
                     f'"round":{lookups.round_of(*versions)},'
-                    f'"created_at":"{created.isoformat()}"}}\n'
+                    f'"created_at":"{_iso(created)}"}}\n'
                 )
             yield "".join(lines).encode()
 

@@ -194,6 +194,9 @@ def _jsonl_records(data: bytes) -> Iterator[Record | LineError]:
         except RecursionError:
             yield LineError(number, "invalid JSON: nested too deeply")
             continue
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            yield LineError(number, f"invalid JSON: {exc}")
+            continue
         yield _as_record(number, value)
 
 
@@ -225,6 +228,9 @@ def _json_array_records(data: bytes) -> Iterator[Record | LineError]:
             return
         except RecursionError:
             yield LineError(start, "invalid JSON: nested too deeply; the rest was not read")
+            return
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            yield LineError(start, f"invalid JSON: {exc}; the rest was not read")
             return
         yield _as_record(start, value)
         pos = _skip_space(text, pos)
@@ -258,7 +264,7 @@ def _csv_records(data: bytes, *, delimiter: str) -> Iterator[Record | LineError]
             start, last_line = last_line + 1, reader.line_num
             if not any(cell.strip() for cell in row):
                 continue
-            yield Record(start, {k: v for k, v in zip(header, row, strict=False) if k})
+            yield _as_record(start, {k: v for k, v in zip(header, row, strict=False) if k})
     except csv.Error as exc:
         yield LineError(reader.line_num, f"CSV error: {exc}; the rest was not read")
 
@@ -266,7 +272,31 @@ def _csv_records(data: bytes, *, delimiter: str) -> Iterator[Record | LineError]
 def _as_record(line: int, value: Any) -> Record | LineError:
     if not isinstance(value, dict):
         return LineError(line, f"expected a JSON object, got {_type_name(value)}")
+    problem = _unstorable_text(value)
+    if problem:
+        return LineError(line, problem)
     return Record(line, value)
+
+
+def _unstorable_text(value: Any) -> str | None:
+    """What no database column can hold: NUL (PostgreSQL refuses it) and unpaired UTF-16
+    surrogates that JSON escapes such as \\ud800 can carry (they are not encodable text)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "text contains a NUL character (\\u0000)"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text contains an unpaired surrogate (\\ud800-\\udfff)"
+    return None
 
 
 # Fields

@@ -315,3 +315,30 @@ def test_absurdly_nested_json_is_a_line_error_not_a_crash() -> None:
     result = parse_prompts(data, "deep.jsonl")
 
     assert result.errors == [LineError(2, "invalid JSON: nested too deeply")]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"prompt": "a\\u0000b"}', "text contains a NUL character"),
+        (b'{"prompt": "lone \\ud800 surrogate"}', "text contains an unpaired surrogate"),
+        (b'{"prompt": "ok", "meta": {"tags": ["x\\u0000"]}}', "text contains a NUL character"),
+        (b'{"prompt": ' + b"1" * 5000 + b"}", "invalid JSON: Exceeds the limit"),
+    ],
+    ids=["nul", "surrogate", "nul_deep_inside", "huge_integer"],
+)
+def test_text_no_database_can_store_is_a_line_error(line: bytes, message: str) -> None:
+    result = parse_prompts(b'{"prompt": "fine"}\n' + line + b"\n", "odd.jsonl")
+
+    assert [p.line for p in result.prompts] == [1]
+    assert [e.line for e in result.errors] == [2]
+    assert result.errors[0].message.startswith(message)
+
+
+def test_a_nul_in_a_csv_cell_is_a_line_error() -> None:
+    result = parse_prompts(b"prompt\nfine\nbad\x00cell\n", "odd.csv")
+
+    assert [p.line for p in result.prompts] == [2]  # line 1 is the header
+    assert [(e.line, e.message) for e in result.errors] == [
+        (3, "text contains a NUL character (\\u0000)")
+    ]

@@ -578,7 +578,10 @@ def tokens_create(
     name: Annotated[str, typer.Option(help="What the token is for, e.g. 'training cluster'.")],
     scope: Annotated[
         list[str] | None,
-        typer.Option(help="read, write or read:annotators (repeatable; default: read)."),
+        typer.Option(
+            help="read, write or read:annotators (repeatable; default: read; "
+            "read:annotators includes read)."
+        ),
     ] = None,
     user: Annotated[
         str | None,

@@ -21,7 +21,7 @@ from app.tokens import repository
 SCOPES: dict[str, str] = {
     "read": "Read projects, rounds, policy versions, ratings; export data; download policies.",
     "write": "Import prompts and samples; start and cancel rounds.",
-    "read:annotators": "See annotator usernames in exports (otherwise stable pseudonyms).",
+    "read:annotators": "Read, with annotator usernames in exports (otherwise stable pseudonyms).",
 }
 TOKEN_PREFIX = "rl_"
 PREFIX_CHARS = 11  # "rl_" + 8 characters: enough to tell tokens apart in a list
@@ -38,8 +38,11 @@ class IssuedToken:
 
 
 def clean_scopes(scopes: list[str]) -> list[str]:
-    """Known scopes, deduplicated, in the canonical order; unknown or none is a 422."""
+    """Known scopes, deduplicated, in the canonical order; unknown or none is a 422.
+    read:annotators brings read with it: names in exports are of no use without exports."""
     wanted = {s.strip() for s in scopes if s.strip()}
+    if "read:annotators" in wanted:
+        wanted.add("read")
     unknown = sorted(wanted - SCOPES.keys())
     if unknown:
         raise InvalidInput(

@@ -90,11 +90,23 @@ def test_every_endpoint_is_401_with_an_unknown_token(
 def test_every_endpoint_is_403_with_a_token_lacking_its_scope(
     client: httpx.Client, make_token: MakeToken, method: str, path: str, scope: str, body: object
 ) -> None:
-    others = [s for s in ("read", "write", "read:annotators") if s != scope]
+    implied_by = {"read": {"read:annotators"}}.get(scope, set())
+    others = [s for s in ("read", "write", "read:annotators") if s != scope and s not in implied_by]
     response = _call(client, method, path, body, bearer(make_token(*others)))
     assert response.status_code == 403
     assert _error_code(response) == "missing_scope"
     assert response.json()["error"]["details"] == {"required_scope": scope}
+
+
+def test_read_annotators_brings_read_with_it(
+    client: httpx.Client, db_session: Session, make_token: MakeToken
+) -> None:
+    from app.models import ApiToken
+
+    secret = make_token("read:annotators", name="names-only")
+    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+    stored = db_session.scalars(select(ApiToken).where(ApiToken.name == "names-only")).one()
+    assert stored.scopes == ["read", "read:annotators"]
 
 
 def test_a_read_only_token_cannot_write_and_nothing_changes(

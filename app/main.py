@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.accounts.routes import router as accounts_router
 from app.admin.routes import router as admin_router
 from app.annotation.routes import router as annotation_router
+from app.api.docs import router as api_docs_router
 from app.api.routes import router as api_router
 from app.config import get_settings
 from app.db import session_scope
@@ -142,12 +143,15 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="Human feedback loop: rank samples, train a reward model, run PPO, repeat.",
         lifespan=_lifespan,
+        docs_url=None,  # app/api/docs.py serves /docs from our static files
+        redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(DataError, handle_data_error)
     app.include_router(accounts_router)
+    app.include_router(api_docs_router)
     app.include_router(annotation_router)
     app.include_router(admin_router)
     app.include_router(rounds_router)

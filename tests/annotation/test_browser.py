@@ -190,3 +190,24 @@ def test_a_sample_containing_a_script_tag_renders_as_text(
     page.wait_for_timeout(300)
     assert dialogs == []
     page.close()
+
+
+def test_the_api_reference_renders_from_our_own_files_under_the_csp(
+    browser: Any, live_server: LiveServer
+) -> None:
+    page = browser.new_page()
+    requested: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(live_server.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = {
+        page.locator(".opblock-summary-path").nth(i).get_attribute("data-path")
+        for i in range(page.locator(".opblock-summary-path").count())
+    }
+    assert "/api/v1/projects/{project_id}/pairs.jsonl" in paths
+    assert requested
+    assert all(url.startswith(live_server.url) for url in requested)  # no CDN
+    assert not [e for e in errors if "Content Security Policy" in e]
+    page.close()

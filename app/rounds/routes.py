@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import AdminUser, SessionDep, SettingsDep
 from app.ids import IdPath
@@ -32,8 +33,14 @@ async def start_round(
     request: Request, session: SessionDep, user: AdminUser, project_id: IdPath
 ) -> Response:
     form = await request.form()
-    training_round = pages.start_round_from_form(
-        session, project_id=project_id, form=dict(form), user_id=user.id
+    # The database work runs in the threadpool: on the event loop, a wait for a lock (the
+    # project's row, SQLite's writer) would stall every other request of this worker.
+    training_round = await run_in_threadpool(
+        pages.start_round_from_form,
+        session,
+        project_id=project_id,
+        form=dict(form),
+        user_id=user.id,
     )
     url = f"/admin/rounds/{training_round.id}"
     if request.headers.get("HX-Request"):

@@ -91,6 +91,25 @@ def test_members_are_added_once_and_removed(db_session: Session) -> None:
         projects.remove_member(db_session, project_id=project.id, user_id=user.id)
 
 
+def test_an_excluded_member_cannot_be_removed_so_their_rankings_stay_out(
+    db_session: Session,
+) -> None:
+    from app.ratings import repository as ratings_repository
+    from app.ratings import service as ratings
+
+    project, user = make_project(db_session), make_user(db_session)
+    projects.add_member(db_session, project_id=project.id, user_id=user.id)
+    ratings.set_excluded(db_session, project_id=project.id, user_id=user.id, excluded=True)
+
+    with pytest.raises(Conflict, match="would count their rankings again"):
+        projects.remove_member(db_session, project_id=project.id, user_id=user.id)
+    assert ratings_repository.excluded_users(db_session, project.id) == {user.id}
+
+    ratings.set_excluded(db_session, project_id=project.id, user_id=user.id, excluded=False)
+    projects.remove_member(db_session, project_id=project.id, user_id=user.id)
+    assert repository.list_members(db_session, project.id) == []
+
+
 def test_a_deactivated_user_cannot_be_added(db_session: Session) -> None:
     project, user = make_project(db_session), make_user(db_session, active=False)
 

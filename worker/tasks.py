@@ -22,6 +22,14 @@ def run_sampling_job(job_id: int) -> int:
     return run(job_id)
 
 
+@celery_app.task(name="sampling.top_up")
+def top_up_sampling(project_id: int) -> int | None:
+    """Sent by a submit that left the project below its minimum of open tasks."""
+    from worker.jobs.sampling import top_up
+
+    return top_up(project_id)
+
+
 @celery_app.task(name="sampling.prepare_demo", acks_late=True)
 def prepare_demo(project_id: int) -> None:
     """Build the tiny model if missing, then fill the demo project's queue with samples."""

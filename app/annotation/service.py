@@ -48,6 +48,7 @@ from app.projects.demonstrations import add_annotator_demonstration
 from app.ratings import service as ratings
 from app.ratings.elo import K_FACTOR, update
 from app.ratings.pairs import InvalidRanking, Pair, ranking_to_pairs, validate_ranking
+from app.sampling import service as sampling
 
 MAX_CANDIDATES = 20
 """Tasks one lease request tries after losing races for their last slot before giving up."""
@@ -410,6 +411,8 @@ def _store_ranking(
         raise TaskClosed(f"Task {task_id} was closed; get a new task")
     if pairs:
         _update_sample_elo(session, pairs, now)
+    if status == TaskStatus.complete:  # one open task fewer: sample more below the threshold
+        sampling.note_task_closed(session, project_id=task.project_id)
     return SubmitOut(
         ranking_id=ranking.id,
         task_id=task_id,

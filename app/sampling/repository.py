@@ -94,15 +94,15 @@ def prompt_texts(session: Session, prompt_ids: Sequence[int]) -> dict[int, Promp
     return {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_(prompt_ids)))}
 
 
-def count_open_tasks(session: Session, project_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(RankingTask)
-            .where(RankingTask.project_id == project_id, RankingTask.status == TaskStatus.open)
-        )
-        or 0
+def count_open_tasks(session: Session, project_id: int, *, up_to: int | None = None) -> int:
+    """Open tasks of the project, counted to at most `up_to` (a bounded cost for callers that
+    only compare with a threshold)."""
+    open_tasks = select(RankingTask.id).where(
+        RankingTask.project_id == project_id, RankingTask.status == TaskStatus.open
     )
+    if up_to is not None:
+        open_tasks = open_tasks.limit(up_to)
+    return int(session.scalar(select(func.count()).select_from(open_tasks.subquery())) or 0)
 
 
 def active_sampling_job(session: Session, project_id: int) -> SamplingJob | None:

@@ -7,6 +7,7 @@ have a task for the version, and sample ordinals make sample writes idempotent.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.db import after_commit, utcnow
 from app.errors import InvalidInput, NotFound
 from app.models import (
@@ -27,8 +29,11 @@ from app.models import (
     SamplingJob,
     TaskSample,
 )
+from app.projects import repository as projects_repository
 from app.projects.service import require_project
 from app.sampling import repository
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,13 +153,53 @@ def send_sampling_job(job_id: int) -> None:
     run_sampling_job.delay(job_id)
 
 
-def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> SamplingJob | None:
-    """Keep annotators busy: sample more prompts when open tasks fall below the threshold."""
+def note_task_closed(session: Session, *, project_id: int) -> None:
+    """Called by a submit that completed a task: when the project's open tasks fall below its
+    threshold, a worker is asked to sample more once the submit commits. The submit holds
+    locks, so it only counts (at most min_open_tasks rows) and leaves the rest to the worker."""
     project = require_project(session, project_id)
-    if repository.count_open_tasks(session, project_id) >= project.min_open_tasks:
+    threshold = project.min_open_tasks
+    if threshold <= 0:
+        return
+    if repository.count_open_tasks(session, project_id, up_to=threshold) < threshold:
+        after_commit(session, lambda: send_top_up(project_id))
+
+
+def send_top_up(project_id: int) -> None:
+    """After the submit committed: a broker failure must not turn a saved ranking into an
+    error; the next completed task asks again."""
+    from worker.tasks import top_up_sampling
+
+    try:
+        top_up_sampling.delay(project_id)
+    except Exception:
+        logger.exception("could not send sampling.top_up for project %s", project_id)
+
+
+def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> SamplingJob | None:
+    """Keep annotators busy: sample more prompts when open tasks fall below the threshold.
+
+    The project row is locked first, so two workers topping up at once start one job; a
+    running job whose heartbeat went stale (its worker died) is failed rather than left to
+    block every later top-up."""
+    project = projects_repository.lock_project(session, project_id)
+    if project is None:
+        raise NotFound(f"No project {project_id}")
+    threshold = project.min_open_tasks
+    if repository.count_open_tasks(session, project_id, up_to=threshold) >= threshold:
         return None
-    if repository.active_sampling_job(session, project_id) is not None:
-        return None
+    active = repository.active_sampling_job(session, project_id)
+    if active is not None:
+        timeout = get_settings().heartbeat_timeout_seconds
+        beat = active.heartbeat_at or active.created_at
+        if active.state != JobState.running or (utcnow() - beat).total_seconds() < timeout:
+            return None
+        fail_job(
+            session,
+            active.id,
+            f"The worker stopped responding (no heartbeat for more than {timeout} s); the "
+            "prompts it did not reach are sampled by a new job.",
+        )
     version = repository.current_version(session, project_id)
     if version is None or version.kind == PolicyKind.external:
         return None

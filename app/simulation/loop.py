@@ -81,6 +81,8 @@ LOOP_PROJECT_SETTINGS: dict[str, Any] = {
     # which is what lets a reward model learn from a few dozen rankings.
     "samples_per_prompt": 8,
     "annotations_per_task": 1,
+    # The loop samples each round itself (deterministically, here); no worker top-ups.
+    "min_open_tasks": 0,
     "max_new_tokens": 64,
     # Pure sampling, as PPO's rollouts: the annotators judge what the policy itself says.
     "temperature": 1.0,

@@ -115,3 +115,11 @@ def run_sampling_job(
             service.fail_job(session, job_id, traceback.format_exc(limit=5))
         raise
     return created
+
+
+def top_up(project_id: int) -> int | None:
+    """Start a sampling job when the project is below its minimum of open tasks (the job runs
+    as its own message); the id of the job started, or None."""
+    with session_scope() as session:
+        job = service.top_up_if_needed(session, project_id=project_id)
+        return job.id if job is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,30 @@ def test_workers_listen_on_separate_queues_and_training_asks_for_a_gpu() -> None
     assert any("gpu" in d["capabilities"] for d in devices)
 
 
+def _default(value: str) -> str:
+    """What compose substitutes for `${NAME:-default}` when NAME is not set."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
 def test_workers_and_web_share_the_artifact_volume() -> None:
     services = _compose()["services"]
-    store = services["web"]["environment"]["RANKLOOP_ARTIFACT_STORE"]
+    store = _default(services["web"]["environment"]["RANKLOOP_ARTIFACT_STORE"])
+    assert store == "/artifacts"
     for name in ("web", "worker-sampling", "worker-training"):
         assert any(v.endswith(f":{store}") for v in services[name]["volumes"]), name
+
+
+def test_the_image_creates_every_volume_path_for_its_user() -> None:
+    """A fresh named volume takes its owner from the image's directory, root when missing:
+    then the rankloop user could not write artifacts or the Hugging Face cache."""
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
+    run = " ".join(dockerfile.replace("\\\n", " ").split())
+    assert "USER rankloop" in dockerfile
+    mounts = {v.split(":")[1] for v in _compose()["services"]["web"]["volumes"]}
+    for path in mounts:
+        assert re.search(rf"mkdir -p [^&]*{re.escape(path)}(\s|$)", run), path
+        assert any(
+            re.search(rf"chown -R rankloop [^&]*{re.escape(prefix)}(\s|$)", run)
+            for prefix in [path, *(str(p) for p in Path(path).parents if str(p) != "/")]
+        ), path

@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.ids import MAX_ID
+
 app = typer.Typer(
     help="RankLoop: rank samples, train a reward model, run PPO, repeat.", no_args_is_help=True
 )
@@ -38,10 +40,15 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (creates the SQLite file when needed)."""
+    from alembic.util import CommandError
+
     from app import migrate
     from app.config import get_settings
 
-    migrate.upgrade(revision)
+    try:
+        migrate.upgrade(revision)
+    except CommandError as exc:
+        raise _fail(str(exc)) from None
     url = get_settings().effective_database_url
     console.print(
         f"Database at revision [bold]{migrate.current_revision()}[/bold] ({_redact(url)})"
@@ -53,9 +60,14 @@ def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")],
 ) -> None:
     """Revert migrations down to REVISION."""
+    from alembic.util import CommandError
+
     from app import migrate
 
-    migrate.downgrade(revision)
+    try:
+        migrate.downgrade(revision)
+    except CommandError as exc:
+        raise _fail(str(exc)) from None
     console.print(f"Database at revision {migrate.current_revision()}")
 
 
@@ -270,7 +282,7 @@ def _project_id(session: object, project: str) -> int:
 
     found = (
         repository.get_project(session, int(project))  # type: ignore[arg-type]
-        if project.isdigit()
+        if project.isascii() and project.isdigit() and int(project) <= MAX_ID
         else repository.get_project_by_name(session, project)  # type: ignore[arg-type]
     )
     if found is None:
@@ -282,10 +294,15 @@ def _project_id(session: object, project: str) -> int:
 def sample(
     project: Annotated[str, typer.Option(help="Project id or name.")],
     policy_version: Annotated[
-        int | None, typer.Option(help="Version number (default: the current one).")
+        int | None,
+        typer.Option(help="Version number (default: the current one).", min=1, max=MAX_ID),
     ] = None,
-    prompts: Annotated[int | None, typer.Option(help="At most this many prompts.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the job (default: random).")] = None,
+    prompts: Annotated[
+        int | None, typer.Option(help="At most this many prompts.", min=1, max=MAX_ID)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the job (default: random).", min=0, max=MAX_ID)
+    ] = None,
 ) -> None:
     """Generate samples and ranking tasks in this process (no Celery needed)."""
     from rich.progress import Progress
@@ -331,7 +348,9 @@ def train_reward_model(
     base_model: Annotated[
         str | None, typer.Option(help="Model under the reward head (default: the project's).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the split and the initialisation.", min=0, max=MAX_ID)
+    ] = 0,
 ) -> None:
     """Train and register a reward model on the project's rankings in this process.
 
@@ -464,7 +483,9 @@ def _print_round(round_id: int) -> None:
 
 
 @round_app.command("status")
-def round_status(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> None:
+def round_status(
+    round_id: Annotated[int, typer.Argument(help="Round id.", min=1, max=MAX_ID)],
+) -> None:
     """Print a round's state, progress and results."""
     from app.errors import AppError
 
@@ -475,7 +496,9 @@ def round_status(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> 
 
 
 @round_app.command("cancel")
-def round_cancel(round_id: Annotated[int, typer.Argument(help="Round id.")]) -> None:
+def round_cancel(
+    round_id: Annotated[int, typer.Argument(help="Round id.", min=1, max=MAX_ID)],
+) -> None:
     """Ask a round to stop (a running stage stops between steps)."""
     from app.db import session_scope
     from app.errors import AppError
@@ -638,7 +661,7 @@ def tokens_list() -> None:
 
 @tokens_app.command("revoke")
 def tokens_revoke(
-    token_id: Annotated[int, typer.Argument(help="Token id (see tokens list).")],
+    token_id: Annotated[int, typer.Argument(help="Token id (see tokens list).", min=1, max=MAX_ID)],
 ) -> None:
     """Revoke a token: requests with it fail from now on."""
     from app.db import session_scope
@@ -656,7 +679,10 @@ def tokens_revoke(
 
 @policies_app.command("export")
 def policies_export(
-    version: Annotated[int, typer.Argument(help="Policy version id (or number, with --project).")],
+    version: Annotated[
+        int,
+        typer.Argument(help="Policy version id (or number, with --project).", min=1, max=MAX_ID),
+    ],
     directory: Annotated[Path, typer.Argument(help="Where to write the files.")],
     merged: Annotated[
         bool, typer.Option(help="Merge the adapter(s) into the base and write full weights.")
@@ -762,7 +788,19 @@ def simulate(
 
 
 def main() -> None:
-    app()
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        app()
+    except (OperationalError, ProgrammingError) as exc:
+        # SQLite: "no such table"; PostgreSQL: UndefinedTable, "relation ... does not exist".
+        if "no such table" not in str(exc) and "does not exist" not in str(exc):
+            raise
+        console.print(
+            "[red]Error:[/red] the database has no RankLoop tables (or is behind): "
+            "run `rankloop db upgrade` first."
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -87,3 +92,42 @@ def test_worker_refuses_unknown_queue() -> None:
     result = CliRunner().invoke(app, ["worker", "--queues", "gpu"])
     assert result.exit_code == 1
     assert "Unknown queue" in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["round", "status", str(2**31)],
+        ["round", "cancel", "0"],
+        ["tokens", "revoke", str(2**63)],
+        ["policies", "export", str(2**31), "out"],
+        ["sample", "--project", "p", "--seed", str(2**31)],
+        ["sample", "--project", "p", "--prompts", "0"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_numbers_the_database_cannot_hold_are_usage_errors(argv: list[str]) -> None:
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output
+
+
+def test_an_unknown_migration_revision_is_a_clear_error(migrated_engine: Engine) -> None:
+    result = CliRunner().invoke(app, ["db", "upgrade", "--revision", "no-such-revision"])
+    assert result.exit_code == 1
+    assert "Can't locate revision" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_database_without_tables_asks_for_db_upgrade(tmp_path: Path) -> None:
+    env = {**os.environ, "RANKLOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "sample", "--project", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "run `rankloop db upgrade` first" in " ".join(done.stdout.split())
+    assert "Traceback" not in done.stdout + done.stderr

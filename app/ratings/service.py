@@ -207,7 +207,8 @@ def leaderboard(session: Session, *, project_id: int) -> LeaderboardOut:
     rows.sort(key=lambda r: (r.rating is None, -(r.rating or 0.0), r.number))
     return LeaderboardOut(
         project_id=project_id,
-        computed_at=max((r.fitted_at for r in stored.values()), default=None),
+        # The sample fit too: before two versions meet, it is the only fit there is.
+        computed_at=repository.newest_fit(session, project_id),
         recompute_pending=repository.dirty_since(session, project_id) is not None,
         versions=rows,
     )

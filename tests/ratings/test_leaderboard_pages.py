@@ -82,6 +82,7 @@ def test_excluding_and_including_from_the_page_changes_the_counts(
 
     assert excluded.status_code == 200
     assert excluded.text.lstrip().startswith('<div id="ratings">')  # the HTMX fragment
+    assert 'id="consensus"' in excluded.text  # refreshed with the ratings, not left stale
     assert f"{counts}{3 * 8 * 4}<" in excluded.text
     assert "excluded" in _row(excluded.text, f"annotator-{seeded.contrarian.id}")
     member = db_session.get_one(ProjectMember, (seeded.project.id, seeded.contrarian.id))
@@ -93,6 +94,29 @@ def test_excluding_and_including_from_the_page_changes_the_counts(
     assert included.status_code == 200
     assert f"{counts}{4 * 8 * 4}<" in included.text
     assert "<html" in included.text  # a plain form post gets the whole page
+
+
+def test_a_project_with_one_version_shows_when_its_sample_fit_was_computed(
+    client: httpx.Client, admin: LoggedIn, db_session: Session
+) -> None:
+    from tests.factories import base_version
+
+    project = make_project(db_session)
+    base = base_version(db_session, project)
+    user = make_user(db_session)
+    add_members(db_session, project, user)
+    for _ in range(3):
+        task, samples = mixed_task(db_session, project, [base], per_version=3)
+        make_ranking(db_session, task, user, [[sid] for sid in samples[base.id]])
+    db_session.commit()
+
+    response = client.post(
+        f"/admin/projects/{project.id}/leaderboard/recompute", headers=admin.htmx
+    )
+
+    assert "Recomputed from 9 comparisons" in response.text
+    assert "Not computed yet" not in response.text
+    assert service.leaderboard(db_session, project_id=project.id).computed_at is not None
 
 
 def test_exclusion_without_csrf_token_is_refused_and_changes_nothing(

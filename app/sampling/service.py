@@ -310,7 +310,11 @@ def record_chunk(
             TaskSample(task_id=task.id, sample_id=s.id, position=i) for i, s in enumerate(chosen)
         )
         created += 1
-    job.prompts_done = min(job.prompts_total, job.prompts_done + len(prompt_ids))
+    # Where this chunk ends in the job's list, not a running sum: a resumed job walks its
+    # chunks again from the start, and the ones already written must not count twice.
+    position = {prompt_id: i for i, prompt_id in enumerate(job.prompt_ids)}
+    chunk_end = max((position[p] + 1 for p in prompt_ids if p in position), default=0)
+    job.prompts_done = min(job.prompts_total, max(job.prompts_done, chunk_end))
     job.heartbeat_at = utcnow()
     session.flush()
     return created

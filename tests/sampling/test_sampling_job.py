@@ -176,3 +176,43 @@ def test_mix_counts_follow_the_share() -> None:
     assert service.mix_counts(4, 0.5, True) == (2, 2)
     assert service.mix_counts(9, 0.5, False) == (9, 0)
     assert service.mix_counts(5, 1.0, True) == (4, 1)
+
+
+def test_a_resumed_job_reports_the_prompts_actually_done(
+    app_database: FreshDatabase, tiny_model_path: Path
+) -> None:
+    with app_database.session() as session:
+        project = make_project(
+            session, base_model=str(tiny_model_path), samples_per_prompt=4, max_new_tokens=4
+        )
+        from app.projects.service import add_prompts
+
+        add_prompts(session, project_id=project.id, contents=[f"Resume {i}?" for i in range(6)])
+        session.commit()
+        job_id = _start(session, project.id)
+    assert job_id is not None
+
+    def stored() -> tuple[int, int]:
+        with app_database.session() as session:
+            job = session.get(SamplingJob, job_id)
+            assert job is not None
+            tasks = session.scalar(
+                select(func.count()).where(RankingTask.project_id == job.project_id)
+            )
+            return job.prompts_done, int(tasks or 0)
+
+    class WorkerDied(Exception):
+        pass
+
+    def die_after_two_chunks(done: int, total: int) -> None:
+        if done == 4:
+            raise WorkerDied
+
+    with pytest.raises(WorkerDied):
+        run_sampling_job(job_id, progress=die_after_two_chunks, prompts_per_chunk=2)
+    assert stored() == (4, 4)
+
+    seen: list[tuple[int, int]] = []
+    run_sampling_job(job_id, progress=lambda d, t: seen.append(stored()), prompts_per_chunk=2)
+
+    assert seen == [(4, 4), (4, 4), (6, 6)]  # the chunks already written do not count twice

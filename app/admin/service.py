@@ -16,6 +16,7 @@ from app.errors import Conflict
 from app.models import Project, ProjectMember, Role, User
 from app.projects import repository as projects_repository
 from app.projects import service as projects
+from app.sampling import service as sampling
 from app.security import generate_password
 
 ROLES = [role.value for role in Role]
@@ -76,6 +77,8 @@ class ProjectPage:
     candidates: list[User]
     """Active users who are not members yet."""
     progress: projects.ProjectProgress
+    sampling_jobs: list[sampling.JobView]
+    """Newest first; the page refreshes itself while one is queued or running."""
 
 
 def project_page(session: Session, *, project_id: int) -> ProjectPage:
@@ -85,5 +88,5 @@ def project_page(session: Session, *, project_id: int) -> ProjectPage:
         members=projects_repository.list_members(session, project_id),
         candidates=projects_repository.users_not_in_project(session, project_id),
         progress=projects.progress(session, project_id=project_id),
+        sampling_jobs=sampling.recent_jobs(session, project_id=project_id),
     )
-

@@ -114,3 +114,15 @@ def active_sampling_job(session: Session, project_id: int) -> SamplingJob | None
         )
         .limit(1)
     )
+
+
+def recent_jobs(session: Session, project_id: int, *, limit: int) -> list[tuple[SamplingJob, int]]:
+    """The project's newest sampling jobs with their policy version's number."""
+    rows = session.execute(
+        select(SamplingJob, PolicyVersion.number)
+        .join(PolicyVersion, PolicyVersion.id == SamplingJob.policy_version_id)
+        .where(SamplingJob.project_id == project_id)
+        .order_by(SamplingJob.id.desc())
+        .limit(limit)
+    )
+    return [(job, number) for job, number in rows]

@@ -12,6 +12,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -399,3 +400,40 @@ def job_progress(session: Session, job_id: int) -> dict[str, Any]:
         "prompts_total": job.prompts_total,
         "error": job.error,
     }
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A sampling job as the project page shows it."""
+
+    id: int
+    version_number: int
+    state: str
+    prompts_done: int
+    prompts_total: int
+    round_id: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.state in (JobState.queued.value, JobState.running.value)
+
+
+def recent_jobs(session: Session, *, project_id: int, limit: int = 5) -> list[JobView]:
+    """Newest first: the page shows what runs now (top-ups, rounds' sampling) and what failed."""
+    return [
+        JobView(
+            id=job.id,
+            version_number=number,
+            state=job.state.value,
+            prompts_done=job.prompts_done,
+            prompts_total=job.prompts_total,
+            round_id=job.round_id,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            error=job.error,
+        )
+        for job, number in repository.recent_jobs(session, project_id, limit=limit)
+    ]

@@ -391,6 +391,35 @@ def test_the_project_page_shows_progress(
     assert fragment.lstrip().startswith('<section class="card" id="progress">')
 
 
+def test_the_project_page_shows_sampling_jobs_and_follows_a_running_one(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    from app.models import JobState
+    from app.projects.service import add_prompts
+    from app.sampling import service as sampling
+
+    project = make_project(db_session)
+    add_prompts(db_session, project_id=project.id, contents=["One?", "Two?", "Three?"])
+    job = sampling.start_sampling(db_session, project_id=project.id, enqueue=False)
+    assert job is not None
+    job.state, job.prompts_done = JobState.running, 2
+    db_session.commit()
+
+    running = client.get(f"/admin/projects/{project.id}", headers={"HX-Request": "true"}).text
+
+    row = running[running.index(f'id="sampling-job-{job.id}"') :]
+    assert "running" in row[: row.index("</tr>")]
+    assert "2 / 3" in row[: row.index("</tr>")]
+    assert 'hx-trigger="every 3s"' in running  # the page follows the job
+    job.state, job.prompts_done, job.error = JobState.failed, 2, "CUDA out of memory"
+    db_session.commit()
+
+    failed = client.get(f"/admin/projects/{project.id}").text
+
+    assert "CUDA out of memory" in failed
+    assert 'hx-trigger="every 3s"' not in failed
+
+
 def test_an_unknown_project_is_404(client: httpx.Client, admin: LoggedIn) -> None:
     assert client.get("/admin/projects/999999").status_code == 404
 

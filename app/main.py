@@ -118,6 +118,9 @@ class SecurityHeaders:
                 headers.setdefault("Referrer-Policy", "same-origin")
                 if headers.get("content-type", "").startswith("text/html"):
                     headers.setdefault("Content-Security-Policy", _CONTENT_SECURITY_POLICY)
+                    # Pages show live state (a leased task, counters): Back must ask again,
+                    # not show a task the annotator already submitted.
+                    headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

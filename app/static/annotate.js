@@ -179,13 +179,58 @@
     }
   });
 
-  // A new answer clears the last error; an expired lease fetches a fresh task by itself.
-  document.addEventListener("htmx:beforeRequest", (evt) => {
-    if (evt.detail.elt.closest && evt.detail.elt.closest("#task-card")) {
-      document.getElementById("flash").innerHTML = "";
-    }
+  // Tab to a card selects it: the keys act on the card that looks selected.
+  document.addEventListener("focusin", (evt) => {
+    const card = evt.target.closest && evt.target.closest("#ranking > li");
+    if (card && evt.target === card && card !== selected) select(card);
   });
-  document.addEventListener("htmx:responseError", (evt) => {
-    if (evt.detail.xhr.status === 410) document.getElementById("next-task").click();
+
+  // A new answer or task clears the last error, except when the page reloads the task by
+  // itself: then the message says why.
+  let keepFlash = false;
+  document.addEventListener("htmx:beforeRequest", (evt) => {
+    const elt = evt.detail.elt;
+    const target = evt.detail.target;
+    const intoTask = (elt.closest && elt.closest("#task-card")) || (target && target.id === "task");
+    if (intoTask && !keepFlash) document.getElementById("flash").innerHTML = "";
+    keepFlash = false;
+  });
+
+  function reloadTask() {
+    keepFlash = true;
+    document.getElementById("next-task").click();
+  }
+
+  // Lease again; true when the same task comes back (its slot was still free).
+  async function leasedAgain(taskId) {
+    const headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    const response = await fetch("/annotate/next", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { ...headers, Accept: "application/json" },
+    });
+    if (!response.ok) return false;
+    const body = await response.json();
+    return Boolean(body.task) && String(body.task.id) === String(taskId);
+  }
+
+  document.addEventListener("htmx:responseError", async (evt) => {
+    const status = evt.detail.xhr.status;
+    const form = evt.detail.elt;
+    const inTask = Boolean(form && form.closest && form.closest("#task-card"));
+    const answer = inTask && (form.id === "rank-form" || form.id === "none-form");
+    if (status === 410 && answer && !form.dataset.leasedAgain) {
+      // The lease ran out while the annotator worked: when the task can be leased again,
+      // send the same answer once more instead of throwing the work away.
+      const card = document.getElementById("task-card");
+      if (card && (await leasedAgain(card.dataset.taskId))) {
+        form.dataset.leasedAgain = "true";
+        form.requestSubmit();
+        return;
+      }
+    }
+    // Expired, already answered, closed, or not leased (another tab, the Back button): the
+    // task on the page cannot be answered any more, so fetch the next one.
+    if (status === 410 || (status === 409 && inTask)) reloadTask();
   });
 })();

@@ -6,13 +6,15 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import combinations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from app.models import Comparison, Ranking
+from app.db import utcnow
+from app.models import Assignment, Comparison, Ranking
 from tests.annotation.conftest import make_member
 from tests.conftest import FreshDatabase, LiveServer
 from tests.factories import PASSWORD, make_project, make_task, task_sample_ids
@@ -75,6 +77,17 @@ def script_project(fresh_database: FreshDatabase) -> Seeded:
         task = make_task(session, project, texts=texts)
         user = make_member(session, project, username="escaper")
         seeded = Seeded(user.username, [task.id], task_sample_ids(session, task))
+        session.commit()
+    return seeded
+
+
+@pytest.fixture(scope="module")
+def lease_project(fresh_database: FreshDatabase) -> Seeded:
+    with fresh_database.session() as session:
+        project = make_project(session, samples_per_prompt=4)
+        tasks = [make_task(session, project) for _ in range(2)]
+        user = make_member(session, project, username="slowpoke")
+        seeded = Seeded(user.username, [t.id for t in tasks], task_sample_ids(session, tasks[0]))
         session.commit()
     return seeded
 
@@ -168,6 +181,57 @@ def test_an_error_shows_in_the_flash_and_keeps_the_task(
 
     page.wait_for_selector("#flash .error")
     assert "999999" in page.locator("#flash").inner_text()
+    assert page.locator("#task-card").is_visible()
+    page.close()
+
+
+def test_an_answer_sent_after_the_lease_ran_out_is_kept(
+    browser: Any, live_server: LiveServer, fresh_database: FreshDatabase, lease_project: Seeded
+) -> None:
+    """The page leases the task again and sends the same answer: the ranking the annotator
+    spent the lease on is stored, not thrown away with a blank copy of the task."""
+    page = browser.new_page()
+    log_in(page, live_server, lease_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    page.wait_for_function("document.getElementById('ranking').dataset.ready === 'true'")
+    task_id = int(page.locator("#task-card").get_attribute("data-task-id"))
+    a, b, c, d = order(page)
+    card(page, b).focus()  # Tab to a card selects it: the arrow keys move that card
+    page.keyboard.press("ArrowUp")
+    assert order(page) == [b, a, c, d]
+    with fresh_database.session() as session:  # the annotator took longer than the lease
+        session.execute(
+            update(Assignment)
+            .where(Assignment.task_id == task_id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        session.commit()
+
+    page.keyboard.press("Enter")
+
+    page.wait_for_selector(f"#notice:has-text('Saved task {task_id}.')")
+    assert page.locator("#flash").inner_text() == ""
+    with fresh_database.session() as session:
+        ranking = session.scalars(select(Ranking).where(Ranking.task_id == task_id)).one()
+        assert ranking.groups == [[b], [a], [c], [d]]
+    page.close()
+
+
+def test_reloading_the_task_clears_an_old_error(
+    browser: Any, live_server: LiveServer, ranking_project: Seeded
+) -> None:
+    page = browser.new_page()
+    log_in(page, live_server, ranking_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    page.locator("#ranking > li").first.evaluate("c => { c.dataset.sampleId = '999999'; }")
+    page.click("#submit-ranking")
+    page.wait_for_selector("#flash .error")
+
+    page.click("#next-task")
+
+    page.wait_for_function("document.getElementById('flash').innerText.trim() === ''")
     assert page.locator("#task-card").is_visible()
     page.close()
 

@@ -79,6 +79,11 @@ def test_the_page_loads_a_task_and_shows_the_rendered_guidelines(
     assert "<strong>short</strong>" in page.text
     assert "&lt;b&gt;raw&lt;/b&gt;" in page.text
     assert '<script src="/static/annotate.js" defer></script>' in page.text
+    # The Back button must ask again, not show a task from the cache the annotator answered.
+    assert page.headers["cache-control"] == "no-store"
+    assert "no-store" not in annotator.http.get("/static/annotate.js").headers.get(
+        "cache-control", ""
+    )
 
 
 def test_next_task_swaps_in_the_task_block_with_its_samples_in_display_order(

@@ -114,6 +114,8 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
     browser: Any, live_server: LiveServer, fresh_database: FreshDatabase, ranking_project: Seeded
 ) -> None:
     page = browser.new_page()
+    console_errors: list[str] = []  # a missing favicon, a CSP violation, a script error
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     log_in(page, live_server, ranking_project.username)
     page.goto(live_server.url + "/annotate")
     page.wait_for_selector("#task-card")
@@ -164,6 +166,7 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
         (min(a, c), max(a, c), True),
     }
     assert pairs == expected
+    assert console_errors == []
     page.close()
 
 

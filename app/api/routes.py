@@ -26,6 +26,7 @@ from app.api.schemas import (
     RoundDetail,
     RoundOut,
     SampleImportOut,
+    SamplingJobOut,
     download_errors,
 )
 from app.deps import SessionDep
@@ -249,6 +250,19 @@ def list_rounds(
 ) -> Page[RoundOut]:
     return Page[RoundOut].model_validate(
         service.list_rounds(session, project_id=project_id, page=page)
+    )
+
+
+@api.get(
+    "/projects/{project_id}/sampling-jobs",
+    tags=["rounds"],
+    summary="List sampling jobs (newest first) with their progress",
+)
+def list_sampling_jobs(
+    session: SessionDep, token: ReadToken, project_id: IdPath, page: PageDep
+) -> Page[SamplingJobOut]:
+    return Page[SamplingJobOut].model_validate(
+        service.list_sampling_jobs(session, project_id=project_id, page=page)
     )
 
 

@@ -188,6 +188,36 @@ class SampleImportOut(BaseModel):
     errors: list[LineErrorOut]
 
 
+class SamplingJobOut(BaseModel):
+    model_config = _examples(
+        {
+            "id": 12,
+            "project_id": 1,
+            "policy_version": 3,
+            "round_id": 7,
+            "state": "running",
+            "prompts_done": 40,
+            "prompts_total": 96,
+            "error": None,
+            "created_at": "2026-05-04T10:20:00+00:00",
+            "started_at": "2026-05-04T10:20:01+00:00",
+            "finished_at": None,
+        }
+    )
+
+    id: int
+    project_id: int
+    policy_version: int = Field(description="Number of the policy version it samples.")
+    round_id: int | None = Field(description="The round that started it, if one did.")
+    state: str = Field(description="queued, running, done, failed or cancelled.")
+    prompts_done: int
+    prompts_total: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 class RoundOut(BaseModel):
     model_config = _examples(
         {

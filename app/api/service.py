@@ -24,6 +24,7 @@ from app.api.schemas import (
     RoundDetail,
     RoundOut,
     SampleImportOut,
+    SamplingJobOut,
 )
 from app.errors import InvalidInput, NotFound
 from app.models import PolicyVersion, TrainingRound
@@ -184,6 +185,31 @@ def list_rounds(session: Session, *, project_id: int, page: PageParams) -> dict[
     result = make_page(found, limit=page.limit)
     versions = repository.versions_of_rounds(session, [r.id for r in result["items"]])
     result["items"] = [_round(r, versions.get(r.id), RoundOut) for r in result["items"]]
+    return result
+
+
+def list_sampling_jobs(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
+    require_project(session, project_id)
+    found = repository.sampling_jobs(
+        session, project_id=project_id, before_id=page.after_id, limit=page.limit
+    )
+    result = make_page(found, limit=page.limit, id_of=lambda row: row[0].id)
+    result["items"] = [
+        SamplingJobOut(
+            id=job.id,
+            project_id=job.project_id,
+            policy_version=number,
+            round_id=job.round_id,
+            state=job.state.value,
+            prompts_done=job.prompts_done,
+            prompts_total=job.prompts_total,
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+        for job, number in result["items"]
+    ]
     return result
 
 

@@ -28,6 +28,7 @@ ENDPOINTS = [
     ("POST", "/api/v1/projects/{p}/samples", "write", [{"prompt": "x", "samples": ["a"] * 4}]),
     ("POST", "/api/v1/projects/{p}/demonstrations", "write", [{"prompt": "x", "response": "y"}]),
     ("GET", "/api/v1/projects/{p}/rounds", "read", None),
+    ("GET", "/api/v1/projects/{p}/sampling-jobs", "read", None),
     ("POST", "/api/v1/projects/{p}/rounds", "write", {"type": "dpo"}),
     ("GET", "/api/v1/rounds/{r}", "read", None),
     ("POST", "/api/v1/rounds/{r}/cancel", "write", None),

@@ -244,6 +244,42 @@ def test_a_bad_sample_line_is_422_and_stores_nothing(
     assert count(db_session, PolicyVersion, PolicyVersion.project_id == project.id) == 1
 
 
+# Sampling jobs
+
+
+def test_sampling_jobs_are_listed_newest_first_with_progress_page_by_page(
+    client: httpx.Client, db_session: Session, reader: dict[str, str]
+) -> None:
+    from app.models import JobState
+    from app.projects.service import add_prompts
+    from app.sampling import service as sampling
+
+    project = make_project(db_session)
+    jobs = []
+    for i in range(3):
+        add_prompts(db_session, project_id=project.id, contents=[f"Sampled {i}?"])
+        job = sampling.start_sampling(db_session, project_id=project.id, enqueue=False)
+        assert job is not None
+        job.state, job.prompts_done = JobState.done, job.prompts_total
+        jobs.append(job)
+    jobs[-1].state, jobs[-1].prompts_done, jobs[-1].error = JobState.failed, 0, "out of memory"
+    db_session.commit()
+    url = f"/api/v1/projects/{project.id}/sampling-jobs"
+
+    first = client.get(url, params={"limit": 2}, headers=reader).json()
+    rest = client.get(
+        url, params={"limit": 2, "cursor": first["next_cursor"]}, headers=reader
+    ).json()
+
+    listed = first["items"] + rest["items"]
+    assert [j["id"] for j in listed] == [j.id for j in reversed(jobs)]
+    assert rest["next_cursor"] is None
+    assert (listed[0]["state"], listed[0]["error"]) == ("failed", "out of memory")
+    assert (listed[1]["prompts_done"], listed[1]["prompts_total"]) == (2, 2)
+    assert listed[0]["policy_version"] == 1
+    assert client.get("/api/v1/projects/999999/sampling-jobs", headers=reader).status_code == 404
+
+
 # Rounds
 
 

@@ -123,7 +123,16 @@
   }
 
   document.addEventListener("DOMContentLoaded", setup);
-  document.addEventListener("htmx:afterSettle", setup);
+  document.addEventListener("htmx:afterSettle", (evt) => {
+    const fresh = list() && !list().dataset.ready;
+    setup();
+    // A task swapped in takes the focus (without selecting a card), so Tab continues in it
+    // rather than from the top of the page.
+    const card = document.getElementById("task-card");
+    if (fresh && card && evt.detail.target && evt.detail.target.id === "task") {
+      card.focus({ preventScroll: true });
+    }
+  });
 
   document.addEventListener("click", (evt) => {
     const card = evt.target.closest("#ranking > li");

@@ -146,6 +146,7 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
     assert next_task != first_task
     assert page.locator("#done-today").inner_text() == "1"
     assert page.locator("#flash").inner_text() == ""
+    assert page.evaluate("document.activeElement.id") == "task-card"  # Tab goes on from here
 
     with fresh_database.session() as session:
         ranking = session.scalars(select(Ranking).where(Ranking.task_id == first_task)).one()

@@ -413,6 +413,7 @@ def train_reward_model(
 
 def _parse_settings(items: list[str]) -> dict[str, object]:
     """--set ppo.steps=4 --set beta=0.2 → nested dict (values stay strings; pydantic coerces)."""
+    from app.errors import AppError
     from app.rounds.pages import form_to_config
 
     pairs: dict[str, object] = {}
@@ -420,8 +421,13 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
         if "=" not in item:
             raise _fail(f"--set takes NAME=VALUE, got {item!r}")
         key, value = item.split("=", 1)
+        if key.strip() == "type":
+            raise _fail("the round type is --type, not --set type=...")
         pairs[key.strip()] = value.strip()
-    return form_to_config(pairs)
+    try:
+        return form_to_config(pairs)
+    except AppError as exc:
+        raise _fail(exc.message) from None
 
 
 @round_app.command("start")
@@ -460,7 +466,11 @@ def round_start(
         from app.rounds.schemas import STAGES
         from worker.jobs.rounds import run_round
 
-        run_round(round_id, STAGES[type][0])
+        try:
+            run_round(round_id, STAGES[type][0])
+        except Exception:  # recorded on the round (state failed, error); shown just below
+            _print_round(round_id)
+            raise typer.Exit(code=1) from None
         _print_round(round_id)
 
 

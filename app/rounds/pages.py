@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.errors import InvalidInput
 from app.models import TrainingRound
 from app.projects.service import require_project
 from app.rounds import repository, service
@@ -69,6 +70,16 @@ def form_to_config(form: dict[str, Any]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise InvalidInput(
+                    f"{key!r}: {parent!r} is a value, not a group of settings",
+                    details=[{"field": key, "message": f"{parent} has no settings"}],
+                )
+        if isinstance(target.get(leaf), dict):
+            raise InvalidInput(
+                f"{key!r} is a group of settings, not a value",
+                details=[{"field": key, "message": "a group of settings"}],
+            )
         target[leaf] = value
     return config
 

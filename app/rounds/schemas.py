@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    seed: Annotated[int, Field(ge=0, description="Seed for training and evaluation.")] = 0
+    seed: Annotated[
+        int, Field(ge=0, le=2**31 - 1, description="Seed for training and evaluation.")
+    ] = 0
     eval_prompts: Annotated[
         int, Field(ge=2, le=1000, description="Held-out prompts the promotion gate samples.")
     ] = 16
@@ -37,7 +39,7 @@ class _Config(BaseModel):
 
 
 class RewardModelSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     base_model: Annotated[
         str | None, Field(description="Model under the reward head (default: the project's).")
@@ -49,7 +51,7 @@ class RewardModelSettings(BaseModel):
 
 
 class PPOSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: Annotated[int, Field(ge=1, le=100000, description="PPO updates.")] = 12
     batch_size: Annotated[int, Field(ge=2, le=4096, description="Prompts per rollout.")] = 8
@@ -60,6 +62,16 @@ class PPOSettings(BaseModel):
     adaptive_kl: bool = False
     temperature: Annotated[float, Field(gt=0, le=5)] = 1.0
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
+
+    @model_validator(mode="after")
+    def _mini_batches_divide_the_batch(self) -> PPOSettings:
+        # Checked here, not after the reward model has trained for an hour.
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) must divide batch_size "
+                f"({self.batch_size})"
+            )
+        return self
 
 
 class RewardPPOConfig(_Config):

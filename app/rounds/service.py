@@ -277,12 +277,18 @@ def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
     before = utcnow() - timedelta(seconds=timeout_seconds)
     reaped = []
     for training_round in repository.stale_rounds(session, before=before):
+        version = repository.version_registered_by(session, training_round.id)
+        outcome = (
+            "Nothing was registered; start a new round."
+            if version is None
+            else f"Policy version {version.number} was registered ({version.status.value}) "
+            "before that; if its samples are missing, run `rankloop sample` for the project."
+        )
         _end(
             training_round,
             RoundState.failed,
             f"The worker stopped responding during stage {training_round.state.value!r} "
-            f"(no heartbeat for more than {timeout_seconds} s). Nothing was registered; "
-            "start a new round.",
+            f"(no heartbeat for more than {timeout_seconds} s). {outcome}",
         )
         reaped.append(training_round.id)
     return reaped

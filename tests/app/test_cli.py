@@ -131,3 +131,24 @@ def test_a_database_without_tables_asks_for_db_upgrade(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "run `rankloop db upgrade` first" in " ".join(done.stdout.split())
     assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["type=dpo"], "--type"),
+        (["seed=1", "seed.x=2"], "is a value, not a group"),
+        (["ppo.steps=2", "ppo=1"], "is a group of settings"),
+    ],
+)
+def test_round_settings_that_cannot_mean_anything_are_refused(
+    settings: list[str], message: str
+) -> None:
+    argv = ["round", "start", "--project", "p"]
+    for setting in settings:
+        argv += ["--set", setting]
+
+    result = CliRunner().invoke(app, argv)
+
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split())

@@ -107,3 +107,13 @@ def test_a_cancel_during_the_gate_registers_nothing_and_ends_the_round_cancelled
         assert "gate" not in ended.metrics
         versions = ratings_repository.versions(session, project_id)
         assert [(v.number, v.status) for v in versions] == [(1, PolicyStatus.current)]
+
+
+def test_a_dpo_gate_without_held_out_pairs_gives_a_reason_not_a_crash() -> None:
+    from worker.jobs.rounds import _gate_reason
+
+    gate = {"kl": 0.1, "max_kl": 25.0, "heldout_accuracy": None, "min_heldout_accuracy": 0.5}
+
+    reason = _gate_reason(gate)
+
+    assert "no held-out pairs" in reason

@@ -215,3 +215,22 @@ def test_ids_too_large_for_the_database_are_422(client: httpx.Client, db_session
         ).status_code
         == 422
     )
+
+
+@pytest.mark.parametrize(
+    "form", [{"seed": "1", "seed.x": "2"}, {"ppo.steps": "2", "ppo": "1"}], ids=["value", "group"]
+)
+def test_a_name_used_as_both_value_and_group_is_422_and_starts_nothing(
+    client: httpx.Client, db_session: Session, form: dict[str, str]
+) -> None:
+    token = _admin(client, db_session)
+    project = make_project(db_session)
+
+    response = client.post(
+        f"/admin/projects/{project.id}/rounds",
+        data={"type": "reward_ppo", **form},
+        headers={"X-CSRF-Token": token},
+    )
+
+    assert response.status_code == 422
+    assert db_session.scalars(select(TrainingRound)).all() == []

@@ -46,6 +46,10 @@ def test_start_round_fills_defaults_and_records_the_base_version(db_session: Ses
         ("reward_ppo", {"ppo": {"steps": 0}}, "ppo.steps"),
         ("reward_ppo", {"surprise": 1}, "surprise"),
         ("dpo", {"beta": -1}, "beta"),
+        ("reward_ppo", {"min_score_gain": "nan"}, "min_score_gain"),
+        ("reward_ppo", {"max_kl": "inf"}, "max_kl"),
+        ("reward_ppo", {"ppo": {"batch_size": 4, "mini_batch_size": 3}}, "ppo"),
+        ("dpo", {"seed": 2**63}, "seed"),
     ],
 )
 def test_bad_round_config_is_refused_with_the_field(
@@ -181,6 +185,23 @@ def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None
     assert service.reap_stale_rounds(db_session, timeout_seconds=600) == [training_round.id]
     assert training_round.state == RoundState.failed
     assert "stopped responding" in (training_round.error or "")
+    assert "Nothing was registered" in (training_round.error or "")
+
+
+def test_the_reaper_says_when_the_round_had_registered_its_version(db_session: Session) -> None:
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="sft", enqueue=False
+    )
+    service.begin_stage(db_session, training_round.id, "policy")
+    make_version(db_session, project, round_id=training_round.id, status=PolicyStatus.rejected)
+    training_round.heartbeat_at = utcnow() - timedelta(minutes=11)
+    db_session.flush()
+
+    assert service.reap_stale_rounds(db_session, timeout_seconds=600) == [training_round.id]
+
+    assert "Policy version 2 was registered (rejected)" in (training_round.error or "")
+    assert "Nothing was registered" not in (training_round.error or "")
 
 
 def _make_current(db_session: Session, project: Project, **fields: object) -> PolicyVersion:

@@ -536,7 +536,12 @@ def _gate_reason(gate: dict[str, Any]) -> str:
             f"{gate['score_gain_high']:+.3f}], needed ≥ {gate['min_score_gain']})"
         )
     if "heldout_accuracy" in gate:
-        parts.append(f"held-out pair accuracy {gate['heldout_accuracy']:.3f}")
+        accuracy = gate["heldout_accuracy"]
+        parts.append(
+            "no held-out pairs to measure accuracy on (the pairs come from too few prompts)"
+            if accuracy is None
+            else f"held-out pair accuracy {accuracy:.3f} (needed ≥ {gate['min_heldout_accuracy']})"
+        )
     return "The new version did not pass the promotion gate: " + "; ".join(parts)
 
 

@@ -118,17 +118,19 @@ def _leases(*, live: bool) -> Any:
 
 
 def _done_by_user() -> Any:
-    """The user (:user_id) ranked the task, or skipped it: either way it is not offered to them
-    again."""
+    """The user (:user_id) ranked the task, skipped it, or still holds a lease on it: none of
+    these is offered to them again. A held lease past its expiry is one that the user's other
+    tab is submitting right now (next-task marks the others expired first): a second lease of
+    the user on that task would wait on the submit while holding the task, a deadlock."""
     ranked = exists().where(
         Ranking.task_id == RankingTask.id, Ranking.user_id == bindparam("user_id")
     )
-    skipped = exists().where(
+    skipped_or_held = exists().where(
         Assignment.task_id == RankingTask.id,
         Assignment.user_id == bindparam("user_id"),
-        Assignment.state == AssignmentState.skipped,
+        Assignment.state.in_([AssignmentState.skipped, AssignmentState.leased]),
     )
-    return ranked | skipped
+    return ranked | skipped_or_held
 
 
 def lock_candidate(

@@ -149,14 +149,17 @@ def test_a_lease_that_expired_unused_returns_its_slot(
     assert states == {AssignmentState.expired, AssignmentState.leased}
 
 
+@pytest.mark.parametrize("required", [1, 2])
 def test_a_second_tab_asking_while_the_first_submits_an_expiring_lease_does_not_wait(
-    sessions: tuple[Session, Session],
+    sessions: tuple[Session, Session], required: int
 ) -> None:
     """Tab 1's submit holds its lease (checked in time); tab 2's next-task, a moment after
     expiry, would mark that lease expired. Waiting for it there, while tab 1's page then waits
-    for the user's lock tab 2 holds, would deadlock: tab 2 skips it instead."""
+    for the user's lock tab 2 holds, would deadlock: tab 2 skips it instead. With a second
+    slot free, tab 2 must not lease the task again for the same user either: that insert
+    would wait on tab 1's lease row while holding the task tab 1's submit needs next."""
     tab1, tab2 = sessions
-    project, task, user, _ = _one_task(tab1, required=1)
+    project, task, user, _ = _one_task(tab1, required=required)
     expires_at = _lease_until(tab1, project, task, user)
     assert repository.lock_own_lease(tab1, task_id=task.id, user_id=user.id) is not None
 

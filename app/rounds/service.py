@@ -102,15 +102,22 @@ def require_round(session: Session, round_id: int) -> TrainingRound:
     return training_round
 
 
+def _locked_round(session: Session, round_id: int) -> TrainingRound:
+    """The round re-read and locked until commit: every state change (the worker's stage
+    moves, an admin's cancel) reads and writes it in turn, none overwrites another's."""
+    training_round = repository.lock_round(session, round_id)
+    if training_round is None:
+        raise NotFound(f"No round {round_id}")
+    return training_round
+
+
 def cancel_round(session: Session, *, round_id: int) -> TrainingRound:
     """Queued rounds stop at once; a running stage sees the flag between steps.
 
     A cancelled round registers nothing, so once the round has registered its new version
     (the evaluating stage's last write) the cancel is refused rather than half-honoured.
     """
-    training_round = repository.lock_round(session, round_id)
-    if training_round is None:
-        raise NotFound(f"No round {round_id}")
+    training_round = _locked_round(session, round_id)
     if training_round.state.is_terminal:
         raise Conflict(f"Round {training_round.number} already ended ({training_round.state})")
     registered = repository.version_registered_by(session, round_id)
@@ -144,7 +151,7 @@ class StageStart:
 
 def begin_stage(session: Session, round_id: int, stage: str) -> StageStart | None:
     """Enter `stage`; None when the round ended, was cancelled, or the stage already ran."""
-    training_round = require_round(session, round_id)
+    training_round = _locked_round(session, round_id)
     if training_round.state.is_terminal:
         return None
     if training_round.cancel_requested:
@@ -189,7 +196,7 @@ def record_progress(
     series: str | None = None,
 ) -> bool:
     """Heartbeat + progress (+ a point on a chart series). Returns True when cancel was asked."""
-    training_round = require_round(session, round_id)
+    training_round = _locked_round(session, round_id)
     now = utcnow()
     training_round.heartbeat_at = now
     progress = dict(training_round.progress)
@@ -221,13 +228,13 @@ def _finite(value: float) -> float | None:
 
 
 def set_summary(session: Session, round_id: int, key: str, value: Any) -> None:
-    training_round = require_round(session, round_id)
+    training_round = _locked_round(session, round_id)
     training_round.metrics = {**training_round.metrics, key: value}
 
 
 def complete_stage(session: Session, round_id: int, stage: str) -> str | None:
     """Move past `stage`; returns the next stage to enqueue, or None when the round is done."""
-    training_round = require_round(session, round_id)
+    training_round = _locked_round(session, round_id)
     if training_round.state.is_terminal:
         return None
     if training_round.cancel_requested:
@@ -257,17 +264,17 @@ def claim_registration(session: Session, round_id: int) -> TrainingRound | None:
 
 
 def reject_round(session: Session, round_id: int, reason: str) -> None:
-    _end(require_round(session, round_id), RoundState.rejected, reason)
+    _end(_locked_round(session, round_id), RoundState.rejected, reason)
 
 
 def fail_round(session: Session, round_id: int, error: str) -> None:
-    training_round = require_round(session, round_id)
+    training_round = _locked_round(session, round_id)
     if not training_round.state.is_terminal:
         _end(training_round, RoundState.failed, error[:10000])
 
 
 def mark_cancelled(session: Session, round_id: int) -> None:
-    training_round = require_round(session, round_id)
+    training_round = _locked_round(session, round_id)
     if not training_round.state.is_terminal:
         _end(training_round, RoundState.cancelled)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -18,8 +19,10 @@ from app.models import (
     Prompt,
     RoundState,
     Sample,
+    TrainingRound,
 )
 from app.rounds import lineage, service
+from tests.conftest import FreshDatabase
 from tests.factories import make_project, make_task, make_version
 
 
@@ -264,3 +267,42 @@ def test_rewards_are_normalised_on_the_reference_policys_samples(db_session: Ses
     _, previous = lineage.reference_samples(db_session, project_id=project.id, reference="previous")
     assert sorted(start) == ["v1 a", "v1 b", "v1 c", "v1 d"]  # no SFT version: version 1
     assert sorted(previous) == ["v2 a", "v2 b"]  # the current version is the reference
+
+
+def test_a_cancel_during_begin_stage_is_not_overwritten(app_database: FreshDatabase) -> None:
+    """The worker enters a stage while the admin cancels: the cancel waits for the stage's
+    transaction, then marks the running round, which the stage sees at its next step. (Read
+    without a lock, the stage's write put a cancelled round back to running.)"""
+    with app_database.session() as session:
+        project = make_project(session)
+        training_round = service.start_round(
+            session, project_id=project.id, round_type="dpo", enqueue=False
+        )
+        session.commit()
+        round_id = training_round.id
+    worker = app_database.session()
+    assert service.begin_stage(worker, round_id, "policy") is not None  # not committed yet
+
+    def admin_cancels() -> None:
+        with app_database.session() as admin:
+            service.cancel_round(admin, round_id=round_id)
+            admin.commit()
+
+    admin = threading.Thread(target=admin_cancels)
+    admin.start()
+    admin.join(timeout=0.5)  # blocked behind the stage's transaction (or already done)
+    worker.commit()
+    worker.close()
+    admin.join(timeout=30)
+    assert not admin.is_alive()
+
+    with app_database.session() as session:
+        ended = session.get(TrainingRound, round_id)
+        assert ended is not None
+        assert (ended.state, ended.cancel_requested, ended.finished_at) == (
+            RoundState.policy,
+            True,
+            None,
+        )
+        assert service.complete_stage(session, round_id, "policy") is None
+        assert ended.state == RoundState.cancelled

@@ -105,14 +105,14 @@ def count_open_tasks(session: Session, project_id: int, *, up_to: int | None = N
     return int(session.scalar(select(func.count()).select_from(open_tasks.subquery())) or 0)
 
 
-def active_sampling_job(session: Session, project_id: int) -> SamplingJob | None:
-    return session.scalar(
-        select(SamplingJob)
-        .where(
-            SamplingJob.project_id == project_id,
-            SamplingJob.state.in_([JobState.queued, JobState.running]),
+def active_sampling_jobs(session: Session, project_id: int) -> list[SamplingJob]:
+    return list(
+        session.scalars(
+            select(SamplingJob).where(
+                SamplingJob.project_id == project_id,
+                SamplingJob.state.in_([JobState.queued, JobState.running]),
+            )
         )
-        .limit(1)
     )
 
 

@@ -127,9 +127,22 @@ def start_sampling(
         )
     if prompt_limit is not None and prompt_limit < 1:
         raise InvalidInput("prompts must be at least 1", details={"field": "prompts"})
-    prompt_ids = repository.prompts_without_task(
-        session, project_id=project_id, version_id=version.id, limit=prompt_limit
+    # One job per prompt: a round's sampling and a top-up (or two top-ups) must not generate
+    # the same prompts twice and then collide writing them.
+    projects_repository.lock_project(session, project_id)
+    claimed = {
+        prompt_id
+        for job in _live_jobs(session, project_id)
+        if job.policy_version_id == version.id
+        for prompt_id in job.prompt_ids
+    }
+    candidates = repository.prompts_without_task(
+        session,
+        project_id=project_id,
+        version_id=version.id,
+        limit=None if prompt_limit is None else prompt_limit + len(claimed),
     )
+    prompt_ids = [p for p in candidates if p not in claimed][:prompt_limit]
     if not prompt_ids:
         return None
     job = SamplingJob(
@@ -189,22 +202,31 @@ def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> S
     threshold = project.min_open_tasks
     if repository.count_open_tasks(session, project_id, up_to=threshold) >= threshold:
         return None
-    active = repository.active_sampling_job(session, project_id)
-    if active is not None:
-        timeout = get_settings().heartbeat_timeout_seconds
-        beat = active.heartbeat_at or active.created_at
-        if active.state != JobState.running or (utcnow() - beat).total_seconds() < timeout:
-            return None
-        fail_job(
-            session,
-            active.id,
-            f"The worker stopped responding (no heartbeat for more than {timeout} s); the "
-            "prompts it did not reach are sampled by a new job.",
-        )
+    if _live_jobs(session, project_id):
+        return None
     version = repository.current_version(session, project_id)
     if version is None or version.kind == PolicyKind.external:
         return None
     return start_sampling(session, project_id=project_id, prompt_limit=batch)
+
+
+def _live_jobs(session: Session, project_id: int) -> list[SamplingJob]:
+    """Queued and running jobs; a running one whose heartbeat went stale (its worker died) is
+    failed instead, so its prompts can be sampled again."""
+    timeout = get_settings().heartbeat_timeout_seconds
+    live = []
+    for job in repository.active_sampling_jobs(session, project_id):
+        beat = job.heartbeat_at or job.created_at
+        if job.state == JobState.running and (utcnow() - beat).total_seconds() >= timeout:
+            fail_job(
+                session,
+                job.id,
+                f"The worker stopped responding (no heartbeat for more than {timeout} s); "
+                "the prompts it did not reach are sampled by a new job.",
+            )
+        else:
+            live.append(job)
+    return live
 
 
 def begin_job(session: Session, job_id: int) -> SamplingPlan | None:

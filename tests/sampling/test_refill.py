@@ -139,3 +139,18 @@ def test_a_submit_below_the_minimum_makes_the_worker_sample_more(
             (3, JobState.done),
         ]
     assert worker_process.poll() is None
+
+
+def test_a_second_job_leaves_out_the_prompts_a_live_job_holds(db_session: Session) -> None:
+    """A round's sampling after a top-up (or two top-ups): each prompt is generated once."""
+    project = make_project(db_session, min_open_tasks=5)
+    _prompts(db_session, project.id, 5)
+    first = service.start_sampling(db_session, project_id=project.id, prompt_limit=2, enqueue=False)
+    assert first is not None
+
+    second = service.start_sampling(db_session, project_id=project.id, enqueue=False)
+
+    assert second is not None
+    assert not set(first.prompt_ids) & set(second.prompt_ids)
+    assert len(first.prompt_ids) + len(second.prompt_ids) == 5
+    assert service.start_sampling(db_session, project_id=project.id, enqueue=False) is None

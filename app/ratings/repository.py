@@ -45,6 +45,22 @@ def _marker_lock(session: Session, project_id: int, *, shared: bool) -> None:
     )
 
 
+# Another class: stores of a fit wait for each other, never for the submits' marker lock.
+RATINGS_STORE_LOCK = 0x52_4C_53  # "RLS"
+
+
+def lock_store(session: Session, project_id: int) -> None:
+    """Serialise the project's fit stores until commit (the job, an admin's recompute, an
+    exclusion): each checks the newest stored fit and replaces the rows; interleaved, the
+    second one's inserts collided with the first's. SQLite serialises writers already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:lock_class, :project_id)"),
+        {"lock_class": RATINGS_STORE_LOCK, "project_id": project_id},
+    )
+
+
 def mark_dirty(session: Session, *, project_id: int, now: datetime, stale_before: datetime) -> bool:
     """Set the marker; True when this call set it, so the caller sends the one job.
 

@@ -99,6 +99,7 @@ def compute(data: FitInput) -> FitOutput:
 
 def store(session: Session, fitted: FitOutput) -> bool:
     """Persist the fit unless one on newer data is already stored (two runs overlapped)."""
+    repository.lock_store(session, fitted.project_id)
     newest = repository.newest_fit(session, fitted.project_id)
     if newest is not None and newest > fitted.read_at:
         return False

@@ -3,6 +3,7 @@ leaderboard and its verdicts, exclusions, flags, agreement and per-prompt consen
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from app.models import PolicyRating, Project, Role, SampleFlag, SampleRating
 from app.ratings import service
 from app.ratings.bradley_terry import BETTER, UNDECIDED, WORSE
 from app.rounds.snapshots import create_snapshot
+from tests.conftest import FreshDatabase
 from tests.factories import make_project, make_ranking, make_user, make_version
 from tests.ratings.conftest import (
     add_members,
@@ -177,6 +179,42 @@ def test_a_fit_on_older_data_does_not_overwrite_a_newer_one(
     assert service.leaderboard(db_session, project_id=project.id).computed_at == now + timedelta(
         seconds=1
     )
+
+
+def test_two_fits_stored_at_once_keep_the_newer_one(app_database: FreshDatabase) -> None:
+    """The job and an admin's recompute (or exclusion) store together: the second waits for
+    the first, then replaces its rows (on PostgreSQL its inserts used to collide with them)."""
+    with app_database.session() as session:
+        project = make_project(session, annotations_per_task=4)
+        base, new = two_versions(session, project)
+        seed_rankings(
+            session, project, [base, new], [make_user(session)], tasks=2, rank=prefer(new, base)
+        )
+        session.commit()
+        project_id = project.id
+    older, newer = utcnow(), utcnow() + timedelta(seconds=1)
+    first = app_database.session()
+    assert service.recompute(first, project_id=project_id, now=older).stored  # not committed
+    outcome: list[object] = []
+
+    def second_store() -> None:
+        with app_database.session() as session:
+            try:
+                outcome.append(service.recompute(session, project_id=project_id, now=newer).stored)
+                session.commit()
+            except Exception as exc:  # the failure this test is about
+                outcome.append(exc)
+
+    second = threading.Thread(target=second_store)
+    second.start()
+    second.join(timeout=0.5)  # waits for the first store's transaction
+    first.commit()
+    first.close()
+    second.join(timeout=30)
+
+    assert outcome == [True]
+    with app_database.session() as session:
+        assert service.leaderboard(session, project_id=project_id).computed_at == newer
 
 
 def test_excluding_an_annotator_drops_their_comparisons_and_including_restores_them(

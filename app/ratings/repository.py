@@ -337,7 +337,12 @@ def store_sample_ratings(
         for sid, has_rating in existing.items()
         if has_rating and sid not in fitted
     ]
-    updates = [row for row in rows if row["sample_id"] in existing] + stale
+    # In sample id order, the order a submit locks its samples' rows in (lock_elo): rows of
+    # one task updated in two orders by the fit and a submit could deadlock.
+    updates = sorted(
+        [row for row in rows if row["sample_id"] in existing] + stale,
+        key=lambda row: row["sample_id"],
+    )
     inserts = [{**row, "updated_at": fitted_at} for row in rows if row["sample_id"] not in existing]
     if updates:
         session.execute(update(SampleRating), updates)

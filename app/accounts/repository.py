@@ -18,8 +18,21 @@ def get_user_by_username(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
-def list_users(session: Session) -> list[User]:
-    return list(session.scalars(select(User).order_by(User.username)))
+def list_users(session: Session, *, search: str = "", limit: int | None = None) -> list[User]:
+    """By username; `search` matches part of the username or display name (any case)."""
+    query = select(User).order_by(User.username)
+    if search:
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        query = query.where(
+            func.lower(User.username).like(pattern, escape="\\")
+            | func.lower(User.display_name).like(pattern, escape="\\")
+        )
+    return list(session.scalars(query.limit(limit)))
+
+
+def count_users(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
 
 
 def get_web_session(session: Session, token_hash: str) -> WebSession | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.admin import service
@@ -68,10 +68,17 @@ def dashboard(request: Request, session: SessionDep, admin: AdminUser) -> Respon
 
 
 def _users(
-    request: Request, session: SessionDep, *, notice: str = "", password: str | None = None
+    request: Request,
+    session: SessionDep,
+    *,
+    notice: str = "",
+    password: str | None = None,
+    search: str = "",
 ) -> Response:
+    listed = service.list_users(session, search=search)
     ctx = {
-        "users": service.list_users(session),
+        "users": listed.users,
+        "listed": listed,
         "roles": service.ROLES,
         "notice": notice,
         "password": password,
@@ -80,8 +87,13 @@ def _users(
 
 
 @router.get("/users", response_class=HTMLResponse)
-def users_page(request: Request, session: SessionDep, admin: AdminUser) -> Response:
-    return _users(request, session)
+def users_page(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    q: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    return _users(request, session, search=q)
 
 
 @router.post("/users", response_class=HTMLResponse)

@@ -29,8 +29,29 @@ class UserChange:
     """A generated password: shown to the admin once, never stored in clear."""
 
 
-def list_users(session: Session) -> list[User]:
-    return accounts_repository.list_users(session)
+USERS_PER_PAGE = 100
+
+
+@dataclass
+class UserList:
+    users: list[User]
+    """At most USERS_PER_PAGE, by username."""
+    more: bool
+    """More users match than are shown: the page asks for a narrower search."""
+    total: int
+    search: str
+
+
+def list_users(session: Session, *, search: str = "") -> UserList:
+    """A workforce of thousands of annotators must not make one page of megabytes."""
+    search = search.strip()
+    found = accounts_repository.list_users(session, search=search, limit=USERS_PER_PAGE + 1)
+    return UserList(
+        users=found[:USERS_PER_PAGE],
+        more=len(found) > USERS_PER_PAGE,
+        total=accounts_repository.count_users(session),
+        search=search,
+    )
 
 
 def create_user(

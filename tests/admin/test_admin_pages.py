@@ -124,6 +124,26 @@ def test_the_dashboard_shows_worker_health(
 # Users
 
 
+def test_the_users_page_shows_the_first_hundred_and_finds_the_others(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    for i in range(110):
+        make_user(db_session, username=f"crowd{i:03d}", display_name=f"Crowd worker {i}")
+    make_user(db_session, username="needle_1", display_name="Ms 100% Findable")
+    db_session.commit()
+
+    page = client.get("/admin/users").text
+
+    assert page.count('<tr id="user-') == 100
+    assert "the first 100 are shown; search to find the others" in page
+    found = client.get("/admin/users", params={"q": "100%"}, headers=admin.htmx).text
+    assert found.count('<tr id="user-') == 1
+    assert "needle_1" in found
+    literal = client.get("/admin/users", params={"q": "e_"}).text  # _ is no wildcard ("worker")
+    assert literal.count('<tr id="user-') == 1
+    assert client.get("/admin/users", params={"q": "x" * 101}).status_code == 422
+
+
 def test_creating_a_user_shows_the_generated_password_once(
     client: httpx.Client, db_session: Session, admin: LoggedIn, second_client: TestClient
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import PolicyVersion, Project, SamplingJob, TrainingRound
+from app.models import PolicyVersion, Project, TrainingRound
 
 
 def projects(session: Session, *, after_id: int | None, limit: int) -> list[Project]:
@@ -28,22 +28,6 @@ def rounds(
     if before_id is not None:
         query = query.where(TrainingRound.id < before_id)
     return list(session.scalars(query))
-
-
-def sampling_jobs(
-    session: Session, *, project_id: int, before_id: int | None, limit: int
-) -> list[tuple[SamplingJob, int]]:
-    """Newest first, each with its policy version's number."""
-    query = (
-        select(SamplingJob, PolicyVersion.number)
-        .join(PolicyVersion, PolicyVersion.id == SamplingJob.policy_version_id)
-        .where(SamplingJob.project_id == project_id)
-        .order_by(SamplingJob.id.desc())
-        .limit(limit + 1)
-    )
-    if before_id is not None:
-        query = query.where(SamplingJob.id < before_id)
-    return [(job, number) for job, number in session.execute(query)]
 
 
 def policy_versions(

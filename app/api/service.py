@@ -33,6 +33,7 @@ from app.projects.demonstration_import import parse_demonstrations
 from app.projects.prompt_import import LineError, parse_prompts
 from app.projects.service import require_project
 from app.rounds import service as rounds
+from app.sampling import service as sampling
 
 # Projects
 
@@ -190,25 +191,12 @@ def list_rounds(session: Session, *, project_id: int, page: PageParams) -> dict[
 
 def list_sampling_jobs(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
     require_project(session, project_id)
-    found = repository.sampling_jobs(
-        session, project_id=project_id, before_id=page.after_id, limit=page.limit
+    found = sampling.recent_jobs(
+        session, project_id=project_id, before_id=page.after_id, limit=page.limit + 1
     )
-    result = make_page(found, limit=page.limit, id_of=lambda row: row[0].id)
+    result = make_page(found, limit=page.limit)
     result["items"] = [
-        SamplingJobOut(
-            id=job.id,
-            project_id=job.project_id,
-            policy_version=number,
-            round_id=job.round_id,
-            state=job.state.value,
-            prompts_done=job.prompts_done,
-            prompts_total=job.prompts_total,
-            error=job.error,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
-        for job, number in result["items"]
+        SamplingJobOut.model_validate(job, from_attributes=True) for job in result["items"]
     ]
     return result
 

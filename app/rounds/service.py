@@ -258,9 +258,7 @@ def claim_registration(session: Session, round_id: int) -> TrainingRound | None:
     training_round = repository.lock_round(session, round_id)
     if training_round is None or training_round.cancel_requested:
         return None
-    if training_round.state.is_terminal:
-        return None
-    return training_round
+    return None if training_round.state.is_terminal else training_round
 
 
 def reject_round(session: Session, round_id: int, reason: str) -> None:

@@ -116,13 +116,18 @@ def active_sampling_jobs(session: Session, project_id: int) -> list[SamplingJob]
     )
 
 
-def recent_jobs(session: Session, project_id: int, *, limit: int) -> list[tuple[SamplingJob, int]]:
-    """The project's newest sampling jobs with their policy version's number."""
-    rows = session.execute(
+def recent_jobs(
+    session: Session, project_id: int, *, before_id: int | None, limit: int
+) -> list[tuple[SamplingJob, int]]:
+    """The project's sampling jobs newest first (older than `before_id` when given), with
+    their policy version's number."""
+    query = (
         select(SamplingJob, PolicyVersion.number)
         .join(PolicyVersion, PolicyVersion.id == SamplingJob.policy_version_id)
         .where(SamplingJob.project_id == project_id)
         .order_by(SamplingJob.id.desc())
         .limit(limit)
     )
-    return [(job, number) for job, number in rows]
+    if before_id is not None:
+        query = query.where(SamplingJob.id < before_id)
+    return [(job, number) for job, number in session.execute(query)]

@@ -426,36 +426,45 @@ def job_progress(session: Session, job_id: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class JobView:
-    """A sampling job as the project page shows it."""
+    """A sampling job as the project page and the API show it."""
 
     id: int
-    version_number: int
+    project_id: int
+    policy_version: int
+    """The number of the version it samples."""
+    round_id: int | None
     state: str
     prompts_done: int
     prompts_total: int
-    round_id: int | None
-    created_at: datetime
-    finished_at: datetime | None
     error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
     @property
     def active(self) -> bool:
         return self.state in (JobState.queued.value, JobState.running.value)
 
 
-def recent_jobs(session: Session, *, project_id: int, limit: int = 5) -> list[JobView]:
-    """Newest first: the page shows what runs now (top-ups, rounds' sampling) and what failed."""
+def recent_jobs(
+    session: Session, *, project_id: int, before_id: int | None = None, limit: int = 5
+) -> list[JobView]:
+    """Newest first: what runs now (top-ups, rounds' sampling) and what failed."""
     return [
         JobView(
             id=job.id,
-            version_number=number,
+            project_id=job.project_id,
+            policy_version=number,
+            round_id=job.round_id,
             state=job.state.value,
             prompts_done=job.prompts_done,
             prompts_total=job.prompts_total,
-            round_id=job.round_id,
-            created_at=job.created_at,
-            finished_at=job.finished_at,
             error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
         )
-        for job, number in repository.recent_jobs(session, project_id, limit=limit)
+        for job, number in repository.recent_jobs(
+            session, project_id, before_id=before_id, limit=limit
+        )
     ]

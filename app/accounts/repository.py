@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import ColumnElement, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.models import LoginAttempt, User, WebSession
@@ -22,13 +22,17 @@ def list_users(session: Session, *, search: str = "", limit: int | None = None) 
     """By username; `search` matches part of the username or display name (any case)."""
     query = select(User).order_by(User.username)
     if search:
-        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        query = query.where(
-            func.lower(User.username).like(pattern, escape="\\")
-            | func.lower(User.display_name).like(pattern, escape="\\")
-        )
+        query = query.where(user_matches(search))
     return list(session.scalars(query.limit(limit)))
+
+
+def user_matches(search: str) -> ColumnElement[bool]:
+    """Part of the username or display name, any case; `%` and `_` match themselves."""
+    escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    return func.lower(User.username).like(pattern, escape="\\") | func.lower(
+        User.display_name
+    ).like(pattern, escape="\\")
 
 
 def count_users(session: Session) -> int:

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.admin import service
 from app.deps import AdminUser, SessionDep, SettingsDep
 from app.errors import InvalidInput
-from app.ids import IdForm, IdPath
+from app.ids import IdPath
 from app.projects import demonstration_import, demonstrations, imports, sample_upload
 from app.projects import service as projects
 from app.projects.prompt_import import FORMAT_LABELS, FORMATS, MAX_UPLOAD_BYTES
@@ -167,9 +167,15 @@ def create_project(
 
 
 def _project(
-    request: Request, session: SessionDep, project_id: int, *, block: str, notice: str = ""
+    request: Request,
+    session: SessionDep,
+    project_id: int,
+    *,
+    block: str,
+    notice: str = "",
+    member_search: str = "",
 ) -> Response:
-    page = service.project_page(session, project_id=project_id)
+    page = service.project_page(session, project_id=project_id, member_search=member_search)
     ctx = {
         "page": page,
         "project": page.project,
@@ -198,16 +204,28 @@ def update_project(
     return _project(request, session, project_id, block="settings", notice="Settings saved.")
 
 
+@router.get("/projects/{project_id}/members", response_class=HTMLResponse)
+def find_members(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    project_id: IdPath,
+    q: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    return _project(request, session, project_id, block="members", member_search=q)
+
+
 @router.post("/projects/{project_id}/members", response_class=HTMLResponse)
 def add_member(
     request: Request,
     session: SessionDep,
     admin: AdminUser,
     project_id: IdPath,
-    user_id: IdForm,
+    username: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    projects.add_member(session, project_id=project_id, user_id=user_id)
-    return _project(request, session, project_id, block="members")
+    projects.add_member_named(session, project_id=project_id, username=username)
+    notice = f"{username.strip()} is a member."
+    return _project(request, session, project_id, block="members", notice=notice)
 
 
 @router.post("/projects/{project_id}/members/{user_id}/remove", response_class=HTMLResponse)

@@ -91,23 +91,35 @@ def _not_self(actor: User, user_id: int, what: str) -> None:
         raise Conflict(f"You cannot {what}; ask another admin")
 
 
+MEMBERS_PER_PAGE = 100
+
+
 @dataclass(frozen=True)
 class ProjectPage:
     project: Project
     members: list[tuple[ProjectMember, User]]
-    candidates: list[User]
-    """Active users who are not members yet."""
+    """At most MEMBERS_PER_PAGE, by username, matching `member_search`."""
+    members_more: bool
+    """More members match than are shown: the page asks for a narrower search."""
+    member_total: int
+    member_search: str
     progress: projects.ProjectProgress
     sampling_jobs: list[sampling.JobView]
     """Newest first; the page refreshes itself while one is queued or running."""
 
 
-def project_page(session: Session, *, project_id: int) -> ProjectPage:
+def project_page(session: Session, *, project_id: int, member_search: str = "") -> ProjectPage:
     project = projects.require_project(session, project_id)
+    member_search = member_search.strip()
+    members = projects_repository.list_members(
+        session, project_id, search=member_search, limit=MEMBERS_PER_PAGE + 1
+    )
     return ProjectPage(
         project=project,
-        members=projects_repository.list_members(session, project_id),
-        candidates=projects_repository.users_not_in_project(session, project_id),
+        members=members[:MEMBERS_PER_PAGE],
+        members_more=len(members) > MEMBERS_PER_PAGE,
+        member_total=projects_repository.count_members(session, project_id),
+        member_search=member_search,
         progress=projects.progress(session, project_id=project_id),
         sampling_jobs=sampling.recent_jobs(session, project_id=project_id),
     )

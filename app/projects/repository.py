@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Row, case, delete, func, select
 from sqlalchemy.orm import Session
 
+from app.accounts import repository as accounts_repository
 from app.models import (
     Assignment,
     AssignmentState,
@@ -86,23 +87,24 @@ def prompt_ids_by_hash(session: Session, project_id: int, hashes: Iterable[str])
     return found
 
 
-def list_members(session: Session, project_id: int) -> list[tuple[ProjectMember, User]]:
-    rows = session.execute(
+def list_members(
+    session: Session, project_id: int, *, search: str = "", limit: int | None = None
+) -> list[tuple[ProjectMember, User]]:
+    """By username; `search` as on the users page."""
+    query = (
         select(ProjectMember, User)
         .join(User, User.id == ProjectMember.user_id)
         .where(ProjectMember.project_id == project_id)
         .order_by(User.username)
     )
-    return [(member, user) for member, user in rows]
+    if search:
+        query = query.where(accounts_repository.user_matches(search))
+    return [(member, user) for member, user in session.execute(query.limit(limit))]
 
 
-def users_not_in_project(session: Session, project_id: int) -> list[User]:
-    members = select(ProjectMember.user_id).where(ProjectMember.project_id == project_id)
-    return list(
-        session.scalars(
-            select(User).where(User.active, User.id.not_in(members)).order_by(User.username)
-        )
-    )
+def count_members(session: Session, project_id: int) -> int:
+    query = select(func.count()).where(ProjectMember.project_id == project_id)
+    return int(session.scalar(query) or 0)
 
 
 def delete_member(session: Session, project_id: int, user_id: int) -> bool:

@@ -178,6 +178,20 @@ def add_member(session: Session, *, project_id: int, user_id: int) -> ProjectMem
     return member
 
 
+def add_member_named(session: Session, *, project_id: int, username: str) -> ProjectMember:
+    """The page asks for a username: a list of every user would be megabytes at scale."""
+    username = username.strip()
+    if not username:
+        raise InvalidInput("Enter the username of the user to add", details={"field": "username"})
+    user = accounts_repository.get_user_by_username(session, username)
+    if user is None:
+        raise InvalidInput(
+            f"No user is named {username!r}; usernames are matched exactly",
+            details={"field": "username"},
+        )
+    return add_member(session, project_id=project_id, user_id=user.id)
+
+
 def remove_member(session: Session, *, project_id: int, user_id: int) -> None:
     """Stop a user getting new tasks here; their rankings and open leases stay as they are.
 

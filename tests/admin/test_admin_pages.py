@@ -22,6 +22,7 @@ ADMIN_GETS = [
     "/admin/users",
     "/admin/projects/new",
     "/admin/projects/{project}",
+    "/admin/projects/{project}/members",
     "/admin/projects/{project}/prompts/import",
     "/admin/projects/{project}/samples/upload",
 ]
@@ -381,10 +382,11 @@ def test_members_are_added_and_removed(
     db_session.commit()
 
     added = client.post(
-        f"/admin/projects/{project.id}/members", data={"user_id": user.id}, headers=admin.htmx
+        f"/admin/projects/{project.id}/members", data={"username": " fred "}, headers=admin.htmx
     )
     assert added.status_code == 200
     assert f'id="member-{user.id}"' in added.text
+    assert "fred is a member." in added.text
     assert count(db_session, ProjectMember) == 1
 
     removed = client.post(
@@ -393,6 +395,57 @@ def test_members_are_added_and_removed(
     assert removed.status_code == 200
     assert f'id="member-{user.id}"' not in removed.text
     assert count(db_session, ProjectMember) == 0
+
+
+def test_adding_an_unknown_or_deactivated_user_is_a_422_that_adds_nobody(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    project = make_project(db_session)
+    make_user(db_session, username="fred")
+    make_user(db_session, username="gone", active=False)
+    db_session.commit()
+    url = f"/admin/projects/{project.id}/members"
+
+    unknown = client.post(url, data={"username": "Fred"}, headers=admin.htmx)
+    blank = client.post(url, data={"username": "  "}, headers=admin.htmx)
+    gone = client.post(url, data={"username": "gone"}, headers=admin.htmx)
+
+    assert unknown.status_code == 422
+    assert "No user is named &#39;Fred&#39;" in unknown.text
+    assert blank.status_code == 422
+    assert gone.status_code == 422
+    assert "deactivated" in gone.text
+    assert count(db_session, ProjectMember) == 0
+
+
+def test_the_member_list_shows_the_first_hundred_and_finds_the_others(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    from app.projects import service as projects
+
+    project = make_project(db_session)
+    outsider = make_user(db_session, username="outsider")
+    for i in range(105):
+        user = make_user(db_session, username=f"crowd{i:03d}")
+        projects.add_member(db_session, project_id=project.id, user_id=user.id)
+    needle = make_user(db_session, username="needle_1", display_name="Ms 100% Findable")
+    projects.add_member(db_session, project_id=project.id, user_id=needle.id)
+    db_session.commit()
+
+    page = client.get(f"/admin/projects/{project.id}").text
+    found = client.get(
+        f"/admin/projects/{project.id}/members", params={"q": "100%"}, headers=admin.htmx
+    ).text
+    none = client.get(f"/admin/projects/{project.id}/members", params={"q": "outsider"}).text
+
+    assert page.count('<tr id="member-') == 100
+    assert "106 members: the first 100 are shown; search to find the others" in page
+    assert f'<option value="{outsider.id}"' not in page  # no list of every user to add
+    assert found.lstrip().startswith('<section class="card" id="members">')
+    assert found.count('<tr id="member-') == 1
+    assert f'id="member-{needle.id}"' in found
+    assert "No member matches." in none
+    assert f'id="member-{outsider.id}"' not in none
 
 
 def test_the_project_page_shows_progress(

@@ -180,6 +180,7 @@ def _project(
         "page": page,
         "project": page.project,
         "notice": notice,
+        "notice_block": block,  # a whole page (no HTMX) shows the notice in its own card only
         "labels": projects.SETTING_LABELS,
     }
     return render(request, "admin_project.html", ctx, block=block)
@@ -223,17 +224,26 @@ def add_member(
     project_id: IdPath,
     username: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    projects.add_member_named(session, project_id=project_id, username=username)
-    notice = f"{username.strip()} is a member."
-    return _project(request, session, project_id, block="members", notice=notice)
+    added = projects.add_member_named(session, project_id=project_id, username=username)
+    name = username.strip()
+    notice = f"{name} is now a member." if added else f"{name} was already a member."
+    # The list shows the member just added, wherever the username falls among thousands.
+    return _project(
+        request, session, project_id, block="members", notice=notice, member_search=name
+    )
 
 
 @router.post("/projects/{project_id}/members/{user_id}/remove", response_class=HTMLResponse)
 def remove_member(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, user_id: IdPath
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    project_id: IdPath,
+    user_id: IdPath,
+    q: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     projects.remove_member(session, project_id=project_id, user_id=user_id)
-    return _project(request, session, project_id, block="members")
+    return _project(request, session, project_id, block="members", member_search=q)
 
 
 # Prompt import: upload → preview → confirm

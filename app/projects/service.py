@@ -164,32 +164,41 @@ def require_project(session: Session, project_id: int) -> Project:
 
 def add_member(session: Session, *, project_id: int, user_id: int) -> ProjectMember:
     """Let a user work on a project (idempotent)."""
-    require_project(session, project_id)
-    user = accounts_repository.get_user(session, user_id)
-    if user is None:
-        raise NotFound(f"No user {user_id}")
-    if not user.active:
-        raise InvalidInput(f"{user.username} is deactivated; reactivate the account first")
-    member = repository.get_member(session, project_id, user_id)
-    if member is None:
-        member = ProjectMember(project_id=project_id, user_id=user_id)
-        session.add(member)
-        session.flush()
-    return member
+    return _add_member(session, project_id=project_id, user_id=user_id)[0]
 
 
-def add_member_named(session: Session, *, project_id: int, username: str) -> ProjectMember:
-    """The page asks for a username: a list of every user would be megabytes at scale."""
+def add_member_named(session: Session, *, project_id: int, username: str) -> bool:
+    """Add by username (the page cannot list thousands of users); False if already a member."""
     username = username.strip()
     if not username:
         raise InvalidInput("Enter the username of the user to add", details={"field": "username"})
     user = accounts_repository.get_user_by_username(session, username)
     if user is None:
         raise InvalidInput(
-            f"No user is named {username!r}; usernames are matched exactly",
+            f"No user is named {username!r}; usernames are matched exactly, case included "
+            "(the users page finds them by part of the name)",
             details={"field": "username"},
         )
-    return add_member(session, project_id=project_id, user_id=user.id)
+    return _add_member(session, project_id=project_id, user_id=user.id)[1]
+
+
+def _add_member(session: Session, *, project_id: int, user_id: int) -> tuple[ProjectMember, bool]:
+    require_project(session, project_id)
+    user = accounts_repository.get_user(session, user_id)
+    if user is None:
+        raise NotFound(f"No user {user_id}")
+    if not user.active:
+        raise InvalidInput(
+            f"{user.username} is deactivated; reactivate the account first",
+            details={"field": "username"},
+        )
+    member = repository.get_member(session, project_id, user_id)
+    if member is not None:
+        return member, False
+    member = ProjectMember(project_id=project_id, user_id=user_id)
+    session.add(member)
+    session.flush()
+    return member, True
 
 
 def remove_member(session: Session, *, project_id: int, user_id: int) -> None:

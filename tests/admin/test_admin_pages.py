@@ -386,7 +386,12 @@ def test_members_are_added_and_removed(
     )
     assert added.status_code == 200
     assert f'id="member-{user.id}"' in added.text
-    assert "fred is a member." in added.text
+    assert "fred is now a member." in added.text
+    assert count(db_session, ProjectMember) == 1
+    again = client.post(
+        f"/admin/projects/{project.id}/members", data={"username": "fred"}, headers=admin.htmx
+    )
+    assert "fred was already a member." in again.text
     assert count(db_session, ProjectMember) == 1
 
     removed = client.post(
@@ -410,8 +415,12 @@ def test_adding_an_unknown_or_deactivated_user_is_a_422_that_adds_nobody(
     blank = client.post(url, data={"username": "  "}, headers=admin.htmx)
     gone = client.post(url, data={"username": "gone"}, headers=admin.htmx)
 
+    by_id = client.post(url, data={"user_id": "1"}, headers=admin.htmx)  # the old form field
+
     assert unknown.status_code == 422
     assert "No user is named &#39;Fred&#39;" in unknown.text
+    assert unknown.headers["HX-Retarget"] == "#flash"  # the message lands in the page's flash
+    assert by_id.status_code == 422
     assert blank.status_code == 422
     assert gone.status_code == 422
     assert "deactivated" in gone.text
@@ -432,20 +441,54 @@ def test_the_member_list_shows_the_first_hundred_and_finds_the_others(
     projects.add_member(db_session, project_id=project.id, user_id=needle.id)
     db_session.commit()
 
+    members = f"/admin/projects/{project.id}/members"
+
     page = client.get(f"/admin/projects/{project.id}").text
-    found = client.get(
-        f"/admin/projects/{project.id}/members", params={"q": "100%"}, headers=admin.htmx
+    found = client.get(members, params={"q": "100%"}, headers=admin.htmx).text
+    literal = client.get(members, params={"q": "e_"}, headers=admin.htmx).text  # _ is no wildcard
+    crowd = client.get(members, params={"q": "crowd"}, headers=admin.htmx).text
+    none = client.get(members, params={"q": "outsider"}).text
+    removed = client.post(
+        f"{members}/{needle.id}/remove", data={"q": "crowd00"}, headers=admin.htmx
     ).text
-    none = client.get(f"/admin/projects/{project.id}/members", params={"q": "outsider"}).text
 
     assert page.count('<tr id="member-') == 100
     assert "106 members: the first 100 are shown; search to find the others" in page
-    assert f'<option value="{outsider.id}"' not in page  # no list of every user to add
+    assert 'name="username"' in page
+    assert 'name="user_id"' not in page  # no list of every user to pick from
     assert found.lstrip().startswith('<section class="card" id="members">')
     assert found.count('<tr id="member-') == 1
     assert f'id="member-{needle.id}"' in found
+    assert literal.count('<tr id="member-') == 1
+    assert crowd.count('<tr id="member-') == 100
+    assert "narrow the search to find the others" in crowd
+    assert none.lstrip().startswith("<!doctype html>")  # no HTMX: the whole page
     assert "No member matches." in none
     assert f'id="member-{outsider.id}"' not in none
+    assert removed.count('<tr id="member-') == 10  # the search stays: crowd000..crowd009
+    assert client.get(members, params={"q": "x" * 101}).status_code == 422
+
+
+def test_a_plain_form_post_shows_its_notice_in_its_own_card_only(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    project = make_project(db_session)
+    make_user(db_session, username="fred")
+    db_session.commit()
+
+    saved = client.post(
+        f"/admin/projects/{project.id}/settings", data=PROJECT_FORM, headers=admin.headers
+    ).text
+    added = client.post(
+        f"/admin/projects/{project.id}/members", data={"username": "fred"}, headers=admin.headers
+    ).text
+
+    assert saved.count("Settings saved.") == 1
+    assert 'id="settings-notice"' in saved
+    assert 'id="members-notice"' not in saved
+    assert added.count("fred is now a member.") == 1
+    assert 'id="members-notice"' in added
+    assert 'id="settings-notice"' not in added
 
 
 def test_the_project_page_shows_progress(

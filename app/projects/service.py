@@ -169,6 +169,7 @@ def add_member(session: Session, *, project_id: int, user_id: int) -> ProjectMem
 
 def add_member_named(session: Session, *, project_id: int, username: str) -> bool:
     """Add by username (the page cannot list thousands of users); False if already a member."""
+    require_project(session, project_id)  # an unknown project is a 404 whatever the name
     username = username.strip()
     if not username:
         raise InvalidInput("Enter the username of the user to add", details={"field": "username"})

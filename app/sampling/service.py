@@ -111,7 +111,7 @@ def start_sampling(
     enqueue: bool = True,
 ) -> SamplingJob | None:
     """Create a job over active prompts that have no task for the version yet (None if none)."""
-    project = require_project(session, project_id)
+    project = _locked_project(session, project_id)
     if version_number is None:
         version = repository.current_version(session, project_id)
         if version is None:
@@ -127,18 +127,47 @@ def start_sampling(
         )
     if prompt_limit is not None and prompt_limit < 1:
         raise InvalidInput("prompts must be at least 1", details={"field": "prompts"})
-    # One job per prompt: a round's sampling and a top-up (or two top-ups) must not generate
-    # the same prompts twice and then collide writing them.
-    projects_repository.lock_project(session, project_id)
     claimed = {
         prompt_id
         for job in _live_jobs(session, project_id)
         if job.policy_version_id == version.id
         for prompt_id in job.prompt_ids
     }
+    return _new_job(
+        session,
+        version=version,
+        prompt_limit=prompt_limit,
+        claimed=claimed,
+        round_id=round_id,
+        seed=seed,
+        enqueue=enqueue,
+    )
+
+
+def _locked_project(session: Session, project_id: int) -> Project:
+    """One job per prompt: with the project locked, a round's sampling and a top-up (or two
+    top-ups) cannot both pick the same prompts and then collide writing them."""
+    project = projects_repository.lock_project(session, project_id)
+    if project is None:
+        raise NotFound(f"No project {project_id}")
+    return project
+
+
+def _new_job(
+    session: Session,
+    *,
+    version: PolicyVersion,
+    prompt_limit: int | None,
+    claimed: set[int],
+    round_id: int | None = None,
+    seed: int | None = None,
+    enqueue: bool = True,
+) -> SamplingJob | None:
+    """A job over prompts without a task for the version that no live job holds (`claimed`);
+    the caller holds the project's lock."""
     candidates = repository.prompts_without_task(
         session,
-        project_id=project_id,
+        project_id=version.project_id,
         version_id=version.id,
         limit=None if prompt_limit is None else prompt_limit + len(claimed),
     )
@@ -146,7 +175,7 @@ def start_sampling(
     if not prompt_ids:
         return None
     job = SamplingJob(
-        project_id=project_id,
+        project_id=version.project_id,
         policy_version_id=version.id,
         round_id=round_id,
         prompt_ids=prompt_ids,
@@ -196,9 +225,7 @@ def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> S
     The project row is locked first, so two workers topping up at once start one job; a
     running job whose heartbeat went stale (its worker died) is failed rather than left to
     block every later top-up."""
-    project = projects_repository.lock_project(session, project_id)
-    if project is None:
-        raise NotFound(f"No project {project_id}")
+    project = _locked_project(session, project_id)
     threshold = project.min_open_tasks
     if repository.count_open_tasks(session, project_id, up_to=threshold) >= threshold:
         return None
@@ -207,7 +234,7 @@ def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> S
     version = repository.current_version(session, project_id)
     if version is None or version.kind == PolicyKind.external:
         return None
-    return start_sampling(session, project_id=project_id, prompt_limit=batch)
+    return _new_job(session, version=version, prompt_limit=batch, claimed=set())
 
 
 def _live_jobs(session: Session, project_id: int) -> list[SamplingJob]:
@@ -409,19 +436,6 @@ def fail_job(session: Session, job_id: int, error: str) -> None:
         job.state = JobState.failed
         job.error = error[:5000]
         job.finished_at = utcnow()
-
-
-def job_progress(session: Session, job_id: int) -> dict[str, Any]:
-    job = session.get(SamplingJob, job_id)
-    if job is None:
-        raise NotFound(f"No sampling job {job_id}")
-    return {
-        "id": job.id,
-        "state": job.state.value,
-        "prompts_done": job.prompts_done,
-        "prompts_total": job.prompts_total,
-        "error": job.error,
-    }
 
 
 @dataclass(frozen=True)

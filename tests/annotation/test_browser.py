@@ -171,19 +171,26 @@ def test_an_annotator_ranks_by_drag_and_keyboard_ties_and_submits(
     page.close()
 
 
+def submit_a_ranking_of_an_unknown_sample(
+    page: Any, live_server: LiveServer, seeded: Seeded
+) -> None:
+    """Tamper with a card so the ranking names a sample the task does not have; wait for the
+    error."""
+    log_in(page, live_server, seeded.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    page.locator("#ranking > li").first.evaluate("c => { c.dataset.sampleId = '999999'; }")
+    page.click("#submit-ranking")
+    page.wait_for_selector("#flash .error")
+
+
 def test_an_error_shows_in_the_flash_and_keeps_the_task(
     browser: Any, live_server: LiveServer, ranking_project: Seeded
 ) -> None:
     page = browser.new_page()
-    log_in(page, live_server, ranking_project.username)
-    page.goto(live_server.url + "/annotate")
-    page.wait_for_selector("#task-card")
-    # Tamper with a card so the ranking names a sample the task does not have.
-    page.locator("#ranking > li").first.evaluate("c => { c.dataset.sampleId = '999999'; }")
 
-    page.click("#submit-ranking")
+    submit_a_ranking_of_an_unknown_sample(page, live_server, ranking_project)
 
-    page.wait_for_selector("#flash .error")
     assert "999999" in page.locator("#flash").inner_text()
     assert page.locator("#task-card").is_visible()
     page.close()
@@ -226,12 +233,7 @@ def test_reloading_the_task_clears_an_old_error(
     browser: Any, live_server: LiveServer, ranking_project: Seeded
 ) -> None:
     page = browser.new_page()
-    log_in(page, live_server, ranking_project.username)
-    page.goto(live_server.url + "/annotate")
-    page.wait_for_selector("#task-card")
-    page.locator("#ranking > li").first.evaluate("c => { c.dataset.sampleId = '999999'; }")
-    page.click("#submit-ranking")
-    page.wait_for_selector("#flash .error")
+    submit_a_ranking_of_an_unknown_sample(page, live_server, ranking_project)
 
     page.click("#next-task")
 

@@ -50,6 +50,8 @@ class RoundState(StrEnum):
     rejected = "rejected"
     failed = "failed"
     cancelled = "cancelled"
+    needs_more_data = "needs_more_data"
+    """The reward model could not tell the rankings apart better than chance: nothing trained."""
 
     @property
     def is_terminal(self) -> bool:
@@ -57,7 +59,13 @@ class RoundState(StrEnum):
 
 
 TERMINAL_ROUND_STATES = frozenset(
-    {RoundState.done, RoundState.rejected, RoundState.failed, RoundState.cancelled}
+    {
+        RoundState.done,
+        RoundState.rejected,
+        RoundState.failed,
+        RoundState.cancelled,
+        RoundState.needs_more_data,
+    }
 )
 
 

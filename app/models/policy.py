@@ -55,6 +55,12 @@ class PolicyVersion(Base):
         String(1000), doc="Adapter location in the artifact store; None for the base model."
     )
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    human_verdict: Mapped[str | None] = mapped_column(
+        String(20),
+        doc="What annotators' rankings say of this version against its parent once the "
+        "interval of the rating difference resolves: 'better', 'worse' (flagged, with a roll "
+        "back offered) or None while not distinguishable.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -39,6 +39,10 @@ class Project(Base):
     min_open_tasks: Mapped[int] = mapped_column(
         default=10, doc="Below this many open tasks, more prompts are sampled automatically."
     )
+    stop_strings: Mapped[list[Any] | None] = mapped_column(
+        doc="Generation stops at these texts (the end of the assistant's turn); None derives "
+        "them from the tokenizer's chat template."
+    )
     guidelines: Mapped[str] = mapped_column(Text, default="")
     ratings_dirty_since: Mapped[datetime | None] = mapped_column(
         doc="Set by a submit, cleared by the ratings job: the debounce marker."

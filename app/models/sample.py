@@ -39,6 +39,11 @@ class Sample(Base):
     finished: Mapped[bool] = mapped_column(default=True, doc="Generation ended with EOS.")
     is_empty: Mapped[bool] = mapped_column(default=False)
     is_duplicate: Mapped[bool] = mapped_column(default=False)
+    repeats_other_version: Mapped[bool] = mapped_column(
+        default=False,
+        doc="Word for word a sample of another version on the same prompt: ranking the two "
+        "apart says nothing, so ratings and the reward model skip such pairs.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -12,7 +12,7 @@ from app.db import Base, utcnow
 from app.models._columns import enum_column
 from app.models.enums import JobState, RoundState, RoundType
 
-_ACTIVE_ROUND = "state NOT IN ('done', 'rejected', 'failed', 'cancelled')"
+_ACTIVE_ROUND = "state NOT IN ('done', 'rejected', 'failed', 'cancelled', 'needs_more_data')"
 
 
 class TrainingRound(Base):

@@ -40,8 +40,8 @@ def prepare_demo(project_id: int) -> None:
 
 @celery_app.task(name="ratings.recompute", acks_late=True)
 def recompute_ratings(project_id: int) -> bool:
-    """Debounced: sent once per window by the first submit (countdown); a duplicate or
-    redelivered message finds the project's marker clear and does nothing."""
+    """Debounced: sent once per window by the first submit (countdown); a duplicate message
+    finds the project's marker clear, or claimed by the run in progress, and does nothing."""
     from worker.jobs.ratings import recompute_if_dirty
 
     return recompute_if_dirty(project_id)

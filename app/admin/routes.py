@@ -20,6 +20,7 @@ from app.projects import demonstration_import, demonstrations, imports, sample_u
 from app.projects import service as projects
 from app.projects.prompt_import import FORMAT_LABELS, FORMATS, MAX_UPLOAD_BYTES
 from app.projects.schemas import ProjectForm
+from app.rounds import rollback
 from app.templating import render
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -244,6 +245,15 @@ def remove_member(
 ) -> Response:
     projects.remove_member(session, project_id=project_id, user_id=user_id)
     return _project(request, session, project_id, block="members", member_search=q)
+
+
+@router.post("/projects/{project_id}/versions/{number}/rollback", response_class=HTMLResponse)
+def roll_back(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, number: IdPath
+) -> Response:
+    done = rollback.roll_back(session, project_id=project_id, number=number, user_id=admin.id)
+    notice = f"Rolled back to version {done.current.number}; version {number} is retired."
+    return _project(request, session, project_id, block="progress", notice=notice)
 
 
 # Prompt import: upload → preview → confirm

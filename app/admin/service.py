@@ -16,6 +16,7 @@ from app.errors import Conflict
 from app.models import Project, ProjectMember, Role, User
 from app.projects import repository as projects_repository
 from app.projects import service as projects
+from app.rounds import rollback
 from app.sampling import service as sampling
 from app.security import generate_password
 
@@ -106,6 +107,8 @@ class ProjectPage:
     progress: projects.ProjectProgress
     sampling_jobs: list[sampling.JobView]
     """Newest first; the page refreshes itself while one is queued or running."""
+    worse_version: rollback.WorseVersion | None
+    """The current version when annotators rate it worse than its parent (roll back offered)."""
 
 
 def project_page(session: Session, *, project_id: int, member_search: str = "") -> ProjectPage:
@@ -122,4 +125,5 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
         member_search=member_search,
         progress=projects.progress(session, project_id=project_id),
         sampling_jobs=sampling.recent_jobs(session, project_id=project_id),
+        worse_version=rollback.worse_current_version(session, project_id=project_id),
     )

@@ -23,6 +23,7 @@ from app.api.schemas import (
     PolicyVersionOut,
     ProjectOut,
     PromptImportOut,
+    RollBackOut,
     RoundDetail,
     RoundOut,
     SampleImportOut,
@@ -320,6 +321,22 @@ def list_policies(
     return Page[PolicyVersionOut].model_validate(
         service.list_policies(session, project_id=project_id, page=page)
     )
+
+
+@api.post(
+    "/projects/{project_id}/versions/{number}/rollback",
+    tags=["policies"],
+    summary="Roll the current version back to its parent",
+    description="The parent becomes current again (sampling and the next round start from "
+    "it); the version is retired and stays listed, with `metrics.rolled_back` saying who and "
+    "when. Offered when annotators rate the current version worse than its parent "
+    "(`human_verdict`). 409 while a round is active, or when the version is not current.",
+    responses=CONFLICT,
+)
+def roll_back(
+    session: SessionDep, token: WriteToken, project_id: IdPath, number: IdPath
+) -> RollBackOut:
+    return service.roll_back(session, project_id=project_id, number=number, user_id=token.user_id)
 
 
 @api.get("/policies/{version_id}", tags=["policies"], summary="A policy version with its lineage")

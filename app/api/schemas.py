@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -198,6 +198,7 @@ class SamplingJobOut(BaseModel):
             "state": "running",
             "prompts_done": 40,
             "prompts_total": 96,
+            "prompts_skipped": 0,
             "error": None,
             "created_at": "2026-05-04T10:20:00+00:00",
             "started_at": "2026-05-04T10:20:01+00:00",
@@ -212,6 +213,10 @@ class SamplingJobOut(BaseModel):
     state: str = Field(description="queued, running, done, failed or cancelled.")
     prompts_done: int
     prompts_total: int
+    prompts_skipped: int = Field(
+        description="Prompts a finished job made no task for: the model repeated itself there "
+        "and K distinct texts did not come out of further draws."
+    )
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -280,6 +285,7 @@ class PolicyVersionOut(BaseModel):
             "has_adapter": True,
             "merged_adapters": 0,
             "metrics": {"kl": 3.1},
+            "human_verdict": "better",
             "created_at": "2026-05-04T11:00:00+00:00",
         }
     )
@@ -301,6 +307,10 @@ class PolicyVersionOut(BaseModel):
         "merged=true downloads a loadable model)."
     )
     metrics: dict[str, Any]
+    human_verdict: Literal["better", "worse"] | None = Field(
+        description="What annotators' rankings say of this version against its parent once "
+        "the leaderboard's interval resolves; a current version rated worse can be rolled back."
+    )
     created_at: datetime
 
 
@@ -314,3 +324,57 @@ class LineageEntry(BaseModel):
 
 class PolicyVersionDetail(PolicyVersionOut):
     lineage: list[LineageEntry] = Field(description="Ancestors, oldest first, then this one.")
+
+
+class RollBackOut(BaseModel):
+    model_config = _examples(
+        {
+            "retired": {
+                "id": 3,
+                "project_id": 1,
+                "number": 2,
+                "name": "round 1 (reward_ppo)",
+                "kind": "trained",
+                "status": "retired",
+                "parent_id": 1,
+                "round_id": 6,
+                "reward_model_version_id": 2,
+                "snapshot_id": 4,
+                "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+                "has_adapter": True,
+                "merged_adapters": 0,
+                "metrics": {
+                    "rolled_back": {
+                        "at": "2026-05-06T10:00:00+00:00",
+                        "by_user_id": 1,
+                        "by": "admin",
+                        "to_version": 1,
+                        "human_verdict": "worse",
+                    }
+                },
+                "human_verdict": "worse",
+                "created_at": "2026-05-04T11:00:00+00:00",
+            },
+            "current": {
+                "id": 1,
+                "project_id": 1,
+                "number": 1,
+                "name": "base",
+                "kind": "base",
+                "status": "current",
+                "parent_id": None,
+                "round_id": None,
+                "reward_model_version_id": None,
+                "snapshot_id": None,
+                "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+                "has_adapter": False,
+                "merged_adapters": 0,
+                "metrics": {},
+                "human_verdict": None,
+                "created_at": "2026-05-01T09:00:00+00:00",
+            },
+        }
+    )
+
+    retired: PolicyVersionOut = Field(description="The version rolled back from, now retired.")
+    current: PolicyVersionOut = Field(description="Its parent, current again.")

@@ -21,6 +21,7 @@ from app.api.schemas import (
     PolicyVersionOut,
     ProjectOut,
     PromptImportOut,
+    RollBackOut,
     RoundDetail,
     RoundOut,
     SampleImportOut,
@@ -32,6 +33,7 @@ from app.projects import demonstrations, imports, sample_upload
 from app.projects.demonstration_import import parse_demonstrations
 from app.projects.prompt_import import LineError, parse_prompts
 from app.projects.service import require_project
+from app.rounds import rollback
 from app.rounds import service as rounds
 from app.sampling import service as sampling
 
@@ -246,6 +248,7 @@ def _policy(version: PolicyVersion) -> dict[str, Any]:
         "has_adapter": version.artifact_uri is not None,
         "merged_adapters": len(merged),
         "metrics": metrics,
+        "human_verdict": version.human_verdict,
         "created_at": version.created_at,
     }
 
@@ -280,3 +283,13 @@ def policy_detail(session: Session, *, version_id: int) -> PolicyVersionDetail:
         for v in reversed(chain)
     ]
     return PolicyVersionDetail.model_validate({**_policy(version), "lineage": lineage})
+
+
+def roll_back(
+    session: Session, *, project_id: int, number: int, user_id: int | None
+) -> RollBackOut:
+    done = rollback.roll_back(session, project_id=project_id, number=number, user_id=user_id)
+    return RollBackOut(
+        retired=PolicyVersionOut.model_validate(_policy(done.retired)),
+        current=PolicyVersionOut.model_validate(_policy(done.current)),
+    )

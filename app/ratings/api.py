@@ -37,6 +37,7 @@ LEADERBOARD_EXAMPLE: dict[str, Any] = {
             "previous_version_id": 1,
             "win_rate_vs_previous": 0.61,
             "verdict": "better",
+            "human_verdict": "better",
         },
         {
             "id": 1,
@@ -63,7 +64,8 @@ LEADERBOARD_EXAMPLE: dict[str, Any] = {
     summary="Leaderboard of policy versions",
     description="Bradley-Terry ratings with 95% intervals (bootstrap over rankings), "
     "comparisons, win rate and verdict against the previous version. Recomputed in the "
-    "background a few seconds after new rankings (`recompute_pending` says one is due).",
+    "background a few seconds after new rankings (`recompute_pending` is true from their "
+    "arrival until the new fit is stored).",
     responses={200: {"content": {"application/json": {"example": LEADERBOARD_EXAMPLE}}}},
 )
 def get_leaderboard(session: SessionDep, token: ReadToken, project_id: IdPath) -> LeaderboardOut:

@@ -66,8 +66,10 @@ def mark_dirty(session: Session, *, project_id: int, now: datetime, stale_before
 
     Only the first submit after a run writes the project row (later ones match nothing, so the
     row does not serialise submits). A marker older than `stale_before` is taken over as if
-    clear: its job was lost (broker down, worker killed), and this re-sends it. The marker is
-    read after the shared lock is granted: a claim that committed first reads as clear here.
+    clear: its job was lost (broker down, worker killed), and this re-sends it. A running job's
+    claim (see claim_dirty) always reads as that old, so the first submit during a run sets the
+    marker again and sends the next job. The marker is read after the shared lock is granted:
+    a claim that committed first reads as claimed here.
     """
     _marker_lock(session, project_id, shared=True)
     result = session.execute(
@@ -82,14 +84,37 @@ def mark_dirty(session: Session, *, project_id: int, now: datetime, stale_before
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claim_dirty(session: Session, project_id: int) -> bool:
-    """Clear the marker; True when it was set. Submits after this set it again (and send).
+def claim_dirty(
+    session: Session, project_id: int, *, claim: datetime, live_claims: tuple[datetime, datetime]
+) -> bool:
+    """Replace the marker with this job's `claim`; True when it was set and not another job's
+    claim still within `live_claims` (oldest, newest): a duplicate message during a run, or a
+    run that already covered these rankings, does nothing. The marker stays set (the leaderboard
+    reads it as pending) until release_claim, after the fit is stored.
 
     Commit right after: submits queue behind the exclusive lock until then."""
     _marker_lock(session, project_id, shared=False)
+    oldest, newest = live_claims
     result = session.execute(
         update(Project)
-        .where(Project.id == project_id, Project.ratings_dirty_since.is_not(None))
+        .where(
+            Project.id == project_id,
+            Project.ratings_dirty_since.is_not(None),
+            ~Project.ratings_dirty_since.between(oldest, newest),
+        )
+        .values(ratings_dirty_since=claim)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_claim(session: Session, project_id: int, *, claim: datetime) -> bool:
+    """Clear the marker if it still holds `claim`; False when a submit set it again meanwhile
+    (its job follows). No lock needed: a submit re-setting it holds the row until it commits,
+    and this UPDATE waits for that and then re-reads the marker."""
+    result = session.execute(
+        update(Project)
+        .where(Project.id == project_id, Project.ratings_dirty_since == claim)
         .values(ratings_dirty_since=None)
         .execution_options(synchronize_session=False)
     )

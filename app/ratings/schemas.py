@@ -36,12 +36,19 @@ class LeaderboardVersion(BaseModel):
         description="From the 95% bootstrap interval of the rating difference with the "
         "previous version; null for the first version."
     )
+    human_verdict: Literal["better", "worse"] | None = Field(
+        default=None,
+        description="The verdict when the previous version is this version's parent and the "
+        "interval resolves (stored on the version with each fit); a current version rated "
+        "worse is flagged, with a roll back to the parent.",
+    )
 
 
 class LeaderboardOut(BaseModel):
     project_id: int
     computed_at: datetime | None = Field(description="When the stored fit's data was read.")
     recompute_pending: bool = Field(
-        description="New rankings arrived since; a background recomputation is due."
+        description="Rankings arrived that the stored fit does not include yet: a background "
+        "recomputation is due or running (true until the new fit is stored)."
     )
     versions: list[LeaderboardVersion] = Field(description="Best rating first; unrated last.")

@@ -4,12 +4,17 @@ leaderboard, annotator agreement, excluding annotators, and the debounced recomp
 Debounce (the embedded default has no Redis, so no broker-side dedup): the first submit after
 a run sets projects.ratings_dirty_since with a conditional UPDATE and, after its commit, sends
 `ratings.recompute` with countdown = ratings_debounce_seconds; later submits find the marker
-set and send nothing. The job claims (clears) the marker in one short transaction, reads the
-comparisons in the next, fits outside any transaction, and stores in a third. The claim waits
-for the submits in flight (an advisory lock they hold shared, see repository.mark_dirty), so
-the load sees every comparison whose submit found the marker set. A submit after the claim sets
-the marker again and sends the next job, so continuous annotation gives one recomputation per
-debounce window (plus the fit's duration), and the stored ratings lag by at most that much.
+set and send nothing. The job claims the marker in one short transaction, reads the
+comparisons in the next, fits outside any transaction, stores in a third and releases the claim
+in a fourth. The claim waits for the submits in flight (an advisory lock they hold shared, see
+repository.mark_dirty), so the load sees every comparison whose submit found the marker set.
+
+The claim does not clear the marker: it writes the job's claim into it (the claim time moved
+back CLAIM_SHIFT), so the leaderboard's `recompute_pending` stays true until the new fit is
+stored, and a submit during the run reads the claim as a stale marker: it sets the marker again
+and sends the next job. The release clears the marker only if it still holds this job's claim.
+Continuous annotation gives one recomputation per debounce window (plus the fit's duration),
+and the stored ratings lag by at most that much.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from app.ratings.agreement import (
     pairwise_agreement,
     task_agreement,
 )
-from app.ratings.bradley_terry import BTResult, consensus_scores, fit_ratings
+from app.ratings.bradley_terry import BETTER, WORSE, BTResult, consensus_scores, fit_ratings
 from app.ratings.leaderboard import (
     VersionInfo,
     VersionRating,
@@ -50,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 MIN_STALE_MARKER = timedelta(minutes=2)
 """A marker older than max(this, 20 debounce windows) is presumed to have lost its job."""
+CLAIM_SHIFT = timedelta(days=36525)
+"""A running job's claim is its claim time moved back a century: older than any stale marker,
+so a submit re-sets it, yet unique to the job and still telling when it was claimed."""
 
 
 # Fit and store
@@ -122,6 +130,7 @@ def store(session: Session, fitted: FitOutput) -> bool:
             for v in fitted.versions
         ],
     )
+    _store_human_verdicts(session, fitted)
     repository.store_sample_ratings(
         session,
         fitted.project_id,
@@ -140,6 +149,24 @@ def store(session: Session, fitted: FitOutput) -> bool:
     )
     session.flush()
     return True
+
+
+def _store_human_verdicts(session: Session, fitted: FitOutput) -> None:
+    """PolicyVersion.human_verdict: "better" or "worse" where the fit judged a version against
+    its parent with a clear sign (the project page flags a worse current version), else None."""
+    judged = {v.version_id: v for v in fitted.versions}
+    for version in repository.versions(session, fitted.project_id):
+        rating = judged.get(version.id)
+        verdict = None
+        if (
+            rating is not None
+            and version.parent_id is not None
+            and rating.previous_id == version.parent_id
+            and rating.verdict in (BETTER, WORSE)
+        ):
+            verdict = rating.verdict
+        if version.human_verdict != verdict:
+            version.human_verdict = verdict
 
 
 def recompute(
@@ -162,14 +189,17 @@ def recompute(
 # Debounced background recomputation
 
 
+def _stale_after() -> timedelta:
+    return max(MIN_STALE_MARKER, timedelta(seconds=20 * get_settings().ratings_debounce_seconds))
+
+
 def note_new_rankings(session: Session, *, project_id: int, now: datetime | None = None) -> None:
     """Called by a submit that wrote comparisons: mark the project dirty and, if this call set
     the marker, send the debounced job once the submit commits."""
     now = now or utcnow()
     debounce = get_settings().ratings_debounce_seconds
-    stale_after = max(MIN_STALE_MARKER, timedelta(seconds=20 * debounce))
     if repository.mark_dirty(
-        session, project_id=project_id, now=now, stale_before=now - stale_after
+        session, project_id=project_id, now=now, stale_before=now - _stale_after()
     ):
         after_commit(session, lambda: send_recompute(project_id, countdown=debounce))
 
@@ -186,11 +216,26 @@ def send_recompute(project_id: int, *, countdown: float) -> None:
         logger.exception("could not send ratings.recompute for project %s", project_id)
 
 
-def claim(session: Session, *, project_id: int) -> bool:
-    """The job's first, short transaction: False when the marker was already clear (a duplicate
-    or redelivered message, or a run that already covered these rankings). The load runs in
-    the next transaction, so submits wait for the claim only, never for the load."""
-    return repository.claim_dirty(session, project_id)
+def claim(session: Session, *, project_id: int, now: datetime | None = None) -> datetime | None:
+    """The job's first, short transaction: the claim to release once the fit is stored, or None
+    when there is nothing to do (the marker is clear, or another job's claim made within the
+    stale window holds it: a duplicate message). A claim older than that is a lost run's and is
+    taken over. The load runs in the next transaction, so submits wait for the claim only,
+    never for the load."""
+    now = now or utcnow()
+    token = now - CLAIM_SHIFT
+    live = (token - _stale_after(), token)
+    if repository.claim_dirty(session, project_id, claim=token, live_claims=live):
+        return token
+    return None
+
+
+def release(session: Session, *, project_id: int, claim: datetime) -> bool:
+    """After the fit is stored, in its own short transaction: clear the marker if it still
+    holds this job's claim; False when a submit set it again during the run (its job follows).
+    In the store's transaction, a submit re-setting the marker would wait for the whole store,
+    or deadlock with it over sample_ratings rows (submits write Elo after the marker)."""
+    return repository.release_claim(session, project_id, claim=claim)
 
 
 # Leaderboard
@@ -232,6 +277,7 @@ def _version_row(
         previous_version_id=previous_id,
         win_rate_vs_previous=rating.win_rate_vs_previous if rating else None,
         verdict=rating.verdict if rating else None,  # type: ignore[arg-type]
+        human_verdict=version.human_verdict,  # type: ignore[arg-type]
     )
 
 

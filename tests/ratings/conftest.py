@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from app.models import PolicyKind, PolicyVersion, Project, RankingTask, Sample, TaskSample, User
+from app.models import (
+    PolicyKind,
+    PolicyStatus,
+    PolicyVersion,
+    Project,
+    RankingTask,
+    Sample,
+    TaskSample,
+    User,
+)
 from app.projects import service as projects
+from app.ratings import service as ratings
 from tests.factories import make_prompt, make_ranking, make_version
 
 _ordinal = itertools.count(1)
@@ -102,6 +113,40 @@ def two_versions(session: Session, project: Project) -> tuple[PolicyVersion, Pol
 def add_members(session: Session, project: Project, *users: User) -> None:
     for user in users:
         projects.add_member(session, project_id=project.id, user_id=user.id)
+
+
+@dataclass
+class Flagged:
+    project: Project
+    base: PolicyVersion
+    new: PolicyVersion
+
+
+def flagged_project(session: Session) -> Flagged:
+    """A project whose current version v2 (trained from v1) annotators rate worse than v1, with
+    the fit stored (v2's human_verdict is "worse") and the rows committed."""
+    from tests.factories import base_version, make_project, make_user
+
+    project = make_project(session, annotations_per_task=2)
+    base = base_version(session, project)
+    base.status = PolicyStatus.retired
+    session.flush()
+    new = make_version(
+        session,
+        project,
+        parent_id=base.id,
+        kind=PolicyKind.trained,
+        status=PolicyStatus.current,
+        name="round 1 (reward_ppo)",
+    )
+    annotators = [make_user(session), make_user(session)]
+    add_members(session, project, *annotators)
+    seed_rankings(session, project, [base, new], annotators, tasks=15, rank=prefer(base, new))
+    ratings.recompute(session, project_id=project.id)
+    session.commit()
+    session.refresh(new)
+    assert new.human_verdict == "worse"
+    return Flagged(project, base, new)
 
 
 # Logged-in admin clients for the page tests (shared with tests/admin).

@@ -1,9 +1,12 @@
 """The debounced recomputation with committed rows (the job opens its own transactions):
-one job per debounce window however many rankings arrive, sent only after the commit, and a
-job that finds nothing to do is a no-op."""
+one job per debounce window however many rankings arrive, sent only after the commit, a job
+that finds nothing to do is a no-op, and `recompute_pending` holds until the new fit is stored
+(a job held mid-way in a thread)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,6 +51,10 @@ class Seeded:
             user = session.get_one(User, self.user)
             make_ranking(session, task, user, prefer(new, base)(samples))
             service.note_new_rankings(session, project_id=self.project, now=now)
+
+    def pending(self) -> bool:
+        with session_scope() as session:
+            return service.leaderboard(session, project_id=self.project).recompute_pending
 
     def stored_comparisons(self) -> int | None:
         """Comparisons of the new version in the stored fit."""
@@ -148,3 +155,134 @@ def test_the_real_submit_sends_the_job(seeded: Seeded, sent: list[tuple[int, flo
             )
 
     assert sent == [(seeded.project, get_settings().ratings_debounce_seconds)]
+
+
+# recompute_pending while a run is in progress
+
+
+@dataclass
+class HeldRun:
+    """recompute_if_dirty in a thread, stopped inside its fit until `finish`."""
+
+    thread: threading.Thread
+    fitting: threading.Event
+    go_on: threading.Event
+    result: list[bool]
+
+    def finish(self) -> bool:
+        self.go_on.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+        return self.result[0]
+
+
+@pytest.fixture
+def hold_fit(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], HeldRun]]:
+    """Start a run whose first fit waits (after the claim and the load) until released; later
+    fits (another run) go straight through."""
+    fit = service.compute
+    fitting, go_on = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def held_compute(data: service.FitInput) -> service.FitOutput:
+        calls.append(1)
+        if len(calls) == 1:
+            fitting.set()
+            assert go_on.wait(timeout=60)
+        return fit(data)
+
+    monkeypatch.setattr(service, "compute", held_compute)
+    runs: list[HeldRun] = []
+
+    def start(project_id: int) -> HeldRun:
+        result: list[bool] = []
+        thread = threading.Thread(target=lambda: result.append(recompute_if_dirty(project_id)))
+        run = HeldRun(thread, fitting, go_on, result)
+        runs.append(run)
+        thread.start()
+        assert fitting.wait(timeout=60), "the run never reached its fit"
+        return run
+
+    yield start
+    go_on.set()  # never leave a thread waiting, whatever the test did
+    for run in runs:
+        run.thread.join(timeout=60)
+
+
+def test_recompute_pending_holds_until_the_new_fit_is_stored(
+    seeded: Seeded, sent: list[tuple[int, float]], hold_fit: Callable[[int], HeldRun]
+) -> None:
+    seeded.submit_one()
+    assert seeded.pending() is True
+
+    run = hold_fit(seeded.project)
+    assert seeded.pending() is True  # claimed and loaded, not stored yet
+    assert seeded.stored_comparisons() is None
+
+    assert run.finish() is True
+    assert seeded.stored_comparisons() == 4
+    assert seeded.pending() is False
+
+
+def test_a_ranking_during_a_run_keeps_it_pending_and_sends_the_next_run(
+    seeded: Seeded, sent: list[tuple[int, float]], hold_fit: Callable[[int], HeldRun]
+) -> None:
+    seeded.submit_one()
+    run = hold_fit(seeded.project)
+    seeded.submit_one()  # not in the held run's data
+    assert len(sent) == 2  # the run's claim reads as stale: this submit sends the next run
+
+    assert run.finish() is True
+    assert seeded.stored_comparisons() == 4
+    assert seeded.pending() is True
+
+    assert recompute_if_dirty(seeded.project) is True
+    assert seeded.stored_comparisons() == 8
+    assert seeded.pending() is False
+
+
+def test_a_duplicate_message_during_a_run_does_nothing(
+    seeded: Seeded, sent: list[tuple[int, float]], hold_fit: Callable[[int], HeldRun]
+) -> None:
+    seeded.submit_one()
+    run = hold_fit(seeded.project)
+
+    assert recompute_if_dirty(seeded.project) is False
+    assert seeded.pending() is True
+    assert run.finish() is True
+    assert seeded.pending() is False
+
+
+def test_a_failed_fit_stays_pending_and_the_next_submit_sends_a_run(
+    seeded: Seeded, sent: list[tuple[int, float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeded.submit_one()
+
+    def broken(data: service.FitInput) -> service.FitOutput:
+        raise RuntimeError("fit failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(service, "compute", broken)
+        with pytest.raises(RuntimeError):
+            recompute_if_dirty(seeded.project)
+    assert seeded.pending() is True  # the stored fit still lacks the ranking
+
+    seeded.submit_one()
+    assert len(sent) == 2
+    assert recompute_if_dirty(seeded.project) is True
+    assert seeded.stored_comparisons() == 8
+    assert seeded.pending() is False
+
+
+def test_the_claim_of_a_lost_run_is_taken_over(
+    seeded: Seeded, sent: list[tuple[int, float]]
+) -> None:
+    """A worker that died mid-run leaves its claim; the redelivered message runs again."""
+    seeded.submit_one()
+    with session_scope() as session:
+        long_ago = utcnow() - service.MIN_STALE_MARKER - timedelta(minutes=1)
+        assert service.claim(session, project_id=seeded.project, now=long_ago) is not None
+
+    assert recompute_if_dirty(seeded.project) is True
+    assert seeded.stored_comparisons() == 4
+    assert seeded.pending() is False

@@ -9,19 +9,24 @@ from app.ratings import service
 
 
 def recompute_if_dirty(project_id: int) -> bool:
-    """Claim the project's marker and refit; False when there was nothing to do.
+    """Claim the project's marker, refit, store, release; False when there was nothing to do.
 
-    Three short transactions (claim, load, store), so submits wait for the claim only, never
-    for the load or the fit. If the fit fails,
-    the exception propagates (the task fails and is logged) and the marker stays clear: the
-    next submit sets it and the next run refits from all comparisons, losing nothing.
+    Four short transactions (claim, load, store, release), so submits wait for the claim only,
+    never for the load, the fit or the store. The marker holds the claim until the release, so
+    the leaderboard reads `recompute_pending` until the new fit is stored. If the fit fails,
+    the exception propagates (the task fails and is logged) and the claim stays: the leaderboard
+    still says a recomputation is due, and the next submit takes the claim over and sends the
+    next run, which refits from all comparisons, losing nothing.
     """
     with session_scope() as session:
-        if not service.claim(session, project_id=project_id):
-            return False
+        claim = service.claim(session, project_id=project_id)
+    if claim is None:
+        return False
     with session_scope(readonly=True) as session:
         data = service.load(session, project_id=project_id)
     fitted = service.compute(data)
     with session_scope() as session:
         service.store(session, fitted)
+    with session_scope() as session:
+        service.release(session, project_id=project_id, claim=claim)
     return True

@@ -301,10 +301,12 @@ def sample(
         int | None, typer.Option(help="At most this many prompts.", min=1, max=MAX_ID)
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of the job (default: random).", min=0, max=MAX_ID)
+        int | None,
+        typer.Option(help="Seed of the job (default: derived from its id).", min=0, max=MAX_ID),
     ] = None,
 ) -> None:
-    """Generate samples and ranking tasks in this process (no Celery needed)."""
+    """Generate samples and ranking tasks in this process (no Celery needed): for the prompts
+    without a task for the version, else further tasks for those with the fewest."""
     from rich.progress import Progress
 
     from app.db import session_scope
@@ -322,18 +324,22 @@ def sample(
                 seed=seed,
                 enqueue=False,
             )
-            job_id = job.id if job else None
+            job_id, prompts_total = (job.id, job.prompts_total) if job else (None, 0)
     except AppError as exc:
         raise _fail(exc.message) from None
     if job_id is None:
-        console.print("Every active prompt already has a task for this version; nothing to do.")
+        console.print("No active prompt to sample: running jobs hold them all, or there are none.")
         return
     with Progress(console=console) as bar:
         task = bar.add_task(f"sampling job {job_id}", total=None)
         created = run_sampling_job(
             job_id, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
-    console.print(f"Sampling job {job_id}: {created} ranking tasks created")
+    skipped = prompts_total - created
+    console.print(
+        f"Sampling job {job_id}: {created} ranking tasks created"
+        + (f"; {skipped} prompts skipped: the model repeated itself" if skipped else "")
+    )
 
 
 @app.command("train-reward-model")

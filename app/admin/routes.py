@@ -194,6 +194,14 @@ def project_page(
     return _project(request, session, project_id, block="progress")
 
 
+@router.post("/projects/{project_id}/sampling", response_class=HTMLResponse)
+def sample_more(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
+) -> Response:
+    notice = service.sample_more(session, project_id=project_id)
+    return _project(request, session, project_id, block="progress", notice=notice)
+
+
 @router.post("/projects/{project_id}/settings", response_class=HTMLResponse)
 def update_project(
     request: Request,

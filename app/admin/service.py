@@ -16,6 +16,7 @@ from app.errors import Conflict
 from app.models import Project, ProjectMember, Role, User
 from app.projects import repository as projects_repository
 from app.projects import service as projects
+from app.rounds import repository as rounds_repository
 from app.rounds import rollback
 from app.sampling import service as sampling
 from app.security import generate_password
@@ -105,6 +106,7 @@ class ProjectPage:
     member_total: int
     member_search: str
     progress: projects.ProjectProgress
+    next_step: NextStep
     sampling_jobs: list[sampling.JobView]
     """Newest first; the page refreshes itself while one is queued or running."""
     worse_version: rollback.WorseVersion | None
@@ -117,13 +119,79 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
     members = projects_repository.list_members(
         session, project_id, search=member_search, limit=MEMBERS_PER_PAGE + 1
     )
+    progress = projects.progress(session, project_id=project_id)
+    jobs = sampling.recent_jobs(session, project_id=project_id)
     return ProjectPage(
         project=project,
         members=members[:MEMBERS_PER_PAGE],
         members_more=len(members) > MEMBERS_PER_PAGE,
         member_total=projects_repository.count_members(session, project_id),
         member_search=member_search,
-        progress=projects.progress(session, project_id=project_id),
-        sampling_jobs=sampling.recent_jobs(session, project_id=project_id),
+        progress=progress,
+        next_step=next_step(
+            prompts=projects_repository.count_active_prompts(session, project_id),
+            open_tasks=progress.tasks_open,
+            new_rankings=projects_repository.rankings_since_last_round(session, project_id),
+            round_running=rounds_repository.active_round(session, project_id) is not None,
+            sampling_running=any(job.active for job in jobs),
+        ),
+        sampling_jobs=jobs,
         worse_version=rollback.worse_current_version(session, project_id=project_id),
     )
+
+
+# Next step
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The one thing that moves the project on now, for the project page's "Next" line."""
+
+    action: str
+    """import_prompts, wait_for_round, start_round, annotate, wait_for_sampling or sample."""
+    message: str
+
+
+def next_step(
+    *,
+    prompts: int,
+    open_tasks: int,
+    new_rankings: int,
+    round_running: bool,
+    sampling_running: bool,
+) -> NextStep:
+    """A round is worth starting once the rankings made since the last one cover the active
+    prompts once on average, or once nothing is left to annotate; before that, annotate; with
+    no task open (after a rejected round, say), sample more of the current version."""
+    if prompts == 0:
+        return NextStep("import_prompts", "Import prompts: the project has no active prompt.")
+    if round_running:
+        return NextStep(
+            "wait_for_round", "A training round is running; its version's tasks follow it."
+        )
+    if new_rankings and (open_tasks == 0 or new_rankings >= prompts):
+        return NextStep(
+            "start_round",
+            f"Start a round: {_count(new_rankings, 'new ranking')} since the last round.",
+        )
+    if open_tasks:
+        return NextStep("annotate", f"Annotate {_count(open_tasks, 'open task')}.")
+    if sampling_running:
+        return NextStep("wait_for_sampling", "Sampling is making new tasks to annotate.")
+    return NextStep(
+        "sample",
+        "Sample more: no task is open, so draw fresh samples of the current version for "
+        "the prompts with the fewest tasks.",
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def sample_more(session: Session, *, project_id: int) -> str:
+    """The project page's "Sample more": a job over the prompts with the fewest tasks."""
+    job = sampling.start_sampling(session, project_id=project_id)
+    if job is None:
+        return "Every active prompt is being sampled by a running job already."
+    return f"Sampling job #{job.id} started over {_count(job.prompts_total, 'prompt')}."

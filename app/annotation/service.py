@@ -44,6 +44,7 @@ from app.models import (
     TaskStatus,
     WebSession,
 )
+from app.models.sample import text_key
 from app.projects.demonstrations import add_annotator_demonstration
 from app.ratings import service as ratings
 from app.ratings.elo import K_FACTOR, update
@@ -364,8 +365,10 @@ def _store_ranking(
     assignment.finished_at = now
     session.flush()
 
-    # Pairs: every pair across groups, ties inside a group (RLHF_NOTES, "From a ranking...")
-    pairs = ranking_to_pairs(groups) if groups else []
+    # Pairs: every pair across groups, ties inside a group (RLHF_NOTES, "From a ranking..."),
+    # none between two samples of the same text (ratings and the reward model skip those)
+    text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
+    pairs = ranking_to_pairs(groups, text_keys=text_keys) if groups else []
     repository.insert_comparisons(
         session,
         project_id=task.project_id,

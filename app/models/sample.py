@@ -11,6 +11,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, utcnow
 
 
+def text_key(text: str) -> str:
+    """What makes two samples the same answer (`is_duplicate`, `repeats_other_version`): case
+    and runs of whitespace aside, so "Yes." and " yes. " are one text to an annotator."""
+    return " ".join(text.split()).casefold()
+
+
 class Sample(Base):
     """`ordinal` numbers a version's samples of one prompt, which makes sampling idempotent."""
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, case, delete, func, select
+from sqlalchemy import Row, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.accounts import repository as accounts_repository
@@ -21,9 +21,11 @@ from app.models import (
     Prompt,
     Ranking,
     RankingTask,
+    RoundState,
     Sample,
     TaskSample,
     TaskStatus,
+    TrainingRound,
     User,
 )
 
@@ -230,6 +232,36 @@ def rankings_per_annotator(session: Session, project_id: int) -> list[Row[Any]]:
             .group_by(User.id, User.username, User.display_name)
             .order_by(func.count(Ranking.id).desc(), User.username)
         )
+    )
+
+
+def rankings_since_last_round(session: Session, project_id: int) -> int:
+    """Rankings with an order, made after the newest round that was not cancelled or failed
+    began (all of them before the first round): what a new round would add."""
+    last = (
+        select(func.max(TrainingRound.created_at))
+        .where(
+            TrainingRound.project_id == project_id,
+            TrainingRound.state.not_in([RoundState.cancelled, RoundState.failed]),
+        )
+        .scalar_subquery()
+    )
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                Ranking.project_id == project_id,
+                Ranking.none_usable.is_(False),
+                or_(last.is_(None), Ranking.created_at > last),
+            )
+        )
+        or 0
+    )
+
+
+def count_active_prompts(session: Session, project_id: int) -> int:
+    return int(
+        session.scalar(select(func.count()).where(Prompt.project_id == project_id, Prompt.active))
+        or 0
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -37,10 +37,14 @@ def _ids(ids: Sequence[int]) -> str:
     return ", ".join(str(i) for i in ids)
 
 
-def ranking_to_pairs(groups: Sequence[Sequence[int]]) -> list[Pair]:
+def ranking_to_pairs(
+    groups: Sequence[Sequence[int]], *, text_keys: Mapping[int, str] | None = None
+) -> list[Pair]:
     """Every pair of ranked samples once: C(K, 2) pairs, ties inside a group (RLHF_NOTES §pairs).
 
     Pairs come out in ranking order (best group first) so online Elo sees a stable order.
+    With `text_keys` (sample → `text_key` of its text), a pair of two samples with the same
+    text is left out: ranking one answer against itself states no preference.
     """
     _check_shape(groups)
     pairs: list[Pair] = []
@@ -52,6 +56,8 @@ def ranking_to_pairs(groups: Sequence[Sequence[int]]) -> list[Pair]:
             for winner in group
             for loser in worse
         )
+    if text_keys is not None:
+        pairs = [p for p in pairs if text_keys[p.winner] != text_keys[p.loser]]
     return pairs
 
 

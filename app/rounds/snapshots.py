@@ -23,6 +23,7 @@ from app.models import (
     SampleFlag,
     SnapshotComparison,
 )
+from app.models.sample import text_key
 
 
 def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # type: ignore[no-untyped-def]
@@ -87,7 +88,10 @@ class RankedResponses:
 
 
 def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses]:
-    """Rebuild each ranking from the snapshot's comparisons (the K-way reward model input)."""
+    """Rebuild each ranking from the snapshot's comparisons (the K-way reward model input).
+
+    A text that appears twice in a ranking is kept once, where it ranks best: the reward
+    model must not learn to order one answer against itself."""
     rows = session.execute(
         select(Comparison.ranking_id, Comparison.winner_id, Comparison.loser_id)
         .join(SnapshotComparison, SnapshotComparison.comparison_id == Comparison.id)
@@ -110,8 +114,13 @@ def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses
         ids: list[int] = []
         groups: list[int] = []
         level = 0
+        seen: set[str] = set()
         for group in ranking.groups:
-            kept = [sid for sid in group if sid in keep]
+            kept = []
+            for sid in group:
+                if sid in keep and (key := text_key(texts[sid])) not in seen:
+                    seen.add(key)
+                    kept.append(sid)
             if kept:
                 ids.extend(kept)
                 groups.extend([level] * len(kept))
@@ -142,7 +151,8 @@ def _prompts_of_rankings(session: Session, ranking_ids: list[int]) -> dict[int, 
 
 
 def preference_pairs(session: Session, snapshot_id: int) -> list[tuple[Any, str, str]]:
-    """(prompt, chosen text, rejected text) of the snapshot's non-tie comparisons (for DPO)."""
+    """(prompt, chosen text, rejected text) of the snapshot's non-tie comparisons (for DPO),
+    leaving out pairs of one text (case and whitespace aside): they state no preference."""
     from sqlalchemy.orm import aliased
 
     from app.models import RankingTask
@@ -159,4 +169,4 @@ def preference_pairs(session: Session, snapshot_id: int) -> list[tuple[Any, str,
         .where(SnapshotComparison.snapshot_id == snapshot_id, ~Comparison.tie)
         .order_by(Comparison.id)
     ).all()
-    return [(messages or text, c, r) for text, messages, c, r in rows]
+    return [(messages or text, c, r) for text, messages, c, r in rows if text_key(c) != text_key(r)]

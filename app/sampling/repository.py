@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -37,53 +37,84 @@ def get_version(session: Session, project_id: int, number: int) -> PolicyVersion
     )
 
 
-def _has_task_for_version(version_id: int):  # type: ignore[no-untyped-def]
-    """EXISTS: the prompt already has a task showing samples of this version."""
-    return exists(
-        select(TaskSample.task_id)
-        .join(Sample, Sample.id == TaskSample.sample_id)
-        .join(RankingTask, RankingTask.id == TaskSample.task_id)
-        .where(
-            Sample.policy_version_id == version_id,
-            RankingTask.prompt_id == Prompt.id,
-            RankingTask.status != TaskStatus.cancelled,
+def active_prompts(session: Session, project_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Prompt.id)
+            .where(Prompt.project_id == project_id, Prompt.active)
+            .order_by(Prompt.id)
         )
     )
 
 
-def prompts_without_task(
-    session: Session, *, project_id: int, version_id: int, limit: int | None
-) -> list[int]:
-    query = (
-        select(Prompt.id)
-        .where(Prompt.project_id == project_id, Prompt.active, ~_has_task_for_version(version_id))
-        .order_by(Prompt.id)
+def tries_by_prompt(session: Session, *, version_id: int) -> Counter[int]:
+    """Per prompt: the tasks (not cancelled) that show samples of the version, plus the finished
+    jobs of the version that had to skip it (the model repeated itself), so a prompt the model
+    cannot vary is not picked first by every later job."""
+    tasks = session.execute(
+        select(RankingTask.prompt_id, func.count(distinct(RankingTask.id)))
+        .join(TaskSample, TaskSample.task_id == RankingTask.id)
+        .join(Sample, Sample.id == TaskSample.sample_id)
+        .where(Sample.policy_version_id == version_id, RankingTask.status != TaskStatus.cancelled)
+        .group_by(RankingTask.prompt_id)
+    ).all()
+    tries: Counter[int] = Counter({prompt_id: int(n) for prompt_id, n in tasks})
+    finished = (SamplingJob.policy_version_id == version_id, SamplingJob.state == JobState.done)
+    made = set(
+        session.execute(
+            select(RankingTask.sampling_job_id, RankingTask.prompt_id)
+            .join(SamplingJob, SamplingJob.id == RankingTask.sampling_job_id)
+            .where(*finished)
+        ).tuples()
     )
-    if limit is not None:
-        query = query.limit(limit)
-    return list(session.scalars(query))
+    for job_id, prompt_ids in session.execute(
+        select(SamplingJob.id, SamplingJob.prompt_ids).where(*finished)
+    ):
+        tries.update(p for p in prompt_ids if (job_id, p) not in made)
+    return tries
 
 
-def prompts_with_task(session: Session, *, version_id: int, prompt_ids: Sequence[int]) -> set[int]:
+def prompts_with_task_by_job(session: Session, job_ids: Sequence[int]) -> dict[int, set[int]]:
+    """{job: prompts it made a task for}."""
+    out: dict[int, set[int]] = defaultdict(set)
+    if not job_ids:
+        return out
+    rows = session.execute(
+        select(RankingTask.sampling_job_id, RankingTask.prompt_id).where(
+            RankingTask.sampling_job_id.in_(job_ids)
+        )
+    )
+    for job_id, prompt_id in rows:
+        if job_id is not None:
+            out[job_id].add(prompt_id)
+    return out
+
+
+def samples_in_tasks(session: Session, prompt_ids: Sequence[int]) -> set[int]:
+    """Ids of the prompts' samples that a task (not cancelled) shows already."""
     if not prompt_ids:
         return set()
     return set(
         session.scalars(
-            select(Prompt.id).where(Prompt.id.in_(prompt_ids), _has_task_for_version(version_id))
+            select(TaskSample.sample_id)
+            .join(RankingTask, RankingTask.id == TaskSample.task_id)
+            .where(
+                RankingTask.prompt_id.in_(prompt_ids),
+                RankingTask.status != TaskStatus.cancelled,
+            )
         )
     )
 
 
-def samples_by_prompt(
-    session: Session, *, version_id: int, prompt_ids: Sequence[int]
-) -> dict[int, list[Sample]]:
+def samples_of_prompts(session: Session, prompt_ids: Sequence[int]) -> dict[int, list[Sample]]:
+    """Every version's samples of the prompts, by prompt, in ordinal order per version."""
     out: dict[int, list[Sample]] = defaultdict(list)
     if not prompt_ids:
         return out
     rows = session.scalars(
         select(Sample)
-        .where(Sample.policy_version_id == version_id, Sample.prompt_id.in_(prompt_ids))
-        .order_by(Sample.prompt_id, Sample.ordinal)
+        .where(Sample.prompt_id.in_(prompt_ids))
+        .order_by(Sample.prompt_id, Sample.policy_version_id, Sample.ordinal)
     )
     for sample in rows:
         out[sample.prompt_id].append(sample)

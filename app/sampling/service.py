@@ -1,12 +1,14 @@
 """Sampling rules: which prompts to sample, how tasks mix versions, idempotent batch writes.
 
 A job is written batch by batch (one short transaction per chunk of prompts), so a long job
-shows progress and a crash loses at most one chunk; re-running it skips prompts that already
-have a task for the version, and sample ordinals make sample writes idempotent.
+shows progress and a crash loses at most one chunk; re-running it skips prompts it already
+made a task for, and sample ordinals make sample writes idempotent. A task never shows one
+text twice: a worker draws more samples (RESAMPLE_TRIES times) and otherwise skips the prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -30,11 +32,16 @@ from app.models import (
     SamplingJob,
     TaskSample,
 )
+from app.models.sample import text_key
 from app.projects import repository as projects_repository
 from app.projects.service import require_project
 from app.sampling import repository
 
 logger = logging.getLogger(__name__)
+
+RESAMPLE_TRIES = 3
+"""Further draws for a chunk whose prompts lack K distinct texts, before such a prompt is
+skipped (the model repeats itself there; the job's page counts the skipped prompts)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,9 @@ def start_sampling(
     seed: int | None = None,
     enqueue: bool = True,
 ) -> SamplingJob | None:
-    """Create a job over active prompts that have no task for the version yet (None if none)."""
+    """Create a job over the active prompts with the fewest tasks for the version: those with
+    none while there are any, else further tasks with fresh samples (None if no prompt is free).
+    """
     project = _locked_project(session, project_id)
     if version_number is None:
         version = repository.current_version(session, project_id)
@@ -163,15 +172,15 @@ def _new_job(
     seed: int | None = None,
     enqueue: bool = True,
 ) -> SamplingJob | None:
-    """A job over prompts without a task for the version that no live job holds (`claimed`);
-    the caller holds the project's lock."""
-    candidates = repository.prompts_without_task(
-        session,
-        project_id=version.project_id,
-        version_id=version.id,
-        limit=None if prompt_limit is None else prompt_limit + len(claimed),
+    """A job over the active prompts that no live job holds (`claimed`) and that have been
+    tried least for the version (ties by id); the caller holds the project's lock."""
+    tries = repository.tries_by_prompt(session, version_id=version.id)
+    free = sorted(
+        (tries[p], p)
+        for p in repository.active_prompts(session, version.project_id)
+        if p not in claimed
     )
-    prompt_ids = [p for p in candidates if p not in claimed][:prompt_limit]
+    prompt_ids = [p for n, p in free if n == free[0][0]][:prompt_limit] if free else []
     if not prompt_ids:
         return None
     job = SamplingJob(
@@ -180,14 +189,21 @@ def _new_job(
         round_id=round_id,
         prompt_ids=prompt_ids,
         prompts_total=len(prompt_ids),
-        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
     )
     session.add(job)
     session.flush()
+    job.seed = seed if seed is not None else job_seed(job.id)
     if enqueue:
         job_id = job.id
         after_commit(session, lambda: send_sampling_job(job_id))
     return job
+
+
+def job_seed(job_id: int) -> int:
+    """The seed of a job started without one: reproducible from its id, and different for
+    every job, so more samples of the same prompts (or a re-run) are new draws."""
+    digest = hashlib.sha256(f"rankloop sampling job {job_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
 def send_sampling_job(job_id: int) -> None:
@@ -293,26 +309,66 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
 
 @dataclass
 class ChunkNeeds:
-    """For one chunk: prompt contents, and which prompts lack new / previous samples."""
+    """For one chunk: prompt contents, and how many more samples of the newest / previous
+    version each prompt needs for a task of distinct texts."""
 
     contents: dict[int, Any]
-    need_new: list[int]
-    need_prev: list[int]
+    need_new: dict[int, int]
+    need_prev: dict[int, int]
     skip: set[int]
+    """Prompts this job already made a task for."""
 
 
 def chunk_needs(session: Session, plan: SamplingPlan, prompt_ids: Sequence[int]) -> ChunkNeeds:
-    skip = repository.prompts_with_task(session, version_id=plan.version.id, prompt_ids=prompt_ids)
+    skip = _prompts_done_by(session, plan.job_id, prompt_ids)
     todo = [p for p in prompt_ids if p not in skip]
     prompts = repository.prompt_texts(session, todo)
-    new = repository.samples_by_prompt(session, version_id=plan.version.id, prompt_ids=todo)
-    need_new = [p for p in todo if len(new.get(p, [])) < plan.n_new]
-    need_prev: list[int] = []
-    if plan.previous is not None and plan.n_prev:
-        prev = repository.samples_by_prompt(session, version_id=plan.previous.id, prompt_ids=todo)
-        need_prev = [p for p in todo if len(prev.get(p, [])) < plan.n_prev]
+    samples = repository.samples_of_prompts(session, todo)
+    shown = repository.samples_in_tasks(session, todo)
+    need_new: dict[int, int] = {}
+    need_prev: dict[int, int] = {}
+    for p in todo:
+        new, prev = compose_task(plan, samples.get(p, []), shown)
+        if len(new) < plan.n_new:
+            need_new[p] = plan.n_new - len(new)
+        if len(prev) < plan.n_prev:
+            need_prev[p] = plan.n_prev - len(prev)
     contents = {p: (prompts[p].messages or prompts[p].text) for p in todo}
     return ChunkNeeds(contents=contents, need_new=need_new, need_prev=need_prev, skip=skip)
+
+
+def compose_task(
+    plan: SamplingPlan, samples: Sequence[Sample], shown: set[int]
+) -> tuple[list[Sample], list[Sample]]:
+    """A task's samples of one prompt, no text twice: the previous version's first `n_prev`
+    distinct texts (reused, as anchors across versions), then the newest version's first
+    `n_new` samples no task shows yet whose texts differ from those chosen (either list may
+    come up short)."""
+    seen: set[str] = set()
+
+    def first_distinct(candidates: list[Sample], n: int) -> list[Sample]:
+        chosen: list[Sample] = []
+        for sample in candidates:
+            key = text_key(sample.text)
+            if len(chosen) < n and key not in seen:
+                seen.add(key)
+                chosen.append(sample)
+        return chosen
+
+    prev_id = plan.previous.id if plan.previous is not None else None
+    prev = first_distinct([s for s in samples if s.policy_version_id == prev_id], plan.n_prev)
+    new = first_distinct(
+        [s for s in samples if s.policy_version_id == plan.version.id and s.id not in shown],
+        plan.n_new,
+    )
+    return new, prev
+
+
+def _prompts_done_by(session: Session, job_id: int, prompt_ids: Sequence[int]) -> set[int]:
+    """The prompts the job made a task for: a resumed job must not make a second one (other
+    jobs' tasks do not count: a job may add a further task to a prompt that has one)."""
+    made = repository.prompts_with_task_by_job(session, [job_id]).get(job_id, set())
+    return made & set(prompt_ids)
 
 
 def record_chunk(
@@ -323,30 +379,34 @@ def record_chunk(
     new_samples: dict[int, list[NewSample]],
     prev_samples: dict[int, list[NewSample]],
 ) -> int:
-    """Store a chunk's samples and tasks in one transaction; returns the tasks created."""
+    """Store a chunk's samples, and a task for each prompt that has K distinct texts, in one
+    transaction; returns the tasks created."""
     job = session.get(SamplingJob, plan.job_id)
     assert job is not None
-    done = repository.prompts_with_task(session, version_id=plan.version.id, prompt_ids=prompt_ids)
+    done = _prompts_done_by(session, job.id, prompt_ids)
     todo = [p for p in prompt_ids if p not in done]
+    samples = repository.samples_of_prompts(session, todo)
+    shown = repository.samples_in_tasks(session, todo)
     created = 0
     rng = random.Random(plan.seed * 7919 + (todo[0] if todo else 0))
     for prompt_id in todo:
-        new = _store_samples(
-            session, plan, plan.version.id, prompt_id, new_samples.get(prompt_id, []), job.id
-        )[: plan.n_new]
-        prev: list[Sample] = []
+        existing = samples[prompt_id]
+        _store_samples(
+            session, plan, plan.version.id, prompt_id, new_samples.get(prompt_id, []), existing
+        )
         if plan.previous is not None and plan.n_prev:
-            prev = _store_samples(
+            _store_samples(
                 session,
                 plan,
                 plan.previous.id,
                 prompt_id,
                 prev_samples.get(prompt_id, []),
-                job.id,
-            )[: plan.n_prev]
+                existing,
+            )
+        new, prev = compose_task(plan, existing, shown)
+        if len(new) < plan.n_new or len(prev) < plan.n_prev:
+            continue  # not K distinct texts yet: the worker draws more, or skips the prompt
         chosen = new + prev
-        if len(chosen) < plan.k:
-            continue  # the model produced fewer samples than asked; left for a later job
         rng.shuffle(chosen)
         task = RankingTask(
             project_id=plan.project_id,
@@ -382,14 +442,13 @@ def _store_samples(
     version_id: int,
     prompt_id: int,
     generated: list[NewSample],
-    job_id: int,
-) -> list[Sample]:
-    """Insert generated samples under ordinals not taken yet; return all, by ordinal."""
-    existing = repository.samples_by_prompt(
-        session, version_id=version_id, prompt_ids=[prompt_id]
-    ).get(prompt_id, [])
-    taken = {s.ordinal for s in existing}
-    seen_texts = {" ".join(s.text.split()).casefold() for s in existing}
+    existing: list[Sample],
+) -> None:
+    """Insert generated samples of a version under ordinals not taken yet, appending them to
+    `existing` (the prompt's samples of every version). A text another version wrote too is
+    marked on both sides (`repeats_other_version`)."""
+    taken = {s.ordinal for s in existing if s.policy_version_id == version_id}
+    seen_texts = {text_key(s.text) for s in existing if s.policy_version_id == version_id}
     params = {
         "temperature": plan.temperature,
         "top_p": plan.top_p,
@@ -399,7 +458,12 @@ def _store_samples(
     for item in generated:
         while ordinal in taken:
             ordinal += 1
-        key = " ".join(item.text.split()).casefold()
+        key = text_key(item.text)
+        repeated = [
+            s for s in existing if s.policy_version_id != version_id and text_key(s.text) == key
+        ]
+        for other in repeated:
+            other.repeats_other_version = True
         sample = Sample(
             project_id=plan.project_id,
             prompt_id=prompt_id,
@@ -409,17 +473,17 @@ def _store_samples(
             generation_params=params,
             batch_seed=item.batch_seed,
             batch_position=item.batch_position,
-            sampling_job_id=job_id,
+            sampling_job_id=plan.job_id,
             finished=item.finished,
             is_empty=not item.text.strip(),
             is_duplicate=key in seen_texts,
+            repeats_other_version=bool(repeated),
         )
         seen_texts.add(key)
         taken.add(ordinal)
         session.add(sample)
         existing.append(sample)
     session.flush()
-    return sorted(existing, key=lambda s: s.ordinal)
 
 
 def finish_job(session: Session, job_id: int) -> None:
@@ -450,6 +514,9 @@ class JobView:
     state: str
     prompts_done: int
     prompts_total: int
+    prompts_skipped: int
+    """Prompts a finished job made no task for: the model repeated itself there, and K
+    distinct texts did not come out of RESAMPLE_TRIES further draws."""
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -464,6 +531,8 @@ def recent_jobs(
     session: Session, *, project_id: int, before_id: int | None = None, limit: int = 5
 ) -> list[JobView]:
     """Newest first: what runs now (top-ups, rounds' sampling) and what failed."""
+    jobs = repository.recent_jobs(session, project_id, before_id=before_id, limit=limit)
+    made = repository.prompts_with_task_by_job(session, [job.id for job, _ in jobs])
     return [
         JobView(
             id=job.id,
@@ -473,12 +542,15 @@ def recent_jobs(
             state=job.state.value,
             prompts_done=job.prompts_done,
             prompts_total=job.prompts_total,
+            prompts_skipped=(
+                len(set(job.prompt_ids) - made.get(job.id, set()))
+                if job.state == JobState.done
+                else 0
+            ),
             error=job.error,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
         )
-        for job, number in repository.recent_jobs(
-            session, project_id, before_id=before_id, limit=limit
-        )
+        for job, number in jobs
     ]

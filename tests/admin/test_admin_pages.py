@@ -33,6 +33,7 @@ ADMIN_POSTS = [
     "/admin/users/{user}/password",
     "/admin/projects",
     "/admin/projects/{project}/settings",
+    "/admin/projects/{project}/sampling",
     "/admin/projects/{project}/members",
     "/admin/projects/{project}/members/{user}/remove",
     "/admin/projects/{project}/prompts/import",

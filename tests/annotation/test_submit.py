@@ -82,6 +82,20 @@ def test_submit_stores_the_ranking_with_every_pair_and_ties_inside_groups(
     assert (out.comparisons, out.ties) == (6, 1)  # type: ignore[attr-defined]
 
 
+def test_submit_makes_no_pair_of_two_samples_with_one_text(
+    db_session: Session, project: Project, user: User
+) -> None:
+    same = make_task(db_session, project, texts=["Paris.", "Lyon.", "  PARIS. ", "Nice."])
+    leased(db_session, user, project)
+    a, b, c, d = task_sample_ids(db_session, same)
+
+    out = submit(db_session, same, user, groups=[[a], [b], [c], [d]])
+
+    ranking_id = out.ranking_id  # type: ignore[attr-defined]
+    assert out.comparisons == 6 - 1  # type: ignore[attr-defined]
+    assert (a, c, False) not in pairs_of(db_session, ranking_id)
+
+
 def test_comparisons_carry_the_policy_versions_of_both_samples(
     db_session: Session, project: Project, user: User
 ) -> None:

@@ -275,7 +275,9 @@ def test_sampling_jobs_are_listed_newest_first_with_progress_page_by_page(
     assert [j["id"] for j in listed] == [j.id for j in reversed(jobs)]
     assert rest["next_cursor"] is None
     assert (listed[0]["state"], listed[0]["error"]) == ("failed", "out of memory")
-    assert (listed[1]["prompts_done"], listed[1]["prompts_total"]) == (2, 2)
+    # each job took the prompt no job had tried; done without a task, it counts as skipped
+    assert (listed[1]["prompts_done"], listed[1]["prompts_total"]) == (1, 1)
+    assert listed[1]["prompts_skipped"] == 1
     assert listed[0]["policy_version"] == 1
     assert client.get("/api/v1/projects/999999/sampling-jobs", headers=reader).status_code == 404
 

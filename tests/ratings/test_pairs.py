@@ -94,3 +94,11 @@ def test_validate_ranking_names_unknown_missing_and_repeated_ids() -> None:
 
 def test_validate_ranking_accepts_every_expected_id_once() -> None:
     validate_ranking([[3], [1, 2]], expected_ids=[1, 2, 3])
+
+
+def test_two_samples_of_one_text_make_no_pair() -> None:
+    keys = {1: "paris.", 2: "paris.", 3: "lyon."}
+
+    pairs = ranking_to_pairs([[1], [3], [2]], text_keys=keys)
+
+    assert pairs == [Pair(1, 3, False), Pair(3, 2, False)]

@@ -46,3 +46,20 @@ def test_snapshot_rebuilds_rankings_and_leaves_out_excluded_and_flagged(
     assert rebuilt[e].sample_ids == [e, f, g]  # the flagged sample is gone
     pairs = snapshots.preference_pairs(db_session, snapshot.id)
     assert len(pairs) == 5 + 3  # the tie is not a preference
+
+
+def test_reward_model_and_dpo_data_skip_two_samples_of_one_text(db_session: Session) -> None:
+    project = make_project(db_session)
+    user = make_user(db_session)
+    task = make_task(db_session, project, texts=["Paris.", "Lyon.", " paris. ", "Nice."])
+    a, b, c, d = task_sample_ids(db_session, task)
+    make_ranking(db_session, task, user, [[a], [b], [c], [d]])  # stored before the rule
+
+    snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="same text")
+
+    (ranking,) = snapshots.ranked_responses(db_session, snapshot.id)
+    assert ranking.sample_ids == [a, b, d]  # the repeat is kept once, where it ranks best
+    assert ranking.groups == [0, 1, 2]
+    pairs = snapshots.preference_pairs(db_session, snapshot.id)
+    assert ("Paris.", " paris. ") not in {(chosen, rejected) for _, chosen, rejected in pairs}
+    assert len(pairs) == 6 - 1

@@ -55,6 +55,34 @@ def _generate(
     ]
 
 
+def _draw(
+    model: Any,
+    tokenizer: Any,
+    plan: SamplingPlan,
+    contents: dict[int, Any],
+    missing: dict[int, int],
+    *,
+    seed: int,
+    attempt: int,
+    batch_size: int,
+) -> dict[int, list[NewSample]]:
+    """As many samples per prompt as the neediest prompt lacks (`missing`: prompt → count);
+    twice that on a further draw, where the model has already repeated itself."""
+    from worker.training.generation import batch_seed
+
+    prompt_ids = list(missing)
+    texts = _generate(
+        model,
+        tokenizer,
+        plan,
+        [contents[p] for p in prompt_ids],
+        n_per_prompt=max(missing.values()) * (2 if attempt else 1),
+        seed=batch_seed(seed, attempt) if attempt else seed,
+        batch_size=batch_size,
+    )
+    return dict(zip(prompt_ids, texts, strict=True))
+
+
 def run_sampling_job(
     job_id: int,
     *,
@@ -76,36 +104,41 @@ def run_sampling_job(
         ids = plan.prompt_ids
         for chunk_index, start in enumerate(range(0, len(ids), prompts_per_chunk)):
             chunk = ids[start : start + prompts_per_chunk]
-            with session_scope(readonly=True) as session:
-                needs = service.chunk_needs(session, plan, chunk)
-            new: dict[int, list[NewSample]] = {}
-            if needs.need_new:
-                texts = _generate(
-                    model,
-                    tokenizer,
-                    plan,
-                    [needs.contents[p] for p in needs.need_new],
-                    n_per_prompt=plan.n_new,
-                    seed=batch_seed(plan.seed, chunk_index),
-                    batch_size=batch_size,
-                )
-                new = dict(zip(needs.need_new, texts, strict=True))
-            prev: dict[int, list[NewSample]] = {}
-            if needs.need_prev and plan.previous is not None:
-                previous = previous or load_policy_for_generation(_spec(plan.previous, plan))
-                texts = _generate(
-                    *previous,
-                    plan,
-                    [needs.contents[p] for p in needs.need_prev],
-                    n_per_prompt=plan.n_prev,
-                    seed=batch_seed(plan.seed + PREVIOUS_SEED_OFFSET, chunk_index),
-                    batch_size=batch_size,
-                )
-                prev = dict(zip(needs.need_prev, texts, strict=True))
-            with session_scope() as session:
-                created += service.record_chunk(
-                    session, plan=plan, prompt_ids=chunk, new_samples=new, prev_samples=prev
-                )
+            # Draw until every prompt has K distinct texts, at most RESAMPLE_TRIES times more;
+            # a prompt still short then is skipped (the job's page counts it).
+            for attempt in range(1 + service.RESAMPLE_TRIES):
+                with session_scope(readonly=True) as session:
+                    needs = service.chunk_needs(session, plan, chunk)
+                if attempt and not (needs.need_new or needs.need_prev):
+                    break
+                new: dict[int, list[NewSample]] = {}
+                if needs.need_new:
+                    new = _draw(
+                        model,
+                        tokenizer,
+                        plan,
+                        needs.contents,
+                        needs.need_new,
+                        seed=batch_seed(plan.seed, chunk_index),
+                        attempt=attempt,
+                        batch_size=batch_size,
+                    )
+                prev: dict[int, list[NewSample]] = {}
+                if needs.need_prev and plan.previous is not None:
+                    previous = previous or load_policy_for_generation(_spec(plan.previous, plan))
+                    prev = _draw(
+                        *previous,
+                        plan,
+                        needs.contents,
+                        needs.need_prev,
+                        seed=batch_seed(plan.seed + PREVIOUS_SEED_OFFSET, chunk_index),
+                        attempt=attempt,
+                        batch_size=batch_size,
+                    )
+                with session_scope() as session:
+                    created += service.record_chunk(
+                        session, plan=plan, prompt_ids=chunk, new_samples=new, prev_samples=prev
+                    )
             if progress is not None:
                 progress(min(start + len(chunk), len(ids)), len(ids))
         with session_scope() as session:

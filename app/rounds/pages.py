@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from types import UnionType
+from typing import Any, get_args
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from app.config import Settings
 from app.errors import InvalidInput
 from app.models import TrainingRound
 from app.projects.service import require_project
-from app.rounds import repository, service
+from app.rounds import repository, service, sizing
 from app.rounds.charts import round_charts
 from app.rounds.schemas import CONFIG_BY_TYPE
 
@@ -34,6 +35,9 @@ def config_fields(model: type[BaseModel], prefix: str = "") -> list[ConfigField]
         if name == "type":
             continue
         annotation = info.annotation
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if isinstance(annotation, UnionType) and len(options) == 1:  # `int | None`: optional
+            annotation = options[0]
         dotted = f"{prefix}{name}"
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             fields.extend(config_fields(annotation, prefix=f"{dotted}."))
@@ -100,8 +104,18 @@ def rounds_context(session: Session, *, project_id: int, round_type: str) -> dic
     from worker.health import queue_lengths, worker_statuses
 
     project = require_project(session, project_id)
+    prompts, rankings = repository.sizing_counts(session, project_id)
+    sized = sizing.size_round(
+        project,
+        round_type=round_type,
+        config=service.parse_config(round_type, {}),
+        prompts=prompts,
+        rankings=rankings,
+    )
+    sized["seed"] = sizing.Sized("new each round", "derived from the round's id")
     return {
         "project": project,
+        "sized": sized,
         "rounds": repository.list_rounds(session, project_id),
         "active": repository.active_round(session, project_id),
         "round_type": round_type,

@@ -115,3 +115,18 @@ def latest_reward_model(session: Session, project_id: int) -> RewardModelVersion
 
 def reward_model_for_round(session: Session, round_id: int) -> RewardModelVersion | None:
     return session.scalar(select(RewardModelVersion).where(RewardModelVersion.round_id == round_id))
+
+
+def sizing_counts(session: Session, project_id: int) -> tuple[int, int]:
+    """(active prompts, usable rankings) of a project: what a round's defaults are sized from."""
+    from app.models import Prompt, Ranking
+
+    prompts = session.scalar(
+        select(func.count(Prompt.id)).where(Prompt.project_id == project_id, Prompt.active)
+    )
+    rankings = session.scalar(
+        select(func.count(Ranking.id)).where(
+            Ranking.project_id == project_id, Ranking.none_usable.is_(False)
+        )
+    )
+    return int(prompts or 0), int(rankings or 0)

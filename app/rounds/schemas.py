@@ -11,31 +11,75 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed: Annotated[
-        int, Field(ge=0, le=2**31 - 1, description="Seed for training and evaluation.")
-    ] = 0
+        int | None,
+        Field(
+            ge=0,
+            le=2**31 - 1,
+            description="Seed for training and evaluation (blank: derived from the round's id, "
+            "so a round started again after a rejection is a new try).",
+        ),
+    ] = None
     eval_prompts: Annotated[
-        int, Field(ge=2, le=1000, description="Held-out prompts the promotion gate samples.")
-    ] = 16
+        int | None,
+        Field(
+            ge=2,
+            le=1000,
+            description="Held-out prompts the promotion gate samples (blank: sized from the "
+            "project's prompts).",
+        ),
+    ] = None
     reference: Annotated[
         Literal["start", "previous"],
         Field(
             description="'start': stay close to the project's starting policy (after SFT, the "
             "SFT model) and continue the current adapter; 'previous': merge the current "
-            "version into the base and start a fresh adapter."
+            "version into the base and start a fresh adapter, so each round moves a bounded "
+            "step from the version before it."
         ),
-    ] = "start"
+    ] = "previous"
     max_kl: Annotated[
-        float, Field(gt=0, description="Gate: the new version's KL to the reference must be below.")
+        float,
+        Field(
+            gt=0, le=1e4, description="Gate: the new version's KL to the reference must be below."
+        ),
     ] = 25.0
     gate_samples: Annotated[
-        int,
+        int | None,
         Field(
             ge=1,
             le=32,
-            description="Gate: samples per held-out prompt from each version; more give a "
-            "steadier score gain (its 95% interval is shown with it).",
+            description="Gate: samples per held-out prompt from each version (blank: enough "
+            "for about 200 samples per version).",
         ),
-    ] = 4
+    ] = None
+    min_score_gain: Annotated[
+        float,
+        Field(
+            ge=-1000,
+            le=1000,
+            description="Gate: the lower end of the gain's interval (held-out reward model, "
+            "new version minus the previous one) must be above this.",
+        ),
+    ] = 0.0
+    gate_confidence: Annotated[
+        float,
+        Field(
+            ge=0.5,
+            lt=1,
+            description="Gate: two-sided level of the gain's interval; 0.9 makes its lower "
+            "end a one-sided 95% bound.",
+        ),
+    ] = 0.9
+    min_accuracy_low: Annotated[
+        float,
+        Field(
+            ge=0,
+            lt=1,
+            description="Before training the policy: the lower end of the 95% interval of the "
+            "reward model's (DPO: the judge's) held-out accuracy must be above this, or the "
+            "round ends 'needs more data'; 0 turns the check off.",
+        ),
+    ] = 0.5
 
 
 class RewardModelSettings(BaseModel):
@@ -44,8 +88,19 @@ class RewardModelSettings(BaseModel):
     base_model: Annotated[
         str | None, Field(description="Model under the reward head (default: the project's).")
     ] = None
-    epochs: Annotated[int, Field(ge=1, le=100)] = 3
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    epochs: Annotated[
+        int, Field(ge=1, le=100, description="At most this many passes over the rankings.")
+    ] = 10
+    patience: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="Stop after this many epochs without a lower held-out loss; the best "
+            "epoch's weights are kept.",
+        ),
+    ] = 2
+    learning_rate: Annotated[float, Field(ge=1e-7, le=1)] = 1e-3
     heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     max_length: Annotated[int, Field(ge=16, le=8192)] = 256
 
@@ -53,15 +108,29 @@ class RewardModelSettings(BaseModel):
 class PPOSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    steps: Annotated[int, Field(ge=1, le=100000, description="PPO updates.")] = 12
-    batch_size: Annotated[int, Field(ge=2, le=4096, description="Prompts per rollout.")] = 8
-    mini_batch_size: Annotated[int, Field(ge=1, le=4096)] = 4
+    steps: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=100000,
+            description="PPO updates (blank: about four rollouts per training prompt, fewer "
+            "while rankings are fewer than prompts).",
+        ),
+    ] = None
+    batch_size: Annotated[int, Field(ge=2, le=4096, description="Prompts per rollout.")] = 16
+    mini_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
     ppo_epochs: Annotated[int, Field(ge=1, le=16)] = 4
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    learning_rate: Annotated[float, Field(ge=1e-7, le=1)] = 3e-4
     kl_coef: Annotated[float, Field(ge=0, le=10)] = 0.05
     adaptive_kl: bool = False
-    temperature: Annotated[float, Field(gt=0, le=5)] = 1.0
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
+    temperature: Annotated[
+        float | None,
+        Field(gt=0, le=5, description="Rollout temperature (blank: the project's)."),
+    ] = None
+    max_new_tokens: Annotated[
+        int | None,
+        Field(ge=1, le=4096, description="Rollout length in tokens (blank: the project's)."),
+    ] = None
 
     @model_validator(mode="after")
     def _mini_batches_divide_the_batch(self) -> PPOSettings:
@@ -80,10 +149,6 @@ class RewardPPOConfig(_Config):
     type: Literal["reward_ppo"] = "reward_ppo"
     reward_model: RewardModelSettings = RewardModelSettings()
     ppo: PPOSettings = PPOSettings()
-    min_score_gain: Annotated[
-        float,
-        Field(description="Gate: mean RM score of the new version minus the previous one."),
-    ] = 0.0
 
 
 class SFTConfig(_Config):
@@ -100,6 +165,10 @@ class DPOConfig(_Config):
     """Train the policy adapter directly on the pairs of a comparison snapshot."""
 
     type: Literal["dpo"] = "dpo"
+    reward_model: Annotated[
+        RewardModelSettings,
+        Field(description="The judge: a reward model trained on the rankings, for the gate."),
+    ] = RewardModelSettings()
     beta: Annotated[float, Field(gt=0, le=10)] = 0.1
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
     epochs: Annotated[int, Field(ge=1, le=100)] = 2
@@ -122,5 +191,5 @@ CONFIG_BY_TYPE: dict[str, type[_Config]] = {
 STAGES: dict[str, list[str]] = {
     "reward_ppo": ["reward_model", "policy", "evaluating", "sampling"],
     "sft": ["policy", "evaluating", "sampling"],
-    "dpo": ["policy", "evaluating", "sampling"],
+    "dpo": ["reward_model", "policy", "evaluating", "sampling"],
 }

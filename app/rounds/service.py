@@ -19,7 +19,7 @@ from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
-from app.rounds import lineage, repository
+from app.rounds import lineage, repository, sizing
 from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
 
 STAGE_QUEUE = {"sampling": "sampling"}  # every other stage runs on the training queue
@@ -56,6 +56,11 @@ def start_round(
 ) -> TrainingRound:
     project = require_project(session, project_id)
     clean = parse_config(round_type, config)
+    prompts, rankings = repository.sizing_counts(session, project_id)
+    sized = sizing.size_round(
+        project, round_type=round_type, config=clean, prompts=prompts, rankings=rankings
+    )
+    clean = sizing.apply_sizing(clean, sized)
     active = repository.active_round(session, project_id)
     if active is not None:
         raise Conflict(
@@ -76,6 +81,7 @@ def start_round(
         base_policy_version_id=current.id if current else None,
         created_by_id=user_id,
         progress={"stage": "queued"},
+        metrics={"sizing": {name: item.reason for name, item in sized.items()}},
     )
     try:
         with session.begin_nested():
@@ -83,6 +89,12 @@ def start_round(
             session.flush()
     except IntegrityError as exc:  # a concurrent start won the race (partial unique index)
         raise Conflict(f"Another round of {project.name!r} is already active") from exc
+    if clean["seed"] is None:  # a new try every round, reproducible from the round's id
+        seed = sizing.derived_seed("round", training_round.id)
+        training_round.config = {**clean, "seed": seed}
+        training_round.metrics = {
+            "sizing": {**training_round.metrics["sizing"], "seed": "derived from the round's id"}
+        }
     if enqueue:
         round_id, first = training_round.id, STAGES[round_type][0]
         after_commit(session, lambda: send_stage(round_id, first))
@@ -259,6 +271,13 @@ def claim_registration(session: Session, round_id: int) -> TrainingRound | None:
     if training_round is None or training_round.cancel_requested:
         return None
     return None if training_round.state.is_terminal else training_round
+
+
+def end_needs_more_data(session: Session, round_id: int, reason: str) -> None:
+    """The rankings hold no signal the reward model could find yet: end without training."""
+    training_round = _locked_round(session, round_id)
+    if not training_round.state.is_terminal:
+        _end(training_round, RoundState.needs_more_data, reason)
 
 
 def reject_round(session: Session, round_id: int, reason: str) -> None:

@@ -233,16 +233,16 @@ def test_a_start_round_after_a_previous_round_is_refused_before_anything_runs(
     )
     with pytest.raises(InvalidInput, match="reference 'previous'"):
         service.start_round(
-            db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
+            db_session,
+            project_id=project.id,
+            round_type="reward_ppo",
+            config={"reference": "start"},
+            enqueue=False,
         )
     started = service.start_round(
-        db_session,
-        project_id=project.id,
-        round_type="reward_ppo",
-        config={"reference": "previous"},
-        enqueue=False,
+        db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
     )
-    assert started.config["reference"] == "previous"
+    assert started.config["reference"] == "previous"  # the default
 
 
 def test_rewards_are_normalised_on_the_reference_policys_samples(db_session: Session) -> None:

@@ -102,6 +102,8 @@ def test_sft_then_dpo_rounds_register_a_lineage_whose_samples_reach_annotators(
             "eval_prompts": 2,
             "max_kl": 1000.0,
             "min_heldout_accuracy": 0.0,
+            "min_accuracy_low": 0.0,
+            "min_score_gain": -1000.0,
         },
     )
     dpo = _version_of(app_database, dpo_round)

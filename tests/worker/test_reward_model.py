@@ -386,3 +386,48 @@ def test_ranking_example_rejects_mismatched_or_negative_groups() -> None:
 def test_config_rejects_invalid_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         RewardModelConfig(**{field: value})
+
+
+# Early stopping and the accuracy interval ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_epoch_with_the_lowest_heldout_loss(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A high learning rate on few rankings overfits within a few epochs.
+    config = RewardModelConfig(
+        lr=2e-2, epochs=8, patience=2, batch_size=4, heldout_fraction=0.3, max_length=96
+    )
+
+    result = train_reward_model(str(tiny_model_dir), rankings(24), config, out_dir=tmp_path)
+
+    losses = [e["heldout_loss"] for e in result.epochs]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert result.best_epoch == best + 1
+    assert len(losses) <= best + 1 + config.patience  # stopped `patience` epochs after it
+    assert result.heldout_accuracy == result.epochs[best]["heldout_accuracy"]
+    # The kept weights are the best epoch's: evaluating again gives that epoch's loss.
+    _, heldout = split_by_prompt(rankings(24), heldout_fraction=0.3, seed=config.seed)
+    again = evaluate(result.model, result.tokenizer, heldout, max_length=96)
+    assert again["loss"] == pytest.approx(losses[best], abs=1e-4)
+    low, high = result.heldout_accuracy_interval or (None, None)
+    assert low is not None
+    assert high is not None
+    assert low <= result.heldout_accuracy <= high
+
+
+def test_accuracy_interval_resamples_rankings_and_brackets_the_accuracy() -> None:
+    from worker.training.reward_model import accuracy_interval
+
+    groups = torch.tensor([[0, 1, 2, 3]] * 6)  # (B, K): sample i is in group i
+    right = torch.tensor([[3.0, 2.0, 1.0, 0.0]] * 6)  # every pair ordered as ranked
+    wrong = right.flip(1)
+    assert accuracy_interval(right, groups) == (1.0, 1.0)
+    assert accuracy_interval(wrong, groups) == (0.0, 0.0)
+    # Half the rankings right, half wrong: the interval straddles 0.5 and is not a point.
+    mixed = torch.cat([right[:3], wrong[:3]])
+    low, high = accuracy_interval(mixed, groups)
+    assert low < 0.5 < high
+    tied = torch.zeros((6, 4))
+    assert accuracy_interval(tied, groups) == (0.5, 0.5)  # a tied score is half right

@@ -92,6 +92,9 @@ class RewardModelConfig:
     """Optimizer steps between held-out evaluations; 0 = only at the end of each epoch."""
     target_accuracy: float | None = None
     """Stop as soon as held-out pairwise accuracy reaches this (None: train all epochs)."""
+    patience: int | None = None
+    """Early stopping: end training after this many epochs without a lower held-out loss, and
+    keep the weights of the best epoch (None: train every epoch, keep the last)."""
     eval_batch_size: int = 32
     """Sequences per forward pass when scoring without gradients."""
     device: str | None = None
@@ -128,6 +131,8 @@ class RewardModelConfig:
         for name in ("weight_decay", "center_coef", "max_grad_norm", "warmup_steps", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
 
@@ -166,6 +171,11 @@ class RewardModelResult:
     evaluations: list[dict[str, float]]
     """Every held-out evaluation (per epoch and every `eval_every` steps)."""
     heldout_accuracy: float | None
+    heldout_accuracy_interval: tuple[float, float] | None
+    """95 % interval of the held-out accuracy, rankings resampled (their pairs are not
+    independent: K samples make C(K,2) pairs)."""
+    best_epoch: int | None
+    """The epoch whose weights were kept (lowest held-out loss) when early stopping is on."""
     reward_mean: float
     reward_std: float
     train_forward_passes: int
@@ -671,15 +681,56 @@ def evaluate(
         offset += n
     loss, metrics = ranking_loss(scores, groups)
     values = torch.tensor(flat)
+    low, high = accuracy_interval(scores, groups)
     return {
         "loss": float(loss),
         "accuracy": float(metrics["accuracy"]),
+        "accuracy_low": low,
+        "accuracy_high": high,
         "margin": float(metrics["margin"]),
         "pairs": int(metrics["pairs"]),
         "reward_mean": float(values.mean()),
         "reward_std": float(values.std()) if len(values) > 1 else 0.0,
         "forward_passes": len(flat),
     }
+
+
+def accuracy_interval(
+    scores: Tensor, groups: Tensor, *, rounds: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % bootstrap interval of pairwise accuracy, resampling whole rankings.
+
+    scores, groups: (B, K) as for `ranking_loss`. A tied score counts as half right. Pairs of
+    one ranking share samples, so resampling pairs would make the interval too narrow.
+    """
+    valid = groups >= 0  # (B, K)
+    beats = groups.unsqueeze(2) < groups.unsqueeze(1)  # (B, K, K): i's group is above j's
+    pair_mask = valid.unsqueeze(2) & valid.unsqueeze(1) & beats
+    diff = scores.unsqueeze(2) - scores.unsqueeze(1)  # (B, K, K): winner minus loser
+    right = torch.where(diff > 0, 1.0, torch.where(diff == 0, 0.5, 0.0))  # (B, K, K)
+    correct = torch.where(pair_mask, right, 0.0).sum(dim=(1, 2))  # (B,)
+    pairs = pair_mask.sum(dim=(1, 2)).to(correct.dtype)  # (B,)
+    keep = pairs > 0
+    correct, pairs = correct[keep], pairs[keep]
+    if len(pairs) == 0:
+        return float("nan"), float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(pairs), (rounds, len(pairs)), generator=generator)  # (R, B)
+    accuracies = correct[picks].sum(1) / pairs[picks].sum(1)  # (R,)
+    low, high = torch.quantile(accuracies, torch.tensor([0.025, 0.975], dtype=accuracies.dtype))
+    return float(low), float(high)
+
+
+def _trainable_state(rm: RewardModel) -> dict[str, Tensor]:
+    """A copy of the adapter and head weights (the frozen base is left out: it never moves)."""
+    return {n: p.detach().clone() for n, p in rm.named_parameters() if p.requires_grad}
+
+
+def _restore_state(rm: RewardModel, state: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        for name, param in rm.named_parameters():
+            if name in state:
+                param.copy_(state[name])
 
 
 def _train(
@@ -729,6 +780,9 @@ def _train(
     epochs: list[dict[str, float]] = []
     train_passes = eval_passes = step = 0
     reached = stopped = False
+    # Early stopping on held-out loss: the best epoch's weights and metrics are kept.
+    best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
+    early_stop = config.patience is not None and bool(heldout)
 
     def run_eval(epoch: float) -> dict[str, float] | None:
         nonlocal eval_passes, reached
@@ -803,6 +857,16 @@ def _train(
         )
         if reached or stopped:
             break
+        if early_stop and held is not None:
+            if best is None or held["loss"] < best[0]:
+                best = (held["loss"], epoch + 1, _trainable_state(rm), held)
+            elif epoch + 1 - best[1] >= (config.patience or 0):
+                break  # no lower held-out loss for `patience` epochs
+    best_epoch: int | None = None
+    final_eval = evaluations[-1] if evaluations else None
+    if best is not None:
+        _, best_epoch, state, final_eval = best
+        _restore_state(rm, state)
 
     # Normalise on every sample annotators saw: they come from the reference policy.
     ref_prompts = [e.prompt for e in examples for _ in e.responses]
@@ -819,7 +883,8 @@ def _train(
     eval_passes += len(ref_responses)
     rm.eval()
 
-    heldout_accuracy = evaluations[-1]["accuracy"] if evaluations else None
+    heldout_accuracy = final_eval["accuracy"] if final_eval else None
+    interval = (final_eval["accuracy_low"], final_eval["accuracy_high"]) if final_eval else None
     result = RewardModelResult(
         out_dir=Path(out_dir),
         model=rm,
@@ -827,6 +892,8 @@ def _train(
         epochs=epochs,
         evaluations=evaluations,
         heldout_accuracy=heldout_accuracy,
+        heldout_accuracy_interval=interval,
+        best_epoch=best_epoch,
         reward_mean=rm.reward_mean,
         reward_std=rm.reward_std,
         train_forward_passes=train_passes,
@@ -846,6 +913,8 @@ def _train(
             "config": asdict(config),
             "epochs": epochs,
             "heldout_accuracy": heldout_accuracy,
+            "heldout_accuracy_interval": interval,
+            "best_epoch": best_epoch,
             "train_forward_passes": train_passes,
             "n_train": len(train),
             "n_heldout": len(heldout),

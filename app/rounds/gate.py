@@ -1,0 +1,68 @@
+"""The promotion gate as a pure function of the measured numbers and the round's settings.
+
+The evaluating stage measures (samples, KL, held-out scores) and calls `decide`; tests call it
+on plain numbers. A candidate is promoted only on what was measured: the lower end of the
+gain's interval must be above the bound (an interval of [0, 0] is no evidence of a gain), and
+samples identical to the previous version's mean nothing was measured at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LABELS: dict[str, str] = {
+    "kl": "KL to the reference (nats per answer)",
+    "max_kl": "KL bound",
+    "kl_per_token": "KL per token (nats)",
+    "new_score": "held-out score, new version",
+    "previous_score": "held-out score, previous version",
+    "score_gain": "gain (held-out reward model, reward std units)",
+    "score_gain_low": "gain interval, low",
+    "score_gain_high": "gain interval, high",
+    "min_score_gain": "gain bound (interval's low end must be above)",
+    "confidence": "interval level (two-sided)",
+    "training_rm_gain": "gain by the reward model PPO trained on",
+    "length_correlation": "score-length correlation (new version)",
+    "identical_samples": "share of samples identical to the previous version's",
+    "heldout_accuracy": "DPO held-out pair accuracy",
+    "min_heldout_accuracy": "DPO accuracy bound",
+    "gate_samples": "samples per held-out prompt",
+    "scorer": "scored by",
+    "passed": "passed",
+}
+
+
+def decide(gate: dict[str, Any], config: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(passed, reasons it failed) from the gate's figures and the round's config."""
+    reasons: list[str] = []
+    kl, max_kl = gate.get("kl"), config["max_kl"]
+    if kl is None or kl > max_kl:
+        reasons.append(f"KL to the reference {_num(kl)} is above its bound {max_kl}")
+    if gate.get("identical_samples", 0.0) >= 1.0:
+        reasons.append(
+            "every sample of the new version is identical to the previous version's: the "
+            "gate measured no difference"
+        )
+    if "score_gain" in gate:
+        low, bound = gate["score_gain_low"], config.get("min_score_gain", 0.0)
+        if not low > bound:
+            reasons.append(
+                f"held-out score gain {gate['score_gain']:+.3f}, interval "
+                f"[{low:+.3f}, {gate['score_gain_high']:+.3f}] at "
+                f"{gate.get('confidence', 0.95):.0%}: its low end is not above {bound}"
+            )
+    if "min_heldout_accuracy" in gate:
+        accuracy = gate.get("heldout_accuracy")
+        if accuracy is None:
+            reasons.append(
+                "no held-out pairs to measure accuracy on (the pairs come from too few prompts)"
+            )
+        elif accuracy < gate["min_heldout_accuracy"]:
+            reasons.append(
+                f"held-out pair accuracy {accuracy:.3f} is below {gate['min_heldout_accuracy']}"
+            )
+    return not reasons, reasons
+
+
+def _num(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f}"

@@ -300,12 +300,13 @@ def test_a_round_is_started_listed_read_and_cancelled(
     detail = started.json()
     assert (detail["type"], detail["state"], detail["number"]) == ("dpo", "queued", 1)
     assert detail["config"]["beta"] == 0.2
-    assert sent_stages == [(detail["id"], "policy")]  # enqueued once committed
+    # enqueued once committed; a DPO round first trains the reward model its gate scores with
+    assert sent_stages == [(detail["id"], "reward_model")]
 
     listed = client.get(f"/api/v1/projects/{project.id}/rounds", headers=writer).json()
     assert [r["id"] for r in listed["items"]] == [detail["id"]]
 
-    rounds.begin_stage(db_session, detail["id"], "policy")
+    rounds.begin_stage(db_session, detail["id"], "reward_model")
     rounds.record_progress(db_session, detail["id"], step=3, total=10, metrics={"loss": 0.4})
     db_session.commit()
     status = client.get(f"/api/v1/rounds/{detail['id']}", headers=writer).json()

@@ -1,4 +1,4 @@
-"""The `rankloop` command line: database, users, web server, workers, demo."""
+"""The `rankloop` command line: database, users, projects, web server, workers, demo."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from app.ids import MAX_ID
+
+if TYPE_CHECKING:
+    from app.errors import AppError
 
 app = typer.Typer(
     help="RankLoop: rank samples, train a reward model, run PPO, repeat.", no_args_is_help=True
@@ -27,6 +30,10 @@ round_app = typer.Typer(help="Training rounds: start, follow, cancel.", no_args_
 app.add_typer(round_app, name="round")
 models_app = typer.Typer(help="Models: build the offline tiny model.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+projects_app = typer.Typer(help="Projects: create one.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+prompts_app = typer.Typer(help="Prompts: import a file into a project.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
 console = Console()
 
 
@@ -140,6 +147,145 @@ def users_list() -> None:
     console.print(table)
 
 
+def _usage_error(exc: AppError, options: dict[str, str]) -> typer.BadParameter:
+    """An InvalidInput about a setting, as a usage error naming the option that set it."""
+    field = exc.details.get("field") if isinstance(exc.details, dict) else None
+    return typer.BadParameter(exc.message, param_hint=options.get(str(field)))
+
+
+@projects_app.command("create")
+def projects_create(
+    name: Annotated[str, typer.Option(help="Project name (unique).")],
+    base_model: Annotated[
+        str | None,
+        typer.Option(help="Hub id, local directory or 'tiny' (default: the default_base_model)."),
+    ] = None,
+    samples_per_prompt: Annotated[
+        int | None,
+        typer.Option("--samples-per-prompt", "-K", help="Samples per task, 4-9 (default 4)."),
+    ] = None,
+    annotations_per_task: Annotated[
+        int | None, typer.Option(help="Rankings each task needs (default 1).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Another setting of the project form as NAME=VALUE, e.g. temperature=0.7, "
+            "min_open_tasks=0, guidelines=... (repeatable).",
+        ),
+    ] = None,
+) -> None:
+    """Create a project as the admin form does (same checks, same defaults); prints its id."""
+    from pydantic import ValidationError
+
+    from app.config import get_settings
+    from app.db import session_scope
+    from app.errors import AppError, InvalidInput
+    from app.projects import service
+    from app.projects.schemas import ProjectForm
+
+    settable = set(ProjectForm.model_fields) - {"name", "base_model"}
+    options = {key: f"--set {key}" for key in settable}
+    options.update(
+        name="--name",
+        base_model="--base-model",
+        samples_per_prompt="--samples-per-prompt",
+        annotations_per_task="--annotations-per-task",
+    )
+    given: dict[str, object] = {}
+    for item in set_ or []:
+        key, equals, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not equals or not key:
+            raise typer.BadParameter(f"takes NAME=VALUE, got {item!r}", param_hint="--set")
+        if key not in settable:
+            hint = " (it has its own option)" if key in options else ""
+            raise typer.BadParameter(
+                f"unknown project setting {key!r}{hint}; settings: {', '.join(sorted(settable))}",
+                param_hint="--set",
+            )
+        given[key] = value
+    for key, number in (
+        ("samples_per_prompt", samples_per_prompt),
+        ("annotations_per_task", annotations_per_task),
+    ):
+        if number is not None:
+            given[key] = str(number)
+    try:
+        form = ProjectForm.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        raise typer.BadParameter(error["msg"], param_hint=options.get(key)) from None
+    settings = {k: v for k, v in form.settings().items() if k in given}
+    try:
+        with session_scope() as session:
+            project = service.create_project(
+                session,
+                name=name,
+                base_model=get_settings().default_base_model if base_model is None else base_model,
+                **settings,
+            )
+            project_id = project.id
+    except InvalidInput as exc:
+        raise _usage_error(exc, options) from None
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Created project [bold]{name}[/bold] (id {project_id})")
+
+
+@prompts_app.command("import")
+def prompts_import(
+    project: Annotated[str, typer.Option(help="Project id or name.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON Lines, a JSON array or CSV/TSV with a header row, optionally gzipped.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    format: Annotated[
+        str | None,
+        typer.Option(help="plain, alpaca, dolly or oasst2 (default: detected from the records)."),
+    ] = None,
+) -> None:
+    """Import prompts as the admin upload does: bad records are listed and skipped, prompts
+    already in the project skipped."""
+    from rich.markup import escape
+
+    from app.db import session_scope
+    from app.errors import AppError
+    from app.projects import imports
+    from app.projects.prompt_import import parse_prompts
+
+    try:
+        parsed = parse_prompts(file.read_bytes(), file.name, format)
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    for error in parsed.errors[:20]:
+        where = f"line {error.line}" if error.line else "file"
+        console.print(f"  [yellow]{where}:[/yellow] {escape(error.message)}")
+    if len(parsed.errors) > 20:
+        console.print(f"  … and {len(parsed.errors) - 20} more errors")
+    if not parsed.prompts:
+        raise _fail(f"{file.name} has no prompts to import")
+    try:
+        with session_scope() as session:
+            added = imports.import_prompts(
+                session, project_id=_project_id(session, project), prompts=parsed.prompts
+            )
+            imported, duplicates = len(added.added), added.duplicates
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(
+        f"{file.name} ({parsed.format}): imported [bold]{imported}[/bold], "
+        f"duplicates skipped {duplicates}, errors {len(parsed.errors)}"
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -210,7 +356,26 @@ def demo(
             help="Run the whole loop here with simulated annotators, print each round, exit."
         ),
     ] = False,
-    rounds: Annotated[int, typer.Option(help="Rounds to run with --simulate.")] = 2,
+    # The defaults of --simulate are LoopSettings' (a test keeps them equal; importing the loop
+    # here would slow every command by a second).
+    rounds: Annotated[int, typer.Option(help="Rounds to run with --simulate.", min=1)] = 2,
+    preference: Annotated[
+        str,
+        typer.Option(
+            help="With --simulate: what the annotators prefer, as `simulate --preference` "
+            "(also keywords:W1+W2, avoid:W1+W2, keywords_length:W1+W2@N, opening:W1+W2)."
+        ),
+    ] = "length:30",
+    noise: Annotated[
+        float,
+        typer.Option(help="With --simulate: Bradley-Terry temperature of the annotators.", min=0),
+    ] = 0.1,
+    annotators: Annotated[
+        int, typer.Option(help="With --simulate: simulated annotators.", min=1, max=64)
+    ] = 3,
+    seed: Annotated[
+        int, typer.Option(help="With --simulate: seed of the run.", min=0, max=MAX_ID)
+    ] = 0,
 ) -> None:
     """Create the database, demo users and project; start the web server and a worker."""
     import uvicorn
@@ -220,12 +385,21 @@ def demo(
     from app.db import session_scope
     from app.demo import prepare_demo
 
+    if simulate:  # a bad preference is refused before anything is created
+        from app.simulation.preferences import load_preference
+
+        try:
+            load_preference(preference)
+        except (ValueError, TypeError) as exc:
+            raise _fail(str(exc)) from None
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Data directory: {settings.data_dir}")
     migrate.upgrade("head")
     if simulate:  # the human demo's accounts and passwords stay as they are
-        _simulated_demo(rounds)
+        _simulated_demo(
+            rounds, preference=preference, noise=noise, annotators=annotators, seed=seed
+        )
         return
     with session_scope() as session:
         accounts = prepare_demo(session, settings)
@@ -528,7 +702,9 @@ def round_cancel(
     console.print(f"Round {round_id}: cancel requested")
 
 
-def _simulated_demo(rounds: int) -> None:
+def _simulated_demo(
+    rounds: int, *, preference: str, noise: float, annotators: int, seed: int
+) -> None:
     """`demo --simulate`: sample, let simulated annotators rank, train, repeat; print figures."""
     from app.config import get_settings
     from app.db import session_scope
@@ -552,7 +728,9 @@ def _simulated_demo(rounds: int) -> None:
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    settings = LoopSettings(rounds=rounds)
+    settings = LoopSettings(
+        rounds=rounds, preference=preference, noise=noise, annotators=annotators, seed=seed
+    )
     if settings.torch_threads is not None:  # see LoopSettings.torch_threads
         import torch
 
@@ -572,14 +750,18 @@ def _simulated_demo(rounds: int) -> None:
         if report.number == 0:
             console.print(f"Start (version {report.score.version_number}): {score}  {timing}")
             return
-        low, high = report.change_interval or (float("nan"), float("nan"))
+        change = "no new version"
+        if report.change_interval is not None:
+            low, high = report.change_interval
+            change = f"change from version {report.parent_number} 95% CI {low:+.3f} to {high:+.3f}"
         accuracy = "-" if report.rm_accuracy is None else f"{report.rm_accuracy:.2f}"
+        if report.label_ceiling is not None:
+            accuracy += f" (the labels' ceiling {report.label_ceiling:.2f})"
         kl = "-" if report.kl is None else f"{report.kl:.2f}"
         console.print(
             f"Round {report.number} [bold]{report.state}[/bold] (version "
             f"{report.score.version_number}, {report.rankings} rankings): reward-model held-out "
-            f"accuracy {accuracy}, {score} (change 95% CI [{low:+.3f}, {high:+.3f}]), "
-            f"KL {kl}  {timing}"
+            f"accuracy {accuracy}, {score} ({change}), KL {kl}  {timing}"
         )
         if report.error:
             console.print(f"  [yellow]{report.error.splitlines()[-1]}[/yellow]")
@@ -748,7 +930,9 @@ def simulate(
     preference: Annotated[
         str,
         typer.Option(
-            help="What they prefer: keyword:WORD, length:WORDS, sentiment, or module:function."
+            help="What they prefer: keyword:WORD, length:WORDS, sentiment, a family's spec "
+            "(keywords:W1+W2, keywords_length:W1+W2@WORDS, avoid:W1+W2, "
+            "sentiment_words:P1+P2/N1+N2, opening:W1+W2), or module:function."
         ),
     ] = "sentiment",
     url: Annotated[

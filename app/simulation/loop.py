@@ -19,17 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.db import session_scope
-from app.models import PolicyVersion, Project, Prompt, TrainingRound
+from app.models import Comparison, PolicyVersion, Project, Prompt, Sample, TrainingRound
 from app.projects import repository as projects_repo
 from app.projects import service as projects
+from app.projects.prompt_import import PromptContent
 from app.rounds import repository as rounds_repo
 from app.rounds import service as rounds
 from app.sampling import service as sampling
 from app.simulation.annotators import run_annotators
-from app.simulation.preferences import load_preference
+from app.simulation.metrics import label_ceiling
+from app.simulation.preferences import Preference, load_preference
 from app.simulation.service import ensure_simulated_annotators
 
 # Sized for the tiny model on a 2-core CPU: 50-80 s a round (reward model 13-40 s as the
@@ -92,18 +94,44 @@ LOOP_PROJECT_SETTINGS: dict[str, Any] = {
 }
 
 
-def loop_project(session: Session, *, name: str = LOOP_PROJECT, base_model: str) -> int:
-    """The project the simulated loop runs in (created with its prompts if missing)."""
+def loop_project(
+    session: Session,
+    *,
+    name: str = LOOP_PROJECT,
+    base_model: str,
+    settings: dict[str, Any] | None = None,
+    prompts: list[PromptContent] | None = None,
+) -> int:
+    """The project the simulated loop runs in (created with its prompts if missing).
+
+    `settings` default to LOOP_PROJECT_SETTINGS ({} is the form's defaults, as a new user gets
+    them); `prompts` to the demo prompts and corpus questions, LOOP_PROMPTS in all.
+    """
     from app.demo import load_demo_prompts
 
     project = projects_repo.get_project_by_name(session, name)
     if project is None:
         project = projects.create_project(
-            session, name=name, base_model=base_model, **LOOP_PROJECT_SETTINGS
+            session,
+            name=name,
+            base_model=base_model,
+            **(LOOP_PROJECT_SETTINGS if settings is None else settings),
         )
-        prompts = load_demo_prompts() + corpus_questions(LOOP_PROMPTS - len(load_demo_prompts()))
+        if prompts is None:
+            demo = load_demo_prompts()
+            prompts = [*demo, *corpus_questions(LOOP_PROMPTS - len(demo))]
         projects.add_prompts(session, project_id=project.id, contents=prompts)
     return project.id
+
+
+def prompt_pool() -> list[str]:
+    """Every prompt the loop can use: the demo prompts, then the corpus questions not among
+    them (bench/loop.py --suite keeps some out of the project to measure on)."""
+    from app.demo import load_demo_prompts
+
+    pool = load_demo_prompts()
+    seen = set(pool)
+    return pool + [q for q in corpus_questions(10**6) if q not in seen]
 
 
 def corpus_questions(count: int) -> list[str]:
@@ -117,6 +145,17 @@ def corpus_questions(count: int) -> list[str]:
     ]
     step = max(1, len(questions) // max(count, 1))
     return questions[::step][:count]
+
+
+def corpus_answers() -> list[str]:
+    """The assistant turns of the tiny model's corpus: what it learnt to say."""
+    from worker.training.tiny_model import corpus_documents
+
+    answers = []
+    for doc in corpus_documents():
+        for turn in doc.split("\nAssistant:")[1:]:
+            answers.append(turn.split("\nUser:", 1)[0].strip())
+    return answers
 
 
 @dataclass
@@ -137,6 +176,12 @@ class LoopSettings:
     measure_samples: int = 8
     """Fresh samples per prompt when scoring a policy: more narrow the interval of the
     change for a few seconds on the tiny model."""
+    measure_prompts: list[PromptContent] | None = None
+    """Prompts to score each version on instead of the project's active ones: prompts that
+    never entered the project measure what a version does on new questions."""
+    rank_last_version: bool = False
+    """After the last round the annotators rank once more, so the leaderboard has rankings
+    of the last version's samples to judge it by."""
     temperature: float = 1.0
     max_new_tokens: int = 64
     torch_threads: int | None = 1
@@ -150,10 +195,16 @@ class PolicyScore:
     version_number: int
     per_prompt: list[float]
     """Mean preference score of the samples of each prompt (prompts in id order)."""
+    per_sample: list[float] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
         return statistics.fmean(self.per_prompt) if self.per_prompt else float("nan")
+
+    @property
+    def sample_std(self) -> float:
+        """Spread of single samples' scores: the unit bench/loop.py states gains in."""
+        return statistics.stdev(self.per_sample) if len(self.per_sample) > 1 else float("nan")
 
 
 @dataclass
@@ -163,9 +214,13 @@ class RoundReport:
     state: str
     score: PolicyScore
     change_interval: tuple[float, float] | None = None
-    """95 % bootstrap interval of the mean change in score from the previous measurement."""
+    """95 % bootstrap interval of the mean change in score from the parent (the version the
+    round started from); None when the round made no version."""
+    parent_number: int | None = None
     rankings: int = 0
     """Rankings the simulated annotators submitted before this round."""
+    label_ceiling: float | None = None
+    """Pair accuracy of the true preference on all rankings so far (see labels_ceiling)."""
     rm_accuracy: float | None = None
     kl: float | None = None
     gate: dict[str, Any] = field(default_factory=dict)
@@ -215,7 +270,8 @@ def sample_current_version(project_id: int, *, seed: int) -> int:
 def measure_policy(
     project_id: int, version_id: int, settings: LoopSettings, *, seed: int
 ) -> PolicyScore:
-    """Fresh pure samples of the version on every active prompt, scored by the preference."""
+    """Fresh pure samples of the version on every active prompt (or on
+    settings.measure_prompts), scored by the preference."""
     from worker.policies import PolicySpec, load_policy_for_generation
     from worker.training.evaluation import sample_once
 
@@ -233,7 +289,7 @@ def measure_policy(
             merged_adapter_uris=tuple(version.metrics.get("merged_adapters", [])),
         )
         number = version.number
-        prompts = [
+        prompts = settings.measure_prompts or [
             messages or text
             for text, messages in session.execute(
                 select(Prompt.text, Prompt.messages)
@@ -255,7 +311,22 @@ def measure_policy(
     scores = [preference(s.text) for s in samples]
     n = settings.measure_samples
     per_prompt = [statistics.fmean(scores[i : i + n]) for i in range(0, len(scores), n)]
-    return PolicyScore(number, per_prompt)
+    return PolicyScore(number, per_prompt, scores)
+
+
+def labels_ceiling(project_id: int, preference: Preference) -> float | None:
+    """The true preference's accuracy on the annotators' untied pairs so far: what a perfect
+    reward model would score on these noisy labels."""
+    winner, loser = aliased(Sample), aliased(Sample)
+    with session_scope(readonly=True) as session:
+        pairs = session.execute(
+            select(winner.text, loser.text)
+            .select_from(Comparison)
+            .join(winner, winner.id == Comparison.winner_id)
+            .join(loser, loser.id == Comparison.loser_id)
+            .where(Comparison.project_id == project_id, Comparison.tie.is_(False))
+        ).all()
+    return label_ceiling(((w, lo) for w, lo in pairs), preference)
 
 
 def _current_version_id(project_id: int) -> int:
@@ -263,6 +334,13 @@ def _current_version_id(project_id: int) -> int:
         current = rounds_repo.current_version(session, project_id)
         assert current is not None
         return current.id
+
+
+def _current_version_number(project_id: int) -> int:
+    with session_scope(readonly=True) as session:
+        current = rounds_repo.current_version(session, project_id)
+        assert current is not None
+        return current.number
 
 
 def _run_round(
@@ -329,9 +407,14 @@ def run_loop(
     )
     seconds["measuring"] = time.perf_counter() - started
     report(RoundReport(0, "start", first, stage_seconds=seconds))
+    measured = {first.version_number: first}
     with serve_in_thread() as url:
-        for number in range(1, settings.rounds + 1):
-            started = time.perf_counter()
+
+        def annotate(number: int) -> tuple[int, float | None]:
+            """Rank every open task; refit the ratings (the leaderboard) as the ratings job
+            would; return the rankings submitted and the labels' ceiling so far."""
+            from worker.jobs.ratings import recompute_if_dirty
+
             ranked = run_annotators(
                 url,
                 logins,
@@ -343,7 +426,15 @@ def run_loop(
             )
             if ranked.errors:
                 raise RuntimeError("; ".join(ranked.errors))
+            recompute_if_dirty(project_id)
+            return ranked.submitted, labels_ceiling(project_id, preference)
+
+        state = "start"
+        for number in range(1, settings.rounds + 1):
+            started = time.perf_counter()
+            submitted, ceiling = annotate(number)
             annotate_seconds = time.perf_counter() - started
+            parent = measured[_current_version_number(project_id)]
             round_id, seconds = _run_round(project_id, settings, number)
             with session_scope(readonly=True) as session:
                 training_round = session.get(TrainingRound, round_id)
@@ -354,9 +445,11 @@ def run_loop(
                     select(PolicyVersion.id).where(PolicyVersion.round_id == round_id)
                 )
             started = time.perf_counter()
-            # A rejected candidate is measured too: the figure says what training did.
-            measured_id = candidate or _current_version_id(project_id)
-            score = measure_policy(project_id, measured_id, settings, seed=settings.seed + 10_000)
+            score, change = parent, None
+            if candidate is not None:  # a rejected one too: the figure says what training did
+                score = measure_policy(project_id, candidate, settings, seed=settings.seed + 10_000)
+                measured[score.version_number] = score
+                change = paired_bootstrap_interval(parent.per_prompt, score.per_prompt, seed=number)
             seconds = {"annotating": annotate_seconds, **seconds}
             seconds["measuring"] = time.perf_counter() - started
             gate = metrics.get("gate") or {}
@@ -367,10 +460,10 @@ def run_loop(
                     number,
                     state,
                     score,
-                    change_interval=paired_bootstrap_interval(
-                        reports[-1].score.per_prompt, score.per_prompt, seed=number
-                    ),
-                    rankings=ranked.submitted,
+                    change_interval=change,
+                    parent_number=parent.version_number,
+                    rankings=submitted,
+                    label_ceiling=ceiling,
                     rm_accuracy=rm.get(
                         "heldout_accuracy", candidate_metrics.get("heldout_accuracy")
                     ),
@@ -382,4 +475,8 @@ def run_loop(
             )
             if state == "failed":
                 break
+            if state != "done":  # no new version, so no new tasks: sample the current one again
+                sample_current_version(project_id, seed=settings.seed * 100 + number)
+        if settings.rank_last_version and state != "failed":
+            annotate(settings.rounds + 1)
     return reports

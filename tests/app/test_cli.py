@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+import typer
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.models import Role, User
+from app.config import get_settings
+from app.models import Project, Prompt, Role, User
 
 COMMANDS = [
     [],
@@ -42,6 +45,10 @@ COMMANDS = [
     ["tokens", "revoke"],
     ["policies"],
     ["policies", "export"],
+    ["projects"],
+    ["projects", "create"],
+    ["prompts"],
+    ["prompts", "import"],
 ]
 
 
@@ -152,3 +159,157 @@ def test_round_settings_that_cannot_mean_anything_are_refused(
 
     assert result.exit_code == 1
     assert message in " ".join(result.output.split())
+
+
+@pytest.fixture
+def drop_projects(migrated_engine: Engine) -> Iterator[list[str]]:
+    """Names of projects a test creates, deleted (with their prompts) afterwards."""
+    names: list[str] = []
+    yield names
+    with Session(migrated_engine) as session:
+        session.execute(delete(Project).where(Project.name.in_(names)))
+        session.commit()
+
+
+def _project(engine: Engine, name: str) -> Project | None:
+    with Session(engine) as session:
+        return session.scalars(select(Project).where(Project.name == name)).first()
+
+
+def test_projects_create_takes_the_form_defaults_and_prints_the_id(
+    migrated_engine: Engine, drop_projects: list[str]
+) -> None:
+    drop_projects.append("cli project")
+    argv = ["projects", "create", "--name", "cli project", "-K", "6"]
+    result = CliRunner().invoke(
+        app, [*argv, "--set", "temperature=0.7", "--set", "min-open-tasks=0"]
+    )
+
+    assert result.exit_code == 0, result.output
+    project = _project(migrated_engine, "cli project")
+    assert project is not None
+    assert f"(id {project.id})" in result.output
+    assert project.base_model == get_settings().default_base_model
+    assert (project.samples_per_prompt, project.temperature, project.min_open_tasks) == (6, 0.7, 0)
+    assert (project.annotations_per_task, project.lease_minutes, project.top_p) == (1, 15, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["-K", "12"],
+            "Invalid value for --samples-per-prompt: Samples per prompt must be between",
+        ),
+        (["--annotations-per-task", "0"], "Invalid value for --annotations-per-task"),
+        (["--set", "temperature=hot"], "Invalid value for --set temperature: Temperature must be"),
+        (["--set", "colour=red"], "unknown project setting 'colour'"),
+        (["--set", "name=other"], "(it has its own option)"),
+        (["--set", "trust_remote_code=maybe"], "Invalid value for --set trust_remote_code"),
+        (["--set", "temperature"], "takes NAME=VALUE"),
+        (["--base-model", " "], "Invalid value for --base-model: Base model must be"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_projects_create_bad_settings_are_usage_errors_that_create_nothing(
+    migrated_engine: Engine, drop_projects: list[str], options: list[str], message: str
+) -> None:
+    drop_projects.append("cli bad project")
+    argv = ["projects", "create", "--name", "cli bad project", *options]
+    result = CliRunner().invoke(app, argv)
+
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split())
+    assert _project(migrated_engine, "cli bad project") is None
+
+
+def test_projects_create_refuses_a_taken_name(
+    migrated_engine: Engine, drop_projects: list[str]
+) -> None:
+    drop_projects.append("cli twice")
+    runner = CliRunner()
+    assert runner.invoke(app, ["projects", "create", "--name", "cli twice"]).exit_code == 0
+
+    again = runner.invoke(app, ["projects", "create", "--name", "cli twice"])
+
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+
+
+def test_prompts_import_counts_imported_duplicates_and_errors(
+    migrated_engine: Engine, drop_projects: list[str], tmp_path: Path
+) -> None:
+    drop_projects.append("cli import")
+    runner = CliRunner()
+    assert runner.invoke(app, ["projects", "create", "--name", "cli import"]).exit_code == 0
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text(
+        '{"prompt": "Why is the sky blue?"}\n'
+        '{"prompt": "Why is the   sky blue?"}\n'
+        "not json [red]\n"
+        '{"prompt": "Name a [bold]colour[/bold]."}\n'
+    )
+    csv = tmp_path / "alpaca.csv"
+    csv.write_text("instruction,input\nName a fruit,red\nWhy is the sky blue?,\n")
+    argv = ["prompts", "import", "--project", "cli import"]
+
+    first = runner.invoke(app, [*argv, str(jsonl)])
+    again = runner.invoke(app, [*argv, str(jsonl)])
+    other = runner.invoke(app, [*argv, str(csv)])
+
+    assert first.exit_code == 0, first.output
+    assert "imported 2, duplicates skipped 1, errors 1" in first.output
+    assert "line 3: invalid JSON" in first.output
+    assert "imported 0, duplicates skipped 3, errors 1" in again.output
+    assert "(alpaca): imported 1, duplicates skipped 1, errors 0" in other.output
+    project = _project(migrated_engine, "cli import")
+    assert project is not None
+    with Session(migrated_engine) as session:
+        count = session.scalar(select(func.count()).where(Prompt.project_id == project.id))
+    assert count == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--project", "no such project"], "No project 'no such project'"),
+        (["--project", "cli import 2", "--format", "excel"], "Unknown format 'excel'"),
+    ],
+)
+def test_prompts_import_refuses_unknown_project_and_format(
+    migrated_engine: Engine,
+    drop_projects: list[str],
+    tmp_path: Path,
+    argv: list[str],
+    message: str,
+) -> None:
+    drop_projects.append("cli import 2")
+    assert CliRunner().invoke(app, ["projects", "create", "--name", "cli import 2"]).exit_code == 0
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Hello?"}\n')
+
+    result = CliRunner().invoke(app, ["prompts", "import", *argv, str(prompts)])
+
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_simulate_defaults_are_the_loops() -> None:
+    from app.simulation.loop import LoopSettings
+
+    command = typer.main.get_command(app).commands["demo"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in command.params}
+    loop = LoopSettings()
+    assert defaults["rounds"] == loop.rounds
+    assert defaults["preference"] == loop.preference
+    assert defaults["noise"] == loop.noise
+    assert defaults["annotators"] == loop.annotators
+    assert defaults["seed"] == loop.seed
+
+
+def test_demo_simulate_refuses_an_unknown_preference_before_starting() -> None:
+    result = CliRunner().invoke(app, ["demo", "--simulate", "--preference", "politeness"])
+
+    assert result.exit_code == 1
+    assert "Unknown preference 'politeness'" in result.output

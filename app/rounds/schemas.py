@@ -171,8 +171,15 @@ class DPOConfig(_Config):
     ] = RewardModelSettings()
     beta: Annotated[float, Field(gt=0, le=10)] = 0.1
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
-    epochs: Annotated[int, Field(ge=1, le=100)] = 2
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    epochs: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="Passes over the pairs; the epoch with the lowest held-out loss is kept.",
+        ),
+    ] = 3
+    learning_rate: Annotated[float, Field(ge=1e-7, le=1)] = 2e-4
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     min_heldout_accuracy: Annotated[

@@ -23,6 +23,7 @@ from worker.training.dpo import (
     evaluate_pairs,
     heldout_logratio,
     pair_accuracy,
+    split_by_prompt,
     train_dpo,
 )
 from worker.training.models import load_causal_lm, load_tokenizer
@@ -214,3 +215,27 @@ def test_pair_with_identical_responses_is_refused() -> None:
 def test_config_rejects_invalid_values(overrides: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(overrides))):
         DPOConfig(**overrides)
+
+
+def test_the_epoch_with_the_lowest_heldout_loss_is_the_one_kept(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A large learning rate on few pairs: later epochs overfit the training prompts.
+    model, tokenizer = load(tiny_model_dir)
+    config = replace(CONFIG, epochs=4, lr=2e-2)
+
+    result = train_dpo(
+        model, tokenizer, marker_pairs(24, seed=3), config, out_dir=tmp_path / "adapter"
+    )
+
+    losses = [e["heldout_loss"] for e in result.epochs]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert result.final["best_epoch"] == best + 1
+    assert result.final["heldout_accuracy"] == result.epochs[best]["heldout_accuracy"]
+    # The saved adapter is that epoch's: its held-out accuracy measured again agrees.
+    _, heldout = split_by_prompt(
+        marker_pairs(24, seed=3), heldout_fraction=config.heldout_fraction, seed=config.seed
+    )
+    assert evaluate_pairs(result.model, tokenizer, heldout, max_length=64)["accuracy"] == (
+        pytest.approx(result.epochs[best]["heldout_accuracy"])
+    )

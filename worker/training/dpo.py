@@ -272,6 +272,17 @@ def pair_accuracy(
 # ---------------------------------------------------------------------------------------------
 
 
+def _adapter_state(policy: PeftModel) -> dict[str, Tensor]:
+    return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def _restore_adapter_state(policy: PeftModel, state: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if name in state:
+                param.copy_(state[name])
+
+
 def train_dpo(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -333,7 +344,14 @@ def train_dpo(
         sums, _ = _all_logps(
             policy, held_enc, pad_id, batch_size=config.batch_size, reference=False
         )
-        return _heldout_figures(sums, ref_held)
+        figures = _heldout_figures(sums, ref_held)
+        # DPO's loss on unseen prompts, the early-stopping criterion: −mean log σ(β h).
+        h = (sums[:, 0] - ref_held[:, 0]) - (sums[:, 1] - ref_held[:, 1])  # (M,)
+        figures["loss"] = float(-torch.nn.functional.logsigmoid(config.beta * h).mean())
+        return figures
+
+    # The epoch with the lowest held-out loss is the one kept (its adapter weights, copied).
+    best: tuple[float, int, dict[str, Tensor]] | None = None
 
     before = evaluate_heldout()
 
@@ -395,13 +413,20 @@ def train_dpo(
                 **{k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in STEP_METRICS},
                 "heldout_accuracy": held["accuracy"] if held else None,
                 "heldout_logratio": held["logratio"] if held else None,
+                "heldout_loss": held["loss"] if held else None,
                 "steps": step,
                 "train_seconds": train_seconds,
             }
         )
+        if held is not None and (best is None or held["loss"] < best[0]):
+            best = (held["loss"], epoch + 1, _adapter_state(policy))
+
+    last = epochs[-1]
+    if best is not None and best[1] != last["epoch"]:
+        _restore_adapter_state(policy, best[2])  # a later epoch did worse on unseen prompts
+        last = epochs[best[1] - 1]
 
     # Save: adapter first, metrics last (a metrics.json means the run completed)
-    last = epochs[-1]
     final: dict[str, Any] = {
         **{k: last[k] for k in STEP_METRICS},
         "heldout_accuracy": last["heldout_accuracy"],
@@ -412,6 +437,7 @@ def train_dpo(
         "loss_type": config.loss_type,
         "steps": step,
         "epochs": config.epochs,
+        "best_epoch": last["epoch"],
         "n_train": len(train),
         "n_heldout": len(heldout),
         "train_seconds": train_seconds,

@@ -15,6 +15,7 @@ from app.models import TrainingRound
 from app.projects.service import require_project
 from app.rounds import repository, service, sizing
 from app.rounds.charts import round_charts
+from app.rounds.gate import LABELS as GATE_LABELS
 from app.rounds.schemas import CONFIG_BY_TYPE
 
 
@@ -154,6 +155,8 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
             for k, v in (training_round.metrics or {}).items()
             if k in ("reward_model_summary", "gate", "candidate")
         },
+        "gate_labels": GATE_LABELS,
+        "sizing": (training_round.metrics or {}).get("sizing") or {},
         "workers": worker_statuses(session),
         "queues": queue_lengths(),
     }

@@ -234,3 +234,47 @@ def test_a_name_used_as_both_value_and_group_is_422_and_starts_nothing(
 
     assert response.status_code == 422
     assert db_session.scalars(select(TrainingRound)).all() == []
+
+
+def test_the_form_shows_the_sized_values_and_why_before_the_round_starts(
+    client: httpx.Client, db_session: Session
+) -> None:
+    from app.projects.service import add_prompts
+
+    _admin(client, db_session)
+    project = make_project(db_session, temperature=0.7, max_new_tokens=40)
+    add_prompts(db_session, project_id=project.id, contents=[f"q {i}" for i in range(80)])
+    db_session.commit()
+
+    page = client.get(f"/admin/projects/{project.id}/rounds").text
+
+    assert 'data-field="ppo.temperature">Blank: <strong>0.7</strong>' in page
+    assert 'data-field="ppo.max_new_tokens">Blank: <strong>40</strong>' in page
+    assert 'data-field="eval_prompts">Blank: <strong>20</strong>' in page  # a quarter of 80
+    assert "the project&#39;s sampling temperature" in page
+    assert 'data-field="seed">Blank: <strong>new each round</strong>' in page
+
+
+def test_the_round_page_labels_the_gate_and_lists_what_was_sized(
+    client: httpx.Client, db_session: Session
+) -> None:
+    _admin(client, db_session)
+    project = make_project(db_session)
+    training_round = service.start_round(
+        db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
+    )
+    service.set_summary(
+        db_session,
+        training_round.id,
+        "gate",
+        {"kl": 1.5, "score_gain_low": 0.1, "passed": True, "length_correlation": None},
+    )
+    db_session.commit()
+
+    page = client.get(f"/admin/rounds/{training_round.id}").text
+
+    assert "gain interval, low" in page
+    assert "score_gain_low" not in page
+    assert "<td>yes</td>" in page
+    assert 'id="round-sizing"' in page
+    assert "derived from the round&#39;s id" in page

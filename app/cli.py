@@ -316,12 +316,14 @@ def worker(
 ) -> None:
     """Run a Celery worker on the given queues (one task at a time: training owns the device)."""
     from worker.celery_app import QUEUES, celery_app
+    from worker.threads import configure_torch_threads
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown or not wanted:
         raise _fail(f"Unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
     node = name or f"rankloop-{'-'.join(wanted)}@%h"
+    configure_torch_threads(processes=1)  # the solo pool runs tasks in this one process
     celery_app.worker_main(
         [
             "worker",
@@ -487,6 +489,7 @@ def sample(
     from app.errors import AppError
     from app.sampling import service
     from worker.jobs.sampling import run_sampling_job
+    from worker.threads import configure_torch_threads
 
     try:
         with session_scope() as session:
@@ -504,6 +507,7 @@ def sample(
     if job_id is None:
         console.print("No active prompt to sample: running jobs hold them all, or there are none.")
         return
+    configure_torch_threads()
     with Progress(console=console) as bar:
         task = bar.add_task(f"sampling job {job_id}", total=None)
         created = run_sampling_job(
@@ -716,6 +720,7 @@ def _simulated_demo(
         run_loop,
     )
     from worker.policies import ensure_tiny_model
+    from worker.threads import configure_torch_threads
 
     if rounds < 1:
         raise _fail("--rounds must be at least 1")
@@ -731,10 +736,7 @@ def _simulated_demo(
     settings = LoopSettings(
         rounds=rounds, preference=preference, noise=noise, annotators=annotators, seed=seed
     )
-    if settings.torch_threads is not None:  # see LoopSettings.torch_threads
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    configure_torch_threads(threads=settings.torch_threads)  # see LoopSettings.torch_threads
     with console.status("Building the tiny model (once)…"):
         ensure_tiny_model()
     console.print(

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     ratings_debounce_seconds: float = Field(
         default=5.0, description="Delay before ratings are recomputed after new rankings."
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads torch uses per worker process and in `rankloop sample`. "
+        "Default: the cores the process may use, divided by the worker processes sharing them.",
+    )
 
     @field_validator("data_dir")
     @classmethod

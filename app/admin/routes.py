@@ -183,6 +183,7 @@ def _project(
         "notice": notice,
         "notice_block": block,  # a whole page (no HTMX) shows the notice in its own card only
         "labels": projects.SETTING_LABELS,
+        "stop_strings_text": projects.stop_strings_text(page.project.stop_strings),
     }
     return render(request, "admin_project.html", ctx, block=block)
 

@@ -25,6 +25,9 @@ class ProjectForm(BaseModel):
     max_new_tokens: str | None = None
     newest_version_share: str | None = None
     min_open_tasks: str | None = None
+    stop_strings: str = ""
+    """One per line (\\n for a line break). Blank derives them from the chat template;
+    the form parser reads a blank field as absent, so absent means blank."""
     trust_remote_code: bool = False
     """A checkbox: unchecked boxes are not sent, so absent means off."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,7 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "guidelines": (str, None, 50_000),
     "description": (str, None, 5_000),
     "trust_remote_code": (bool, None, None),
+    "stop_strings": (list, None, None),
 }
 SETTING_LABELS = {
     "samples_per_prompt": "Samples per prompt",
@@ -105,6 +107,7 @@ SETTING_LABELS = {
     "guidelines": "Guidelines",
     "description": "Description",
     "trust_remote_code": "Trust remote code",
+    "stop_strings": "Stop strings",
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 _TRUE, _FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}
@@ -116,6 +119,9 @@ def apply_settings(project: Project, settings: dict[str, Any]) -> None:
     for key, value in settings.items():
         if key not in _BOUNDS:
             raise InvalidInput(f"Unknown project setting {key!r}", details={"field": key})
+        if key == "stop_strings":
+            clean[key] = parse_stop_strings(value)
+            continue
         kind, low, high = _BOUNDS[key]
         label = SETTING_LABELS[key]
         try:
@@ -153,6 +159,55 @@ def _convert(kind: type, value: Any) -> Any:
     if isinstance(value, bool):
         raise TypeError(value)
     return kind(value.strip() if isinstance(value, str) else value)
+
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_CHARS = 100
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def parse_stop_strings(value: Any) -> list[str] | None:
+    """The stop-strings setting from the form's text or a JSON list.
+
+    Text holds one per line, with \\n for a line break ("\\nUser:" stops at a line that starts
+    with "User:"); blank lines and the spaces around a line are ignored, and no text at all
+    means None: derive them from the chat template. A list is taken as it is; [] leaves only
+    the end-of-text token (and the template's end-of-turn token).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        lines = [line.strip() for line in value.splitlines()]
+        stops = [re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m[1]], line) for line in lines if line]
+        if not stops:
+            return None
+    elif isinstance(value, list) and all(isinstance(s, str) for s in value):
+        stops = list(value)
+    else:
+        raise _stop_strings_error("Stop strings must be text, one per line")
+    if not all(stops):
+        raise _stop_strings_error("A stop string must not be empty")
+    if len(stops) > MAX_STOP_STRINGS:
+        raise _stop_strings_error(f"At most {MAX_STOP_STRINGS} stop strings (got {len(stops)})")
+    for stop in stops:
+        if len(stop) > MAX_STOP_STRING_CHARS:
+            raise _stop_strings_error(
+                f"Each stop string must be at most {MAX_STOP_STRING_CHARS} characters "
+                f"({stop[:20]!r}… has {len(stop)})"
+            )
+    return list(dict.fromkeys(stops))  # the first of repeated lines
+
+
+def _stop_strings_error(message: str) -> InvalidInput:
+    return InvalidInput(message, details={"field": "stop_strings"})
+
+
+def stop_strings_text(stops: list[str] | None) -> str:
+    """The setting as the form shows it: one per line, line breaks written \\n."""
+    if stops is None:
+        return ""
+    escaped = (s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t") for s in stops)
+    return "\n".join(escaped)
 
 
 def require_project(session: Session, project_id: int) -> Project:

@@ -70,6 +70,8 @@ class SamplingPlan:
     version: VersionInfo
     previous: VersionInfo | None
     prompt_ids: list[int] = field(default_factory=list)
+    stop_strings: list[str] | None = None
+    """The project's setting: None derives them from the chat template."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,7 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
         version=_version_info(version, project),
         previous=_version_info(previous, project) if previous is not None else None,
         prompt_ids=list(job.prompt_ids),
+        stop_strings=project.stop_strings,
     )
 
 

@@ -187,7 +187,7 @@ class LoopSettings:
     torch_threads: int | None = 1
     """The tiny model's matrices are too small to split across threads, and on a shared CPU
     the extra threads' spin-waits made PPO steps up to 50x slower (0.4 s → 20 s measured).
-    None keeps torch's default."""
+    None: as a worker would (RANKLOOP_TORCH_THREADS, else the cores; worker/threads.py)."""
 
 
 @dataclass
@@ -380,12 +380,10 @@ def run_loop(
     on_round: Callable[[RoundReport], None] | None = None,
 ) -> list[RoundReport]:
     """Round 0 measures the starting policy; each later round: rank, train, measure."""
+    from worker.threads import configure_torch_threads
     from worker.training.evaluation import paired_bootstrap_interval
 
-    if settings.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    configure_torch_threads(threads=settings.torch_threads)
     with session_scope() as session:
         logins = ensure_simulated_annotators(
             session, project_id=project_id, count=settings.annotators

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -167,3 +168,60 @@ def test_project_summaries_count_each_project_separately(db_session: Session) ->
 
     assert (summaries["First"].prompts, summaries["First"].open_tasks) == (1, 1)
     assert (summaries["Second"].prompts, summaries["Second"].members) == (0, 1)
+
+
+# Stop strings
+
+
+def test_stop_strings_come_one_per_line_with_escaped_line_breaks(db_session: Session) -> None:
+    project = make_project(db_session)
+
+    projects.update_project(
+        db_session, project_id=project.id, stop_strings="\\nUser:\r\n\r\n  ###  \n\\\\n\n###"
+    )
+
+    assert project.stop_strings == ["\nUser:", "###", "\\n"]  # blank lines and repeats dropped
+    assert projects.stop_strings_text(project.stop_strings) == "\\nUser:\n###\n\\\\n"
+
+
+def test_blank_stop_strings_derive_from_the_template_and_an_empty_list_means_eos_only(
+    db_session: Session,
+) -> None:
+    project = make_project(db_session, stop_strings=["###"])
+
+    projects.update_project(db_session, project_id=project.id, stop_strings=" \n ")
+    assert project.stop_strings is None
+    projects.update_project(db_session, project_id=project.id, stop_strings=[])
+    assert project.stop_strings == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("\n".join(f"stop {i}" for i in range(17)), "At most 16 stop strings (got 17)"),
+        ("x" * 101, "Each stop string must be at most 100 characters"),
+        (["\nUser:", ""], "A stop string must not be empty"),
+        (["ok", 3], "Stop strings must be text, one per line"),
+    ],
+)
+def test_stop_strings_are_checked_and_a_bad_list_changes_nothing(
+    db_session: Session, value: object, message: str
+) -> None:
+    project = make_project(db_session, stop_strings=["###"])
+
+    with pytest.raises(InvalidInput, match=re.escape(message)) as raised:
+        projects.update_project(
+            db_session, project_id=project.id, stop_strings=value, lease_minutes="30"
+        )
+
+    assert raised.value.status_code == 422
+    assert (project.stop_strings, project.lease_minutes) == (["###"], 15)
+
+
+def test_sixteen_stop_strings_of_a_hundred_characters_are_accepted(db_session: Session) -> None:
+    project = make_project(db_session)
+    stops = [f"{i:02d}" + "x" * 98 for i in range(16)]
+
+    projects.update_project(db_session, project_id=project.id, stop_strings="\n".join(stops))
+
+    assert project.stop_strings == stops

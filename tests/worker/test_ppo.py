@@ -17,8 +17,14 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from worker.training.generation import GenerationSettings, _pad_left, generate_batch
-from worker.training.models import load_causal_lm, load_tokenizer
+from worker.training.generation import (
+    GenerationSettings,
+    _pad_left,
+    find_stop,
+    generate_batch,
+    stop_strings_for,
+)
+from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
 from worker.training.ppo import (
     PPOCancelled,
     PPOConfig,
@@ -27,6 +33,8 @@ from worker.training.ppo import (
     ScoreFn,
     SharedBaseReward,
     ValueHead,
+    _attach_policy_adapter,
+    _rollout,
     forward_response,
     merge_adapter_into_base,
     rollout_sampling_kwargs,
@@ -223,6 +231,60 @@ def test_rollouts_sample_purely_whatever_the_checkpoint_generation_config(
     gc.repetition_penalty, gc.no_repeat_ngram_size, gc.min_new_tokens = 5.0, 2, 12
     assert not torch.equal(clean, sample(do_sample=True, max_new_tokens=12, pad_token_id=pad))
     assert torch.equal(clean, sample(**kwargs))  # the rollout options override all of it
+
+
+def test_rollouts_end_at_a_stop_string_and_mask_what_follows_as_after_eos(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    config = dataclasses.replace(SHORT, max_new_tokens=32)
+    base = load_causal_lm(str(tiny_model_dir), device="cpu")
+    pad, eos = ensure_pad_token(tokenizer, base), tokenizer.eos_token_id
+    model = _attach_policy_adapter(base, config, None)
+    head = ValueHead(model.get_base_model().config.get_text_config().hidden_size)
+    stops = [*stop_strings_for(tokenizer, None), " the"]  # " the": some rows surely stop
+
+    stopped = _rollout(model, head, tokenizer, PROMPTS, config, seed=5, stops=stops)
+    free = _rollout(model, head, tokenizer, PROMPTS, config, seed=5, stops=[])
+
+    by_stop = 0
+    response = stopped.input_ids[:, -stopped.n_response :]  # (B, R)
+    for i, n in enumerate(stopped.response_mask.sum(dim=1).tolist()):
+        kept = response[i, :n].tolist()
+        assert stopped.response_mask[i, :n].all()
+        assert not stopped.response_mask[i, n:].any()
+        assert (response[i, n:] == pad).all()
+        assert (
+            stopped.attention_mask[i, -stopped.n_response :].bool().equal(stopped.response_mask[i])
+        )
+        assert find_stop(stopped.responses[i], stops) is None
+        assert free.input_ids[i, -free.n_response :][:n].tolist() == kept  # the same draws
+        if stopped.has_eos[i] and kept[-1] != eos:  # ended by a stop string: its tokens kept
+            by_stop += 1
+            assert find_stop(tokenizer.decode(kept), stops) is not None
+            assert find_stop(tokenizer.decode(kept[:-1]), stops) is None
+            assert free.responses[i].startswith(stopped.responses[i])
+    assert by_stop > 0
+
+
+@pytest.mark.slow
+def test_train_ppo_scores_responses_cut_at_the_configured_stop_strings(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    scored: list[str] = []
+
+    def score_fn(prompts: list, responses: list[str]) -> list[float]:
+        scored.extend(responses)
+        return [0.0] * len(responses)
+
+    config = dataclasses.replace(SHORT, steps=1, stop_strings=["e"])
+    result = train_ppo(
+        str(tiny_model_dir), tokenizer, PROMPTS, score_fn, config, out_dir=tmp_path / "o"
+    )
+
+    assert len(scored) == config.batch_size
+    assert not any("e" in r for r in scored)
+    assert result.final["eos_share"] > 0.5  # a stopped response has ended: no EOS penalty
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["stop_strings"] == ["e"]
 
 
 def test_forward_response_scores_response_tokens_on_temperature_scaled_logits(
@@ -453,6 +515,7 @@ def test_should_stop_cancels_between_steps_and_saves_nothing(
         ({"lam": 1.5}, "lam"),
         ({"missing_eos_penalty": float("nan")}, "missing_eos_penalty"),
         ({"kl_bound": 0.0}, "kl_bound"),
+        ({"stop_strings": ["\nUser:", ""]}, "stop_strings"),
     ],
 )
 def test_config_rejects_inconsistent_values(overrides: dict, message: str) -> None:

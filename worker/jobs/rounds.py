@@ -154,6 +154,16 @@ def _score_fn(rm: Any, rm_tokenizer: Any) -> Callable[[list[Any], list[str]], li
     return score_fn
 
 
+def _stop_strings(project_id: int) -> list[str] | None:
+    """The project's stop strings: rollouts and the gate's samples end where annotators' do."""
+    from app.models import Project
+
+    with session_scope(readonly=True) as session:
+        project = session.get(Project, project_id)
+        assert project is not None
+        return project.stop_strings
+
+
 # Policy (PPO / SFT / DPO) ------------------------------------------------------------------
 
 
@@ -245,6 +255,7 @@ def ppo_trainer(
         adaptive_kl=cfg["adaptive_kl"],
         temperature=cfg["temperature"],
         max_new_tokens=cfg["max_new_tokens"],
+        stop_strings=_stop_strings(start.project_id),
         seed=start.config["seed"],
     )
 
@@ -425,6 +436,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     n = start.config.get("gate_samples", 1)
     gate_prompts = [prompt for prompt in eval_prompts for _ in range(n)]
 
+    stop_strings = _stop_strings(start.project_id)
     model, tokenizer = load_base(
         candidate["base_model"],
         tuple(candidate["merged"]),
@@ -441,6 +453,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         temperature=temperature,
         max_new_tokens=max_new,
         seed=seed,
+        stop_strings=stop_strings,
     )
     reporter.progress(1, 3, force=True)
     kl = mean_kl_to_reference(
@@ -463,6 +476,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         temperature=temperature,
         max_new_tokens=max_new,
         seed=seed,
+        stop_strings=stop_strings,
     )
     del previous_model  # one model in memory at a time: the reward model comes next
     reporter.progress(2, 3, force=True)

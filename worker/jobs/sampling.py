@@ -38,7 +38,10 @@ def _generate(
     from worker.training.generation import GenerationSettings, generate_samples
 
     settings = GenerationSettings(
-        max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, top_p=plan.top_p
+        max_new_tokens=plan.max_new_tokens,
+        temperature=plan.temperature,
+        top_p=plan.top_p,
+        stop_strings=plan.stop_strings,
     )
     generated = generate_samples(
         model,

@@ -27,10 +27,16 @@ def sample_once(
     max_new_tokens: int,
     seed: int,
     batch_size: int = 16,
+    stop_strings: list[str] | None = None,
 ) -> list[GeneratedSample]:
-    """One pure sample per prompt (top_k 0, top_p 1): what the policy itself would say."""
+    """One pure sample per prompt (top_k 0, top_p 1): what the policy itself would say,
+    ending where annotators' samples end (`stop_strings` as in GenerationSettings)."""
     settings = GenerationSettings(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, top_k=0
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=1.0,
+        top_k=0,
+        stop_strings=stop_strings,
     )
     generated = generate_samples(
         model,

@@ -7,6 +7,11 @@ batch: calling `generate_batch` on the same rows with that seed gives the same t
 the same device. Prompts are LEFT-padded (the new tokens must follow the prompt directly)
 with an attention mask; `generate` derives position ids from that mask.
 
+A response ends where the assistant's turn ends: at EOS, at the chat template's end-of-turn
+token, or at a stop string (by default the template's next-turn header, such as a new
+"User:" line), so nobody ranks, scores or trains on a turn the model invented. `end_answer`
+is that rule, shared by annotation samples, PPO rollouts and the gate.
+
 Every distribution-changing option is passed explicitly, because `generate` otherwise
 fills gaps from the checkpoint's generation_config and from library defaults (top_k=50):
 RLHF_NOTES.md, PPO point 3.
@@ -14,10 +19,18 @@ RLHF_NOTES.md, PPO point 3.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from jinja2 import TemplateError
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from worker.training.models import encode_prompt, forked_rng, format_prompt
 
@@ -38,6 +51,9 @@ class GenerationSettings:
     """Keep only the k most likely tokens; 0 disables (transformers would default to 50)."""
     repetition_penalty: float = 1.0
     """>1 discourages repeats. For annotator samples only: it breaks PPO's log-probs."""
+    stop_strings: list[str] | None = None
+    """Texts that end the answer (cut off, not shown); None derives them from the chat
+    template (`stop_strings_for`), [] stops at EOS and the end-of-turn token only."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -50,6 +66,8 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.stop_strings is not None and not all(self.stop_strings):
+            raise ValueError("stop strings must not be empty")
 
     @property
     def is_pure_sampling(self) -> bool:
@@ -67,13 +85,16 @@ class GeneratedSample:
     """One response. `seed` and `index` identify the batch and row that produced it."""
 
     text: str
-    """Decoded response before the first EOS, special tokens removed, whitespace-stripped."""
+    """Decoded response before the first EOS or stop string, special tokens removed,
+    whitespace-stripped."""
     token_ids: list[int]
-    """Generated token ids up to and including the first EOS (no padding)."""
+    """Generated token ids up to and including the one that ended the answer (EOS, the
+    end-of-turn token, or the token completing a stop string); no padding."""
     n_tokens: int
-    """len(token_ids): tokens the model produced, EOS included when it stopped."""
+    """len(token_ids): tokens the model produced, the ending included when it stopped."""
     finished: bool
-    """True when the model emitted EOS within max_new_tokens."""
+    """True when the answer ended (EOS, end-of-turn token, stop string) within
+    max_new_tokens; False when it was cut off there."""
     seed: int
     """Seed of the batch this sample was drawn in."""
     index: int
@@ -110,6 +131,181 @@ def _sampling_kwargs(settings: GenerationSettings) -> dict[str, float | int]:
     }
 
 
+# End of the answer -----------------------------------------------------------------------
+
+_TURN_MARKERS = ("RANKLOOPREPLY", "RANKLOOPNEXT")
+
+
+def _turn_separators(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """What the chat template writes between an assistant reply and a following user or
+    assistant turn: "\\nUser: " for the tiny model, "<|im_end|>\\n<|im_start|>user\\n" for
+    ChatML."""
+    reply, following = _TURN_MARKERS
+    separators = []
+    for role in ("user", "assistant"):
+        messages = [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": reply},
+            {"role": role, "content": following},
+        ]
+        try:
+            text = format_prompt(tokenizer, messages)
+        except TemplateError:  # a template that insists on alternating roles
+            continue
+        start = text.find(reply)
+        end = text.find(following, start)
+        if start >= 0 and end >= 0:
+            separators.append(text[start + len(reply) : end])
+    return separators
+
+
+def _turn_end(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[str]]:
+    """(end-of-turn token ids, next-turn stop strings) the chat template implies.
+
+    A separator that holds a special token ends the turn with that token (decoding drops
+    special tokens, so no text would show it); a plain one is a stop string, from its first
+    line break on ("\\n\\n### Instruction: " stops at "\\n### Instruction:").
+    """
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values()}
+    specials |= set(tokenizer.all_special_tokens)
+    token_ids: list[int] = []
+    stops: list[str] = []
+    for separator in _turn_separators(tokenizer):
+        found = [(separator.find(t), t) for t in specials if t and t in separator]
+        if found:
+            token_id = tokenizer.convert_tokens_to_ids(min(found)[1])
+            if isinstance(token_id, int) and token_id not in token_ids:
+                token_ids.append(token_id)
+            continue
+        header = separator.strip()
+        if not header:
+            continue  # turns split by whitespace alone: nothing marks a new one
+        lead = separator[: len(separator) - len(separator.lstrip())]
+        stop = "\n" + header if "\n" in lead else separator.rstrip()
+        if stop not in stops:
+            stops.append(stop)
+    return token_ids, stops
+
+
+def stop_strings_for(
+    tokenizer: PreTrainedTokenizerBase, configured: Sequence[str] | None
+) -> list[str]:
+    """The stop strings to use: `configured` (a project's setting) when given, else those the
+    chat template implies, e.g. ["\\nUser:", "\\nAssistant:"] for the tiny model's dialogues."""
+    if configured is not None:
+        return [s for s in configured if s]
+    return _turn_end(tokenizer)[1]
+
+
+def end_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """EOS, then the chat template's end-of-turn tokens (e.g. <|im_end|>, <|eot_id|>): a base
+    model may not treat those as EOS, yet the turn is over."""
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ValueError("the tokenizer has no EOS token, so samples could never finish")
+    return [eos_id, *(t for t in _turn_end(tokenizer)[0] if t != eos_id)]
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first occurrence of any (non-empty) stop string starts in `text`, or None."""
+    positions = [i for s in stops if s and (i := text.find(s)) >= 0]
+    return min(positions, default=None)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` up to the first stop string, which is dropped with everything after it."""
+    position = find_stop(text, stops)
+    return text if position is None else text[:position]
+
+
+@dataclass
+class Answer:
+    """Where one generated row ends, and the text that is stored, scored and trained on."""
+
+    token_ids: list[int]
+    """The row up to and including the token that ended the answer."""
+    text: str
+    """The answer without its ending (EOS, stop string), whitespace-stripped."""
+    finished: bool
+    """False when the row ran out of tokens before anything ended it."""
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> str:
+    return cast(str, tokenizer.decode(token_ids, skip_special_tokens=True))
+
+
+def _tokens_through_stop(
+    tokenizer: PreTrainedTokenizerBase, token_ids: list[int], stops: Sequence[str]
+) -> int:
+    """The fewest leading tokens whose text holds a stop string (binary search: once a
+    prefix's text holds one, every longer prefix's does). `token_ids` must hold one."""
+    low, high = 0, len(token_ids)  # the text of low tokens holds none, of high tokens one
+    while high - low > 1:
+        middle = (low + high) // 2
+        if find_stop(_decode(tokenizer, token_ids[:middle]), stops) is None:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def end_answer(
+    tokenizer: PreTrainedTokenizerBase,
+    row: Sequence[int],
+    *,
+    end_ids: Collection[int],
+    stops: Sequence[str],
+) -> Answer:
+    """Cut one generated row at its first end token or stop string, whichever comes first.
+
+    A stop string keeps the tokens that produced it, as an ending EOS is kept: they are the
+    action that ended the turn, so PPO masks what follows and scores the answer there.
+    """
+    token_ids = list(row)
+    while token_ids and token_ids[-1] == tokenizer.pad_token_id:
+        token_ids.pop()  # `generate` pads rows that ended before the others
+    end = next((i for i, t in enumerate(token_ids) if t in end_ids), None)
+    body = token_ids if end is None else token_ids[:end]
+    text = _decode(tokenizer, body)
+    position = find_stop(text, stops)
+    if position is not None:
+        kept = body[: _tokens_through_stop(tokenizer, body, stops)]
+        return Answer(token_ids=kept, text=text[:position].strip(), finished=True)
+    if end is not None:
+        return Answer(token_ids=token_ids[: end + 1], text=text.strip(), finished=True)
+    return Answer(token_ids=token_ids, text=text.strip(), finished=False)
+
+
+class StopAtText(StoppingCriteria):
+    """Ends a row of `generate` once its new text holds a stop string: no tokens are spent
+    after the answer. Only the last few tokens are decoded each step (a token holds at least
+    one byte, so a stop string spans at most its length in bytes); `end_answer` then cuts
+    at the exact place."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, stops: Sequence[str], *, prompt_width: int
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.stops = list(stops)
+        self.prompt_width = prompt_width
+        self.window = max(len(s.encode()) for s in self.stops) + 4
+
+    def __call__(self, input_ids: torch.Tensor, scores: object, **kwargs: object) -> torch.Tensor:
+        tail = input_ids[:, self.prompt_width :][:, -self.window :]  # (B, <= window)
+        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
+        done = [find_stop(text, self.stops) is not None for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # (B,)
+
+
+def stopping_criteria(
+    tokenizer: PreTrainedTokenizerBase, stops: Sequence[str], *, prompt_width: int
+) -> StoppingCriteriaList:
+    """`generate`'s stopping_criteria for `stops` (empty when there are none)."""
+    if not stops:
+        return StoppingCriteriaList()
+    return StoppingCriteriaList([StopAtText(tokenizer, stops, prompt_width=prompt_width)])
+
+
 @torch.no_grad()
 def generate_batch(
     model: PreTrainedModel,
@@ -122,13 +318,16 @@ def generate_batch(
     """Sample one response per row of `prompts` in a single `generate` call under `seed`.
 
     This is the unit of reproducibility: the same rows, settings, seed and device give
-    the same texts. Repeat a prompt in `prompts` to get several samples of it.
+    the same texts. Repeat a prompt in `prompts` to get several samples of it. A row that
+    ends early is padded from then on; the others draw what they would without it.
     """
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if eos_id is None:
         raise ValueError("the tokenizer has no EOS token, so samples could never finish")
     if pad_id is None or pad_id == eos_id:
         raise ValueError("the pad token must exist and differ from EOS: call ensure_pad_token")
+    end_ids = end_token_ids(tokenizer)
+    stops = stop_strings_for(tokenizer, settings.stop_strings)
     rows = [encode_prompt(tokenizer, format_prompt(tokenizer, p)) for p in prompts]
     input_ids, attention_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
     device = model.device
@@ -145,24 +344,22 @@ def generate_batch(
             num_return_sequences=1,
             min_new_tokens=0,
             no_repeat_ngram_size=0,
-            eos_token_id=eos_id,
+            eos_token_id=end_ids,
             pad_token_id=pad_id,
+            stopping_criteria=stopping_criteria(tokenizer, stops, prompt_width=input_ids.shape[1]),
             **_sampling_kwargs(settings),
         )
     new_tokens = output[:, input_ids.shape[1] :].cpu()  # (B, N)
 
     samples = []
     for i, row in enumerate(new_tokens.tolist()):
-        finished = eos_id in row
-        token_ids = row[: row.index(eos_id) + 1] if finished else row
-        body = token_ids[:-1] if finished else token_ids
-        text = tokenizer.decode(body, skip_special_tokens=True).strip()
+        answer = end_answer(tokenizer, row, end_ids=end_ids, stops=stops)
         samples.append(
             GeneratedSample(
-                text=text,
-                token_ids=token_ids,
-                n_tokens=len(token_ids),
-                finished=finished,
+                text=answer.text,
+                token_ids=answer.token_ids,
+                n_tokens=len(answer.token_ids),
+                finished=answer.finished,
                 seed=seed,
                 index=i,
             )

@@ -46,7 +46,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from worker.training.generation import Prompt, _pad_left, batch_seed
+from worker.training.generation import (
+    Prompt,
+    _pad_left,
+    batch_seed,
+    end_answer,
+    end_token_ids,
+    stop_strings_for,
+    stopping_criteria,
+)
 from worker.training.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -58,7 +66,6 @@ from worker.training.losses import (
     masked_whiten,
     per_token_rewards,
     policy_loss,
-    response_mask_after_eos,
     value_loss,
 )
 from worker.training.models import (
@@ -118,7 +125,12 @@ class PPOConfig:
     adam_eps: float = 1e-5
     """AdamW epsilon (N+: 1e-5, not PyTorch's 1e-8)."""
     max_new_tokens: int = 64
-    """Response budget; a response that has not emitted EOS by then is "missing EOS"."""
+    """Response budget; a response that has not ended by then is "missing EOS"."""
+    stop_strings: list[str] | None = None
+    """Texts that end a response as EOS does (the project's setting): the tokens that wrote
+    one are its last action, the text before it is what the reward model scores. None derives
+    them from the chat template (a new "User:" line for the tiny model), [] means EOS and the
+    template's end-of-turn token only."""
     max_prompt_length: int = 512
     """Longer prompts keep their last tokens (where the assistant turn starts)."""
     temperature: float = 1.0
@@ -148,8 +160,9 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     """Global gradient-norm clip over the trained parameters."""
     missing_eos_penalty: float | None = -1.0
-    """Score given INSTEAD of the RM score to a response without EOS (RLHF_NOTES note 2), so
-    the policy cannot win by rambling; None keeps the RM score."""
+    """Score given INSTEAD of the RM score to a response that did not end (no EOS, end-of-turn
+    token or stop string; RLHF_NOTES note 2), so the policy cannot win by rambling; None keeps
+    the RM score."""
     whiten_advantages: bool = True
     """Normalise advantages to mean 0, std 1 over each batch's real tokens (N+)."""
     lora_r: int = 8
@@ -208,6 +221,8 @@ class PPOConfig:
             raise ValueError(f"missing_eos_penalty must be finite, got {self.missing_eos_penalty}")
         if self.kl_bound is not None and not self.kl_bound > 0:
             raise ValueError(f"kl_bound must be > 0, got {self.kl_bound}")
+        if self.stop_strings is not None and not all(self.stop_strings):
+            raise ValueError("stop_strings must not hold an empty string")
 
     @property
     def micro_batch_size(self) -> int:
@@ -368,11 +383,14 @@ def forward_response(
 # ---------------------------------------------------------------------------------------------
 
 
-def rollout_sampling_kwargs(config: PPOConfig, *, eos_id: int, pad_id: int) -> dict[str, Any]:
+def rollout_sampling_kwargs(
+    config: PPOConfig, *, eos_id: int | list[int], pad_id: int
+) -> dict[str, Any]:
     """`generate` options for pure sampling at config.temperature (RLHF_NOTES note 3).
 
     Every distribution-changing option is set explicitly, because generate() fills gaps from
-    the checkpoint's generation_config and from library defaults (top_k=50).
+    the checkpoint's generation_config and from library defaults (top_k=50). `eos_id` may list
+    the end-of-turn token beside EOS (`end_token_ids`).
     """
     return {
         "max_new_tokens": config.max_new_tokens,
@@ -400,10 +418,10 @@ def rollout_sampling_kwargs(config: PPOConfig, *, eos_id: int, pad_id: int) -> d
 class Rollout:
     """One batch of episodes and everything PPO needs from them (no gradients)."""
 
-    input_ids: Tensor  # (B, T) left-padded prompt, response, pad after the first EOS
+    input_ids: Tensor  # (B, T) left-padded prompt, response, pad after its end
     attention_mask: Tensor  # (B, T)
-    response_mask: Tensor  # (B, R) real response tokens, the first EOS included
-    has_eos: Tensor  # (B,)
+    response_mask: Tensor  # (B, R) real response tokens, the ending (EOS, stop string) included
+    has_eos: Tensor  # (B,) the response ended: EOS, end-of-turn token or stop string
     logprobs: Tensor  # (B, R) policy, temperature-scaled
     ref_logprobs: Tensor  # (B, R) reference (adapter disabled), temperature-scaled
     values: Tensor  # (B, R)
@@ -436,9 +454,15 @@ def _rollout(
     config: PPOConfig,
     *,
     seed: int,
+    stops: list[str],
 ) -> Rollout:
-    """Sample one response per prompt purely, then score it with the policy and reference."""
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    """Sample one response per prompt purely, then score it with the policy and reference.
+
+    A response ends at its first EOS, end-of-turn token or stop string; what follows is
+    masked out and padded (RLHF_NOTES note 2), and the reward model sees the text before it.
+    """
+    pad_id = tokenizer.pad_token_id
+    end_ids = end_token_ids(tokenizer)
     device = value_head.linear.weight.device
     rows = [
         encode_prompt(tokenizer, format_prompt(tokenizer, p))[-config.max_prompt_length :]
@@ -451,19 +475,22 @@ def _rollout(
         output = model.generate(
             input_ids=prompt_ids.to(device),
             attention_mask=prompt_mask.to(device),
-            **rollout_sampling_kwargs(config, eos_id=eos_id, pad_id=pad_id),
+            stopping_criteria=stopping_criteria(tokenizer, stops, prompt_width=prompt_ids.shape[1]),
+            **rollout_sampling_kwargs(config, eos_id=end_ids, pad_id=pad_id),
         )
     response = output[:, prompt_ids.shape[1] :].cpu()  # (B, R)
-    response_mask, has_eos = response_mask_after_eos(response, eos_id, pad_id)  # (B, R), (B,)
-    response = response.masked_fill(~response_mask, pad_id)  # (B, R): pad after the first EOS
+    answers = [
+        end_answer(tokenizer, row, end_ids=end_ids, stops=stops) for row in response.tolist()
+    ]
+    lengths = torch.tensor([len(a.token_ids) for a in answers])  # (B,)
+    response = response[:, : max(int(lengths.max()), 1)]  # (B, R): drop all-padding columns
+    response_mask = torch.arange(response.shape[1]) < lengths[:, None]  # (B, R)
+    has_eos = torch.tensor([a.finished for a in answers])  # (B,)
+    response = response.masked_fill(~response_mask, pad_id)  # (B, R): pad after the end
     input_ids = torch.cat([prompt_ids, response], dim=1).to(device)  # (B, T)
     attention_mask = torch.cat([prompt_mask, response_mask.long()], dim=1).to(device)  # (B, T)
     response_mask, has_eos = response_mask.to(device), has_eos.to(device)
-
-    responses = []
-    for row, mask in zip(response.tolist(), response_mask.tolist(), strict=True):
-        body = [t for t, m in zip(row, mask, strict=True) if m and t != eos_id]
-        responses.append(tokenizer.decode(body, skip_special_tokens=True).strip())
+    responses = [a.text for a in answers]
 
     # Log-probs of policy and reference, values: micro-batches keep memory flat.
     n_response = response.shape[1]
@@ -533,6 +560,7 @@ def train_ppo(
     pad_id = ensure_pad_token(tokenizer, base)  # pad distinct from EOS (RLHF_NOTES note 2)
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so responses could never end")
+    stops = stop_strings_for(tokenizer, config.stop_strings)
     device = base.device
 
     with forked_rng(device):
@@ -574,7 +602,7 @@ def train_ppo(
             batch_prompts = [prompts[i] for i in next(prompt_batches)]
             ro = _rollout(
                 model, value_head, tokenizer, batch_prompts, config,
-                seed=batch_seed(config.seed, step),
+                seed=batch_seed(config.seed, step), stops=stops,
             )  # fmt: skip
             mask = ro.response_mask  # (B, R)
 
@@ -699,6 +727,7 @@ def train_ppo(
                 "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None,
                 "vocab_size": model.get_input_embeddings().num_embeddings,
                 "config": asdict(config),
+                "stop_strings": stops,
                 "metrics_per_step": metrics_per_step,
                 "final": final,
             },

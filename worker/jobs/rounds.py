@@ -6,6 +6,7 @@ never half-registered.
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 import tempfile
@@ -98,34 +99,118 @@ def run_round(round_id: int, first_stage: str) -> None:
 
 
 def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
-    from worker.jobs.reward_model import train_project_reward_model
+    """Train the round's reward model; stop the round if it found no signal; for PPO, train a
+    second one on another split and seed that the gate scores with (PPO never optimises
+    against it, so gaming the first does not pass the gate)."""
+    from worker.jobs.reward_model import register_run, train_project_reward_model
 
+    settings, seed = start.config["reward_model"], start.config["seed"]
     run = train_project_reward_model(
         start.project_id,
-        start.config["reward_model"],
-        seed=start.config["seed"],
+        settings,
+        seed=seed,
         reference=start.config["reference"],
         name=f"round {start.number} reward model",
         round_id=start.round_id,
         progress=lambda step, total: reporter.progress(step, total),
         should_stop=reporter.should_stop,
+        register=False,
+        artifact_name=f"round-{start.number}",
     )
     reporter.check_cancel()
     assert run is not None  # None only when should_stop (the cancel flag) ended training
     for epoch in run.summary["epochs"]:
         reporter.progress(
             int(epoch.get("epoch", 0)),
-            start.config["reward_model"]["epochs"],
+            settings["epochs"],
             {k: float(v) for k, v in epoch.items() if isinstance(v, int | float)},
             series="reward_model",
         )
+    shortfall = signal_shortfall(run.summary, start.config["min_accuracy_low"])
+    if shortfall is not None:
+        with session_scope() as session:
+            service.set_summary(session, start.round_id, "reward_model_summary", run.summary)
+            service.end_needs_more_data(session, start.round_id, shortfall)
+        return
+    register_run(start.project_id, run, round_id=start.round_id)
+    if start.type != "reward_ppo":
+        return  # DPO does not optimise against the reward model: it is the gate's judge as is
+    judge = train_project_reward_model(
+        start.project_id,
+        settings,
+        seed=(seed + 7919) % 2**31,
+        reference=start.config["reference"],
+        should_stop=reporter.should_stop,
+        register=False,
+        artifact_name=f"round-{start.number}-gate",
+        snapshot_id=run.snapshot_id,
+    )
+    reporter.check_cancel()
+    assert judge is not None
+    with session_scope() as session:
+        service.set_summary(
+            session,
+            start.round_id,
+            "gate_reward_model",
+            {
+                "artifact_uri": judge.artifact_uri,
+                "base_model": judge.base_model,
+                "heldout_accuracy": judge.summary["heldout_accuracy"],
+                "best_epoch": judge.summary["best_epoch"],
+            },
+        )
 
 
-def _round_reward_model(round_id: int) -> tuple[str, Path] | None:
-    """(base model name, local directory) of the reward model a round uses, if any."""
+def signal_shortfall(summary: dict[str, Any], min_low: float) -> str | None:
+    """Why the reward model's held-out accuracy is no evidence of a learnable preference, and
+    roughly how many more rankings would make it so; None when its interval clears `min_low`.
+
+    The interval's half-width shrinks as 1/√n, so n rankings that measured accuracy a with
+    half-width w need about n·(w / (a − min_low))² to put the interval above `min_low`.
+    """
+    accuracy, low = summary.get("heldout_accuracy"), summary.get("heldout_accuracy_low")
+    high = summary.get("heldout_accuracy_high")
+    if min_low <= 0 or (accuracy is not None and low is not None and low > min_low):
+        return None
+    n_train, n_held = int(summary.get("n_train") or 0), int(summary.get("n_heldout") or 0)
+    total = n_train + n_held
+    if accuracy is None or low is None or high is None:
+        figures = f"it had no held-out rankings to measure on ({total} rankings in all)"
+        more = f"at least {max(total, 20)} more"
+    else:
+        figures = (
+            f"held-out pair accuracy {accuracy:.3f}, 95% interval [{low:.3f}, {high:.3f}] on "
+            f"{n_held} held-out rankings, needed above {min_low}"
+        )
+        margin, half = accuracy - min_low, (high - low) / 2
+        if margin <= 0:
+            more = (
+                f"at least {total} more (twice as many), or check on the leaderboard that "
+                "annotators agree with one another"
+            )
+        else:
+            needed = math.ceil(total * (half / margin) ** 2)
+            more = f"about {max(needed - total, 1)} more"
+    return (
+        "Needs more data: the reward model cannot yet tell the rankings apart better than "
+        f"chance ({figures}). Nothing was trained on it. Rank {more} tasks, then start a new "
+        "round."
+    )
+
+
+def _round_reward_model(round_id: int, *, judge: bool = False) -> tuple[str, Path] | None:
+    """(base model name, local directory) of the reward model a round uses, if any; with
+    `judge`, the held-out one its gate scores with (when the round trained one)."""
     from app.rounds import repository
 
     with session_scope(readonly=True) as session:
+        if judge:
+            training_round = session.get(TrainingRound, round_id)
+            assert training_round is not None
+            held_out = training_round.metrics.get("gate_reward_model")
+            if held_out:
+                uri = held_out["artifact_uri"]
+                return held_out["base_model"], Path(get_store().local_dir(uri))
         rm_version = repository.reward_model_for_round(session, round_id)
         if rm_version is None:
             training_round = session.get(TrainingRound, round_id)
@@ -402,18 +487,20 @@ POLICY_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
+    """Sample the candidate and the previous version on held-out prompts, measure KL and the
+    held-out scorer's gain with its interval, decide (`app.rounds.gate.decide`), register."""
     from peft import PeftModel
 
+    from app.models import Project
+    from app.rounds import gate as promotion
     from worker.policies import PolicySpec, load_policy_for_generation
-    from worker.training.evaluation import (
-        mean_kl_to_reference,
-        paired_bootstrap_interval,
-        sample_once,
-    )
+    from worker.training.evaluation import mean_kl_to_reference, sample_once
 
     with session_scope(readonly=True) as session:
         training_round = session.get(TrainingRound, start.round_id)
+        project = session.get(Project, start.project_id)
         assert training_round is not None
+        assert project is not None
         candidate = dict(training_round.metrics.get("candidate") or {})
         source = lineage.policy_source(
             session,
@@ -427,16 +514,18 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
             eval_count=start.config["eval_prompts"],
             seed=start.config["seed"],
         )
+        # Rollout settings for PPO; the project's sampling settings for other round types.
+        ppo = start.config.get("ppo") or {}
+        temperature = ppo.get("temperature") or project.temperature
+        max_new = ppo.get("max_new_tokens") or project.max_new_tokens
+        stop_strings = project.stop_strings
     if not candidate.get("adapter_uri"):
         raise ValueError("The policy stage registered no candidate adapter")
-    temperature = start.config.get("ppo", {}).get("temperature", 1.0)
-    max_new = start.config.get("ppo", {}).get("max_new_tokens", 32)
     seed = start.config["seed"] + 1
     # n samples of each held-out prompt, prompt by prompt: [p0, p0, .., p1, p1, ..].
-    n = start.config.get("gate_samples", 1)
+    n = start.config.get("gate_samples") or 1
     gate_prompts = [prompt for prompt in eval_prompts for _ in range(n)]
 
-    stop_strings = _stop_strings(start.project_id)
     model, tokenizer = load_base(
         candidate["base_model"],
         tuple(candidate["merged"]),
@@ -478,30 +567,52 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         seed=seed,
         stop_strings=stop_strings,
     )
-    del previous_model  # one model in memory at a time: the reward model comes next
+    del previous_model  # one model in memory at a time: the reward models come next
     reporter.progress(2, 3, force=True)
-    gate: dict[str, Any] = {"kl": kl, "max_kl": start.config["max_kl"], "gate_samples": n}
-    found = _round_reward_model(start.round_id)
-    passed = kl <= start.config["max_kl"]
-    if found is not None:
-        score_fn = _score_fn(*_load_reward_model(found[1]))
-        new_scores = _per_prompt_means(score_fn(gate_prompts, [s.text for s in new_samples]), n)
-        old_scores = _per_prompt_means(score_fn(gate_prompts, [s.text for s in old_samples]), n)
-        new_score, old_score = statistics.fmean(new_scores), statistics.fmean(old_scores)
-        gain = new_score - old_score
-        low, high = paired_bootstrap_interval(old_scores, new_scores, seed=seed)
+    new_texts, old_texts = [s.text for s in new_samples], [s.text for s in old_samples]
+    tokens = statistics.fmean(len(s.token_ids) for s in new_samples) if new_samples else 0.0
+    confidence = start.config.get("gate_confidence", 0.95)
+    gate: dict[str, Any] = {
+        "kl": kl,
+        "kl_per_token": kl / tokens if tokens else None,
+        "max_kl": start.config["max_kl"],
+        "gate_samples": n,
+        "identical_samples": statistics.fmean(
+            a == b for a, b in zip(new_texts, old_texts, strict=True)
+        )
+        if new_texts
+        else 1.0,
+    }
+    judge = _round_reward_model(start.round_id, judge=True)
+    trained_on = _round_reward_model(start.round_id)
+    if judge is not None:
+        judge_fn = _score_fn(*_load_reward_model(judge[1]))
+        trained_fn = (
+            _score_fn(*_load_reward_model(trained_on[1]))
+            if start.type == "reward_ppo" and trained_on is not None and trained_on != judge
+            else None
+        )
         gate.update(
-            new_score=new_score,
-            previous_score=old_score,
-            score_gain=gain,
-            score_gain_low=low,
-            score_gain_high=high,
+            score_candidate(
+                gate_prompts,
+                new_texts,
+                old_texts,
+                judge=judge_fn,
+                trained_on=trained_fn,
+                samples_per_prompt=n,
+                confidence=confidence,
+                seed=seed,
+            ),
+            scorer="held-out reward model"
+            if trained_fn is not None
+            else "the round's reward model",
             min_score_gain=start.config.get("min_score_gain", 0.0),
         )
-        passed = passed and gain >= start.config.get("min_score_gain", 0.0)
-    extra_check = GATE_CHECKS.get(start.type)
+        del judge_fn, trained_fn
+    extra_check = GATE_FIGURES.get(start.type)
     if extra_check is not None:
-        passed = extra_check(start, candidate, gate) and passed
+        extra_check(start, candidate, gate)
+    passed, reasons = promotion.decide(gate, start.config)
     gate["passed"] = passed
     reporter.progress(3, 3, force=True)
     with session_scope() as session:
@@ -521,7 +632,48 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
             session, start.round_id, "gate", _json_safe({**gate, "version": version.number})
         )
         if not passed:
-            service.reject_round(session, start.round_id, _gate_reason(gate))
+            service.reject_round(
+                session,
+                start.round_id,
+                "The new version did not pass the promotion gate: " + "; ".join(reasons),
+            )
+
+
+def score_candidate(
+    prompts: list[Any],
+    new_texts: list[str],
+    old_texts: list[str],
+    *,
+    judge: Callable[[list[Any], list[str]], list[float]],
+    trained_on: Callable[[list[Any], list[str]], list[float]] | None,
+    samples_per_prompt: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The gate's score figures: the judge's gain (new − previous, per prompt) with its
+    paired bootstrap interval, the judge's score-length correlation on the new samples, and,
+    beside them, the gain the reward model PPO optimised would report (`trained_on`): a gain
+    there that the judge does not see is over-optimisation showing, and does not count."""
+    from worker.training.evaluation import length_correlation, paired_bootstrap_interval
+
+    from_evaluation = judge(prompts, new_texts)
+    new_scores = _per_prompt_means(from_evaluation, samples_per_prompt)
+    old_scores = _per_prompt_means(judge(prompts, old_texts), samples_per_prompt)
+    low, high = paired_bootstrap_interval(old_scores, new_scores, seed=seed, confidence=confidence)
+    figures: dict[str, Any] = {
+        "new_score": statistics.fmean(new_scores),
+        "previous_score": statistics.fmean(old_scores),
+        "score_gain": statistics.fmean(new_scores) - statistics.fmean(old_scores),
+        "score_gain_low": low,
+        "score_gain_high": high,
+        "confidence": confidence,
+        "length_correlation": length_correlation(from_evaluation, new_texts),
+    }
+    if trained_on is not None:
+        figures["training_rm_gain"] = statistics.fmean(
+            trained_on(prompts, new_texts)
+        ) - statistics.fmean(trained_on(prompts, old_texts))
+    return figures
 
 
 def _per_prompt_means(scores: list[float], n: int) -> list[float]:
@@ -529,34 +681,15 @@ def _per_prompt_means(scores: list[float], n: int) -> list[float]:
     return [statistics.fmean(scores[i : i + n]) for i in range(0, len(scores), n)]
 
 
-def _dpo_gate(start: StageStart, candidate: dict[str, Any], gate: dict[str, Any]) -> bool:
-    accuracy = (candidate.get("dpo") or {}).get("heldout_accuracy")
-    gate["heldout_accuracy"] = accuracy
+def _dpo_figures(start: StageStart, candidate: dict[str, Any], gate: dict[str, Any]) -> None:
+    gate["heldout_accuracy"] = (candidate.get("dpo") or {}).get("heldout_accuracy")
     gate["min_heldout_accuracy"] = start.config["min_heldout_accuracy"]
-    return accuracy is not None and accuracy >= start.config["min_heldout_accuracy"]
 
 
-GATE_CHECKS: dict[str, Callable[[StageStart, dict[str, Any], dict[str, Any]], bool]] = {
-    "dpo": _dpo_gate,
+# Figures a round type adds to the gate's (the decision itself is `app.rounds.gate.decide`).
+GATE_FIGURES: dict[str, Callable[[StageStart, dict[str, Any], dict[str, Any]], None]] = {
+    "dpo": _dpo_figures,
 }
-
-
-def _gate_reason(gate: dict[str, Any]) -> str:
-    parts = [f"KL to the reference {gate['kl']:.3f} (bound {gate['max_kl']})"]
-    if "score_gain" in gate:
-        parts.append(
-            f"reward-model score {gate['new_score']:.3f} vs {gate['previous_score']:.3f} "
-            f"(gain {gate['score_gain']:+.3f}, 95% interval [{gate['score_gain_low']:+.3f}, "
-            f"{gate['score_gain_high']:+.3f}], needed ≥ {gate['min_score_gain']})"
-        )
-    if "heldout_accuracy" in gate:
-        accuracy = gate["heldout_accuracy"]
-        parts.append(
-            "no held-out pairs to measure accuracy on (the pairs come from too few prompts)"
-            if accuracy is None
-            else f"held-out pair accuracy {accuracy:.3f} (needed ≥ {gate['min_heldout_accuracy']})"
-        )
-    return "The new version did not pass the promotion gate: " + "; ".join(parts)
 
 
 # Sampling: back into the queue -------------------------------------------------------------

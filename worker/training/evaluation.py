@@ -84,9 +84,15 @@ def mean_kl_to_reference(
 
 
 def paired_bootstrap_interval(
-    before: Sequence[float], after: Sequence[float], *, rounds: int = 1000, seed: int = 0
+    before: Sequence[float],
+    after: Sequence[float],
+    *,
+    rounds: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
 ) -> tuple[float, float]:
-    """95 % percentile interval of mean(after - before), resampling the pairs (prompts).
+    """Percentile interval (two-sided `confidence`) of mean(after - before), resampling the
+    pairs (prompts).
 
     Pairing by prompt removes the spread between easy and hard prompts from the interval.
     """
@@ -95,4 +101,14 @@ def paired_bootstrap_interval(
         raise ValueError("no pairs to compare")
     rng = random.Random(seed)
     means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+    tail = (1 - confidence) / 2
+    return means[int(tail * rounds)], means[int((1 - tail) * rounds) - 1]
+
+
+def length_correlation(scores: Sequence[float], texts: Sequence[str]) -> float | None:
+    """Pearson correlation of scores with lengths in words: near 1, the scorer mostly rewards
+    length (a classic way PPO games a reward model). None when either does not vary."""
+    lengths = [float(len(t.split())) for t in texts]
+    if len(scores) < 3 or len(set(lengths)) < 2 or len(set(scores)) < 2:
+        return None
+    return statistics.correlation(list(scores), lengths)

@@ -75,9 +75,9 @@ class _Config(BaseModel):
         Field(
             ge=0,
             lt=1,
-            description="Before training the policy: the lower end of the 95% interval of the "
-            "reward model's (DPO: the judge's) held-out accuracy must be above this, or the "
-            "round ends 'needs more data'; 0 turns the check off.",
+            description="Before training the policy: the one-sided 95% lower bound of the "
+            "reward models' held-out pair accuracy must be above this, or the round ends "
+            "'needs more data'; 0 turns the check off.",
         ),
     ] = 0.5
 

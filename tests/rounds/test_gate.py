@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from app.rounds.gate import decide
-from worker.jobs.rounds import score_candidate, signal_shortfall
+from worker.jobs.rounds import pooled_signal, score_candidate, signal_shortfall
 
 CONFIG = {"max_kl": 25.0, "min_score_gain": 0.0}
 
@@ -102,36 +102,47 @@ def test_score_length_correlation_shows_a_judge_that_rewards_length() -> None:
 
 
 def test_signal_shortfall_passes_a_reward_model_whose_interval_clears_chance() -> None:
-    summary = {"heldout_accuracy": 0.7, "heldout_accuracy_low": 0.6,
-               "heldout_accuracy_high": 0.8, "n_train": 80, "n_heldout": 20}  # fmt: skip
+    signal = {"accuracy": 0.7, "low": 0.6, "high": 0.8, "heldout_rankings": 40, "rankings": 100}
 
-    assert signal_shortfall(summary, 0.5) is None
-    assert signal_shortfall({**summary, "heldout_accuracy_low": 0.45}, 0.5) is not None
-    assert signal_shortfall({**summary, "heldout_accuracy_low": 0.45}, 0.0) is None  # off
+    assert signal_shortfall(signal, 0.5) is None
+    assert signal_shortfall({**signal, "low": 0.45}, 0.5) is not None
+    assert signal_shortfall({**signal, "low": 0.45}, 0.0) is None  # 0 turns the check off
 
 
 def test_signal_shortfall_estimates_the_rankings_still_needed() -> None:
-    # Accuracy 0.56 ± 0.08 on 100 rankings: the interval shrinks as 1/sqrt(n), so about
+    # Accuracy 0.56 ± 0.08 from 100 rankings: the interval shrinks as 1/sqrt(n), so about
     # 100 * (0.08 / 0.06)^2 = 178 rankings would clear 0.5, i.e. about 78 more.
-    summary = {"heldout_accuracy": 0.56, "heldout_accuracy_low": 0.48,
-               "heldout_accuracy_high": 0.64, "n_train": 80, "n_heldout": 20}  # fmt: skip
+    signal = {"accuracy": 0.56, "low": 0.48, "high": 0.64, "confidence": 0.9,
+              "heldout_rankings": 40, "rankings": 100}  # fmt: skip
 
-    reason = signal_shortfall(summary, 0.5)
+    reason = signal_shortfall(signal, 0.5)
 
     assert reason is not None
     assert "0.560" in reason
-    assert "[0.480, 0.640]" in reason
+    assert "[0.480, 0.640] at 90% on 40 held-out rankings" in reason
     more = re.search(r"about (\d+) more", reason)
     assert more is not None
     assert 70 <= int(more.group(1)) <= 80
 
 
 def test_signal_shortfall_at_chance_asks_for_more_and_for_agreement() -> None:
-    summary = {"heldout_accuracy": 0.48, "heldout_accuracy_low": 0.40,
-               "heldout_accuracy_high": 0.56, "n_train": 40, "n_heldout": 10}  # fmt: skip
+    signal = {"accuracy": 0.48, "low": 0.40, "high": 0.56, "heldout_rankings": 20, "rankings": 50}
 
-    reason = signal_shortfall(summary, 0.5)
+    reason = signal_shortfall(signal, 0.5)
 
     assert reason is not None
     assert "at least 50 more" in reason
     assert "agree" in reason
+
+
+def test_pooled_signal_counts_the_held_out_rankings_of_both_reward_models() -> None:
+    first = {"heldout_ranking_counts": [[5.0, 6], [4.0, 6]], "n_train": 30, "n_heldout": 2}
+    second = {"heldout_ranking_counts": [[6.0, 6], [3.0, 6], [5.0, 6]], "n_train": 29,
+              "n_heldout": 3}  # fmt: skip
+
+    signal = pooled_signal(first, second)
+
+    assert signal["heldout_rankings"] == 5
+    assert signal["accuracy"] == 23 / 30
+    assert signal["rankings"] == 32
+    assert signal["low"] <= signal["accuracy"] <= signal["high"]

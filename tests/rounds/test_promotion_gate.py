@@ -166,6 +166,7 @@ def test_a_round_whose_reward_model_is_at_chance_needs_more_data_and_registers_n
         assert "Needs more data" in ended.error
         assert "more" in ended.error
         assert ended.metrics["reward_model_summary"]["heldout_accuracy"] == 0.5
+        assert ended.metrics["signal"]["accuracy"] == 0.5  # both reward models, pooled
         versions = session.scalars(
             select(PolicyVersion).where(PolicyVersion.project_id == project_id)
         ).all()

@@ -418,16 +418,24 @@ def test_early_stopping_keeps_the_epoch_with_the_lowest_heldout_loss(
 
 
 def test_accuracy_interval_resamples_rankings_and_brackets_the_accuracy() -> None:
-    from worker.training.reward_model import accuracy_interval
+    from worker.training.reward_model import accuracy_interval, ranking_accuracy_counts
 
     groups = torch.tensor([[0, 1, 2, 3]] * 6)  # (B, K): sample i is in group i
     right = torch.tensor([[3.0, 2.0, 1.0, 0.0]] * 6)  # every pair ordered as ranked
     wrong = right.flip(1)
-    assert accuracy_interval(right, groups) == (1.0, 1.0)
-    assert accuracy_interval(wrong, groups) == (0.0, 0.0)
+    assert ranking_accuracy_counts(right, groups) == [(6.0, 6)] * 6
+    assert accuracy_interval(ranking_accuracy_counts(right, groups)) == (1.0, 1.0)
+    assert accuracy_interval(ranking_accuracy_counts(wrong, groups)) == (0.0, 0.0)
     # Half the rankings right, half wrong: the interval straddles 0.5 and is not a point.
-    mixed = torch.cat([right[:3], wrong[:3]])
-    low, high = accuracy_interval(mixed, groups)
+    mixed = ranking_accuracy_counts(torch.cat([right[:3], wrong[:3]]), groups)
+    low, high = accuracy_interval(mixed)
     assert low < 0.5 < high
-    tied = torch.zeros((6, 4))
-    assert accuracy_interval(tied, groups) == (0.5, 0.5)  # a tied score is half right
+    narrower = accuracy_interval(mixed, confidence=0.9)
+    assert low <= narrower[0] <= narrower[1] <= high
+    tied = ranking_accuracy_counts(torch.zeros((6, 4)), groups)
+    assert tied == [(3.0, 6)] * 6  # a tied score is half right
+    assert accuracy_interval(tied) == (0.5, 0.5)
+    # Pooling two runs' rankings narrows the interval around the same accuracy.
+    wide = accuracy_interval(mixed[:4] + [(4.0, 6)])
+    pooled = accuracy_interval((mixed[:4] + [(4.0, 6)]) * 4)
+    assert pooled[1] - pooled[0] < wide[1] - wide[0]

@@ -99,23 +99,27 @@ def run_round(round_id: int, first_stage: str) -> None:
 
 
 def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
-    """Train the round's reward model; stop the round if it found no signal; for PPO, train a
-    second one on another split and seed that the gate scores with (PPO never optimises
-    against it, so gaming the first does not pass the gate)."""
+    """Train the round's reward model and a second one on another held-out split and seed:
+    the gate scores with the second (the policy never optimises against it, so gaming the
+    first does not pass the gate), and the two held-out sets together say whether the
+    rankings hold a signal at all. Without one the round ends needs_more_data."""
     from worker.jobs.reward_model import register_run, train_project_reward_model
 
     settings, seed = start.config["reward_model"], start.config["seed"]
+    common: dict[str, Any] = {
+        "reference": start.config["reference"],
+        "should_stop": reporter.should_stop,
+        "register": False,
+    }
     run = train_project_reward_model(
         start.project_id,
         settings,
         seed=seed,
-        reference=start.config["reference"],
         name=f"round {start.number} reward model",
         round_id=start.round_id,
         progress=lambda step, total: reporter.progress(step, total),
-        should_stop=reporter.should_stop,
-        register=False,
         artifact_name=f"round-{start.number}",
+        **common,
     )
     reporter.check_cancel()
     assert run is not None  # None only when should_stop (the cancel flag) ended training
@@ -126,28 +130,24 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
             {k: float(v) for k, v in epoch.items() if isinstance(v, int | float)},
             series="reward_model",
         )
-    shortfall = signal_shortfall(run.summary, start.config["min_accuracy_low"])
-    if shortfall is not None:
-        with session_scope() as session:
-            service.set_summary(session, start.round_id, "reward_model_summary", run.summary)
-            service.end_needs_more_data(session, start.round_id, shortfall)
-        return
-    register_run(start.project_id, run, round_id=start.round_id)
-    if start.type != "reward_ppo":
-        return  # DPO does not optimise against the reward model: it is the gate's judge as is
     judge = train_project_reward_model(
         start.project_id,
         settings,
         seed=(seed + 7919) % 2**31,
-        reference=start.config["reference"],
-        should_stop=reporter.should_stop,
-        register=False,
         artifact_name=f"round-{start.number}-gate",
         snapshot_id=run.snapshot_id,
+        **common,
     )
     reporter.check_cancel()
     assert judge is not None
+    signal = pooled_signal(run.summary, judge.summary)
+    shortfall = signal_shortfall(signal, start.config["min_accuracy_low"])
     with session_scope() as session:
+        service.set_summary(session, start.round_id, "signal", signal)
+        if shortfall is not None:
+            service.set_summary(session, start.round_id, "reward_model_summary", run.summary)
+            service.end_needs_more_data(session, start.round_id, shortfall)
+            return
         service.set_summary(
             session,
             start.round_id,
@@ -159,28 +159,53 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
                 "best_epoch": judge.summary["best_epoch"],
             },
         )
+    register_run(start.project_id, run, round_id=start.round_id)
 
 
-def signal_shortfall(summary: dict[str, Any], min_low: float) -> str | None:
-    """Why the reward model's held-out accuracy is no evidence of a learnable preference, and
-    roughly how many more rankings would make it so; None when its interval clears `min_low`.
+SIGNAL_CONFIDENCE = 0.9
+"""Two-sided level of the held-out accuracy interval whose low end must clear the bound:
+0.9 makes it a one-sided 95% test of "better than chance", the question being asked."""
+
+
+def pooled_signal(*summaries: dict[str, Any]) -> dict[str, Any]:
+    """Held-out pair accuracy of the reward models, their held-out rankings pooled, with its
+    interval (rankings resampled). Each model is measured on prompts it never saw."""
+    from worker.training.reward_model import accuracy_interval
+
+    counts = [c for s in summaries for c in s.get("heldout_ranking_counts") or []]
+    right, pairs = sum(c for c, _ in counts), sum(n for _, n in counts)
+    low, high = accuracy_interval(counts, confidence=SIGNAL_CONFIDENCE)
+    return {
+        "accuracy": right / pairs if pairs else None,
+        "low": low if counts else None,
+        "high": high if counts else None,
+        "confidence": SIGNAL_CONFIDENCE,
+        "heldout_rankings": len(counts),
+        "rankings": max(
+            int(s.get("n_train") or 0) + int(s.get("n_heldout") or 0) for s in summaries
+        ),
+    }
+
+
+def signal_shortfall(signal: dict[str, Any], min_low: float) -> str | None:
+    """Why the held-out accuracy is no evidence of a learnable preference, and roughly how
+    many more rankings would make it so; None when its interval's low end clears `min_low`.
 
     The interval's half-width shrinks as 1/√n, so n rankings that measured accuracy a with
     half-width w need about n·(w / (a − min_low))² to put the interval above `min_low`.
     """
-    accuracy, low = summary.get("heldout_accuracy"), summary.get("heldout_accuracy_low")
-    high = summary.get("heldout_accuracy_high")
+    accuracy, low, high = signal.get("accuracy"), signal.get("low"), signal.get("high")
     if min_low <= 0 or (accuracy is not None and low is not None and low > min_low):
         return None
-    n_train, n_held = int(summary.get("n_train") or 0), int(summary.get("n_heldout") or 0)
-    total = n_train + n_held
+    total = int(signal.get("rankings") or 0)
     if accuracy is None or low is None or high is None:
         figures = f"it had no held-out rankings to measure on ({total} rankings in all)"
         more = f"at least {max(total, 20)} more"
     else:
         figures = (
-            f"held-out pair accuracy {accuracy:.3f}, 95% interval [{low:.3f}, {high:.3f}] on "
-            f"{n_held} held-out rankings, needed above {min_low}"
+            f"held-out pair accuracy {accuracy:.3f}, interval [{low:.3f}, {high:.3f}] at "
+            f"{signal.get('confidence', 0.9):.0%} on {signal.get('heldout_rankings')} held-out "
+            f"rankings, needed above {min_low}"
         )
         margin, half = accuracy - min_low, (high - low) / 2
         if margin <= 0:
@@ -603,9 +628,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
                 confidence=confidence,
                 seed=seed,
             ),
-            scorer="held-out reward model"
-            if trained_fn is not None
-            else "the round's reward model",
+            scorer="held-out reward model" if judge != trained_on else "the round's reward model",
             min_score_gain=start.config.get("min_score_gain", 0.0),
         )
         del judge_fn, trained_fn

@@ -174,6 +174,8 @@ class RewardModelResult:
     heldout_accuracy_interval: tuple[float, float] | None
     """95 % interval of the held-out accuracy, rankings resampled (their pairs are not
     independent: K samples make C(K,2) pairs)."""
+    heldout_ranking_counts: list[tuple[float, int]]
+    """(pairs ordered right, pairs) per held-out ranking, to pool with another run's."""
     best_epoch: int | None
     """The epoch whose weights were kept (lowest held-out loss) when early stopping is on."""
     reward_mean: float
@@ -681,12 +683,14 @@ def evaluate(
         offset += n
     loss, metrics = ranking_loss(scores, groups)
     values = torch.tensor(flat)
-    low, high = accuracy_interval(scores, groups)
+    counts = ranking_accuracy_counts(scores, groups)
+    low, high = accuracy_interval(counts)
     return {
         "loss": float(loss),
         "accuracy": float(metrics["accuracy"]),
         "accuracy_low": low,
         "accuracy_high": high,
+        "ranking_counts": counts,  # type: ignore[dict-item]
         "margin": float(metrics["margin"]),
         "pairs": int(metrics["pairs"]),
         "reward_mean": float(values.mean()),
@@ -695,13 +699,10 @@ def evaluate(
     }
 
 
-def accuracy_interval(
-    scores: Tensor, groups: Tensor, *, rounds: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """95 % bootstrap interval of pairwise accuracy, resampling whole rankings.
+def ranking_accuracy_counts(scores: Tensor, groups: Tensor) -> list[tuple[float, int]]:
+    """(pairs ordered right, pairs) of each ranking that has a pair; a tied score is half right.
 
-    scores, groups: (B, K) as for `ranking_loss`. A tied score counts as half right. Pairs of
-    one ranking share samples, so resampling pairs would make the interval too narrow.
+    scores, groups: (B, K) as for `ranking_loss`.
     """
     valid = groups >= 0  # (B, K)
     beats = groups.unsqueeze(2) < groups.unsqueeze(1)  # (B, K, K): i's group is above j's
@@ -709,15 +710,28 @@ def accuracy_interval(
     diff = scores.unsqueeze(2) - scores.unsqueeze(1)  # (B, K, K): winner minus loser
     right = torch.where(diff > 0, 1.0, torch.where(diff == 0, 0.5, 0.0))  # (B, K, K)
     correct = torch.where(pair_mask, right, 0.0).sum(dim=(1, 2))  # (B,)
-    pairs = pair_mask.sum(dim=(1, 2)).to(correct.dtype)  # (B,)
-    keep = pairs > 0
-    correct, pairs = correct[keep], pairs[keep]
-    if len(pairs) == 0:
+    pairs = pair_mask.sum(dim=(1, 2))  # (B,)
+    return [(float(c), int(n)) for c, n in zip(correct, pairs, strict=True) if n > 0]
+
+
+def accuracy_interval(
+    counts: Sequence[Sequence[float]],
+    *,
+    confidence: float = 0.95,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of pairwise accuracy from per-ranking (right, pairs) counts,
+    resampling whole rankings: pairs of one ranking share samples, so resampling pairs would
+    make the interval too narrow."""
+    if not counts:
         return float("nan"), float("nan")
+    table = torch.tensor([[float(c), float(n)] for c, n in counts])  # (B, 2)
     generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(pairs), (rounds, len(pairs)), generator=generator)  # (R, B)
-    accuracies = correct[picks].sum(1) / pairs[picks].sum(1)  # (R,)
-    low, high = torch.quantile(accuracies, torch.tensor([0.025, 0.975], dtype=accuracies.dtype))
+    picks = torch.randint(len(table), (rounds, len(table)), generator=generator)  # (R, B)
+    accuracies = table[picks, 0].sum(1) / table[picks, 1].sum(1)  # (R,)
+    tail = (1 - confidence) / 2
+    low, high = torch.quantile(accuracies, torch.tensor([tail, 1 - tail], dtype=accuracies.dtype))
     return float(low), float(high)
 
 
@@ -893,6 +907,7 @@ def _train(
         evaluations=evaluations,
         heldout_accuracy=heldout_accuracy,
         heldout_accuracy_interval=interval,
+        heldout_ranking_counts=list(final_eval["ranking_counts"]) if final_eval else [],
         best_epoch=best_epoch,
         reward_mean=rm.reward_mean,
         reward_std=rm.reward_std,

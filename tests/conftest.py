@@ -282,3 +282,11 @@ def worker_process(app_database: FreshDatabase, tmp_path_factory: pytest.TempPat
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture
+def flagged(db_session: Session):  # type: ignore[no-untyped-def]
+    """A project whose current version humans rated worse than its parent (a Flagged)."""
+    from tests.ratings.conftest import flagged_project
+
+    return flagged_project(db_session)

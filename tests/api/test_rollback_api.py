@@ -4,29 +4,11 @@ version back to its parent; a read token is refused; refusals use the error shap
 from __future__ import annotations
 
 import httpx
-import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import PolicyStatus, PolicyVersion, Project, RoundType, TrainingRound, User
+from app.models import PolicyStatus, User
 from tests.api.conftest import MakeToken, bearer
-from tests.ratings.conftest import Flagged, flagged_project
-
-
-@pytest.fixture
-def flagged(db_session: Session) -> Flagged:
-    return flagged_project(db_session)
-
-
-def _versions(db_session: Session, project: Project) -> dict[int, PolicyVersion]:
-    db_session.expire_all()
-    rows = db_session.scalars(select(PolicyVersion).where(PolicyVersion.project_id == project.id))
-    return {v.number: v for v in rows}
-
-
-def _start_round(db_session: Session, project: Project) -> None:
-    db_session.add(TrainingRound(project_id=project.id, number=1, type=RoundType.dpo))
-    db_session.flush()
+from tests.ratings.conftest import Flagged, start_active_round, versions_by_number
 
 
 def _api_url(flagged: Flagged, number: int | None = None) -> str:
@@ -64,7 +46,7 @@ def test_the_api_roll_back_needs_the_write_scope(
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "missing_scope"
-    assert _versions(db_session, flagged.project)[2].status == PolicyStatus.current
+    assert versions_by_number(db_session, flagged.project)[2].status == PolicyStatus.current
 
 
 def test_the_api_roll_back_refusals_use_the_error_shape(
@@ -74,7 +56,7 @@ def test_the_api_roll_back_refusals_use_the_error_shape(
 
     not_current = client.post(_api_url(flagged, flagged.base.number), headers=headers)
     unknown = client.post(_api_url(flagged, 99), headers=headers)
-    _start_round(db_session, flagged.project)
+    start_active_round(db_session, flagged.project)
     db_session.commit()
     during_round = client.post(_api_url(flagged), headers=headers)
 

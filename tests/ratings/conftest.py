@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -15,8 +16,10 @@ from app.models import (
     PolicyVersion,
     Project,
     RankingTask,
+    RoundType,
     Sample,
     TaskSample,
+    TrainingRound,
     User,
 )
 from app.projects import service as projects
@@ -152,3 +155,16 @@ def flagged_project(session: Session) -> Flagged:
 # Logged-in admin clients for the page tests (shared with tests/admin).
 from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa: E402, F401
 from tests.api.conftest import make_token  # noqa: E402, F401
+
+
+def versions_by_number(session: Session, project: Project) -> dict[int, PolicyVersion]:
+    """The project's versions as stored now (the session's cache expired first)."""
+    session.expire_all()
+    rows = session.scalars(select(PolicyVersion).where(PolicyVersion.project_id == project.id))
+    return {v.number: v for v in rows}
+
+
+def start_active_round(session: Session, project: Project) -> None:
+    """A round that is still queued: the project has an active round."""
+    session.add(TrainingRound(project_id=project.id, number=1, type=RoundType.dpo))
+    session.flush()

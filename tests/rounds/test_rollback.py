@@ -6,32 +6,15 @@ API: tests/api/test_rollback_api.py."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
-from app.models import PolicyStatus, PolicyVersion, Project, Role, RoundType, TrainingRound
+from app.models import PolicyStatus, Role
 from app.rounds import repository
 from app.rounds.rollback import roll_back
 from app.sampling import service as sampling
 from tests.factories import make_project, make_prompt, make_user
-from tests.ratings.conftest import Flagged, flagged_project
-
-
-@pytest.fixture
-def flagged(db_session: Session) -> Flagged:
-    return flagged_project(db_session)
-
-
-def _versions(db_session: Session, project: Project) -> dict[int, PolicyVersion]:
-    db_session.expire_all()
-    rows = db_session.scalars(select(PolicyVersion).where(PolicyVersion.project_id == project.id))
-    return {v.number: v for v in rows}
-
-
-def _start_round(db_session: Session, project: Project) -> None:
-    db_session.add(TrainingRound(project_id=project.id, number=1, type=RoundType.dpo))
-    db_session.flush()
+from tests.ratings.conftest import Flagged, start_active_round, versions_by_number
 
 
 def test_roll_back_makes_the_parent_current_and_keeps_the_lineage(
@@ -43,7 +26,7 @@ def test_roll_back_makes_the_parent_current_and_keeps_the_lineage(
         db_session, project_id=flagged.project.id, number=flagged.new.number, user_id=user.id
     )
 
-    versions = _versions(db_session, flagged.project)
+    versions = versions_by_number(db_session, flagged.project)
     assert (done.retired.id, done.current.id) == (flagged.new.id, flagged.base.id)
     assert sorted(versions) == [1, 2]  # both still listed
     assert versions[1].status == PolicyStatus.current
@@ -71,14 +54,14 @@ def test_after_a_roll_back_sampling_draws_from_the_parent(
 def test_roll_back_is_refused_while_a_round_is_active(
     db_session: Session, flagged: Flagged
 ) -> None:
-    _start_round(db_session, flagged.project)
+    start_active_round(db_session, flagged.project)
 
     with pytest.raises(Conflict, match="still queued"):
         roll_back(
             db_session, project_id=flagged.project.id, number=flagged.new.number, user_id=None
         )
 
-    versions = _versions(db_session, flagged.project)
+    versions = versions_by_number(db_session, flagged.project)
     assert (versions[1].status, versions[2].status) == (PolicyStatus.retired, PolicyStatus.current)
 
 
@@ -90,7 +73,7 @@ def test_roll_back_of_a_version_that_is_not_current_is_refused(
             db_session, project_id=flagged.project.id, number=flagged.base.number, user_id=None
         )
 
-    assert _versions(db_session, flagged.project)[2].status == PolicyStatus.current
+    assert versions_by_number(db_session, flagged.project)[2].status == PolicyStatus.current
 
 
 def test_roll_back_of_a_version_without_a_parent_is_refused(db_session: Session) -> None:
@@ -99,7 +82,7 @@ def test_roll_back_of_a_version_without_a_parent_is_refused(db_session: Session)
     with pytest.raises(Conflict, match="no parent"):
         roll_back(db_session, project_id=project.id, number=1, user_id=None)
 
-    assert _versions(db_session, project)[1].status == PolicyStatus.current
+    assert versions_by_number(db_session, project)[1].status == PolicyStatus.current
 
 
 def test_roll_back_of_an_unknown_version_or_project_is_not_found(

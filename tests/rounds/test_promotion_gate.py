@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import func, select
 
 from app.models import PolicyStatus, RoundState, Sample, TrainingRound
@@ -180,3 +181,42 @@ def test_a_round_whose_reward_model_is_at_chance_needs_more_data_and_registers_n
             session, project_id=project_id, round_type="reward_ppo", enqueue=False
         )
         assert again.number == 2
+
+
+def test_a_round_started_again_after_a_rejection_trains_a_different_candidate(
+    app_database: FreshDatabase, tiny_model_path: Path
+) -> None:
+    """With no seed set, each round draws its own (from its id): trying again after a
+    rejection is a new try, not the rejected candidate reproduced bit for bit."""
+    from safetensors.torch import load_file
+
+    from app.artifacts import get_store
+
+    config = {k: v for k, v in SMALL_ROUND.items() if k != "seed"}
+    config["min_score_gain"] = 1000.0  # rejected, so the second round starts from the same base
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        session.commit()
+    candidates = []
+    for _ in range(2):
+        with app_database.session() as session:
+            started = service.start_round(
+                session, project_id=project_id, round_type="reward_ppo", config=config,
+                enqueue=False,
+            )  # fmt: skip
+            session.commit()
+            round_id = started.id
+        run_round(round_id, "reward_model")
+        with app_database.session() as session:
+            ended = session.get_one(TrainingRound, round_id)
+            assert ended.state == RoundState.rejected
+            candidates.append((ended.config["seed"], ended.metrics["candidate"]["adapter_uri"]))
+
+    (seed_a, uri_a), (seed_b, uri_b) = candidates
+    assert seed_a != seed_b
+    weights = [
+        load_file(next(Path(get_store().local_dir(uri)).rglob("adapter_model.safetensors")))
+        for uri in (uri_a, uri_b)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

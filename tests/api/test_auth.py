@@ -38,6 +38,7 @@ ENDPOINTS = [
     ("GET", "/api/v1/projects/{p}/pairs.jsonl", "read", None),
     ("GET", "/api/v1/projects/{p}/rankings.jsonl", "read", None),
     ("GET", "/api/v1/projects/{p}/leaderboard", "read", None),
+    ("POST", "/api/v1/projects/{p}/versions/{n}/rollback", "write", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
 
@@ -45,7 +46,7 @@ IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
 def _call(
     client: httpx.Client, method: str, path: str, body: object, headers: dict[str, str]
 ) -> httpx.Response:
-    url = path.format(p=1, r=1, v=1)
+    url = path.format(p=1, r=1, v=1, n=1)
     return client.request(method, url, json=body, headers=headers)
 
 
@@ -63,8 +64,12 @@ def test_the_endpoint_list_covers_every_documented_api_route(client: TestClient)
         if path.startswith("/api/v1")
         for method in operations
     }
-    listed = {(m, p.replace("{p}", "{project_id}")) for m, p, _, _ in ENDPOINTS}
-    listed = {(m, p.replace("{r}", "{round_id}").replace("{v}", "{version_id}")) for m, p in listed}
+    names = {"{p}": "{project_id}", "{r}": "{round_id}", "{v}": "{version_id}", "{n}": "{number}"}
+    listed = set()
+    for method, path, _, _ in ENDPOINTS:
+        for short, name in names.items():
+            path = path.replace(short, name)
+        listed.add((method, path))
     assert served == listed
 
 

@@ -51,7 +51,7 @@ def decide(gate: dict[str, Any], config: dict[str, Any]) -> tuple[bool, list[str
                 f"[{low:+.3f}, {gate['score_gain_high']:+.3f}] at "
                 f"{gate.get('confidence', 0.95):.0%}: its low end is not above {bound}"
             )
-    if "min_heldout_accuracy" in gate:
+    if gate.get("min_heldout_accuracy", 0) > 0:
         accuracy = gate.get("heldout_accuracy")
         if accuracy is None:
             reasons.append(

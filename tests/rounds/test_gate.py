@@ -146,3 +146,10 @@ def test_pooled_signal_counts_the_held_out_rankings_of_both_reward_models() -> N
     assert signal["accuracy"] == 23 / 30
     assert signal["rankings"] == 32
     assert signal["low"] <= signal["accuracy"] <= signal["high"]
+
+
+def test_a_dpo_accuracy_bound_of_zero_only_shows_the_figure() -> None:
+    gate = _gate(heldout_accuracy=0.45, min_heldout_accuracy=0.0)
+
+    assert decide(gate, CONFIG) == (True, [])
+    assert decide({**gate, "min_heldout_accuracy": 0.5}, CONFIG)[0] is False

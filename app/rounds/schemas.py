@@ -113,7 +113,7 @@ class PPOSettings(BaseModel):
         Field(
             ge=1,
             le=100000,
-            description="PPO updates (blank: about eight rollouts per training prompt, fewer "
+            description="PPO updates (blank: about four rollouts per training prompt, fewer "
             "while rankings are fewer than prompts).",
         ),
     ] = None

@@ -21,6 +21,7 @@ from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
 from app.rounds import lineage, repository, sizing
 from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
+from app.seeds import derived_seed
 
 STAGE_QUEUE = {"sampling": "sampling"}  # every other stage runs on the training queue
 MAX_SERIES_POINTS = 2000
@@ -90,7 +91,7 @@ def start_round(
     except IntegrityError as exc:  # a concurrent start won the race (partial unique index)
         raise Conflict(f"Another round of {project.name!r} is already active") from exc
     if clean["seed"] is None:  # a new try every round, reproducible from the round's id
-        seed = sizing.derived_seed("round", training_round.id)
+        seed = derived_seed("round", training_round.id)
         training_round.config = {**clean, "seed": seed}
         training_round.metrics = {
             "sizing": {**training_round.metrics["sizing"], "seed": "derived from the round's id"}

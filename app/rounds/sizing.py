@@ -8,7 +8,6 @@ round form before starting, and the round keeps them in its metrics under "sizin
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +27,6 @@ accuracy (0.54-0.62 against label ceilings of 0.61-0.67) limits what a round can
 PPO_MIN_EPISODES, PPO_MAX_EPISODES = 256, 2048
 
 
-def derived_seed(kind: str, row_id: int) -> int:
-    """A seed of 31 bits fixed by what it is for and its row's id: every round (every job)
-    draws fresh randomness, and the same row always draws the same."""
-    digest = hashlib.blake2b(f"{kind}:{row_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
-
-
 @dataclass(frozen=True)
 class Sized:
     value: Any
@@ -52,7 +44,7 @@ def size_round(
 ) -> dict[str, Sized]:
     """Values for the blank (None) settings of `config` (a parsed round config), by dotted name.
 
-    The seed is left out: it needs the round's id (`derived_seed("round", id)`).
+    The seed is left out: it needs the round's id (`app.seeds.derived_seed("round", id)`).
     """
     sized: dict[str, Sized] = {}
     n_eval = eval_prompt_count(prompts)

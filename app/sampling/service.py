@@ -8,7 +8,6 @@ text twice: a worker draws more samples (RESAMPLE_TRIES times) and otherwise ski
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import random
@@ -36,6 +35,7 @@ from app.models.sample import text_key
 from app.projects import repository as projects_repository
 from app.projects.service import require_project
 from app.sampling import repository
+from app.seeds import derived_seed
 
 logger = logging.getLogger(__name__)
 
@@ -194,18 +194,11 @@ def _new_job(
     )
     session.add(job)
     session.flush()
-    job.seed = seed if seed is not None else job_seed(job.id)
+    job.seed = seed if seed is not None else derived_seed("sampling job", job.id)
     if enqueue:
         job_id = job.id
         after_commit(session, lambda: send_sampling_job(job_id))
     return job
-
-
-def job_seed(job_id: int) -> int:
-    """The seed of a job started without one: reproducible from its id, and different for
-    every job, so more samples of the same prompts (or a re-run) are new draws."""
-    digest = hashlib.sha256(f"rankloop sampling job {job_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
 def send_sampling_job(job_id: int) -> None:

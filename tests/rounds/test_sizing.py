@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 from app.projects.service import add_prompts
 from app.rounds import service
 from app.rounds.service import parse_config
-from app.rounds.sizing import derived_seed, size_round
+from app.rounds.sizing import size_round
+from app.seeds import derived_seed
 from tests.factories import make_project
 
 

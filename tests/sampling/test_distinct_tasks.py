@@ -22,6 +22,7 @@ from app.models import (
 from app.projects.service import add_prompts
 from app.sampling import service
 from app.sampling.service import NewSample, SamplingPlan
+from app.seeds import derived_seed
 from tests.factories import base_version, make_project, make_prompt, make_task, make_version
 
 
@@ -78,8 +79,8 @@ def test_a_job_without_a_seed_takes_one_derived_from_its_id(db_session: Session)
     second, _ = _job(db_session, project, prompt_limit=1)
     chosen, _ = _job(db_session, project, prompt_limit=1, seed=1234)
 
-    assert first.seed == service.job_seed(first.id)
-    assert second.seed == service.job_seed(second.id)
+    assert first.seed == derived_seed("sampling job", first.id)
+    assert second.seed == derived_seed("sampling job", second.id)
     assert first.seed != second.seed
     assert 0 <= first.seed < 2**31
     assert chosen.seed == 1234  # an explicit seed wins

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -43,6 +43,13 @@ class Project(Base):
         doc="Generation stops at these texts (the end of the assistant's turn); None derives "
         "them from the tokenizer's chat template."
     )
+    long_prompts: Mapped[str] = mapped_column(
+        String(16),
+        default="truncate",
+        server_default="truncate",
+        doc="A prompt longer than the context minus the new tokens: 'truncate' keeps its end "
+        "(left-truncated, with a marker); 'skip' marks it too long and never samples it.",
+    )
     guidelines: Mapped[str] = mapped_column(Text, default="")
     ratings_dirty_since: Mapped[datetime | None] = mapped_column(
         doc="Set by a submit, cleared by the ratings job: the debounce marker."
@@ -67,6 +74,14 @@ class Prompt(Base):
     messages: Mapped[list[Any] | None]
     source: Mapped[str] = mapped_column(String(32), default="plain")
     active: Mapped[bool] = mapped_column(default=True)
+    token_count: Mapped[int | None] = mapped_column(
+        doc="Length in the project's tokenizer, measured at import or sampling (None: not yet)."
+    )
+    too_long: Mapped[bool] = mapped_column(
+        default=False,
+        server_default=false(),
+        doc="Does not fit the context minus the new tokens; skipped when long_prompts='skip'.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

@@ -47,7 +47,10 @@ class TrainingRound(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(
         default=dict, doc="Per stage: lists of per-epoch / per-step metrics for charts."
     )
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text, doc="One line: what failed and what to do.")
+    error_detail: Mapped[str | None] = mapped_column(
+        Text, doc="The traceback, without server paths, for admins who expand it."
+    )
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     heartbeat_at: Mapped[datetime | None]
     base_policy_version_id: Mapped[int | None] = mapped_column(
@@ -82,7 +85,10 @@ class SamplingJob(Base):
     prompts_done: Mapped[int] = mapped_column(default=0)
     prompts_total: Mapped[int] = mapped_column(default=0)
     seed: Mapped[int] = mapped_column(default=0)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text, doc="One line: what failed and what to do.")
+    error_detail: Mapped[str | None] = mapped_column(
+        Text, doc="The traceback, without server paths, for admins who expand it."
+    )
     heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def fresh(tiny_model_dir: Path) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     tokenizer = load_tokenizer(str(tiny_model_dir))
     base = load_causal_lm(str(tiny_model_dir), device="cpu")
     ensure_pad_token(tokenizer, base)
-    return RewardModel.create(base, RewardModelConfig(), base_model=str(tiny_model_dir)), tokenizer
+    rm = RewardModel.create(base, RewardModelConfig(), base_model=str(tiny_model_dir))
+    torch.nn.init.normal_(rm.head.weight, std=0.1)  # a new head scores all alike: randomise it
+    return rm, tokenizer
 
 
 # Training ---------------------------------------------------------------------------------
@@ -358,7 +361,11 @@ def test_long_inputs_keep_the_end_of_the_response(
 
     cut = encode_pair(tokenizer, "a " * 50, "the end", max_length=10)
 
-    assert cut == full[-10:]
+    # The prompt's start gives way, behind the "…" marker of every stage (worker.training.prompts)
+    marker = tokenizer("…", add_special_tokens=False)["input_ids"]
+    assert len(cut) == 10
+    assert cut[: len(marker)] == marker
+    assert cut[len(marker) :] == full[-(10 - len(marker)) :]
 
 
 # Validation ------------------------------------------------------------------------------------
@@ -402,11 +409,15 @@ def test_early_stopping_keeps_the_epoch_with_the_lowest_heldout_loss(
 
     result = train_reward_model(str(tiny_model_dir), rankings(24), config, out_dir=tmp_path)
 
-    losses = [e["heldout_loss"] for e in result.epochs]
+    untrained = result.evaluations[0]
+    assert untrained["epoch"] == 0.0
+    assert untrained["loss"] == pytest.approx(math.log(2), abs=1e-6)  # a zero head: all alike
+    losses = [untrained["loss"]] + [e["heldout_loss"] for e in result.epochs]
     best = min(range(len(losses)), key=losses.__getitem__)
-    assert result.best_epoch == best + 1
-    assert len(losses) <= best + 1 + config.patience  # stopped `patience` epochs after it
-    assert result.heldout_accuracy == result.epochs[best]["heldout_accuracy"]
+    assert best > 0, "the tiny model learns the marker rule within a few epochs"
+    assert result.best_epoch == best
+    assert len(losses) - 1 <= best + config.patience  # stopped `patience` epochs after it
+    assert result.heldout_accuracy == result.epochs[best - 1]["heldout_accuracy"]
     # The kept weights are the best epoch's: evaluating again gives that epoch's loss.
     _, heldout = split_by_prompt(rankings(24), heldout_fraction=0.3, seed=config.seed)
     again = evaluate(result.model, result.tokenizer, heldout, max_length=96)
@@ -415,6 +426,55 @@ def test_early_stopping_keeps_the_epoch_with_the_lowest_heldout_loss(
     assert low is not None
     assert high is not None
     assert low <= result.heldout_accuracy <= high
+
+
+@pytest.mark.slow
+def test_a_learning_rate_whose_first_epoch_overshoots_is_tried_again_smaller(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = RewardModelConfig(
+        lr=3.0, epochs=3, patience=1, batch_size=4, heldout_fraction=0.3, max_length=96
+    )
+
+    result = train_reward_model(str(tiny_model_dir), rankings(24), config, out_dir=tmp_path)
+
+    trials = result.lr_trials
+    assert trials[0]["lr"] == 3.0
+    assert trials[0]["first_epoch_loss"] > trials[0]["untrained_loss"]  # it overshot
+    assert [t["lr"] for t in trials] == pytest.approx(
+        [3.0 / config.lr_backoff**i for i in range(len(trials))]
+    )
+    assert 2 <= len(trials) <= config.lr_retries + 1
+    assert result.lr == pytest.approx(trials[-1]["lr"])
+    assert result.epochs[0]["epoch"] == 1  # the kept run's curve starts again at epoch 1
+    assert [e["epoch"] for e in result.evaluations].count(0.0) == 1
+
+
+@pytest.mark.slow
+def test_a_run_that_never_beats_the_untrained_model_keeps_a_model_that_ranks_nothing(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # Held-out rankings say the opposite of training ones: every epoch makes held-out worse.
+    examples = rankings(24, noise=0.0)
+    _, heldout = split_by_prompt(examples, heldout_fraction=0.3, seed=0)
+    flipped = {id(e) for e in heldout}
+    examples = [
+        RankingExample(e.prompt, e.responses, [max(e.groups) - g for g in e.groups])
+        if id(e) in flipped
+        else e
+        for e in examples
+    ]
+    config = RewardModelConfig(
+        lr=3e-3, epochs=4, patience=2, batch_size=4, heldout_fraction=0.3, max_length=96
+    )
+
+    result = train_reward_model(str(tiny_model_dir), examples, config, out_dir=tmp_path)
+
+    assert all(e["heldout_loss"] > math.log(2) for e in result.epochs)
+    assert result.best_epoch == 0
+    assert result.heldout_accuracy == pytest.approx(0.5)  # every pair a tie: half right
+    scores = score(result.model, result.tokenizer, ["a", "b"], ["wonderful x", "plain y"])
+    assert scores[0] == scores[1]
 
 
 def test_accuracy_interval_resamples_rankings_and_brackets_the_accuracy() -> None:

@@ -131,6 +131,8 @@ def train_project_reward_model(
                 "heldout_accuracy_low": low,
                 "heldout_accuracy_high": high,
                 "best_epoch": result.best_epoch,
+                "lr": result.lr,
+                "lr_trials": result.lr_trials,
                 "heldout_ranking_counts": result.heldout_ranking_counts,
                 "epochs": result.epochs,
                 "n_train": result.n_train,

@@ -37,7 +37,8 @@ def ranking_loss(
     neither add to nor divide the loss). The optional centering term
     ``center_coef · mean((r_w + r_l)^2)`` (TRL's center_rewards_coefficient) keeps rewards near 0
     and is averaged the same way as the main term (per ranking, then over rankings).
-    Metrics are pooled over all pairs of the batch; with no pair, accuracy and margin are 0.
+    Metrics are pooled over all pairs of the batch (a tie counts half right); with no pair,
+    accuracy and margin are 0.
     """
     if scores.shape != groups.shape or scores.dim() != 2:
         raise ValueError(
@@ -71,7 +72,9 @@ def ranking_loss(
         total = n_pairs.sum()
         d = diff[pair_mask]  # (P,)
         metrics = {
-            "accuracy": (d > 0).float().sum() / total.clamp(min=1),
+            # A tie is half right, as in ranking_accuracy_counts: a model that scores all
+            # answers alike is at chance (0.5), not always wrong.
+            "accuracy": ((d > 0).float() + 0.5 * (d == 0).float()).sum() / total.clamp(min=1),
             "margin": d.float().sum() / total.clamp(min=1),
             "pairs": total,
         }

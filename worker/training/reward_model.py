@@ -48,6 +48,7 @@ from worker.training.models import (
     lora_config,
     pick_device,
 )
+from worker.training.prompts import token_limit, truncate_left
 
 Prompt = str | list[dict[str, str]]
 ADAPTER_NAME = "reward"
@@ -94,7 +95,14 @@ class RewardModelConfig:
     """Stop as soon as held-out pairwise accuracy reaches this (None: train all epochs)."""
     patience: int | None = None
     """Early stopping: end training after this many epochs without a lower held-out loss, and
-    keep the weights of the best epoch (None: train every epoch, keep the last)."""
+    keep the weights of the best epoch (None: train every epoch, keep the last). The untrained
+    model (epoch 0) competes too: a run that never beats it keeps a model that ranks nothing."""
+    lr_retries: int = 2
+    """With early stopping: when the first epoch's held-out loss is above the untrained model's,
+    the learning rate overshot; start again from the initial weights at lr / `lr_backoff`, at
+    most this many times. The learning rate is thus chosen by the held-out curve."""
+    lr_backoff: float = 3.0
+    """Divisor of the learning rate at each retry."""
     eval_batch_size: int = 32
     """Sequences per forward pass when scoring without gradients."""
     device: str | None = None
@@ -131,6 +139,11 @@ class RewardModelConfig:
         for name in ("weight_decay", "center_coef", "max_grad_norm", "warmup_steps", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr_retries < 0 or self.lr_backoff <= 1.0:
+            raise ValueError(
+                f"lr_retries must be >= 0 and lr_backoff > 1, got {self.lr_retries}, "
+                f"{self.lr_backoff}"
+            )
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
@@ -177,7 +190,8 @@ class RewardModelResult:
     heldout_ranking_counts: list[tuple[float, int]]
     """(pairs ordered right, pairs) per held-out ranking, to pool with another run's."""
     best_epoch: int | None
-    """The epoch whose weights were kept (lowest held-out loss) when early stopping is on."""
+    """The epoch whose weights were kept (lowest held-out loss) when early stopping is on;
+    0 when no epoch beat the untrained model."""
     reward_mean: float
     reward_std: float
     train_forward_passes: int
@@ -192,6 +206,10 @@ class RewardModelResult:
     reached_target: bool
     stopped: bool
     """True when `should_stop` ended training early."""
+    lr_trials: list[dict[str, float]] = field(default_factory=list)
+    """Each learning rate tried: lr, the untrained and the first epoch's held-out loss."""
+    lr: float | None = None
+    """The learning rate of the kept run."""
 
 
 # Model -----------------------------------------------------------------------------------
@@ -206,7 +224,10 @@ class RewardModel(nn.Module):
         self.base_model = base_model
         hidden = lm.get_base_model().config.get_text_config().hidden_size
         self.head = nn.Linear(hidden, 1, device=lm.get_base_model().device)
-        nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden + 1))
+        # Zero head: the untrained model scores every answer alike (held-out loss exactly ln 2),
+        # so the first epochs fit a probe on the base's features instead of undoing a random one,
+        # and "no better than untrained" is a clean baseline for early stopping.
+        nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.reward_mean = 0.0
         self.reward_std = 1.0
@@ -407,7 +428,8 @@ def encode_pair(
 
     Prompt and response are tokenised apart, as generation produced them; a space joins
     them when the prompt ends in a non-space (e.g. "Assistant:"), matching the stripped
-    text `generate_samples` returns. Too long: the start of the prompt is cut.
+    text `generate_samples` returns. Too long for `max_length` or the model's context: the
+    start of the prompt is cut, behind a marker (`prompts.truncate_left`).
     """
     return encode_responses(tokenizer, prompt, [response], max_length=max_length)[0]
 
@@ -421,7 +443,21 @@ def encode_responses(
     texts = [(" " if joins and r[:1] != " " else "") + r for r in responses]
     prompt_ids = encode_prompt(tokenizer, prompt_text)
     response_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    return [(prompt_ids + ids)[-max_length:] for ids in response_ids]
+    # Too long for max_length or the model's context: the prompt is left-truncated behind the
+    # marker (`prompts.truncate_left`), the same for every response, so rows keep one prefix.
+    limit = token_limit(tokenizer, max_length)
+    if limit is None:
+        return [prompt_ids + ids for ids in response_ids]
+    room = limit - max((len(ids) for ids in response_ids), default=0)
+    if room >= 1:
+        shared = truncate_left(tokenizer, prompt_ids, room)
+        return [shared + ids for ids in response_ids]
+    return [  # a response about as long as the limit: its end, after what prompt fits
+        truncate_left(tokenizer, prompt_ids, limit - len(ids)) + ids
+        if len(ids) < limit
+        else ids[-limit:]
+        for ids in response_ids
+    ]
 
 
 @dataclass(frozen=True)
@@ -785,10 +821,8 @@ def _train(
     total_steps = steps_per_epoch * config.epochs
 
     params = [p for p in rm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(config.warmup_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    order_rng = random.Random(config.seed)
+    initial = _trainable_state(rm)
 
     evaluations: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
@@ -797,6 +831,7 @@ def _train(
     # Early stopping on held-out loss: the best epoch's weights and metrics are kept.
     best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
     early_stop = config.patience is not None and bool(heldout)
+    lr, lr_trials = config.lr, list[dict[str, float]]()
 
     def run_eval(epoch: float) -> dict[str, float] | None:
         nonlocal eval_passes, reached
@@ -818,7 +853,15 @@ def _train(
             reached = True
         return m
 
-    for epoch in range(config.epochs):
+    if early_stop:
+        untrained = run_eval(0.0)
+        assert untrained is not None
+        best = (untrained["loss"], 0, initial, untrained)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    order_rng = random.Random(config.seed)
+    epoch = 0
+    while epoch < config.epochs:
         order = list(range(len(units)))
         order_rng.shuffle(order)
         losses, accuracies = [], []
@@ -871,11 +914,30 @@ def _train(
         )
         if reached or stopped:
             break
-        if early_stop and held is not None:
-            if best is None or held["loss"] < best[0]:
+        if early_stop and held is not None and best is not None:
+            if epoch == 0 and best[1] == 0:
+                lr_trials.append(
+                    {"lr": lr, "untrained_loss": best[0], "first_epoch_loss": held["loss"]}
+                )
+                if held["loss"] > best[0] and len(lr_trials) <= config.lr_retries:
+                    # The first epoch made held-out predictions worse than none: the step
+                    # size overshot. Start again from the same initial weights, smaller.
+                    lr /= config.lr_backoff
+                    _restore_state(rm, initial)
+                    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+                    schedule = torch.optim.lr_scheduler.LambdaLR(
+                        optimizer, lambda s: min(1.0, (s + 1) / warmup)
+                    )
+                    order_rng = random.Random(config.seed)
+                    epochs.clear()
+                    del evaluations[1:]  # keep the untrained model's, drop the discarded run's
+                    total_steps += steps_per_epoch
+                    continue
+            if held["loss"] < best[0]:
                 best = (held["loss"], epoch + 1, _trainable_state(rm), held)
             elif epoch + 1 - best[1] >= (config.patience or 0):
                 break  # no lower held-out loss for `patience` epochs
+        epoch += 1
     best_epoch: int | None = None
     final_eval = evaluations[-1] if evaluations else None
     if best is not None:
@@ -909,6 +971,8 @@ def _train(
         heldout_accuracy_interval=interval,
         heldout_ranking_counts=list(final_eval["ranking_counts"]) if final_eval else [],
         best_epoch=best_epoch,
+        lr_trials=lr_trials,
+        lr=lr,
         reward_mean=rm.reward_mean,
         reward_std=rm.reward_std,
         train_forward_passes=train_passes,
@@ -930,6 +994,8 @@ def _train(
             "heldout_accuracy": heldout_accuracy,
             "heldout_accuracy_interval": interval,
             "best_epoch": best_epoch,
+            "lr": lr,
+            "lr_trials": lr_trials,
             "train_forward_passes": train_passes,
             "n_train": len(train),
             "n_heldout": len(heldout),

@@ -29,7 +29,21 @@ def render_markdown(text: str) -> Markup:
     return Markup(_markdown.render(text or ""))  # noqa: S704 (html disabled above)
 
 
+def format_eta(seconds: float | None) -> str:
+    """A time left as people say it: "under a minute", "about 3 min", "about 1 h 20 min"."""
+    if seconds is None or seconds != seconds:
+        return "unknown time"
+    if seconds < 60:
+        return "under a minute"
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"about {minutes} min"
+    return f"about {hours} h" + (f" {minutes} min" if minutes else "")
+
+
 templates.env.filters["markdown"] = render_markdown
+templates.env.filters["eta"] = format_eta
 
 
 def render(

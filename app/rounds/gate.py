@@ -11,24 +11,25 @@ from __future__ import annotations
 from typing import Any
 
 LABELS: dict[str, str] = {
+    "passed": "decision",
+    "version": "registered as policy version",
     "kl": "KL to the reference (nats per answer)",
-    "max_kl": "KL bound",
+    "max_kl": "KL bound (nats per answer)",
     "kl_per_token": "KL per token (nats)",
-    "new_score": "held-out score, new version",
-    "previous_score": "held-out score, previous version",
+    "new_score": "held-out score, new version (reward std units)",
+    "previous_score": "held-out score, previous version (reward std units)",
     "score_gain": "gain (held-out reward model, reward std units)",
-    "score_gain_low": "gain interval, low",
-    "score_gain_high": "gain interval, high",
-    "min_score_gain": "gain bound (interval's low end must be above)",
-    "confidence": "interval level (two-sided)",
-    "training_rm_gain": "gain by the reward model PPO trained on",
-    "length_correlation": "score-length correlation (new version)",
-    "identical_samples": "share of samples identical to the previous version's",
-    "heldout_accuracy": "DPO held-out pair accuracy",
-    "min_heldout_accuracy": "DPO accuracy bound",
+    "score_gain_low": "gain interval, low end (reward std units)",
+    "score_gain_high": "gain interval, high end (reward std units)",
+    "min_score_gain": "gain bound (reward std units; the interval's low end must be above it)",
+    "confidence": "interval level (two-sided, 0–1)",
+    "training_rm_gain": "gain by the reward model PPO trained on (reward std units)",
+    "length_correlation": "score-length correlation, new version (Pearson r, −1 to 1)",
+    "identical_samples": "share of samples identical to the previous version's (0–1)",
+    "heldout_accuracy": "DPO held-out pair accuracy (share of pairs, 0–1)",
+    "min_heldout_accuracy": "DPO accuracy bound (share of pairs, 0–1)",
     "gate_samples": "samples per held-out prompt",
     "scorer": "scored by",
-    "passed": "passed",
 }
 
 

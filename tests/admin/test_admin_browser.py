@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.models import Project, Role
+from app.models import Project, ProjectMember, Role
 from tests.conftest import FreshDatabase, LiveServer
 from tests.factories import PASSWORD, make_project, make_user
 
@@ -87,3 +87,53 @@ def test_prompts_are_uploaded_previewed_and_imported(
     page.click("#import-preview button[type=submit]")
     page.wait_for_selector("#import-outcome")
     assert "Imported 1 prompt" in page.inner_text("#import-outcome")
+
+
+def test_scope_checkboxes_sit_on_their_labels_line(page: Any, live_server: LiveServer) -> None:
+    page.goto(f"{live_server.url}/admin/tokens")
+
+    boxes = page.locator("input[name=scopes]")
+    assert boxes.count() >= 3
+    for i in range(boxes.count()):
+        box = boxes.nth(i).bounding_box()
+        name = boxes.nth(i).locator("xpath=..").locator("code").bounding_box()
+        assert box["x"] + box["width"] <= name["x"]  # left of its scope name
+        assert box["y"] < name["y"] + name["height"]  # on the same line, not above it
+        assert name["y"] < box["y"] + box["height"]
+
+
+def test_search_boxes_show_their_whole_placeholder(
+    page: Any, live_server: LiveServer, fresh_database: FreshDatabase, project_id: int
+) -> None:
+    with fresh_database.session() as session:
+        project = session.get(Project, project_id)
+        member = make_user(session, username="searchable-member")
+        session.add(ProjectMember(project_id=project_id, user_id=member.id))
+        session.commit()
+        assert project is not None
+    for url in (f"/admin/projects/{project_id}", "/admin/users"):
+        page.goto(live_server.url + url)
+        search = page.locator("input[type=search]")
+        assert search.get_attribute("placeholder") == "Find by username or name"
+        room, needed = search.evaluate(
+            """i => { const s = getComputedStyle(i);
+                      const c = document.createElement('canvas').getContext('2d');
+                      c.font = s.font;
+                      const pad = parseFloat(s.paddingLeft) + parseFloat(s.paddingRight);
+                      return [i.clientWidth - pad, c.measureText(i.placeholder).width]; }"""
+        )
+        assert needed <= room, url
+
+
+def test_links_among_buttons_look_like_buttons(
+    page: Any, live_server: LiveServer, project_id: int
+) -> None:
+    for url in ("/admin", f"/admin/projects/{project_id}"):
+        page.goto(live_server.url + url)
+        links = page.locator(".actions a")
+        assert links.count() > 0, url
+        for i in range(links.count()):
+            style = links.nth(i).evaluate(
+                "a => [getComputedStyle(a).textDecorationLine, getComputedStyle(a).borderTopStyle]"
+            )
+            assert style == ["none", "solid"], (url, links.nth(i).inner_text())

@@ -17,7 +17,7 @@ from app.db import utcnow
 from app.models import Assignment, Comparison, Ranking
 from tests.annotation.conftest import make_member
 from tests.conftest import FreshDatabase, LiveServer
-from tests.factories import PASSWORD, make_project, make_task, task_sample_ids
+from tests.factories import PASSWORD, make_project, make_prompt, make_task, task_sample_ids
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
@@ -88,6 +88,21 @@ def lease_project(fresh_database: FreshDatabase) -> Seeded:
         tasks = [make_task(session, project) for _ in range(2)]
         user = make_member(session, project, username="slowpoke")
         seeded = Seeded(user.username, [t.id for t in tasks], task_sample_ids(session, tasks[0]))
+        session.commit()
+    return seeded
+
+
+@pytest.fixture(scope="module")
+def long_prompt_project(fresh_database: FreshDatabase) -> Seeded:
+    """A 3,000-word prompt and four long answers: the page is many screens tall uncapped."""
+    with fresh_database.session() as session:
+        project = make_project(session, samples_per_prompt=4)
+        words = " ".join(f"word{i}" for i in range(3000))
+        prompt = make_prompt(session, project, f"Summarise this: {words}")
+        answers = [" ".join([f"answer{n}"] * 400) for n in range(4)]
+        task = make_task(session, project, prompt=prompt, texts=answers)
+        user = make_member(session, project, username="long-reader")
+        seeded = Seeded(user.username, [task.id], task_sample_ids(session, task))
         session.commit()
     return seeded
 
@@ -239,6 +254,49 @@ def test_reloading_the_task_clears_an_old_error(
 
     page.wait_for_function("document.getElementById('flash').innerText.trim() === ''")
     assert page.locator("#task-card").is_visible()
+    page.close()
+
+
+def in_viewport(page: Any, selector: str) -> bool:
+    """The element's box lies inside the window and it is what a click at its centre hits."""
+    return bool(page.evaluate(
+        """sel => {
+          const el = document.querySelector(sel);
+          const r = el.getBoundingClientRect();
+          const inside = r.top >= 0 && r.left >= 0
+            && r.bottom <= innerHeight && r.right <= innerWidth;
+          const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+          return inside && (hit === el || el.contains(hit));
+        }""",
+        selector,
+    ))  # fmt: skip
+
+
+def test_a_long_prompt_scrolls_in_its_box_and_submit_stays_in_reach(
+    browser: Any, live_server: LiveServer, long_prompt_project: Seeded
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    log_in(page, live_server, long_prompt_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+
+    assert in_viewport(page, "#submit-ranking")  # at load, without scrolling
+    prompt = page.evaluate(
+        """() => { const p = document.getElementById('prompt');
+                   return {client: p.clientHeight, scroll: p.scrollHeight,
+                           overflow: getComputedStyle(p).overflowY}; }"""
+    )
+    assert prompt["client"] <= 800 * 0.45  # capped: a slice of the window, not 3,000 words
+    assert prompt["scroll"] > 5 * prompt["client"]
+    assert prompt["overflow"] in ("auto", "scroll")
+    box = page.locator("#prompt").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 600)
+    page.wait_for_function("() => document.getElementById('prompt').scrollTop > 0")
+    assert page.evaluate("window.scrollY") == 0  # the box scrolled, not the page
+
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight / 2)")  # among the answers
+    assert in_viewport(page, "#submit-ranking")
     page.close()
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.models import Role, RoundState, TrainingRound, WorkerHeartbeat
 from app.rounds import service
-from tests.factories import make_project, make_user, make_version
+from tests.factories import make_project, make_ready_project, make_user, make_version
 from tests.helpers import login
 
 
@@ -60,7 +60,7 @@ def test_starting_a_round_redirects_to_its_live_progress_page(
     client: httpx.Client, db_session: Session
 ) -> None:
     token = _admin(client, db_session)
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     response = client.post(
         f"/admin/projects/{project.id}/rounds",
         data={"type": "dpo", "beta": "0.2", "csrf_token": token},
@@ -85,7 +85,7 @@ def test_starting_a_round_redirects_to_its_live_progress_page(
 
 def test_cancel_from_the_page(client: httpx.Client, db_session: Session) -> None:
     token = _admin(client, db_session)
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="sft", enqueue=False
     )
@@ -103,7 +103,7 @@ def test_a_round_sampling_its_registered_version_shows_it_and_offers_no_cancel(
     client: httpx.Client, db_session: Session
 ) -> None:
     token = _admin(client, db_session)
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="sft", enqueue=False
     )
@@ -259,7 +259,7 @@ def test_the_round_page_labels_the_gate_and_lists_what_was_sized(
     client: httpx.Client, db_session: Session
 ) -> None:
     _admin(client, db_session)
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
     )
@@ -273,8 +273,47 @@ def test_the_round_page_labels_the_gate_and_lists_what_was_sized(
 
     page = client.get(f"/admin/rounds/{training_round.id}").text
 
-    assert "gain interval, low" in page
+    assert "gain interval, low end (reward std units)" in page
     assert "score_gain_low" not in page
-    assert "<td>yes</td>" in page
+    gate = page.split('id="round-gate"', 1)[1].split("</table>", 1)[0]
+    assert '<th>decision</th><td class="state-done">passed</td>' in gate
+    assert "True" not in gate
+    assert "not measured" in gate  # length_correlation: None
     assert 'id="round-sizing"' in page
     assert "derived from the round&#39;s id" in page
+
+
+def test_the_round_page_writes_nothing_even_for_a_round_whose_worker_died(
+    client: httpx.Client, db_session: Session
+) -> None:
+    """Stale rounds are the workers' reaper's to fail (worker/reaper.py), never a GET's."""
+    from sqlalchemy import event
+
+    _admin(client, db_session)
+    project = make_project(db_session)
+    silent = TrainingRound(
+        project_id=project.id,
+        number=1,
+        type="dpo",
+        state=RoundState.policy,
+        started_at=utcnow() - timedelta(hours=2),
+        heartbeat_at=utcnow() - timedelta(hours=1),
+    )
+    db_session.add(silent)
+    db_session.commit()
+    writes: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            writes.append(statement)
+
+    connection = db_session.connection()
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        for headers in ({}, {"HX-Request": "true"}):  # the page and its polled fragment
+            assert client.get(f"/admin/rounds/{silent.id}", headers=headers).status_code == 200
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    assert writes == []
+    db_session.refresh(silent)
+    assert silent.state == RoundState.policy

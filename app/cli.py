@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -45,6 +46,14 @@ def _fail(message: str) -> typer.Exit:
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to keep retrying while the database refuses connections "
+            "(e.g. a PostgreSQL container on its first start); 0 tries once.",
+        ),
+    ] = 0,
 ) -> None:
     """Apply migrations up to REVISION (creates the SQLite file when needed)."""
     from alembic.util import CommandError
@@ -52,6 +61,10 @@ def db_upgrade(
     from app import migrate
     from app.config import get_settings
 
+    try:
+        migrate.wait_for_database(get_settings().effective_database_url, timeout=wait)
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from None
     try:
         migrate.upgrade(revision)
     except CommandError as exc:
@@ -290,10 +303,12 @@ def prompts_import(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Web worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Web worker processes.")] = 1,
 ) -> None:
     """Run the web app (uvicorn)."""
     import uvicorn
+
+    from app.config import get_settings
 
     uvicorn.run(
         "app.main:create_app",
@@ -302,6 +317,8 @@ def serve(
         port=port,
         workers=workers,
         proxy_headers=True,
+        # None: uvicorn's FORWARDED_ALLOW_IPS, else 127.0.0.1 (RANKLOOP_FORWARDED_ALLOW_IPS).
+        forwarded_allow_ips=get_settings().forwarded_allow_ips,
         log_level="info",
     )
 
@@ -312,7 +329,25 @@ def worker(
         "sampling,training"
     ),
     name: Annotated[str, typer.Option(help="Worker name (default: rankloop-QUEUES@host).")] = "",
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    loglevel: Annotated[
+        str, typer.Option(help="Level of the log file (<data dir>/logs/rankloop.log).")
+    ] = "info",
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            help="Log to the file only, errors too (the demo's worker: the demo has the console).",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Start nothing: exit 0 when the worker this command would start on this host "
+            "has written its heartbeat within the last minute, else 1 (a container healthcheck; "
+            "the heartbeat goes on while a task runs).",
+        ),
+    ] = False,
 ) -> None:
     """Run a Celery worker on the given queues (one task at a time: training owns the device)."""
     from worker.celery_app import QUEUES, celery_app
@@ -323,6 +358,21 @@ def worker(
     if unknown or not wanted:
         raise _fail(f"Unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
     node = name or f"rankloop-{'-'.join(wanted)}@%h"
+    if check:
+        from celery.utils.nodenames import host_format
+
+        from worker.health import heartbeat_is_fresh
+
+        hostname = host_format(node)
+        if not heartbeat_is_fresh(hostname):
+            raise _fail(f"no recent heartbeat from {hostname}")
+        console.print(f"{hostname} is alive")
+        return
+    from app.logs import setup_logging
+
+    log = setup_logging(console=not quiet, level=loglevel, libraries=True)
+    if not quiet:
+        console.print(f"Worker log: {log}", soft_wrap=True)
     configure_torch_threads(processes=1)  # the solo pool runs tasks in this one process
     celery_app.worker_main(
         [
@@ -385,7 +435,8 @@ def demo(
     from app import migrate
     from app.config import get_settings
     from app.db import session_scope
-    from app.demo import prepare_demo
+    from app.demo import follow_preparation, prepare_demo, start_demo_sampling
+    from app.logs import setup_logging
 
     if simulate:  # a bad preference is refused before anything is created
         from app.simulation.preferences import load_preference
@@ -396,6 +447,8 @@ def demo(
             raise _fail(str(exc)) from None
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # libraries: the web app reads tokenizers (prompt lengths), the simulated loop loads models
+    log = setup_logging(libraries=True)
     console.print(f"Data directory: {settings.data_dir}")
     migrate.upgrade("head")
     if simulate:  # the human demo's accounts and passwords stay as they are
@@ -405,6 +458,7 @@ def demo(
         return
     with session_scope() as session:
         accounts = prepare_demo(session, settings)
+        job_id = start_demo_sampling(session, accounts.project_id) if with_worker else None
     while not _port_free(host, port):
         port += 1
     url = f"http://{host}:{port}/login"
@@ -413,16 +467,38 @@ def demo(
     console.print(f"  admin     / [bold]{accounts.admin_password}[/bold]")
     console.print(f"  annotator / [bold]{accounts.annotator_password}[/bold]")
     console.print("Passwords are shown once; run `rankloop demo` again for new ones. Ctrl-C stops.")
+    console.print(f"Log: {log}", soft_wrap=True)
     worker_proc = None
+    stop_following = threading.Event()
     if with_worker:
-        worker_proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--loglevel", "warning"],
-            env=os.environ.copy(),
-        )
-        _enqueue_demo_preparation(accounts.project_id)
+        with log.open("ab") as worker_output:  # the worker's console is the log: see app/logs.py
+            worker_proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker", "--loglevel", "info", "--quiet"],
+                env=os.environ.copy(),
+                stdout=worker_output,
+                stderr=subprocess.STDOUT,
+            )
+        _enqueue_demo_preparation(accounts.project_id, job_id)
+        threading.Thread(
+            target=follow_preparation,
+            args=(accounts.project_id, job_id, _say),
+            kwargs={"log": log, "stop": stop_following},
+            name="demo-preparation",
+            daemon=True,
+        ).start()
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="warning")
+        # log_config=None: uvicorn's records go to the log file (app/logs.py), errors as one line
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_config=None,
+            log_level="info",
+            access_log=False,
+        )
     finally:
+        stop_following.set()
         if worker_proc is not None:
             worker_proc.send_signal(signal.SIGTERM)
             try:
@@ -724,15 +800,9 @@ def _simulated_demo(
 
     if rounds < 1:
         raise _fail("--rounds must be at least 1")
-    import warnings
-
     from rich.markup import escape
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    # The libraries' warnings and progress bars go to the log file (`demo` set it up).
     settings = LoopSettings(
         rounds=rounds, preference=preference, noise=noise, annotators=annotators, seed=seed
     )
@@ -775,17 +845,22 @@ def _simulated_demo(
     console.print(f"Done in {time.monotonic() - started:.0f} s")
 
 
-def _enqueue_demo_preparation(project_id: int) -> None:
+def _enqueue_demo_preparation(project_id: int, job_id: int | None) -> None:
     """Model building and sampling are slow: the worker does them while the page is up."""
     try:
         from worker import tasks
 
         prepare = getattr(tasks, "prepare_demo", None)
         if prepare is not None:
-            prepare.delay(project_id)
+            prepare.delay(project_id, job_id)
     except Exception as exc:  # the demo still serves pages without samples
         console.print(f"[yellow]Could not queue demo preparation:[/yellow] {exc}")
     time.sleep(0)
+
+
+def _say(line: str) -> None:
+    """A progress line of the demo (no markup: the lines quote errors and prompts)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # API tokens and policy export (issue 7)
@@ -803,12 +878,14 @@ def tokens_create(
         list[str] | None,
         typer.Option(
             help="read, write or read:annotators (repeatable; default: read; "
-            "read:annotators includes read)."
+            "write and read:annotators include read)."
         ),
     ] = None,
     user: Annotated[
         str | None,
-        typer.Option(help="Admin username the token acts for (it stops if they lose admin)."),
+        typer.Option(
+            help="Admin username the token acts for (it is revoked if they lose admin)."
+        ),
     ] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""

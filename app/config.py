@@ -16,7 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RANKLOOP_", extra="ignore")
+    # hide_input_in_errors: a refused secret is not echoed into the logs.
+    model_config = SettingsConfigDict(
+        env_prefix="RANKLOOP_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         default=Path("rankloop-data"),
@@ -26,6 +29,11 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
         "Default: SQLite file in the data directory.",
+    )
+    database_password: str | None = Field(
+        default=None,
+        description="Password put into the database URL, quoted for it (so @, %, / and : need "
+        "no escaping): the URL then names no password. Default: the URL's own.",
     )
     broker_url: str | None = Field(
         default=None,
@@ -40,10 +48,17 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(
         default=None,
         description="Server secret for keyed hashes (e.g. stable annotator pseudonyms in "
-        "exports). Default: generated once and kept in <data_dir>/secret_key.",
+        "exports): at least 32 characters, no placeholder. Default: generated once and kept in "
+        "<data_dir>/secret_key.",
     )
     cookie_secure: bool = Field(
         default=False, description="Mark session cookies Secure (set when served over HTTPS)."
+    )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="Comma-separated addresses or networks of reverse proxies whose "
+        "X-Forwarded-For/-Proto headers `rankloop serve` trusts ('*': any). "
+        "Default: uvicorn's FORWARDED_ALLOW_IPS, else 127.0.0.1.",
     )
     serve_url: str = Field(
         default="http://127.0.0.1:8000",
@@ -51,7 +66,9 @@ class Settings(BaseSettings):
     )
     session_hours: int = Field(default=12, description="Lifetime of a browser session.")
     login_limit_per_account: int = Field(
-        default=10, description="Failed logins allowed per account per window."
+        default=10,
+        description="Failed logins allowed per account from one client address per window "
+        "(the account itself is never locked).",
     )
     login_limit_per_address: int = Field(
         default=50, description="Failed logins allowed per client address per window."
@@ -69,7 +86,9 @@ class Settings(BaseSettings):
         default=None, description="Hugging Face token for gated models (also read from HF_TOKEN)."
     )
     heartbeat_timeout_seconds: int = Field(
-        default=600, description="A running stage whose heartbeat is older than this is failed."
+        default=600,
+        description="A running stage or sampling job whose heartbeat is older than this is "
+        "failed by the workers' reaper.",
     )
     ratings_debounce_seconds: float = Field(
         default=5.0, description="Delay before ratings are recomputed after new rankings."
@@ -86,9 +105,36 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("hf_token", "database_password", "forwarded_allow_ips")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        """`NAME=` in .env or `${NAME:-}` in compose means unset, not an empty credential."""
+        return (value or "").strip() or None
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value is not None:
+            check_secret("RANKLOOP_SECRET_KEY", value, min_length=MIN_SECRET_KEY_LENGTH)
+        return value
+
+    @field_validator("database_password")
+    @classmethod
+    def _no_placeholder_password(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_secret("RANKLOOP_DATABASE_PASSWORD", value, min_length=1)
+        return value
+
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'rankloop.db'}"
+        url = self.database_url or f"sqlite:///{self.data_dir / 'rankloop.db'}"
+        if self.database_password is None:
+            return url
+        from sqlalchemy.engine import make_url
+
+        with_password = make_url(url).set(password=self.database_password)
+        return with_password.render_as_string(hide_password=False)  # quotes @ % / : and the like
 
     @property
     def is_sqlite(self) -> bool:
@@ -128,7 +174,29 @@ class Settings(BaseSettings):
         return key
 
     def effective_hf_token(self) -> str | None:
-        return self.hf_token or os.environ.get("HF_TOKEN")
+        """The Hugging Face token, or None: an empty or blank value is no token (an empty one
+        would be sent as `Authorization: Bearer `, which HTTP clients refuse)."""
+        return self.hf_token or (os.environ.get("HF_TOKEN") or "").strip() or None
+
+
+MIN_SECRET_KEY_LENGTH = 32
+# Values from examples and templates: a secret anyone can read makes keyed hashes reversible.
+_PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme", "your-secret",
+                 "secret-key", "placeholder", "example", "xxxxxxxx")
+
+
+def check_secret(name: str, value: str, *, min_length: int) -> None:
+    """Refuse a placeholder, a short value, or one of a few repeated characters."""
+    folded = value.lower()
+    if any(word in folded for word in _PLACEHOLDERS) or folded in {"secret", "password"}:
+        raise ValueError(f"{name} is a placeholder: set a random value")
+    if len(value) < min_length:
+        raise ValueError(
+            f"{name} is {len(value)} characters; use at least {min_length} random ones "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if min_length >= 16 and len(set(value)) < 8:
+        raise ValueError(f"{name} repeats a few characters: set a random value")
 
 
 @lru_cache

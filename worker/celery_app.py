@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from app.config import Settings, get_settings
 
@@ -20,8 +20,15 @@ QUEUES = ("sampling", "training")
 VISIBILITY_TIMEOUT_SECONDS = 24 * 3600
 
 
+def broker_url(settings: Settings) -> str:
+    """The broker URL with a host: kombu warns "No hostname was supplied" on every connection
+    to a bare `filesystem://` (the host means nothing to that transport)."""
+    url = settings.effective_broker_url
+    return "filesystem://localhost/" if url.rstrip("/") == "filesystem:" else url
+
+
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("rankloop", broker=settings.effective_broker_url, include=["worker.tasks"])
+    app = Celery("rankloop", broker=broker_url(settings), include=["worker.tasks"])
     transport_options: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
     if settings.effective_broker_url.startswith("filesystem"):
         folder = settings.broker_folder
@@ -57,8 +64,19 @@ def make_celery(settings: Settings) -> Celery:
 celery_app = make_celery(get_settings())
 
 
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
+    """Celery leaves logging to app/logs.py (`rankloop worker` has set it up already); a
+    connected receiver also keeps Celery from swapping stdout and stderr for loggers."""
+    from app import logs
+
+    logs.setup_logging(level=loglevel or "INFO", libraries=True)
+
+
 @worker_ready.connect
 def _start_heartbeat(sender: object = None, **_: object) -> None:
+    """Every worker (Redis or the embedded broker of `rankloop demo`) beats and, on the same
+    thread, runs the reaper of stale rounds and sampling jobs (worker/reaper.py)."""
     from worker.health import start_heartbeat_thread
 
     hostname = getattr(sender, "hostname", "worker")

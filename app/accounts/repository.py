@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import LoginAttempt, User, WebSession
@@ -62,22 +63,50 @@ def delete_user_sessions(session: Session, user_id: int) -> None:
     session.execute(delete(WebSession).where(WebSession.user_id == user_id))
 
 
+@dataclass(frozen=True)
+class FailedLogins:
+    """Failed logins in the window, counted three ways."""
+
+    account: int
+    """For this username, from every address."""
+    account_address: int
+    """For this username from this address."""
+    address: int
+    """From this address, for every username."""
+
+
 def count_failed_logins(
     session: Session, *, username: str, client_address: str, since: datetime
-) -> tuple[int, int]:
-    per_account = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.username == username, LoginAttempt.attempted_at >= since)
-    )
-    per_address = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(
-            LoginAttempt.client_address == client_address, LoginAttempt.attempted_at >= since
+) -> FailedLogins:
+    same_account = LoginAttempt.username == username
+    same_address = LoginAttempt.client_address == client_address
+    row = session.execute(
+        select(
+            func.count().filter(same_account),
+            func.count().filter(and_(same_account, same_address)),
+            func.count().filter(same_address),
+        ).where(LoginAttempt.attempted_at >= since, or_(same_account, same_address))
+    ).one()
+    return FailedLogins(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
+
+
+def forget_failed_logins(session: Session, *, username: str, client_address: str) -> None:
+    """After a successful login: this address's earlier typos for the account no longer count."""
+    session.execute(
+        delete(LoginAttempt).where(
+            LoginAttempt.username == username, LoginAttempt.client_address == client_address
         )
     )
-    return int(per_account or 0), int(per_address or 0)
+
+
+def has_session_from(session: Session, *, user_id: int, client_address: str) -> bool:
+    """Whether the user holds a browser session opened from this address (it logged in there)."""
+    found = session.scalar(
+        select(WebSession.id)
+        .where(WebSession.user_id == user_id, WebSession.client_address == client_address)
+        .limit(1)
+    )
+    return found is not None
 
 
 def prune_login_attempts(session: Session, *, before: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.models import LoginAttempt, Role, User, WebSession
 from app.security import hash_password, new_token, token_digest, verify_password
+from app.tokens import service as tokens
 
 MIN_PASSWORD_LENGTH = 8
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{2,64}$")
@@ -68,19 +70,25 @@ def set_password(session: Session, *, user_id: int, password: str) -> User:
 
 
 def set_role(session: Session, *, user_id: int, role: Role | str) -> User:
+    """A demoted admin's API tokens are revoked for good: promoting them again revives none."""
     user = _require_user(session, user_id)
     try:
-        user.role = Role(role)
+        new_role = Role(role)
     except ValueError as exc:
         raise InvalidInput(f"Unknown role {role!r}", details={"field": "role"}) from exc
+    if user.is_admin and new_role != Role.admin:
+        tokens.revoke_tokens_of(session, user_id=user.id)
+    user.role = new_role
     return user
 
 
 def set_active(session: Session, *, user_id: int, active: bool) -> User:
+    """Deactivation ends the user's sessions and revokes their API tokens for good."""
     user = _require_user(session, user_id)
     user.active = active
     if not active:
         repository.delete_user_sessions(session, user.id)
+        tokens.revoke_tokens_of(session, user_id=user.id)
     return user
 
 
@@ -97,35 +105,67 @@ class IssuedSession:
     web_session: WebSession
 
 
+SUSPECT_DELAY_SECONDS = 1.0
+"""How long a login attempt waits while its account is being guessed at from several
+addresses, unless it comes from an address the user already has a session from."""
+
+
+def _sleep(seconds: float) -> None:  # a seam for tests
+    time.sleep(seconds)
+
+
 def check_login_rate(
-    session: Session, *, username: str, client_address: str, settings: Settings
-) -> None:
+    session: Session,
+    *,
+    username: str,
+    client_address: str,
+    settings: Settings,
+    user: User | None = None,
+) -> float:
+    """Refuse (429) an address over its limits; else the delay in seconds this attempt waits.
+
+    Failures count per account and address together, and per address: an address that keeps
+    failing is shut out, but the account itself is never locked, so nobody can keep its owner
+    out by failing on purpose. Once the account has as many failures from all addresses
+    together as one address may have (guessing spread out), attempts from addresses its user
+    holds no session from wait a little: slowed, never locked."""
     since = utcnow() - timedelta(seconds=settings.login_window_seconds)
-    per_account, per_address = repository.count_failed_logins(
+    failed = repository.count_failed_logins(
         session, username=username, client_address=client_address, since=since
     )
     if (
-        per_account >= settings.login_limit_per_account
-        or per_address >= settings.login_limit_per_address
+        failed.account_address >= settings.login_limit_per_account
+        or failed.address >= settings.login_limit_per_address
     ):
         raise RateLimited(
-            "Too many failed logins; wait a few minutes and try again.",
+            "Too many failed logins from your address; wait a few minutes and try again.",
             retry_after=settings.login_window_seconds,
         )
+    if failed.account >= settings.login_limit_per_account and not (
+        user is not None
+        and repository.has_session_from(session, user_id=user.id, client_address=client_address)
+    ):
+        return SUSPECT_DELAY_SECONDS
+    return 0.0
 
 
 def authenticate(
     session: Session, *, username: str, password: str, client_address: str, settings: Settings
 ) -> tuple[User | None, str]:
     """The user, or None and the reason. A failure is recorded (not raised) so it commits."""
-    username = username.strip()
-    check_login_rate(session, username=username, client_address=client_address, settings=settings)
+    username, client_address = username.strip()[:64], client_address[:64]
     user = repository.get_user_by_username(session, username)
+    delay = check_login_rate(
+        session, username=username, client_address=client_address, settings=settings, user=user
+    )
+    if delay:
+        _sleep(delay)
     if user is None or not verify_password(user.password_hash, password):
-        session.add(LoginAttempt(username=username[:64], client_address=client_address[:64]))
+        session.add(LoginAttempt(username=username, client_address=client_address))
         return None, "Invalid username or password"
     if not user.active:
         return None, "This account is deactivated; ask an admin"
+    repository.forget_failed_logins(session, username=username, client_address=client_address)
     return user, ""
 
 

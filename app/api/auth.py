@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.ratelimit import SlidingWindowLimiter
+from app.api.ratelimit import Limiter, make_limiter
+from app.config import Settings
 from app.deps import SessionDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
 from app.tokens import service as tokens
@@ -22,7 +23,10 @@ bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiToken",
     description="An API token made on /admin/tokens or with `rankloop tokens create`: "
-    "`Authorization: Bearer rl_…`.",
+    "`Authorization: Bearer rl_…`. Scopes: `read` (every GET), `write` (imports, rounds, "
+    "rollback; brings `read` with it), `read:annotators` (usernames in exports; brings "
+    "`read`). A token works until revoked; demoting or deactivating the admin who made it "
+    "revokes it for good.",
 )
 
 
@@ -52,11 +56,14 @@ class ApiPrincipal:
         return "read:annotators" in self.scopes
 
 
-def get_limiter(request: Request) -> SlidingWindowLimiter:
-    """One limiter per app (so each test app starts with a clean window)."""
+def get_limiter(request: Request, settings: Settings) -> Limiter:
+    """One limiter per app: in Redis when the broker is Redis (shared by every web process),
+    else in this process (so each test app starts with a clean window)."""
     limiter = getattr(request.app.state, "api_rate_limiter", None)
     if limiter is None:
-        limiter = request.app.state.api_rate_limiter = SlidingWindowLimiter()
+        limiter = request.app.state.api_rate_limiter = make_limiter(
+            settings.effective_broker_url, settings.effective_database_url
+        )
     return limiter
 
 
@@ -72,9 +79,10 @@ def api_principal(
     if token is None:
         raise InvalidToken("The API token is unknown, revoked, or its creator is no admin")
     limit = settings.api_rate_limit_per_minute
-    remaining = get_limiter(request).hit(token.id, limit=limit)
+    remaining = get_limiter(request, settings).hit(token.id, limit=limit)
     request.state.rate_limit = (limit, remaining)
-    return ApiPrincipal(token.id, token.name, frozenset(token.scopes), token.created_by_id)
+    scopes = tokens.effective_scopes(token.scopes)
+    return ApiPrincipal(token.id, token.name, scopes, token.created_by_id)
 
 
 def require_scope(scope: str) -> Callable[[ApiPrincipal], ApiPrincipal]:

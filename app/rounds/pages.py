@@ -130,7 +130,6 @@ def rounds_context(session: Session, *, project_id: int, round_type: str) -> dic
 def round_context(session: Session, *, round_id: int, settings: Settings) -> dict[str, Any]:
     from worker.health import queue_lengths, worker_statuses
 
-    service.reap_stale_rounds(session, timeout_seconds=settings.heartbeat_timeout_seconds)
     training_round = service.require_round(session, round_id)
     progress = training_round.progress or {}
     step, total = progress.get("step") or 0, progress.get("total")
@@ -142,8 +141,11 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
         if training_round.state.value == "done"
         else max(0.0, (stage_index - 1 + stage_share) / stages * 100)
     )
+    error_line, error_detail = error_parts(training_round.error, training_round.error_detail)
     return {
         "round": training_round,
+        "error_line": error_line,
+        "error_detail": error_detail,
         "registered_version": service.registered_version(session, round_id),
         "project": require_project(session, training_round.project_id),
         "progress": progress,
@@ -160,3 +162,17 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
         "workers": worker_statuses(session),
         "queues": queue_lengths(),
     }
+
+
+def error_parts(error: str | None, detail: str | None) -> tuple[str | None, str | None]:
+    """(the one-line reason, the details for admins) of a failed round or job. An error stored
+    before reasons were one line (a whole traceback) shows its last line, the exception, and
+    the traceback as its details."""
+    if not error or not error.strip():
+        return None, detail
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if len(lines) == 1:
+        return lines[0], detail
+    from worker.failures import strip_server_paths
+
+    return strip_server_paths(lines[-1]), detail or strip_server_paths(error.strip())

@@ -19,7 +19,7 @@ from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
-from app.rounds import lineage, repository, sizing
+from app.rounds import preconditions, repository, sizing
 from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
 from app.seeds import derived_seed
 
@@ -61,19 +61,19 @@ def start_round(
     sized = sizing.size_round(
         project, round_type=round_type, config=clean, prompts=prompts, rankings=rankings
     )
-    clean = sizing.apply_sizing(clean, sized)
+    # The sized values are checked against the same bounds as the admin's own.
+    clean = parse_config(round_type, sizing.apply_sizing(clean, sized))
     active = repository.active_round(session, project_id)
     if active is not None:
         raise Conflict(
             f"Round {active.number} of {project.name!r} is still {active.state.value}; "
             "wait for it or cancel it first"
         )
+    # Refuse now what a stage would refuse later (after training a reward model for an hour).
+    missing = preconditions.problems(session, project, round_type=round_type, config=clean)
+    if missing:
+        raise InvalidInput(preconditions.refusal_message(missing), details=missing)
     current = repository.current_version(session, project_id)
-    if round_type != RoundType.sft.value and current is not None:
-        # Refuse now what the policy stage would refuse after training a reward model.
-        lineage.policy_source(
-            session, project_id=project_id, reference=clean["reference"], round_type=round_type
-        )
     training_round = TrainingRound(
         project_id=project_id,
         number=repository.next_round_number(session, project_id),
@@ -145,10 +145,16 @@ def cancel_round(session: Session, *, round_id: int) -> TrainingRound:
     return training_round
 
 
-def _end(training_round: TrainingRound, state: RoundState, error: str | None = None) -> None:
+def _end(
+    training_round: TrainingRound,
+    state: RoundState,
+    error: str | None = None,
+    detail: str | None = None,
+) -> None:
     training_round.state = state
     training_round.finished_at = utcnow()
     training_round.error = error
+    training_round.error_detail = detail
     training_round.progress = {**training_round.progress, "stage": state.value}
 
 
@@ -285,10 +291,17 @@ def reject_round(session: Session, round_id: int, reason: str) -> None:
     _end(_locked_round(session, round_id), RoundState.rejected, reason)
 
 
-def fail_round(session: Session, round_id: int, error: str) -> None:
+def fail_round(session: Session, round_id: int, error: str, *, detail: str | None = None) -> None:
+    """`error`: one line, what failed and what to do; `detail`: the traceback for admins,
+    without server paths (worker.failures)."""
     training_round = _locked_round(session, round_id)
     if not training_round.state.is_terminal:
-        _end(training_round, RoundState.failed, error[:10000])
+        _end(
+            training_round,
+            RoundState.failed,
+            error[:2000],
+            detail[-20000:] if detail is not None else None,
+        )
 
 
 def mark_cancelled(session: Session, round_id: int) -> None:
@@ -297,24 +310,49 @@ def mark_cancelled(session: Session, round_id: int) -> None:
         _end(training_round, RoundState.cancelled)
 
 
+_STAGE_NAMES = {
+    RoundState.reward_model: "reward model training",
+    RoundState.evaluating: "evaluation",
+    RoundState.sampling: "sampling",
+}
+_POLICY_STAGE_NAMES = {
+    RoundType.reward_ppo: "PPO training",
+    RoundType.sft: "SFT training",
+    RoundType.dpo: "DPO training",
+}
+
+
 def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
-    """Fail running rounds whose worker stopped sending heartbeats (crashed or killed)."""
+    """Fail running rounds whose worker stopped sending heartbeats (crashed or killed).
+
+    Run by the workers' reaper (worker/reaper.py), never by a page. Each round is locked and
+    looked at again first, so a stage that moved on meanwhile is left alone."""
     before = utcnow() - timedelta(seconds=timeout_seconds)
     reaped = []
-    for training_round in repository.stale_rounds(session, before=before):
+    for candidate in repository.stale_rounds(session, before=before):
+        training_round = repository.lock_round(session, candidate.id)
+        if (
+            training_round is None
+            or training_round.state.is_terminal
+            or training_round.heartbeat_at is None
+            or training_round.heartbeat_at >= before
+        ):
+            continue
+        stage = (
+            _POLICY_STAGE_NAMES.get(training_round.type, "policy training")
+            if training_round.state == RoundState.policy
+            else _STAGE_NAMES.get(training_round.state, training_round.state.value)
+        )
         version = repository.version_registered_by(session, training_round.id)
-        outcome = (
-            "Nothing was registered; start a new round."
+        error = (
+            f"The worker stopped responding during {stage} (no heartbeat for more than "
+            f"{timeout_seconds} s); start the round again."
             if version is None
-            else f"Policy version {version.number} was registered ({version.status.value}) "
-            "before that; if its samples are missing, run `rankloop sample` for the project."
+            else f"The worker stopped responding during {stage}, after policy version "
+            f"{version.number} was registered ({version.status.value}); if its samples are "
+            "missing, run `rankloop sample` for the project."
         )
-        _end(
-            training_round,
-            RoundState.failed,
-            f"The worker stopped responding during stage {training_round.state.value!r} "
-            f"(no heartbeat for more than {timeout_seconds} s). {outcome}",
-        )
+        _end(training_round, RoundState.failed, error)
         reaped.append(training_round.id)
     return reaped
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, User
@@ -24,3 +26,14 @@ def list_tokens(session: Session) -> list[tuple[ApiToken, str | None]]:
         .order_by(ApiToken.id.desc())
     ).all()
     return [(token, username) for token, username in rows]
+
+
+def revoke_created_by(session: Session, *, user_id: int, at: datetime) -> int:
+    """Revoke every live token the user made; how many were live."""
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.created_by_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,11 +1,13 @@
 """Token rules: which scopes exist, how a token is issued, checked, revoked and marked used.
 
-A token acts with its creator's admin authority, so it stops working when that admin is
-deactivated or demoted (tokens made with the CLI have no creator and work until revoked).
+A token acts with its creator's admin authority: demoting or deactivating that admin revokes
+their tokens for good, so promoting them again brings none back (tokens made with the CLI
+without --user have no creator and work until revoked).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,9 +22,13 @@ from app.tokens import repository
 
 SCOPES: dict[str, str] = {
     "read": "Read projects, rounds, policy versions, ratings; export data; download policies.",
-    "write": "Import prompts and samples; start and cancel rounds.",
-    "read:annotators": "Read, with annotator usernames in exports (otherwise stable pseudonyms).",
+    "write": "Everything read allows, plus: import prompts, samples and demonstrations; "
+    "start and cancel rounds; roll back policy versions.",
+    "read:annotators": "Everything read allows, with annotator usernames in exports "
+    "(otherwise stable pseudonyms).",
 }
+IMPLIED_SCOPES: dict[str, str] = {"write": "read", "read:annotators": "read"}
+"""A scope and the one it brings: a token that may change or name things may also read."""
 TOKEN_PREFIX = "rl_"
 PREFIX_CHARS = 11  # "rl_" + 8 characters: enough to tell tokens apart in a list
 MAX_NAME = 128
@@ -39,10 +45,8 @@ class IssuedToken:
 
 def clean_scopes(scopes: list[str]) -> list[str]:
     """Known scopes, deduplicated, in the canonical order; unknown or none is a 422.
-    read:annotators brings read with it: names in exports are of no use without exports."""
+    write and read:annotators bring read with them (IMPLIED_SCOPES)."""
     wanted = {s.strip() for s in scopes if s.strip()}
-    if "read:annotators" in wanted:
-        wanted.add("read")
     unknown = sorted(wanted - SCOPES.keys())
     if unknown:
         raise InvalidInput(
@@ -54,7 +58,13 @@ def clean_scopes(scopes: list[str]) -> list[str]:
             "Give the token at least one scope",
             details=[{"field": "scopes", "message": "at least one scope is required"}],
         )
-    return [s for s in SCOPES if s in wanted]
+    return [s for s in SCOPES if s in effective_scopes(wanted)]
+
+
+def effective_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """The scopes a token holds with those they imply (older tokens stored `write` alone)."""
+    held = set(scopes)
+    return frozenset(held | {IMPLIED_SCOPES[s] for s in held if s in IMPLIED_SCOPES})
 
 
 def create_token(
@@ -93,6 +103,11 @@ def revoke_token(session: Session, *, token_id: int) -> ApiToken:
         token.revoked_at = utcnow()
         session.flush()
     return token
+
+
+def revoke_tokens_of(session: Session, *, user_id: int) -> int:
+    """The user lost admin (demoted or deactivated): revoke their tokens for good."""
+    return repository.revoke_created_by(session, user_id=user_id, at=utcnow())
 
 
 def authenticate(session: Session, secret: str) -> ApiToken | None:

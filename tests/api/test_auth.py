@@ -41,6 +41,8 @@ ENDPOINTS = [
     ("POST", "/api/v1/projects/{p}/versions/{n}/rollback", "write", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
+READS = [e for e in ENDPOINTS if e[2] == "read"]
+WRITES = [e for e in ENDPOINTS if e[2] != "read"]
 
 
 def _call(
@@ -92,12 +94,14 @@ def test_every_endpoint_is_401_with_an_unknown_token(
     assert _error_code(response) == "invalid_token"
 
 
-@pytest.mark.parametrize(("method", "path", "scope", "body"), ENDPOINTS, ids=IDS)
+@pytest.mark.parametrize(
+    ("method", "path", "scope", "body"), WRITES, ids=[f"{e[0]} {e[1]}" for e in WRITES]
+)
 def test_every_endpoint_is_403_with_a_token_lacking_its_scope(
     client: httpx.Client, make_token: MakeToken, method: str, path: str, scope: str, body: object
 ) -> None:
-    implied_by = {"read": {"read:annotators"}}.get(scope, set())
-    others = [s for s in ("read", "write", "read:annotators") if s != scope and s not in implied_by]
+    # Every scope brings read, so only the write endpoints can lack theirs.
+    others = [s for s in ("read", "write", "read:annotators") if s != scope]
     response = _call(client, method, path, body, bearer(make_token(*others)))
     assert response.status_code == 403
     assert _error_code(response) == "missing_scope"
@@ -113,6 +117,27 @@ def test_read_annotators_brings_read_with_it(
     assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
     stored = db_session.scalars(select(ApiToken).where(ApiToken.name == "names-only")).one()
     assert stored.scopes == ["read", "read:annotators"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scope", "body"), READS, ids=[f"{e[0]} {e[1]}" for e in READS]
+)
+def test_a_write_token_reads_every_get_endpoint(
+    client: httpx.Client, make_token: MakeToken, method: str, path: str, scope: str, body: object
+) -> None:
+    response = _call(client, method, path, body, bearer(make_token("write")))
+    assert response.status_code != 403, response.text  # 404 for the missing ids, never 403
+
+
+def test_write_brings_read_with_it_and_older_write_only_tokens_read_too(
+    client: httpx.Client, db_session: Session, make_token: MakeToken
+) -> None:
+    secret = make_token("write", name="writer")
+    stored = db_session.scalars(select(ApiToken).where(ApiToken.name == "writer")).one()
+    assert stored.scopes == ["read", "write"]
+    stored.scopes = ["write"]  # as tokens made before write implied read were stored
+    db_session.commit()
+    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
 
 
 def test_a_read_only_token_cannot_write_and_nothing_changes(
@@ -188,6 +213,55 @@ def test_a_token_stops_when_its_creator_is_no_longer_an_active_admin(
     admin.role = Role.annotator
     db_session.commit()
     assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 401
+
+
+@pytest.mark.parametrize("loss", ["demoted", "deactivated"])
+def test_losing_admin_revokes_the_creators_tokens_for_good(
+    client: httpx.Client, db_session: Session, loss: str
+) -> None:
+    from app.admin import service as admin_service
+    from app.tokens import service
+
+    boss = make_user(db_session, role=Role.admin)
+    admin = make_user(db_session, role=Role.admin)
+    mine = service.create_token(db_session, name="mine", scopes=["read"], created_by_id=admin.id)
+    other = service.create_token(db_session, name="other", scopes=["read"], created_by_id=boss.id)
+    db_session.commit()
+    assert client.get("/api/v1/projects", headers=bearer(mine.secret)).status_code == 200
+
+    if loss == "demoted":
+        admin_service.change_role(db_session, actor=boss, user_id=admin.id, role="annotator")
+    else:
+        admin_service.set_active(db_session, actor=boss, user_id=admin.id, active=False)
+    db_session.commit()
+    assert mine.token.revoked_at is not None
+    assert client.get("/api/v1/projects", headers=bearer(mine.secret)).status_code == 401
+
+    # Promoted (or reactivated) again: the token stays revoked.
+    admin_service.change_role(db_session, actor=boss, user_id=admin.id, role="admin")
+    admin_service.set_active(db_session, actor=boss, user_id=admin.id, active=True)
+    db_session.commit()
+    response = client.get("/api/v1/projects", headers=bearer(mine.secret))
+    assert response.status_code == 401
+    assert _error_code(response) == "invalid_token"
+    # Another admin's token is untouched.
+    assert other.token.revoked_at is None
+    assert client.get("/api/v1/projects", headers=bearer(other.secret)).status_code == 200
+
+
+def test_a_role_change_that_keeps_admin_revokes_nothing(
+    client: httpx.Client, db_session: Session
+) -> None:
+    from app.accounts import service as accounts
+    from app.tokens import service
+
+    admin = make_user(db_session, role=Role.admin)
+    issued = service.create_token(db_session, name="t", scopes=["read"], created_by_id=admin.id)
+    accounts.set_role(db_session, user_id=admin.id, role="admin")
+    accounts.set_active(db_session, user_id=admin.id, active=True)
+    db_session.commit()
+    assert issued.token.revoked_at is None
+    assert client.get("/api/v1/projects", headers=bearer(issued.secret)).status_code == 200
 
 
 def test_last_used_is_recorded_at_most_once_a_minute(

@@ -23,11 +23,11 @@ from app.models import (
 )
 from app.rounds import lineage, service
 from tests.conftest import FreshDatabase
-from tests.factories import make_project, make_task, make_version
+from tests.factories import make_project, make_ready_project, make_task, make_version
 
 
 def test_start_round_fills_defaults_and_records_the_base_version(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session,
         project_id=project.id,
@@ -58,7 +58,7 @@ def test_start_round_fills_defaults_and_records_the_base_version(db_session: Ses
 def test_bad_round_config_is_refused_with_the_field(
     db_session: Session, round_type: str, config: dict, field: str
 ) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     with pytest.raises(InvalidInput) as error:
         service.start_round(
             db_session,
@@ -72,14 +72,14 @@ def test_bad_round_config_is_refused_with_the_field(
 
 
 def test_only_one_active_round_per_project(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     service.start_round(db_session, project_id=project.id, round_type="dpo", enqueue=False)
     with pytest.raises(Conflict, match="still queued"):
         service.start_round(db_session, project_id=project.id, round_type="sft", enqueue=False)
 
 
 def test_cancelling_a_queued_round_ends_it_at_once(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="dpo", enqueue=False
     )
@@ -91,7 +91,7 @@ def test_cancelling_a_queued_round_ends_it_at_once(db_session: Session) -> None:
 
 
 def test_cancel_of_a_running_round_is_seen_by_the_stage(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="dpo", enqueue=False
     )
@@ -107,7 +107,7 @@ def test_cancel_of_a_running_round_is_seen_by_the_stage(db_session: Session) -> 
 def test_a_round_that_registered_its_version_can_no_longer_be_cancelled(
     db_session: Session,
 ) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="dpo", enqueue=False
     )
@@ -125,7 +125,7 @@ def test_a_round_that_registered_its_version_can_no_longer_be_cancelled(
 
 
 def test_a_cancel_that_came_first_stops_the_registration(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="dpo", enqueue=False
     )
@@ -137,7 +137,7 @@ def test_a_cancel_that_came_first_stops_the_registration(db_session: Session) ->
 
 
 def test_progress_keeps_series_for_charts_and_an_eta(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="dpo", enqueue=False
     )
@@ -160,7 +160,7 @@ def test_progress_keeps_series_for_charts_and_an_eta(db_session: Session) -> Non
 def test_stages_advance_in_order_and_a_duplicate_delivery_is_ignored(
     db_session: Session,
 ) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
     )
@@ -177,7 +177,7 @@ def test_stages_advance_in_order_and_a_duplicate_delivery_is_ignored(
 
 
 def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="dpo", enqueue=False
     )
@@ -187,12 +187,14 @@ def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None
     db_session.flush()
     assert service.reap_stale_rounds(db_session, timeout_seconds=600) == [training_round.id]
     assert training_round.state == RoundState.failed
-    assert "stopped responding" in (training_round.error or "")
-    assert "Nothing was registered" in (training_round.error or "")
+    assert training_round.error == (
+        "The worker stopped responding during DPO training (no heartbeat for more than 600 s); "
+        "start the round again."
+    )
 
 
 def test_the_reaper_says_when_the_round_had_registered_its_version(db_session: Session) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = service.start_round(
         db_session, project_id=project.id, round_type="sft", enqueue=False
     )
@@ -203,8 +205,8 @@ def test_the_reaper_says_when_the_round_had_registered_its_version(db_session: S
 
     assert service.reap_stale_rounds(db_session, timeout_seconds=600) == [training_round.id]
 
-    assert "Policy version 2 was registered (rejected)" in (training_round.error or "")
-    assert "Nothing was registered" not in (training_round.error or "")
+    assert "after policy version 2 was registered (rejected)" in (training_round.error or "")
+    assert "start the round again" not in (training_round.error or "")
 
 
 def _make_current(db_session: Session, project: Project, **fields: object) -> PolicyVersion:
@@ -223,7 +225,7 @@ def _make_current(db_session: Session, project: Project, **fields: object) -> Po
 def test_a_start_round_after_a_previous_round_is_refused_before_anything_runs(
     db_session: Session,
 ) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     # Version 2 was trained with reference 'previous': its chain merges an earlier adapter.
     _make_current(
         db_session,
@@ -274,7 +276,7 @@ def test_a_cancel_during_begin_stage_is_not_overwritten(app_database: FreshDatab
     transaction, then marks the running round, which the stage sees at its next step. (Read
     without a lock, the stage's write put a cancelled round back to running.)"""
     with app_database.session() as session:
-        project = make_project(session)
+        project = make_ready_project(session)
         training_round = service.start_round(
             session, project_id=project.id, round_type="dpo", enqueue=False
         )

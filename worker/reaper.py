@@ -146,7 +146,19 @@ def run_once(session: Session, holder: str, *, timeout_seconds: int) -> Reaped |
     """Reap if this holder gets the lease; None when another worker holds it."""
     if not take_lease(session, holder):
         return None
+    prune_old_login_attempts(session)
     return reap(session, timeout_seconds=timeout_seconds)
+
+
+def prune_old_login_attempts(session: Session) -> None:
+    """Failed logins older than the rate-limit window count for nothing: keep the table small."""
+    from datetime import timedelta
+
+    from app.accounts.repository import prune_login_attempts
+    from app.db import utcnow
+
+    window = get_settings().login_window_seconds
+    prune_login_attempts(session, before=utcnow() - timedelta(seconds=window))
 
 
 def tick(holder: str, *, top_up: bool = True) -> Reaped | None:

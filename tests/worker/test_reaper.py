@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.models import (
     JobState,
+    LoginAttempt,
     RoundState,
     RoundType,
     SamplingJob,
@@ -126,6 +127,24 @@ def test_a_sampling_job_whose_worker_died_is_failed_by_the_reaper(db_session: Se
         "after 1 of 3 prompts; the prompts it did not reach are sampled by the next job."
     )
     assert alive.state == JobState.running
+
+
+def test_the_reaper_forgets_failed_logins_older_than_the_rate_limit_window(
+    db_session: Session,
+) -> None:
+    old = utcnow() - timedelta(days=2)
+    db_session.add_all(
+        [
+            LoginAttempt(username="admin", client_address="10.0.0.1", attempted_at=old),
+            LoginAttempt(username="admin", client_address="10.0.0.2"),
+        ]
+    )
+    db_session.flush()
+
+    assert reaper.run_once(db_session, "worker-a#1", timeout_seconds=TIMEOUT) is not None
+
+    left = db_session.scalars(select(LoginAttempt.client_address)).all()
+    assert left == ["10.0.0.2"]
 
 
 def test_one_worker_at_a_time_holds_the_lease(db_session: Session) -> None:

@@ -516,6 +516,9 @@ def models_make_tiny(
     """Build a small GPT-2 and tokenizer offline; load it with from_pretrained(DIRECTORY)."""
     from rich.progress import Progress
 
+    from app.logs import quiet_progress_bars
+
+    quiet_progress_bars()  # transformers' "Writing model shards" bar under our own
     from worker.training.tiny_model import make_tiny_model
 
     with Progress(console=console) as bar:
@@ -583,6 +586,9 @@ def sample(
     if job_id is None:
         console.print("No active prompt to sample: running jobs hold them all, or there are none.")
         return
+    from app.logs import quiet_progress_bars
+
+    quiet_progress_bars()  # transformers' "Loading weights" bar under our own
     configure_torch_threads()
     with Progress(console=console) as bar:
         task = bar.add_task(f"sampling job {job_id}", total=None)

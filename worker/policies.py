@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,20 +33,50 @@ class PolicySpec:
 def ensure_tiny_model(
     path: Path | None = None, *, progress: Callable[[int, int], None] | None = None
 ) -> Path:
-    """Build the offline demo model once; concurrent callers wait on a file lock."""
-    from worker.training.tiny_model import make_tiny_model
+    """Build the offline demo model once; concurrent callers wait on a file lock.
+
+    The build reports its steps in a status file beside the model (app/preparation.py), so
+    the pages and the demo's console say what the first minutes are spent on."""
+    from app import preparation
 
     path = path or get_settings().tiny_model_dir
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (path / "config.json").exists():
+            preparation.write_model_status(path)  # before the imports, which take seconds
             building = path.with_name(path.name + ".building")
             shutil.rmtree(building, ignore_errors=True)
-            make_tiny_model(building, progress=progress)
+            try:
+                from worker.training.tiny_model import make_tiny_model
+
+                make_tiny_model(building, progress=_reporting(path, progress))
+            except Exception as exc:
+                preparation.write_model_status(path, error=f"{type(exc).__name__}: {exc}")
+                raise
             shutil.rmtree(path, ignore_errors=True)
             building.rename(path)  # atomic: a half-built model is never loaded
+            preparation.clear_model_status(path)
     return path
+
+
+def _reporting(
+    path: Path, progress: Callable[[int, int], None] | None, *, every: float = 1.0
+) -> Callable[[int, int], None]:
+    """`progress`, and the build's status file at most every `every` seconds (and at the end)."""
+    from app import preparation
+
+    last = 0.0
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        if progress is not None:
+            progress(done, total)
+        if done == total or time.monotonic() - last >= every:
+            preparation.write_model_status(path, done=done, total=total)
+            last = time.monotonic()
+
+    return report
 
 
 def resolve_base_model(name: str) -> str:

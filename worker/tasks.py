@@ -31,11 +31,12 @@ def top_up_sampling(project_id: int) -> int | None:
 
 
 @celery_app.task(name="sampling.prepare_demo", acks_late=True)
-def prepare_demo(project_id: int) -> None:
-    """Build the tiny model if missing, then fill the demo project's queue with samples."""
+def prepare_demo(project_id: int, job_id: int | None = None) -> None:
+    """Build the tiny model if missing, then run the demo's sampling job (`rankloop demo`
+    queued it; without one, a job is started)."""
     from worker.jobs.demo import prepare_demo_samples
 
-    prepare_demo_samples(project_id)
+    prepare_demo_samples(project_id, job_id=job_id)
 
 
 @celery_app.task(name="ratings.recompute", acks_late=True)

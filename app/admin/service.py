@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from app import preparation
 from app.accounts import repository as accounts_repository
 from app.accounts import service as accounts
 from app.errors import Conflict
@@ -111,6 +112,9 @@ class ProjectPage:
     """Newest first; the page refreshes itself while one is queued or running."""
     worse_version: rollback.WorseVersion | None
     """The current version when annotators rate it worse than its parent (roll back offered)."""
+    preparing: preparation.Preparing | None = None
+    """What new tasks wait for (the tiny model's build, a sampling job); the page refreshes
+    itself meanwhile."""
 
 
 def project_page(session: Session, *, project_id: int, member_search: str = "") -> ProjectPage:
@@ -137,6 +141,7 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
         ),
         sampling_jobs=jobs,
         worse_version=rollback.worse_current_version(session, project_id=project_id),
+        preparing=preparation.preparing(session, project),
     )
 
 

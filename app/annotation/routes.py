@@ -60,7 +60,12 @@ def _answer(request: Request, result: BaseModel) -> Response:
 def _task_fragment(request: Request, result: NextTaskOut, notice: str = "") -> Response:
     if not request.headers.get("HX-Request"):
         return _answer(request, result)
-    context = {"task": result.task, "counts": result.counts, "notice": notice}
+    context = {
+        "task": result.task,
+        "counts": result.counts,
+        "notice": notice,
+        "preparing": result.preparing,
+    }
     return render(request, "annotate.html", context, block="task")
 
 

@@ -7,8 +7,9 @@ POST /annotate/next                 → NextTaskOut
     {"task": {"id": 7, "project_id": 1, "lease_expires_at": "2026-…Z",
               "prompt": {"text": "…", "messages": null | [{"role", "content"}, …]},
               "samples": [{"id": 31, "number": 1, "text": "…"}, …]},   # display order
-     "counts": {"today": 3, "total": 41}}
-    "task" is null when nothing needs this annotator right now.
+     "counts": {"today": 3, "total": 41}, "preparing": null}
+    "task" is null when nothing needs this annotator right now; "preparing" then says what
+    new tasks wait for, when something is under way (a model being built, a sampling job).
 POST /annotate/tasks/{id}/submit    SubmitRanking → SubmitOut
     {"groups": [[31], [29, 30], [28]],     # best first; ids in one list are tied
      "time_spent_ms": 5400,                # optional; the lease's age when left out
@@ -116,6 +117,9 @@ class TaskOut(BaseModel):
 class NextTaskOut(BaseModel):
     task: TaskOut | None
     counts: Counts
+    preparing: str | None = None
+    """With no task: what new tasks wait for, as one line ("preparing: sampling 12 prompts…
+    (4/12)"); None when nothing is being prepared."""
 
 
 class FlagIn(BaseModel):

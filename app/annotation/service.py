@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from app import preparation
 from app.annotation import repository
 from app.annotation.schemas import (
     Counts,
@@ -140,7 +141,14 @@ def next_task(
     assignment = _own_open_lease(session, user_id=user_id, project_id=project.id, now=now)
     if assignment is None:
         assignment = _lease_new(session, project=project, user_id=user_id, now=now)
-    task = None if assignment is None else _task_view(session, assignment, user_id)
+    if assignment is None:  # say what new tasks wait for, if anything is under way
+        under_way = preparation.preparing(session, project)
+        return NextTaskOut(
+            task=None,
+            counts=counts(session, user_id=user_id, now=now),
+            preparing=under_way.line if under_way is not None else None,
+        )
+    task = _task_view(session, assignment, user_id)
     return NextTaskOut(task=task, counts=counts(session, user_id=user_id, now=now))
 
 

@@ -187,7 +187,8 @@ def test_json_answers_have_the_documented_shapes(
     annotator = log_in(make_member(db_session, project))
 
     body = annotator.next_task()
-    assert set(body) == {"task", "counts"}
+    assert set(body) == {"task", "counts", "preparing"}
+    assert body["preparing"] is None
     assert set(body["task"]) == {"id", "project_id", "lease_expires_at", "prompt", "samples"}
     assert set(body["task"]["samples"][0]) == {"id", "number", "text"}
     assert body["counts"] == {"today": 0, "total": 0}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -51,3 +52,54 @@ def test_demo_serves_login_page_within_60_seconds_with_no_configuration(tmp_path
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert (tmp_path / "rankloop-data" / "rankloop.db").exists()
+
+
+NOISE = (
+    "No hostname was supplied",
+    "SecurityWarning",
+    "superuser",
+    "FutureWarning",
+    "Loading weights",
+    "Writing model shards",
+    "Traceback",
+    "celery@",
+    "[tasks]",
+)
+
+
+def test_demo_says_what_it_prepares_and_keeps_its_console_quiet(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    """Issue 18, items 7 and 12: progress lines and `ready: N tasks open` on the console; the
+    worker's banner, warnings and the libraries' progress bars in the log file only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLOOP_")}
+    env["COLUMNS"] = "200"
+    data = tmp_path / "rankloop-data"
+    shutil.copytree(tiny_model_path, data / "models" / "tiny")  # built already: no 400 steps
+    port = free_port()
+    console = tmp_path / "demo.log"
+    proc = start_process(
+        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)], env, console, cwd=tmp_path
+    )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, console.read_text()
+            return "ready: " in console.read_text() or "error: " in console.read_text()
+
+        wait_until(ready, 300, "the demo to be ready")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    output = console.read_text()
+    log = data / "logs" / "rankloop.log"
+    assert f"Log: {log}" in output
+    assert "preparing: sampling 12 prompts… (waiting for a worker)" in output
+    assert re.search(r"^preparing: sampling 12 prompts… \(\d+/12\)$", output, re.MULTILINE)
+    assert re.search(r"^ready: \d+ tasks? open$", output, re.MULTILINE), output
+    for noise in NOISE:
+        assert noise not in output, output
+    detail = log.read_text()
+    assert "Task sampling.prepare_demo" in detail and "succeeded" in detail  # noqa: PT018
+    if os.geteuid() == 0:
+        assert "superuser privileges" in detail

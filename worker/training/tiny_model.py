@@ -13,7 +13,8 @@ against a right answer.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -78,13 +79,19 @@ def make_tiny_model(
     batch_size: int = 16,
     lr: float = 3e-3,
     device: str = "cpu",
+    threads: int | None = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train the tokenizer and a small GPT-2 on the corpus, save both to `out_dir`.
 
-    Deterministic under `seed` on a given machine. The default 400 steps take well under
-    a minute on 2 CPU cores and give word-like samples; tests use ~20 steps. `device`
-    ("cuda") makes larger shapes affordable, e.g. for benchmarks on a GPU.
+    Deterministic under `seed` on a given machine. The default 400 steps give word-like
+    samples; tests use 20-100. Nearly all the time is the steps (the tokenizer and the save
+    take under a second): about 0.14 s of one core each, a minute of CPU in all, which a busy
+    machine stretches (7 minutes measured on 2 cores shared with other jobs). `threads`: torch
+    threads for the steps on the CPU (None: torch's setting); one, as the matrices are too
+    small to split and on a shared machine a second thread's spin-waits made the build cost
+    4x the CPU time (measured). `device` ("cuda") makes larger shapes affordable, e.g. for
+    benchmarks on a GPU.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -115,7 +122,7 @@ def make_tiny_model(
         eos_token_id=eos_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _torch_threads(threads if device == "cpu" else None):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config).to(device)
         generator = torch.Generator().manual_seed(seed)
@@ -147,6 +154,17 @@ def make_tiny_model(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # Synthetic rankings ----------------------------------------------------------------------

@@ -162,3 +162,70 @@ def task_sample_ids(session: Session, task: RankingTask) -> list[int]:
             .order_by(TaskSample.position)
         )
     )
+
+
+def make_ready_project(
+    session: Session,
+    *,
+    prompts: int = 8,
+    rankings: int = 4,
+    demonstrations: int = 4,
+    **overrides: Any,
+) -> Project:
+    """A project any round type may start on (`app.rounds.preconditions`): the tiny model the
+    workers build, `prompts` active prompts, strict rankings of the first `rankings` of them
+    and demonstrations for the first `demonstrations`."""
+    from app.projects.demonstration_import import ParsedDemonstration
+    from app.projects.demonstrations import add_demonstrations
+
+    project = make_project(session, **overrides)
+    added = projects.add_prompts(
+        session,
+        project_id=project.id,
+        contents=[f"Ready prompt {i} #{next(_counter)}?" for i in range(prompts)],
+    ).added
+    annotator = make_user(session)
+    for prompt in added[:rankings]:
+        task = make_task(session, project, prompt=prompt)
+        make_ranking(session, task, annotator, [[sid] for sid in task_sample_ids(session, task)])
+    add_demonstrations(
+        session,
+        project_id=project.id,
+        demonstrations=[
+            ParsedDemonstration(
+                prompt=p.text, response=f"A good answer to {p.text}", source="plain", line=i
+            )
+            for i, p in enumerate(added[:demonstrations])
+        ],
+    )
+    return project
+
+
+def make_round(session: Session, project: Project, round_type: str = "dpo", **fields: Any) -> Any:
+    """A queued round row with its type's default config, made directly (no preconditions):
+    for tests about what is shown or exported, not about starting rounds."""
+    from sqlalchemy import func, select
+
+    from app.models import RoundType, TrainingRound
+    from app.rounds.service import parse_config
+
+    number = (
+        session.scalar(
+            select(func.max(TrainingRound.number)).where(TrainingRound.project_id == project.id)
+        )
+        or 0
+    ) + 1
+    values: dict[str, Any] = {
+        "project_id": project.id,
+        "number": number,
+        "type": RoundType(round_type),
+        "config": {**parse_config(round_type, {}), "seed": 0},
+        "base_policy_version_id": base_version(session, project).id,
+        "progress": {"stage": "queued"},
+        "metrics": {},
+    }
+    values.update(fields)
+    training_round = TrainingRound(**values)
+    session.add(training_round)
+    session.flush()
+    return training_round

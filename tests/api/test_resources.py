@@ -22,7 +22,13 @@ from app.models import (
 )
 from app.rounds import service as rounds
 from tests.api.conftest import MakeToken, bearer
-from tests.factories import base_version, make_project, make_version
+from tests.factories import (
+    base_version,
+    make_project,
+    make_ready_project,
+    make_round,
+    make_version,
+)
 
 
 def count(session: Session, model: type, *where: Any) -> int:
@@ -291,7 +297,7 @@ def test_a_round_is_started_listed_read_and_cancelled(
     writer: dict[str, str],
     sent_stages: list[tuple[int, str]],
 ) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     db_session.commit()
     started = client.post(
         f"/api/v1/projects/{project.id}/rounds", json={"type": "dpo", "beta": 0.2}, headers=writer
@@ -326,8 +332,8 @@ def test_a_round_is_started_listed_read_and_cancelled(
     ("body", "field"),
     [
         ({"type": "dpo", "beta": -1}, "dpo.beta"),
-        ({"type": "magic"}, ""),  # the whole body: no tag of a known round type
-        ({"beta": 0.1}, ""),
+        ({"type": "magic"}, "body"),  # the whole body: no tag of a known round type
+        ({"beta": 0.1}, "type"),
         ({"type": "reward_ppo", "ppo": {"steps": 0}}, "reward_ppo.ppo.steps"),
         ({"type": "sft", "surprise": 1}, "sft.surprise"),
     ],
@@ -353,7 +359,7 @@ def test_a_bad_round_config_is_422_naming_the_field_and_starts_nothing(
 def test_cancelling_a_finished_round_is_409_and_changes_nothing(
     client: httpx.Client, db_session: Session, writer: dict[str, str]
 ) -> None:
-    project = make_project(db_session)
+    project = make_ready_project(db_session)
     training_round = rounds.start_round(
         db_session, project_id=project.id, round_type="sft", enqueue=False
     )
@@ -379,9 +385,7 @@ def test_policy_versions_show_their_lineage(
 ) -> None:
     project = make_project(db_session)
     base = base_version(db_session, project)
-    training_round = rounds.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    training_round = make_round(db_session, project, "dpo")
     child = make_version(
         db_session,
         project,

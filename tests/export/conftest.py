@@ -22,7 +22,6 @@ from app.models import (
     TaskSample,
 )
 from app.projects.service import add_prompts
-from app.rounds import service as rounds
 from app.rounds.snapshots import create_snapshot
 from app.tokens import service as tokens
 from tests.conftest import FreshDatabase
@@ -31,6 +30,7 @@ from tests.factories import (
     base_version,
     make_project,
     make_prompt,
+    make_round,
     make_task,
     make_user,
     make_version,
@@ -70,7 +70,7 @@ def _seed(session: Session) -> World:
     admin = make_user(session, username="exporter", role=Role.admin)
     project = make_project(session, samples_per_prompt=4, annotations_per_task=2)
     base = base_version(session, project)
-    round1 = rounds.start_round(session, project_id=project.id, round_type="dpo", enqueue=False)
+    round1 = make_round(session, project, "dpo")
     round1.state = RoundState.done
     v2 = make_version(
         session,
@@ -145,7 +145,7 @@ def _seed(session: Session) -> World:
     )
 
     other = make_project(session)
-    other_round = rounds.start_round(session, project_id=other.id, round_type="sft", enqueue=False)
+    other_round = make_round(session, other, "sft")
     other_snapshot = create_snapshot(session, project_id=other.id, name="other")
 
     conv = make_project(session)

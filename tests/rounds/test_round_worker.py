@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,11 +19,9 @@ from app.models import (
     TaskSample,
     TrainingRound,
 )
-from app.projects.service import add_prompts
 from app.ratings import repository as ratings_repository
 from app.rounds import service
 from tests.conftest import FreshDatabase, wait_until
-from tests.factories import make_project
 from tests.rounds.seed import seed_ranked_project
 
 
@@ -33,22 +32,39 @@ def _state(db: FreshDatabase, round_id: int) -> TrainingRound:
         return training_round
 
 
-def test_a_round_whose_stage_raises_ends_failed_with_the_error_and_no_version(
-    app_database: FreshDatabase, worker_process: subprocess.Popen[bytes]
+def _model_copy(tiny_model_path: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny model that a test can take away after the round has started."""
+    return Path(shutil.copytree(tiny_model_path, tmp_path / "model"))
+
+
+def test_a_round_whose_stage_raises_ends_failed_with_one_line_and_no_version(
+    app_database: FreshDatabase,
+    worker_process: subprocess.Popen[bytes],
+    tiny_model_path: Path,
+    tmp_path: Path,
 ) -> None:
+    model = _model_copy(tiny_model_path, tmp_path)
     with app_database.session() as session:
-        project = make_project(session)
-        add_prompts(session, project_id=project.id, contents=[f"Q{i}?" for i in range(6)])
+        project_id = seed_ranked_project(session, model)
         training_round = service.start_round(
-            session, project_id=project.id, round_type="reward_ppo"
+            session, project_id=project_id, round_type="reward_ppo"
         )
+        # The base model was there when the round started; the workers cannot read it now.
+        (model / "config.json").unlink()
         session.commit()  # the stage is sent to the worker after this commit
-        round_id, project_id = training_round.id, project.id
+        round_id = training_round.id
 
     wait_until(lambda: _state(app_database, round_id).state.is_terminal, 120, "the round")
     ended = _state(app_database, round_id)
     assert ended.state == RoundState.failed
-    assert "needs rankings" in (ended.error or "")
+    assert ended.error is not None
+    assert "\n" not in ended.error
+    assert ended.error.startswith("The base model could not be loaded while training the reward")
+    assert "start a new round" in ended.error
+    assert ended.error_detail is not None
+    assert ended.error_detail.startswith("Traceback")
+    assert str(tmp_path) not in ended.error + ended.error_detail
+    assert "site-packages" not in ended.error_detail
     assert ended.finished_at is not None
     with app_database.session() as session:
         versions = session.scalar(
@@ -59,17 +75,21 @@ def test_a_round_whose_stage_raises_ends_failed_with_the_error_and_no_version(
 
 
 def test_a_cancelled_round_never_runs_its_stages(
-    app_database: FreshDatabase, worker_process: subprocess.Popen[bytes]
+    app_database: FreshDatabase,
+    worker_process: subprocess.Popen[bytes],
+    tiny_model_path: Path,
+    tmp_path: Path,
 ) -> None:
+    model = _model_copy(tiny_model_path, tmp_path)
     with app_database.session() as session:
-        project = make_project(session)
-        add_prompts(session, project_id=project.id, contents=[f"Q{i}?" for i in range(6)])
-        cancelled = service.start_round(session, project_id=project.id, round_type="reward_ppo")
+        project_id = seed_ranked_project(session, model)
+        cancelled = service.start_round(session, project_id=project_id, round_type="reward_ppo")
         service.cancel_round(session, round_id=cancelled.id)
         session.commit()
         # The project is free again; the worker takes messages in order, so once this second
         # round has ended, the cancelled round's message has been consumed too.
-        second = service.start_round(session, project_id=project.id, round_type="reward_ppo")
+        second = service.start_round(session, project_id=project_id, round_type="reward_ppo")
+        (model / "config.json").unlink()  # so the second round ends soon (failed)
         session.commit()
         cancelled_id, second_id = cancelled.id, second.id
     wait_until(lambda: _state(app_database, second_id).state.is_terminal, 120, "round 2")

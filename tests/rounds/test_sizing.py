@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.projects.service import add_prompts
 from app.rounds import service
 from app.rounds.service import parse_config
 from app.rounds.sizing import size_round
 from app.seeds import derived_seed
-from tests.factories import make_project
+from tests.factories import make_project, make_ready_project
 
 
 def _sized(project: object, *, prompts: int, rankings: int, config: dict | None = None) -> dict:
@@ -73,8 +72,7 @@ def test_explicit_settings_are_not_resized(db_session: Session) -> None:
 
 
 def test_a_round_started_again_after_a_rejection_gets_a_new_seed(db_session: Session) -> None:
-    project = make_project(db_session, temperature=0.8)
-    add_prompts(db_session, project_id=project.id, contents=[f"p {i}" for i in range(40)])
+    project = make_ready_project(db_session, prompts=40, temperature=0.8)
     first = service.start_round(
         db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
     )
@@ -94,8 +92,7 @@ def test_a_round_started_again_after_a_rejection_gets_a_new_seed(db_session: Ses
 
 
 def test_an_explicit_seed_is_kept(db_session: Session) -> None:
-    project = make_project(db_session)
-    add_prompts(db_session, project_id=project.id, contents=[f"p {i}" for i in range(8)])
+    project = make_ready_project(db_session, prompts=8)
 
     started = service.start_round(
         db_session, project_id=project.id, round_type="dpo", config={"seed": 7}, enqueue=False

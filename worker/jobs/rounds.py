@@ -10,7 +10,6 @@ import math
 import shutil
 import statistics
 import tempfile
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from app.models import TrainingRound
 from app.rounds import lineage, service, snapshots
 from app.rounds.service import StageStart, Throttle
 from app.sampling import service as sampling
+from worker.failures import Failure, describe
 from worker.jobs.reward_model import json_safe as _json_safe
 from worker.policies import load_base
 
@@ -76,16 +76,47 @@ def run_stage(round_id: int, stage: str) -> str | None:
         with session_scope() as session:
             service.mark_cancelled(session, round_id)
         return None
-    except Exception:
+    except Exception as exc:
         if reporter.cancelled:  # the trainer stopped because we asked it to
             with session_scope() as session:
                 service.mark_cancelled(session, round_id)
             return None
+        failure = describe_failure(exc, stage=stage, round_type=start.type)
         with session_scope() as session:
-            service.fail_round(session, round_id, traceback.format_exc(limit=8))
-        raise
+            service.fail_round(session, round_id, failure.line, detail=failure.detail)
+        raise  # the whole traceback goes to the worker's log
     with session_scope() as session:
         return service.complete_stage(session, round_id, stage)
+
+
+# What each stage does, in the words of a failed round's one-line reason, and which settings
+# take less memory there (by stage, or "policy:<round type>").
+STAGE_DOING = {
+    "reward_model": "training the reward model",
+    "policy:reward_ppo": "training the policy with PPO",
+    "policy:sft": "training the policy with SFT",
+    "policy:dpo": "training the policy with DPO",
+    "evaluating": "evaluating the new version (the promotion gate)",
+    "sampling": "sampling the new version for annotators",
+}
+STAGE_LOWER = {
+    "reward_model": "reward_model.max_length (or choose a smaller reward_model.base_model)",
+    "policy:reward_ppo": "ppo.mini_batch_size and ppo.batch_size (or ppo.max_new_tokens)",
+    "policy:sft": "batch_size",
+    "policy:dpo": "batch_size",
+    "evaluating": "gate_samples or eval_prompts",
+    "sampling": "the project's samples per prompt or max new tokens",
+}
+
+
+def describe_failure(exc: BaseException, *, stage: str, round_type: str) -> Failure:
+    key = f"policy:{round_type}" if stage == "policy" else stage
+    return describe(
+        exc,
+        doing=STAGE_DOING.get(key, f"running stage {stage!r}"),
+        lower=STAGE_LOWER.get(key, "the batch size"),
+        retry="start a new round",
+    )
 
 
 def run_round(round_id: int, first_stage: str) -> None:

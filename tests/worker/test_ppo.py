@@ -415,8 +415,10 @@ def saved_reward_model(tiny_model_dir: Path, out_dir: Path) -> Path:
     )
     with torch.no_grad():
         for name, p in rm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.2)  # a fresh adapter adds nothing; this one changes scores
+            if "lora_B" in name or name.startswith("head."):
+                # A fresh adapter adds nothing and a fresh head scores all alike; this one
+                # changes scores.
+                p.normal_(0.0, 0.2)
     rm.reward_mean, rm.reward_std = 0.5, 2.0
     rm.save(out_dir, tokenizer=tokenizer)
     return out_dir

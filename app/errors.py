@@ -47,3 +47,31 @@ class RateLimited(AppError):
     def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
         super().__init__(message, details=details)
         self.retry_after = retry_after
+
+
+class MethodNotAllowed(AppError):
+    status_code = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: list[str], details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.allow = allow
+
+
+def http_error(status_code: int, message: str) -> AppError:
+    """An AppError for a status the framework raised (an unknown path, a body too large)."""
+    error = AppError(message)
+    error.status_code = status_code
+    error.code = _HTTP_CODES.get(status_code, f"http_{status_code}")
+    return error
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}

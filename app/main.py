@@ -13,6 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.routes import router as accounts_router
@@ -23,7 +25,7 @@ from app.api.routes import router as api_router
 from app.config import get_settings
 from app.db import session_scope
 from app.deps import LoginRequired
-from app.errors import AppError, RateLimited
+from app.errors import AppError, MethodNotAllowed, RateLimited, http_error
 from app.ratings.routes import router as ratings_router
 from app.rounds.routes import router as rounds_router
 from app.sqlite_gate import SQLiteRequestGate
@@ -44,6 +46,8 @@ def error_body(code: str, message: str, details: object = None) -> dict[str, obj
 async def handle_app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else {}
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allow)
     if isinstance(exc, LoginRequired) and not _wants_json(request):
         if request.headers.get("HX-Request"):
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
@@ -67,18 +71,84 @@ async def handle_app_error(request: Request, exc: Exception) -> Response:
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    for err in errors:
+        if err["type"] == "json_invalid":  # FastAPI reports a body that does not parse here
+            where = f" at character {err['loc'][-1]}" if len(err["loc"]) > 1 else ""
+            reason = err.get("ctx", {}).get("error", err["msg"])
+            return await handle_app_error(request, _not_json(f"{reason}{where}"))
     details = [
-        {"field": ".".join(str(p) for p in err["loc"][1:]), "message": err["msg"]}
-        for err in exc.errors()
+        {
+            "field": ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0]),
+            "message": _NOT_SENT_AS_JSON
+            if tuple(err["loc"]) == ("body",) and isinstance(err.get("input"), bytes)
+            else err["msg"],
+        }
+        for err in errors
     ]
     return await handle_app_error(
         request, _InvalidRequest("The request has invalid fields", details=details)
     )
 
 
+_NOT_SENT_AS_JSON = "the body must be JSON, sent with Content-Type: application/json"
+"""What FastAPI's "Input should be a valid dictionary" means for a body it did not parse."""
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette's own 405 names only the first
+    route that matched the path (GET where GET and POST are two routes). Under a mount (the
+    static files, which match any method) GET and HEAD."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+    return allowed or ["GET", "HEAD"]
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    """The framework's own errors (no route, wrong method, a body that does not parse) in the
+    app's shape: {"error": ...} for the API, the error page for a browser."""
+    assert isinstance(exc, HTTPException)
+    error: AppError
+    if exc.status_code == 405:
+        allow = _allowed_methods(request)
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed here; allowed: {', '.join(allow)}",
+            allow=allow,
+            details={"allowed_methods": allow},
+        )
+    elif exc.status_code == 404 and request.url.path.startswith("/api/"):
+        error = http_error(
+            404, f"No API endpoint at {request.url.path}; the endpoints are listed at /docs"
+        )
+    elif exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        error = _not_json("it is not UTF-8 text")
+    elif exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        error = _not_json("it is nested too deeply")
+    else:
+        error = http_error(exc.status_code, str(exc.detail))
+    response = await handle_app_error(request, error)
+    for name, value in (exc.headers or {}).items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 class _InvalidRequest(AppError):
     status_code = 422
     code = "invalid_input"
+
+
+def _not_json(reason: str) -> AppError:
+    """A body sent as JSON that does not parse: the same 422 as any invalid field (as the
+    annotation endpoints and the imports answer), naming the body."""
+    return _InvalidRequest(
+        f"The body is not valid JSON: {reason}", details=[{"field": "body", "message": reason}]
+    )
 
 
 async def handle_data_error(request: Request, exc: Exception) -> Response:
@@ -144,7 +214,12 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="RankLoop",
         version="0.1.0",
-        description="Human feedback loop: rank samples, train a reward model, run PPO, repeat.",
+        description="Human feedback loop: rank samples, train a reward model, run PPO, repeat."
+        "\n\nEvery error of /api/v1 is `{\"error\": {\"code\", \"message\", \"details\"}}` "
+        "with its HTTP status: the ones each endpoint lists, a 404 for a path that is no "
+        "endpoint, and a 405 (with `Allow`) for a method an endpoint does not serve. JSON "
+        "bodies are read strictly: a number sent as a string, or a boolean as a number, is a "
+        "422.",
         lifespan=_lifespan,
         docs_url=None,  # app/api/docs.py serves /docs from our static files
         redoc_url=None,
@@ -152,15 +227,17 @@ def create_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(HTTPException, handle_http_error)
     app.add_exception_handler(DataError, handle_data_error)
-    app.include_router(accounts_router)
+    # The OpenAPI schema is the /api/v1 contract: pages and their forms stay out of it.
+    app.include_router(accounts_router, include_in_schema=False)
     app.include_router(api_docs_router)
-    app.include_router(annotation_router)
-    app.include_router(admin_router)
-    app.include_router(rounds_router)
-    app.include_router(ratings_router)
+    app.include_router(annotation_router, include_in_schema=False)
+    app.include_router(admin_router, include_in_schema=False)
+    app.include_router(rounds_router, include_in_schema=False)
+    app.include_router(ratings_router, include_in_schema=False)
     app.include_router(api_router)
-    app.include_router(tokens_router)
+    app.include_router(tokens_router, include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

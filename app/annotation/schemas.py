@@ -123,14 +123,16 @@ class NextTaskOut(BaseModel):
 
 
 class FlagIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     sample_id: int
     reason: Annotated[str, Field(max_length=1000)] = ""
 
 
 class SubmitRanking(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: a sample id is a JSON integer; "31" or true is a 422, never read as 31 or 1."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     groups: Annotated[list[list[int]], Field(max_length=64)] = []
     time_spent_ms: Annotated[int | None, Field(ge=0, le=MAX_TIME_SPENT_MS)] = None
@@ -173,7 +175,8 @@ class SubmitRanking(BaseModel):
                         f"{field} must be JSON (not nested too deeply)", details={"field": field}
                     ) from None
         if form.get("time_spent_ms") not in (None, ""):
-            data["time_spent_ms"] = form["time_spent_ms"]
+            spent = str(form["time_spent_ms"])  # form fields are text; the model is strict
+            data["time_spent_ms"] = int(spent) if spent.isascii() and spent.isdigit() else spent
         data["none_usable"] = str(form.get("none_usable", "")).lower() in {"1", "true", "on"}
         for field in ("none_usable_reason", "demonstration"):
             if form.get(field) is not None:

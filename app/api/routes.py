@@ -18,6 +18,7 @@ from app.api.schemas import (
     AUTH_RESPONSES,
     CONFLICT,
     NOT_FOUND,
+    TOO_LARGE,
     DemonstrationImportOut,
     PolicyVersionDetail,
     PolicyVersionOut,
@@ -28,6 +29,7 @@ from app.api.schemas import (
     RoundOut,
     SampleImportOut,
     SamplingJobOut,
+    StrictRoundConfig,
     download_errors,
 )
 from app.deps import SessionDep
@@ -37,7 +39,6 @@ from app.export.routes import router as export_router
 from app.ids import IdPath
 from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES
 from app.ratings.api import router as ratings_router
-from app.rounds.schemas import RoundConfig
 
 router = APIRouter(prefix="/api/v1")
 api = APIRouter(route_class=ApiRoute, responses={**AUTH_RESPONSES, **NOT_FOUND})
@@ -127,6 +128,7 @@ FormatQuery = Annotated[
     "/projects/{project_id}/prompts",
     tags=["imports"],
     summary="Import prompts",
+    responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
             {"prompt": "Write a haiku about autumn."},
@@ -161,6 +163,7 @@ async def import_prompts(
     "/projects/{project_id}/demonstrations",
     tags=["imports"],
     summary="Import demonstrations (prompt and a good response, for SFT)",
+    responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
             {"prompt": "Write a haiku about autumn.", "response": "Red leaves drift and fall…"},
@@ -202,6 +205,7 @@ async def import_demonstrations(
     "/projects/{project_id}/samples",
     tags=["imports"],
     summary="Import samples from an outside model",
+    responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
             {
@@ -288,7 +292,7 @@ def start_round(
     session: SessionDep,
     token: WriteToken,
     project_id: IdPath,
-    config: Annotated[RoundConfig, Body(openapi_examples=ROUND_EXAMPLES)],  # type: ignore[arg-type]
+    config: Annotated[StrictRoundConfig, Body(openapi_examples=ROUND_EXAMPLES)],  # type: ignore[arg-type]
 ) -> RoundDetail:
     return service.start_round(
         session, project_id=project_id, config=config.model_dump(), user_id=token.user_id

@@ -1,17 +1,34 @@
-"""Shapes shared by every /api/v1 endpoint: the error body and the documented error responses."""
+"""Shapes of /api/v1: the one error body and the documented error responses, the strict round
+body, and the resources."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.models import PolicyKind, PolicyStatus, RoundState, RoundType
+from app.rounds.schemas import CONFIG_BY_TYPE, RoundConfig
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable machine-readable code, e.g. missing_scope.")
+    code: str = Field(
+        description="Stable machine-readable code: invalid_input (422: a field, or a body "
+        "that is not JSON), missing_token / invalid_token (401), missing_scope (403), "
+        "not_found (404), method_not_allowed (405, with an Allow header), conflict (409), "
+        "payload_too_large (413), rate_limited (429)."
+    )
     message: str = Field(description="What went wrong, for a person.")
     details: Any = Field(
         default=None,
@@ -20,7 +37,8 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error of the API has this shape."""
+    """Every error of the API has this shape: the statuses each endpoint documents, and also
+    a 404 for a path that is no endpoint and a 405 for a method an endpoint does not serve."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -49,7 +67,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
     403: _error("The token lacks the scope this endpoint needs."),
-    422: _error("Invalid input; `details` lists the fields."),
+    422: _error("Invalid input (or a body that is not JSON); `details` lists the fields."),
     429: {
         **_error("Rate limit reached for this token."),
         "headers": {
@@ -58,6 +76,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such resource.")}
+TOO_LARGE: dict[int | str, dict[str, Any]] = {413: _error("The body is over the size limit.")}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: _error("The request conflicts with the current state.")
 }
@@ -90,6 +109,38 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     return dict(resolve(schema))
+
+
+# Request bodies
+
+_ROUND_CONFIG: TypeAdapter[Any] = TypeAdapter(RoundConfig)
+
+
+def _strict_round_config(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """The body's JSON types as the schema declares them (no "3" for 3, no false for 0.0),
+    and a missing `type` named with its choices instead of pydantic's "Unable to extract tag".
+    The round models stay lax: the admin form sends text."""
+    if isinstance(value, dict) and value.get("type") is None:
+        types = ", ".join(repr(t) for t in CONFIG_BY_TYPE)
+        missing = PydanticCustomError(
+            "missing_round_type", "Field required: the round type, one of {types}", {"types": types}
+        )
+        raise ValidationError.from_exception_data(
+            "RoundConfig", [InitErrorDetails(type=missing, loc=("type",), input=value)]
+        )
+    return _ROUND_CONFIG.validate_python(value, strict=True)
+
+
+if TYPE_CHECKING:
+    StrictRoundConfig = RoundConfig
+else:
+    # The union with a type-level Discriminator: FastAPI documents a validator around
+    # RoundConfig's field-level one as a broken discriminator mapping.
+    StrictRoundConfig = Annotated[
+        get_args(RoundConfig)[0],  # the union of the round types
+        Discriminator("type"),
+        WrapValidator(_strict_round_config),
+    ]
 
 
 # Resources

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from app.errors import InvalidInput
 from app.ids import MAX_ID
@@ -45,6 +46,17 @@ def _utc(value: datetime | None, field: str) -> datetime | None:
         ) from None
 
 
+def _not_a_number(value: Any) -> Any:
+    """The schema says date-time: a bare number ("0.5") is refused, not read as Unix time."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("expected a date and time such as 2026-05-01T09:00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+IsoDatetime = Annotated[datetime, BeforeValidator(_not_a_number)]
+
+
 def export_params(
     policy_version: Annotated[
         list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
@@ -71,10 +83,10 @@ def export_params(
         ),
     ] = None,
     since: Annotated[
-        datetime | None, Query(description="Only data created at or after this time (UTC).")
+        IsoDatetime | None, Query(description="Only data created at or after this time (UTC).")
     ] = None,
     until: Annotated[
-        datetime | None, Query(description="Only data created before this time (UTC).")
+        IsoDatetime | None, Query(description="Only data created before this time (UTC).")
     ] = None,
     min_agreement: Annotated[
         float | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -83,6 +84,51 @@ def test_a_malformed_ranking_gets_422_and_stores_nothing(
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"]
     assert snapshot(db_session) == before
+
+
+STRICT_BODIES: dict[str, Callable[[list[int]], dict[str, Any]]] = {
+    "string_ids": lambda s: {"groups": [[str(i)] for i in s]},
+    "boolean_id": lambda s: {"groups": [[True], *[[i] for i in s[1:]]]},
+    "float_id": lambda s: {"groups": [[float(s[0])], *[[i] for i in s[1:]]]},
+    "string_flag_id": lambda s: {
+        "groups": [[i] for i in s],
+        "flags": [{"sample_id": str(s[0]), "reason": "x"}],
+    },
+    "string_time_spent": lambda s: {"groups": [[i] for i in s], "time_spent_ms": "5400"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_BODIES))
+def test_ids_that_are_not_json_integers_get_422_naming_the_field_and_store_nothing(
+    case: str, annotator: Annotator, shown: dict[str, Any], db_session: Session
+) -> None:
+    """"31" is not read as 31, nor true as 1: the string ids would otherwise be a valid
+    ranking of the task."""
+    before = snapshot(db_session)
+
+    response = annotator.submit(shown["id"], STRICT_BODIES[case](sorted(ids(shown))))
+
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert details
+    assert {d["message"] for d in details} == {"Input should be a valid integer"}
+    assert snapshot(db_session) == before
+
+
+def test_the_form_still_sends_time_spent_as_text(
+    annotator: Annotator, shown: dict[str, Any], db_session: Session
+) -> None:
+    """The page posts a form: its fields are text, read as the numbers they spell."""
+    before = snapshot(db_session)["rankings"]
+
+    response = annotator.post(
+        f"/annotate/tasks/{shown['id']}/submit",
+        htmx=True,
+        data={"groups": json.dumps(best_first(shown)), "flags": "[]", "time_spent_ms": "5400"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert snapshot(db_session)["rankings"] == before + 1
 
 
 def test_unknown_ids_are_named_in_the_message(annotator: Annotator, shown: dict[str, Any]) -> None:

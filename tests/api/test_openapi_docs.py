@@ -39,6 +39,30 @@ def _has_example(media: dict[str, Any], schemas: dict[str, Any]) -> bool:
     return False
 
 
+def test_the_schema_documents_the_api_alone(spec: dict[str, Any]) -> None:
+    """Pages and their forms (/login, /logout, /annotate…, /admin/…) are no API."""
+    assert spec["paths"]
+    assert [path for path in spec["paths"] if not path.startswith("/api/v1/")] == []
+
+
+def test_every_api_operation_documents_the_errors_every_request_can_get(
+    spec: dict[str, Any],
+) -> None:
+    missing = [
+        f"{method} {path} {status}"
+        for method, path, operation in _api_operations(spec)
+        for status in ("401", "403", "404", "422", "429")
+        if status not in operation["responses"]
+    ]
+    assert missing == []
+
+
+def test_the_raw_body_imports_document_the_size_limit(spec: dict[str, Any]) -> None:
+    for kind in ("prompts", "demonstrations", "samples"):
+        responses = spec["paths"][f"/api/v1/projects/{{project_id}}/{kind}"]["post"]["responses"]
+        assert "413" in responses
+
+
 def test_every_api_error_response_uses_the_one_error_shape(spec: dict[str, Any]) -> None:
     wrong = [
         f"{method} {path} {status}"

@@ -55,6 +55,10 @@ class AddedDemonstrations:
     """Demonstrations already in the project, or repeated in the input."""
     prompts_added: int
     """Prompts that did not exist yet and were created for the new demonstrations."""
+    in_project: int = 0
+    """Skipped: the project had them already."""
+    repeated: int = 0
+    """Skipped: a copy of an earlier record of the input."""
 
 
 def add_demonstrations(
@@ -72,12 +76,14 @@ def add_demonstrations(
         demonstration_hash(ph, d.response)
         for ph, d in zip(prompt_hashes, demonstrations, strict=True)
     ]
-    seen = repository.existing_demonstration_hashes(session, project_id, digests)
+    existing = repository.existing_demonstration_hashes(session, project_id, digests)
+    seen = set(existing)
     new: list[tuple[ParsedDemonstration, str, str]] = []
     for demo, ph, digest in zip(demonstrations, prompt_hashes, digests, strict=True):
         if digest not in seen:
             seen.add(digest)
             new.append((demo, ph, digest))
+    in_project = sum(1 for digest in digests if digest in existing)
 
     # Prompts: create the missing ones, each with the format it came from as its source
     by_source: dict[str, list[ParsedDemonstration]] = {}
@@ -105,7 +111,11 @@ def add_demonstrations(
     session.add_all(added)
     session.flush()
     return AddedDemonstrations(
-        added=added, duplicates=len(demonstrations) - len(added), prompts_added=prompts_added
+        added=added,
+        duplicates=len(demonstrations) - len(added),
+        prompts_added=prompts_added,
+        in_project=in_project,
+        repeated=len(demonstrations) - len(added) - in_project,
     )
 
 
@@ -163,9 +173,16 @@ class DemonstrationPreview:
 class DemonstrationImportOutcome:
     filename: str
     added: int
-    duplicates: int
+    in_project: int
+    """Skipped: the project had them already (some may have arrived since the preview)."""
+    repeated: int
+    """Skipped: a copy of an earlier record of the file."""
     prompts_added: int
     errors: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.in_project + self.repeated
 
 
 def preview_demonstration_import(
@@ -236,7 +253,8 @@ def confirm_demonstration_import(
     return DemonstrationImportOutcome(
         filename=staged["filename"],
         added=len(added.added),
-        duplicates=added.duplicates,
+        in_project=added.in_project,
+        repeated=added.repeated,
         prompts_added=added.prompts_added,
         errors=staged["errors"],
     )

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit
 from app.errors import InvalidInput, NotFound
-from app.projects import repository
+from app.models import Prompt
+from app.projects import prompt_length, repository
 from app.projects.prompt_import import LineError, ParsedPrompt, ParseResult, parse_prompts
 from app.projects.service import AddedPrompts, add_prompts, prompt_hash, require_project
 
@@ -39,6 +40,25 @@ class PreviewRow:
 
 
 @dataclass(frozen=True)
+class LongPrompt:
+    """A prompt longer than the model's context less the project's max new tokens."""
+
+    line: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class LongPrompts:
+    """The too-long prompts of an import, named in its preview and its confirmation."""
+
+    count: int
+    first: list[LongPrompt]
+    """The first prompt_length.MAX_NAMED of them, by line."""
+    budget: int
+    """Tokens a prompt may take: the model's context less max new tokens."""
+
+
+@dataclass(frozen=True)
 class ImportPreview:
     token: str | None
     """Pass to confirm_import; None when nothing in the file can be imported."""
@@ -50,14 +70,26 @@ class ImportPreview:
     rows: list[PreviewRow]
     errors: list[LineError]
     """The first PREVIEW_ERRORS errors; parsed.errors has them all."""
+    measured: bool = False
+    """The prompts were measured in the project's tokenizer (else the sampling worker does)."""
+    too_long: LongPrompts | None = None
+    """New prompts too long for the model (None when there are none, or nothing measured)."""
 
 
 @dataclass(frozen=True)
 class ImportOutcome:
     filename: str
     added: int
-    duplicates: int
+    in_project: int
+    """Skipped: the project had them already (some may have arrived since the preview)."""
+    repeated: int
+    """Skipped: a copy of an earlier record of the file."""
     errors: int
+    too_long: LongPrompts | None = None
+
+    @property
+    def duplicates(self) -> int:
+        return self.in_project + self.repeated
 
 
 def preview_import(
@@ -79,6 +111,22 @@ def preview_import(
     existing = repository.existing_prompt_hashes(session, project_id, hashes)
     statuses = import_statuses(hashes, existing)
     new = statuses.count("new")
+    project = require_project(session, project_id)
+    fresh = [i for i, status in enumerate(statuses) if status == "new"]
+    measured = prompt_length.measure(project, [parsed.prompts[i].content for i in fresh])
+    counts: list[int | None] = [None] * len(parsed.prompts)
+    too_long = None
+    if measured is not None:
+        for i, count in zip(fresh, measured.counts, strict=True):
+            counts[i] = count
+        too_long = _long_prompts(
+            [
+                LongPrompt(parsed.prompts[i].line, count)
+                for j, (i, count) in enumerate(zip(fresh, measured.counts, strict=True))
+                if count is not None and measured.too_long(j)
+            ],
+            measured.budget,
+        )
     token = None
     if new:
         token = stage_upload(
@@ -89,6 +137,7 @@ def preview_import(
                 "filename": filename,
                 "errors": len(parsed.errors),
                 "prompts": [asdict(p) for p in parsed.prompts],
+                "token_counts": counts if measured is not None else None,
             },
         )
     return ImportPreview(
@@ -103,7 +152,16 @@ def preview_import(
             for p, s in zip(parsed.prompts[:PREVIEW_PROMPTS], statuses, strict=False)
         ],
         errors=parsed.errors[:PREVIEW_ERRORS],
+        measured=measured is not None,
+        too_long=too_long,
     )
+
+
+def _long_prompts(found: Sequence[LongPrompt], budget: int | None) -> LongPrompts | None:
+    if not found or budget is None:
+        return None
+    first = list(found[: prompt_length.MAX_NAMED])
+    return LongPrompts(count=len(found), first=first, budget=budget)
 
 
 def confirm_import(
@@ -112,31 +170,74 @@ def confirm_import(
     """Insert the previewed prompts; prompts that arrived in between are skipped as duplicates."""
     staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
     prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
-    added = import_prompts(session, project_id=project_id, prompts=prompts)
+    added = import_prompts(
+        session, project_id=project_id, prompts=prompts, token_counts=staged.get("token_counts")
+    )
     after_commit(session, lambda: discard_staged(staging_dir, token))
     return ImportOutcome(
         filename=staged["filename"],
         added=len(added.added),
-        duplicates=added.duplicates,
+        in_project=added.in_project,
+        repeated=added.repeated,
         errors=staged["errors"],
+        too_long=too_long_of(added, prompts),
     )
 
 
+def too_long_of(added: AddedPrompts, prompts: Sequence[ParsedPrompt]) -> LongPrompts | None:
+    """The added prompts marked too long, with the line each came from."""
+    if not added.too_long or added.budget is None:
+        return None
+    lines = {prompt_hash(p.content): p.line for p in prompts}
+    found = sorted(
+        (LongPrompt(lines.get(p.content_hash, 0), p.token_count or 0) for p in added.too_long),
+        key=lambda long: long.line,
+    )
+    return _long_prompts(found, added.budget)
+
+
 def import_prompts(
-    session: Session, *, project_id: int, prompts: Sequence[ParsedPrompt]
+    session: Session,
+    *,
+    project_id: int,
+    prompts: Sequence[ParsedPrompt],
+    token_counts: Sequence[int | None] | None = None,
 ) -> AddedPrompts:
-    """Add parsed prompts to a project, deduplicated, with each one's format as its source."""
+    """Add parsed prompts to a project, deduplicated, with each one's format as its source,
+    measured in the project's tokenizer (or with the `token_counts` a preview measured, one
+    per prompt)."""
     if repository.lock_project(session, project_id) is None:
         raise NotFound(f"No project {project_id}")
-    by_source: dict[str, list[Any]] = {}
-    for prompt in prompts:
-        by_source.setdefault(prompt.source, []).append(prompt.content)
-    added, duplicates = [], 0
-    for source, contents in by_source.items():
-        result = add_prompts(session, project_id=project_id, contents=contents, source=source)
+    if token_counts is not None and len(token_counts) != len(prompts):
+        token_counts = None  # a staged file from before counts were staged: measure again
+    by_source: dict[str, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_source.setdefault(prompt.source, []).append(index)
+    added: list[Prompt] = []
+    too_long: list[Prompt] = []
+    in_project = repeated = 0
+    budget: int | None = None
+    for source, indices in by_source.items():
+        result = add_prompts(
+            session,
+            project_id=project_id,
+            contents=[prompts[i].content for i in indices],
+            source=source,
+            token_counts=[token_counts[i] for i in indices] if token_counts is not None else None,
+        )
         added.extend(result.added)
-        duplicates += result.duplicates
-    return AddedPrompts(added=added, duplicates=duplicates)
+        too_long.extend(result.too_long)
+        in_project += result.in_project
+        repeated += result.repeated
+        budget = result.budget if result.budget is not None else budget
+    return AddedPrompts(
+        added=added,
+        duplicates=in_project + repeated,
+        in_project=in_project,
+        repeated=repeated,
+        too_long=too_long,
+        budget=budget,
+    )
 
 
 # Staging

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, case, delete, func, or_, select
+from sqlalchemy import Row, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.accounts import repository as accounts_repository
@@ -255,6 +255,38 @@ def rankings_since_last_round(session: Session, project_id: int) -> int:
             )
         )
         or 0
+    )
+
+
+def count_too_long_prompts(session: Session, project_id: int) -> int:
+    """Active prompts marked too long for the model."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                Prompt.project_id == project_id, Prompt.active, Prompt.too_long
+            )
+        )
+        or 0
+    )
+
+
+def mark_too_long(session: Session, project_id: int, *, budget: int) -> None:
+    """Mark the measured prompts too long when their count passes `budget`, unmark the others
+    (prompts never measured keep their mark)."""
+    session.execute(
+        update(Prompt)
+        .where(Prompt.project_id == project_id, Prompt.token_count.is_not(None))
+        .values(too_long=Prompt.token_count > budget)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+def clear_too_long(session: Session, project_id: int) -> None:
+    session.execute(
+        update(Prompt)
+        .where(Prompt.project_id == project_id, Prompt.too_long)
+        .values(too_long=False)
+        .execution_options(synchronize_session="fetch")
     )
 
 

@@ -25,6 +25,8 @@ class ProjectForm(BaseModel):
     max_new_tokens: str | None = None
     newest_version_share: str | None = None
     min_open_tasks: str | None = None
+    long_prompts: str | None = None
+    """"truncate" or "skip" (service.LONG_PROMPTS)."""
     stop_strings: str = ""
     """One per line (\\n for a line break). Blank derives them from the chat template;
     the form parser reads a blank field as absent, so absent means blank."""

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Row
@@ -64,11 +64,27 @@ def update_project(
     """Rename and change settings; the base model is fixed once a project exists."""
     project = require_project(session, project_id)
     clean_name = _clean_name(session, name, project=project) if name is not None else None
+    max_new_tokens = project.max_new_tokens
     apply_settings(project, settings)
     if clean_name is not None:
         project.name = clean_name
+    if project.max_new_tokens != max_new_tokens:
+        _remark_too_long(session, project)
     session.flush()
     return project
+
+
+def _remark_too_long(session: Session, project: Project) -> None:
+    """Max new tokens changed, so the room left for a prompt did: mark the measured prompts
+    again when the model's context is known here, else clear the marks (the sampling worker
+    measures again)."""
+    from app.projects.prompt_length import context_of
+
+    context = context_of(project)
+    if context is None:
+        repository.clear_too_long(session, project.id)
+    else:
+        repository.mark_too_long(session, project.id, budget=context - project.max_new_tokens)
 
 
 def _clean_name(session: Session, name: str | None, *, project: Project | None = None) -> str:
@@ -94,7 +110,14 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "description": (str, None, 5_000),
     "trust_remote_code": (bool, None, None),
     "stop_strings": (list, None, None),
+    "long_prompts": (str, None, None),
 }
+LONG_PROMPTS = {
+    "truncate": "Truncate: keep the end, cut the start (marked …)",
+    "skip": "Skip: mark the prompt too long and never sample it",
+}
+"""The `long_prompts` setting's choices, for a prompt longer than the model's context less
+max new tokens."""
 SETTING_LABELS = {
     "samples_per_prompt": "Samples per prompt",
     "annotations_per_task": "Annotations per task",
@@ -108,6 +131,7 @@ SETTING_LABELS = {
     "description": "Description",
     "trust_remote_code": "Trust remote code",
     "stop_strings": "Stop strings",
+    "long_prompts": "Long prompts",
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 _TRUE, _FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}
@@ -121,6 +145,15 @@ def apply_settings(project: Project, settings: dict[str, Any]) -> None:
             raise InvalidInput(f"Unknown project setting {key!r}", details={"field": key})
         if key == "stop_strings":
             clean[key] = parse_stop_strings(value)
+            continue
+        if key == "long_prompts":
+            choice = value.strip().lower() if isinstance(value, str) else value
+            if choice not in LONG_PROMPTS:
+                raise InvalidInput(
+                    f"{SETTING_LABELS[key]} must be one of: {', '.join(LONG_PROMPTS)}",
+                    details={"field": key},
+                )
+            clean[key] = choice
             continue
         kind, low, high = _BOUNDS[key]
         label = SETTING_LABELS[key]
@@ -295,19 +328,50 @@ def flatten_conversation(messages: Sequence[dict[str, str]]) -> str:
 class AddedPrompts:
     added: list[Prompt]
     duplicates: int
+    """in_project + repeated."""
+    in_project: int = 0
+    """Skipped: the project had them already."""
+    repeated: int = 0
+    """Skipped: an earlier record of the same input had the same prompt."""
+    too_long: list[Prompt] = field(default_factory=list)
+    """Added prompts longer than the model's context less max new tokens (measured)."""
+    budget: int | None = None
+    """Tokens a prompt may take (None: the tokenizer could not be read, nothing measured)."""
 
 
 def add_prompts(
-    session: Session, *, project_id: int, contents: Sequence[PromptContent], source: str = "plain"
+    session: Session,
+    *,
+    project_id: int,
+    contents: Sequence[PromptContent],
+    source: str = "plain",
+    token_counts: Sequence[int | None] | None = None,
+    measure: bool = True,
 ) -> AddedPrompts:
-    """Insert new prompts; ones already in the project (or repeated in the input) are skipped."""
+    """Insert new prompts; ones already in the project (or repeated in the input) are skipped.
+
+    The new prompts are measured in the project's tokenizer (`prompt_length`) unless
+    `token_counts` (one per content, measured by a preview) are given or `measure` is off;
+    those too long for the model are marked and returned.
+    """
     hashes = [prompt_hash(c) for c in contents]
-    seen = repository.existing_prompt_hashes(session, project_id, hashes)
+    existing = repository.existing_prompt_hashes(session, project_id, hashes)
+    seen = set(existing)
+    in_project = repeated = 0
     added: list[Prompt] = []
-    for content, digest in zip(contents, hashes, strict=True):
+    new_contents: list[PromptContent] = []
+    new_counts: list[int | None] = []
+    for index, (content, digest) in enumerate(zip(contents, hashes, strict=True)):
+        if digest in existing:
+            in_project += 1
+            continue
         if digest in seen:
+            repeated += 1
             continue
         seen.add(digest)
+        new_contents.append(content)
+        if token_counts is not None:
+            new_counts.append(token_counts[index])
         if isinstance(content, str):
             prompt = Prompt(project_id=project_id, content_hash=digest, text=content, source=source)
         else:
@@ -320,8 +384,50 @@ def add_prompts(
             )
         session.add(prompt)
         added.append(prompt)
+    counts = new_counts if token_counts is not None else None
+    too_long, budget = _measure_added(session, project_id, added, new_contents, counts, measure)
     session.flush()
-    return AddedPrompts(added=added, duplicates=len(contents) - len(added))
+    return AddedPrompts(
+        added=added,
+        duplicates=in_project + repeated,
+        in_project=in_project,
+        repeated=repeated,
+        too_long=too_long,
+        budget=budget,
+    )
+
+
+def _measure_added(
+    session: Session,
+    project_id: int,
+    added: list[Prompt],
+    contents: list[PromptContent],
+    counts: list[int | None] | None,
+    measure: bool,
+) -> tuple[list[Prompt], int | None]:
+    """Store the new prompts' token counts and too-long marks; (too long, budget)."""
+    from app.projects.prompt_length import Measurement, context_of
+    from app.projects.prompt_length import measure as measure_prompts
+
+    if not added or not (measure or counts is not None):
+        return [], None
+    project = require_project(session, project_id)
+    measured: Measurement | None
+    if counts is not None:
+        context = context_of(project)
+        budget = context - project.max_new_tokens if context is not None else None
+        measured = Measurement(counts=list(counts), context=context, budget=budget)
+    else:
+        measured = measure_prompts(project, contents)
+    if measured is None:
+        return [], None
+    too_long = []
+    for index, prompt in enumerate(added):
+        prompt.token_count = measured.counts[index]
+        prompt.too_long = measured.too_long(index)
+        if prompt.too_long:
+            too_long.append(prompt)
+    return too_long, measured.budget
 
 
 # Progress
@@ -330,6 +436,9 @@ def add_prompts(
 @dataclass(frozen=True)
 class ProjectProgress:
     prompts: int
+    prompts_too_long: int
+    """Active prompts longer than the model's context less max new tokens (as last measured):
+    left-truncated or skipped, as the project's `long_prompts` says."""
     tasks_open: int
     tasks_leased: int
     """Open tasks that someone holds a lease on right now (a task needing several annotations
@@ -350,6 +459,7 @@ def progress(session: Session, *, project_id: int) -> ProjectProgress:
     done, required = repository.annotation_totals(session, project_id)
     return ProjectProgress(
         prompts=repository.count_prompts(session, project_id),
+        prompts_too_long=repository.count_too_long_prompts(session, project_id),
         tasks_open=tasks.get(TaskStatus.open, 0),
         tasks_leased=leased,
         live_leases=leases,

@@ -37,12 +37,36 @@ def get_version(session: Session, project_id: int, number: int) -> PolicyVersion
     )
 
 
-def active_prompts(session: Session, project_id: int) -> list[int]:
+def active_prompts(session: Session, project_id: int, *, skip_too_long: bool = False) -> list[int]:
+    """Ids of the project's active prompts; without those marked too long if asked."""
+    query = select(Prompt.id).where(Prompt.project_id == project_id, Prompt.active)
+    if skip_too_long:
+        query = query.where(Prompt.too_long.is_(False))
+    return list(session.scalars(query.order_by(Prompt.id)))
+
+
+def too_long_prompts(session: Session, prompt_ids: Sequence[int]) -> set[int]:
+    """Those of the prompts marked too long."""
+    if not prompt_ids:
+        return set()
+    return set(session.scalars(select(Prompt.id).where(Prompt.id.in_(prompt_ids), Prompt.too_long)))
+
+
+def finished_jobs_outside_rounds(
+    session: Session, project_id: int, *, limit: int
+) -> list[SamplingJob]:
+    """The project's latest finished (done, failed, cancelled) jobs that no round started,
+    newest first: top-ups, "Sample more" and `rankloop sample`."""
     return list(
         session.scalars(
-            select(Prompt.id)
-            .where(Prompt.project_id == project_id, Prompt.active)
-            .order_by(Prompt.id)
+            select(SamplingJob)
+            .where(
+                SamplingJob.project_id == project_id,
+                SamplingJob.round_id.is_(None),
+                SamplingJob.state.in_([JobState.done, JobState.failed, JobState.cancelled]),
+            )
+            .order_by(SamplingJob.id.desc())
+            .limit(limit)
         )
     )
 

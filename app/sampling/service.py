@@ -13,9 +13,10 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -26,6 +27,7 @@ from app.models import (
     PolicyKind,
     PolicyVersion,
     Project,
+    Prompt,
     RankingTask,
     Sample,
     SamplingJob,
@@ -39,6 +41,8 @@ from app.seeds import derived_seed
 
 logger = logging.getLogger(__name__)
 
+LONG_PROMPTS_TRUNCATE = "truncate"
+LONG_PROMPTS_SKIP = "skip"
 RESAMPLE_TRIES = 3
 """Further draws for a chunk whose prompts lack K distinct texts, before such a prompt is
 skipped (the model repeats itself there; the job's page counts the skipped prompts)."""
@@ -72,6 +76,9 @@ class SamplingPlan:
     prompt_ids: list[int] = field(default_factory=list)
     stop_strings: list[str] | None = None
     """The project's setting: None derives them from the chat template."""
+    long_prompts: str = "truncate"
+    """The project's setting for a prompt that does not fit the model's context with
+    max_new_tokens after it: "truncate" (left, behind a marker) or "skip" (marked too long)."""
 
 
 @dataclass(frozen=True)
@@ -177,9 +184,11 @@ def _new_job(
     """A job over the active prompts that no live job holds (`claimed`) and that have been
     tried least for the version (ties by id); the caller holds the project's lock."""
     tries = repository.tries_by_prompt(session, version_id=version.id)
+    project = session.get(Project, version.project_id)
+    skip_too_long = project is not None and project.long_prompts == LONG_PROMPTS_SKIP
     free = sorted(
         (tries[p], p)
-        for p in repository.active_prompts(session, version.project_id)
+        for p in repository.active_prompts(session, version.project_id, skip_too_long=skip_too_long)
         if p not in claimed
     )
     prompt_ids = [p for n, p in free if n == free[0][0]][:prompt_limit] if free else []
@@ -235,17 +244,51 @@ def top_up_if_needed(session: Session, *, project_id: int, batch: int = 20) -> S
 
     The project row is locked first, so two workers topping up at once start one job; a
     running job whose heartbeat went stale (its worker died) is failed rather than left to
-    block every later top-up."""
+    block every later top-up. After failed jobs it backs off (`top_up_resumes_at`) instead of
+    starting one more failing job at every submit."""
     project = _locked_project(session, project_id)
     threshold = project.min_open_tasks
     if repository.count_open_tasks(session, project_id, up_to=threshold) >= threshold:
         return None
+    # Before stale jobs are failed below: a job whose worker died is replaced at once.
+    resumes = top_up_resumes_at(session, project_id=project_id)
     if _live_jobs(session, project_id):
+        return None
+    if resumes is not None and utcnow() < resumes:
+        logger.info(
+            "project %s: no automatic sampling before %s (the last jobs failed)",
+            project_id,
+            resumes.isoformat(timespec="seconds"),
+        )
         return None
     version = repository.current_version(session, project_id)
     if version is None or version.kind == PolicyKind.external:
         return None
     return _new_job(session, version=version, prompt_limit=batch, claimed=set())
+
+
+TOP_UP_BACKOFF = timedelta(minutes=2)
+"""After a failed job, automatic sampling waits this long; twice as long after each further
+failure in a row, up to TOP_UP_BACKOFF_MAX."""
+TOP_UP_BACKOFF_MAX = timedelta(hours=1)
+
+
+def top_up_resumes_at(session: Session, *, project_id: int) -> datetime | None:
+    """When a top-up may start again after the latest jobs outside rounds failed: n failures
+    in a row (newest first) wait TOP_UP_BACKOFF × 2^(n-1) from the last one, at most
+    TOP_UP_BACKOFF_MAX. None when the latest such job did not fail. "Sample more" and
+    `rankloop sample` do not wait: a person asked."""
+    jobs = repository.finished_jobs_outside_rounds(session, project_id, limit=12)
+    failures = 0
+    for job in jobs:
+        if job.state != JobState.failed:
+            break
+        failures += 1
+    if not failures:
+        return None
+    latest = jobs[0]
+    wait = min(TOP_UP_BACKOFF * 2 ** (failures - 1), TOP_UP_BACKOFF_MAX)
+    return (latest.finished_at or latest.created_at) + wait
 
 
 def _live_jobs(session: Session, project_id: int) -> list[SamplingJob]:
@@ -284,7 +327,7 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
     job.state = JobState.running
     job.started_at = job.started_at or utcnow()
     job.heartbeat_at = utcnow()
-    job.error = None
+    job.error = job.error_detail = None
     return SamplingPlan(
         job_id=job.id,
         project_id=project.id,
@@ -300,6 +343,7 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
         previous=_version_info(previous, project) if previous is not None else None,
         prompt_ids=list(job.prompt_ids),
         stop_strings=project.stop_strings,
+        long_prompts=project.long_prompts,
     )
 
 
@@ -482,19 +526,54 @@ def _store_samples(
     session.flush()
 
 
-def finish_job(session: Session, job_id: int) -> None:
+def record_prompt_lengths(session: Session, lengths: dict[int, tuple[int | None, bool]]) -> None:
+    """Store what the worker measured: {prompt: (tokens, too long for the model)}."""
+    if not lengths:
+        return
+    for prompt in session.scalars(select(Prompt).where(Prompt.id.in_(list(lengths)))):
+        count, too_long = lengths[prompt.id]
+        if count is not None:
+            prompt.token_count = count
+        prompt.too_long = too_long
+    session.flush()
+
+
+@dataclass(frozen=True)
+class PromptFailure:
+    """A prompt a job could not sample (the others were): its id and the error, one line."""
+
+    prompt_id: int
+    error: str
+
+
+def finish_job(session: Session, job_id: int, *, failures: Sequence[PromptFailure] = ()) -> None:
+    """Mark the job done; prompts it could not sample are named on it (error: one line;
+    error_detail: each one's exception) while the others keep their tasks."""
     job = session.get(SamplingJob, job_id)
     if job is not None:
         job.state = JobState.done
         job.finished_at = utcnow()
         job.prompts_done = job.prompts_total
+        if failures:
+            named = ", ".join(f"#{f.prompt_id}" for f in failures[:10])
+            more = f" and {len(failures) - 10} more" if len(failures) > 10 else ""
+            s = "" if len(failures) == 1 else "s"
+            job.error = (
+                f"{len(failures)} prompt{s} could not be sampled ({named}{more}); the others "
+                "were. Check the prompt's text, or deactivate it; the worker log has details."
+            )
+            detail = "\n".join(f"prompt #{f.prompt_id}: {f.error}" for f in failures)
+            job.error_detail = detail[:20000]
 
 
-def fail_job(session: Session, job_id: int, error: str) -> None:
+def fail_job(session: Session, job_id: int, error: str, *, detail: str | None = None) -> None:
+    """`error`: one line, what failed and what to do; `detail`: the traceback for admins,
+    without server paths (worker.failures)."""
     job = session.get(SamplingJob, job_id)
     if job is not None:
         job.state = JobState.failed
-        job.error = error[:5000]
+        job.error = error[:2000]
+        job.error_detail = detail[-20000:] if detail is not None else None
         job.finished_at = utcnow()
 
 
@@ -512,11 +591,18 @@ class JobView:
     prompts_total: int
     prompts_skipped: int
     """Prompts a finished job made no task for: the model repeated itself there, and K
-    distinct texts did not come out of RESAMPLE_TRIES further draws."""
+    distinct texts did not come out of RESAMPLE_TRIES further draws (or sampling the prompt
+    failed: the job's error names it). Too-long prompts are counted apart."""
+    prompts_too_long: int
+    """Prompts a finished job made no task for because they are too long for the model and
+    the project skips such prompts (`long_prompts` = "skip")."""
     error: str | None
+    """One line: what failed and what to do."""
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    error_detail: str | None = None
+    """The traceback, without server paths: for admins (the project page's details block)."""
 
     @property
     def active(self) -> bool:
@@ -529,6 +615,20 @@ def recent_jobs(
     """Newest first: what runs now (top-ups, rounds' sampling) and what failed."""
     jobs = repository.recent_jobs(session, project_id, before_id=before_id, limit=limit)
     made = repository.prompts_with_task_by_job(session, [job.id for job, _ in jobs])
+    without_task = {
+        job.id: set(job.prompt_ids) - made.get(job.id, set())
+        for job, _ in jobs
+        if job.state == JobState.done
+    }
+    project = session.get(Project, project_id)
+    skips = project is not None and project.long_prompts == LONG_PROMPTS_SKIP
+    # Under "truncate" a too-long prompt is sampled; one left without a task is skipped for
+    # another reason (the model repeated itself).
+    too_long = (
+        repository.too_long_prompts(session, sorted(set().union(*without_task.values())))
+        if skips
+        else set()
+    )
     return [
         JobView(
             id=job.id,
@@ -538,15 +638,13 @@ def recent_jobs(
             state=job.state.value,
             prompts_done=job.prompts_done,
             prompts_total=job.prompts_total,
-            prompts_skipped=(
-                len(set(job.prompt_ids) - made.get(job.id, set()))
-                if job.state == JobState.done
-                else 0
-            ),
+            prompts_skipped=len(without_task.get(job.id, set()) - too_long),
+            prompts_too_long=len(without_task.get(job.id, set()) & too_long),
             error=job.error,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            error_detail=job.error_detail,
         )
         for job, number in jobs
     ]

@@ -130,6 +130,8 @@ def test_a_submit_below_the_minimum_makes_the_worker_sample_more(
 
     wait_until(lambda: _task_counts(app_database, project_id)[0] == 5, 120, "the refill")
     assert _task_counts(app_database, project_id) == (5, 4)
+    # The job commits its last tasks, then (a moment later) its end.
+    wait_until(lambda: _jobs_finished(app_database, project_id), 60, "the refill's end")
     with app_database.session() as session:
         jobs = session.scalars(
             select(SamplingJob).where(SamplingJob.project_id == project_id).order_by(SamplingJob.id)
@@ -139,6 +141,14 @@ def test_a_submit_below_the_minimum_makes_the_worker_sample_more(
             (3, JobState.done),
         ]
     assert worker_process.poll() is None
+
+
+def _jobs_finished(db: FreshDatabase, project_id: int) -> bool:
+    with db.session() as session:
+        states = session.scalars(
+            select(SamplingJob.state).where(SamplingJob.project_id == project_id)
+        )
+        return all(state not in (JobState.queued, JobState.running) for state in states)
 
 
 def test_a_second_job_leaves_out_the_prompts_a_live_job_holds(db_session: Session) -> None:

@@ -1,18 +1,31 @@
-"""Run a sampling job: generate chunk by chunk, commit each chunk's samples and tasks."""
+"""Run a sampling job: generate chunk by chunk, commit each chunk's samples and tasks.
+
+Each chunk's prompts are measured in the policy's tokens first (stored on the prompts); one
+that does not fit the context with max_new_tokens after it is left-truncated by generation,
+or, when the project skips long prompts, marked too long and left without a task. A prompt
+whose sampling fails is drawn again on its own, and if it fails alone it is named on the
+job while the others get their tasks: one bad prompt never fails the job.
+"""
 
 from __future__ import annotations
 
-import traceback
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from app.db import session_scope
 from app.sampling import service
-from app.sampling.service import NewSample, SamplingPlan, VersionInfo
+from app.sampling.service import ChunkNeeds, NewSample, PromptFailure, SamplingPlan, VersionInfo
+from worker.failures import describe
 from worker.policies import PolicySpec, load_policy_for_generation
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 PREVIOUS_SEED_OFFSET = 7919  # previous-version samples use their own seeds
+SYSTEMIC_FAILURES = 3
+"""Prompts failing alone, with none sampled yet, after which the job itself fails (the model,
+not a prompt, is at fault)."""
 
 
 def _spec(version: VersionInfo, plan: SamplingPlan) -> PolicySpec:
@@ -35,20 +48,14 @@ def _generate(
     seed: int,
     batch_size: int,
 ) -> list[list[NewSample]]:
-    from worker.training.generation import GenerationSettings, generate_samples
+    from worker.training.generation import generate_samples
 
-    settings = GenerationSettings(
-        max_new_tokens=plan.max_new_tokens,
-        temperature=plan.temperature,
-        top_p=plan.top_p,
-        stop_strings=plan.stop_strings,
-    )
     generated = generate_samples(
         model,
         tokenizer,
         list(contents),
         n_per_prompt=n_per_prompt,
-        settings=settings,
+        settings=_settings(plan),
         seed=seed,
         batch_size=batch_size,
     )
@@ -56,6 +63,113 @@ def _generate(
         [NewSample(g.text, g.finished, g.seed, g.index) for g in per_prompt]
         for per_prompt in generated
     ]
+
+
+def _settings(plan: SamplingPlan) -> Any:
+    from worker.training.generation import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=plan.max_new_tokens,
+        temperature=plan.temperature,
+        top_p=plan.top_p,
+        stop_strings=plan.stop_strings,
+    )
+
+
+def _measure(
+    tokenizer: Any, plan: SamplingPlan, contents: dict[int, Any], budget: int | None
+) -> set[int]:
+    """Store each prompt's length in tokens and whether it is too long for the model; the
+    too-long ones when the project skips them (else generation left-truncates them)."""
+    from worker.training.prompts import count_prompt_tokens
+
+    ids = list(contents)
+    counts = count_prompt_tokens(tokenizer, [contents[p] for p in ids])
+    lengths = {
+        p: (n, n is not None and budget is not None and n > budget)
+        for p, n in zip(ids, counts, strict=True)
+    }
+    with session_scope() as session:
+        service.record_prompt_lengths(session, lengths)
+    if plan.long_prompts != service.LONG_PROMPTS_SKIP:
+        return set()
+    return {p for p, (_, too_long) in lengths.items() if too_long}
+
+
+def _leave_out(needs: ChunkNeeds, prompt_ids: set[int]) -> ChunkNeeds:
+    """The chunk's needs without prompts skipped as too long or that failed."""
+    if not prompt_ids:
+        return needs
+    return ChunkNeeds(
+        contents=needs.contents,
+        need_new={p: n for p, n in needs.need_new.items() if p not in prompt_ids},
+        need_prev={p: n for p, n in needs.need_prev.items() if p not in prompt_ids},
+        skip=needs.skip,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text[:300]
+
+
+class _Draws:
+    """Draws for a job, prompt by prompt when a whole draw fails: the prompts that fail
+    alone are remembered (and left out from then on) while the others are sampled."""
+
+    def __init__(self, plan: SamplingPlan, batch_size: int) -> None:
+        self.plan = plan
+        self.batch_size = batch_size
+        self.failures: dict[int, PromptFailure] = {}
+        self.sampled = False
+
+    def draw(
+        self,
+        model: Any,
+        tokenizer: Any,
+        contents: dict[int, Any],
+        missing: dict[int, int],
+        *,
+        seed: int,
+        attempt: int,
+    ) -> dict[int, list[NewSample]]:
+        missing = {p: n for p, n in missing.items() if p not in self.failures}
+        if not missing:
+            return {}
+        args = (model, tokenizer, self.plan, contents)
+        try:
+            drawn = _draw(*args, missing, seed=seed, attempt=attempt, batch_size=self.batch_size)
+            self.sampled = True
+            return drawn
+        except Exception:
+            logger.exception(
+                "sampling job %s: a draw of %d prompts failed; drawing them one by one",
+                self.plan.job_id,
+                len(missing),
+            )
+        from worker.training.generation import batch_seed
+
+        drawn = {}
+        for position, (prompt_id, count) in enumerate(missing.items()):
+            try:
+                drawn.update(
+                    _draw(
+                        *args,
+                        {prompt_id: count},
+                        seed=batch_seed(seed, 1_000_000 + position),
+                        attempt=attempt,
+                        batch_size=self.batch_size,
+                    )
+                )
+                self.sampled = True
+            except Exception as exc:
+                logger.exception(
+                    "sampling job %s: prompt %s could not be sampled", self.plan.job_id, prompt_id
+                )
+                self.failures[prompt_id] = PromptFailure(prompt_id, _one_line(exc))
+                if not self.sampled and len(self.failures) >= SYSTEMIC_FAILURES:
+                    raise  # nothing samples: the model is at fault, not the prompts
+        return drawn
 
 
 def _draw(
@@ -101,9 +215,14 @@ def run_sampling_job(
     if plan is None:
         return 0
     created = 0
+    draws = _Draws(plan, batch_size)
     try:
+        from worker.training.generation import generation_budget
+
         model, tokenizer = load_policy_for_generation(_spec(plan.version, plan))
+        budget = generation_budget(model, tokenizer, _settings(plan))
         previous: tuple[Any, Any] | None = None
+        too_long: set[int] = set()
         ids = plan.prompt_ids
         for chunk_index, start in enumerate(range(0, len(ids), prompts_per_chunk)):
             chunk = ids[start : start + prompts_per_chunk]
@@ -112,31 +231,30 @@ def run_sampling_job(
             for attempt in range(1 + service.RESAMPLE_TRIES):
                 with session_scope(readonly=True) as session:
                     needs = service.chunk_needs(session, plan, chunk)
+                if attempt == 0:
+                    too_long |= _measure(tokenizer, plan, needs.contents, budget)
+                needs = _leave_out(needs, too_long | set(draws.failures))
                 if attempt and not (needs.need_new or needs.need_prev):
                     break
                 new: dict[int, list[NewSample]] = {}
                 if needs.need_new:
-                    new = _draw(
+                    new = draws.draw(
                         model,
                         tokenizer,
-                        plan,
                         needs.contents,
                         needs.need_new,
                         seed=batch_seed(plan.seed, chunk_index),
                         attempt=attempt,
-                        batch_size=batch_size,
                     )
                 prev: dict[int, list[NewSample]] = {}
                 if needs.need_prev and plan.previous is not None:
                     previous = previous or load_policy_for_generation(_spec(plan.previous, plan))
-                    prev = _draw(
+                    prev = draws.draw(
                         *previous,
-                        plan,
                         needs.contents,
                         needs.need_prev,
                         seed=batch_seed(plan.seed + PREVIOUS_SEED_OFFSET, chunk_index),
                         attempt=attempt,
-                        batch_size=batch_size,
                     )
                 with session_scope() as session:
                     created += service.record_chunk(
@@ -145,11 +263,17 @@ def run_sampling_job(
             if progress is not None:
                 progress(min(start + len(chunk), len(ids)), len(ids))
         with session_scope() as session:
-            service.finish_job(session, job_id)
-    except Exception:
+            service.finish_job(session, job_id, failures=list(draws.failures.values()))
+    except Exception as exc:
+        failure = describe(
+            exc,
+            doing=f"sampling policy version {plan.version.number}",
+            lower="the project's samples per prompt or max new tokens",
+            retry="the next top-up starts a new job, or run `rankloop sample`",
+        )
         with session_scope() as session:
-            service.fail_job(session, job_id, traceback.format_exc(limit=5))
-        raise
+            service.fail_job(session, job_id, failure.line, detail=failure.detail)
+        raise  # the whole traceback goes to the worker's log
     return created
 
 

@@ -40,12 +40,13 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
+from worker.training.prompts import token_limit
 from worker.training.sft import (
     METRICS_FILE,
     Prompt,
     add_policy_adapter,
     collate,
-    encode_example,
+    encode_examples,
     pad_token_id,
     save_adapter,
     split_by_prompt,
@@ -154,14 +155,15 @@ class DPOResult:
 def encode_pairs(
     tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], *, max_length: int
 ) -> list[tuple[Encoded, Encoded]]:
-    """(chosen, rejected) encodings per pair: prompt + response + EOS, as SFT encodes them."""
-    return [
-        (
-            encode_example(tokenizer, p.prompt, p.chosen, max_length=max_length),
-            encode_example(tokenizer, p.prompt, p.rejected, max_length=max_length),
+    """(chosen, rejected) encodings per pair: prompt + response + EOS, as SFT encodes them;
+    a prompt too long for both is cut the same way in each (`sft.encode_examples`)."""
+    encoded = []
+    for p in pairs:
+        chosen, rejected = encode_examples(
+            tokenizer, p.prompt, [p.chosen, p.rejected], max_length=max_length
         )
-        for p in pairs
-    ]
+        encoded.append((chosen, rejected))
+    return encoded
 
 
 def _logps(
@@ -314,8 +316,9 @@ def train_dpo(
     )
     if not train:
         raise ValueError("no preference pair to train on")
-    train_enc = encode_pairs(tokenizer, train, max_length=config.max_length)
-    held_enc = encode_pairs(tokenizer, heldout, max_length=config.max_length)
+    max_length = token_limit(tokenizer, config.max_length, model) or config.max_length
+    train_enc = encode_pairs(tokenizer, train, max_length=max_length)
+    held_enc = encode_pairs(tokenizer, heldout, max_length=max_length)
 
     # Model: frozen base (= reference) + trainable LoRA adapter, dropout off throughout
     policy = add_policy_adapter(

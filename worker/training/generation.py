@@ -5,7 +5,9 @@ batches of `batch_size` rows. Batch b is sampled under its own seed
 `batch_seed(seed, b)`, which every sample records together with its row `index` in the
 batch: calling `generate_batch` on the same rows with that seed gives the same texts on
 the same device. Prompts are LEFT-padded (the new tokens must follow the prompt directly)
-with an attention mask; `generate` derives position ids from that mask.
+with an attention mask; `generate` derives position ids from that mask. A prompt that does
+not fit the model's context with `max_new_tokens` after it is left-truncated behind a marker
+(`prompts.truncate_left`), never passed on to index past the position embeddings.
 
 A response ends where the assistant's turn ends: at EOS, at the chat template's end-of-turn
 token, or at a stop string (by default the template's next-turn header, such as a new
@@ -32,7 +34,13 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from worker.training.models import encode_prompt, forked_rng, format_prompt
+from worker.training.models import forked_rng, format_prompt
+from worker.training.prompts import (
+    fit_prompt_ids,
+    no_room_message,
+    prompt_budget,
+    token_limit,
+)
 
 Prompt = str | list[dict[str, str]]
 
@@ -99,6 +107,8 @@ class GeneratedSample:
     """Seed of the batch this sample was drawn in."""
     index: int
     """Row of this sample inside its batch."""
+    prompt_ids: list[int] | None = None
+    """The prompt's ids as the model read them (left-truncated when it did not fit)."""
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -328,7 +338,8 @@ def generate_batch(
         raise ValueError("the pad token must exist and differ from EOS: call ensure_pad_token")
     end_ids = end_token_ids(tokenizer)
     stops = stop_strings_for(tokenizer, settings.stop_strings)
-    rows = [encode_prompt(tokenizer, format_prompt(tokenizer, p)) for p in prompts]
+    budget = generation_budget(model, tokenizer, settings)
+    rows = [fit_prompt_ids(tokenizer, p, budget) for p in prompts]
     input_ids, attention_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
     device = model.device
     with forked_rng(device):
@@ -362,9 +373,22 @@ def generate_batch(
                 finished=answer.finished,
                 seed=seed,
                 index=i,
+                prompt_ids=rows[i],
             )
         )
     return samples
+
+
+def generation_budget(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: GenerationSettings
+) -> int | None:
+    """Tokens a prompt may take with `settings.max_new_tokens` after it in the model's
+    context (None: no limit known); a longer prompt is left-truncated (`prompts`)."""
+    context = token_limit(tokenizer, model=model)
+    budget = prompt_budget(context, settings.max_new_tokens)
+    if context is not None and budget is not None and budget < 1:
+        raise ValueError(no_room_message(context, settings.max_new_tokens))
+    return budget
 
 
 def plan_batches(

@@ -25,6 +25,10 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
+from worker.training.prompts import encode_prompt as encode_prompt
+from worker.training.prompts import format_prompt as format_prompt
+from worker.training.prompts import sync_context
+
 Quantization = Literal[None, "4bit", "8bit"]
 
 DEFAULT_PAD_TOKEN = "<|pad|>"
@@ -55,7 +59,14 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def _hub_token(token: str | None) -> str | None:
-    return token if token is not None else os.environ.get("HF_TOKEN") or None
+    """The token to send, or None: an empty or blank one (HF_TOKEN= in .env) is no token.
+
+    huggingface_hub sends any string it is given as `Authorization: Bearer <token>`, and an
+    empty one makes a header that HTTP clients refuse before the request leaves."""
+    for candidate in (token, os.environ.get("HF_TOKEN")):
+        if candidate is not None and candidate.strip():
+            return candidate.strip()
+    return None
 
 
 def load_tokenizer(
@@ -151,61 +162,20 @@ def ensure_pad_token(
 
     With pad == EOS, masking "everything after the first EOS" also masks real EOS tokens
     (RLHF_NOTES.md, PPO point 2). When a token is added, the model's embeddings grow to
-    match; the new row only ever sits under a zero attention mask.
+    match; the new row only ever sits under a zero attention mask. Given the model, the
+    tokenizer's model_max_length also drops to the model's context (`prompts.sync_context`).
     """
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     if pad is None or pad == eos:
         tokenizer.add_special_tokens({"pad_token": pad_token})
     if model is not None:
+        sync_context(tokenizer, model)
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer.pad_token_id
-
-
-def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]]) -> str:
-    """Turn a prompt into the text the model should continue with the assistant's reply.
-
-    A plain string is one user turn; a list of {"role", "content"} dicts is a
-    conversation. The tokenizer's chat template is used when it has one; otherwise this
-    template, which the tiny model is trained on:
-
-        User: <user content>
-        Assistant: <assistant content>
-        <system content>
-        Assistant:
-
-    (one line per message, ending with "Assistant:" where the reply starts).
-    """
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    for message in messages:
-        if not {"role", "content"} <= set(message):
-            raise ValueError(f"each message needs 'role' and 'content', got {message!r}")
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    lines = []
-    for message in messages:
-        role, content = message["role"], message["content"]
-        if role == "user":
-            lines.append(f"User: {content}")
-        elif role == "assistant":
-            lines.append(f"Assistant: {content}")
-        else:
-            lines.append(content)
-    return "\n".join(lines) + "\nAssistant:"
-
-
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a formatted prompt, adding BOS only when the text does not carry it.
-
-    Chat templates often write the BOS token into the text; adding it again would
-    put two BOS tokens in front of every prompt.
-    """
-    bos = tokenizer.bos_token
-    add_special = not (bos and text.startswith(bos))
-    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
 
 def lora_config(

@@ -69,13 +69,17 @@ from worker.training.losses import (
     value_loss,
 )
 from worker.training.models import (
-    encode_prompt,
     ensure_pad_token,
     forked_rng,
-    format_prompt,
     load_causal_lm,
     load_tokenizer,
     lora_config,
+)
+from worker.training.prompts import (
+    fit_prompt_ids,
+    no_room_message,
+    prompt_budget,
+    token_limit,
 )
 from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
 from worker.training.reward_model import load_reward_model, score
@@ -132,7 +136,9 @@ class PPOConfig:
     them from the chat template (a new "User:" line for the tiny model), [] means EOS and the
     template's end-of-turn token only."""
     max_prompt_length: int = 512
-    """Longer prompts keep their last tokens (where the assistant turn starts)."""
+    """Longer prompts keep their last tokens (where the assistant turn starts) behind a
+    marker, as do prompts that would leave no room for max_new_tokens in the model's context
+    (`prompts.truncate_left`, the rule of every stage)."""
     temperature: float = 1.0
     """Rollout sampling temperature; the same value divides the logits of the policy and the
     reference when log-probs are computed (RLHF_NOTES note 4). Sampling is otherwise pure:
@@ -445,6 +451,18 @@ def _prompt_order(
         pending = pending[batch_size:]
 
 
+def rollout_prompt_limit(model: Any, tokenizer: PreTrainedTokenizerBase, config: PPOConfig) -> int:
+    """Tokens a rollout prompt may take: max_prompt_length, and room for max_new_tokens in
+    the model's context."""
+    context = token_limit(tokenizer, model=model)
+    budget = prompt_budget(context, config.max_new_tokens)
+    if context is not None and budget is not None and budget < 1:
+        raise ValueError(no_room_message(context, config.max_new_tokens))
+    if budget is None:
+        return config.max_prompt_length
+    return min(config.max_prompt_length, budget)
+
+
 @torch.no_grad()
 def _rollout(
     model: PeftModel,
@@ -464,10 +482,8 @@ def _rollout(
     pad_id = tokenizer.pad_token_id
     end_ids = end_token_ids(tokenizer)
     device = value_head.linear.weight.device
-    rows = [
-        encode_prompt(tokenizer, format_prompt(tokenizer, p))[-config.max_prompt_length :]
-        for p in prompts
-    ]
+    limit = rollout_prompt_limit(model, tokenizer, config)
+    rows = [fit_prompt_ids(tokenizer, p, limit) for p in prompts]
     prompt_ids, prompt_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
 
     with forked_rng(device):

@@ -46,6 +46,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.losses import IGNORE_INDEX, sft_loss
 from worker.training.models import encode_prompt, format_prompt, lora_config
+from worker.training.prompts import token_limit, truncate_left
 
 Prompt = str | list[dict[str, str]]
 ADAPTER_NAME = "policy"
@@ -155,18 +156,41 @@ def encode_example(
 
     Joined as `reward_model.encode_pair` joins them (a space after a prompt ending in a
     non-space, e.g. "Assistant:"), which is how generation's stripped samples follow the
-    prompt. Too long: the start of the prompt is cut; a response longer than max_length - 1
-    tokens loses its end (and its EOS), so at least one prompt token predicts the response.
+    prompt. Too long for `max_length` or the model's context (the tokenizer's
+    model_max_length): the start of the prompt is cut, behind a marker
+    (`prompts.truncate_left`); a response longer than the limit - 1 tokens loses its end (and
+    its EOS), so at least one prompt token predicts the response.
     """
+    return encode_examples(tokenizer, prompt, [response], max_length=max_length)[0]
+
+
+def encode_examples(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    responses: Sequence[str],
+    *,
+    max_length: int,
+) -> list[tuple[list[int], int]]:
+    """`encode_example` of each response to one prompt, the prompt cut the same way for all
+    (to fit the longest), so that e.g. DPO's chosen and rejected answer the same text."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token: responses could not end")
     prompt_text = format_prompt(tokenizer, prompt)
-    sep = " " if prompt_text and not prompt_text[-1].isspace() and response[:1] != " " else ""
+    joins = bool(prompt_text) and not prompt_text[-1].isspace()
     prompt_ids = encode_prompt(tokenizer, prompt_text)
-    response_ids = tokenizer(sep + response, add_special_tokens=False)["input_ids"]
-    response_ids = (response_ids + [tokenizer.eos_token_id])[: max_length - 1]
-    prompt_ids = prompt_ids[-(max_length - len(response_ids)) :]
-    return prompt_ids + response_ids, len(prompt_ids)
+    limit = token_limit(tokenizer, max_length) or max_length
+    response_ids = [
+        (
+            tokenizer((" " if joins and r[:1] != " " else "") + r, add_special_tokens=False)[
+                "input_ids"
+            ]
+            + [tokenizer.eos_token_id]
+        )[: limit - 1]
+        for r in responses
+    ]
+    room = limit - max((len(ids) for ids in response_ids), default=0)
+    shared = truncate_left(tokenizer, prompt_ids, room)
+    return [(shared + ids, len(shared)) for ids in response_ids]
 
 
 def _labels(ids: list[int], n_prompt: int) -> list[int]:
@@ -436,8 +460,10 @@ def train_sft(
     if not train:
         raise ValueError("no demonstration to train on")
 
+    max_length = token_limit(tokenizer, config.max_length, model) or config.max_length
+
     def encode(demo: Demonstration) -> tuple[list[int], int]:
-        return encode_example(tokenizer, demo.prompt, demo.response, max_length=config.max_length)
+        return encode_example(tokenizer, demo.prompt, demo.response, max_length=max_length)
 
     train_enc = [encode(d) for d in train]
     held_enc = [encode(d) for d in heldout]
@@ -448,7 +474,7 @@ def train_sft(
         order_rng.shuffle(pack_order)
         rows = [
             [pack_order[i] for i in row]
-            for row in pack_rows([len(train_enc[i][0]) for i in pack_order], config.max_length)
+            for row in pack_rows([len(train_enc[i][0]) for i in pack_order], max_length)
         ]
     else:
         rows = [[i] for i in range(len(train_enc))]

@@ -290,13 +290,21 @@ def prompts_import(
             added = imports.import_prompts(
                 session, project_id=_project_id(session, project), prompts=parsed.prompts
             )
-            imported, duplicates = len(added.added), added.duplicates
+            imported, in_project, repeated = len(added.added), added.in_project, added.repeated
+            too_long, budget = len(added.too_long), added.budget
     except AppError as exc:
         raise _fail(exc.message) from None
     console.print(
-        f"{file.name} ({parsed.format}): imported [bold]{imported}[/bold], "
-        f"duplicates skipped {duplicates}, errors {len(parsed.errors)}"
+        f"{file.name} ({parsed.format}): imported [bold]{imported}[/bold]; skipped "
+        f"{in_project} already in the project and {repeated} repeated in the file; "
+        f"{len(parsed.errors)} bad record{'' if len(parsed.errors) == 1 else 's'} left out"
     )
+    if too_long:
+        console.print(
+            f"[yellow]{too_long} prompt{'' if too_long == 1 else 's'} longer than {budget} tokens"
+            " (the model's context less max new tokens): sampled left-truncated or skipped, as "
+            "the project's long_prompts setting says[/yellow]"
+        )
 
 
 @app.command()
@@ -889,9 +897,7 @@ def tokens_create(
     ] = None,
     user: Annotated[
         str | None,
-        typer.Option(
-            help="Admin username the token acts for (it is revoked if they lose admin)."
-        ),
+        typer.Option(help="Admin username the token acts for (it is revoked if they lose admin)."),
     ] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""

@@ -179,13 +179,33 @@ class LineErrorOut(BaseModel):
 
 class PromptImportOut(BaseModel):
     model_config = _examples(
-        {"format": "alpaca", "records": 3, "added": 2, "duplicates": 1, "errors": []}
+        {
+            "format": "alpaca",
+            "records": 3,
+            "added": 2,
+            "duplicates": 1,
+            "in_project": 1,
+            "repeated": 0,
+            "too_long": 0,
+            "token_budget": 192,
+            "errors": [],
+        }
     )
 
     format: str = Field(description="The format used (forced or detected).")
     records: int = Field(description="Records read, good or bad.")
     added: int
-    duplicates: int = Field(description="Prompts already in the project (or repeated).")
+    duplicates: int = Field(description="Skipped: in_project + repeated.")
+    in_project: int = Field(description="Skipped: the project had them already.")
+    repeated: int = Field(description="Skipped: an earlier record of the body had the same prompt.")
+    too_long: int = Field(
+        description="Added prompts longer than token_budget: sampled left-truncated or skipped, "
+        "as the project's long_prompts setting says."
+    )
+    token_budget: int | None = Field(
+        description="Tokens a prompt may take (the model's context less max_new_tokens); null "
+        "when the server could not read the tokenizer: the sampling worker measures them then."
+    )
     errors: list[LineErrorOut] = Field(
         description="Records left out (only with skip_invalid=true; otherwise they are a 422)."
     )

@@ -89,6 +89,10 @@ def import_prompts(
         records=parsed.records,
         added=len(added.added),
         duplicates=added.duplicates,
+        in_project=added.in_project,
+        repeated=added.repeated,
+        too_long=len(added.too_long),
+        token_budget=added.budget,
         errors=[LineErrorOut(line=e.line, message=e.message) for e in parsed.errors],
     )
 

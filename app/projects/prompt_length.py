@@ -74,20 +74,19 @@ def _cache_key(source: str) -> tuple[str, str]:
 
 
 def _load(source: str) -> tuple[Any, int | None]:
-    """(tokenizer, context) of a model: local files first, then the hub."""
+    """(tokenizer, context) of a model from this machine's files only.
+
+    The web process never downloads: an import runs inside a request that holds the project's
+    row lock, and an unreachable hub retries for tens of seconds. A model not here yet is
+    measured by the sampling worker, which fetches it anyway.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     from worker.training.prompts import token_limit
 
     token = get_settings().effective_hf_token()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, token=token, local_files_only=True)
-        config = AutoConfig.from_pretrained(source, token=token, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not on this machine yet: fetch it (small files)
-        if Path(source).exists():
-            raise
-        tokenizer = AutoTokenizer.from_pretrained(source, token=token)
-        config = AutoConfig.from_pretrained(source, token=token)
+    tokenizer = AutoTokenizer.from_pretrained(source, token=token, local_files_only=True)
+    config = AutoConfig.from_pretrained(source, token=token, local_files_only=True)
     return tokenizer, token_limit(tokenizer, None, config)
 
 

@@ -116,6 +116,10 @@ def test_prompts_import_as_a_json_array(
         "records": 3,
         "added": 2,
         "duplicates": 1,
+        "in_project": 0,
+        "repeated": 1,
+        "too_long": 0,
+        "token_budget": None,  # the tiny model is not built here: the worker measures
         "errors": [],
     }
     texts = db_session.scalars(select(Prompt.text).where(Prompt.project_id == project.id))

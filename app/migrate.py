@@ -18,6 +18,34 @@ def alembic_config(database_url: str | None = None) -> Config:
     return cfg
 
 
+def wait_for_database(url: str, timeout: float, interval: float = 1.0) -> None:
+    """Return once the database accepts a connection; retry for `timeout` seconds, then raise
+    TimeoutError. A PostgreSQL container on its first start refuses TCP connections while its
+    setup server runs, and a migration that runs then would fail."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import make_engine
+
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    return
+            except OperationalError as exc:
+                if time.monotonic() + interval > deadline:
+                    reason = str(exc.orig or exc).strip().splitlines()[0]
+                    raise TimeoutError(
+                        f"the database refused connections for {timeout:g} s: {reason}"
+                    ) from None
+                time.sleep(interval)
+    finally:
+        engine.dispose()
+
+
 def upgrade(revision: str = "head", database_url: str | None = None) -> None:
     command.upgrade(alembic_config(database_url), revision)
 

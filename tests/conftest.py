@@ -72,7 +72,7 @@ def _drop_created_pg_databases() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["RANKLOOP_DATA_DIR"] = str(_TMP / "data")
     os.environ["RANKLOOP_DATABASE_URL"] = _new_database_url("main")
-    os.environ["RANKLOOP_SECRET_KEY"] = "test-secret-key"
+    os.environ["RANKLOOP_SECRET_KEY"] = "tests-only-8f3a1c9e5b7d2f4a6c0e8b1d3f5a7c9e"
     if BACKEND == "postgresql":
         os.environ["RANKLOOP_BROKER_URL"] = REDIS_URL
     else:

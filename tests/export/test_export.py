@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,7 @@ def test_annotators_are_stable_pseudonyms_without_read_annotators(
     assert [line["annotator"] for line in first] == [line["annotator"] for line in second]
     assert all(name.startswith("annotator-") for name in names)
     assert not names & {"alice", "bob", "carol"}
-    assert pseudonym(world.users["alice"], "test-secret-key") in names
+    assert pseudonym(world.users["alice"], os.environ["RANKLOOP_SECRET_KEY"]) in names
     assert len(names) == 3  # alice, bob, carol (dave is excluded)
     named = {line["annotator"] for line in export(api, world, token="names")}
     assert named == {"alice", "bob", "carol"}
@@ -226,7 +227,7 @@ def test_policy_version_and_round_filters(api: TestClient, world: World) -> None
 def test_annotator_filter_takes_pseudonyms_or_names_with_the_scope(
     api: TestClient, world: World
 ) -> None:
-    alias = pseudonym(world.users["bob"], "test-secret-key")
+    alias = pseudonym(world.users["bob"], os.environ["RANKLOOP_SECRET_KEY"])
     bob = export(api, world, annotator=alias)
     assert bob
     assert {line["annotator"] for line in bob} == {alias}

@@ -28,7 +28,8 @@ def test_worker_runs_a_task_sent_to_its_queue(tmp_path: Path) -> None:
             f"ping.apply_async(args=[{str(marker)!r}], queue='sampling')"
         )
         start_process([sys.executable, "-c", send], env, tmp_path / "send.log").wait(timeout=60)
-        wait_until(marker.exists, 60, "the worker to run the task")
+        # The task creates the file, then writes it: wait for the write, not the file alone.
+        wait_until(lambda: marker.exists() and marker.read_text() != "", 60, "the task to run")
         assert marker.read_text() == "pong"
         assert worker.poll() is None
     finally:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -33,6 +33,18 @@ from worker import reaper
 from worker.health import worker_statuses
 
 TIMEOUT = 600
+
+
+@pytest.fixture(autouse=True)
+def _no_lease_held(request: pytest.FixtureRequest) -> None:
+    """Workers that other tests started (and stopped) may have left the lease to expire."""
+    if "db_session" not in request.fixturenames:
+        return
+    session: Session = request.getfixturevalue("db_session")
+    session.execute(
+        delete(WorkerHeartbeat).where(WorkerHeartbeat.hostname == reaper.LEASE_HOSTNAME)
+    )
+    session.flush()
 
 
 def _round_in_stage(

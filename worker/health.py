@@ -83,8 +83,9 @@ def worker_statuses(session: Session) -> list[WorkerStatus]:
         .where(WorkerHeartbeat.hostname != reaper.LEASE_HOSTNAME)
         .order_by(WorkerHeartbeat.hostname)
     )
-    return [WorkerStatus(r.hostname, r.queues, r.last_seen_at, r.last_seen_at >= cutoff)
-            for r in rows]
+    return [
+        WorkerStatus(r.hostname, r.queues, r.last_seen_at, r.last_seen_at >= cutoff) for r in rows
+    ]
 
 
 def heartbeat_is_fresh(hostname: str) -> bool:

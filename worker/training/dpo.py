@@ -40,6 +40,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
+from worker.training.models import move_to
 from worker.training.prompts import token_limit
 from worker.training.sft import (
     METRICS_FILE,
@@ -307,7 +308,7 @@ def train_dpo(
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
     if config.device is not None:
-        model.to(config.device)
+        move_to(model, config.device)
     torch.manual_seed(config.seed)
 
     # Data: held-out prompts never seen in training

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from jinja2 import TemplateError
@@ -344,7 +344,7 @@ def generate_batch(
     device = model.device
     with forked_rng(device):
         torch.manual_seed(seed)
-        output = model.generate(
+        output = cast(Any, model).generate(  # transformers types generate as a Tensor
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             max_new_tokens=settings.max_new_tokens,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib.util
 import os
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -147,9 +147,24 @@ def load_causal_lm(
         **kwargs,
     )
     if "device_map" not in kwargs:
-        model.to(device)
+        move_to(model, device)
     model.eval()
     return model
+
+
+def move_to(model: torch.nn.Module, device: str | torch.device) -> None:
+    """model.to(device) in place; transformers' typing of `to` rejects a plain device."""
+    cast(Any, model).to(device)
+
+
+def base_model_of(lm: PeftModel) -> PreTrainedModel:
+    """The wrapped transformers model (peft types it as `Tensor | Module`)."""
+    return cast(PreTrainedModel, lm.get_base_model())
+
+
+def input_vocab_size(model: PreTrainedModel) -> int:
+    """Rows of the input embedding (the model's typing leaves it `Tensor | Module`)."""
+    return int(cast(torch.nn.Embedding, model.get_input_embeddings()).num_embeddings)
 
 
 def ensure_pad_token(
@@ -170,7 +185,7 @@ def ensure_pad_token(
         tokenizer.add_special_tokens({"pad_token": pad_token})
     if model is not None:
         sync_context(tokenizer, model)
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        if input_vocab_size(model) < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:

@@ -69,6 +69,7 @@ from worker.training.losses import (
     value_loss,
 )
 from worker.training.models import (
+    base_model_of,
     ensure_pad_token,
     forked_rng,
     load_causal_lm,
@@ -524,6 +525,7 @@ def _rollout(
             )  # fmt: skip
         parts["logprobs"].append(logprobs)
         parts["ref"].append(ref_logprobs)
+        assert values is not None  # a value head was given
         parts["values"].append(values)
         parts["entropy"].append(entropy)
     return Rollout(
@@ -586,7 +588,7 @@ def train_ppo(
             score_fn = _score_on_policy_base(model, score_fn)
         # eval(): dropout off everywhere (note 5); LoRA parameters still receive gradients.
         model.eval()
-        hidden_size = model.get_base_model().config.get_text_config().hidden_size
+        hidden_size = base_model_of(model).config.get_text_config().hidden_size
         value_head = ValueHead(hidden_size, device=device)
         value_head.eval()
         params = [p for p in model.parameters() if p.requires_grad]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import PeftModel, get_peft_model
@@ -40,9 +40,11 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.losses import ranking_loss
 from worker.training.models import (
+    base_model_of,
     encode_prompt,
     ensure_pad_token,
     format_prompt,
+    input_vocab_size,
     load_causal_lm,
     load_tokenizer,
     lora_config,
@@ -222,8 +224,8 @@ class RewardModel(nn.Module):
         super().__init__()
         self.lm = lm
         self.base_model = base_model
-        hidden = lm.get_base_model().config.get_text_config().hidden_size
-        self.head = nn.Linear(hidden, 1, device=lm.get_base_model().device)
+        hidden = base_model_of(lm).config.get_text_config().hidden_size
+        self.head = nn.Linear(hidden, 1, device=base_model_of(lm).device)
         # Zero head: the untrained model scores every answer alike (held-out loss exactly ln 2),
         # so the first epochs fit a probe on the base's features instead of undoing a random one,
         # and "no better than untrained" is a clean baseline for early stopping.
@@ -232,7 +234,7 @@ class RewardModel(nn.Module):
         self.reward_mean = 0.0
         self.reward_std = 1.0
         # transformers 5 renamed forward's `past_key_values` to `cache`; accept both spellings.
-        body = lm.get_base_model().base_model
+        body = cast(nn.Module, base_model_of(lm).base_model)
         self._cache_kwarg = (
             "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
         )
@@ -323,7 +325,7 @@ class RewardModel(nn.Module):
         cache: DynamicCache | None = None,
     ) -> Tensor:
         """Last hidden states (N, T, H); with `cache`, input_ids continue the cached tokens."""
-        hf_model = self.lm.get_base_model()
+        hf_model = base_model_of(self.lm)
         body = hf_model.base_model  # the transformer without its LM head
         kwargs: dict[str, Any] = {
             "input_ids": input_ids,
@@ -338,7 +340,7 @@ class RewardModel(nn.Module):
         return hf_model(**kwargs, output_hidden_states=True).hidden_states[-1]  # (N, T, H)
 
     def _new_cache(self) -> DynamicCache:
-        config = self.lm.get_base_model().config
+        config = base_model_of(self.lm).config
         try:
             return DynamicCache(config=config)  # per-layer kinds (e.g. sliding windows)
         except TypeError:  # transformers 4.x
@@ -361,7 +363,9 @@ class RewardModel(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         # save_embedding_layers=False: "auto" would look the base up on the hub.
         self.lm.save_pretrained(
-            out_dir / ADAPTER_DIR, selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
+            str(out_dir / ADAPTER_DIR),
+            selected_adapters=[ADAPTER_NAME],
+            save_embedding_layers=False,
         )
         save_file(
             {k: v.detach().cpu() for k, v in self.head.state_dict().items()}, out_dir / HEAD_FILE
@@ -375,7 +379,7 @@ class RewardModel(nn.Module):
             base_model=self.base_model,
             reward_mean=self.reward_mean,
             reward_std=self.reward_std,
-            vocab_size=self.lm.get_base_model().get_input_embeddings().num_embeddings,
+            vocab_size=input_vocab_size(base_model_of(self.lm)),
             adapter_name=ADAPTER_NAME,
         )
         meta_path.write_text(json.dumps(meta, indent=2))
@@ -845,7 +849,7 @@ def _train(
             max_length=config.max_length,
             pad_to_multiple_of=config.pad_to_multiple_of,
         )
-        eval_passes += m["forward_passes"]
+        eval_passes += int(m["forward_passes"])
         m = {"epoch": epoch, "step": step, "train_forward_passes": train_passes, **m}
         m["train_seconds"] = train_seconds
         evaluations.append(m)
@@ -969,7 +973,7 @@ def _train(
         evaluations=evaluations,
         heldout_accuracy=heldout_accuracy,
         heldout_accuracy_interval=interval,
-        heldout_ranking_counts=list(final_eval["ranking_counts"]) if final_eval else [],
+        heldout_ranking_counts=list(cast(Any, final_eval["ranking_counts"])) if final_eval else [],
         best_epoch=best_epoch,
         lr_trials=lr_trials,
         lr=lr,

@@ -45,7 +45,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.losses import IGNORE_INDEX, sft_loss
-from worker.training.models import encode_prompt, format_prompt, lora_config
+from worker.training.models import encode_prompt, format_prompt, lora_config, move_to
 from worker.training.prompts import token_limit, truncate_left
 
 Prompt = str | list[dict[str, str]]
@@ -450,7 +450,7 @@ def train_sft(
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
     if config.device is not None:
-        model.to(config.device)
+        move_to(model, config.device)
     torch.manual_seed(config.seed)
 
     # Data: held-out prompts never seen in training

@@ -21,6 +21,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from worker.training.models import move_to
+
 CORPUS_PATH = Path(__file__).parent / "data" / "tiny_corpus.txt"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -124,7 +126,8 @@ def make_tiny_model(
     )
     with torch.random.fork_rng(devices=[]), _torch_threads(threads if device == "cpu" else None):
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config).to(device)
+        model = GPT2LMHeadModel(config)
+        move_to(model, device)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         schedule = torch.optim.lr_scheduler.LambdaLR(

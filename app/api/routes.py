@@ -4,10 +4,12 @@ from app.export. Every route needs a bearer token (app.api.auth) and answers err
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api import service
@@ -33,7 +35,7 @@ from app.api.schemas import (
     download_errors,
 )
 from app.deps import SessionDep
-from app.errors import AppError, InvalidInput
+from app.errors import AppError
 from app.export import policies
 from app.export.routes import router as export_router
 from app.ids import IdPath
@@ -42,6 +44,7 @@ from app.ratings.api import router as ratings_router
 
 router = APIRouter(prefix="/api/v1")
 api = APIRouter(route_class=ApiRoute, responses={**AUTH_RESPONSES, **NOT_FOUND})
+T = TypeVar("T")
 
 
 class PayloadTooLarge(AppError):
@@ -86,6 +89,14 @@ async def _read_body(request: Request) -> tuple[bytes, str]:
     return b"".join(chunks), _BODY_TYPES.get(media_type, "body.jsonl")
 
 
+async def _import_body(
+    request: Request, importer: Callable[..., T], session: Session, **params: Any
+) -> T:
+    """Read the raw body, then parse and import it off the event loop."""
+    data, filename = await _read_body(request)
+    return await run_in_threadpool(importer, session, data=data, filename=filename, **params)
+
+
 def _body_doc(example: list[dict[str, Any]], description: str) -> dict[str, Any]:
     """OpenAPI for a raw body: a JSON array, or the same objects as NDJSON lines."""
     import json
@@ -124,10 +135,31 @@ FormatQuery = Annotated[
 ]
 
 
-@api.post(
+def _record_import(importer: Callable[..., T], name: str) -> Callable[..., Coroutine[Any, Any, T]]:
+    """The endpoint of a kind of record (prompts, demonstrations): the raw body, parsed and
+    imported like the admin upload, off the event loop."""
+
+    async def endpoint(
+        request: Request,
+        session: SessionDep,
+        token: WriteToken,
+        project_id: IdPath,
+        format: FormatQuery = None,
+        skip_invalid: SkipInvalid = False,
+    ) -> T:
+        return await _import_body(
+            request, importer, session, project_id=project_id, fmt=format, skip_invalid=skip_invalid
+        )
+
+    endpoint.__name__ = endpoint.__qualname__ = name
+    return endpoint
+
+
+import_prompts = api.post(
     "/projects/{project_id}/prompts",
     tags=["imports"],
     summary="Import prompts",
+    response_model=PromptImportOut,
     responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
@@ -138,31 +170,13 @@ FormatQuery = Annotated[
         "or {messages}), Alpaca, Dolly, OpenAssistant OASST2 - as a JSON array or NDJSON "
         "(text/csv and gzip also work). Prompts already in the project are skipped.",
     ),
-)
-async def import_prompts(
-    request: Request,
-    session: SessionDep,
-    token: WriteToken,
-    project_id: IdPath,
-    format: FormatQuery = None,
-    skip_invalid: SkipInvalid = False,
-) -> PromptImportOut:
-    data, filename = await _read_body(request)
-    return await run_in_threadpool(
-        service.import_prompts,
-        session,
-        project_id=project_id,
-        data=data,
-        filename=filename,
-        fmt=format,
-        skip_invalid=skip_invalid,
-    )
+)(_record_import(service.import_prompts, "import_prompts"))
 
-
-@api.post(
+import_demonstrations = api.post(
     "/projects/{project_id}/demonstrations",
     tags=["imports"],
     summary="Import demonstrations (prompt and a good response, for SFT)",
+    response_model=DemonstrationImportOut,
     responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
@@ -180,25 +194,7 @@ async def import_prompts(
         "NDJSON (text/csv and gzip also work). Demonstrations already in the project are "
         "skipped; prompts new to the project are created.",
     ),
-)
-async def import_demonstrations(
-    request: Request,
-    session: SessionDep,
-    token: WriteToken,
-    project_id: IdPath,
-    format: FormatQuery = None,
-    skip_invalid: SkipInvalid = False,
-) -> DemonstrationImportOut:
-    data, filename = await _read_body(request)
-    return await run_in_threadpool(
-        service.import_demonstrations,
-        session,
-        project_id=project_id,
-        data=data,
-        filename=filename,
-        fmt=format,
-        skip_invalid=skip_invalid,
-    )
+)(_record_import(service.import_demonstrations, "import_demonstrations"))
 
 
 @api.post(
@@ -229,18 +225,11 @@ async def import_samples(
     ] = "",
     skip_invalid: SkipInvalid = False,
 ) -> SampleImportOut:
-    data, filename = await _read_body(request)
-    if filename != "body.jsonl":
-        raise InvalidInput(
-            "Samples are sent as a JSON array or NDJSON",
-            details=[{"field": "body", "message": "CSV is not accepted here"}],
-        )
-    return await run_in_threadpool(
+    return await _import_body(
+        request,
         service.upload_samples,
         session,
         project_id=project_id,
-        data=data,
-        filename=filename,
         model=model,
         skip_invalid=skip_invalid,
     )

@@ -177,7 +177,21 @@ class LineErrorOut(BaseModel):
     message: str
 
 
-class PromptImportOut(BaseModel):
+class _RecordImportOut(BaseModel):
+    """What a prompt or demonstration import read; each kind adds what it did with them."""
+
+    format: str = Field(description="The format used (forced or detected).")
+    records: int = Field(description="Records read, good or bad.")
+    added: int
+
+
+SkippedRecords = Annotated[
+    list[LineErrorOut],
+    Field(description="Records left out (only with skip_invalid=true; otherwise they are a 422)."),
+]
+
+
+class PromptImportOut(_RecordImportOut):
     model_config = _examples(
         {
             "format": "alpaca",
@@ -192,9 +206,6 @@ class PromptImportOut(BaseModel):
         }
     )
 
-    format: str = Field(description="The format used (forced or detected).")
-    records: int = Field(description="Records read, good or bad.")
-    added: int
     duplicates: int = Field(description="Skipped: in_project + repeated.")
     in_project: int = Field(description="Skipped: the project had them already.")
     repeated: int = Field(description="Skipped: an earlier record of the body had the same prompt.")
@@ -206,12 +217,10 @@ class PromptImportOut(BaseModel):
         description="Tokens a prompt may take (the model's context less max_new_tokens); null "
         "when the server could not read the tokenizer: the sampling worker measures them then."
     )
-    errors: list[LineErrorOut] = Field(
-        description="Records left out (only with skip_invalid=true; otherwise they are a 422)."
-    )
+    errors: SkippedRecords
 
 
-class DemonstrationImportOut(BaseModel):
+class DemonstrationImportOut(_RecordImportOut):
     model_config = _examples(
         {
             "format": "dolly",
@@ -223,16 +232,11 @@ class DemonstrationImportOut(BaseModel):
         }
     )
 
-    format: str = Field(description="The format used (forced or detected).")
-    records: int = Field(description="Records read, good or bad.")
-    added: int
     duplicates: int = Field(
         description="Demonstrations (same prompt and response) already in the project or repeated."
     )
     prompts_added: int = Field(description="Prompts new to the project, created with them.")
-    errors: list[LineErrorOut] = Field(
-        description="Records left out (only with skip_invalid=true; otherwise they are a 422)."
-    )
+    errors: SkippedRecords
 
 
 class SampleImportOut(BaseModel):

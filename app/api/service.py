@@ -58,6 +58,30 @@ def _line_errors(errors: list[LineError]) -> list[dict[str, Any]]:
     return [{"field": "body", "line": e.line, "message": e.message} for e in errors]
 
 
+def _error_list(errors: list[LineError]) -> list[LineErrorOut]:
+    return [LineErrorOut(line=e.line, message=e.message) for e in errors]
+
+
+def _require_body(session: Session, *, project_id: int, data: bytes) -> None:
+    require_project(session, project_id)
+    if not data.strip():
+        raise InvalidInput("The body is empty", details=[{"field": "body", "message": "empty"}])
+
+
+def _check_records(errors: list[LineError], *, found: int, noun: str, skip_invalid: bool) -> None:
+    """All or nothing unless skip_invalid; a body without a single good record is a 422."""
+    if errors and not skip_invalid:
+        raise InvalidInput(
+            f"{len(errors)} record(s) are invalid; nothing was imported",
+            details=_line_errors(errors),
+        )
+    if not found:
+        raise InvalidInput(
+            f"The body has no {noun}",
+            details=_line_errors(errors) or [{"field": "body", "message": f"no {noun}"}],
+        )
+
+
 def import_prompts(
     session: Session,
     *,
@@ -69,20 +93,11 @@ def import_prompts(
 ) -> PromptImportOut:
     """Parse like the admin upload; a body with a bad record imports nothing unless
     skip_invalid, so a script can fix its file and send it again."""
-    require_project(session, project_id)
-    if not data.strip():
-        raise InvalidInput("The body is empty", details=[{"field": "body", "message": "empty"}])
+    _require_body(session, project_id=project_id, data=data)
     parsed = parse_prompts(data, filename, fmt)
-    if parsed.errors and not skip_invalid:
-        raise InvalidInput(
-            f"{len(parsed.errors)} record(s) are invalid; nothing was imported",
-            details=_line_errors(parsed.errors),
-        )
-    if not parsed.prompts:
-        raise InvalidInput(
-            "The body has no prompts",
-            details=_line_errors(parsed.errors) or [{"field": "body", "message": "no prompts"}],
-        )
+    _check_records(
+        parsed.errors, found=len(parsed.prompts), noun="prompts", skip_invalid=skip_invalid
+    )
     added = imports.import_prompts(session, project_id=project_id, prompts=parsed.prompts)
     return PromptImportOut(
         format=parsed.format,
@@ -93,7 +108,7 @@ def import_prompts(
         repeated=added.repeated,
         too_long=len(added.too_long),
         token_budget=added.budget,
-        errors=[LineErrorOut(line=e.line, message=e.message) for e in parsed.errors],
+        errors=_error_list(parsed.errors),
     )
 
 
@@ -107,21 +122,14 @@ def import_demonstrations(
     skip_invalid: bool,
 ) -> DemonstrationImportOut:
     """Like the prompt import: a bad record imports nothing unless skip_invalid."""
-    require_project(session, project_id)
-    if not data.strip():
-        raise InvalidInput("The body is empty", details=[{"field": "body", "message": "empty"}])
+    _require_body(session, project_id=project_id, data=data)
     parsed = parse_demonstrations(data, filename, fmt)
-    if parsed.errors and not skip_invalid:
-        raise InvalidInput(
-            f"{len(parsed.errors)} record(s) are invalid; nothing was imported",
-            details=_line_errors(parsed.errors),
-        )
-    if not parsed.demonstrations:
-        raise InvalidInput(
-            "The body has no demonstrations",
-            details=_line_errors(parsed.errors)
-            or [{"field": "body", "message": "no demonstrations"}],
-        )
+    _check_records(
+        parsed.errors,
+        found=len(parsed.demonstrations),
+        noun="demonstrations",
+        skip_invalid=skip_invalid,
+    )
     added = demonstrations.add_demonstrations(
         session, project_id=project_id, demonstrations=parsed.demonstrations
     )
@@ -131,7 +139,7 @@ def import_demonstrations(
         added=len(added.added),
         duplicates=added.duplicates,
         prompts_added=added.prompts_added,
-        errors=[LineErrorOut(line=e.line, message=e.message) for e in parsed.errors],
+        errors=_error_list(parsed.errors),
     )
 
 
@@ -144,6 +152,11 @@ def upload_samples(
     model: str,
     skip_invalid: bool,
 ) -> SampleImportOut:
+    if filename != "body.jsonl":  # the body's Content-Type said CSV or TSV
+        raise InvalidInput(
+            "Samples are sent as a JSON array or NDJSON",
+            details=[{"field": "body", "message": "CSV is not accepted here"}],
+        )
     report = sample_upload.upload_sample_file(
         session,
         project_id=project_id,
@@ -171,7 +184,7 @@ def upload_samples(
         samples_added=result.samples_added,
         samples_existing=result.samples_existing,
         tasks_added=result.tasks_added,
-        errors=[LineErrorOut(line=e.line, message=e.message) for e in errors],
+        errors=_error_list(errors),
     )
 
 

@@ -37,6 +37,7 @@ RUN pip install -r requirements.lock
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY worker ./worker
+COPY rankloop ./rankloop
 COPY migrations ./migrations
 COPY templates ./templates
 # Only RankLoop itself (and the packages EXTRAS asks for) is left to install; `pip check`

@@ -191,7 +191,16 @@ def start_server(url: str, workers: int, log: Path) -> tuple[subprocess.Popen[by
     port = _free_port()
     env = {**os.environ, "RANKLOOP_DATABASE_URL": url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "rankloop.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -143,7 +143,7 @@ def start_server(url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]
     env["RANKLOOP_API_RATE_LIMIT_PER_MINUTE"] = "100000"
     log = (data_dir / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "rankloop.cli", "serve", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -92,7 +92,7 @@ def _one_seed(job: Job) -> None:
     from app import migrate
     from app.config import get_settings
     from app.db import session_scope
-    from app.simulation.loop import (
+    from rankloop.simulation import (
         TINY_DPO_ROUND,
         TINY_ROUND,
         LoopSettings,
@@ -311,13 +311,13 @@ def _suite_jobs(
 ) -> list[Job]:
     """Per family and seed: parameters drawn from the tiny model's answers, and a split of the
     prompt pool into the project's prompts and `heldout` prompts it never sees."""
-    from app.simulation.loop import corpus_answers, prompt_pool
     from app.simulation.preferences import (
         FAMILIES,
         answer_openers,
         answer_vocabulary,
         draw_preference,
     )
+    from rankloop.simulation import corpus_answers, prompt_pool
 
     chosen = [f.strip() for f in families.split(",") if f.strip()] if families else FAMILIES
     unknown = sorted(set(chosen) - set(FAMILIES))

@@ -217,7 +217,9 @@ def live_server(fresh_database: FreshDatabase, tmp_path_factory: pytest.TempPath
         "RANKLOOP_LOGIN_LIMIT_PER_ACCOUNT": "1000",
     }
     log = data_dir / "server.log"
-    proc = start_process([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env, log)
+    proc = start_process(
+        [sys.executable, "-m", "rankloop.cli", "serve", "--port", str(port)], env, log
+    )
     url = f"http://127.0.0.1:{port}"
 
     def _up() -> bool:
@@ -274,7 +276,7 @@ def worker_process(app_database: FreshDatabase, tmp_path_factory: pytest.TempPat
     purge_queues(env)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_process(
-        [sys.executable, "-m", "app.cli", "worker", "--queues", "sampling,training"], env, log
+        [sys.executable, "-m", "rankloop.cli", "worker", "--queues", "sampling,training"], env, log
     )
     yield proc
     proc.terminate()

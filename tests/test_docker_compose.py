@@ -34,8 +34,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
-from app.cli import app as cli_app
 from app.config import Settings
+from rankloop.cli import app as cli_app
 from worker.celery_app import QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from app.cli import app
 from app.config import get_settings
 from app.models import Project, Prompt, Role, User
+from rankloop.cli import app
 
 COMMANDS = [
     [],
@@ -129,7 +129,7 @@ def test_an_unknown_migration_revision_is_a_clear_error(migrated_engine: Engine)
 def test_a_database_without_tables_asks_for_db_upgrade(tmp_path: Path) -> None:
     env = {**os.environ, "RANKLOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "sample", "--project", "demo"],
+        [sys.executable, "-m", "rankloop.cli", "sample", "--project", "demo"],
         env=env,
         capture_output=True,
         text=True,
@@ -300,7 +300,7 @@ def test_prompts_import_refuses_unknown_project_and_format(
 
 
 def test_demo_simulate_defaults_are_the_loops() -> None:
-    from app.simulation.loop import LoopSettings
+    from rankloop.simulation import LoopSettings
 
     command = typer.main.get_command(app).commands["demo"]  # type: ignore[attr-defined]
     defaults = {p.name: p.default for p in command.params}

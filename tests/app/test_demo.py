@@ -22,7 +22,7 @@ def test_demo_serves_login_page_within_60_seconds_with_no_configuration(tmp_path
     log = tmp_path / "demo.log"
     started = time.monotonic()
     proc = start_process(
-        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)], env, log, cwd=tmp_path
+        [sys.executable, "-m", "rankloop.cli", "demo", "--port", str(port)], env, log, cwd=tmp_path
     )
     try:
         url = f"http://127.0.0.1:{port}/login"
@@ -79,7 +79,10 @@ def test_demo_says_what_it_prepares_and_keeps_its_console_quiet(
     port = free_port()
     console = tmp_path / "demo.log"
     proc = start_process(
-        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)], env, console, cwd=tmp_path
+        [sys.executable, "-m", "rankloop.cli", "demo", "--port", str(port)],
+        env,
+        console,
+        cwd=tmp_path,
     )
     try:
 

@@ -124,7 +124,7 @@ def test_a_worker_keeps_its_console_to_the_banner_and_the_log_path(
     output = tmp_path / "worker.out"
     log = tmp_path / "data" / "logs" / "rankloop.log"
     worker = start_process(
-        [sys.executable, "-m", "app.cli", "worker", "--queues", "sampling"], env, output
+        [sys.executable, "-m", "rankloop.cli", "worker", "--queues", "sampling"], env, output
     )
     try:
         wait_until(lambda: log.exists() and " ready." in log.read_text(), 120, "the worker")

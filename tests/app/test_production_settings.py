@@ -16,9 +16,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from app import migrate
-from app.cli import app as cli_app
 from app.config import Settings
 from app.db import make_engine
+from rankloop.cli import app as cli_app
 from tests.conftest import PG_ADMIN_URL, reset_app_caches
 
 PG = make_url(PG_ADMIN_URL)

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app.artifacts import get_store
-from app.cli import app as cli
 from app.models import PolicyKind, PolicyStatus, Role
 from app.tokens import service as tokens
+from rankloop.cli import app as cli
 from tests.conftest import FreshDatabase
 from tests.factories import base_version, make_project, make_user, make_version
 

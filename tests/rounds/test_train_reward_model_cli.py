@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.artifacts import get_store
-from app.cli import app
 from app.models import (
     ComparisonSnapshot,
     PolicyKind,
@@ -17,6 +16,7 @@ from app.models import (
     Project,
     RewardModelVersion,
 )
+from rankloop.cli import app
 from tests.conftest import FreshDatabase
 from tests.factories import make_project, make_version
 from tests.rounds.seed import seed_ranked_project

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.simulation.annotators import annotator_models, csrf_from_page
-from app.simulation.loop import corpus_answers
 from app.simulation.preferences import (
     FAMILIES,
     LENGTH_RANGE,
@@ -23,6 +22,7 @@ from app.simulation.preferences import (
     load_preference,
     rank,
 )
+from rankloop.simulation import corpus_answers
 
 TEXTS = [
     "Sure.",

@@ -22,7 +22,7 @@ TEXTS = [
 
 def _simulate(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "simulate", "--url", server.url, *args],
+        [sys.executable, "-m", "rankloop.cli", "simulate", "--url", server.url, *args],
         env={**server.env, "COLUMNS": "200"},
         capture_output=True,
         text=True,

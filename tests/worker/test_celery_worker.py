@@ -17,7 +17,7 @@ pytestmark = pytest.mark.db
 def test_worker_runs_a_task_sent_to_its_queue(tmp_path: Path) -> None:
     env = {**os.environ, "RANKLOOP_DATA_DIR": str(tmp_path / "data")}
     worker = start_process(
-        [sys.executable, "-m", "app.cli", "worker", "--queues", "sampling"],
+        [sys.executable, "-m", "rankloop.cli", "worker", "--queues", "sampling"],
         env,
         tmp_path / "worker.log",
     )

@@ -237,7 +237,7 @@ def test_a_worker_reaps_what_a_killed_worker_left_running_with_no_page_open(
     purge_queues(env)
     log = tmp_path / "worker.log"
     worker = start_process(
-        [sys.executable, "-m", "app.cli", "worker", "--queues", "training"], env, log
+        [sys.executable, "-m", "rankloop.cli", "worker", "--queues", "training"], env, log
     )
     try:
         wait_until(

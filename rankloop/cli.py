@@ -481,7 +481,7 @@ def demo(
     if with_worker:
         with log.open("ab") as worker_output:  # the worker's console is the log: see app/logs.py
             worker_proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--loglevel", "info", "--quiet"],
+                [sys.executable, "-m", "rankloop.cli", "worker", "--loglevel", "info", "--quiet"],
                 env=os.environ.copy(),
                 stdout=worker_output,
                 stderr=subprocess.STDOUT,
@@ -802,7 +802,7 @@ def _simulated_demo(
     """`demo --simulate`: sample, let simulated annotators rank, train, repeat; print figures."""
     from app.config import get_settings
     from app.db import session_scope
-    from app.simulation.loop import (
+    from rankloop.simulation import (
         LOOP_PROJECT,
         LoopSettings,
         RoundReport,

@@ -14,21 +14,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import InvalidInput
 from app.projects.prompt_import import (
     _PARSERS,
     FORMATS,
     BadRecord,
     LineError,
+    Parsed,
     PromptContent,
     Record,
     _flag,
     _rank,
     _text,
     _type_name,
-    detect_format,
     prompt_content,
-    read_records,
 )
 
 __all__ = [
@@ -61,77 +59,40 @@ class ParsedDemonstration:
     """Line of the file where it starts (1-based); for OASST2 the prompter message's line."""
 
 
-@dataclass
-class DemonstrationParse:
-    demonstrations: list[ParsedDemonstration]
-    errors: list[LineError]
-    format: str
-    """The format used: forced by the caller or detected ("unknown" if none)."""
-    records: int = 0
-    """Non-blank records read, good or bad."""
-    ignored: int = 0
-    """Valid records that give no demonstration: OASST2 replies, prompter messages nobody
-    answered, deleted or rejected messages."""
+class DemonstrationParse(Parsed[ParsedDemonstration]):
+    """`ignored` counts the valid records that give no demonstration: OASST2 replies, prompter
+    messages nobody answered, deleted or rejected messages."""
+
+    @property
+    def demonstrations(self) -> list[ParsedDemonstration]:
+        return self.items
 
 
 def parse_demonstrations(data: bytes, filename: str, fmt: str | None = None) -> DemonstrationParse:
-    """Demonstrations, per-line errors and the format of an uploaded file.
+    """Demonstrations, per-line errors and the format of an uploaded file (see `Parsed.read`)."""
+    return DemonstrationParse.read(data, filename, fmt, _DemonstrationParser())
 
-    `fmt` forces a format; None detects it from the first record whose fields fit one.
-    File-level problems (too large, broken gzip, unknown forced format) raise InvalidInput.
-    """
-    if fmt is not None and fmt not in FORMATS:
-        raise InvalidInput(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    result = DemonstrationParse(demonstrations=[], errors=[], format=fmt or "unknown")
-    oasst = _Oasst2Demonstrations()
-    pending: list[Record] = []
 
-    def handle(record: Record) -> None:
-        try:
-            if result.format == "oasst2":
-                oasst.add(record)
-                return
-            prompt, response = _PARSERS[result.format](record.data)
-            result.demonstrations.append(
-                ParsedDemonstration(
-                    prompt, _required_response(response, result.format), result.format, record.line
-                )
-            )
-        except BadRecord as exc:
-            result.errors.append(LineError(record.line, str(exc)))
+@dataclass
+class _DemonstrationParser:
+    """A plain, Alpaca or Dolly record with an answer is a demonstration; OASST2 gives one per
+    answered prompter message."""
 
-    for item in read_records(data, filename):
-        result.records += 1
-        if isinstance(item, LineError):
-            result.errors.append(item)
-            continue
-        if result.format == "unknown":
-            detected = detect_format(item.data)
-            if detected is None:
-                pending.append(item)
-                continue
-            result.format = detected
-            for earlier in pending:
-                handle(earlier)
-            pending.clear()
-        handle(item)
+    oasst: _Oasst2Demonstrations = field(default_factory=lambda: _Oasst2Demonstrations())
 
-    if result.format == "unknown" and pending:
-        result.errors.append(
-            LineError(
-                0,
-                "Could not recognise the format: no record has a 'prompt', 'messages', "
-                "'instruction' or OASST2 'message_id' field. CSV files need a header row.",
-            )
-        )
-    if result.format == "oasst2":
-        found, errors = oasst.finish()
-        result.demonstrations.extend(found)
-        result.errors.extend(errors)
-        result.ignored = oasst.valid_records - oasst.productive_records
-    result.errors.sort(key=lambda e: e.line)
-    result.demonstrations.sort(key=lambda d: d.line)
-    return result
+    def parse(self, record: Record, fmt: str) -> ParsedDemonstration | None:
+        if fmt == "oasst2":
+            self.oasst.add(record)
+            return None
+        prompt, response = _PARSERS[fmt](record.data)
+        return ParsedDemonstration(prompt, _required_response(response, fmt), fmt, record.line)
+
+    def finish(self) -> tuple[list[ParsedDemonstration], list[LineError]]:
+        return self.oasst.finish()
+
+    @property
+    def ignored(self) -> int:
+        return self.oasst.valid_records - self.oasst.productive_records
 
 
 _ANSWER_FIELD = {"plain": "response", "alpaca": "output", "dolly": "response"}

@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from app.errors import InvalidInput
 
@@ -60,16 +60,105 @@ class LineError:
     message: str
 
 
+Item = TypeVar("Item")
+
+
 @dataclass
-class ParseResult:
-    prompts: list[ParsedPrompt]
-    errors: list[LineError]
-    format: str
+class Parsed(Generic[Item]):
+    """What a file gave: its items (prompts or demonstrations), per-line errors and counts."""
+
+    items: list[Item] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+    format: str = "unknown"
     """The format used: the one forced by the caller, or the one detected ("unknown" if none)."""
     records: int = 0
     """Non-blank records read, good or bad (lines of JSONL, items of a JSON array, CSV rows)."""
     ignored: int = 0
-    """Valid records that are not prompts: OASST2 replies and deleted or rejected messages."""
+    """Valid records that give no item (OASST2 replies, deleted or rejected messages...)."""
+
+    @classmethod
+    def read(cls, data: bytes, filename: str, fmt: str | None, parser: RecordParser[Item]) -> Self:
+        """Parse an uploaded file with `parser` making the items of its records.
+
+        `fmt` forces a format; None detects it from the first record whose fields fit one.
+        File-level problems (too large, broken gzip, unknown forced format) raise InvalidInput.
+        """
+        if fmt is not None and fmt not in FORMATS:
+            raise InvalidInput(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        result = cls(format=fmt or "unknown")
+        pending: list[Record] = []
+
+        def handle(record: Record) -> None:
+            try:
+                item = parser.parse(record, result.format)
+                if item is not None:
+                    result.items.append(item)
+            except BadRecord as exc:
+                result.errors.append(LineError(record.line, str(exc)))
+
+        for item in read_records(data, filename):
+            result.records += 1
+            if isinstance(item, LineError):
+                result.errors.append(item)
+                continue
+            if result.format == "unknown":
+                detected = detect_format(item.data)
+                if detected is None:
+                    pending.append(item)  # judged once the format is known
+                    continue
+                result.format = detected
+                for earlier in pending:
+                    handle(earlier)
+                pending.clear()
+            handle(item)
+
+        if result.format == "unknown" and pending:
+            result.errors.append(
+                LineError(
+                    0,
+                    "Could not recognise the format: no record has a 'prompt', 'messages', "
+                    "'instruction' or OASST2 'message_id' field. CSV files need a header row.",
+                )
+            )
+        found, errors = parser.finish()
+        result.items.extend(found)
+        result.errors.extend(errors)
+        result.ignored = parser.ignored
+        result.errors.sort(key=lambda e: e.line)
+        result.items.sort(key=_line_of)
+        return result
+
+
+def _line_of(item: Any) -> int:
+    return int(item.line)
+
+
+Item_co = TypeVar("Item_co", covariant=True)
+
+
+class RecordParser(Protocol[Item_co]):
+    """What an import makes of a file's records: the one part prompt and demonstration
+    imports do not share (containers, format detection and line errors are `Parsed.read`'s)."""
+
+    def parse(self, record: Record, fmt: str) -> Item_co | None:
+        """The item of one record in format `fmt`; None when it gives none (yet: OASST2
+        messages are matched up in `finish`). A bad record raises BadRecord."""
+        ...
+
+    def finish(self) -> tuple[list[Item_co], list[LineError]]:
+        """Items and errors known only once the whole file is read."""
+        ...
+
+    @property
+    def ignored(self) -> int:
+        """Valid records that gave no item."""
+        ...
+
+
+class ParseResult(Parsed[ParsedPrompt]):
+    @property
+    def prompts(self) -> list[ParsedPrompt]:
+        return self.items
 
 
 @dataclass(frozen=True)
@@ -86,57 +175,27 @@ class BadRecord(ValueError):
 
 
 def parse_prompts(data: bytes, filename: str, fmt: str | None = None) -> ParseResult:
-    """Prompts, per-line errors and the format of an uploaded file.
+    """Prompts, per-line errors and the format of an uploaded file (see `Parsed.read`)."""
+    return ParseResult.read(data, filename, fmt, _PromptParser())
 
-    `fmt` forces a format; None detects it from the first record whose fields fit one. File-level
-    problems (too large, broken gzip, unknown forced format) raise InvalidInput.
-    """
-    if fmt is not None and fmt not in FORMATS:
-        raise InvalidInput(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    result = ParseResult(prompts=[], errors=[], format=fmt or "unknown")
-    oasst = _Oasst2Collector()
-    pending: list[Record] = []
 
-    def handle(record: Record) -> None:
-        try:
-            if result.format == "oasst2":
-                if not oasst.add(record):
-                    result.ignored += 1
-                return
-            content, response = _PARSERS[result.format](record.data)
-            result.prompts.append(ParsedPrompt(content, result.format, record.line, response))
-        except BadRecord as exc:
-            result.errors.append(LineError(record.line, str(exc)))
+@dataclass
+class _PromptParser:
+    """Plain, Alpaca and Dolly records are prompts; OASST2 root prompter messages are."""
 
-    for item in read_records(data, filename):
-        result.records += 1
-        if isinstance(item, LineError):
-            result.errors.append(item)
-            continue
-        if result.format == "unknown":
-            detected = detect_format(item.data)
-            if detected is None:
-                pending.append(item)  # judged once the format is known
-                continue
-            result.format = detected
-            for earlier in pending:
-                handle(earlier)
-            pending.clear()
-        handle(item)
+    oasst: _Oasst2Collector = field(default_factory=lambda: _Oasst2Collector())
+    ignored: int = 0
 
-    if result.format == "unknown" and pending:
-        result.errors.append(
-            LineError(
-                0,
-                "Could not recognise the format: no record has a 'prompt', 'messages', "
-                "'instruction' or OASST2 'message_id' field. CSV files need a header row.",
-            )
-        )
-    if result.format == "oasst2":
-        result.prompts.extend(oasst.finish())
-    result.errors.sort(key=lambda e: e.line)
-    result.prompts.sort(key=lambda p: p.line)
-    return result
+    def parse(self, record: Record, fmt: str) -> ParsedPrompt | None:
+        if fmt == "oasst2":
+            if not self.oasst.add(record):
+                self.ignored += 1
+            return None
+        content, response = _PARSERS[fmt](record.data)
+        return ParsedPrompt(content, fmt, record.line, response)
+
+    def finish(self) -> tuple[list[ParsedPrompt], list[LineError]]:
+        return self.oasst.finish(), []
 
 
 def detect_format(data: dict[str, Any]) -> str | None:
@@ -202,13 +261,10 @@ def _jsonl_records(data: bytes) -> Iterator[Record | LineError]:
             yield LineError(number, "not UTF-8 text")
             continue
         except json.JSONDecodeError as exc:
-            yield LineError(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            yield LineError(number, f"{_json_problem(exc)} (column {exc.colno})")
             continue
-        except RecursionError:
-            yield LineError(number, "invalid JSON: nested too deeply")
-            continue
-        except ValueError as exc:  # e.g. an integer of more than 4300 digits
-            yield LineError(number, f"invalid JSON: {exc}")
+        except (RecursionError, ValueError) as exc:
+            yield LineError(number, _json_problem(exc))
             continue
         yield _as_record(number, value)
 
@@ -236,14 +292,9 @@ def _json_array_records(data: bytes) -> Iterator[Record | LineError]:
         start = line_at(pos)
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            yield LineError(line_at(exc.pos), f"invalid JSON: {exc.msg}; the rest was not read")
-            return
-        except RecursionError:
-            yield LineError(start, "invalid JSON: nested too deeply; the rest was not read")
-            return
-        except ValueError as exc:  # e.g. an integer of more than 4300 digits
-            yield LineError(start, f"invalid JSON: {exc}; the rest was not read")
+        except (RecursionError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            at = line_at(exc.pos) if isinstance(exc, json.JSONDecodeError) else start
+            yield LineError(at, f"{_json_problem(exc)}; the rest was not read")
             return
         yield _as_record(start, value)
         pos = _skip_space(text, pos)
@@ -254,6 +305,14 @@ def _json_array_records(data: bytes) -> Iterator[Record | LineError]:
         else:
             yield LineError(line_at(pos), "invalid JSON: expected ',' or ']' between items")
             return
+
+
+def _json_problem(exc: RecursionError | ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg}"
+    if isinstance(exc, RecursionError):
+        return "invalid JSON: nested too deeply"
+    return f"invalid JSON: {exc}"  # e.g. an integer of more than 4300 digits
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -364,8 +423,7 @@ def prompt_content(value: Any, *, key: str = "prompt") -> PromptContent:
             return _checked_length(messages[0]["content"])
         return _checked_length(messages)
     raise BadRecord(
-        f"'{key}' must be a string or a list of {{role, content}} messages, "
-        f"got {_type_name(value)}"
+        f"'{key}' must be a string or a list of {{role, content}} messages, got {_type_name(value)}"
     )
 
 
@@ -424,9 +482,7 @@ def _plain(data: dict[str, Any]) -> tuple[PromptContent, str | None]:
     raise BadRecord("missing field 'prompt' (or 'messages')")
 
 
-def _instruction(
-    data: dict[str, Any], extra: str, answer: str
-) -> tuple[PromptContent, str | None]:
+def _instruction(data: dict[str, Any], extra: str, answer: str) -> tuple[PromptContent, str | None]:
     """Alpaca and Dolly: the instruction, a blank line, then the input/context when there is one."""
     instruction = _text(data, "instruction", required=True)
     more = _text(data, extra, required=False)

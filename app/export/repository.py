@@ -126,9 +126,7 @@ def _flagged(sample_id: Any) -> ColumnElement[bool]:
     return exists(select(SampleFlag.id).where(SampleFlag.sample_id == sample_id))
 
 
-def agreeing_tasks(
-    project_id: int, min_agreement: float, excluded: frozenset[int]
-) -> Select[int]:
+def agreeing_tasks(project_id: int, min_agreement: float, excluded: frozenset[int]) -> Select[int]:
     """Tasks whose annotators agree on at least `min_agreement` of the sample pairs.
 
     Each row of the self-join is one sample pair judged by two annotators of the same task;
@@ -203,14 +201,7 @@ def pair_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
                     c.loser_version_id.not_in(filters.newer_version_ids),
                 ]
             )
-    if filters.user_ids is not None:
-        conditions.append(c.user_id.in_(filters.user_ids))
-    if filters.since is not None:
-        conditions.append(c.created_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(c.created_at < filters.until)
-    if filters.min_agreement is not None:
-        conditions.append(c.task_id.in_(_agreeing(filters)))
+    conditions.extend(_who_and_when(filters, c))
     return (
         select(
             c.id,
@@ -228,6 +219,22 @@ def pair_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
         .where(*conditions)
         .order_by(c.id)
     )
+
+
+def _who_and_when(
+    filters: Filters, rows: type[Comparison] | type[Ranking]
+) -> list[ColumnElement[bool]]:
+    """The filters comparisons and rankings share: annotators, time window, agreement."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.user_ids is not None:
+        conditions.append(rows.user_id.in_(filters.user_ids))
+    if filters.since is not None:
+        conditions.append(rows.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(rows.created_at < filters.until)
+    if filters.min_agreement is not None:
+        conditions.append(rows.task_id.in_(_agreeing(filters)))
+    return conditions
 
 
 def _agreeing(filters: Filters) -> Select[int]:
@@ -263,14 +270,7 @@ def ranking_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
         conditions.append(_task_has_version(filters.round_version_ids))
         if filters.newer_version_ids:
             conditions.append(~_task_has_version(filters.newer_version_ids))
-    if filters.user_ids is not None:
-        conditions.append(r.user_id.in_(filters.user_ids))
-    if filters.since is not None:
-        conditions.append(r.created_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(r.created_at < filters.until)
-    if filters.min_agreement is not None:
-        conditions.append(r.task_id.in_(_agreeing(filters)))
+    conditions.extend(_who_and_when(filters, r))
     return (
         select(
             r.id,

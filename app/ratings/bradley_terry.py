@@ -315,6 +315,22 @@ class BTResult:
     n_comparisons: int
     samples: np.ndarray | None = None  # (bootstrap, K) ratings of each bootstrap round
 
+    @classmethod
+    def of(cls, agg: Aggregated, beta: np.ndarray, samples: np.ndarray | None) -> BTResult:
+        """The point fit `beta`, with 95% percentile intervals when bootstrap rounds ran."""
+        lower = upper = None
+        if samples is not None:
+            lower, upper = np.percentile(samples, [2.5, 97.5], axis=0)
+        return cls(
+            ids=agg.ids,
+            ratings=to_ratings(beta),
+            lower=lower,
+            upper=upper,
+            counts=agg.counts,
+            n_comparisons=agg.n_comparisons,
+            samples=samples,
+        )
+
     def as_dict(self) -> dict[int, tuple[float, float | None, float | None, int]]:
         """{id: (rating, lower, upper, comparisons)}, ready to store per sample or version."""
         out: dict[int, tuple[float, float | None, float | None, int]] = {}
@@ -355,7 +371,7 @@ def fit_ratings(
     """
     agg = aggregate(winners, losers, ties, weights)
     beta = fit(agg, prior)
-    lower = upper = samples = None
+    samples = None
     if bootstrap > 0 and agg.n_items > 0:
         rng = np.random.default_rng(seed)
         mean_weight = agg.row_weight / np.maximum(agg.row_count, 1)
@@ -367,16 +383,7 @@ def fit_ratings(
             wins_a = np.bincount(agg.row_pair, draw * agg.row_outcome, n_pairs)
             wins_b = np.bincount(agg.row_pair, draw * (1.0 - agg.row_outcome), n_pairs)
             samples[r] = to_ratings(_newton(agg, wins_a, wins_b, prior, beta, 1e-6, 100))
-        lower, upper = np.percentile(samples, [2.5, 97.5], axis=0)
-    return BTResult(
-        ids=agg.ids,
-        ratings=to_ratings(beta),
-        lower=lower,
-        upper=upper,
-        counts=agg.counts,
-        n_comparisons=agg.n_comparisons,
-        samples=samples,
-    )
+    return BTResult.of(agg, beta, samples)
 
 
 def difference_interval(

@@ -57,7 +57,7 @@ def fit_by_ranking(
     rankings = np.asarray(rankings, dtype=np.int64)
     agg = aggregate(winners, losers, ties)
     beta = fit(agg, prior)
-    lower = upper = samples = None
+    samples = None
     if bootstrap > 0 and agg.n_items > 0:
         keep = winners != losers  # aggregate drops self-comparisons; so do we
         w, lo, t = winners[keep], losers[keep], ties[keep]
@@ -79,16 +79,7 @@ def fit_by_ranking(
                 pair_wins_b=np.bincount(pair, weight * (1.0 - score_a), n_pairs),
             )
             samples[r] = to_ratings(fit(resampled, prior, start=beta, tol=1e-6))
-        lower, upper = np.percentile(samples, [2.5, 97.5], axis=0)
-    return BTResult(
-        ids=agg.ids,
-        ratings=to_ratings(beta),
-        lower=lower,
-        upper=upper,
-        counts=agg.counts,
-        n_comparisons=agg.n_comparisons,
-        samples=samples,
-    )
+    return BTResult.of(agg, beta, samples)
 
 
 @dataclass(frozen=True)

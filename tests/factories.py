@@ -42,6 +42,11 @@ def make_project(session: Session, **overrides: Any) -> Project:
     return projects.create_project(session, name=name, base_model=base_model, **overrides)
 
 
+def make_model_project(session: Session, model: object, **overrides: Any) -> Project:
+    """A project on a local model (the tiny one the workers build), with 4 samples a prompt."""
+    return make_project(session, **{"base_model": str(model), "samples_per_prompt": 4, **overrides})
+
+
 def base_version(session: Session, project: Project) -> PolicyVersion:
     from sqlalchemy import select
 
@@ -52,15 +57,16 @@ def base_version(session: Session, project: Project) -> PolicyVersion:
     ).one()
 
 
-def make_version(session: Session, project: Project, **overrides: Any) -> PolicyVersion:
+def _next_number(session: Session, model: Any, project: Project) -> int:
+    """The project's next number for a numbered row (versions, rounds): one past the highest."""
     from sqlalchemy import func, select
 
-    number = (
-        session.scalar(
-            select(func.max(PolicyVersion.number)).where(PolicyVersion.project_id == project.id)
-        )
-        or 0
-    ) + 1
+    highest = session.scalar(select(func.max(model.number)).where(model.project_id == project.id))
+    return (highest or 0) + 1
+
+
+def make_version(session: Session, project: Project, **overrides: Any) -> PolicyVersion:
+    number = _next_number(session, PolicyVersion, project)
     fields: dict[str, Any] = {
         "project_id": project.id,
         "number": number,
@@ -94,9 +100,16 @@ def make_task(
     texts = texts or [f"Answer {i} #{next(_counter)}" for i in range(k)]
     version = version or base_version(session, project)
     prompt = prompt or make_prompt(session, project)
+    return task_of(session, project, prompt, make_samples(session, prompt, version, texts))
+
+
+def make_samples(
+    session: Session, prompt: Prompt, version: PolicyVersion, texts: list[str]
+) -> list[Sample]:
+    """One flushed sample of `version` per text, for `prompt`."""
     samples = [
         Sample(
-            project_id=project.id,
+            project_id=prompt.project_id,
             prompt_id=prompt.id,
             policy_version_id=version.id,
             ordinal=next(_counter),
@@ -106,6 +119,13 @@ def make_task(
     ]
     session.add_all(samples)
     session.flush()
+    return samples
+
+
+def task_of(
+    session: Session, project: Project, prompt: Prompt, samples: list[Sample]
+) -> RankingTask:
+    """A task of `prompt` that shows `samples` in this order."""
     task = RankingTask(
         project_id=project.id,
         prompt_id=prompt.id,
@@ -164,6 +184,37 @@ def task_sample_ids(session: Session, task: RankingTask) -> list[int]:
     )
 
 
+def task_version_ids(session: Session, task_id: int) -> list[int]:
+    """The policy version of each sample a task shows."""
+    from sqlalchemy import select
+
+    return list(
+        session.scalars(
+            select(Sample.policy_version_id)
+            .join(TaskSample, TaskSample.sample_id == Sample.id)
+            .where(TaskSample.task_id == task_id)
+        )
+    )
+
+
+def job_tasks(session: Session, job_id: int) -> list[RankingTask]:
+    """The tasks a sampling job made."""
+    from sqlalchemy import select
+
+    return list(session.scalars(select(RankingTask).where(RankingTask.sampling_job_id == job_id)))
+
+
+def make_current_version(
+    session: Session, project: Project, **overrides: Any
+) -> tuple[PolicyVersion, PolicyVersion]:
+    """Retires the base version and makes a version trained from it current: (base, new)."""
+    base = base_version(session, project)
+    base.status = PolicyStatus.retired
+    session.flush()
+    trained = {"kind": PolicyKind.trained, "status": PolicyStatus.current, "parent_id": base.id}
+    return base, make_version(session, project, **{**trained, **overrides})
+
+
 def make_ready_project(
     session: Session,
     *,
@@ -204,17 +255,10 @@ def make_ready_project(
 def make_round(session: Session, project: Project, round_type: str = "dpo", **fields: Any) -> Any:
     """A queued round row with its type's default config, made directly (no preconditions):
     for tests about what is shown or exported, not about starting rounds."""
-    from sqlalchemy import func, select
-
     from app.models import RoundType, TrainingRound
     from app.rounds.service import parse_config
 
-    number = (
-        session.scalar(
-            select(func.max(TrainingRound.number)).where(TrainingRound.project_id == project.id)
-        )
-        or 0
-    ) + 1
+    number = _next_number(session, TrainingRound, project)
     values: dict[str, Any] = {
         "project_id": project.id,
         "number": number,

@@ -12,21 +12,16 @@ from sqlalchemy.orm import Session
 
 from app.models import (
     PolicyKind,
-    PolicyStatus,
     PolicyVersion,
     Project,
     RankingTask,
     RoundType,
-    Sample,
-    TaskSample,
     TrainingRound,
     User,
 )
 from app.projects import service as projects
 from app.ratings import service as ratings
-from tests.factories import make_prompt, make_ranking, make_version
-
-_ordinal = itertools.count(1)
+from tests.factories import make_prompt, make_ranking, make_samples, make_version, task_of
 
 
 def mixed_task(
@@ -35,32 +30,15 @@ def mixed_task(
     """A task over one prompt with `per_version` samples of each version:
     (task, {version id: sample ids})."""
     prompt = make_prompt(session, project)
-    by_version: dict[int, list[Sample]] = {}
-    for version in versions:
-        by_version[version.id] = [
-            Sample(
-                project_id=project.id,
-                prompt_id=prompt.id,
-                policy_version_id=version.id,
-                ordinal=next(_ordinal),
-                text=f"v{version.number} answer {i}",
-            )
-            for i in range(per_version)
-        ]
-        session.add_all(by_version[version.id])
-    session.flush()
-    task = RankingTask(
-        project_id=project.id,
-        prompt_id=prompt.id,
-        required_annotations=project.annotations_per_task,
+    by_version = {
+        version.id: make_samples(
+            session, prompt, version, [f"v{version.number} answer {i}" for i in range(per_version)]
+        )
+        for version in versions
+    }
+    task = task_of(
+        session, project, prompt, [s for samples in by_version.values() for s in samples]
     )
-    session.add(task)
-    session.flush()
-    all_samples = [s for samples in by_version.values() for s in samples]
-    session.add_all(
-        TaskSample(task_id=task.id, sample_id=s.id, position=i) for i, s in enumerate(all_samples)
-    )
-    session.flush()
     return task, {v: [s.id for s in samples] for v, samples in by_version.items()}
 
 
@@ -128,20 +106,10 @@ class Flagged:
 def flagged_project(session: Session) -> Flagged:
     """A project whose current version v2 (trained from v1) annotators rate worse than v1, with
     the fit stored (v2's human_verdict is "worse") and the rows committed."""
-    from tests.factories import base_version, make_project, make_user
+    from tests.factories import make_current_version, make_project, make_user
 
     project = make_project(session, annotations_per_task=2)
-    base = base_version(session, project)
-    base.status = PolicyStatus.retired
-    session.flush()
-    new = make_version(
-        session,
-        project,
-        parent_id=base.id,
-        kind=PolicyKind.trained,
-        status=PolicyStatus.current,
-        name="round 1 (reward_ppo)",
-    )
+    base, new = make_current_version(session, project, name="round 1 (reward_ppo)")
     annotators = [make_user(session), make_user(session)]
     add_members(session, project, *annotators)
     seed_rankings(session, project, [base, new], annotators, tasks=15, rank=prefer(base, new))

@@ -9,21 +9,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import (
-    PolicyKind,
-    PolicyStatus,
-    Project,
-    Prompt,
-    RankingTask,
-    Sample,
-    SamplingJob,
-    TaskSample,
-)
+from app.models import Project, Prompt, RankingTask, Sample, SamplingJob, TaskSample
 from app.projects.service import add_prompts
 from app.sampling import service
 from app.sampling.service import NewSample, SamplingPlan
 from app.seeds import derived_seed
-from tests.factories import base_version, make_project, make_prompt, make_task, make_version
+from tests.factories import make_current_version, make_project, make_prompt, make_task
 
 
 def _prompts(session: Session, project: Project, n: int) -> list[Prompt]:
@@ -123,11 +114,7 @@ def test_a_sample_repeating_another_version_is_marked_and_kept_out_of_its_task(
     make_task(
         db_session, project, prompt=prompt, texts=["Old one.", "Old two.", "Old 3.", "Old 4."]
     )
-    v1 = base_version(db_session, project)
-    v1.status = PolicyStatus.retired
-    make_version(
-        db_session, project, kind=PolicyKind.trained, status=PolicyStatus.current, parent_id=v1.id
-    )
+    make_current_version(db_session, project)
     _, plan = _job(db_session, project)
     assert (plan.n_new, plan.n_prev) == (2, 2)
 
@@ -153,11 +140,7 @@ def test_a_sample_repeating_another_version_is_marked_and_kept_out_of_its_task(
 def test_once_every_prompt_has_a_task_sampling_adds_further_tasks_with_new_samples(
     db_session: Session,
 ) -> None:
-    project = make_project(db_session, samples_per_prompt=4)
-    a, b = _prompts(db_session, project, 2)
-    first, plan = _job(db_session, project)
-    _record(db_session, plan, {a.id: ["a1", "a2", "a3", "a4"], b.id: ["b1", "b2", "b3", "b4"]})
-    service.finish_job(db_session, first.id)
+    project, a, b, first = _two_prompts_sampled_once(db_session)
 
     second, plan = _job(db_session, project)
 
@@ -176,6 +159,17 @@ def test_once_every_prompt_has_a_task_sampling_adds_further_tasks_with_new_sampl
         s.id for s in _samples(db_session, new.id)
     }
     assert sorted(s.ordinal for s in _samples(db_session, new.id)) == [4, 5, 6, 7]
+
+
+def _two_prompts_sampled_once(session: Session) -> tuple[Project, Prompt, Prompt, SamplingJob]:
+    """A project (K = 4) with prompts a and b, each with one task from a finished first job:
+    (project, a, b, that job)."""
+    project = make_project(session, samples_per_prompt=4)
+    a, b = _prompts(session, project, 2)
+    first, plan = _job(session, project)
+    _record(session, plan, {a.id: ["a1", "a2", "a3", "a4"], b.id: ["b1", "b2", "b3", "b4"]})
+    service.finish_job(session, first.id)
+    return project, a, b, first
 
 
 def _samples(session: Session, task_id: int) -> list[Sample]:
@@ -237,11 +231,7 @@ def test_a_prompt_a_finished_job_skipped_does_not_hold_back_the_next_job(
 
 
 def test_a_resumed_job_makes_no_second_task_for_a_prompt(db_session: Session) -> None:
-    project = make_project(db_session, samples_per_prompt=4)
-    a, b = _prompts(db_session, project, 2)
-    first, plan = _job(db_session, project)
-    _record(db_session, plan, {a.id: ["a1", "a2", "a3", "a4"], b.id: ["b1", "b2", "b3", "b4"]})
-    service.finish_job(db_session, first.id)
+    project, a, b, _ = _two_prompts_sampled_once(db_session)
     second, plan = _job(db_session, project)
     assert _record(db_session, plan, {a.id: ["a5", "a6", "a7", "a8"]}) == 1  # then it crashed
 

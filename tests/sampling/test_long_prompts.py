@@ -16,7 +16,8 @@ from app.models import JobState, Prompt, RankingTask, SamplingJob
 from app.projects.service import add_prompts
 from app.sampling import service
 from tests.conftest import FreshDatabase
-from tests.factories import make_project
+from tests.factories import make_model_project
+from tests.sampling.conftest import start_job
 from worker.jobs import sampling as sampling_job
 from worker.jobs.sampling import run_sampling_job
 
@@ -27,9 +28,7 @@ SHORT = ["What is a good breakfast?", "Why is the sky blue?"]
 def _project(db: FreshDatabase, model: Path, **settings: object) -> tuple[int, dict[str, int]]:
     """A project on the tiny model with two short prompts and one of ~3,000 tokens."""
     with db.session() as session:
-        project = make_project(
-            session, base_model=str(model), samples_per_prompt=4, max_new_tokens=12, **settings
-        )
+        project = make_model_project(session, model, max_new_tokens=12, **settings)
         add_prompts(
             session, project_id=project.id, contents=[*SHORT, LONG], measure=False
         )  # unmeasured, as when the web server cannot read the tokenizer: sampling measures
@@ -41,12 +40,11 @@ def _project(db: FreshDatabase, model: Path, **settings: object) -> tuple[int, d
         return project.id, ids
 
 
-def _start(db: FreshDatabase, project_id: int) -> int:
-    with db.session() as session:
-        job = service.start_sampling(session, project_id=project_id, enqueue=False)
-        assert job is not None
-        session.commit()
-        return job.id
+def _sample(db: FreshDatabase, project_id: int, *, creates: int) -> int:
+    """Runs a new job in chunks of 8 prompts, checks that it made `creates` tasks: its id."""
+    job_id = start_job(db, project_id)
+    assert run_sampling_job(job_id, prompts_per_chunk=8, batch_size=8) == creates
+    return job_id
 
 
 def _tasks_by_prompt(session: Session, project_id: int) -> dict[int, int]:
@@ -62,11 +60,9 @@ def test_an_over_long_prompt_is_sampled_from_its_end_by_default(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:
     project_id, ids = _project(app_database, tiny_model_path)
-    job_id = _start(app_database, project_id)
 
-    created = run_sampling_job(job_id, prompts_per_chunk=8, batch_size=8)
+    job_id = _sample(app_database, project_id, creates=3)
 
-    assert created == 3
     with app_database.session() as session:
         job = session.get(SamplingJob, job_id)
         assert job is not None
@@ -89,11 +85,9 @@ def test_a_project_that_skips_long_prompts_marks_it_and_samples_the_others(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:
     project_id, ids = _project(app_database, tiny_model_path, long_prompts="skip")
-    job_id = _start(app_database, project_id)
 
-    created = run_sampling_job(job_id, prompts_per_chunk=8, batch_size=8)
+    _sample(app_database, project_id, creates=2)
 
-    assert created == 2
     with app_database.session() as session:
         assert set(_tasks_by_prompt(session, project_id)) == {ids[p] for p in SHORT}
         long = session.get(Prompt, ids[LONG])
@@ -120,11 +114,9 @@ def test_one_prompt_that_fails_leaves_the_others_their_tasks(
         return generate(model, tokenizer, plan, contents, **kw)
 
     monkeypatch.setattr(sampling_job, "_generate", fail_on_breakfast)
-    job_id = _start(app_database, project_id)
 
-    created = run_sampling_job(job_id, prompts_per_chunk=8, batch_size=8)
+    job_id = _sample(app_database, project_id, creates=2)
 
-    assert created == 2
     with app_database.session() as session:
         job = session.get(SamplingJob, job_id)
         assert job is not None
@@ -144,7 +136,7 @@ def test_a_model_that_samples_nothing_still_fails_the_job(
         raise RuntimeError("CUDA error: device-side assert triggered")
 
     monkeypatch.setattr(sampling_job, "_generate", broken)
-    job_id = _start(app_database, project_id)
+    job_id = start_job(app_database, project_id)
 
     with pytest.raises(RuntimeError, match="device-side assert"):
         run_sampling_job(job_id, prompts_per_chunk=8, batch_size=8)

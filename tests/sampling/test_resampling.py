@@ -14,25 +14,18 @@ from app.models.sample import text_key
 from app.projects.service import add_prompts
 from app.sampling import service
 from tests.conftest import FreshDatabase
-from tests.factories import make_project
+from tests.factories import make_model_project
+from tests.sampling.conftest import start_job
 from worker.jobs.sampling import run_sampling_job
 
 
 def _project(db: FreshDatabase, model: Path, n_prompts: int, **settings: object) -> int:
     with db.session() as session:
-        project = make_project(session, base_model=str(model), samples_per_prompt=4, **settings)
+        project = make_model_project(session, model, **settings)
         contents = [f"Resample {project.id}.{i}: say something?" for i in range(n_prompts)]
         add_prompts(session, project_id=project.id, contents=contents)
         session.commit()
         return project.id
-
-
-def _start(db: FreshDatabase, project_id: int) -> int:
-    with db.session() as session:
-        job = service.start_sampling(session, project_id=project_id, enqueue=False)
-        assert job is not None
-        session.commit()
-        return job.id
 
 
 def _task_samples(session: Session, project_id: int) -> dict[int, list[Sample]]:
@@ -53,7 +46,7 @@ def test_a_model_that_repeats_itself_draws_again_then_skips_the_prompt(
 ) -> None:
     # top_p this small keeps one token: every draw is the same text
     project_id = _project(app_database, tiny_model_path, 2, max_new_tokens=2, top_p=0.01)
-    job_id = _start(app_database, project_id)
+    job_id = start_job(app_database, project_id)
 
     assert run_sampling_job(job_id, batch_size=8) == 0
 
@@ -74,7 +67,7 @@ def test_tasks_hold_distinct_texts_and_a_second_job_adds_tasks_of_new_samples(
 ) -> None:
     # two tokens at temperature 1: repeats happen, and are drawn again
     project_id = _project(app_database, tiny_model_path, 4, max_new_tokens=2, temperature=1.0)
-    run_sampling_job(_start(app_database, project_id), batch_size=8)
+    run_sampling_job(start_job(app_database, project_id), batch_size=8)
     with app_database.session() as session:
         first = _task_samples(session, project_id)
         tasked = set(
@@ -83,7 +76,7 @@ def test_tasks_hold_distinct_texts_and_a_second_job_adds_tasks_of_new_samples(
             )
         )
 
-    second_job = _start(app_database, project_id)
+    second_job = start_job(app_database, project_id)
     run_sampling_job(second_job, batch_size=8)
 
     with app_database.session() as session:

@@ -9,29 +9,18 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import (
-    PolicyKind,
-    PolicyStatus,
-    Project,
-    RankingTask,
-    Sample,
-    SamplingJob,
-    TaskSample,
-)
+from app.models import Project, RankingTask, Sample, SamplingJob, TaskSample
+from app.projects.service import add_prompts
 from app.sampling import service
 from tests.conftest import FreshDatabase
-from tests.factories import base_version, make_project, make_version
+from tests.factories import job_tasks, make_current_version, make_model_project, task_version_ids
 from worker.jobs.sampling import run_sampling_job
 
 
 @pytest.fixture(scope="module")
 def project_id(app_database: FreshDatabase, tiny_model_path: Path) -> int:
     with app_database.session() as session:
-        project = make_project(
-            session, base_model=str(tiny_model_path), samples_per_prompt=4, max_new_tokens=12
-        )
-        from app.projects.service import add_prompts
-
+        project = make_model_project(session, tiny_model_path, max_new_tokens=12)
         add_prompts(
             session,
             project_id=project.id,
@@ -135,33 +124,17 @@ def test_tasks_of_a_new_version_mix_in_the_previous_version(
     with app_database.session() as session:
         project = session.get(Project, project_id)
         assert project is not None
-        v1 = base_version(session, project)
-        v1.status = PolicyStatus.retired
-        session.flush()
-        v2 = make_version(
-            session,
-            project,
-            kind=PolicyKind.trained,
-            status=PolicyStatus.current,
-            parent_id=v1.id,
-            base_model=str(tiny_model_path),
-        )
+        v1, v2 = make_current_version(session, project, base_model=str(tiny_model_path))
         session.commit()
         job_id = _start(session, project_id)
         v1_id, v2_id = v1.id, v2.id
     assert job_id is not None
     assert run_sampling_job(job_id) == 3
     with app_database.session() as session:
-        tasks = session.scalars(
-            select(RankingTask).where(RankingTask.sampling_job_id == job_id)
-        ).all()
+        tasks = job_tasks(session, job_id)
         assert len(tasks) == 3
         for task in tasks:
-            versions = session.scalars(
-                select(Sample.policy_version_id)
-                .join(TaskSample, TaskSample.sample_id == Sample.id)
-                .where(TaskSample.task_id == task.id)
-            ).all()
+            versions = task_version_ids(session, task.id)
             assert sorted(versions).count(v2_id) == 2  # ⌈4/2⌉ newest
             assert sorted(versions).count(v1_id) == 2  # ⌊4/2⌋ previous, reused
         # the previous version's samples were reused, not generated again
@@ -179,11 +152,7 @@ def test_a_resumed_job_reports_the_prompts_actually_done(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:
     with app_database.session() as session:
-        project = make_project(
-            session, base_model=str(tiny_model_path), samples_per_prompt=4, max_new_tokens=4
-        )
-        from app.projects.service import add_prompts
-
+        project = make_model_project(session, tiny_model_path, max_new_tokens=4)
         add_prompts(session, project_id=project.id, contents=[f"Resume {i}?" for i in range(6)])
         session.commit()
         job_id = _start(session, project.id)

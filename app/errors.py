@@ -6,8 +6,20 @@ from typing import Any
 
 
 class AppError(Exception):
+    """An expected failure. A subclass names its status and stable code in its header
+    (`class Conflict(AppError, status_code=409, code="conflict")`), or inherits them."""
+
     status_code = 400
     code = "bad_request"
+
+    def __init_subclass__(
+        cls, *, status_code: int | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status_code is not None:
+            cls.status_code = status_code
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -15,44 +27,28 @@ class AppError(Exception):
         self.details = details
 
 
-class InvalidInput(AppError):
-    status_code = 422
-    code = "invalid_input"
+class InvalidInput(AppError, status_code=422, code="invalid_input"): ...
 
 
-class NotFound(AppError):
-    status_code = 404
-    code = "not_found"
+class NotFound(AppError, status_code=404, code="not_found"): ...
 
 
-class Conflict(AppError):
-    status_code = 409
-    code = "conflict"
+class Conflict(AppError, status_code=409, code="conflict"): ...
 
 
-class Unauthorized(AppError):
-    status_code = 401
-    code = "unauthorized"
+class Unauthorized(AppError, status_code=401, code="unauthorized"): ...
 
 
-class Forbidden(AppError):
-    status_code = 403
-    code = "forbidden"
+class Forbidden(AppError, status_code=403, code="forbidden"): ...
 
 
-class RateLimited(AppError):
-    status_code = 429
-    code = "rate_limited"
-
+class RateLimited(AppError, status_code=429, code="rate_limited"):
     def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
         super().__init__(message, details=details)
         self.retry_after = retry_after
 
 
-class MethodNotAllowed(AppError):
-    status_code = 405
-    code = "method_not_allowed"
-
+class MethodNotAllowed(AppError, status_code=405, code="method_not_allowed"):
     def __init__(self, message: str, *, allow: list[str], details: Any = None) -> None:
         super().__init__(message, details=details)
         self.allow = allow

@@ -56,20 +56,16 @@ MAX_CANDIDATES = 20
 """Tasks one lease request tries after losing races for their last slot before giving up."""
 
 
-class NotLeased(Conflict):
-    code = "not_leased"
+class NotLeased(Conflict, code="not_leased"): ...
 
 
-class AlreadySubmitted(Conflict):
-    code = "already_submitted"
+class AlreadySubmitted(Conflict, code="already_submitted"): ...
 
 
-class TaskClosed(Conflict):
-    code = "task_closed"
+class TaskClosed(Conflict, code="task_closed"): ...
 
 
-class ChooseProject(Conflict):
-    code = "choose_project"
+class ChooseProject(Conflict, code="choose_project"): ...
 
 
 class LeaseExpired(AppError):

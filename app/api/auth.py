@@ -30,16 +30,13 @@ bearer = HTTPBearer(
 )
 
 
-class MissingToken(Unauthorized):
-    code = "missing_token"
+class MissingToken(Unauthorized, code="missing_token"): ...
 
 
-class InvalidToken(Unauthorized):
-    code = "invalid_token"
+class InvalidToken(Unauthorized, code="invalid_token"): ...
 
 
-class MissingScope(Forbidden):
-    code = "missing_scope"
+class MissingScope(Forbidden, code="missing_scope"): ...
 
 
 @dataclass(frozen=True)

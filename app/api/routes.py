@@ -47,9 +47,7 @@ api = APIRouter(route_class=ApiRoute, responses={**AUTH_RESPONSES, **NOT_FOUND})
 T = TypeVar("T")
 
 
-class PayloadTooLarge(AppError):
-    status_code = 413
-    code = "payload_too_large"
+class PayloadTooLarge(AppError, status_code=413, code="payload_too_large"): ...
 
 
 # Projects

@@ -81,6 +81,18 @@ def make_version(session: Session, project: Project, **overrides: Any) -> Policy
     return version
 
 
+def make_trained_version(
+    session: Session, project: Project, parent: PolicyVersion, **overrides: Any
+) -> PolicyVersion:
+    """A trained candidate version on top of `parent` (other fields as make_version's)."""
+    fields: dict[str, Any] = {
+        "kind": PolicyKind.trained,
+        "status": PolicyStatus.candidate,
+        "parent_id": parent.id,
+    }
+    return make_version(session, project, **{**fields, **overrides})
+
+
 def make_prompt(session: Session, project: Project, text: str | None = None) -> Prompt:
     text = text or f"Prompt number {next(_counter)}?"
     return projects.add_prompts(session, project_id=project.id, contents=[text]).added[0]

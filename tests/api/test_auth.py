@@ -15,10 +15,10 @@ from app.api.ratelimit import SlidingWindowLimiter
 from app.config import Settings, get_settings
 from app.db import utcnow
 from app.errors import RateLimited
-from app.models import ApiToken, Role
+from app.models import ApiToken, Project, Prompt, Role
 from tests.api.conftest import MakeToken, bearer
-from tests.factories import make_project, make_user
-from tests.helpers import login
+from tests.factories import make_user
+from tests.helpers import login_new_user
 
 # (method, path, scope it needs, JSON body) for every /api/v1 endpoint
 ENDPOINTS = [
@@ -50,6 +50,17 @@ def _call(
 ) -> httpx.Response:
     url = path.format(p=1, r=1, v=1, n=1)
     return client.request(method, url, json=body, headers=headers)
+
+
+def _listing_status(client: httpx.Client, secret: str) -> int:
+    """The status of the simplest read (listing projects) with this token."""
+    return client.get("/api/v1/projects", headers=bearer(secret)).status_code
+
+
+def _made(make_token: MakeToken, session: Session, *scopes: str, name: str) -> tuple[str, ApiToken]:
+    """A new token's secret and its stored row."""
+    secret = make_token(*scopes, name=name)
+    return secret, session.scalars(select(ApiToken).where(ApiToken.name == name)).one()
 
 
 def _error_code(response: httpx.Response) -> str:
@@ -111,11 +122,8 @@ def test_every_endpoint_is_403_with_a_token_lacking_its_scope(
 def test_read_annotators_brings_read_with_it(
     client: httpx.Client, db_session: Session, make_token: MakeToken
 ) -> None:
-    from app.models import ApiToken
-
-    secret = make_token("read:annotators", name="names-only")
-    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
-    stored = db_session.scalars(select(ApiToken).where(ApiToken.name == "names-only")).one()
+    secret, stored = _made(make_token, db_session, "read:annotators", name="names-only")
+    assert _listing_status(client, secret) == 200
     assert stored.scopes == ["read", "read:annotators"]
 
 
@@ -132,37 +140,29 @@ def test_a_write_token_reads_every_get_endpoint(
 def test_write_brings_read_with_it_and_older_write_only_tokens_read_too(
     client: httpx.Client, db_session: Session, make_token: MakeToken
 ) -> None:
-    secret = make_token("write", name="writer")
-    stored = db_session.scalars(select(ApiToken).where(ApiToken.name == "writer")).one()
+    secret, stored = _made(make_token, db_session, "write", name="writer")
     assert stored.scopes == ["read", "write"]
     stored.scopes = ["write"]  # as tokens made before write implied read were stored
     db_session.commit()
-    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+    assert _listing_status(client, secret) == 200
 
 
 def test_a_read_only_token_cannot_write_and_nothing_changes(
-    client: httpx.Client, db_session: Session, make_token: MakeToken
+    client: httpx.Client, db_session: Session, make_token: MakeToken, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     response = client.post(
         f"/api/v1/projects/{project.id}/prompts",
         json=[{"prompt": "A new prompt"}],
         headers=bearer(make_token("read", "read:annotators")),
     )
     assert response.status_code == 403
-    from app.models import Prompt
-
     assert db_session.scalars(select(Prompt).where(Prompt.project_id == project.id)).all() == []
 
 
 def test_a_browser_session_does_not_authorise_the_api(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, project: Project
 ) -> None:
-    make_user(db_session, username="boss", role=Role.admin)
-    project = make_project(db_session)
-    db_session.commit()
-    csrf = login(client, "boss")
+    csrf = login_new_user(client, db_session, "boss", Role.admin)
     assert client.get("/admin").status_code == 200  # the browser session works for pages
     assert client.get("/api/v1/projects").status_code == 401
     posted = client.post(
@@ -176,12 +176,11 @@ def test_a_browser_session_does_not_authorise_the_api(
 def test_a_token_is_stored_only_as_its_sha256(
     client: httpx.Client, db_session: Session, make_token: MakeToken
 ) -> None:
-    secret = make_token("read", name="hashed")
-    token = db_session.scalars(select(ApiToken).where(ApiToken.name == "hashed")).one()
+    secret, token = _made(make_token, db_session, "read", name="hashed")
     assert token.token_hash == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in (token.token_hash, token.prefix)
     assert secret.startswith(token.prefix)
-    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+    assert _listing_status(client, secret) == 200
 
 
 def test_a_revoked_token_is_refused(
@@ -189,9 +188,8 @@ def test_a_revoked_token_is_refused(
 ) -> None:
     from app.tokens import service
 
-    secret = make_token("read", name="soon revoked")
-    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
-    token = db_session.scalars(select(ApiToken).where(ApiToken.name == "soon revoked")).one()
+    secret, token = _made(make_token, db_session, "read", name="soon revoked")
+    assert _listing_status(client, secret) == 200
     service.revoke_token(db_session, token_id=token.id)
     db_session.commit()
     response = client.get("/api/v1/projects", headers=bearer(secret))
@@ -209,10 +207,10 @@ def test_a_token_stops_when_its_creator_is_no_longer_an_active_admin(
         db_session, name="t", scopes=["read"], created_by_id=admin.id
     ).secret
     db_session.commit()
-    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 200
+    assert _listing_status(client, secret) == 200
     admin.role = Role.annotator
     db_session.commit()
-    assert client.get("/api/v1/projects", headers=bearer(secret)).status_code == 401
+    assert _listing_status(client, secret) == 401
 
 
 @pytest.mark.parametrize("loss", ["demoted", "deactivated"])
@@ -227,7 +225,7 @@ def test_losing_admin_revokes_the_creators_tokens_for_good(
     mine = service.create_token(db_session, name="mine", scopes=["read"], created_by_id=admin.id)
     other = service.create_token(db_session, name="other", scopes=["read"], created_by_id=boss.id)
     db_session.commit()
-    assert client.get("/api/v1/projects", headers=bearer(mine.secret)).status_code == 200
+    assert _listing_status(client, mine.secret) == 200
 
     if loss == "demoted":
         admin_service.change_role(db_session, actor=boss, user_id=admin.id, role="annotator")
@@ -235,7 +233,7 @@ def test_losing_admin_revokes_the_creators_tokens_for_good(
         admin_service.set_active(db_session, actor=boss, user_id=admin.id, active=False)
     db_session.commit()
     assert mine.token.revoked_at is not None
-    assert client.get("/api/v1/projects", headers=bearer(mine.secret)).status_code == 401
+    assert _listing_status(client, mine.secret) == 401
 
     # Promoted (or reactivated) again: the token stays revoked.
     admin_service.change_role(db_session, actor=boss, user_id=admin.id, role="admin")
@@ -246,7 +244,7 @@ def test_losing_admin_revokes_the_creators_tokens_for_good(
     assert _error_code(response) == "invalid_token"
     # Another admin's token is untouched.
     assert other.token.revoked_at is None
-    assert client.get("/api/v1/projects", headers=bearer(other.secret)).status_code == 200
+    assert _listing_status(client, other.secret) == 200
 
 
 def test_a_role_change_that_keeps_admin_revokes_nothing(
@@ -261,14 +259,13 @@ def test_a_role_change_that_keeps_admin_revokes_nothing(
     accounts.set_active(db_session, user_id=admin.id, active=True)
     db_session.commit()
     assert issued.token.revoked_at is None
-    assert client.get("/api/v1/projects", headers=bearer(issued.secret)).status_code == 200
+    assert _listing_status(client, issued.secret) == 200
 
 
 def test_last_used_is_recorded_at_most_once_a_minute(
     client: httpx.Client, db_session: Session, make_token: MakeToken
 ) -> None:
-    secret = make_token("read", name="used")
-    token = db_session.scalars(select(ApiToken).where(ApiToken.name == "used")).one()
+    secret, token = _made(make_token, db_session, "read", name="used")
     assert token.last_used_at is None
     client.get("/api/v1/projects", headers=bearer(secret))
     db_session.refresh(token)
@@ -299,7 +296,7 @@ def test_the_rate_limit_answers_429_with_retry_after(
     assert _error_code(limited) == "rate_limited"
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     # the window is per token
-    assert client.get("/api/v1/projects", headers=bearer(other)).status_code == 200
+    assert _listing_status(client, other) == 200
 
 
 def test_the_sliding_window_frees_requests_as_they_age() -> None:

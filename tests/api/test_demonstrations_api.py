@@ -4,25 +4,15 @@ nothing stored."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Demonstration, Prompt
-from tests.api.conftest import MakeToken, bearer
+from app.models import Demonstration, Project, Prompt
+from tests.api.conftest import MakeToken, bearer, count, post_content
 from tests.factories import make_project, make_prompt
-
-
-def count(session: Session, model: type, *where: Any) -> int:
-    return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-@pytest.fixture
-def writer(make_token: MakeToken) -> dict[str, str]:
-    return bearer(make_token("read", "write"))
 
 
 def url(project_id: int) -> str:
@@ -68,16 +58,12 @@ def test_dolly_demonstrations_import_as_a_json_array_with_dedup(
 
 
 def test_plain_ndjson_demonstrations(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     lines = [{"prompt": "Hi?", "response": "Hello."}, {"prompt": "Bye?", "response": "Bye."}]
 
-    response = client.post(
-        url(project.id),
-        content="\n".join(json.dumps(x) for x in lines).encode(),
-        headers={**writer, "Content-Type": "application/x-ndjson"},
+    response = post_content(
+        client, url(project.id), "\n".join(json.dumps(x) for x in lines).encode(), writer
     )
 
     assert response.status_code == 200, response.text
@@ -85,15 +71,11 @@ def test_plain_ndjson_demonstrations(
 
 
 def test_a_bad_record_is_422_with_its_lines_and_nothing_is_stored(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, db_session: Session, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     body = b'{"prompt": "good", "response": "ok"}\n{"prompt": "no answer"}\nnot json\n'
 
-    response = client.post(
-        url(project.id), content=body, headers={**writer, "Content-Type": "application/x-ndjson"}
-    )
+    response = post_content(client, url(project.id), body, writer)
 
     assert response.status_code == 422
     details = response.json()["error"]["details"]
@@ -103,17 +85,11 @@ def test_a_bad_record_is_422_with_its_lines_and_nothing_is_stored(
 
 
 def test_skip_invalid_imports_the_good_records(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
+    body = b'{"prompt": "good", "response": "ok"}\n{"prompt": "no answer"}\n'
 
-    response = client.post(
-        url(project.id),
-        params={"skip_invalid": "true"},
-        content=b'{"prompt": "good", "response": "ok"}\n{"prompt": "no answer"}\n',
-        headers={**writer, "Content-Type": "application/x-ndjson"},
-    )
+    response = post_content(client, url(project.id), body, writer, params={"skip_invalid": "true"})
 
     assert response.status_code == 200
     assert response.json()["added"] == 1
@@ -126,20 +102,14 @@ def test_skip_invalid_imports_the_good_records(
 )
 def test_bad_requests_are_422_naming_the_field(
     client: httpx.Client,
-    db_session: Session,
     writer: dict[str, str],
+    project: Project,
     params: dict[str, str],
     body: bytes,
     field: str,
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-
-    response = client.post(
-        url(project.id),
-        params=params,
-        content=body,
-        headers={**writer, "Content-Type": "application/json"},
+    response = post_content(
+        client, url(project.id), body, writer, "application/json", params=params
     )
 
     assert response.status_code == 422
@@ -147,10 +117,8 @@ def test_bad_requests_are_422_naming_the_field(
 
 
 def test_no_token_is_401_and_a_read_token_is_403_and_nothing_is_stored(
-    client: httpx.Client, db_session: Session, make_token: MakeToken
+    client: httpx.Client, db_session: Session, make_token: MakeToken, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     body = [{"prompt": "Hi?", "response": "Hello."}]
 
     anonymous = client.post(url(project.id), json=body)

@@ -11,22 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import TrainingRound
-from app.rounds import service as rounds
-from tests.api.conftest import MakeToken, bearer
-from tests.factories import make_project, make_ready_project
-
-
-@pytest.fixture
-def writer(make_token: MakeToken) -> dict[str, str]:
-    return bearer(make_token("read", "write"))
-
-
-@pytest.fixture
-def sent_stages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(rounds, "send_stage", lambda rid, stage: sent.append((rid, stage)))
-    return sent
+from app.models import Project, TrainingRound
+from tests.api.conftest import RoundsApi
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -54,21 +40,9 @@ def round_count(session: Session) -> int:
     ids=["bad_syntax", "not_utf8", "too_deep"],
 )
 def test_a_body_that_is_not_json_is_422_in_the_error_shape(
-    client: httpx.Client,
-    db_session: Session,
-    writer: dict[str, str],
-    sent_stages: list[tuple[int, str]],
-    body: bytes,
-    reason: str,
+    db_session: Session, rounds_api: RoundsApi, ready_project: Project, body: bytes, reason: str
 ) -> None:
-    project = make_ready_project(db_session)
-    db_session.commit()
-
-    response = client.post(
-        f"/api/v1/projects/{project.id}/rounds",
-        content=body,
-        headers={**writer, "Content-Type": "application/json"},
-    )
+    response = rounds_api(ready_project).post_content(body, "application/json")
 
     assert response.status_code == 422
     error = error_of(response)
@@ -80,12 +54,9 @@ def test_a_body_that_is_not_json_is_422_in_the_error_shape(
 
 
 def test_a_method_an_endpoint_does_not_serve_is_405_allowing_every_method_of_the_path(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, writer: dict[str, str], project: Project
 ) -> None:
     """GET and POST /projects/{id}/rounds are two routes: Allow names both."""
-    project = make_project(db_session)
-    db_session.commit()
-
     response = client.delete(f"/api/v1/projects/{project.id}/rounds", headers=writer)
 
     assert response.status_code == 405
@@ -131,16 +102,9 @@ def test_invalid_fields_are_422_naming_each_field(
 
 @pytest.mark.parametrize("body", [{"beta": 0.1}, {"type": None, "beta": 0.1}])
 def test_a_round_without_a_type_names_the_round_types(
-    client: httpx.Client,
-    db_session: Session,
-    writer: dict[str, str],
-    sent_stages: list[tuple[int, str]],
-    body: dict[str, Any],
+    db_session: Session, rounds_api: RoundsApi, ready_project: Project, body: dict[str, Any]
 ) -> None:
-    project = make_ready_project(db_session)
-    db_session.commit()
-
-    response = client.post(f"/api/v1/projects/{project.id}/rounds", json=body, headers=writer)
+    response = rounds_api(ready_project).post(body)
 
     assert response.status_code == 422
     error = error_of(response)
@@ -153,16 +117,9 @@ def test_a_round_without_a_type_names_the_round_types(
 
 
 def test_a_body_sent_without_a_json_content_type_says_so(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    rounds_api: RoundsApi, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-
-    response = client.post(
-        f"/api/v1/projects/{project.id}/rounds",
-        content=b'{"type": "dpo"}',
-        headers={**writer, "Content-Type": "text/plain"},
-    )
+    response = rounds_api(project).post_content(b'{"type": "dpo"}', "text/plain")
 
     assert response.status_code == 422
     assert "Content-Type: application/json" in error_of(response)["details"][0]["message"]
@@ -181,39 +138,29 @@ def test_a_body_sent_without_a_json_content_type_says_so(
     ],
 )
 def test_a_round_body_is_read_strictly_and_a_coerced_value_starts_nothing(
-    client: httpx.Client,
     db_session: Session,
-    writer: dict[str, str],
-    sent_stages: list[tuple[int, str]],
+    rounds_api: RoundsApi,
+    ready_project: Project,
     body: dict[str, Any],
     field: str,
 ) -> None:
     """Each body would start a round if "3" were read as 3 (the project can run one)."""
-    project = make_ready_project(db_session)
-    db_session.commit()
+    api = rounds_api(ready_project)
 
-    response = client.post(f"/api/v1/projects/{project.id}/rounds", json=body, headers=writer)
+    response = api.post(body)
 
     assert response.status_code == 422, response.text
     assert [d["field"] for d in error_of(response)["details"]] == [field]
     assert round_count(db_session) == 0
-    assert sent_stages == []
+    assert api.sent_stages == []
 
 
 def test_a_strict_round_body_with_json_types_starts_the_round(
-    client: httpx.Client,
-    db_session: Session,
-    writer: dict[str, str],
-    sent_stages: list[tuple[int, str]],
+    rounds_api: RoundsApi, ready_project: Project
 ) -> None:
     """Integers where numbers are declared, and nested settings, are what the schema says."""
-    project = make_ready_project(db_session)
-    db_session.commit()
-
-    response = client.post(
-        f"/api/v1/projects/{project.id}/rounds",
-        json={"type": "reward_ppo", "max_kl": 20, "ppo": {"adaptive_kl": True, "steps": 5}},
-        headers=writer,
+    response = rounds_api(ready_project).post(
+        {"type": "reward_ppo", "max_kl": 20, "ppo": {"adaptive_kl": True, "steps": 5}}
     )
 
     assert response.status_code == 201, response.text

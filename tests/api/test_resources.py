@@ -7,13 +7,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import (
     PolicyKind,
-    PolicyStatus,
     PolicyVersion,
+    Project,
     Prompt,
     RankingTask,
     RoundState,
@@ -21,37 +21,14 @@ from app.models import (
     TrainingRound,
 )
 from app.rounds import service as rounds
-from tests.api.conftest import MakeToken, bearer
+from tests.api.conftest import RoundsApi, count, post_content
 from tests.factories import (
     base_version,
     make_project,
-    make_ready_project,
     make_round,
+    make_trained_version,
     make_version,
 )
-
-
-def count(session: Session, model: type, *where: Any) -> int:
-    return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-@pytest.fixture
-def reader(make_token: MakeToken) -> dict[str, str]:
-    return bearer(make_token("read"))
-
-
-@pytest.fixture
-def writer(make_token: MakeToken) -> dict[str, str]:
-    return bearer(make_token("read", "write"))
-
-
-@pytest.fixture
-def sent_stages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    """Stages sent to the workers (after commit); no broker needed."""
-    sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(rounds, "send_stage", lambda rid, stage: sent.append((rid, stage)))
-    return sent
-
 
 # Projects and pagination
 
@@ -100,10 +77,8 @@ def test_an_unknown_project_is_404_in_the_error_shape(
 
 
 def test_prompts_import_as_a_json_array(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, db_session: Session, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     body = [
         {"instruction": "Name a colour", "input": "", "output": "Blue"},
         {"instruction": "Name a fruit", "input": "", "output": "Pear"},
@@ -133,18 +108,14 @@ CONVERSATION = [
 
 
 def test_prompts_import_as_ndjson_with_conversations(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, db_session: Session, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-    lines = [
-        {"prompt": "Plain one"},
-        {"messages": CONVERSATION},
-    ]
-    response = client.post(
+    lines = [{"prompt": "Plain one"}, {"messages": CONVERSATION}]
+    response = post_content(
+        client,
         f"/api/v1/projects/{project.id}/prompts",
-        content="\n".join(json.dumps(x) for x in lines).encode(),
-        headers={**writer, "Content-Type": "application/x-ndjson"},
+        "\n".join(json.dumps(x) for x in lines).encode(),
+        writer,
     )
     assert response.status_code == 200, response.text
     assert response.json()["added"] == 2
@@ -155,16 +126,10 @@ def test_prompts_import_as_ndjson_with_conversations(
 
 
 def test_a_bad_prompt_record_is_422_with_its_line_and_imports_nothing(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, db_session: Session, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     body = b'{"prompt": "good"}\n{"prompt": 12}\nnot json\n'
-    response = client.post(
-        f"/api/v1/projects/{project.id}/prompts",
-        content=body,
-        headers={**writer, "Content-Type": "application/x-ndjson"},
-    )
+    response = post_content(client, f"/api/v1/projects/{project.id}/prompts", body, writer)
     assert response.status_code == 422
     details = response.json()["error"]["details"]
     assert [(d["field"], d["line"]) for d in details] == [("body", 2), ("body", 3)]
@@ -172,15 +137,14 @@ def test_a_bad_prompt_record_is_422_with_its_line_and_imports_nothing(
 
 
 def test_skip_invalid_imports_the_good_records_and_reports_the_rest(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-    response = client.post(
+    response = post_content(
+        client,
         f"/api/v1/projects/{project.id}/prompts",
+        b'{"prompt": "good"}\n{"prompt": 12}\n',
+        writer,
         params={"skip_invalid": "true"},
-        content=b'{"prompt": "good"}\n{"prompt": 12}\n',
-        headers={**writer, "Content-Type": "application/x-ndjson"},
     )
     assert response.status_code == 200
     assert response.json()["added"] == 1
@@ -199,18 +163,13 @@ def test_bad_prompt_requests_are_422_and_change_nothing(
     client: httpx.Client,
     db_session: Session,
     writer: dict[str, str],
+    project: Project,
     params: dict[str, str],
     body: bytes,
     field: str,
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-    response = client.post(
-        f"/api/v1/projects/{project.id}/prompts",
-        params=params,
-        content=body,
-        headers={**writer, "Content-Type": "application/json"},
-    )
+    url = f"/api/v1/projects/{project.id}/prompts"
+    response = post_content(client, url, body, writer, "application/json", params=params)
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == field
     assert count(db_session, Prompt, Prompt.project_id == project.id) == 0
@@ -236,10 +195,8 @@ def test_samples_from_an_outside_model_create_a_version_and_tasks(
 
 
 def test_a_bad_sample_line_is_422_and_stores_nothing(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, db_session: Session, writer: dict[str, str], project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     body = [
         {"prompt": "ok", "samples": ["a", "b", "c", "d"], "model": "m"},
         {"prompt": "too few", "samples": ["a"], "model": "m"},
@@ -299,19 +256,18 @@ def test_a_round_is_started_listed_read_and_cancelled(
     client: httpx.Client,
     db_session: Session,
     writer: dict[str, str],
-    sent_stages: list[tuple[int, str]],
+    rounds_api: RoundsApi,
+    ready_project: Project,
 ) -> None:
-    project = make_ready_project(db_session)
-    db_session.commit()
-    started = client.post(
-        f"/api/v1/projects/{project.id}/rounds", json={"type": "dpo", "beta": 0.2}, headers=writer
-    )
+    project = ready_project
+    api = rounds_api(project)
+    started = api.post({"type": "dpo", "beta": 0.2})
     assert started.status_code == 201, started.text
     detail = started.json()
     assert (detail["type"], detail["state"], detail["number"]) == ("dpo", "queued", 1)
     assert detail["config"]["beta"] == 0.2
     # enqueued once committed; a DPO round first trains the reward model its gate scores with
-    assert sent_stages == [(detail["id"], "reward_model")]
+    assert api.sent_stages == [(detail["id"], "reward_model")]
 
     listed = client.get(f"/api/v1/projects/{project.id}/rounds", headers=writer).json()
     assert [r["id"] for r in listed["items"]] == [detail["id"]]
@@ -326,9 +282,7 @@ def test_a_round_is_started_listed_read_and_cancelled(
     cancelled = client.post(f"/api/v1/rounds/{detail['id']}/cancel", headers=writer)
     assert cancelled.status_code == 200
     assert cancelled.json()["cancel_requested"] is True
-    again = client.post(
-        f"/api/v1/projects/{project.id}/rounds", json={"type": "sft"}, headers=writer
-    )
+    again = api.post({"type": "sft"})
     assert again.status_code == 409  # the first one is still stopping
 
 
@@ -343,29 +297,22 @@ def test_a_round_is_started_listed_read_and_cancelled(
     ],
 )
 def test_a_bad_round_config_is_422_naming_the_field_and_starts_nothing(
-    client: httpx.Client,
-    db_session: Session,
-    writer: dict[str, str],
-    sent_stages: list[tuple[int, str]],
-    body: dict[str, Any],
-    field: str,
+    db_session: Session, rounds_api: RoundsApi, project: Project, body: dict[str, Any], field: str
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-    response = client.post(f"/api/v1/projects/{project.id}/rounds", json=body, headers=writer)
+    api = rounds_api(project)
+    response = api.post(body)
     assert response.status_code == 422
     fields = [d["field"] for d in response.json()["error"]["details"]]
     assert field in fields, fields
     assert count(db_session, TrainingRound, TrainingRound.project_id == project.id) == 0
-    assert sent_stages == []
+    assert api.sent_stages == []
 
 
 def test_cancelling_a_finished_round_is_409_and_changes_nothing(
-    client: httpx.Client, db_session: Session, writer: dict[str, str]
+    client: httpx.Client, db_session: Session, writer: dict[str, str], ready_project: Project
 ) -> None:
-    project = make_ready_project(db_session)
     training_round = rounds.start_round(
-        db_session, project_id=project.id, round_type="sft", enqueue=False
+        db_session, project_id=ready_project.id, round_type="sft", enqueue=False
     )
     rounds.cancel_round(db_session, round_id=training_round.id)
     db_session.commit()
@@ -390,12 +337,10 @@ def test_policy_versions_show_their_lineage(
     project = make_project(db_session)
     base = base_version(db_session, project)
     training_round = make_round(db_session, project, "dpo")
-    child = make_version(
+    child = make_trained_version(
         db_session,
         project,
-        kind=PolicyKind.trained,
-        status=PolicyStatus.candidate,
-        parent_id=base.id,
+        base,
         round_id=training_round.id,
         base_model="tiny",
         artifact_uri="projects/x/adapter",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -10,25 +11,33 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from app.cli import app as cli
 from app.models import ApiToken, Role
+from rankloop.cli import app as cli
 from tests.api.conftest import bearer
-from tests.factories import make_user
-from tests.helpers import login
+from tests.helpers import login_new_user
 
 SECRET_IN_PAGE = re.compile(r'<code class="secret">(rl_[A-Za-z0-9_-]+)</code>')
 
 
-def test_admin_creates_a_token_on_the_page_and_sees_it_once(
-    client: httpx.Client, db_session: Session
-) -> None:
-    make_user(db_session, username="root", role=Role.admin)
-    db_session.commit()
-    csrf = login(client, "root")
-    created = client.post(
-        "/admin/tokens",
-        data={"name": "cluster", "scopes": ["read", "read:annotators"], "csrf_token": csrf},
+@pytest.fixture
+def root_csrf(client: httpx.Client, db_session: Session) -> str:
+    """`client` logged in as an admin; its CSRF token."""
+    return login_new_user(client, db_session, "root", Role.admin)
+
+
+def create_on_page(
+    client: httpx.Client, csrf: str, name: str, scopes: list[str], **kwargs: Any
+) -> httpx.Response:
+    """The token form on /admin/tokens, posted."""
+    return client.post(
+        "/admin/tokens", data={"name": name, "scopes": scopes, "csrf_token": csrf}, **kwargs
     )
+
+
+def test_admin_creates_a_token_on_the_page_and_sees_it_once(
+    client: httpx.Client, root_csrf: str
+) -> None:
+    created = create_on_page(client, root_csrf, "cluster", ["read", "read:annotators"])
     assert created.status_code == 200
     assert created.headers["Cache-Control"] == "no-store"
     secret = SECRET_IN_PAGE.search(created.text).group(1)  # type: ignore[union-attr]
@@ -39,17 +48,15 @@ def test_admin_creates_a_token_on_the_page_and_sees_it_once(
     assert "read, read:annotators" in listing
 
 
-def test_admin_revokes_a_token_on_the_page(client: httpx.Client, db_session: Session) -> None:
-    make_user(db_session, username="root", role=Role.admin)
-    db_session.commit()
-    csrf = login(client, "root")
-    page = client.post(
-        "/admin/tokens", data={"name": "old", "scopes": ["read"], "csrf_token": csrf}
-    ).text
+def test_admin_revokes_a_token_on_the_page(
+    client: httpx.Client, db_session: Session, root_csrf: str
+) -> None:
+    page = create_on_page(client, root_csrf, "old", ["read"]).text
     secret = SECRET_IN_PAGE.search(page).group(1)  # type: ignore[union-attr]
     token = db_session.scalars(select(ApiToken).where(ApiToken.name == "old")).one()
     revoked = client.post(
-        f"/admin/tokens/{token.id}/revoke", headers={"X-CSRF-Token": csrf, "HX-Request": "true"}
+        f"/admin/tokens/{token.id}/revoke",
+        headers={"X-CSRF-Token": root_csrf, "HX-Request": "true"},
     )
     assert revoked.status_code == 200
     assert "Revoked" in revoked.text
@@ -57,15 +64,10 @@ def test_admin_revokes_a_token_on_the_page(client: httpx.Client, db_session: Ses
 
 
 def test_the_page_refuses_unknown_scopes_and_creates_nothing(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, root_csrf: str
 ) -> None:
-    make_user(db_session, username="root", role=Role.admin)
-    db_session.commit()
-    csrf = login(client, "root")
-    response = client.post(
-        "/admin/tokens",
-        data={"name": "x", "scopes": ["admin"], "csrf_token": csrf},
-        headers={"Accept": "application/json"},
+    response = create_on_page(
+        client, root_csrf, "x", ["admin"], headers={"Accept": "application/json"}
     )
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "scopes"
@@ -73,16 +75,9 @@ def test_the_page_refuses_unknown_scopes_and_creates_nothing(
 
 
 def test_annotators_cannot_open_the_tokens_page(client: httpx.Client, db_session: Session) -> None:
-    make_user(db_session, username="ann")
-    db_session.commit()
-    csrf = login(client, "ann")
+    csrf = login_new_user(client, db_session, "ann")
     assert client.get("/admin/tokens").status_code == 403
-    assert (
-        client.post(
-            "/admin/tokens", data={"name": "x", "scopes": ["read"], "csrf_token": csrf}
-        ).status_code
-        == 403
-    )
+    assert create_on_page(client, csrf, "x", ["read"]).status_code == 403
 
 
 def test_tokens_cli_creates_lists_and_revokes(migrated_engine: Engine) -> None:

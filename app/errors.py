@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class AppError(Exception):
@@ -52,6 +54,13 @@ class MethodNotAllowed(AppError, status_code=405, code="method_not_allowed"):
     def __init__(self, message: str, *, allow: list[str], details: Any = None) -> None:
         super().__init__(message, details=details)
         self.allow = allow
+
+
+def found(value: T | None, what: str) -> T:
+    """`value`, or NotFound("No <what>") when the look-up found nothing."""
+    if value is None:
+        raise NotFound(f"No {what}")
+    return value
 
 
 def http_error(status_code: int, message: str) -> AppError:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.accounts import repository
 from app.config import Settings
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound, RateLimited
+from app.errors import Conflict, InvalidInput, RateLimited, found
 from app.models import LoginAttempt, Role, User, WebSession
 from app.security import hash_password, new_token, token_digest, verify_password
 from app.tokens import service as tokens
@@ -93,10 +93,7 @@ def set_active(session: Session, *, user_id: int, active: bool) -> User:
 
 
 def _require_user(session: Session, user_id: int) -> User:
-    user = repository.get_user(session, user_id)
-    if user is None:
-        raise NotFound(f"No user {user_id}")
-    return user
+    return found(repository.get_user(session, user_id), f"user {user_id}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from app.api.schemas import (
     SampleImportOut,
     SamplingJobOut,
 )
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, found
 from app.models import PolicyVersion, TrainingRound
 from app.projects import demonstrations, imports, sample_upload
 from app.projects.demonstration_import import parse_demonstrations
@@ -281,10 +281,7 @@ def list_policies(session: Session, *, project_id: int, page: PageParams) -> dic
 
 
 def require_version(session: Session, version_id: int) -> PolicyVersion:
-    version = session.get(PolicyVersion, version_id)
-    if version is None:
-        raise NotFound(f"No policy version {version_id}")
-    return version
+    return found(session.get(PolicyVersion, version_id), f"policy version {version_id}")
 
 
 def policy_detail(session: Session, *, version_id: int) -> PolicyVersionDetail:

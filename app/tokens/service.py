@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, found
 from app.models import ApiToken, User
 from app.security import new_token, token_digest
 from app.tokens import repository
@@ -96,9 +96,7 @@ def list_tokens(session: Session) -> list[tuple[ApiToken, str | None]]:
 
 def revoke_token(session: Session, *, token_id: int) -> ApiToken:
     """Revoking twice keeps the first revocation time."""
-    token = repository.get_token(session, token_id)
-    if token is None:
-        raise NotFound(f"No API token {token_id}")
+    token = found(repository.get_token(session, token_id), f"API token {token_id}")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         session.flush()

@@ -7,7 +7,7 @@ get the whole page, so every form also works as a plain HTML form.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -16,9 +16,10 @@ from app.admin import service
 from app.deps import AdminUser, SessionDep, SettingsDep
 from app.errors import InvalidInput
 from app.ids import IdPath
-from app.projects import demonstration_import, demonstrations, imports, sample_upload
+from app.projects import demonstrations, imports, sample_upload
 from app.projects import service as projects
-from app.projects.prompt_import import FORMAT_LABELS, FORMATS, MAX_UPLOAD_BYTES
+from app.projects.imports import ImportKind
+from app.projects.prompt_import import MAX_UPLOAD_BYTES
 from app.projects.schemas import ProjectForm
 from app.rounds import rollback
 from app.templating import render
@@ -265,127 +266,68 @@ def roll_back(
     return _project(request, session, project_id, block="progress", notice=notice)
 
 
-# Prompt import: upload → preview → confirm
+# Prompt and demonstration imports: upload → preview → confirm, the same three routes per kind
 
 
-def _import_page(request: Request, project_id: int, session: SessionDep, **ctx: object) -> Response:
-    project = projects.require_project(session, project_id)
-    ctx = {"project": project, "formats": FORMATS, "format_labels": FORMAT_LABELS, **ctx}
-    return render(request, "admin_prompt_import.html", ctx, block="preview")
-
-
-@router.get("/projects/{project_id}/prompts/import", response_class=HTMLResponse)
-def prompt_import_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
+def _import_page(
+    request: Request, session: SessionDep, project_id: int, kind: ImportKind[Any], **ctx: object
 ) -> Response:
-    return _import_page(request, project_id, session)
+    ctx = {"project": projects.require_project(session, project_id), "kind": kind, **ctx}
+    return render(request, "admin_import.html", ctx, block="preview")
 
 
-@router.post("/projects/{project_id}/prompts/import", response_class=HTMLResponse)
-def preview_prompt_import(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    admin: AdminUser,
-    project_id: IdPath,
-    file: Annotated[UploadFile, File()],
-    fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
-) -> Response:
-    data, filename = _read_upload(file)
-    preview = imports.preview_import(
-        session,
-        project_id=project_id,
-        user_id=admin.id,
-        data=data,
-        filename=filename,
-        fmt=fmt or None,
-        staging_dir=settings.data_dir / "uploads",
-    )
-    return _import_page(request, project_id, session, preview=preview)
+def _add_import_routes(kind: ImportKind[Any]) -> None:
+    path, noun = f"/projects/{{project_id}}/{kind.name}/import", kind.noun
+
+    @router.get(path, response_class=HTMLResponse, name=f"{noun}_import_page")
+    def page(
+        request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
+    ) -> Response:
+        return _import_page(request, session, project_id, kind)
+
+    @router.post(path, response_class=HTMLResponse, name=f"preview_{noun}_import")
+    def preview(
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        admin: AdminUser,
+        project_id: IdPath,
+        file: Annotated[UploadFile, File()],
+        fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
+    ) -> Response:
+        data, filename = _read_upload(file)
+        preview = kind.preview(
+            session,
+            project_id=project_id,
+            user_id=admin.id,
+            data=data,
+            filename=filename,
+            fmt=fmt or None,
+            staging_dir=settings.data_dir / "uploads",
+        )
+        return _import_page(request, session, project_id, kind, preview=preview)
+
+    @router.post(f"{path}/confirm", response_class=HTMLResponse, name=f"confirm_{noun}_import")
+    def confirm(
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        admin: AdminUser,
+        project_id: IdPath,
+        token: Annotated[str, Form(max_length=64)],
+    ) -> Response:
+        outcome = kind.confirm(
+            session,
+            project_id=project_id,
+            user_id=admin.id,
+            token=token,
+            staging_dir=settings.data_dir / "uploads",
+        )
+        return _import_page(request, session, project_id, kind, outcome=outcome)
 
 
-@router.post("/projects/{project_id}/prompts/import/confirm", response_class=HTMLResponse)
-def confirm_prompt_import(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    admin: AdminUser,
-    project_id: IdPath,
-    token: Annotated[str, Form(max_length=64)],
-) -> Response:
-    outcome = imports.confirm_import(
-        session,
-        project_id=project_id,
-        user_id=admin.id,
-        token=token,
-        staging_dir=settings.data_dir / "uploads",
-    )
-    return _import_page(request, project_id, session, outcome=outcome)
-
-
-# Demonstration import (prompt → good response, for SFT): upload → preview → confirm
-
-
-def _demonstration_page(
-    request: Request, project_id: int, session: SessionDep, **ctx: object
-) -> Response:
-    project = projects.require_project(session, project_id)
-    ctx = {
-        "project": project,
-        "formats": demonstration_import.FORMATS,
-        "format_labels": demonstration_import.FORMAT_LABELS,
-        **ctx,
-    }
-    return render(request, "admin_demonstration_import.html", ctx, block="preview")
-
-
-@router.get("/projects/{project_id}/demonstrations/import", response_class=HTMLResponse)
-def demonstration_import_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath
-) -> Response:
-    return _demonstration_page(request, project_id, session)
-
-
-@router.post("/projects/{project_id}/demonstrations/import", response_class=HTMLResponse)
-def preview_demonstration_import(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    admin: AdminUser,
-    project_id: IdPath,
-    file: Annotated[UploadFile, File()],
-    fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
-) -> Response:
-    data, filename = _read_upload(file)
-    preview = demonstrations.preview_demonstration_import(
-        session,
-        project_id=project_id,
-        user_id=admin.id,
-        data=data,
-        filename=filename,
-        fmt=fmt or None,
-        staging_dir=settings.data_dir / "uploads",
-    )
-    return _demonstration_page(request, project_id, session, preview=preview)
-
-
-@router.post("/projects/{project_id}/demonstrations/import/confirm", response_class=HTMLResponse)
-def confirm_demonstration_import(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    admin: AdminUser,
-    project_id: IdPath,
-    token: Annotated[str, Form(max_length=64)],
-) -> Response:
-    outcome = demonstrations.confirm_demonstration_import(
-        session,
-        project_id=project_id,
-        user_id=admin.id,
-        token=token,
-        staging_dir=settings.data_dir / "uploads",
-    )
-    return _demonstration_page(request, project_id, session, outcome=outcome)
+for _kind in (imports.PROMPTS, demonstrations.DEMONSTRATIONS):
+    _add_import_routes(_kind)
 
 
 # Sample upload

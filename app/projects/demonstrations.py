@@ -14,31 +14,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db import after_commit, utcnow
+from app.db import utcnow
 from app.errors import InvalidInput, NotFound
-from app.models import Demonstration, Prompt
+from app.models import Demonstration, Project, Prompt
 from app.projects import repository
 from app.projects.demonstration_import import (
-    DemonstrationParse,
+    FORMAT_LABELS,
     ParsedDemonstration,
     parse_demonstrations,
 )
-from app.projects.imports import (
-    discard_staged,
-    import_statuses,
-    load_staged,
-    stage_upload,
-)
-from app.projects.prompt_import import LineError
-from app.projects.service import add_prompts, prompt_hash, require_project
+from app.projects.imports import Findings, ImportKind, ImportOutcome, PreviewRow
+from app.projects.prompt_import import Parsed
+from app.projects.service import Deduplicated, add_sourced_prompts, prompt_hash
 
-PREVIEW_ROWS = 20
-PREVIEW_ERRORS = 200
 ANNOTATOR_SOURCE = "annotator"
 
 
@@ -49,16 +42,12 @@ def demonstration_hash(prompt_content_hash: str, response: str) -> str:
 
 
 @dataclass(frozen=True)
-class AddedDemonstrations:
+class AddedDemonstrations(Deduplicated):
     added: list[Demonstration]
-    duplicates: int
-    """Demonstrations already in the project, or repeated in the input."""
     prompts_added: int
     """Prompts that did not exist yet and were created for the new demonstrations."""
     in_project: int = 0
-    """Skipped: the project had them already."""
     repeated: int = 0
-    """Skipped: a copy of an earlier record of the input."""
 
 
 def add_demonstrations(
@@ -86,15 +75,12 @@ def add_demonstrations(
     in_project = sum(1 for digest in digests if digest in existing)
 
     # Prompts: create the missing ones, each with the format it came from as its source
-    by_source: dict[str, list[ParsedDemonstration]] = {}
-    for demo, _, _ in new:
-        by_source.setdefault(demo.source, []).append(demo)
-    prompts_added = 0
-    for source, demos in by_source.items():
-        created = add_prompts(
-            session, project_id=project_id, contents=[d.prompt for d in demos], source=source
-        )
-        prompts_added += len(created.added)
+    created = add_sourced_prompts(
+        session,
+        project_id=project_id,
+        contents=[demo.prompt for demo, _, _ in new],
+        sources=[demo.source for demo, _, _ in new],
+    )
     prompt_ids = repository.prompt_ids_by_hash(session, project_id, [ph for _, ph, _ in new])
 
     added = [
@@ -112,8 +98,7 @@ def add_demonstrations(
     session.flush()
     return AddedDemonstrations(
         added=added,
-        duplicates=len(demonstrations) - len(added),
-        prompts_added=prompts_added,
+        prompts_added=len(created.added),
         in_project=in_project,
         repeated=len(demonstrations) - len(added) - in_project,
     )
@@ -144,117 +129,50 @@ def add_annotator_demonstration(
     )
 
 
-# Upload: preview → confirm (staged like the prompt import, app.projects.imports)
+# Upload: preview → confirm (the import pipeline of app.projects.imports)
 
 
-@dataclass(frozen=True)
-class PreviewRow:
-    demonstration: ParsedDemonstration
-    status: str  # "new", "in project" or "repeated in file"
+class DemonstrationImport(ImportKind[ParsedDemonstration]):
+    """Deduplicated by prompt and response; the preview counts the prompts they would create."""
+
+    name = "demonstrations"
+    noun = "demonstration"
+    format_labels = FORMAT_LABELS
+
+    def parse(self, data: bytes, filename: str, fmt: str | None) -> Parsed[ParsedDemonstration]:
+        return parse_demonstrations(data, filename, fmt)
+
+    def digests(self, items: Sequence[ParsedDemonstration]) -> list[str]:
+        return [demonstration_hash(prompt_hash(d.prompt), d.response) for d in items]
+
+    def existing(self, session: Session, project_id: int, digests: Sequence[str]) -> set[str]:
+        return repository.existing_demonstration_hashes(session, project_id, digests)
+
+    def findings(
+        self,
+        session: Session,
+        project: Project,
+        items: Sequence[ParsedDemonstration],
+        statuses: Sequence[str],
+    ) -> Findings:
+        new_prompts = {
+            prompt_hash(d.prompt) for d, s in zip(items, statuses, strict=True) if s == "new"
+        }
+        known = repository.existing_prompt_hashes(session, project.id, new_prompts)
+        # a prompt-import confirm given this token finds no prompts to import
+        return Findings(staged={"prompts": []}, new_prompts=len(new_prompts - known))
+
+    def row(self, item: ParsedDemonstration, status: str) -> PreviewRow:
+        return PreviewRow(item.line, item.prompt, item.response, status)
+
+    def add_staged(
+        self, session: Session, *, project_id: int, staged: dict[str, Any]
+    ) -> ImportOutcome:
+        demos = [ParsedDemonstration(**d) for d in staged["demonstrations"]]
+        added = add_demonstrations(session, project_id=project_id, demonstrations=demos)
+        return ImportOutcome.of(staged, added, prompts_added=added.prompts_added)
 
 
-@dataclass(frozen=True)
-class DemonstrationPreview:
-    token: str | None
-    """Pass to confirm_demonstration_import; None when nothing in the file is new."""
-    filename: str
-    parsed: DemonstrationParse
-    new: int
-    in_project: int
-    repeated: int
-    new_prompts: int
-    """Prompts the new demonstrations will create (the others are in the project already)."""
-    rows: list[PreviewRow]
-    errors: list[LineError]
-    """The first PREVIEW_ERRORS errors; parsed.errors has them all."""
-
-
-@dataclass(frozen=True)
-class DemonstrationImportOutcome:
-    filename: str
-    added: int
-    in_project: int
-    """Skipped: the project had them already (some may have arrived since the preview)."""
-    repeated: int
-    """Skipped: a copy of an earlier record of the file."""
-    prompts_added: int
-    errors: int
-
-    @property
-    def duplicates(self) -> int:
-        return self.in_project + self.repeated
-
-
-def preview_demonstration_import(
-    session: Session,
-    *,
-    project_id: int,
-    user_id: int,
-    data: bytes,
-    filename: str,
-    fmt: str | None,
-    staging_dir: Path,
-) -> DemonstrationPreview:
-    """Parse an upload, count what is new against the project, and stage it for confirm."""
-    require_project(session, project_id)
-    if not data.strip():
-        raise InvalidInput("The file is empty", details={"field": "file"})
-    parsed = parse_demonstrations(data, filename, fmt)
-    prompt_hashes = [prompt_hash(d.prompt) for d in parsed.demonstrations]
-    digests = [
-        demonstration_hash(ph, d.response)
-        for ph, d in zip(prompt_hashes, parsed.demonstrations, strict=True)
-    ]
-    existing = repository.existing_demonstration_hashes(session, project_id, digests)
-    statuses = import_statuses(digests, existing)
-    new_prompt_hashes = {ph for ph, s in zip(prompt_hashes, statuses, strict=True) if s == "new"}
-    known_prompts = repository.existing_prompt_hashes(session, project_id, new_prompt_hashes)
-    new = statuses.count("new")
-    token = None
-    if new:
-        token = stage_upload(
-            staging_dir,
-            {
-                "kind": "demonstrations",
-                "project_id": project_id,
-                "user_id": user_id,
-                "filename": filename,
-                "errors": len(parsed.errors),
-                "prompts": [],  # a prompt-import confirm given this token imports nothing
-                "demonstrations": [asdict(d) for d in parsed.demonstrations],
-            },
-        )
-    return DemonstrationPreview(
-        token=token,
-        filename=filename,
-        parsed=parsed,
-        new=new,
-        in_project=statuses.count("in project"),
-        repeated=statuses.count("repeated in file"),
-        new_prompts=len(new_prompt_hashes - known_prompts),
-        rows=[
-            PreviewRow(d, s)
-            for d, s in zip(parsed.demonstrations[:PREVIEW_ROWS], statuses, strict=False)
-        ],
-        errors=parsed.errors[:PREVIEW_ERRORS],
-    )
-
-
-def confirm_demonstration_import(
-    session: Session, *, project_id: int, user_id: int, token: str, staging_dir: Path
-) -> DemonstrationImportOutcome:
-    """Insert the previewed demonstrations; ones that arrived in between count as duplicates."""
-    staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
-    if staged.get("kind") != "demonstrations":
-        raise NotFound("This preview has expired or was already imported; upload the file again")
-    demonstrations = [ParsedDemonstration(**d) for d in staged["demonstrations"]]
-    added = add_demonstrations(session, project_id=project_id, demonstrations=demonstrations)
-    after_commit(session, lambda: discard_staged(staging_dir, token))
-    return DemonstrationImportOutcome(
-        filename=staged["filename"],
-        added=len(added.added),
-        in_project=added.in_project,
-        repeated=added.repeated,
-        prompts_added=added.prompts_added,
-        errors=staged["errors"],
-    )
+DEMONSTRATIONS = DemonstrationImport()
+preview_demonstration_import = DEMONSTRATIONS.preview
+confirm_demonstration_import = DEMONSTRATIONS.confirm

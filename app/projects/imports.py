@@ -1,9 +1,12 @@
-"""Prompt import in two steps: preview (parse, count, stage) and confirm (insert, one transaction).
+"""Imports in two steps, one pipeline for prompts and demonstrations: preview (parse, count
+what is new against the project, stage) and confirm (insert what was previewed, one transaction).
 
-Between the two, the parsed prompts wait in a JSON file under <data_dir>/uploads named by a
-random token, bound to the project and the admin who uploaded it. That keeps a 100 MB upload
-out of the page and out of the session, and lets the confirm insert exactly what was previewed.
-Several web servers need a shared data directory (or sticky sessions) for this to work.
+An `ImportKind` brings what differs: its record parser, the hash that deduplicates its items,
+what its preview tells besides the counts, and how the staged items are added. Between the two
+steps the parsed items wait in a JSON file under <data_dir>/uploads named by a random token,
+bound to the project and the admin who uploaded it. That keeps a 100 MB upload out of the page
+and out of the session, and lets the confirm insert exactly what was previewed. Several web
+servers need a shared data directory (or sticky sessions) for this to work.
 """
 
 from __future__ import annotations
@@ -13,29 +16,53 @@ import os
 import re
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
 from app.db import after_commit
 from app.errors import InvalidInput, NotFound
-from app.models import Prompt
+from app.models import Project
 from app.projects import prompt_length, repository
-from app.projects.prompt_import import LineError, ParsedPrompt, ParseResult, parse_prompts
-from app.projects.service import AddedPrompts, add_prompts, prompt_hash, require_project
+from app.projects.prompt_import import (
+    FORMAT_LABELS,
+    FORMATS,
+    LineError,
+    Parsed,
+    ParsedPrompt,
+    PromptContent,
+    parse_prompts,
+)
+from app.projects.service import (
+    AddedPrompts,
+    Deduplicated,
+    add_sourced_prompts,
+    prompt_hash,
+    require_project,
+)
 
-PREVIEW_PROMPTS = 20
+PREVIEW_ROWS = 20
 PREVIEW_ERRORS = 200
 STAGED_TTL_SECONDS = 6 * 3600
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Item = TypeVar("Item", bound="DataclassInstance")
+"""A parsed record (ParsedPrompt, ParsedDemonstration): staged as its fields."""
+
 
 @dataclass(frozen=True)
 class PreviewRow:
-    prompt: ParsedPrompt
+    line: int
+    prompt: PromptContent
+    response: str | None
+    """The answer, for a demonstration (None for a prompt)."""
     status: str  # "new", "in project" or "repeated in file"
 
 
@@ -59,25 +86,39 @@ class LongPrompts:
 
 
 @dataclass(frozen=True)
+class Findings:
+    """What a kind's preview tells besides the counts, and keeps for its confirm."""
+
+    staged: dict[str, Any] = field(default_factory=dict)
+    """Added to the staged file."""
+    measured: bool = False
+    too_long: LongPrompts | None = None
+    new_prompts: int | None = None
+
+
+@dataclass(frozen=True)
 class ImportPreview:
     token: str | None
-    """Pass to confirm_import; None when nothing in the file can be imported."""
+    """Pass to the kind's confirm; None when nothing in the file can be imported."""
     filename: str
-    parsed: ParseResult
+    parsed: Parsed[Any]
     new: int
     in_project: int
     repeated: int
     rows: list[PreviewRow]
+    """The first PREVIEW_ROWS items with their status."""
     errors: list[LineError]
     """The first PREVIEW_ERRORS errors; parsed.errors has them all."""
     measured: bool = False
-    """The prompts were measured in the project's tokenizer (else the sampling worker does)."""
+    """Prompts: measured in the project's tokenizer (else the sampling worker does)."""
     too_long: LongPrompts | None = None
-    """New prompts too long for the model (None when there are none, or nothing measured)."""
+    """Prompts: new ones too long for the model (None when there are none, or nothing measured)."""
+    new_prompts: int | None = None
+    """Demonstrations: prompts the new ones will create (the others are in the project already)."""
 
 
 @dataclass(frozen=True)
-class ImportOutcome:
+class ImportOutcome(Deduplicated):
     filename: str
     added: int
     in_project: int
@@ -85,76 +126,203 @@ class ImportOutcome:
     repeated: int
     """Skipped: a copy of an earlier record of the file."""
     errors: int
+    prompts_added: int | None = None
+    """Demonstrations: prompts created for them."""
     too_long: LongPrompts | None = None
+    """Prompts: the added ones too long for the model."""
+
+    @classmethod
+    def of(
+        cls,
+        staged: dict[str, Any],
+        added: Added,
+        *,
+        prompts_added: int | None = None,
+        too_long: LongPrompts | None = None,
+    ) -> ImportOutcome:
+        """The outcome of adding what `staged` held."""
+        return cls(
+            filename=staged["filename"],
+            added=len(added.added),
+            in_project=added.in_project,
+            repeated=added.repeated,
+            errors=staged["errors"],
+            prompts_added=prompts_added,
+            too_long=too_long,
+        )
+
+
+class Added(Protocol):
+    """What adding items to a project reports (AddedPrompts, AddedDemonstrations)."""
 
     @property
-    def duplicates(self) -> int:
-        return self.in_project + self.repeated
+    def added(self) -> Sequence[object]: ...
+
+    @property
+    def in_project(self) -> int: ...
+
+    @property
+    def repeated(self) -> int: ...
 
 
-def preview_import(
-    session: Session,
-    *,
-    project_id: int,
-    user_id: int,
-    data: bytes,
-    filename: str,
-    fmt: str | None,
-    staging_dir: Path,
-) -> ImportPreview:
-    """Parse an upload, count what is new against the project, and stage it for confirm."""
-    require_project(session, project_id)
-    if not data.strip():
-        raise InvalidInput("The file is empty", details={"field": "file"})
-    parsed = parse_prompts(data, filename, fmt)
-    hashes = [prompt_hash(p.content) for p in parsed.prompts]
-    existing = repository.existing_prompt_hashes(session, project_id, hashes)
-    statuses = import_statuses(hashes, existing)
-    new = statuses.count("new")
-    project = require_project(session, project_id)
-    fresh = [i for i, status in enumerate(statuses) if status == "new"]
-    measured = prompt_length.measure(project, [parsed.prompts[i].content for i in fresh])
-    counts: list[int | None] = [None] * len(parsed.prompts)
-    too_long = None
-    if measured is not None:
+class ImportKind(ABC, Generic[Item]):
+    """One kind of import (prompts, demonstrations): the parts of the pipeline that differ."""
+
+    name: str
+    """The URL segment and the staged file's key for the items: "prompts", "demonstrations"."""
+    noun: str
+    """One item, as the pages say it: "prompt", "demonstration"."""
+    format_labels: dict[str, str]
+    formats = FORMATS
+
+    @abstractmethod
+    def parse(self, data: bytes, filename: str, fmt: str | None) -> Parsed[Item]:
+        """The record parser."""
+
+    @abstractmethod
+    def digests(self, items: Sequence[Item]) -> list[str]:
+        """The hash that deduplicates each item within the project."""
+
+    @abstractmethod
+    def existing(self, session: Session, project_id: int, digests: Sequence[str]) -> set[str]:
+        """The digests the project has already."""
+
+    @abstractmethod
+    def findings(
+        self, session: Session, project: Project, items: Sequence[Item], statuses: Sequence[str]
+    ) -> Findings:
+        """What the preview tells besides the counts."""
+
+    @abstractmethod
+    def row(self, item: Item, status: str) -> PreviewRow: ...
+
+    @abstractmethod
+    def add_staged(
+        self, session: Session, *, project_id: int, staged: dict[str, Any]
+    ) -> ImportOutcome:
+        """Add the items of a staged preview (`staged[self.name]`)."""
+
+    def preview(
+        self,
+        session: Session,
+        *,
+        project_id: int,
+        user_id: int,
+        data: bytes,
+        filename: str,
+        fmt: str | None,
+        staging_dir: Path,
+    ) -> ImportPreview:
+        """Parse an upload, count what is new against the project, and stage it for confirm."""
+        project = require_project(session, project_id)
+        if not data.strip():
+            raise InvalidInput("The file is empty", details={"field": "file"})
+        parsed = self.parse(data, filename, fmt)
+        digests = self.digests(parsed.items)
+        statuses = import_statuses(digests, self.existing(session, project_id, digests))
+        found = self.findings(session, project, parsed.items, statuses)
+        new = statuses.count("new")
+        token = None
+        if new:
+            token = stage_upload(
+                staging_dir,
+                {
+                    "project_id": project_id,
+                    "user_id": user_id,
+                    "filename": filename,
+                    "errors": len(parsed.errors),
+                    self.name: [asdict(item) for item in parsed.items],
+                    **found.staged,
+                },
+            )
+        return ImportPreview(
+            token=token,
+            filename=filename,
+            parsed=parsed,
+            new=new,
+            in_project=statuses.count("in project"),
+            repeated=statuses.count("repeated in file"),
+            rows=[
+                self.row(item, status)
+                for item, status in zip(parsed.items[:PREVIEW_ROWS], statuses, strict=False)
+            ],
+            errors=parsed.errors[:PREVIEW_ERRORS],
+            measured=found.measured,
+            too_long=found.too_long,
+            new_prompts=found.new_prompts,
+        )
+
+    def confirm(
+        self, session: Session, *, project_id: int, user_id: int, token: str, staging_dir: Path
+    ) -> ImportOutcome:
+        """Insert the previewed items; ones that arrived in between are skipped as duplicates."""
+        staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
+        if staged.get(self.name) is None:  # a preview of another kind
+            raise _expired()
+        outcome = self.add_staged(session, project_id=project_id, staged=staged)
+        after_commit(session, lambda: discard_staged(staging_dir, token))
+        return outcome
+
+
+# Prompts
+
+
+class PromptImport(ImportKind[ParsedPrompt]):
+    """New prompts are measured in the project's tokenizer; the too-long ones are named."""
+
+    name = "prompts"
+    noun = "prompt"
+    format_labels = FORMAT_LABELS
+
+    def parse(self, data: bytes, filename: str, fmt: str | None) -> Parsed[ParsedPrompt]:
+        return parse_prompts(data, filename, fmt)
+
+    def digests(self, items: Sequence[ParsedPrompt]) -> list[str]:
+        return [prompt_hash(p.content) for p in items]
+
+    def existing(self, session: Session, project_id: int, digests: Sequence[str]) -> set[str]:
+        return repository.existing_prompt_hashes(session, project_id, digests)
+
+    def findings(
+        self,
+        session: Session,
+        project: Project,
+        items: Sequence[ParsedPrompt],
+        statuses: Sequence[str],
+    ) -> Findings:
+        fresh = [i for i, status in enumerate(statuses) if status == "new"]
+        measured = prompt_length.measure(project, [items[i].content for i in fresh])
+        if measured is None:
+            return Findings(staged={"token_counts": None})
+        counts: list[int | None] = [None] * len(items)
         for i, count in zip(fresh, measured.counts, strict=True):
             counts[i] = count
         too_long = _long_prompts(
             [
-                LongPrompt(parsed.prompts[i].line, count)
+                LongPrompt(items[i].line, count)
                 for j, (i, count) in enumerate(zip(fresh, measured.counts, strict=True))
                 if count is not None and measured.too_long(j)
             ],
             measured.budget,
         )
-    token = None
-    if new:
-        token = stage_upload(
-            staging_dir,
-            {
-                "project_id": project_id,
-                "user_id": user_id,
-                "filename": filename,
-                "errors": len(parsed.errors),
-                "prompts": [asdict(p) for p in parsed.prompts],
-                "token_counts": counts if measured is not None else None,
-            },
+        return Findings(staged={"token_counts": counts}, measured=True, too_long=too_long)
+
+    def row(self, item: ParsedPrompt, status: str) -> PreviewRow:
+        return PreviewRow(item.line, item.content, None, status)
+
+    def add_staged(
+        self, session: Session, *, project_id: int, staged: dict[str, Any]
+    ) -> ImportOutcome:
+        prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
+        added = import_prompts(
+            session, project_id=project_id, prompts=prompts, token_counts=staged.get("token_counts")
         )
-    return ImportPreview(
-        token=token,
-        filename=filename,
-        parsed=parsed,
-        new=new,
-        in_project=statuses.count("in project"),
-        repeated=statuses.count("repeated in file"),
-        rows=[
-            PreviewRow(p, s)
-            for p, s in zip(parsed.prompts[:PREVIEW_PROMPTS], statuses, strict=False)
-        ],
-        errors=parsed.errors[:PREVIEW_ERRORS],
-        measured=measured is not None,
-        too_long=too_long,
-    )
+        return ImportOutcome.of(staged, added, too_long=too_long_of(added, prompts))
+
+
+PROMPTS = PromptImport()
+preview_import = PROMPTS.preview
+confirm_import = PROMPTS.confirm
 
 
 def _long_prompts(found: Sequence[LongPrompt], budget: int | None) -> LongPrompts | None:
@@ -162,26 +330,6 @@ def _long_prompts(found: Sequence[LongPrompt], budget: int | None) -> LongPrompt
         return None
     first = list(found[: prompt_length.MAX_NAMED])
     return LongPrompts(count=len(found), first=first, budget=budget)
-
-
-def confirm_import(
-    session: Session, *, project_id: int, user_id: int, token: str, staging_dir: Path
-) -> ImportOutcome:
-    """Insert the previewed prompts; prompts that arrived in between are skipped as duplicates."""
-    staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
-    prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
-    added = import_prompts(
-        session, project_id=project_id, prompts=prompts, token_counts=staged.get("token_counts")
-    )
-    after_commit(session, lambda: discard_staged(staging_dir, token))
-    return ImportOutcome(
-        filename=staged["filename"],
-        added=len(added.added),
-        in_project=added.in_project,
-        repeated=added.repeated,
-        errors=staged["errors"],
-        too_long=too_long_of(added, prompts),
-    )
 
 
 def too_long_of(added: AddedPrompts, prompts: Sequence[ParsedPrompt]) -> LongPrompts | None:
@@ -210,33 +358,12 @@ def import_prompts(
         raise NotFound(f"No project {project_id}")
     if token_counts is not None and len(token_counts) != len(prompts):
         token_counts = None  # a staged file from before counts were staged: measure again
-    by_source: dict[str, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        by_source.setdefault(prompt.source, []).append(index)
-    added: list[Prompt] = []
-    too_long: list[Prompt] = []
-    in_project = repeated = 0
-    budget: int | None = None
-    for source, indices in by_source.items():
-        result = add_prompts(
-            session,
-            project_id=project_id,
-            contents=[prompts[i].content for i in indices],
-            source=source,
-            token_counts=[token_counts[i] for i in indices] if token_counts is not None else None,
-        )
-        added.extend(result.added)
-        too_long.extend(result.too_long)
-        in_project += result.in_project
-        repeated += result.repeated
-        budget = result.budget if result.budget is not None else budget
-    return AddedPrompts(
-        added=added,
-        duplicates=in_project + repeated,
-        in_project=in_project,
-        repeated=repeated,
-        too_long=too_long,
-        budget=budget,
+    return add_sourced_prompts(
+        session,
+        project_id=project_id,
+        contents=[p.content for p in prompts],
+        sources=[p.source for p in prompts],
+        token_counts=token_counts,
     )
 
 
@@ -269,19 +396,22 @@ def stage_upload(folder: Path, payload: dict[str, Any]) -> str:
     return token
 
 
+def _expired() -> NotFound:
+    return NotFound("This preview has expired or was already imported; upload the file again")
+
+
 def load_staged(folder: Path, token: str, *, project_id: int, user_id: int) -> dict[str, Any]:
-    expired = NotFound("This preview has expired or was already imported; upload the file again")
     if not _TOKEN.match(token):
-        raise expired
+        raise _expired()
     path = folder / f"{token}.json"
     try:
         if time.time() - path.stat().st_mtime > STAGED_TTL_SECONDS:
-            raise expired
+            raise _expired()
         payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise expired from None
+        raise _expired() from None
     if payload.get("project_id") != project_id or payload.get("user_id") != user_id:
-        raise expired
+        raise _expired()
     return payload
 
 

@@ -18,7 +18,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -145,7 +145,7 @@ class RecordParser(Protocol[Item_co]):
         messages are matched up in `finish`). A bad record raises BadRecord."""
         ...
 
-    def finish(self) -> tuple[list[Item_co], list[LineError]]:
+    def finish(self) -> tuple[Sequence[Item_co], list[LineError]]:
         """Items and errors known only once the whole file is read."""
         ...
 

@@ -29,9 +29,7 @@ from app.projects import repository
 from app.projects.prompt_import import PromptContent
 
 
-def create_project(
-    session: Session, *, name: str, base_model: str, **settings: Any
-) -> Project:
+def create_project(session: Session, *, name: str, base_model: str, **settings: Any) -> Project:
     """A project starts with policy version 1: its base model, as it is."""
     name = _clean_name(session, name)
     base_model = (base_model or "").strip()
@@ -324,11 +322,22 @@ def flatten_conversation(messages: Sequence[dict[str, str]]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+class Deduplicated:
+    """What an import skipped, counted apart."""
+
+    in_project: int
+    """Skipped: the project had them already."""
+    repeated: int
+    """Skipped: a copy of an earlier record of the same input."""
+
+    @property
+    def duplicates(self) -> int:
+        return self.in_project + self.repeated
+
+
 @dataclass(frozen=True)
-class AddedPrompts:
+class AddedPrompts(Deduplicated):
     added: list[Prompt]
-    duplicates: int
-    """in_project + repeated."""
     in_project: int = 0
     """Skipped: the project had them already."""
     repeated: int = 0
@@ -337,6 +346,18 @@ class AddedPrompts:
     """Added prompts longer than the model's context less max new tokens (measured)."""
     budget: int | None = None
     """Tokens a prompt may take (None: the tokenizer could not be read, nothing measured)."""
+
+    @classmethod
+    def combined(cls, parts: Sequence[AddedPrompts]) -> AddedPrompts:
+        """One report for prompts added in several calls (the last known budget)."""
+        budgets = [part.budget for part in parts if part.budget is not None]
+        return cls(
+            added=[prompt for part in parts for prompt in part.added],
+            in_project=sum(part.in_project for part in parts),
+            repeated=sum(part.repeated for part in parts),
+            too_long=[prompt for part in parts for prompt in part.too_long],
+            budget=budgets[-1] if budgets else None,
+        )
 
 
 def add_prompts(
@@ -388,12 +409,34 @@ def add_prompts(
     too_long, budget = _measure_added(session, project_id, added, new_contents, counts, measure)
     session.flush()
     return AddedPrompts(
-        added=added,
-        duplicates=in_project + repeated,
-        in_project=in_project,
-        repeated=repeated,
-        too_long=too_long,
-        budget=budget,
+        added=added, in_project=in_project, repeated=repeated, too_long=too_long, budget=budget
+    )
+
+
+def add_sourced_prompts(
+    session: Session,
+    *,
+    project_id: int,
+    contents: Sequence[PromptContent],
+    sources: Sequence[str],
+    token_counts: Sequence[int | None] | None = None,
+) -> AddedPrompts:
+    """`add_prompts` for prompts from several formats, each stored with its own as source
+    (`sources` and `token_counts` hold one per content)."""
+    by_source: dict[str, list[int]] = {}
+    for index, source in enumerate(sources):
+        by_source.setdefault(source, []).append(index)
+    return AddedPrompts.combined(
+        [
+            add_prompts(
+                session,
+                project_id=project_id,
+                contents=[contents[i] for i in indices],
+                source=source,
+                token_counts=None if token_counts is None else [token_counts[i] for i in indices],
+            )
+            for source, indices in by_source.items()
+        ]
     )
 
 

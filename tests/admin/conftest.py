@@ -1,18 +1,21 @@
-"""Logged-in clients for the admin page tests."""
+"""Logged-in clients for the admin page tests, a committed project, and the upload forms."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import security
-from app.models import Role, User
-from tests.factories import make_user
+from app.models import Project, Role, User
+from tests.factories import make_project, make_user
 from tests.helpers import login
 
 
@@ -54,3 +57,44 @@ def second_client(client: TestClient) -> TestClient:
     """Another browser on the same app and test transaction."""
     with TestClient(client.app, base_url="http://testserver") as other:
         yield other  # type: ignore[misc]
+
+
+@pytest.fixture
+def project(db_session: Session) -> Project:
+    """A committed project, so a request that fails keeps it."""
+    made = make_project(db_session)
+    db_session.commit()
+    return made
+
+
+def count(session: Session, model: type) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def upload(name: str, data: bytes) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, data, "application/octet-stream")}
+
+
+def post_file(
+    client: httpx.Client,
+    url: str,
+    name: str,
+    content: bytes,
+    headers: dict[str, str],
+    **kwargs: Any,
+) -> httpx.Response:
+    """A file sent as an upload form sends it (other form fields in `data=`)."""
+    return client.post(url, files=upload(name, content), headers=headers, **kwargs)
+
+
+def import_token(preview: httpx.Response) -> str:
+    """The token an import preview carries to its confirm form."""
+    token = re.search(r'name="token" value="([^"]+)"', preview.text)
+    assert token
+    return token.group(1)
+
+
+def confirm_import(
+    client: httpx.Client, import_url: str, token: str, headers: dict[str, str]
+) -> httpx.Response:
+    return client.post(f"{import_url}/confirm", data={"token": token}, headers=headers)

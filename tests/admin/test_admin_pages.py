@@ -8,12 +8,18 @@ import re
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.models import Project, ProjectMember, Prompt, RankingTask, Role, User, WorkerHeartbeat
-from tests.admin.conftest import LoggedIn
+from tests.admin.conftest import (
+    LoggedIn,
+    confirm_import,
+    count,
+    import_token,
+    post_file,
+)
 from tests.factories import make_project, make_prompt, make_task, make_user
 from tests.helpers import login
 
@@ -40,14 +46,6 @@ ADMIN_POSTS = [
     "/admin/projects/{project}/prompts/import/confirm",
     "/admin/projects/{project}/samples/upload",
 ]
-
-
-def count(session: Session, model: type) -> int:
-    return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-def upload(name: str, data: bytes) -> dict[str, tuple[str, bytes, str]]:
-    return {"file": (name, data, "application/octet-stream")}
 
 
 # Access
@@ -545,11 +543,11 @@ def test_an_unknown_project_is_404(client: httpx.Client, admin: LoggedIn) -> Non
 
 
 def test_import_preview_then_confirm_adds_only_new_prompts(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, db_session: Session, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
     make_prompt(db_session, project, "Old prompt")
     db_session.commit()
+    url = f"/admin/projects/{project.id}/prompts/import"
     data = b"\n".join(
         json.dumps(x).encode()
         for x in [
@@ -560,12 +558,7 @@ def test_import_preview_then_confirm_adds_only_new_prompts(
         ]
     )
 
-    preview = client.post(
-        f"/admin/projects/{project.id}/prompts/import",
-        files=upload("alpaca.jsonl", data),
-        data={"format": ""},
-        headers=admin.htmx,
-    )
+    preview = post_file(client, url, "alpaca.jsonl", data, admin.htmx, data={"format": ""})
 
     assert preview.status_code == 200
     assert "Alpaca" in preview.text
@@ -573,38 +566,30 @@ def test_import_preview_then_confirm_adds_only_new_prompts(
     assert '<strong data-count="in-project">1</strong>' in preview.text
     assert '<strong data-count="repeated">1</strong>' in preview.text
     assert count(db_session, Prompt) == 1  # nothing stored before the confirm
-    token = re.search(r'name="token" value="([^"]+)"', preview.text)
-    assert token
+    token = import_token(preview)
 
-    confirmed = client.post(
-        f"/admin/projects/{project.id}/prompts/import/confirm",
-        data={"token": token.group(1)},
-        headers=admin.htmx,
-    )
+    confirmed = confirm_import(client, url, token, admin.htmx)
 
     assert confirmed.status_code == 200
     assert "Imported 2 prompts" in confirmed.text
     texts = db_session.scalars(select(Prompt.text).where(Prompt.source == "alpaca"))
     assert sorted(texts) == ["Another", "New prompt\n\nwith input"]
-    again = client.post(
-        f"/admin/projects/{project.id}/prompts/import/confirm",
-        data={"token": token.group(1)},
-        headers=admin.htmx,
-    )
+    again = confirm_import(client, url, token, admin.htmx)
     assert again.status_code == 404
     assert count(db_session, Prompt) == 3
 
 
 def test_import_preview_lists_bad_lines_by_number(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
     data = b'{"prompt": "fine"}\n{"prompt": ""}\nnot json\n{"prompt": "<b>also</b> fine"}\n'
 
-    preview = client.post(  # a plain form post: token in the form, the whole page back
+    preview = post_file(  # a plain form post: token in the form, the whole page back
+        client,
         f"/admin/projects/{project.id}/prompts/import",
-        files=upload("p.jsonl", data),
+        "p.jsonl",
+        data,
+        {},
         data={"csrf_token": admin.csrf, "format": ""},
     )
 
@@ -618,23 +603,13 @@ def test_import_preview_lists_bad_lines_by_number(
 
 
 def test_the_admin_can_force_a_format(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
+    url = f"/admin/projects/{project.id}/prompts/import"
     data = b"instruction,context,response,category\nName a fish,In the sea,Tope,classification\n"
 
-    detected = client.post(
-        f"/admin/projects/{project.id}/prompts/import",
-        files=upload("dolly.csv", data),
-        headers=admin.htmx,
-    )
-    forced = client.post(
-        f"/admin/projects/{project.id}/prompts/import",
-        files=upload("dolly.csv", data),
-        data={"format": "alpaca"},
-        headers=admin.htmx,
-    )
+    detected = post_file(client, url, "dolly.csv", data, admin.htmx)
+    forced = post_file(client, url, "dolly.csv", data, admin.htmx, data={"format": "alpaca"})
 
     assert "Format: <strong>Dolly" in detected.text
     assert "Name a fish\n\nIn the sea" in detected.text
@@ -642,15 +617,13 @@ def test_the_admin_can_force_a_format(
     assert "In the sea" not in forced.text  # Alpaca has no context column
 
 
-def test_an_empty_upload_is_422(client: httpx.Client, db_session: Session, admin: LoggedIn) -> None:
-    project = make_project(db_session)
-    db_session.commit()
+@pytest.mark.parametrize("what", ["prompts", "demonstrations"])
+def test_an_empty_upload_is_422(
+    client: httpx.Client, admin: LoggedIn, project: Project, what: str
+) -> None:
+    url = f"/admin/projects/{project.id}/{what}/import"
 
-    response = client.post(
-        f"/admin/projects/{project.id}/prompts/import",
-        files=upload("empty.jsonl", b""),
-        headers=admin.htmx,
-    )
+    response = post_file(client, url, "empty.jsonl", b"", admin.htmx)
 
     assert response.status_code == 422
     assert "The file is empty" in response.text
@@ -669,11 +642,13 @@ def test_sample_upload_creates_tasks_and_reports_counts(
         for p in ["Hello?", "Bye?"]
     )
 
-    response = client.post(
+    response = post_file(
+        client,
         f"/admin/projects/{project.id}/samples/upload",
-        files=upload("samples.jsonl", data),
+        "samples.jsonl",
+        data,
+        admin.htmx,
         data={"model": "outside-model"},
-        headers=admin.htmx,
     )
 
     assert response.status_code == 200
@@ -685,17 +660,12 @@ def test_sample_upload_creates_tasks_and_reports_counts(
 
 
 def test_sample_upload_with_a_bad_line_stores_nothing_and_says_where(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, db_session: Session, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
+    url = f"/admin/projects/{project.id}/samples/upload"
     data = b'{"prompt": "p", "samples": ["a", "b", "c", "d"], "model": "m"}\n{"prompt": "q"}\n'
 
-    response = client.post(
-        f"/admin/projects/{project.id}/samples/upload",
-        files=upload("samples.jsonl", data),
-        headers=admin.htmx,
-    )
+    response = post_file(client, url, "samples.jsonl", data, admin.htmx)
 
     assert response.status_code == 200
     assert 'id="upload-refused"' in response.text

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import json
-import re
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Demonstration, Prompt
-from tests.admin.conftest import LoggedIn
-from tests.factories import make_project, make_prompt, make_user
-from tests.helpers import login
-
-
-def upload(name: str, data: bytes) -> dict[str, tuple[str, bytes, str]]:
-    return {"file": (name, data, "application/octet-stream")}
-
-
-def count(session: Session, model: type) -> int:
-    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+from app.models import Demonstration, Project, Prompt
+from tests.admin.conftest import (
+    LoggedIn,
+    confirm_import,
+    count,
+    import_token,
+    post_file,
+)
+from tests.factories import make_prompt
+from tests.helpers import login_new_user
 
 
 def test_the_project_page_links_to_the_demonstration_import(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-
     page = client.get(f"/admin/projects/{project.id}").text
     form = client.get(f"/admin/projects/{project.id}/demonstrations/import")
 
@@ -38,11 +32,11 @@ def test_the_project_page_links_to_the_demonstration_import(
 
 
 def test_upload_preview_then_confirm_adds_the_new_demonstrations_once(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, db_session: Session, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
     make_prompt(db_session, project, "Name a colour")
     db_session.commit()
+    url = f"/admin/projects/{project.id}/demonstrations/import"
     data = b"\n".join(
         json.dumps(x).encode()
         for x in [
@@ -53,12 +47,7 @@ def test_upload_preview_then_confirm_adds_the_new_demonstrations_once(
         ]
     )
 
-    preview = client.post(
-        f"/admin/projects/{project.id}/demonstrations/import",
-        files=upload("alpaca.jsonl", data),
-        data={"format": ""},
-        headers=admin.htmx,
-    )
+    preview = post_file(client, url, "alpaca.jsonl", data, admin.htmx, data={"format": ""})
 
     assert preview.status_code == 200
     assert "<html" not in preview.text
@@ -70,19 +59,10 @@ def test_upload_preview_then_confirm_adds_the_new_demonstrations_once(
     assert '<td class="num">4</td>' in preview.text
     assert "&lt;b&gt;Pear&lt;/b&gt;" in preview.text
     assert count(db_session, Demonstration) == 0  # nothing stored before the confirm
-    token = re.search(r'name="token" value="([^"]+)"', preview.text)
-    assert token
+    token = import_token(preview)
 
-    confirmed = client.post(
-        f"/admin/projects/{project.id}/demonstrations/import/confirm",
-        data={"token": token.group(1)},
-        headers=admin.htmx,
-    )
-    again = client.post(
-        f"/admin/projects/{project.id}/demonstrations/import/confirm",
-        data={"token": token.group(1)},
-        headers=admin.htmx,
-    )
+    confirmed = confirm_import(client, url, token, admin.htmx)
+    again = confirm_import(client, url, token, admin.htmx)
 
     assert confirmed.status_code == 200
     assert "Imported 2 demonstrations" in confirmed.text
@@ -93,57 +73,30 @@ def test_upload_preview_then_confirm_adds_the_new_demonstrations_once(
 
 
 def test_a_prompt_import_token_is_not_a_demonstration_import(
-    client: httpx.Client, db_session: Session, admin: LoggedIn
+    client: httpx.Client, db_session: Session, admin: LoggedIn, project: Project
 ) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-    preview = client.post(
-        f"/admin/projects/{project.id}/prompts/import",
-        files=upload("p.jsonl", b'{"prompt": "Only a prompt"}\n'),
-        headers=admin.htmx,
-    )
-    token = re.search(r'name="token" value="([^"]+)"', preview.text)
-    assert token
+    prompts = f"/admin/projects/{project.id}/prompts/import"
+    preview = post_file(client, prompts, "p.jsonl", b'{"prompt": "Only a prompt"}\n', admin.htmx)
+    token = import_token(preview)
 
-    response = client.post(
-        f"/admin/projects/{project.id}/demonstrations/import/confirm",
-        data={"token": token.group(1)},
-        headers=admin.htmx,
+    response = confirm_import(
+        client, f"/admin/projects/{project.id}/demonstrations/import", token, admin.htmx
     )
 
     assert response.status_code == 404
     assert count(db_session, Prompt) == 0
 
 
-def test_an_empty_upload_is_422(client: httpx.Client, db_session: Session, admin: LoggedIn) -> None:
-    project = make_project(db_session)
-    db_session.commit()
-
-    response = client.post(
-        f"/admin/projects/{project.id}/demonstrations/import",
-        files=upload("empty.jsonl", b""),
-        headers=admin.htmx,
-    )
-
-    assert response.status_code == 422
-    assert "The file is empty" in response.text
-
-
 def test_annotators_get_403_and_anonymous_users_are_sent_to_log_in(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, project: Project
 ) -> None:
-    project = make_project(db_session)
-    make_user(db_session, username="demo-annotator")
-    db_session.commit()
     path = f"/admin/projects/{project.id}/demonstrations/import"
 
     anonymous = client.get(path, follow_redirects=False)
-    token = login(client, "demo-annotator")
+    token = login_new_user(client, db_session, "demo-annotator")
     page = client.get(path)
-    posted = client.post(
-        path,
-        files=upload("d.jsonl", b'{"prompt": "a", "response": "b"}'),
-        headers={"X-CSRF-Token": token},
+    posted = post_file(
+        client, path, "d.jsonl", b'{"prompt": "a", "response": "b"}', {"X-CSRF-Token": token}
     )
 
     assert (anonymous.status_code, anonymous.headers["location"]) == (303, "/login")

@@ -16,18 +16,18 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.dpo import (
-    DPOCancelled,
     DPOConfig,
     DPOResult,
     PreferencePair,
     evaluate_pairs,
     heldout_logratio,
     pair_accuracy,
-    split_by_prompt,
     train_dpo,
 )
+from worker.training.loop import add_policy_adapter, split_by_prompt
 from worker.training.models import load_causal_lm, load_tokenizer
-from worker.training.sft import Demonstration, add_policy_adapter, build_sft_batch
+from worker.training.outcomes import TrainingCancelled
+from worker.training.sft import Demonstration, build_sft_batch
 from worker.training.tiny_model import MARKER
 
 FILLER = (
@@ -187,7 +187,7 @@ def test_should_stop_cancels_and_saves_nothing(tiny_model_dir: Path, tmp_path: P
         polls.append(1)
         return len(polls) > 1
 
-    with pytest.raises(DPOCancelled):
+    with pytest.raises(TrainingCancelled):
         train_dpo(
             model,
             tokenizer,

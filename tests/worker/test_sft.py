@@ -11,17 +11,16 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from worker.training.loop import split_by_prompt
 from worker.training.losses import IGNORE_INDEX, sft_loss
 from worker.training.models import encode_prompt, format_prompt, load_causal_lm, load_tokenizer
+from worker.training.outcomes import TrainingCancelled, TrainingDiverged
 from worker.training.sft import (
     Demonstration,
-    SFTCancelled,
     SFTConfig,
-    SFTDiverged,
     SFTResult,
     build_packed_batch,
     build_sft_batch,
-    split_by_prompt,
     train_sft,
 )
 
@@ -232,7 +231,7 @@ def test_should_stop_cancels_and_saves_nothing(tiny_model_dir: Path, tmp_path: P
         polls.append(1)
         return len(polls) > 2
 
-    with pytest.raises(SFTCancelled):
+    with pytest.raises(TrainingCancelled):
         train_sft(
             model,
             tokenizer,
@@ -251,6 +250,6 @@ def test_non_finite_loss_raises_and_saves_nothing(tiny_model_dir: Path, tmp_path
     model, tokenizer = load(tiny_model_dir)
     with torch.no_grad():
         model.transformer.ln_f.weight[0] = float("nan")  # every logit becomes NaN
-    with pytest.raises(SFTDiverged, match="non-finite"):
+    with pytest.raises(TrainingDiverged, match="non-finite"):
         train_sft(model, tokenizer, demonstrations(12), CONFIG, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -25,12 +25,10 @@ adapter_model.safetensors) and metrics.json. Shape letters: B pairs, T tokens, V
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,32 +37,27 @@ from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
-from worker.training.models import move_to
-from worker.training.prompts import token_limit
-from worker.training.sft import (
-    METRICS_FILE,
-    Prompt,
+from worker.training.loop import (
+    AdapterResult,
+    AdapterSteps,
     add_policy_adapter,
-    collate,
-    encode_examples,
-    pad_token_id,
-    save_adapter,
-    split_by_prompt,
+    restore_state,
+    save_run,
+    start_run,
+    trainable_state,
 )
+from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
+from worker.training.outcomes import Progress, ShouldStop
+from worker.training.prompts import Prompt
+from worker.training.sft import collate, encode_examples, pad_token_id
 
 STEP_METRICS = ("loss", "chosen_rewards", "rejected_rewards", "reward_margin", "reward_accuracy")
 """Logged every step and averaged per epoch; rewards are the implicit β·log(π/π_ref)."""
 Encoded = tuple[list[int], int]
 """(token ids of prompt + response + EOS, number of prompt tokens), from sft.encode_example."""
-
-
-class DPOCancelled(Exception):
-    """`should_stop()` answered True: training ended early and nothing was saved."""
-
-
-class DPODiverged(RuntimeError):
-    """The training loss became NaN or infinite: nothing was saved (lower lr or beta)."""
+DPOResult = AdapterResult
+"""epochs: means of the step metrics, heldout_accuracy, heldout_logratio, heldout_loss;
+steps: step, epoch, loss, chosen/rejected_rewards (β·log-ratio), reward_margin/accuracy."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,20 +125,6 @@ class PreferencePair:
     def __post_init__(self) -> None:
         if self.chosen == self.rejected:
             raise ValueError("chosen and rejected are identical: the pair states no preference")
-
-
-@dataclass
-class DPOResult:
-    """What a run produced; `model` is the trained PeftModel, usable without reloading."""
-
-    adapter_dir: Path
-    epochs: list[dict[str, Any]]
-    """Per epoch: means of the step metrics, heldout_accuracy, heldout_logratio."""
-    steps: list[dict[str, float]]
-    """Per optimizer step: loss, chosen/rejected_rewards (β·log-ratio), reward_margin/accuracy."""
-    final: dict[str, Any]
-    """Last epoch's figures, held-out figures before training, counts and timings."""
-    model: PeftModel = field(repr=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,17 +254,6 @@ def pair_accuracy(
 # ---------------------------------------------------------------------------------------------
 
 
-def _adapter_state(policy: PeftModel) -> dict[str, Tensor]:
-    return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
-
-
-def _restore_adapter_state(policy: PeftModel, state: dict[str, Tensor]) -> None:
-    with torch.no_grad():
-        for name, param in policy.named_parameters():
-            if name in state:
-                param.copy_(state[name])
-
-
 def train_dpo(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -294,30 +262,22 @@ def train_dpo(
     *,
     out_dir: Path,
     init_adapter_dir: Path | None = None,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> DPOResult:
     """Train the "policy" adapter on preference pairs, save it into `out_dir`, return metrics.
 
     `model` is the base (earlier adapters merged in; it is the reference) and is modified in
     place: LoRA layers are injected; `result.model` is the PeftModel wrapping it.
     `progress(step, total, metrics)` follows every optimizer step. `should_stop()` is polled
-    before each step; True raises DPOCancelled, and a non-finite loss raises DPODiverged;
-    neither saves anything.
+    before each step; True raises TrainingCancelled, and a non-finite loss raises
+    TrainingDiverged; neither saves anything.
     """
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
-    if config.device is not None:
-        move_to(model, config.device)
-    torch.manual_seed(config.seed)
 
     # Data: held-out prompts never seen in training
-    train, heldout = split_by_prompt(
-        pairs, heldout_fraction=config.heldout_fraction, seed=config.seed
-    )
-    if not train:
-        raise ValueError("no preference pair to train on")
-    max_length = token_limit(tokenizer, config.max_length, model) or config.max_length
+    train, heldout, max_length = start_run(model, tokenizer, pairs, config, what="preference pair")
     train_enc = encode_pairs(tokenizer, train, max_length=max_length)
     held_enc = encode_pairs(tokenizer, heldout, max_length=max_length)
 
@@ -331,8 +291,15 @@ def train_dpo(
         init_adapter_dir=init_adapter_dir,
     )
     policy.eval()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    steps = AdapterSteps(
+        policy,
+        config,
+        weight_decay=0.0,
+        total_steps=math.ceil(len(train_enc) / config.batch_size) * config.epochs,
+        reported=STEP_METRICS,
+        progress=progress,
+        should_stop=should_stop,
+    )
 
     # Reference log-probs: the reference never changes, so once per pair
     ref_train, train_counts = _all_logps(
@@ -363,72 +330,50 @@ def train_dpo(
     average = config.loss_type == "ipo"
     ref_train_used = ref_train / train_counts.clamp(min=1) if average else ref_train  # (N, 2)
 
-    steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    def step_loss(idx: list[int]) -> tuple[Tensor, dict[str, float]]:
+        # Policy log-probs of chosen and rejected, one forward pass
+        sums, counts = _logps(policy, [train_enc[i] for i in idx], pad_id)  # (B, 2) each
+        logps = sums / counts.clamp(min=1) if average else sums  # (B, 2)
+        ref = ref_train_used[idx].to(logps.device)  # (B, 2)
+
+        # DPO / IPO loss on the log-ratios
+        loss, m = dpo_loss(
+            logps[:, 0],
+            logps[:, 1],
+            ref[:, 0],
+            ref[:, 1],
+            beta=config.beta,
+            loss_type=config.loss_type,
+        )
+        return loss, {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}
+
     order_rng = random.Random(config.seed)
-    epochs: list[dict[str, Any]] = []
-    steps: list[dict[str, float]] = []
-    step = 0
-    train_seconds = 0.0
-    for epoch in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         order = list(range(len(train_enc)))
         order_rng.shuffle(order)
-        epoch_steps: list[dict[str, float]] = []
         for start in range(0, len(order), config.batch_size):
-            if should_stop is not None and should_stop():
-                raise DPOCancelled(f"stopped at step {step} of {total_steps}")
-            tic = time.perf_counter()
             idx = order[start : start + config.batch_size]
-
-            # Policy log-probs of chosen and rejected, one forward pass
-            sums, counts = _logps(policy, [train_enc[i] for i in idx], pad_id)  # (B, 2) each
-            logps = sums / counts.clamp(min=1) if average else sums  # (B, 2)
-            ref = ref_train_used[idx].to(logps.device)  # (B, 2)
-
-            # DPO / IPO loss on the log-ratios
-            loss, m = dpo_loss(
-                logps[:, 0],
-                logps[:, 1],
-                ref[:, 0],
-                ref[:, 1],
-                beta=config.beta,
-                loss_type=config.loss_type,
-            )
-            if not torch.isfinite(loss):
-                raise DPODiverged(f"non-finite loss {loss.item()} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            train_seconds += time.perf_counter() - tic
-            step += 1
-
-            metrics = {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}
-            epoch_steps.append(metrics)
-            steps.append({"step": step, "epoch": epoch + 1, **metrics})
-            if progress is not None:
-                progress(step, total_steps, {**metrics, "epoch": float(epoch + 1)})
+            steps.take(epoch, lambda idx=idx: step_loss(idx))
 
         # Epoch metrics: step means, then the implicit-reward accuracy on unseen prompts
+        done = steps.of_epoch(epoch)
         held = evaluate_heldout()
-        epochs.append(
+        steps.end_epoch(
+            epoch,
             {
-                "epoch": epoch + 1,
-                **{k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in STEP_METRICS},
+                **{k: sum(s[k] for s in done) / len(done) for k in STEP_METRICS},
                 "heldout_accuracy": held["accuracy"] if held else None,
                 "heldout_logratio": held["logratio"] if held else None,
                 "heldout_loss": held["loss"] if held else None,
-                "steps": step,
-                "train_seconds": train_seconds,
-            }
+            },
         )
         if held is not None and (best is None or held["loss"] < best[0]):
-            best = (held["loss"], epoch + 1, _adapter_state(policy))
+            best = (held["loss"], epoch, trainable_state(policy))
 
-    last = epochs[-1]
+    last = steps.epochs[-1]
     if best is not None and best[1] != last["epoch"]:
-        _restore_adapter_state(policy, best[2])  # a later epoch did worse on unseen prompts
-        last = epochs[best[1] - 1]
+        restore_state(policy, best[2])  # a later epoch did worse on unseen prompts
+        last = steps.epochs[best[1] - 1]
 
     # Save: adapter first, metrics last (a metrics.json means the run completed)
     final: dict[str, Any] = {
@@ -439,16 +384,12 @@ def train_dpo(
         "heldout_logratio_before": before["logratio"] if before else None,
         "beta": config.beta,
         "loss_type": config.loss_type,
-        "steps": step,
+        "steps": steps.done,
         "epochs": config.epochs,
         "best_epoch": last["epoch"],
         "n_train": len(train),
         "n_heldout": len(heldout),
-        "train_seconds": train_seconds,
+        "train_seconds": steps.train_seconds,
         "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
     }
-    save_adapter(policy, out_dir)
-    (out_dir / METRICS_FILE).write_text(
-        json.dumps({"config": asdict(config), "epochs": epochs, "final": final}, indent=2)
-    )
-    return DPOResult(adapter_dir=out_dir, epochs=epochs, steps=steps, final=final, model=policy)
+    return save_run(policy, out_dir, config, steps, final)

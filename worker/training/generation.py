@@ -36,13 +36,12 @@ from transformers import (
 
 from worker.training.models import forked_rng, format_prompt
 from worker.training.prompts import (
+    Prompt,
     fit_prompt_ids,
     no_room_message,
     prompt_budget,
     token_limit,
 )
-
-Prompt = str | list[dict[str, str]]
 
 
 @dataclass

@@ -29,37 +29,33 @@ Shape letters: B batch rows, T tokens, V vocabulary.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import torch
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from worker.training.loop import (
+    AdapterResult,
+    AdapterSteps,
+    add_policy_adapter,
+    save_run,
+    start_run,
+)
 from worker.training.losses import IGNORE_INDEX, sft_loss
-from worker.training.models import encode_prompt, format_prompt, lora_config, move_to
-from worker.training.prompts import token_limit, truncate_left
+from worker.training.models import encode_prompt, format_prompt
+from worker.training.outcomes import Progress, ShouldStop
+from worker.training.prompts import Prompt, token_limit, truncate_left
 
-Prompt = str | list[dict[str, str]]
-ADAPTER_NAME = "policy"
-"""Name of the trained adapter inside the PeftModel; on disk the adapter sits in out_dir."""
-METRICS_FILE = "metrics.json"
-
-
-class SFTCancelled(Exception):
-    """`should_stop()` answered True: training ended early and nothing was saved."""
-
-
-class SFTDiverged(RuntimeError):
-    """The training loss became NaN or infinite: nothing was saved (lower lr, check data)."""
+SFTResult = AdapterResult
+"""epochs: epoch, train_loss, heldout_loss, heldout_perplexity (None without held-out);
+steps: step, epoch, loss, tokens."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,20 +124,6 @@ class Demonstration:
     def __post_init__(self) -> None:
         if not self.response.strip():
             raise ValueError("a demonstration needs a non-empty response")
-
-
-@dataclass
-class SFTResult:
-    """What a run produced; `model` is the trained PeftModel, usable without reloading."""
-
-    adapter_dir: Path
-    epochs: list[dict[str, Any]]
-    """Per epoch: epoch, train_loss, heldout_loss, heldout_perplexity (None without held-out)."""
-    steps: list[dict[str, float]]
-    """Per optimizer step: step, epoch, loss, tokens."""
-    final: dict[str, Any]
-    """Last epoch's figures, the held-out loss before training, counts and timings."""
-    model: PeftModel = field(repr=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,89 +267,6 @@ def build_packed_batch(
     return collate_packed([[encoded[i] for i in row] for row in rows], pad_token_id(tokenizer))
 
 
-# ---------------------------------------------------------------------------------------------
-# Held-out split and the policy adapter (dpo.py uses these too, so both agree)
-# ---------------------------------------------------------------------------------------------
-
-
-class _HasPrompt(Protocol):
-    prompt: Prompt
-
-
-ItemT = TypeVar("ItemT", bound=_HasPrompt)
-
-
-def _prompt_key(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-
-
-def split_by_prompt(
-    items: Sequence[ItemT], *, heldout_fraction: float, seed: int
-) -> tuple[list[ItemT], list[ItemT]]:
-    """(train, held-out) with every prompt on one side only, so held-out figures are honest.
-
-    With a positive fraction and at least 2 distinct prompts, both sides get at least one.
-    """
-    keys = list(dict.fromkeys(_prompt_key(item.prompt) for item in items))
-    random.Random(seed).shuffle(keys)
-    n_held = round(heldout_fraction * len(keys))
-    if heldout_fraction > 0 and len(keys) >= 2:
-        n_held = min(max(n_held, 1), len(keys) - 1)
-    held = set(keys[:n_held])
-    train = [item for item in items if _prompt_key(item.prompt) not in held]
-    heldout = [item for item in items if _prompt_key(item.prompt) in held]
-    return train, heldout
-
-
-def add_policy_adapter(
-    model: PreTrainedModel,
-    *,
-    lora_r: int,
-    lora_alpha: int,
-    lora_dropout: float,
-    target_modules: list[str] | str,
-    init_adapter_dir: Path | None,
-) -> PeftModel:
-    """Wrap the base (modified in place) with a trainable "policy" adapter, new or loaded.
-
-    A loaded adapter keeps its own LoRA shape; the lora_* arguments then do not apply.
-    """
-    if isinstance(model, PeftModel):
-        raise TypeError(
-            "pass the base model: merge earlier adapters into it (merge_and_unload) first, "
-            "or continue one through init_adapter_dir"
-        )
-    if init_adapter_dir is not None:
-        return PeftModel.from_pretrained(
-            model, str(init_adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True
-        )
-    lora = lora_config(
-        model,
-        r=lora_r,
-        alpha=lora_alpha,
-        dropout=lora_dropout,
-        target_modules=target_modules,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora, adapter_name=ADAPTER_NAME)
-
-
-def save_adapter(policy: PeftModel, out_dir: Path) -> None:
-    """Write the "policy" adapter's files directly into out_dir (peft would nest them).
-
-    peft saves a non-default adapter under out_dir/<name>/; moving the files up lets
-    `PeftModel.from_pretrained(base, out_dir)` load it. save_embedding_layers=False: "auto"
-    would look the base model up on the hub.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as staging:
-        policy.save_pretrained(
-            staging, selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
-        )
-        for path in (Path(staging) / ADAPTER_NAME).iterdir():
-            path.replace(out_dir / path.name)
-
-
 def _perplexity(loss: float | None) -> float | None:
     if loss is None:
         return None
@@ -437,30 +336,21 @@ def train_sft(
     *,
     out_dir: Path,
     init_adapter_dir: Path | None = None,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> SFTResult:
     """Train the "policy" adapter on `demos`, save it into `out_dir`, return the metrics.
 
     `model` is the base (earlier adapters merged in) and is modified in place: LoRA layers
     are injected; `result.model` is the PeftModel wrapping it. `progress(step, total, metrics)`
     follows every optimizer step. `should_stop()` is polled before each step; True raises
-    SFTCancelled, and a non-finite loss raises SFTDiverged; neither saves anything.
+    TrainingCancelled, and a non-finite loss raises TrainingDiverged; neither saves anything.
     """
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
-    if config.device is not None:
-        move_to(model, config.device)
-    torch.manual_seed(config.seed)
 
     # Data: held-out prompts never seen in training
-    train, heldout = split_by_prompt(
-        demos, heldout_fraction=config.heldout_fraction, seed=config.seed
-    )
-    if not train:
-        raise ValueError("no demonstration to train on")
-
-    max_length = token_limit(tokenizer, config.max_length, model) or config.max_length
+    train, heldout, max_length = start_run(model, tokenizer, demos, config, what="demonstration")
 
     def encode(demo: Demonstration) -> tuple[list[int], int]:
         return encode_example(tokenizer, demo.prompt, demo.response, max_length=max_length)
@@ -488,9 +378,16 @@ def train_sft(
         target_modules=config.target_modules,
         init_adapter_dir=init_adapter_dir,
     )
-    params = [p for p in policy.parameters() if p.requires_grad]
-    device = params[0].device
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = AdapterSteps(
+        policy,
+        config,
+        weight_decay=config.weight_decay,
+        total_steps=math.ceil(len(rows) / config.batch_size) * config.epochs,
+        reported=("loss",),
+        progress=progress,
+        should_stop=should_stop,
+    )
+    device = steps.params[0].device
 
     # Held-out batches are never packed: their loss must not depend on packing.
     held_batches = list(
@@ -506,16 +403,13 @@ def train_sft(
     policy.eval()
     heldout_before = _mean_loss(policy, held_batches)
 
-    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    epochs: list[dict[str, Any]] = []
-    steps: list[dict[str, float]] = []
-    step = 0
-    train_seconds = 0.0
-    for epoch in range(config.epochs):
+    def step_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        loss, n_tokens = _batch_loss(policy, batch)  # cross-entropy on response tokens
+        return loss, {"loss": loss.item(), "tokens": n_tokens}
+
+    for epoch in range(1, config.epochs + 1):
         shuffled = list(rows)
         order_rng.shuffle(shuffled)
-        total_loss, total_tokens = 0.0, 0
         policy.train()  # LoRA dropout, if any, applies; load_causal_lm zeroes the base's
         train_batches = _make_batches(
             train_enc,
@@ -526,57 +420,37 @@ def train_sft(
             device=device,
         )
         for batch in train_batches:
-            if should_stop is not None and should_stop():
-                raise SFTCancelled(f"stopped at step {step} of {total_steps}")
-            tic = time.perf_counter()
-            loss, n_tokens = _batch_loss(policy, batch)
-            if not torch.isfinite(loss):
-                raise SFTDiverged(f"non-finite loss {loss.item()} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            train_seconds += time.perf_counter() - tic
-            step += 1
-            total_loss += loss.item() * n_tokens
-            total_tokens += n_tokens
-            metrics = {"step": step, "epoch": epoch + 1, "loss": loss.item(), "tokens": n_tokens}
-            steps.append(metrics)
-            if progress is not None:
-                progress(step, total_steps, {"loss": loss.item(), "epoch": float(epoch + 1)})
+            steps.take(epoch, lambda batch=batch: step_loss(batch))
 
-        # Held-out loss on unseen prompts, per epoch
+        # Held-out loss on unseen prompts, per epoch; the training loss per token
         policy.eval()
         held_loss = _mean_loss(policy, held_batches)
-        epochs.append(
+        done = steps.of_epoch(epoch)
+        total_tokens = sum(int(s["tokens"]) for s in done)
+        steps.end_epoch(
+            epoch,
             {
-                "epoch": epoch + 1,
-                "train_loss": total_loss / max(total_tokens, 1),
+                "train_loss": sum(s["loss"] * s["tokens"] for s in done) / max(total_tokens, 1),
                 "heldout_loss": held_loss,
                 "heldout_perplexity": _perplexity(held_loss),
-                "steps": step,
-                "train_seconds": train_seconds,
-            }
+            },
         )
 
     # Save: adapter first, metrics last (a metrics.json means the run completed)
+    last = steps.epochs[-1]
     final: dict[str, Any] = {
-        "train_loss": epochs[-1]["train_loss"],
-        "heldout_loss": epochs[-1]["heldout_loss"],
-        "heldout_perplexity": epochs[-1]["heldout_perplexity"],
+        "train_loss": last["train_loss"],
+        "heldout_loss": last["heldout_loss"],
+        "heldout_perplexity": last["heldout_perplexity"],
         "heldout_loss_before": heldout_before,
         "heldout_perplexity_before": _perplexity(heldout_before),
-        "steps": step,
+        "steps": steps.done,
         "epochs": config.epochs,
         "n_train": len(train),
         "n_heldout": len(heldout),
         "rows": len(rows),
         "packing": config.packing,
-        "train_seconds": train_seconds,
+        "train_seconds": steps.train_seconds,
         "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
     }
-    save_adapter(policy, out_dir)
-    (out_dir / METRICS_FILE).write_text(
-        json.dumps({"config": asdict(config), "epochs": epochs, "final": final}, indent=2)
-    )
-    return SFTResult(adapter_dir=out_dir, epochs=epochs, steps=steps, final=final, model=policy)
+    return save_run(policy, out_dir, config, steps, final)

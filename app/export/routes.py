@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
-from app.api.auth import ReadToken
+from app.api.auth import ApiPrincipal, ReadToken
 from app.api.routing import ApiRoute
 from app.api.schemas import AUTH_RESPONSES, NOT_FOUND, download_errors
 from app.deps import SessionDep
 from app.export import service
-from app.export.schemas import PAIR_EXAMPLE, ExportParamsDep
+from app.export.schemas import PAIR_EXAMPLE, ExportParams, ExportParamsDep
 from app.ids import IdPath
 
 router = APIRouter(
@@ -27,15 +28,32 @@ class NDJSONResponse(StreamingResponse):
     media_type = "application/x-ndjson"
 
 
-def _download(
-    request: Request, chunks: Iterator[bytes], *, filename: str, compress: str | None
+def _export(
+    request: Request,
+    session: Session,
+    token: ApiPrincipal,
+    project_id: int,
+    params: ExportParams,
+    kind: str,
+    stream: Callable[[service.ExportPlan], Iterator[bytes]],
+    include_ties: bool = False,
 ) -> NDJSONResponse:
-    """A file download; gzipped as a .gz file when asked, or on the wire for Accept-Encoding."""
+    """Plan the export in the request's transaction, then stream it as a file download:
+    gzipped as a .gz file when asked, or on the wire for Accept-Encoding."""
+    plan = service.plan_export(
+        session,
+        project_id=project_id,
+        kind=kind,
+        params=params,
+        show_names=token.sees_annotators,
+        include_ties=include_ties,
+    )
+    chunks = stream(plan)
     headers = {
-        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Disposition": f'attachment; filename="{plan.filename}"',
         "Vary": "Accept-Encoding",
     }
-    if compress == "gzip":
+    if params.compress == "gzip":
         return NDJSONResponse(
             service.gzip_chunks(chunks), media_type="application/gzip", headers=headers
         )
@@ -85,16 +103,8 @@ def export_pairs(
         ),
     ] = False,
 ) -> NDJSONResponse:
-    plan = service.plan_export(
-        session,
-        project_id=project_id,
-        kind="pairs",
-        params=params,
-        show_names=token.sees_annotators,
-        include_ties=include_ties,
-    )
-    return _download(
-        request, service.stream_pairs(plan), filename=plan.filename, compress=params.compress
+    return _export(
+        request, session, token, project_id, params, "pairs", service.stream_pairs, include_ties
     )
 
 
@@ -135,13 +145,4 @@ def export_rankings(
     project_id: IdPath,
     params: ExportParamsDep,
 ) -> NDJSONResponse:
-    plan = service.plan_export(
-        session,
-        project_id=project_id,
-        kind="rankings",
-        params=params,
-        show_names=token.sees_annotators,
-    )
-    return _download(
-        request, service.stream_rankings(plan), filename=plan.filename, compress=params.compress
-    )
+    return _export(request, session, token, project_id, params, "rankings", service.stream_rankings)

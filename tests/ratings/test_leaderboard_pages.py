@@ -9,32 +9,27 @@ from sqlalchemy.orm import Session
 
 from app.models import PolicyKind, PolicyVersion, Project, ProjectMember, Role, User
 from app.ratings import service
+from tests.admin.conftest import LoggedIn
 from tests.api.conftest import bearer
 from tests.factories import make_project, make_ranking, make_user
 from tests.helpers import login
-from tests.ratings.conftest import (
-    LoggedIn,
-    add_members,
-    mixed_task,
-    mostly,
-    prefer,
-    seed_rankings,
-    two_versions,
-)
+from tests.ratings import conftest as seeding
 
 
 class Seeded:
     def __init__(self, db_session: Session) -> None:
         self.project: Project = make_project(db_session, annotations_per_task=4)
-        self.base, self.new = two_versions(db_session, self.project)
+        self.base, self.new = seeding.two_versions(db_session, self.project)
         self.agreeing: list[User] = [make_user(db_session) for _ in range(3)]
         self.contrarian: User = make_user(db_session, username="contrarian")
-        add_members(db_session, self.project, *self.agreeing, self.contrarian)
+        seeding.add_members(db_session, self.project, *self.agreeing, self.contrarian)
         for _ in range(8):
-            task, samples = mixed_task(db_session, self.project, [self.base, self.new])
+            task, samples = seeding.mixed_task(db_session, self.project, [self.base, self.new])
             for user in self.agreeing:
-                make_ranking(db_session, task, user, prefer(self.new, self.base)(samples))
-            make_ranking(db_session, task, self.contrarian, prefer(self.base, self.new)(samples))
+                make_ranking(db_session, task, user, seeding.prefer(self.new, self.base)(samples))
+            make_ranking(
+                db_session, task, self.contrarian, seeding.prefer(self.base, self.new)(samples)
+            )
         service.recompute(db_session, project_id=self.project.id)
         db_session.commit()
 
@@ -104,9 +99,9 @@ def test_a_project_with_one_version_shows_when_its_sample_fit_was_computed(
     project = make_project(db_session)
     base = base_version(db_session, project)
     user = make_user(db_session)
-    add_members(db_session, project, user)
+    seeding.add_members(db_session, project, user)
     for _ in range(3):
-        task, samples = mixed_task(db_session, project, [base], per_version=3)
+        task, samples = seeding.mixed_task(db_session, project, [base], per_version=3)
         make_ranking(db_session, task, user, [[sid] for sid in samples[base.id]])
     db_session.commit()
 
@@ -143,13 +138,13 @@ def test_excluding_a_non_member_is_not_found(
 def test_recompute_now_picks_up_new_rankings(
     client: httpx.Client, admin: LoggedIn, seeded: Seeded, db_session: Session
 ) -> None:
-    seed_rankings(
+    seeding.seed_rankings(
         db_session,
         seeded.project,
         [seeded.base, seeded.new],
         [seeded.agreeing[0]],
         tasks=2,
-        rank=mostly(seeded.new, seeded.base),
+        rank=seeding.mostly(seeded.new, seeded.base),
     )
     db_session.commit()
 

@@ -224,15 +224,22 @@ def test_recompute_pending_holds_until_the_new_fit_is_stored(
     assert seeded.pending() is False
 
 
-def test_a_ranking_during_a_run_keeps_it_pending_and_sends_the_next_run(
+@pytest.fixture
+def held_run(
     seeded: Seeded, sent: list[tuple[int, float]], hold_fit: Callable[[int], HeldRun]
-) -> None:
+) -> HeldRun:
+    """One ranking submitted, and the run it asks for held inside its fit."""
     seeded.submit_one()
-    run = hold_fit(seeded.project)
+    return hold_fit(seeded.project)
+
+
+def test_a_ranking_during_a_run_keeps_it_pending_and_sends_the_next_run(
+    seeded: Seeded, sent: list[tuple[int, float]], held_run: HeldRun
+) -> None:
     seeded.submit_one()  # not in the held run's data
     assert len(sent) == 2  # the run's claim reads as stale: this submit sends the next run
 
-    assert run.finish() is True
+    assert held_run.finish() is True
     assert seeded.stored_comparisons() == 4
     assert seeded.pending() is True
 
@@ -242,14 +249,11 @@ def test_a_ranking_during_a_run_keeps_it_pending_and_sends_the_next_run(
 
 
 def test_a_duplicate_message_during_a_run_does_nothing(
-    seeded: Seeded, sent: list[tuple[int, float]], hold_fit: Callable[[int], HeldRun]
+    seeded: Seeded, sent: list[tuple[int, float]], held_run: HeldRun
 ) -> None:
-    seeded.submit_one()
-    run = hold_fit(seeded.project)
-
     assert recompute_if_dirty(seeded.project) is False
     assert seeded.pending() is True
-    assert run.finish() is True
+    assert held_run.finish() is True
     assert seeded.pending() is False
 
 

@@ -21,7 +21,7 @@ from app.projects.demonstration_import import parse_demonstrations
 from app.projects.demonstrations import add_demonstrations
 from app.rounds import service
 from tests.conftest import FreshDatabase
-from tests.factories import base_version, make_project
+from tests.factories import base_version, make_model_project
 from worker.jobs.rounds import run_round
 
 DEMONSTRATIONS = b"\n".join(
@@ -35,9 +35,7 @@ def test_an_sft_round_trains_on_demonstrations_and_registers_a_sampled_version(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:
     with app_database.session() as session:
-        project = make_project(
-            session, base_model=str(tiny_model_path), samples_per_prompt=4, max_new_tokens=8
-        )
+        project = make_model_project(session, tiny_model_path, max_new_tokens=8)
         parsed = parse_demonstrations(DEMONSTRATIONS, "alpaca.jsonl")
         assert parsed.errors == []
         add_demonstrations(session, project_id=project.id, demonstrations=parsed.demonstrations)

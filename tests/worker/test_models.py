@@ -152,14 +152,16 @@ def test_format_prompt_wraps_plain_text_as_one_user_turn(tiny_model_dir: Path) -
     )
 
 
+HI_HELLO_WHY = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello."},
+    {"role": "user", "content": "Why?"},
+]
+
+
 def test_format_prompt_renders_a_conversation_up_to_the_reply(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    conversation = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello."},
-        {"role": "user", "content": "Why?"},
-    ]
+    conversation = [{"role": "system", "content": "Be brief."}, *HI_HELLO_WHY]
 
     assert format_prompt(tokenizer, conversation) == (
         "Be brief.\nUser: Hi\nAssistant: Hello.\nUser: Why?\nAssistant:"
@@ -168,11 +170,7 @@ def test_format_prompt_renders_a_conversation_up_to_the_reply(tiny_model_dir: Pa
 
 def test_format_prompt_falls_back_to_the_documented_template(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    conversation = [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello."},
-        {"role": "user", "content": "Why?"},
-    ]
+    conversation = HI_HELLO_WHY
     with_template = format_prompt(tokenizer, conversation)
     tokenizer.chat_template = None
 

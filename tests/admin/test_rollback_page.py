@@ -12,10 +12,15 @@ from tests.admin.conftest import LoggedIn
 from tests.ratings.conftest import Flagged, start_active_round, versions_by_number
 
 
+def rollback_url(flagged: Flagged) -> str:
+    """The project page's roll-back button's target for the flagged version."""
+    return f"/admin/projects/{flagged.project.id}/versions/{flagged.new.number}/rollback"
+
+
 def test_the_roll_back_button_rolls_back_and_the_flag_goes(
     client: httpx.Client, admin: LoggedIn, db_session: Session, flagged: Flagged
 ) -> None:
-    url = f"/admin/projects/{flagged.project.id}/versions/{flagged.new.number}/rollback"
+    url = rollback_url(flagged)
 
     response = client.post(url, headers=admin.htmx)
 
@@ -31,7 +36,7 @@ def test_the_roll_back_button_rolls_back_and_the_flag_goes(
 def test_the_roll_back_button_without_a_csrf_token_changes_nothing(
     client: httpx.Client, admin: LoggedIn, db_session: Session, flagged: Flagged
 ) -> None:
-    url = f"/admin/projects/{flagged.project.id}/versions/{flagged.new.number}/rollback"
+    url = rollback_url(flagged)
 
     response = client.post(url, headers={"HX-Request": "true"})
 
@@ -44,7 +49,7 @@ def test_the_roll_back_button_during_a_round_is_a_conflict(
 ) -> None:
     start_active_round(db_session, flagged.project)
     db_session.commit()
-    url = f"/admin/projects/{flagged.project.id}/versions/{flagged.new.number}/rollback"
+    url = rollback_url(flagged)
 
     response = client.post(url, headers=admin.htmx)
 

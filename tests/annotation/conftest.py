@@ -30,7 +30,7 @@ from app.models import (
     User,
 )
 from app.security import hash_password
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_project, make_task
 
 JSON = {"Accept": "application/json"}
 _numbers = itertools.count(1)
@@ -87,6 +87,10 @@ class Annotator:
     def submit(self, task_id: int, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
         return self.post(f"/annotate/tasks/{task_id}/submit", json=body, **kwargs)
 
+    def submit_form(self, task_id: int, form: dict[str, str]) -> httpx.Response:
+        """Submit as the page's form does (HTMX, form fields)."""
+        return self.post(f"/annotate/tasks/{task_id}/submit", data=form, htmx=True)
+
 
 @pytest.fixture
 def log_in(client: TestClient, db_session: Session) -> Iterator[Callable[[User], Annotator]]:
@@ -104,6 +108,42 @@ def log_in(client: TestClient, db_session: Session) -> Iterator[Callable[[User],
     yield _log_in
     for http in opened:
         http.close()
+
+
+@pytest.fixture
+def project(db_session: Session) -> Project:
+    """Four samples a task, two annotations each."""
+    return make_project(db_session, samples_per_prompt=4, annotations_per_task=2)
+
+
+@pytest.fixture
+def task(db_session: Session, project: Project) -> RankingTask:
+    return make_task(db_session, project)
+
+
+@dataclass
+class Leased:
+    """A task and the logged-in annotator it is leased to, as the annotator was shown it."""
+
+    task: RankingTask
+    annotator: Annotator
+    shown: dict[str, Any]
+
+
+def lease_one(
+    session: Session, log_in: Callable[[User], Annotator], **project_overrides: Any
+) -> Leased:
+    """The one task of a new project, leased to a member over HTTP."""
+    project = make_project(session, **project_overrides)
+    task = make_task(session, project)
+    annotator = log_in(make_member(session, project))
+    return Leased(task, annotator, annotator.next_task()["task"])
+
+
+@pytest.fixture
+def leased(db_session: Session, log_in: Callable[[User], Annotator]) -> Leased:
+    """The one task of a new project with default settings, leased to a member."""
+    return lease_one(db_session, log_in)
 
 
 def best_first(task: dict[str, Any]) -> list[list[int]]:

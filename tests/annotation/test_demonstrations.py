@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Demonstration, Ranking, RankingTask, User
-from tests.annotation.conftest import Annotator, best_first, make_member, snapshot
+from tests.annotation.conftest import Annotator, Leased, best_first, make_member, snapshot
 from tests.factories import make_project, make_task
 
 
@@ -27,29 +27,23 @@ def demonstrations(session: Session) -> list[tuple[int, str, str, int | None]]:
 
 
 def test_none_usable_with_a_written_answer_stores_a_demonstration_from_the_page(
-    db_session: Session, log_in: Callable[[User], Annotator]
+    db_session: Session, leased: Leased
 ) -> None:
-    project = make_project(db_session)
-    task = make_task(db_session, project)
-    annotator = log_in(make_member(db_session, project))
-    annotator.next_task()
-
-    response = annotator.post(
-        f"/annotate/tasks/{task.id}/submit",
-        data={
+    response = leased.annotator.submit_form(
+        leased.task.id,
+        {
             "none_usable": "true",
             "none_usable_reason": "all off topic",
             "demonstration": "  A good, careful answer.\n",
             "flags": "[]",
         },
-        htmx=True,
     )
 
     assert response.status_code == 200, response.text
     ranking = db_session.scalars(select(Ranking)).one()
     assert ranking.none_usable
     assert demonstrations(db_session) == [
-        (task.prompt_id, "A good, careful answer.", "annotator", annotator.user.id)
+        (leased.task.prompt_id, "A good, careful answer.", "annotator", leased.annotator.user.id)
     ]
 
 
@@ -66,17 +60,11 @@ def test_the_page_offers_the_answer_box_in_the_none_usable_form(
     assert '<textarea name="demonstration"' in none_form[: none_form.index("</form>")]
 
 
-def test_a_rejected_submit_stores_no_demonstration(
-    db_session: Session, log_in: Callable[[User], Annotator]
-) -> None:
-    project = make_project(db_session)
-    task = make_task(db_session, project)
-    annotator = log_in(make_member(db_session, project))
-    annotator.next_task()
+def test_a_rejected_submit_stores_no_demonstration(db_session: Session, leased: Leased) -> None:
     before = snapshot(db_session)
 
-    response = annotator.submit(  # "none usable" without a reason is refused
-        task.id, {"none_usable": True, "demonstration": "My answer."}
+    response = leased.annotator.submit(  # "none usable" without a reason is refused
+        leased.task.id, {"none_usable": True, "demonstration": "My answer."}
     )
 
     assert response.status_code == 422
@@ -104,16 +92,10 @@ def test_the_same_answer_from_two_annotators_is_stored_once(
     assert db_session.get(RankingTask, task.id).annotations_done == 2  # type: ignore[union-attr]
 
 
-def test_a_ranking_may_carry_a_demonstration_too(
-    db_session: Session, log_in: Callable[[User], Annotator]
-) -> None:
-    project = make_project(db_session)
-    task = make_task(db_session, project)
-    annotator = log_in(make_member(db_session, project))
-    shown = annotator.next_task()["task"]
-
-    response = annotator.submit(
-        task.id, {"groups": best_first(shown), "demonstration": "Better than all four."}
+def test_a_ranking_may_carry_a_demonstration_too(db_session: Session, leased: Leased) -> None:
+    response = leased.annotator.submit(
+        leased.task.id,
+        {"groups": best_first(leased.shown), "demonstration": "Better than all four."},
     )
 
     assert response.status_code == 200, response.text

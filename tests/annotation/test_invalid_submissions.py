@@ -15,17 +15,7 @@ from app.db import utcnow
 from app.models import Assignment, Project, RankingTask, User
 from tests.annotation.conftest import Annotator, best_first, make_member, snapshot
 from tests.conftest import BACKEND
-from tests.factories import make_project, make_task
-
-
-@pytest.fixture
-def project(db_session: Session) -> Project:
-    return make_project(db_session, samples_per_prompt=4, annotations_per_task=2)
-
-
-@pytest.fixture
-def task(db_session: Session, project: Project) -> RankingTask:
-    return make_task(db_session, project)
+from tests.factories import make_task
 
 
 @pytest.fixture
@@ -102,7 +92,7 @@ STRICT_BODIES: dict[str, Callable[[list[int]], dict[str, Any]]] = {
 def test_ids_that_are_not_json_integers_get_422_naming_the_field_and_store_nothing(
     case: str, annotator: Annotator, shown: dict[str, Any], db_session: Session
 ) -> None:
-    """"31" is not read as 31, nor true as 1: the string ids would otherwise be a valid
+    """ "31" is not read as 31, nor true as 1: the string ids would otherwise be a valid
     ranking of the task."""
     before = snapshot(db_session)
 

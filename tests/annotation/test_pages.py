@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Prompt, Ranking, User, WebSession
-from tests.annotation.conftest import Annotator, best_first, make_member
+from tests.annotation.conftest import Annotator, Leased, best_first, lease_one, make_member
 from tests.factories import make_project, make_prompt, make_task
 
 SAMPLE_ID = re.compile(r'data-sample-id="(\d+)"')
@@ -89,31 +89,22 @@ def test_the_page_loads_a_task_and_shows_the_rendered_guidelines(
 def test_next_task_swaps_in_the_task_block_with_its_samples_in_display_order(
     db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:
-    project = make_project(db_session, samples_per_prompt=5)
-    task = make_task(db_session, project)
-    annotator = log_in(make_member(db_session, project))
-    shown = annotator.next_task()["task"]
+    leased = lease_one(db_session, log_in, samples_per_prompt=5)
 
-    fragment = annotator.post("/annotate/next", htmx=True)
+    fragment = leased.annotator.post("/annotate/next", htmx=True)
 
     assert fragment.status_code == 200
     assert fragment.text.lstrip().startswith('<p id="counter"')
     assert "<html" not in fragment.text
-    assert f'data-task-id="{task.id}"' in fragment.text
-    assert [int(i) for i in SAMPLE_ID.findall(fragment.text)] == [s["id"] for s in shown["samples"]]
+    assert f'data-task-id="{leased.task.id}"' in fragment.text
+    shown_ids = [s["id"] for s in leased.shown["samples"]]
+    assert [int(i) for i in SAMPLE_ID.findall(fragment.text)] == shown_ids
 
 
-def test_the_page_shows_an_open_lease_without_leasing_again(
-    db_session: Session, log_in: Callable[[User], Annotator]
-) -> None:
-    project = make_project(db_session)
-    task = make_task(db_session, project)
-    annotator = log_in(make_member(db_session, project))
-    annotator.next_task()
+def test_the_page_shows_an_open_lease_without_leasing_again(leased: Leased) -> None:
+    page = leased.annotator.http.get("/annotate")
 
-    page = annotator.http.get("/annotate")
-
-    assert f'data-task-id="{task.id}"' in page.text
+    assert f'data-task-id="{leased.task.id}"' in page.text
     assert 'id="done-today">0<' in page.text
 
 
@@ -126,14 +117,13 @@ def test_submitting_on_the_page_swaps_in_the_next_task_and_counts_it(
     shown = annotator.next_task()["task"]
     groups = best_first(shown)
 
-    response = annotator.post(
-        f"/annotate/tasks/{first.id}/submit",
-        data={
+    response = annotator.submit_form(
+        first.id,
+        {
             "groups": f"[{groups[0]}, {groups[1] + groups[2]}, {groups[3]}]",
             "flags": f'[{{"sample_id": {groups[3][0]}, "reason": "rude"}}]',
             "time_spent_ms": "1234",
         },
-        htmx=True,
     )
 
     assert response.status_code == 200, response.text
@@ -145,18 +135,9 @@ def test_submitting_on_the_page_swaps_in_the_next_task_and_counts_it(
     assert ranking.time_spent_ms == 1234
 
 
-def test_none_usable_from_the_page_form(
-    db_session: Session, log_in: Callable[[User], Annotator]
-) -> None:
-    project = make_project(db_session)
-    task = make_task(db_session, project)
-    annotator = log_in(make_member(db_session, project))
-    annotator.next_task()
-
-    response = annotator.post(
-        f"/annotate/tasks/{task.id}/submit",
-        data={"none_usable": "true", "none_usable_reason": "all empty", "flags": "[]"},
-        htmx=True,
+def test_none_usable_from_the_page_form(db_session: Session, leased: Leased) -> None:
+    response = leased.annotator.submit_form(
+        leased.task.id, {"none_usable": "true", "none_usable_reason": "all empty", "flags": "[]"}
     )
 
     assert response.status_code == 200, response.text

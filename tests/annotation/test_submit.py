@@ -25,17 +25,7 @@ from app.models import (
 )
 from app.ratings.elo import K_FACTOR, update
 from tests.annotation.conftest import make_member
-from tests.factories import make_project, make_task, make_version, task_sample_ids
-
-
-@pytest.fixture
-def project(db_session: Session) -> Project:
-    return make_project(db_session, samples_per_prompt=4, annotations_per_task=2)
-
-
-@pytest.fixture
-def task(db_session: Session, project: Project) -> RankingTask:
-    return make_task(db_session, project)
+from tests.factories import make_task, make_version, task_sample_ids
 
 
 @pytest.fixture

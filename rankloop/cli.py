@@ -319,7 +319,7 @@ def serve(
     from app.config import get_settings
 
     uvicorn.run(
-        "app.main:create_app",
+        "rankloop.web:create_app",
         factory=True,
         host=host,
         port=port,
@@ -358,7 +358,7 @@ def worker(
     ] = False,
 ) -> None:
     """Run a Celery worker on the given queues (one task at a time: training owns the device)."""
-    from worker.celery_app import QUEUES, celery_app
+    from app.jobs import QUEUES
     from worker.threads import configure_torch_threads
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
@@ -369,7 +369,7 @@ def worker(
     if check:
         from celery.utils.nodenames import host_format
 
-        from worker.health import heartbeat_is_fresh
+        from app.health import heartbeat_is_fresh
 
         hostname = host_format(node)
         if not heartbeat_is_fresh(hostname):
@@ -382,6 +382,8 @@ def worker(
     if not quiet:
         console.print(f"Worker log: {log}", soft_wrap=True)
     configure_torch_threads(processes=1)  # the solo pool runs tasks in this one process
+    from worker.celery_app import celery_app
+
     celery_app.worker_main(
         [
             "worker",
@@ -497,7 +499,7 @@ def demo(
     try:
         # log_config=None: uvicorn's records go to the log file (app/logs.py), errors as one line
         uvicorn.run(
-            "app.main:create_app",
+            "rankloop.web:create_app",
             factory=True,
             host=host,
             port=port,
@@ -861,12 +863,10 @@ def _simulated_demo(
 
 def _enqueue_demo_preparation(project_id: int, job_id: int | None) -> None:
     """Model building and sampling are slow: the worker does them while the page is up."""
-    try:
-        from worker import tasks
+    from app import jobs
 
-        prepare = getattr(tasks, "prepare_demo", None)
-        if prepare is not None:
-            prepare.delay(project_id, job_id)
+    try:
+        jobs.enqueue(jobs.SAMPLING_PREPARE_DEMO, project_id, job_id)
     except Exception as exc:  # the demo still serves pages without samples
         console.print(f"[yellow]Could not queue demo preparation:[/yellow] {exc}")
     time.sleep(0)
@@ -988,6 +988,9 @@ def policies_export(
     from app.errors import AppError
     from app.export import policies
     from app.models import PolicyVersion
+    from worker.policies import load_base
+
+    policies.use_base_loader(load_base)
 
     try:
         with session_scope(readonly=True) as session:

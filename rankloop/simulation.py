@@ -235,7 +235,7 @@ def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 
     import uvicorn
 
-    from app.main import create_app
+    from rankloop.web import create_app
 
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -18,11 +18,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 BACKEND = os.environ.get("RANKLOOP_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -129,11 +133,8 @@ def db_session(migrated_engine: Engine) -> Iterator[Session]:
         conn.close()
 
 
-@pytest.fixture
-def client(db_session: Session) -> Iterator[httpx.Client]:
-    """In-process HTTP client whose requests run inside the test's rolled-back transaction."""
-    from fastapi.testclient import TestClient
-
+def app_on_session(session: Session) -> FastAPI:
+    """The app whose requests all run on `session` (each committed, or rolled back on error)."""
     from app.deps import get_db
     from app.main import create_app
 
@@ -141,14 +142,22 @@ def client(db_session: Session) -> Iterator[httpx.Client]:
 
     def _test_db() -> Iterator[Session]:
         try:
-            yield db_session
-            db_session.commit()
+            yield session
+            session.commit()
         except BaseException:
-            db_session.rollback()
+            session.rollback()
             raise
 
     app.dependency_overrides[get_db] = _test_db
-    with TestClient(app, base_url="http://testserver") as test_client:
+    return app
+
+
+@pytest.fixture
+def client(db_session: Session) -> Iterator[httpx.Client]:
+    """In-process HTTP client whose requests run inside the test's rolled-back transaction."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app_on_session(db_session), base_url="http://testserver") as test_client:
         yield test_client
 
 
@@ -257,7 +266,8 @@ def app_database(fresh_database: FreshDatabase) -> Iterator[FreshDatabase]:
 def purge_queues(env: dict[str, str]) -> None:
     """Drop messages left by earlier tests (Redis keeps them between test modules)."""
     code = (
-        "from worker.celery_app import celery_app, QUEUES\n"
+        "from app.jobs import QUEUES\n"
+        "from worker.celery_app import celery_app\n"
         "with celery_app.connection_for_write() as conn:\n"
         "    ch = conn.channel()\n"
         "    for q in QUEUES:\n"

@@ -35,8 +35,8 @@ from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 from app.config import Settings
+from app.jobs import QUEUES
 from rankloop.cli import app as cli_app
-from worker.celery_app import QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

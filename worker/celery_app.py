@@ -1,67 +1,20 @@
-"""The Celery app and its routing. Importing this module must not import torch.
+"""The worker's Celery app: app/jobs.py's broker, queues and routes, with the tasks of
+worker/tasks.py. Importing this module must not import torch.
 
-Embedded default: kombu's filesystem transport under <data_dir>/broker (no server). Production:
-RANKLOOP_BROKER_URL=redis://... with separate `sampling` and `training` workers.
+Every worker also beats and reaps (worker/health.py) from the moment it is ready until it
+shuts down.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
 
-from celery import Celery
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
-from app.config import Settings, get_settings
+from app.config import get_settings
+from app.jobs import make_celery
 
-QUEUES = ("sampling", "training")
-
-# Training stages run for many minutes: the broker must not hand the same message to a second
-# worker while the first is still on it (Redis redelivers after the visibility timeout).
-VISIBILITY_TIMEOUT_SECONDS = 24 * 3600
-
-
-def broker_url(settings: Settings) -> str:
-    """The broker URL with a host: kombu warns "No hostname was supplied" on every connection
-    to a bare `filesystem://` (the host means nothing to that transport)."""
-    url = settings.effective_broker_url
-    return "filesystem://localhost/" if url.rstrip("/") == "filesystem:" else url
-
-
-def make_celery(settings: Settings) -> Celery:
-    app = Celery("rankloop", broker=broker_url(settings), include=["worker.tasks"])
-    transport_options: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
-    if settings.effective_broker_url.startswith("filesystem"):
-        folder = settings.broker_folder
-        (folder / "queue").mkdir(parents=True, exist_ok=True)
-        (folder / "processed").mkdir(parents=True, exist_ok=True)
-        transport_options.update(
-            data_folder_in=str(folder / "queue"),
-            data_folder_out=str(folder / "queue"),
-            processed_folder=str(folder / "processed"),
-            control_folder=str(folder / "control"),
-            store_processed=False,
-        )
-    app.conf.update(
-        broker_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=False,
-        worker_prefetch_multiplier=1,
-        task_default_queue="sampling",
-        task_routes={
-            "sampling.*": {"queue": "sampling"},
-            "ratings.*": {"queue": "sampling"},
-            "training.*": {"queue": "training"},
-        },
-        worker_hijack_root_logger=False,
-        # The filesystem transport has no fanout exchange for remote control.
-        worker_enable_remote_control=not settings.effective_broker_url.startswith("filesystem"),
-    )
-    return app
-
-
-celery_app = make_celery(get_settings())
+celery_app = make_celery(get_settings(), include=["worker.tasks"])
 
 
 @setup_logging.connect
@@ -90,4 +43,4 @@ def _stop_heartbeat(**_: object) -> None:
         stop.set()
 
 
-_heartbeat_stop: list[Any] = []
+_heartbeat_stop: list[threading.Event] = []

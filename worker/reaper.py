@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import session_scope, utcnow
+from app.health import LEASE_HOSTNAME
 from app.models import JobState, SamplingJob, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,6 @@ REAP_SECONDS = 60.0
 its heartbeat timed out (while some worker runs)."""
 LEASE_SECONDS = 3 * REAP_SECONDS
 """A lease its holder stopped renewing (it shut down or died) is taken over after this."""
-LEASE_HOSTNAME = "lease:reaper"
-"""The lease is a row of worker_heartbeats (queues: its holder; last_seen_at: last renewal),
-which the worker list leaves out; an UPDATE takes it, so it works on SQLite and PostgreSQL."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
-"""Thin Celery tasks: load by id → call a plain function in worker/ → record the result."""
+"""Thin Celery tasks: load by id → call a plain function in worker/ → record the result.
+
+Registered under the names of app/jobs.py, which the web app sends by name."""
 
 from __future__ import annotations
 
+from app import jobs
 from worker.celery_app import celery_app
 
 
-@celery_app.task(name="sampling.ping")
+@celery_app.task(name=jobs.SAMPLING_PING)
 def ping(marker_path: str) -> str:
     """Proves a worker consumes the queue (used by the health check and the tests)."""
     from pathlib import Path
@@ -14,7 +17,7 @@ def ping(marker_path: str) -> str:
     return "pong"
 
 
-@celery_app.task(name="sampling.run_job", acks_late=True)
+@celery_app.task(name=jobs.SAMPLING_RUN_JOB, acks_late=True)
 def run_sampling_job(job_id: int) -> int:
     """Idempotent: a redelivered job skips the prompts it already wrote."""
     from worker.jobs.sampling import run_sampling_job as run
@@ -22,7 +25,7 @@ def run_sampling_job(job_id: int) -> int:
     return run(job_id)
 
 
-@celery_app.task(name="sampling.top_up")
+@celery_app.task(name=jobs.SAMPLING_TOP_UP)
 def top_up_sampling(project_id: int) -> int | None:
     """Sent by a submit that left the project below its minimum of open tasks."""
     from worker.jobs.sampling import top_up
@@ -30,7 +33,7 @@ def top_up_sampling(project_id: int) -> int | None:
     return top_up(project_id)
 
 
-@celery_app.task(name="sampling.prepare_demo", acks_late=True)
+@celery_app.task(name=jobs.SAMPLING_PREPARE_DEMO, acks_late=True)
 def prepare_demo(project_id: int, job_id: int | None = None) -> None:
     """Build the tiny model if missing, then run the demo's sampling job (`rankloop demo`
     queued it; without one, a job is started)."""
@@ -39,7 +42,7 @@ def prepare_demo(project_id: int, job_id: int | None = None) -> None:
     prepare_demo_samples(project_id, job_id=job_id)
 
 
-@celery_app.task(name="ratings.recompute", acks_late=True)
+@celery_app.task(name=jobs.RATINGS_RECOMPUTE, acks_late=True)
 def recompute_ratings(project_id: int) -> bool:
     """Debounced: sent once per window by the first submit (countdown); a duplicate message
     finds the project's marker clear, or claimed by the run in progress, and does nothing."""
@@ -50,7 +53,7 @@ def recompute_ratings(project_id: int) -> bool:
 
 # Not acks_late: a training stage runs for many minutes and must never be redelivered to a
 # second worker; if the worker dies, the reaper fails the round (its heartbeat goes stale).
-@celery_app.task(name="training.run_round_stage", acks_late=False)
+@celery_app.task(name=jobs.TRAINING_RUN_ROUND_STAGE, acks_late=False)
 def run_round_stage(round_id: int, stage: str) -> None:
     from app.rounds.service import send_stage
     from worker.jobs.rounds import run_stage

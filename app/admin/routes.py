@@ -55,7 +55,7 @@ def _read_upload(upload: UploadFile) -> tuple[bytes, str]:
 
 @router.get("", response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep, admin: AdminUser) -> Response:
-    from worker.health import queue_lengths, worker_statuses
+    from app.health import queue_lengths, worker_statuses
 
     summaries = projects.project_summaries(session)
     context = {

@@ -1,7 +1,8 @@
 """The route class every /api/v1 router uses: RFC 7235 headers on 401, rate-limit headers.
 
-app.main renders AppError once for the whole app; this wrapper only adds the headers the API
-owes its clients (WWW-Authenticate on 401, X-RateLimit-* on every authorised response).
+app/error_handlers.py renders AppError once for the whole app; this wrapper only adds the
+headers the API owes its clients (WWW-Authenticate on 401, X-RateLimit-* on every authorised
+response).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from app.error_handlers import handle_app_error
 from app.errors import Unauthorized
 
 
@@ -23,8 +25,6 @@ class ApiRoute(APIRoute):
             try:
                 response = await handler(request)
             except Unauthorized as exc:
-                from app.main import handle_app_error  # app.main imports the API routers
-
                 response = await handle_app_error(request, exc)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="rankloop"'
                 return response

@@ -4,7 +4,9 @@ on its base model), or with `merged` the full weights (AutoModelForCausalLM.from
 A trained version's adapter applies on top of its base with `merged_adapters` merged in; such an
 adapter is not loadable on the plain base, so only the merged download is offered for it.
 Merged weights are built once (loading the base on this machine) and kept in the artifact store
-under exports/, so later downloads stream the stored copy.
+under exports/, so later downloads stream the stored copy. Loading a model and merging adapters
+is the worker's code, which app/ never imports: the process's entry point hands it over
+(`use_base_loader`: rankloop/web.py for the served app, the CLI for `policies export`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -35,6 +38,27 @@ class ModelUnavailable(AppError):
 
 
 READ_CHUNK = 1 << 20
+
+
+class BaseLoader(Protocol):
+    """(model, tokenizer): the base model with the given adapters merged in, in eval mode."""
+
+    def __call__(
+        self,
+        base_model: str,
+        merged_adapter_uris: tuple[str, ...] = (),
+        *,
+        trust_remote_code: bool = False,
+    ) -> tuple[Any, Any]: ...
+
+
+_base_loader: BaseLoader | None = None
+
+
+def use_base_loader(load: BaseLoader) -> None:
+    """Build merged weights with `load` (the worker's `worker.policies.load_base`)."""
+    global _base_loader
+    _base_loader = load
 
 
 @dataclass(frozen=True)
@@ -152,8 +176,9 @@ def materialize(export: PolicyExport) -> Materialized:
 
 
 def _write_merged(export: PolicyExport, out_dir: Path) -> None:
-    from worker.policies import load_base
-
+    load_base = _base_loader
+    if load_base is None:
+        raise RuntimeError("this process was given no model loader (use_base_loader)")
     chain = export.merged_adapter_uris + ((export.adapter_uri,) if export.adapter_uri else ())
     model, tokenizer = load_base(
         export.base_model, chain, trust_remote_code=export.trust_remote_code

@@ -3,7 +3,7 @@
 The web app reads the tokenizer and model config of the project's base model (a local
 directory, the built `tiny` model, or a hub id in the Hugging Face cache, downloaded if
 need be) and counts each prompt as the worker will render it (chat template, BOS), with the
-same functions (`worker.training.prompts`). A prompt longer than the model's context less
+same functions (`app.prompt_tokens`). A prompt longer than the model's context less
 the project's max new tokens is *too long*: the import names it, and the project's
 `long_prompts` setting decides whether sampling left-truncates it or skips it.
 
@@ -24,6 +24,7 @@ from typing import Any
 
 from app.config import get_settings
 from app.models import Project
+from app.prompt_tokens import count_prompt_tokens, prompt_budget, token_limit
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def _load(source: str) -> tuple[Any, int | None]:
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from worker.training.prompts import token_limit
-
     token = get_settings().effective_hf_token()
     tokenizer = AutoTokenizer.from_pretrained(source, token=token, local_files_only=True)
     config = AutoConfig.from_pretrained(source, token=token, local_files_only=True)
@@ -117,8 +116,6 @@ def measure(project: Project, contents: Sequence[Any]) -> Measurement | None:
     loaded = project_tokenizer(project)
     if loaded is None:
         return None
-    from worker.training.prompts import count_prompt_tokens, prompt_budget
-
     tokenizer, context = loaded
     return Measurement(
         counts=count_prompt_tokens(tokenizer, list(contents)),

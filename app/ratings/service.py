@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import after_commit, utcnow
 from app.errors import InvalidInput, NotFound
+from app.jobs import RATINGS_RECOMPUTE, enqueue
 from app.models import PolicyRating, PolicyVersion, ProjectMember
 from app.projects.service import require_project
 from app.ratings import repository
@@ -208,10 +209,8 @@ def send_recompute(project_id: int, *, countdown: float) -> None:
     """Runs after the submit committed: a broker failure must not turn the saved ranking into
     an error for the annotator. The marker stays set; the first submit after it goes stale
     sends the job again."""
-    from worker.tasks import recompute_ratings
-
     try:
-        recompute_ratings.apply_async(args=[project_id], countdown=countdown)
+        enqueue(RATINGS_RECOMPUTE, project_id, countdown=countdown)
     except Exception:
         logger.exception("could not send ratings.recompute for project %s", project_id)
 

@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import InvalidInput
+from app.health import queue_lengths, worker_statuses
 from app.models import TrainingRound
 from app.projects.service import require_project
 from app.rounds import repository, service, sizing
 from app.rounds.charts import round_charts
 from app.rounds.gate import LABELS as GATE_LABELS
 from app.rounds.schemas import CONFIG_BY_TYPE
+from app.server_paths import strip_server_paths
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,6 @@ def start_round_from_form(
 
 
 def rounds_context(session: Session, *, project_id: int, round_type: str) -> dict[str, Any]:
-    from worker.health import queue_lengths, worker_statuses
-
     project = require_project(session, project_id)
     prompts, rankings = repository.sizing_counts(session, project_id)
     sized = sizing.size_round(
@@ -128,8 +128,6 @@ def rounds_context(session: Session, *, project_id: int, round_type: str) -> dic
 
 
 def round_context(session: Session, *, round_id: int, settings: Settings) -> dict[str, Any]:
-    from worker.health import queue_lengths, worker_statuses
-
     training_round = service.require_round(session, round_id)
     progress = training_round.progress or {}
     step, total = progress.get("step") or 0, progress.get("total")
@@ -173,6 +171,4 @@ def error_parts(error: str | None, detail: str | None) -> tuple[str | None, str 
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
     if len(lines) == 1:
         return lines[0], detail
-    from worker.failures import strip_server_paths
-
     return strip_server_paths(lines[-1]), detail or strip_server_paths(error.strip())

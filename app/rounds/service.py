@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs import TRAINING_RUN_ROUND_STAGE, enqueue
 from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
 from app.rounds import preconditions, repository, sizing
@@ -103,9 +104,7 @@ def start_round(
 
 
 def send_stage(round_id: int, stage: str) -> None:
-    from worker.tasks import run_round_stage
-
-    run_round_stage.apply_async(args=[round_id, stage], queue=STAGE_QUEUE.get(stage, "training"))
+    enqueue(TRAINING_RUN_ROUND_STAGE, round_id, stage, queue=STAGE_QUEUE.get(stage, "training"))
 
 
 def require_round(session: Session, round_id: int) -> TrainingRound:

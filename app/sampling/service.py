@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import after_commit, utcnow
 from app.errors import InvalidInput, NotFound
+from app.jobs import SAMPLING_RUN_JOB, SAMPLING_TOP_UP, enqueue
 from app.models import (
     JobState,
     PolicyKind,
@@ -211,9 +212,7 @@ def _new_job(
 
 
 def send_sampling_job(job_id: int) -> None:
-    from worker.tasks import run_sampling_job
-
-    run_sampling_job.delay(job_id)
+    enqueue(SAMPLING_RUN_JOB, job_id)
 
 
 def note_task_closed(session: Session, *, project_id: int) -> None:
@@ -231,10 +230,8 @@ def note_task_closed(session: Session, *, project_id: int) -> None:
 def send_top_up(project_id: int) -> None:
     """After the submit committed: a broker failure must not turn a saved ranking into an
     error; the next completed task asks again."""
-    from worker.tasks import top_up_sampling
-
     try:
-        top_up_sampling.delay(project_id)
+        enqueue(SAMPLING_TOP_UP, project_id)
     except Exception:
         logger.exception("could not send sampling.top_up for project %s", project_id)
 

@@ -104,7 +104,7 @@ def test_the_filesystem_broker_gets_a_hostname_so_kombu_does_not_warn(
 ) -> None:
     from kombu import Connection
 
-    from worker.celery_app import broker_url
+    from app.jobs import broker_url
 
     url = broker_url(Settings(broker_url=None))
     with caplog.at_level(logging.WARNING, logger="kombu"):

@@ -96,7 +96,7 @@ def policies(
 
 @pytest.fixture(scope="module")
 def api(app_database: FreshDatabase) -> Iterator[TestClient]:
-    from app.main import create_app
+    from rankloop.web import create_app
 
     with TestClient(create_app(), base_url="http://testserver") as client:
         yield client

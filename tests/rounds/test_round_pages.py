@@ -131,7 +131,7 @@ def test_annotators_cannot_see_round_pages(client: httpx.Client, db_session: Ses
 def test_rounds_page_shows_workers_and_queue_lengths(
     client: httpx.Client, db_session: Session
 ) -> None:
-    from worker.health import queue_lengths
+    from app.health import queue_lengths
     from worker.tasks import run_round_stage
 
     _admin(client, db_session)

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
+from app.health import worker_statuses
 from app.models import (
     JobState,
     LoginAttempt,
@@ -30,7 +31,6 @@ from app.sampling import service as sampling
 from tests.conftest import FreshDatabase, purge_queues, start_process, wait_until
 from tests.factories import make_project
 from worker import reaper
-from worker.health import worker_statuses
 
 TIMEOUT = 600
 

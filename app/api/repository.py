@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import PolicyVersion, Project, TrainingRound
+
+Row = TypeVar("Row", TrainingRound, PolicyVersion)
+"""Rows that belong to a project."""
 
 
 def projects(session: Session, *, after_id: int | None, limit: int) -> list[Project]:
@@ -15,33 +20,18 @@ def projects(session: Session, *, after_id: int | None, limit: int) -> list[Proj
     return list(session.scalars(query))
 
 
-def rounds(
-    session: Session, *, project_id: int, before_id: int | None, limit: int
-) -> list[TrainingRound]:
-    """Newest first."""
+def newest_first(
+    session: Session, model: type[Row], *, project_id: int, before_id: int | None, limit: int
+) -> list[Row]:
+    """A project's rows, newest first, older than `before_id` when given."""
     query = (
-        select(TrainingRound)
-        .where(TrainingRound.project_id == project_id)
-        .order_by(TrainingRound.id.desc())
+        select(model)
+        .where(model.project_id == project_id)
+        .order_by(model.id.desc())
         .limit(limit + 1)
     )
     if before_id is not None:
-        query = query.where(TrainingRound.id < before_id)
-    return list(session.scalars(query))
-
-
-def policy_versions(
-    session: Session, *, project_id: int, before_id: int | None, limit: int
-) -> list[PolicyVersion]:
-    """Newest first."""
-    query = (
-        select(PolicyVersion)
-        .where(PolicyVersion.project_id == project_id)
-        .order_by(PolicyVersion.id.desc())
-        .limit(limit + 1)
-    )
-    if before_id is not None:
-        query = query.where(PolicyVersion.id < before_id)
+        query = query.where(model.id < before_id)
     return list(session.scalars(query))
 
 

@@ -55,7 +55,7 @@ class PayloadTooLarge(AppError, status_code=413, code="payload_too_large"): ...
 
 @api.get("/projects", tags=["projects"], summary="List projects")
 def list_projects(session: SessionDep, token: ReadToken, page: PageDep) -> Page[ProjectOut]:
-    return Page[ProjectOut].model_validate(service.list_projects(session, page=page))
+    return service.list_projects(session, page=page)
 
 
 @api.get("/projects/{project_id}", tags=["projects"], summary="Get a project")
@@ -240,9 +240,7 @@ async def import_samples(
 def list_rounds(
     session: SessionDep, token: ReadToken, project_id: IdPath, page: PageDep
 ) -> Page[RoundOut]:
-    return Page[RoundOut].model_validate(
-        service.list_rounds(session, project_id=project_id, page=page)
-    )
+    return service.list_rounds(session, project_id=project_id, page=page)
 
 
 @api.get(
@@ -253,9 +251,7 @@ def list_rounds(
 def list_sampling_jobs(
     session: SessionDep, token: ReadToken, project_id: IdPath, page: PageDep
 ) -> Page[SamplingJobOut]:
-    return Page[SamplingJobOut].model_validate(
-        service.list_sampling_jobs(session, project_id=project_id, page=page)
-    )
+    return service.list_sampling_jobs(session, project_id=project_id, page=page)
 
 
 ROUND_EXAMPLES = {
@@ -309,9 +305,7 @@ def cancel_round(session: SessionDep, token: WriteToken, round_id: IdPath) -> Ro
 def list_policies(
     session: SessionDep, token: ReadToken, project_id: IdPath, page: PageDep
 ) -> Page[PolicyVersionOut]:
-    return Page[PolicyVersionOut].model_validate(
-        service.list_policies(session, project_id=project_id, page=page)
-    )
+    return service.list_policies(session, project_id=project_id, page=page)
 
 
 @api.post(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.api import repository
-from app.api.pagination import PageParams, make_page
+from app.api.pagination import Page, PageParams, make_page
 from app.api.schemas import (
     DemonstrationImportOut,
     LineageEntry,
@@ -40,11 +40,11 @@ from app.sampling import service as sampling
 # Projects
 
 
-def list_projects(session: Session, *, page: PageParams) -> dict[str, Any]:
+def list_projects(session: Session, *, page: PageParams) -> Page[ProjectOut]:
     found = repository.projects(session, after_id=page.after_id, limit=page.limit)
     result = make_page(found, limit=page.limit)
     result["items"] = [ProjectOut.model_validate(p) for p in result["items"]]
-    return result
+    return Page[ProjectOut].model_validate(result)
 
 
 def get_project(session: Session, *, project_id: int) -> ProjectOut:
@@ -197,18 +197,20 @@ def _round(training_round: TrainingRound, version_id: int | None, model: type[Ro
     return model.model_validate(fields)
 
 
-def list_rounds(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
+def list_rounds(session: Session, *, project_id: int, page: PageParams) -> Page[RoundOut]:
     require_project(session, project_id)
-    found = repository.rounds(
-        session, project_id=project_id, before_id=page.after_id, limit=page.limit
+    found = repository.newest_first(
+        session, TrainingRound, project_id=project_id, before_id=page.after_id, limit=page.limit
     )
     result = make_page(found, limit=page.limit)
     versions = repository.versions_of_rounds(session, [r.id for r in result["items"]])
     result["items"] = [_round(r, versions.get(r.id), RoundOut) for r in result["items"]]
-    return result
+    return Page[RoundOut].model_validate(result)
 
 
-def list_sampling_jobs(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
+def list_sampling_jobs(
+    session: Session, *, project_id: int, page: PageParams
+) -> Page[SamplingJobOut]:
     require_project(session, project_id)
     found = sampling.recent_jobs(
         session, project_id=project_id, before_id=page.after_id, limit=page.limit + 1
@@ -217,7 +219,7 @@ def list_sampling_jobs(session: Session, *, project_id: int, page: PageParams) -
     result["items"] = [
         SamplingJobOut.model_validate(job, from_attributes=True) for job in result["items"]
     ]
-    return result
+    return Page[SamplingJobOut].model_validate(result)
 
 
 def round_detail(session: Session, *, round_id: int) -> RoundDetail:
@@ -270,14 +272,14 @@ def _policy(version: PolicyVersion) -> dict[str, Any]:
     }
 
 
-def list_policies(session: Session, *, project_id: int, page: PageParams) -> dict[str, Any]:
+def list_policies(session: Session, *, project_id: int, page: PageParams) -> Page[PolicyVersionOut]:
     require_project(session, project_id)
-    found = repository.policy_versions(
-        session, project_id=project_id, before_id=page.after_id, limit=page.limit
+    found = repository.newest_first(
+        session, PolicyVersion, project_id=project_id, before_id=page.after_id, limit=page.limit
     )
     result = make_page(found, limit=page.limit)
     result["items"] = [PolicyVersionOut.model_validate(_policy(v)) for v in result["items"]]
-    return result
+    return Page[PolicyVersionOut].model_validate(result)
 
 
 def require_version(session: Session, version_id: int) -> PolicyVersion:

@@ -19,7 +19,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.models import PolicyKind, PolicyStatus, RoundState, RoundType
-from app.rounds.schemas import CONFIG_BY_TYPE, RoundConfig
+from app.rounds import registry
+from app.rounds.schemas import RoundConfigBase
 
 
 class ErrorDetail(BaseModel):
@@ -113,6 +114,7 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 # Request bodies
 
+RoundConfig = registry.config_union()
 _ROUND_CONFIG: TypeAdapter[Any] = TypeAdapter(RoundConfig)
 
 
@@ -121,7 +123,7 @@ def _strict_round_config(value: Any, handler: ValidatorFunctionWrapHandler) -> A
     and a missing `type` named with its choices instead of pydantic's "Unable to extract tag".
     The round models stay lax: the admin form sends text."""
     if isinstance(value, dict) and value.get("type") is None:
-        types = ", ".join(repr(t) for t in CONFIG_BY_TYPE)
+        types = ", ".join(repr(t) for t in registry.names())
         missing = PydanticCustomError(
             "missing_round_type", "Field required: the round type, one of {types}", {"types": types}
         )
@@ -132,7 +134,7 @@ def _strict_round_config(value: Any, handler: ValidatorFunctionWrapHandler) -> A
 
 
 if TYPE_CHECKING:
-    StrictRoundConfig = RoundConfig
+    StrictRoundConfig = RoundConfigBase
 else:
     # The union with a type-level Discriminator: FastAPI documents a validator around
     # RoundConfig's field-level one as a broken discriminator mapping.
@@ -343,27 +345,28 @@ class RoundDetail(RoundOut):
     )
 
 
+_TRAINED_VERSION_EXAMPLE: dict[str, Any] = {
+    "id": 3,
+    "project_id": 1,
+    "number": 2,
+    "name": "round 1 (reward_ppo)",
+    "kind": "trained",
+    "status": "current",
+    "parent_id": 1,
+    "round_id": 6,
+    "reward_model_version_id": 2,
+    "snapshot_id": 4,
+    "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+    "has_adapter": True,
+    "merged_adapters": 0,
+    "metrics": {"kl": 3.1},
+    "human_verdict": "better",
+    "created_at": "2026-05-04T11:00:00+00:00",
+}
+
+
 class PolicyVersionOut(BaseModel):
-    model_config = _examples(
-        {
-            "id": 3,
-            "project_id": 1,
-            "number": 2,
-            "name": "round 1 (reward_ppo)",
-            "kind": "trained",
-            "status": "current",
-            "parent_id": 1,
-            "round_id": 6,
-            "reward_model_version_id": 2,
-            "snapshot_id": 4,
-            "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
-            "has_adapter": True,
-            "merged_adapters": 0,
-            "metrics": {"kl": 3.1},
-            "human_verdict": "better",
-            "created_at": "2026-05-04T11:00:00+00:00",
-        }
-    )
+    model_config = _examples(_TRAINED_VERSION_EXAMPLE)
 
     id: int
     project_id: int
@@ -405,19 +408,8 @@ class RollBackOut(BaseModel):
     model_config = _examples(
         {
             "retired": {
-                "id": 3,
-                "project_id": 1,
-                "number": 2,
-                "name": "round 1 (reward_ppo)",
-                "kind": "trained",
+                **_TRAINED_VERSION_EXAMPLE,
                 "status": "retired",
-                "parent_id": 1,
-                "round_id": 6,
-                "reward_model_version_id": 2,
-                "snapshot_id": 4,
-                "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
-                "has_adapter": True,
-                "merged_adapters": 0,
                 "metrics": {
                     "rolled_back": {
                         "at": "2026-05-06T10:00:00+00:00",
@@ -428,7 +420,6 @@ class RollBackOut(BaseModel):
                     }
                 },
                 "human_verdict": "worse",
-                "created_at": "2026-05-04T11:00:00+00:00",
             },
             "current": {
                 "id": 1,

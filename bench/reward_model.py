@@ -67,6 +67,7 @@ Tasks:
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import resource
@@ -125,16 +126,23 @@ def lexicon_rankings(
     return rankings
 
 
+def model_or_tiny(model: str | None, tmp: str, *, steps: int, seed: int, **shape: Any) -> str:
+    """`model`, or when it is None a tiny model built in `tmp` (`make_tiny_model`, with the
+    layers and width of `shape`) and trained for `steps` steps."""
+    if model is not None:
+        return model
+    from worker.training.tiny_model import make_tiny_model
+
+    console.print(f"building a tiny model ({shape or 'default shape'}, {steps} steps)...")
+    return str(make_tiny_model(Path(tmp) / "tiny", steps=steps, seed=seed, **shape))
+
+
 def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
     """One training run (one method, lr and batch size) in a fresh process; its figures."""
     import torch
 
-    from worker.training.reward_model import (
-        RankingExample,
-        RewardModelConfig,
-        train_pairwise,
-        train_reward_model,
-    )
+    from bench.pairwise_reward_model import train_pairwise
+    from worker.training.reward_model import RankingExample, RewardModelConfig, train_reward_model
     from worker.training.tiny_model import synthetic_rankings
 
     torch.set_num_threads(args["threads"])
@@ -168,32 +176,17 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
         # Evaluate after about the same number of training sequences, whatever the step size.
         eval_every=max(1, round(args["eval_seqs"] / seqs_per_step)),
         target_accuracy=max(args["targets"]),
+        # A setting that never gets there must not run for minutes.
+        max_steps=math.ceil(args["max_seqs"] / seqs_per_step) if args["max_seqs"] else None,
         seed=args["seed"],
         device=args["device"],
         share_prompt=args["share_prompt"],  # K-way only; pairwise scores full sequences (TRL)
         pad_to_multiple_of=args["pad_multiple"],
     )
-    steps_done = 0
-
-    def progress(step: int, _total: int) -> None:
-        nonlocal steps_done
-        steps_done = step
-
-    def should_stop() -> bool:  # a setting that never gets there must not run for minutes
-        return bool(args["max_seqs"]) and steps_done * seqs_per_step >= args["max_seqs"]
-
     trainer = train_reward_model if method == "kway" else train_pairwise
     with tempfile.TemporaryDirectory() as out_dir:
         tic = time.perf_counter()
-        result = trainer(
-            model,
-            examples,
-            config,
-            out_dir=Path(out_dir),
-            progress=progress,
-            should_stop=should_stop,
-            **extra,
-        )
+        result = trainer(model, examples, config, out_dir=Path(out_dir), **extra)
         wall = time.perf_counter() - tic
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -219,13 +212,14 @@ def _run(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
 
 def _in_subprocess(method: str, model: str, args: dict[str, Any]) -> dict[str, Any]:
     """One setting per process; torch, transformers and peft imported once for the grid."""
-    preload = ("torch", "peft", "worker.training.reward_model")
+    preload = ("torch", "peft", "worker.training.reward_model", "bench.pairwise_reward_model")
     return run_in_process(_run, method, model, args, preload=preload)
 
 
 @app.command()
 def main(
     model: str | None = typer.Option(None, help="Model id or dir; default: build a tiny one."),
+    device: str = typer.Option("cpu"),
     tiny_steps: int = typer.Option(200, help="Training steps of the tiny model."),
     layers: int = typer.Option(2, help="Layers of the tiny model built when no --model."),
     width: int = typer.Option(96, help="Width (n_embd) of the tiny model built when no --model."),
@@ -250,7 +244,6 @@ def main(
     max_seqs: int = typer.Option(12000, help="Give up on a setting after this many (0: never)."),
     max_epochs: int = typer.Option(2),
     seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
     threads: int = typer.Option(1, help="torch CPU threads per run (1: steadier timings)."),
     share_prompt: bool = typer.Option(
         True, help="K-way: run each ranking's prompt once for its K samples (the product default)."
@@ -285,20 +278,8 @@ def main(
     }
     grid = [(float(lr), int(b)) for lr in lrs.split(",") for b in batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        if model is None:
-            from worker.training.tiny_model import make_tiny_model
-
-            console.print(f"building a tiny model ({layers}x{width}, {tiny_steps} steps)...")
-            model = str(
-                make_tiny_model(
-                    Path(tmp) / "tiny",
-                    steps=tiny_steps,
-                    seed=seed,
-                    n_layer=layers,
-                    n_embd=width,
-                    device=device,
-                )
-            )
+        shape = {"n_layer": layers, "n_embd": width, "device": device}
+        model = model_or_tiny(model, tmp, steps=tiny_steps, seed=seed, **shape)
         all_runs = []
         for method in ("kway", "pairwise"):
             for lr, batch in grid:

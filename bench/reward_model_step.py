@@ -17,14 +17,13 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.reward_model import lexicon_rankings
+from bench.reward_model import lexicon_rankings, model_or_tiny
 
 app = typer.Typer(add_completion=False)
 console = Console(width=120)
@@ -33,11 +32,11 @@ console = Console(width=120)
 @app.command()
 def main(
     model: str | None = typer.Option(None, help="Model id or dir; default: build a tiny one."),
+    device: str = typer.Option("cpu"),
+    threads: int = typer.Option(1),
     rankings_per_step: int = typer.Option(4, help="Rankings' worth of sequences per step."),
     steps: int = typer.Option(30, help="Timed steps per variant (after 5 untimed)."),
     context_words: int = typer.Option(0, help="Corpus words before each prompt's question."),
-    device: str = typer.Option("cpu"),
-    threads: int = typer.Option(1),
     pad_multiple: int = typer.Option(1, help="Pad batches to a multiple of this length."),
     profile: bool = typer.Option(False, help="Print the top operators of the K-way step."),
     seed: int = typer.Option(0),
@@ -45,23 +44,20 @@ def main(
     """Print ms per step (forward, backward, optimizer) of each trainer's step."""
     import torch
 
+    from bench.pairwise_reward_model import encoded_pairs
     from worker.training.losses import ranking_loss
     from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
     from worker.training.reward_model import (
         RankingExample,
         RewardModel,
         RewardModelConfig,
-        _encoded_pairs,
         _ranking_batch,
         encode_rankings,
     )
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        if model is None:
-            from worker.training.tiny_model import make_tiny_model
-
-            model = str(make_tiny_model(Path(tmp) / "tiny", steps=200, seed=seed))
+        model = model_or_tiny(model, tmp, steps=200, seed=seed)
         tokenizer = load_tokenizer(model)
         base = load_causal_lm(model, device=device)
         ensure_pad_token(tokenizer, base)
@@ -72,7 +68,7 @@ def main(
     rankings = encode_rankings(
         tokenizer, [RankingExample(*m) for m in made], max_length=96 + 3 * context_words
     )
-    pairs = _encoded_pairs(rankings)
+    pairs = encoded_pairs(rankings)
     k = len(rankings[0].rows)
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)

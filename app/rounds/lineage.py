@@ -8,7 +8,7 @@ A trained version's adapter applies on top of its base model with `merged_adapte
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import select
@@ -182,28 +182,27 @@ def reference_samples(
     return [], []
 
 
+@dataclass(frozen=True)
+class StoredRewardModel:
+    """A trained reward model's stored files and figures: what registering it records."""
+
+    snapshot_id: int
+    base_model: str
+    artifact_uri: str
+    norm_mean: float
+    norm_std: float
+    metrics: dict[str, Any]
+
+
 def register_reward_model(
-    session: Session,
-    *,
-    round_id: int | None,
-    project_id: int,
-    snapshot_id: int,
-    base_model: str,
-    artifact_uri: str,
-    norm_mean: float,
-    norm_std: float,
-    metrics: dict[str, Any],
+    session: Session, stored: StoredRewardModel, *, project_id: int, round_id: int | None
 ) -> RewardModelVersion:
+    """`stored` as the project's next reward model version."""
     version = RewardModelVersion(
         project_id=project_id,
         number=repository.next_reward_model_number(session, project_id),
         round_id=round_id,
-        snapshot_id=snapshot_id,
-        base_model=base_model,
-        artifact_uri=artifact_uri,
-        norm_mean=norm_mean,
-        norm_std=norm_std,
-        metrics=metrics,
+        **{f.name: getattr(stored, f.name) for f in fields(StoredRewardModel)},
     )
     session.add(version)
     session.flush()

@@ -10,15 +10,18 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from bench.pairwise_reward_model import as_pairs, train_pairwise
 from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
+from worker.training.outcomes import TrainingCancelled
 from worker.training.reward_model import (
+    META_FILE,
     RankingExample,
     RewardModel,
     RewardModelConfig,
     RewardModelResult,
     _collate,
     _ranking_batch,
-    as_pairs,
+    _samples,
     encode_pair,
     encode_rankings,
     evaluate,
@@ -26,7 +29,6 @@ from worker.training.reward_model import (
     normalise,
     score,
     split_by_prompt,
-    train_pairwise,
     train_reward_model,
 )
 from worker.training.tiny_model import synthetic_rankings
@@ -119,6 +121,32 @@ def test_rewards_are_normalised_on_the_reference_samples(
     assert statistics.stdev(rewards) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_rewards_are_normalised_on_the_reference_samples_when_given(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The round's behaviour: the reference policy's samples, not the annotated ones, set the
+    scale (the CLI and the round both pass them through `train_project_reward_model`)."""
+    examples = rankings(12)
+    prompts = ["Say something about the sea.", "And about rivers."] * 3
+    responses = ["wonderful waves", "salt", "a wonderful wonderful river", "mud", "rain", "x"]
+
+    result = train_reward_model(
+        str(tiny_model_dir),
+        examples,
+        RewardModelConfig(max_length=96),
+        out_dir=tmp_path,
+        reference=(prompts, responses),
+    )
+
+    rewards = score(result.model, result.tokenizer, prompts, responses, max_length=96)
+    assert statistics.fmean(rewards) == pytest.approx(0.0, abs=1e-4)
+    assert statistics.stdev(rewards) == pytest.approx(1.0, abs=1e-4)
+    annotated = score(result.model, result.tokenizer, *_samples(examples), max_length=96)
+    assert statistics.fmean(annotated) != pytest.approx(0.0, abs=1e-3)
+    reloaded = load_reward_model(result.out_dir, device="cpu")
+    assert (reloaded.reward_mean, reloaded.reward_std) == (result.reward_mean, result.reward_std)
+
+
 @pytest.mark.slow
 def test_saved_reward_model_reloads_with_the_same_scores(
     trained: RewardModelResult, examples: list[RankingExample]
@@ -151,7 +179,29 @@ def test_pairwise_scores_both_members_of_every_pair(tiny_model_dir: Path, tmp_pa
     assert pairwise.train_forward_passes > kway.train_forward_passes
 
 
-def test_should_stop_ends_training_after_the_current_step(
+def test_should_stop_ends_training_after_the_current_step_and_saves_nothing(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    steps: list[int] = []
+    answers = iter([False, True])  # polled before each step: stop after the first
+
+    with pytest.raises(TrainingCancelled) as cancelled:
+        train_reward_model(
+            str(tiny_model_dir),
+            rankings(12),
+            RewardModelConfig(max_length=96),
+            out_dir=tmp_path,
+            progress=lambda step, total, metrics: steps.append(step),
+            should_stop=lambda: next(answers),
+        )
+
+    assert steps == [1]
+    assert cancelled.value.steps_done == 1
+    assert not (tmp_path / META_FILE).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_max_steps_ends_training_early_and_saves_the_model(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     steps: list[int] = []
@@ -159,16 +209,15 @@ def test_should_stop_ends_training_after_the_current_step(
     result = train_reward_model(
         str(tiny_model_dir),
         rankings(12),
-        RewardModelConfig(max_length=96),
+        RewardModelConfig(max_length=96, epochs=2, max_steps=1),
         out_dir=tmp_path,
-        progress=lambda step, total: steps.append(step),
-        should_stop=lambda: True,
+        progress=lambda step, total, metrics: steps.append(step),
     )
 
     assert steps == [1]
     assert result.stopped
     assert result.steps == 1
-    assert (tmp_path / "reward_model.json").exists()
+    assert (tmp_path / META_FILE).exists()
 
 
 def test_target_accuracy_stops_at_the_first_evaluation_reaching_it(
@@ -346,7 +395,7 @@ def test_normalise_sets_mean_zero_and_unit_std(
     prompts = ["q"] * 6
     responses = ["a", "b c", "wonderful", "the sea", "rain", "a b c d"]
 
-    normalise(rm, tokenizer, prompts, responses)
+    normalise(rm, score(rm, tokenizer, prompts, responses, raw=True))
     rewards = score(rm, tokenizer, prompts, responses)
 
     assert statistics.fmean(rewards) == pytest.approx(0.0, abs=1e-4)

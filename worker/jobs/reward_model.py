@@ -19,25 +19,24 @@ from app.models import TrainingRound
 from app.rounds import lineage, service, snapshots
 from app.rounds.schemas import RewardModelSettings
 from worker.policies import resolve_base_model
+from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled
 
 MIN_RANKINGS = 4
 
 
 @dataclass(frozen=True)
-class RewardModelRun:
-    """A registered reward model version and the figures of its training."""
+class RewardModelRun(lineage.StoredRewardModel):
+    """A trained and stored reward model; once registered, its version."""
 
-    version_id: int | None
+    version_id: int | None = None
     """None when the run was stored but not registered (`register=False`)."""
-    number: int | None
-    snapshot_id: int
-    summary: dict[str, Any]
-    """heldout_accuracy (+ _low/_high: its 95 % interval), best_epoch, epochs (per-epoch
-    metrics), n_train, n_heldout, train_forward_passes."""
-    artifact_uri: str
-    base_model: str
-    norm_mean: float
-    norm_std: float
+    number: int | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """heldout_accuracy (+ _low/_high: its 95 % interval), best_epoch, epochs (per-epoch
+        metrics), n_train, n_heldout, train_forward_passes: the version's metrics."""
+        return self.metrics
 
 
 def train_project_reward_model(
@@ -49,25 +48,22 @@ def train_project_reward_model(
     name: str = "reward model",
     round_id: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
     register: bool = True,
     artifact_name: str | None = None,
     snapshot_id: int | None = None,
-) -> RewardModelRun | None:
-    """Snapshot the project's eligible comparisons, train on them, normalise, register.
+) -> RewardModelRun:
+    """Snapshot the project's eligible comparisons, train on them, register.
 
-    Returns None when `should_stop` ended training (nothing registered). With `round_id` the
-    snapshot and the summary are recorded on that round too. Too few rankings is a ValueError
-    raised before anything is written. `register=False` stores the model's files and returns
-    them without a version: the caller registers it (`register_run`) once it has checked it,
-    or keeps it as the gate's held-out scorer.
+    The trainer normalises rewards on the samples of the `reference` policy
+    (`lineage.reference_samples`). `progress(step, total_steps)` follows every optimizer step.
+    With `round_id` the snapshot and the summary are recorded on that round too. Too few
+    rankings is a ValueError raised before anything is written; `should_stop()` answering True
+    raises TrainingCancelled, with nothing stored or registered. `register=False` stores the
+    model's files and returns them without a version: the caller registers it (`register_run`)
+    once it has checked it, or keeps it as the gate's held-out scorer.
     """
-    from worker.training.reward_model import (
-        RankingExample,
-        RewardModelConfig,
-        normalise,
-        train_reward_model,
-    )
+    from worker.training.reward_model import RankingExample, RewardModelConfig, train_reward_model
 
     cfg = RewardModelSettings.model_validate(settings or {})
     with session_scope() as session:
@@ -86,89 +82,69 @@ def train_project_reward_model(
         # The reward model sits on the plain base (no merged policy adapters): policy_source's
         # lineage check is about training the policy, and does not apply here.
         project_base = lineage.base_model(session, project_id)
-        ref_prompts, ref_responses = lineage.reference_samples(
+        reference_samples = lineage.reference_samples(
             session, project_id=project_id, reference=reference
         )
-    examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
     base_name = cfg.base_model or project_base
     config = RewardModelConfig(
-        epochs=cfg.epochs,
         lr=cfg.learning_rate,
-        heldout_fraction=cfg.heldout_fraction,
-        max_length=cfg.max_length,
-        patience=cfg.patience,
         seed=seed,
+        **cfg.model_dump(include={"epochs", "heldout_fraction", "max_length", "patience"}),
     )
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
     try:
         result = train_reward_model(
             resolve_base_model(base_name),
-            examples,
+            [RankingExample(r.prompt, r.responses, r.groups) for r in rankings],
             config,
             out_dir=workdir,
-            progress=progress,
+            reference=reference_samples,
+            progress=None if progress is None else _steps_only(progress),
             should_stop=should_stop,
         )
-        if result.stopped or (should_stop is not None and should_stop()):
-            return None  # cancelled: register nothing
-        if len(ref_responses) >= 2:  # RLHF_NOTES: mean 0 / std 1 on the reference's samples
-            normalise(
-                result.model,
-                result.tokenizer,
-                ref_prompts,
-                ref_responses,
-                max_length=config.max_length,
-            )
-            result.model.save(workdir, tokenizer=result.tokenizer)
+        if should_stop is not None and should_stop():  # asked after the last step
+            raise TrainingCancelled("cancelled after training", steps_done=result.steps)
         uri = get_store().put_dir(
             workdir,
             f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}",
         )
-        low, high = result.heldout_accuracy_interval or (None, None)
-        summary = json_safe(
-            {
-                "heldout_accuracy": result.heldout_accuracy,
-                "heldout_accuracy_low": low,
-                "heldout_accuracy_high": high,
-                "best_epoch": result.best_epoch,
-                "lr": result.lr,
-                "lr_trials": result.lr_trials,
-                "heldout_ranking_counts": result.heldout_ranking_counts,
-                "epochs": result.epochs,
-                "n_train": result.n_train,
-                "n_heldout": result.n_heldout,
-                "train_forward_passes": result.train_forward_passes,
-            }
-        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    low, high = result.heldout_accuracy_interval or (None, None)
+    summary = {
+        "heldout_accuracy": result.heldout_accuracy,
+        "heldout_accuracy_low": low,
+        "heldout_accuracy_high": high,
+        "best_epoch": result.best_epoch,
+        "lr": result.lr,
+        "lr_trials": result.lr_trials,
+        "heldout_ranking_counts": result.heldout_ranking_counts,
+        "epochs": result.epochs,
+        "n_train": result.n_train,
+        "n_heldout": result.n_heldout,
+        "train_forward_passes": result.train_forward_passes,
+    }
     run = RewardModelRun(
-        version_id=None,
-        number=None,
-        snapshot_id=snapshot_id,
-        summary=summary,
-        artifact_uri=uri,
-        base_model=base_name,
-        norm_mean=result.model.reward_mean,
-        norm_std=result.model.reward_std,
+        snapshot_id,
+        base_name,
+        uri,
+        norm_mean=result.reward_mean,
+        norm_std=result.reward_std,
+        metrics=json_safe(summary),
     )
     return register_run(project_id, run, round_id=round_id) if register else run
+
+
+def _steps_only(progress: Callable[[int, int], None]) -> Progress:
+    """A trainer's progress that passes (step, total) on: a round's or the CLI's progress bar,
+    not its charts, which get the per-epoch figures."""
+    return lambda step, total, _metrics: progress(step, total)
 
 
 def register_run(project_id: int, run: RewardModelRun, *, round_id: int | None) -> RewardModelRun:
     """Register a stored run as the project's next reward model version (one transaction)."""
     with session_scope() as session:
-        rm = lineage.register_reward_model(
-            session,
-            round_id=round_id,
-            project_id=project_id,
-            snapshot_id=run.snapshot_id,
-            base_model=run.base_model,
-            artifact_uri=run.artifact_uri,
-            norm_mean=run.norm_mean,
-            norm_std=run.norm_std,
-            metrics=run.summary,
-        )
+        rm = lineage.register_reward_model(session, run, project_id=project_id, round_id=round_id)
         if round_id is not None:
             service.set_summary(
                 session, round_id, "reward_model_summary", {**run.summary, "version": rm.number}

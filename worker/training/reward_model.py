@@ -5,14 +5,14 @@ Trained on annotator rankings with the K-way loss of InstructGPT §3.5
 same forward pass, and the loss averages -log σ(r_w - r_l) over all cross-group pairs
 (`worker.training.losses.ranking_loss`). The K samples share their prompt, so it is run
 once per ranking and its keys/values are reused by the K responses
-(`RewardModel.forward_shared_prefix`). `train_pairwise` is the TRL-style baseline that
-makes every pair its own example (two full sequences); it shares all the model code and
-exists for the benchmark (bench/reward_model.py).
+(`RewardModel.forward_shared_prefix`). The TRL-style baseline that makes every pair its own
+example lives with its benchmark (bench/pairwise_reward_model.py).
 
 The score is read at the last non-pad token of prompt + response, and rewards are
-normalised to mean 0, std 1 on the reference policy's samples (RLHF_NOTES.md).
+normalised to mean 0, std 1 on the reference policy's samples (docs/training-notes.md
+§Reward model), once, at the end of `train_reward_model`.
 
-Files written by `RewardModel.save` (and `train_*`):
+Files written by `RewardModel.save` (and `train_reward_model`):
     adapter/               peft LoRA adapter (save_pretrained)
     head.safetensors       the scalar head
     reward_model.json      base model id, normalisation, metrics
@@ -50,6 +50,7 @@ from worker.training.models import (
     lora_config,
     pick_device,
 )
+from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled
 from worker.training.prompts import token_limit, truncate_left
 
 Prompt = str | list[dict[str, str]]
@@ -68,7 +69,7 @@ class RewardModelConfig:
     lora_alpha: int = 16
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
-    """Dropout inside LoRA; 0 because RLHF_NOTES asks for dropout off everywhere."""
+    """Dropout inside LoRA; 0: dropout is off in every model (docs/training-notes.md §PPO 5)."""
     target_modules: list[str] | str = "all-linear"
     """Modules that get LoRA ("all-linear" = every linear layer but the LM head)."""
     lr: float = 1e-3
@@ -77,6 +78,9 @@ class RewardModelConfig:
     """AdamW weight decay."""
     epochs: int = 1
     """Passes over the training rankings; InstructGPT uses one to avoid overfitting."""
+    max_steps: int | None = None
+    """End training after this many optimizer steps in all, saved as usual (None: every epoch;
+    the benchmark's budget of sequences per setting)."""
     batch_size: int = 4
     """Rankings per optimizer step (each brings all of its K samples)."""
     max_length: int = 512
@@ -150,6 +154,8 @@ class RewardModelConfig:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
 
 
 @dataclass
@@ -207,7 +213,7 @@ class RewardModelResult:
     n_heldout: int
     reached_target: bool
     stopped: bool
-    """True when `should_stop` ended training early."""
+    """True when `max_steps` ended training before its epochs (a cancel raises instead)."""
     lr_trials: list[dict[str, float]] = field(default_factory=list)
     """Each learning rate tried: lr, the untrained and the first epoch's held-out loss."""
     lr: float | None = None
@@ -396,7 +402,8 @@ def load_reward_model(
 
     `base` may be a plain model or a PeftModel that carries another adapter (PPO's policy on
     the same base weights): the reward adapter is then added next to it, frozen, and scoring
-    switches to it and back, so that one copy of the base serves both (RLHF_NOTES, "Memory").
+    switches to it and back, so that one copy of the base serves both (docs/training-notes.md
+    §Adapters).
     The tokenizer to use with it is saved alongside: `load_tokenizer(path)`.
     """
     path = Path(path)
@@ -502,17 +509,20 @@ def _collate(
 
 
 @torch.no_grad()
-def _raw_scores(
+def score(
     rm: RewardModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
     responses: Sequence[str],
     *,
-    batch_size: int,
-    max_length: int,
+    batch_size: int = 16,
+    max_length: int = 512,
     pad_to_multiple_of: int = 1,
+    raw: bool = False,
 ) -> list[float]:
-    """Unnormalised scores, batched by similar length to waste little on padding."""
+    """Rewards, one per (prompt, response): normalised (mean 0, std 1 on the reference policy's
+    samples), or with `raw` the head's output as it is. Batched by similar length to waste
+    little on padding."""
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses must have the same length")
     rows = [
@@ -532,58 +542,28 @@ def _raw_scores(
             )
             for i, s in zip(idx, rm(input_ids, attention_mask).float().tolist(), strict=True):
                 out[i] = s
-    return out
+    return out if raw else [(s - rm.reward_mean) / rm.reward_std for s in out]
 
 
-def score(
-    rm: RewardModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[Prompt],
-    responses: Sequence[str],
-    *,
-    batch_size: int = 16,
-    max_length: int = 512,
-) -> list[float]:
-    """Normalised rewards (mean 0, std 1 on the reference policy's samples), one per pair."""
-    raw = _raw_scores(
-        rm, tokenizer, prompts, responses, batch_size=batch_size, max_length=max_length
-    )
-    return [(s - rm.reward_mean) / rm.reward_std for s in raw]
-
-
-def normalise(
-    rm: RewardModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[Prompt],
-    responses: Sequence[str],
-    *,
-    batch_size: int = 16,
-    max_length: int = 512,
-    pad_to_multiple_of: int = 1,
-) -> tuple[float, float]:
-    """Set rm's reward mean/std from the reference policy's samples; returns (mean, std).
-
-    PPO's KL coefficient is tuned for rewards of unit scale (RLHF_NOTES.md, point 7).
-    """
-    raw = torch.tensor(
-        _raw_scores(
-            rm,
-            tokenizer,
-            prompts,
-            responses,
-            batch_size=batch_size,
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
-        )
-    )
+def normalise(rm: RewardModel, raw: Sequence[float]) -> tuple[float, float]:
+    """Set rm's reward mean/std from its raw scores of the reference policy's samples, so that
+    `score` gives those samples mean 0, std 1; returns (mean, std)."""
     if len(raw) < 2:
         raise ValueError("normalisation needs at least 2 reference samples")
-    rm.reward_mean = float(raw.mean())
-    rm.reward_std = max(float(raw.std()), 1e-6)
+    values = torch.tensor(list(raw))
+    rm.reward_mean = float(values.mean())
+    rm.reward_std = max(float(values.std()), 1e-6)
     return rm.reward_mean, rm.reward_std
 
 
 # Training --------------------------------------------------------------------------------
+
+
+def _samples(examples: Sequence[RankingExample]) -> tuple[list[Prompt], list[str]]:
+    """(prompt, response) of every sample of `examples`, ranking by ranking, as two lists."""
+    return [e.prompt for e in examples for _ in e.responses], [
+        r for e in examples for r in e.responses
+    ]
 
 
 def _prompt_key(prompt: Prompt) -> str:
@@ -603,29 +583,6 @@ def split_by_prompt(
     train = [e for e in examples if _prompt_key(e.prompt) not in held]
     heldout = [e for e in examples if _prompt_key(e.prompt) in held]
     return train, heldout
-
-
-def pair_indices(groups: Sequence[int]) -> list[tuple[int, int]]:
-    """(winner, loser) indices of every cross-group pair; pairs inside a tie group are not used."""
-    return [(i, j) for i, gi in enumerate(groups) for j, gj in enumerate(groups) if gi < gj]
-
-
-def as_pairs(examples: Sequence[RankingExample]) -> list[RankingExample]:
-    """Every cross-group pair of every ranking as its own 2-response example (winner first)."""
-    return [
-        RankingExample(e.prompt, [e.responses[i], e.responses[j]], [0, 1])
-        for e in examples
-        for i, j in pair_indices(e.groups)
-    ]
-
-
-def _encoded_pairs(rankings: Sequence[EncodedRanking]) -> list[EncodedRanking]:
-    """`as_pairs` on tokenised rankings: each pair re-uses its ranking's token rows."""
-    return [
-        EncodedRanking([r.rows[i], r.rows[j]], [0, 1])
-        for r in rankings
-        for i, j in pair_indices(r.groups)
-    ]
 
 
 def _shared_prefix_len(rows: Sequence[Sequence[int]]) -> int:
@@ -701,9 +658,8 @@ def evaluate(
     pad_to_multiple_of: int = 1,
 ) -> dict[str, float]:
     """Held-out pairwise accuracy, mean margin and loss; raw reward mean/std; passes used."""
-    prompts = [e.prompt for e in examples for _ in e.responses]
-    responses = [r for e in examples for r in e.responses]
-    flat = _raw_scores(
+    prompts, responses = _samples(examples)
+    flat = score(
         rm,
         tokenizer,
         prompts,
@@ -711,6 +667,7 @@ def evaluate(
         batch_size=batch_size,
         max_length=max_length,
         pad_to_multiple_of=pad_to_multiple_of,
+        raw=True,
     )
     k = max(len(e.responses) for e in examples)
     scores = torch.zeros((len(examples), k))  # (B, K)
@@ -787,55 +744,69 @@ def _restore_state(rm: RewardModel, state: dict[str, Tensor]) -> None:
                 param.copy_(state[name])
 
 
-def _train(
+def _optimizer(
+    params: list[nn.Parameter], config: RewardModelConfig, lr: float
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a linear warm-up over `config.warmup_steps`, then a constant rate."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    warmup = max(config.warmup_steps, 1)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup)
+    )
+
+
+def train_reward_model(
     base_name_or_path: str,
     examples: Sequence[RankingExample],
     config: RewardModelConfig,
     *,
     out_dir: Path,
-    method: str,
-    to_units: Callable[[list[EncodedRanking]], list[EncodedRanking]],
-    units_per_step: int,
-    share_prompt: bool,
-    progress: Callable[[int, int], None] | None,
-    should_stop: Callable[[], bool] | None,
+    reference: tuple[Sequence[Prompt], Sequence[str]] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    training_units: Callable[[list[EncodedRanking]], list[EncodedRanking]] = list,
 ) -> RewardModelResult:
-    """The loop both trainers share; they differ only in what one training unit is."""
+    """Train with the K-way loss: one example per ranking, its K samples in one forward pass.
+
+    Rewards end normalised on `reference`, the (prompts, responses) of the reference policy's
+    samples, or on every annotated sample when it holds fewer than 2. `progress(step, total,
+    metrics)` follows every optimizer step; `should_stop()` is polled before each, and True
+    raises TrainingCancelled with nothing saved. `training_units` makes the training examples
+    of the tokenised rankings: each ranking, or each of its pairs for the benchmark's
+    pairwise baseline (bench/pairwise_reward_model.py).
+    """
+    # 1. Model: the base with a fresh LoRA adapter and a zero head ---------------------------
     device = config.device or pick_device()
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(base_name_or_path)
     base = load_causal_lm(base_name_or_path, device=device, dtype=config.dtype)
     ensure_pad_token(tokenizer, base)
     rm = RewardModel.create(base, config, base_model=str(base_name_or_path))
+    params = [p for p in rm.parameters() if p.requires_grad]
+    initial = _trainable_state(rm)
 
+    # 2. Data: no prompt on both sides of the split; training rankings tokenised once ---------
     train, heldout = split_by_prompt(
         examples, heldout_fraction=config.heldout_fraction, seed=config.seed
     )
-    # Tokenised once, before the first step, and counted in the training time.
-    # Rankings whose samples all tie give no pair: scoring them would only cost time.
+    # Tokenising counts as training time. Rankings whose samples all tie give no pair.
     tic = time.perf_counter()
-    encoded = encode_rankings(
-        tokenizer, [e for e in train if e.n_pairs > 0], max_length=config.max_length
+    units = training_units(
+        encode_rankings(
+            tokenizer, [e for e in train if e.n_pairs > 0], max_length=config.max_length
+        )
     )
-    units = to_units(encoded)
     train_seconds = time.perf_counter() - tic
     if not units:
         raise ValueError("no training ranking has two different groups: nothing to learn")
-    steps_per_epoch = math.ceil(len(units) / units_per_step)
+    steps_per_epoch = math.ceil(len(units) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
-    params = [p for p in rm.parameters() if p.requires_grad]
-    warmup = max(config.warmup_steps, 1)
-    initial = _trainable_state(rm)
-
+    # 3. Held-out evaluation; with early stopping the untrained model competes as epoch 0 ----
     evaluations: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
     train_passes = eval_passes = step = 0
     reached = stopped = False
-    # Early stopping on held-out loss: the best epoch's weights and metrics are kept.
-    best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
-    early_stop = config.patience is not None and bool(heldout)
-    lr, lr_trials = config.lr, list[dict[str, float]]()
 
     def run_eval(epoch: float) -> dict[str, float] | None:
         nonlocal eval_passes, reached
@@ -857,27 +828,33 @@ def _train(
             reached = True
         return m
 
-    if early_stop:
+    # (held-out loss, epoch, weights, metrics) of the best epoch so far
+    best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
+    if config.patience is not None and heldout:
         untrained = run_eval(0.0)
         assert untrained is not None
         best = (untrained["loss"], 0, initial, untrained)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    lr, lr_trials = config.lr, list[dict[str, float]]()
+    optimizer, schedule = _optimizer(params, config, lr)
     order_rng = random.Random(config.seed)
+
+    # 4. Epochs of shuffled batches: score the K samples of B rankings, one optimizer step ----
     epoch = 0
     while epoch < config.epochs:
         order = list(range(len(units)))
         order_rng.shuffle(order)
         losses, accuracies = [], []
         rm.train()
-        for start in range(0, len(order), units_per_step):
+        for start in range(0, len(order), config.batch_size):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"stopped at step {step} of {total_steps}", steps_done=step)
             tic = time.perf_counter()
-            batch = [units[i] for i in order[start : start + units_per_step]]
-            scores, groups, n_seq = _ranking_batch(
+            batch = [units[i] for i in order[start : start + config.batch_size]]
+            scores, groups, n_seq = _ranking_batch(  # (B, K) each; n_seq real samples
                 rm,
                 batch,
                 tokenizer.pad_token_id,
-                share_prompt=share_prompt,
+                share_prompt=config.share_prompt,
                 pad_to_multiple_of=config.pad_to_multiple_of,
             )
             loss, metrics = ranking_loss(scores, groups, center_coef=config.center_coef)
@@ -892,14 +869,15 @@ def _train(
             losses.append(loss.detach().item())
             accuracies.append(float(metrics["accuracy"]))
             if progress is not None:
-                progress(step, total_steps)
+                progress(step, total_steps, {"loss": losses[-1], "accuracy": accuracies[-1]})
             if config.eval_every and step % config.eval_every == 0:
-                run_eval(epoch + (start + units_per_step) / len(order))
+                run_eval(epoch + (start + config.batch_size) / len(order))
                 rm.train()
-            if reached or (should_stop is not None and should_stop()):
+            if reached or step == config.max_steps:
                 stopped = not reached
                 break
-        # Held-out metrics of this epoch (re-used when a mid-epoch evaluation just ran).
+
+        # 5. Epoch end: held-out metrics (those of a mid-epoch evaluation at this very step) --
         last = evaluations[-1] if evaluations and evaluations[-1]["step"] == step else None
         held = last or run_eval(epoch + 1.0)
         epochs.append(
@@ -918,7 +896,7 @@ def _train(
         )
         if reached or stopped:
             break
-        if early_stop and held is not None and best is not None:
+        if best is not None and held is not None:
             if epoch == 0 and best[1] == 0:
                 lr_trials.append(
                     {"lr": lr, "untrained_loss": best[0], "first_epoch_loss": held["loss"]}
@@ -928,10 +906,7 @@ def _train(
                     # size overshot. Start again from the same initial weights, smaller.
                     lr /= config.lr_backoff
                     _restore_state(rm, initial)
-                    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-                    schedule = torch.optim.lr_scheduler.LambdaLR(
-                        optimizer, lambda s: min(1.0, (s + 1) / warmup)
-                    )
+                    optimizer, schedule = _optimizer(params, config, lr)
                     order_rng = random.Random(config.seed)
                     epochs.clear()
                     del evaluations[1:]  # keep the untrained model's, drop the discarded run's
@@ -942,128 +917,60 @@ def _train(
             elif epoch + 1 - best[1] >= (config.patience or 0):
                 break  # no lower held-out loss for `patience` epochs
         epoch += 1
+
+    # 6. Early stopping keeps the weights of the epoch with the lowest held-out loss ----------
     best_epoch: int | None = None
     final_eval = evaluations[-1] if evaluations else None
     if best is not None:
         _, best_epoch, state, final_eval = best
         _restore_state(rm, state)
 
-    # Normalise on every sample annotators saw: they come from the reference policy.
-    ref_prompts = [e.prompt for e in examples for _ in e.responses]
-    ref_responses = [r for e in examples for r in e.responses]
-    normalise(
+    # 7. Normalise: mean 0, std 1 on the reference policy's samples, the reward scale PPO's
+    # KL coefficient is chosen for (docs/training-notes.md §Reward model) -------------------
+    samples = reference if reference is not None and len(reference[1]) >= 2 else None
+    raw = score(
         rm,
         tokenizer,
-        ref_prompts,
-        ref_responses,
+        *(samples or _samples(examples)),  # none given: every annotated sample
+        raw=True,
         batch_size=config.eval_batch_size,
         max_length=config.max_length,
         pad_to_multiple_of=config.pad_to_multiple_of,
     )
-    eval_passes += len(ref_responses)
+    normalise(rm, raw)
+    eval_passes += len(raw)
     rm.eval()
 
-    heldout_accuracy = final_eval["accuracy"] if final_eval else None
+    # 8. Save the model and its figures; return it ready to score ----------------------------
     interval = (final_eval["accuracy_low"], final_eval["accuracy_high"]) if final_eval else None
-    result = RewardModelResult(
-        out_dir=Path(out_dir),
-        model=rm,
-        tokenizer=tokenizer,
-        epochs=epochs,
-        evaluations=evaluations,
-        heldout_accuracy=heldout_accuracy,
-        heldout_accuracy_interval=interval,
-        heldout_ranking_counts=list(cast(Any, final_eval["ranking_counts"])) if final_eval else [],
-        best_epoch=best_epoch,
-        lr_trials=lr_trials,
-        lr=lr,
-        reward_mean=rm.reward_mean,
-        reward_std=rm.reward_std,
-        train_forward_passes=train_passes,
-        eval_forward_passes=eval_passes,
-        train_seconds=train_seconds,
-        steps=step,
-        n_train=len(train),
-        n_heldout=len(heldout),
-        reached_target=reached,
-        stopped=stopped,
-    )
+    figures: dict[str, Any] = {
+        "epochs": epochs,
+        "heldout_accuracy": final_eval["accuracy"] if final_eval else None,
+        "heldout_accuracy_interval": interval,
+        "best_epoch": best_epoch,
+        "lr": lr,
+        "lr_trials": lr_trials,
+        "train_forward_passes": train_passes,
+        "n_train": len(train),
+        "n_heldout": len(heldout),
+    }
     rm.save(
         Path(out_dir),
         tokenizer=tokenizer,
-        extra={
-            "method": method,
-            "config": asdict(config),
-            "epochs": epochs,
-            "heldout_accuracy": heldout_accuracy,
-            "heldout_accuracy_interval": interval,
-            "best_epoch": best_epoch,
-            "lr": lr,
-            "lr_trials": lr_trials,
-            "train_forward_passes": train_passes,
-            "n_train": len(train),
-            "n_heldout": len(heldout),
-        },
+        extra={"method": "kway", "config": asdict(config), **figures},
     )
-    return result
-
-
-def train_reward_model(
-    base_name_or_path: str,
-    examples: Sequence[RankingExample],
-    config: RewardModelConfig,
-    *,
-    out_dir: Path,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> RewardModelResult:
-    """Train with the K-way loss: one example per ranking, its K samples in one forward pass.
-
-    `progress(step, total_steps)` is called after every optimizer step; `should_stop()`
-    is polled there too, and a True answer ends training (the model is still saved).
-    """
-    return _train(
-        base_name_or_path,
-        examples,
-        config,
-        out_dir=out_dir,
-        method="kway",
-        to_units=list,
-        units_per_step=config.batch_size,
-        share_prompt=config.share_prompt,
-        progress=progress,
-        should_stop=should_stop,
-    )
-
-
-def train_pairwise(
-    base_name_or_path: str,
-    examples: Sequence[RankingExample],
-    config: RewardModelConfig,
-    *,
-    out_dir: Path,
-    pairs_per_step: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> RewardModelResult:
-    """Baseline: every cross-group pair is its own example (TRL's RewardTrainer).
-
-    Costs 2 forward passes per pair, 2·C(K,2) per ranking. `pairs_per_step` defaults to
-    as many sequences per step as the K-way trainer uses (batch_size · mean K / 2 pairs).
-    Held-out metrics are computed on whole rankings, exactly as for the K-way trainer.
-    """
-    if pairs_per_step is None:
-        mean_k = sum(len(e.responses) for e in examples) / max(len(examples), 1)
-        pairs_per_step = max(1, round(config.batch_size * mean_k / 2))
-    return _train(
-        base_name_or_path,
-        examples,
-        config,
-        out_dir=out_dir,
-        method="pairwise",
-        to_units=_encoded_pairs,
-        units_per_step=pairs_per_step,
-        share_prompt=False,  # TRL scores chosen and rejected as two full sequences
-        progress=progress,
-        should_stop=should_stop,
+    return RewardModelResult(
+        out_dir=Path(out_dir),
+        model=rm,
+        tokenizer=tokenizer,
+        evaluations=evaluations,
+        heldout_ranking_counts=list(cast(Any, final_eval["ranking_counts"])) if final_eval else [],
+        reward_mean=rm.reward_mean,
+        reward_std=rm.reward_std,
+        eval_forward_passes=eval_passes,
+        train_seconds=train_seconds,
+        steps=step,
+        reached_target=reached,
+        stopped=stopped,
+        **figures,
     )

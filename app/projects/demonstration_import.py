@@ -22,7 +22,9 @@ from app.projects.prompt_import import (
     Parsed,
     PromptContent,
     Record,
-    _flag,
+    _alive,
+    _Message,
+    _message,
     _rank,
     _text,
     _type_name,
@@ -111,18 +113,6 @@ def _checked_response(response: str) -> str:
 
 
 # OpenAssistant OASST2
-
-
-@dataclass
-class _Message:
-    line: int
-    message_id: str
-    parent_id: str | None
-    role: str
-    text: str
-    rank: float
-    alive: bool
-    """False for deleted or review-rejected messages: they and their subtree are left out."""
 
 
 @dataclass
@@ -242,34 +232,6 @@ class _Oasst2Demonstrations:
             {"role": "user" if m.role == "prompter" else "assistant", "content": m.text}
             for m in reversed(chain)
         ]
-
-
-def _message(data: dict[str, Any], line: int) -> _Message:
-    message_id = data.get("message_id")
-    if not isinstance(message_id, str) or not message_id.strip():
-        raise BadRecord("missing field 'message_id'")
-    role = data.get("role")
-    if role not in ("prompter", "assistant"):
-        raise BadRecord(f"'role' must be 'prompter' or 'assistant', got {role!r}")
-    text = _text(data, "text", required=True)
-    parent_id = data.get("parent_id") or None
-    return _Message(
-        line=line,
-        message_id=message_id,
-        parent_id=str(parent_id) if parent_id is not None else None,
-        role=role,
-        text=text,
-        rank=_rank(data.get("rank")),
-        alive=_alive(data),
-    )
-
-
-def _alive(data: dict[str, Any]) -> bool:
-    return not _flag(data.get("deleted")) and data.get("review_result") not in (
-        False,
-        "False",
-        "false",
-    )
 
 
 def _living_reply(reply: Any) -> bool:

@@ -29,7 +29,6 @@ from app.projects.demonstration_import import (
     parse_demonstrations,
 )
 from app.projects.imports import Findings, ImportKind, ImportOutcome, PreviewRow
-from app.projects.prompt_import import Parsed
 from app.projects.service import Deduplicated, add_sourced_prompts, prompt_hash
 
 ANNOTATOR_SOURCE = "annotator"
@@ -132,47 +131,38 @@ def add_annotator_demonstration(
 # Upload: preview → confirm (the import pipeline of app.projects.imports)
 
 
-class DemonstrationImport(ImportKind[ParsedDemonstration]):
-    """Deduplicated by prompt and response; the preview counts the prompts they would create."""
-
-    name = "demonstrations"
-    noun = "demonstration"
-    format_labels = FORMAT_LABELS
-
-    def parse(self, data: bytes, filename: str, fmt: str | None) -> Parsed[ParsedDemonstration]:
-        return parse_demonstrations(data, filename, fmt)
-
-    def digests(self, items: Sequence[ParsedDemonstration]) -> list[str]:
-        return [demonstration_hash(prompt_hash(d.prompt), d.response) for d in items]
-
-    def existing(self, session: Session, project_id: int, digests: Sequence[str]) -> set[str]:
-        return repository.existing_demonstration_hashes(session, project_id, digests)
-
-    def findings(
-        self,
-        session: Session,
-        project: Project,
-        items: Sequence[ParsedDemonstration],
-        statuses: Sequence[str],
-    ) -> Findings:
-        new_prompts = {
-            prompt_hash(d.prompt) for d, s in zip(items, statuses, strict=True) if s == "new"
-        }
-        known = repository.existing_prompt_hashes(session, project.id, new_prompts)
-        # a prompt-import confirm given this token finds no prompts to import
-        return Findings(staged={"prompts": []}, new_prompts=len(new_prompts - known))
-
-    def row(self, item: ParsedDemonstration, status: str) -> PreviewRow:
-        return PreviewRow(item.line, item.prompt, item.response, status)
-
-    def add_staged(
-        self, session: Session, *, project_id: int, staged: dict[str, Any]
-    ) -> ImportOutcome:
-        demos = [ParsedDemonstration(**d) for d in staged["demonstrations"]]
-        added = add_demonstrations(session, project_id=project_id, demonstrations=demos)
-        return ImportOutcome.of(staged, added, prompts_added=added.prompts_added)
+def _count_new_prompts(
+    session: Session,
+    project: Project,
+    demos: Sequence[ParsedDemonstration],
+    statuses: Sequence[str],
+) -> Findings:
+    """How many prompts the new demonstrations would create."""
+    new_prompts = {
+        prompt_hash(d.prompt) for d, s in zip(demos, statuses, strict=True) if s == "new"
+    }
+    known = repository.existing_prompt_hashes(session, project.id, new_prompts)
+    # a prompt-import confirm given this token finds no prompts to import
+    return Findings(staged={"prompts": []}, new_prompts=len(new_prompts - known))
 
 
-DEMONSTRATIONS = DemonstrationImport()
+def _add_staged(session: Session, project_id: int, staged: dict[str, Any]) -> ImportOutcome:
+    demos = [ParsedDemonstration(**d) for d in staged["demonstrations"]]
+    added = add_demonstrations(session, project_id=project_id, demonstrations=demos)
+    return ImportOutcome.of(staged, added, prompts_added=added.prompts_added)
+
+
+DEMONSTRATIONS = ImportKind[ParsedDemonstration](
+    name="demonstrations",
+    noun="demonstration",
+    format_labels=FORMAT_LABELS,
+    parse=parse_demonstrations,
+    digest=lambda demo: demonstration_hash(prompt_hash(demo.prompt), demo.response),
+    existing=repository.existing_demonstration_hashes,
+    findings=_count_new_prompts,
+    row=lambda demo, status: PreviewRow(demo.line, demo.prompt, demo.response, status),
+    add_staged=_add_staged,
+)
+"""Deduplicated by prompt and response; the preview counts the prompts they would create."""
 preview_demonstration_import = DEMONSTRATIONS.preview
 confirm_demonstration_import = DEMONSTRATIONS.confirm

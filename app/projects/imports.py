@@ -16,8 +16,7 @@ import os
 import re
 import secrets
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -59,6 +58,8 @@ Item = TypeVar("Item", bound="DataclassInstance")
 
 @dataclass(frozen=True)
 class PreviewRow:
+    """One item of a preview's first rows."""
+
     line: int
     prompt: PromptContent
     response: str | None
@@ -71,7 +72,9 @@ class LongPrompt:
     """A prompt longer than the model's context less the project's max new tokens."""
 
     line: int
+    """Line of the file where it starts."""
     tokens: int
+    """Its length in the project's tokenizer, chat template included."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,8 @@ class Added(Protocol):
     def repeated(self) -> int: ...
 
 
-class ImportKind(ABC, Generic[Item]):
+@dataclass(frozen=True)
+class ImportKind(Generic[Item]):
     """One kind of import (prompts, demonstrations): the parts of the pipeline that differ."""
 
     name: str
@@ -173,34 +177,18 @@ class ImportKind(ABC, Generic[Item]):
     noun: str
     """One item, as the pages say it: "prompt", "demonstration"."""
     format_labels: dict[str, str]
-    formats = FORMATS
-
-    @abstractmethod
-    def parse(self, data: bytes, filename: str, fmt: str | None) -> Parsed[Item]:
-        """The record parser."""
-
-    @abstractmethod
-    def digests(self, items: Sequence[Item]) -> list[str]:
-        """The hash that deduplicates each item within the project."""
-
-    @abstractmethod
-    def existing(self, session: Session, project_id: int, digests: Sequence[str]) -> set[str]:
-        """The digests the project has already."""
-
-    @abstractmethod
-    def findings(
-        self, session: Session, project: Project, items: Sequence[Item], statuses: Sequence[str]
-    ) -> Findings:
-        """What the preview tells besides the counts."""
-
-    @abstractmethod
-    def row(self, item: Item, status: str) -> PreviewRow: ...
-
-    @abstractmethod
-    def add_staged(
-        self, session: Session, *, project_id: int, staged: dict[str, Any]
-    ) -> ImportOutcome:
-        """Add the items of a staged preview (`staged[self.name]`)."""
+    parse: Callable[[bytes, str, str | None], Parsed[Item]]
+    """The record parser: (data, filename, forced format or None)."""
+    digest: Callable[[Item], str]
+    """The hash that deduplicates an item within its project."""
+    existing: Callable[[Session, int, Sequence[str]], set[str]]
+    """The digests a project (by id) has already."""
+    findings: Callable[[Session, Project, Sequence[Item], Sequence[str]], Findings]
+    """What a preview tells besides the counts, from the items and their statuses."""
+    row: Callable[[Item, str], PreviewRow]
+    add_staged: Callable[[Session, int, dict[str, Any]], ImportOutcome]
+    """Add the items of a staged preview (`staged[name]`) to a project (by id)."""
+    formats: tuple[str, ...] = FORMATS
 
     def preview(
         self,
@@ -218,7 +206,7 @@ class ImportKind(ABC, Generic[Item]):
         if not data.strip():
             raise InvalidInput("The file is empty", details={"field": "file"})
         parsed = self.parse(data, filename, fmt)
-        digests = self.digests(parsed.items)
+        digests = [self.digest(item) for item in parsed.items]
         statuses = import_statuses(digests, self.existing(session, project_id, digests))
         found = self.findings(session, project, parsed.items, statuses)
         new = statuses.count("new")
@@ -259,7 +247,7 @@ class ImportKind(ABC, Generic[Item]):
         staged = load_staged(staging_dir, token, project_id=project_id, user_id=user_id)
         if staged.get(self.name) is None:  # a preview of another kind
             raise _expired()
-        outcome = self.add_staged(session, project_id=project_id, staged=staged)
+        outcome = self.add_staged(session, project_id, staged)
         after_commit(session, lambda: discard_staged(staging_dir, token))
         return outcome
 
@@ -267,60 +255,48 @@ class ImportKind(ABC, Generic[Item]):
 # Prompts
 
 
-class PromptImport(ImportKind[ParsedPrompt]):
-    """New prompts are measured in the project's tokenizer; the too-long ones are named."""
-
-    name = "prompts"
-    noun = "prompt"
-    format_labels = FORMAT_LABELS
-
-    def parse(self, data: bytes, filename: str, fmt: str | None) -> Parsed[ParsedPrompt]:
-        return parse_prompts(data, filename, fmt)
-
-    def digests(self, items: Sequence[ParsedPrompt]) -> list[str]:
-        return [prompt_hash(p.content) for p in items]
-
-    def existing(self, session: Session, project_id: int, digests: Sequence[str]) -> set[str]:
-        return repository.existing_prompt_hashes(session, project_id, digests)
-
-    def findings(
-        self,
-        session: Session,
-        project: Project,
-        items: Sequence[ParsedPrompt],
-        statuses: Sequence[str],
-    ) -> Findings:
-        fresh = [i for i, status in enumerate(statuses) if status == "new"]
-        measured = prompt_length.measure(project, [items[i].content for i in fresh])
-        if measured is None:
-            return Findings(staged={"token_counts": None})
-        counts: list[int | None] = [None] * len(items)
-        for i, count in zip(fresh, measured.counts, strict=True):
-            counts[i] = count
-        too_long = _long_prompts(
-            [
-                LongPrompt(items[i].line, count)
-                for j, (i, count) in enumerate(zip(fresh, measured.counts, strict=True))
-                if count is not None and measured.too_long(j)
-            ],
-            measured.budget,
-        )
-        return Findings(staged={"token_counts": counts}, measured=True, too_long=too_long)
-
-    def row(self, item: ParsedPrompt, status: str) -> PreviewRow:
-        return PreviewRow(item.line, item.content, None, status)
-
-    def add_staged(
-        self, session: Session, *, project_id: int, staged: dict[str, Any]
-    ) -> ImportOutcome:
-        prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
-        added = import_prompts(
-            session, project_id=project_id, prompts=prompts, token_counts=staged.get("token_counts")
-        )
-        return ImportOutcome.of(staged, added, too_long=too_long_of(added, prompts))
+def _measure_new(
+    session: Session, project: Project, prompts: Sequence[ParsedPrompt], statuses: Sequence[str]
+) -> Findings:
+    """New prompts measured in the project's tokenizer; the counts are staged for the confirm."""
+    fresh = [i for i, status in enumerate(statuses) if status == "new"]
+    measured = prompt_length.measure(project, [prompts[i].content for i in fresh])
+    if measured is None:
+        return Findings(staged={"token_counts": None})
+    counts: list[int | None] = [None] * len(prompts)
+    for i, count in zip(fresh, measured.counts, strict=True):
+        counts[i] = count
+    too_long = _long_prompts(
+        [
+            LongPrompt(prompts[i].line, count)
+            for j, (i, count) in enumerate(zip(fresh, measured.counts, strict=True))
+            if count is not None and measured.too_long(j)
+        ],
+        measured.budget,
+    )
+    return Findings(staged={"token_counts": counts}, measured=True, too_long=too_long)
 
 
-PROMPTS = PromptImport()
+def _add_staged(session: Session, project_id: int, staged: dict[str, Any]) -> ImportOutcome:
+    prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
+    added = import_prompts(
+        session, project_id=project_id, prompts=prompts, token_counts=staged.get("token_counts")
+    )
+    return ImportOutcome.of(staged, added, too_long=too_long_of(added, prompts))
+
+
+PROMPTS = ImportKind[ParsedPrompt](
+    name="prompts",
+    noun="prompt",
+    format_labels=FORMAT_LABELS,
+    parse=parse_prompts,
+    digest=lambda prompt: prompt_hash(prompt.content),
+    existing=repository.existing_prompt_hashes,
+    findings=_measure_new,
+    row=lambda prompt, status: PreviewRow(prompt.line, prompt.content, None, status),
+    add_staged=_add_staged,
+)
+"""New prompts are measured in the project's tokenizer; the too-long ones are named."""
 preview_import = PROMPTS.preview
 confirm_import = PROMPTS.confirm
 

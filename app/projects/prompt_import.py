@@ -517,6 +517,49 @@ def _rank(value: Any) -> float:
 
 
 @dataclass
+class _Message:
+    """One OASST2 message line (the message dumps; the tree dumps nest them)."""
+
+    line: int
+    message_id: str
+    parent_id: str | None
+    role: str
+    text: str
+    rank: float
+    alive: bool
+    """False for deleted or review-rejected messages: they and their subtree are left out."""
+
+
+def _message(data: dict[str, Any], line: int) -> _Message:
+    """An OASST2 message line with its id, role and text checked."""
+    message_id = data.get("message_id")
+    if not isinstance(message_id, str) or not message_id.strip():
+        raise BadRecord("missing field 'message_id'")
+    role = data.get("role")
+    if role not in ("prompter", "assistant"):
+        raise BadRecord(f"'role' must be 'prompter' or 'assistant', got {role!r}")
+    text = _text(data, "text", required=True)
+    parent_id = data.get("parent_id") or None
+    return _Message(
+        line=line,
+        message_id=message_id,
+        parent_id=str(parent_id) if parent_id is not None else None,
+        role=role,
+        text=text,
+        rank=_rank(data.get("rank")),
+        alive=_alive(data),
+    )
+
+
+def _alive(data: dict[str, Any]) -> bool:
+    return not _flag(data.get("deleted")) and data.get("review_result") not in (
+        False,
+        "False",
+        "false",
+    )
+
+
+@dataclass
 class _Candidate:
     rank: float
     line: int
@@ -540,24 +583,17 @@ class _Oasst2Collector:
         data = record.data
         if isinstance(data.get("prompt"), dict):
             return self._add_tree(record.line, data["prompt"])
-        message_id = data.get("message_id")
-        if not isinstance(message_id, str) or not message_id.strip():
-            raise BadRecord("missing field 'message_id'")
-        role = data.get("role")
-        if role not in ("prompter", "assistant"):
-            raise BadRecord(f"'role' must be 'prompter' or 'assistant', got {role!r}")
-        text = _text(data, "text", required=True)
-        if _flag(data.get("deleted")) or data.get("review_result") in (False, "False", "false"):
+        message = _message(data, record.line)
+        if not message.alive:
             return False
-        parent_id = data.get("parent_id") or None
-        if parent_id is None:
-            if role != "prompter":
+        if message.parent_id is None:
+            if message.role != "prompter":
                 raise BadRecord("a root message (no parent_id) must have role 'prompter'")
-            _checked_length(text)
-            self.roots.append((record.line, message_id, text))
+            _checked_length(message.text)
+            self.roots.append((message.line, message.message_id, message.text))
             return True
-        if role == "assistant":
-            self._offer(str(parent_id), _Candidate(_rank(data.get("rank")), record.line, text))
+        if message.role == "assistant":
+            self._offer(message.parent_id, _Candidate(message.rank, message.line, message.text))
         return False
 
     def _offer(self, parent_id: str, candidate: _Candidate) -> None:

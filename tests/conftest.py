@@ -133,8 +133,8 @@ def db_session(migrated_engine: Engine) -> Iterator[Session]:
         conn.close()
 
 
-def app_on_session(session: Session) -> FastAPI:
-    """The app whose requests all run on `session` (each committed, or rolled back on error)."""
+def app_on_session(db_session: Session) -> FastAPI:
+    """The app whose requests all run on `db_session` (each committed, or rolled back on error)."""
     from app.deps import get_db
     from app.main import create_app
 
@@ -142,10 +142,10 @@ def app_on_session(session: Session) -> FastAPI:
 
     def _test_db() -> Iterator[Session]:
         try:
-            yield session
-            session.commit()
+            yield db_session
+            db_session.commit()
         except BaseException:
-            session.rollback()
+            db_session.rollback()
             raise
 
     app.dependency_overrides[get_db] = _test_db

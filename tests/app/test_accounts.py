@@ -9,23 +9,14 @@ from sqlalchemy.orm import Session
 from app.models import Role, WebSession
 from tests.conftest import BACKEND
 from tests.factories import PASSWORD, make_user
-from tests.helpers import csrf_token, login
+from tests.helpers import csrf_token, login, post_login
 
 
 def test_login_sets_an_httponly_samesite_session_cookie(
     client: httpx.Client, db_session: Session
 ) -> None:
     user = make_user(db_session, username="ann")
-    client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "username": "ann",
-            "password": PASSWORD,
-            "csrf_token": client.cookies.get("rankloop_csrf"),
-        },
-        follow_redirects=False,
-    )
+    response = post_login(client, "ann", PASSWORD, follow_redirects=False)
     assert response.status_code == 303
     cookie = response.headers["set-cookie"]
     assert "rankloop_session=" in cookie
@@ -40,15 +31,7 @@ def test_wrong_password_is_refused_and_creates_no_session(
     client: httpx.Client, db_session: Session
 ) -> None:
     make_user(db_session, username="bob")
-    client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "username": "bob",
-            "password": "wrong password",
-            "csrf_token": client.cookies.get("rankloop_csrf"),
-        },
-    )
+    response = post_login(client, "bob", "wrong password")
     assert response.status_code == 401
     assert "Invalid username or password" in response.text
     assert db_session.scalar(select(func.count()).select_from(WebSession)) == 0
@@ -58,15 +41,7 @@ def test_a_login_name_with_a_nul_character_is_refused_without_a_500(
     client: httpx.Client, db_session: Session
 ) -> None:
     make_user(db_session, username="dora")
-    client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "username": "dora\x00",
-            "password": PASSWORD,
-            "csrf_token": client.cookies.get("rankloop_csrf"),
-        },
-    )
+    response = post_login(client, "dora\x00", PASSWORD)
     # PostgreSQL cannot even compare text with NUL: the input is refused before the check.
     assert response.status_code == (422 if BACKEND == "postgresql" else 401)
     assert db_session.scalar(select(func.count()).select_from(WebSession)) == 0
@@ -91,15 +66,7 @@ def test_logout_requires_the_session_csrf_token(client: httpx.Client, db_session
 
 def test_deactivated_user_cannot_log_in(client: httpx.Client, db_session: Session) -> None:
     make_user(db_session, username="eve", active=False)
-    client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "username": "eve",
-            "password": PASSWORD,
-            "csrf_token": client.cookies.get("rankloop_csrf"),
-        },
-    )
+    response = post_login(client, "eve", PASSWORD)
     assert response.status_code == 401
     assert "deactivated" in response.text
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.accounts import service
 from app.config import get_settings
 from app.models import LoginAttempt, Role, WebSession
+from tests.conftest import app_on_session
 from tests.factories import PASSWORD, make_user
 
 ClientAt = Callable[[str], httpx.Client]
@@ -22,20 +23,7 @@ ClientAt = Callable[[str], httpx.Client]
 @pytest.fixture
 def client_at(db_session: Session) -> Iterator[ClientAt]:
     """HTTP clients of one app, each calling from its own address."""
-    from app.deps import get_db
-    from app.main import create_app
-
-    app = create_app()
-
-    def _test_db() -> Iterator[Session]:
-        try:
-            yield db_session
-            db_session.commit()
-        except BaseException:
-            db_session.rollback()
-            raise
-
-    app.dependency_overrides[get_db] = _test_db
+    app = app_on_session(db_session)
     opened: list[TestClient] = []
 
     def make(address: str) -> httpx.Client:

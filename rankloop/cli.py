@@ -739,11 +739,11 @@ def round_start(
         raise _fail(exc.message + details) from None
     console.print(f"Round {number} started (id {round_id}); page: /admin/rounds/{round_id}")
     if in_process:
-        from app.rounds.schemas import STAGES
+        from app.rounds import registry
         from worker.jobs.rounds import run_round
 
         try:
-            run_round(round_id, STAGES[type][0])
+            run_round(round_id, registry.get(type).stage_names[0])
         except Exception:  # recorded on the round (state failed, error); shown just below
             _print_round(round_id)
             raise typer.Exit(code=1) from None

@@ -347,7 +347,7 @@ def _run_round(
     project_id: int, settings: LoopSettings, number: int
 ) -> tuple[int, dict[str, float]]:
     """Start a round and run its stages here, timing each; returns (round id, seconds)."""
-    from app.rounds.schemas import STAGES
+    from app.rounds import registry
     from worker.jobs.rounds import run_stage
 
     config = {**settings.round_config, "seed": settings.seed * 100 + number}
@@ -362,7 +362,7 @@ def _run_round(
         )
         round_id = training_round.id
     seconds: dict[str, float] = {}
-    stage: str | None = STAGES[settings.round_type][0]
+    stage: str | None = registry.get(settings.round_type).stage_names[0]
     while stage is not None:
         started = time.perf_counter()
         try:

@@ -1,14 +1,19 @@
 """The promotion gate as a pure function of the measured numbers and the round's settings.
 
-The evaluating stage measures (samples, KL, held-out scores) and calls `decide`; tests call it
-on plain numbers. A candidate is promoted only on what was measured: the lower end of the
+The evaluating stage measures (samples, KL, held-out scores), turns the measurements into the
+gate's figures with the pure functions here and calls `decide`; tests call them on plain
+numbers. A candidate is promoted only on what was measured: the lower end of the
 gain's interval must be above the bound (an interval of [0, 0] is no evidence of a gain), and
 samples identical to the previous version's mean nothing was measured at all.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import statistics
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 LABELS: dict[str, str] = {
     "passed": "decision",
@@ -31,6 +36,38 @@ LABELS: dict[str, str] = {
     "gate_samples": "samples per held-out prompt",
     "scorer": "scored by",
 }
+
+
+def repeat_prompts(prompts: Sequence[T], samples_per_prompt: int) -> list[T]:
+    """n samples of each held-out prompt, prompt by prompt: [p0, p0, .., p1, p1, ..]."""
+    return [prompt for prompt in prompts for _ in range(samples_per_prompt)]
+
+
+def sample_figures(
+    *,
+    kl: float,
+    new_texts: Sequence[str],
+    old_texts: Sequence[str],
+    new_lengths: Sequence[int],
+    max_kl: float,
+    samples_per_prompt: int,
+) -> dict[str, Any]:
+    """The gate's figures from the two versions' samples of the same prompts and seed: the new
+    version's KL to the reference (per answer, and per token of its `new_lengths`), and the
+    share of its samples identical to the previous version's (1 when there are none)."""
+    tokens = statistics.fmean(new_lengths) if new_lengths else 0.0
+    identical = (
+        statistics.fmean(a == b for a, b in zip(new_texts, old_texts, strict=True))
+        if new_texts
+        else 1.0
+    )
+    return {
+        "kl": kl,
+        "kl_per_token": kl / tokens if tokens else None,
+        "max_kl": max_kl,
+        "gate_samples": samples_per_prompt,
+        "identical_samples": identical,
+    }
 
 
 def decide(gate: dict[str, Any], config: dict[str, Any]) -> tuple[bool, list[str]]:

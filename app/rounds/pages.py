@@ -14,10 +14,9 @@ from app.errors import InvalidInput
 from app.health import queue_lengths, worker_statuses
 from app.models import TrainingRound
 from app.projects.service import require_project
-from app.rounds import repository, service, sizing
+from app.rounds import registry, repository, service, sizing
 from app.rounds.charts import round_charts
 from app.rounds.gate import LABELS as GATE_LABELS
-from app.rounds.schemas import CONFIG_BY_TYPE
 from app.server_paths import strip_server_paths
 
 
@@ -120,8 +119,8 @@ def rounds_context(session: Session, *, project_id: int, round_type: str) -> dic
         "rounds": repository.list_rounds(session, project_id),
         "active": repository.active_round(session, project_id),
         "round_type": round_type,
-        "round_types": list(CONFIG_BY_TYPE),
-        "fields": config_fields(CONFIG_BY_TYPE[round_type]),
+        "round_types": registry.names(),
+        "fields": config_fields(registry.get(round_type).config),
         "workers": worker_statuses(session),
         "queues": queue_lengths(),
     }

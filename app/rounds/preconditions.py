@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import AppError
 from app.models import PolicyKind, Project, RoundType
-from app.rounds import lineage, repository
+from app.rounds import lineage, registry, repository
 
 MIN_PROMPTS = 4
 """Active prompts a round needs: `lineage.split_prompts` holds a quarter (at least 2) out for
@@ -26,7 +26,7 @@ the promotion gate and trains on the rest."""
 MIN_RANKINGS = 4
 """Usable rankings a reward model trains on (worker.jobs.reward_model.MIN_RANKINGS)."""
 MIN_DEMONSTRATIONS = 4
-"""Demonstrations an SFT round trains on (worker.jobs.rounds.sft_trainer)."""
+"""Demonstrations an SFT round trains on (worker.jobs.round_trainers.train_sft_policy)."""
 
 TINY = "tiny"  # worker.policies.TINY: the demo model the workers build themselves
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
@@ -39,6 +39,7 @@ def problems(
     """What keeps a round of `round_type` with `config` (parsed) from running on `project`:
     one {"field", "message"} per problem, each saying what to do; empty when it can run."""
     found: list[dict[str, str]] = []
+    trains_on = registry.get(round_type).trains_on
     prompts, _ = repository.sizing_counts(session, project.id)
     if prompts < MIN_PROMPTS:
         found.append(
@@ -73,39 +74,39 @@ def problems(
             )
         except AppError as exc:
             found.append({"field": "reference", "message": exc.message})
-    if round_type == RoundType.sft.value:
-        demonstrations = demonstration_count(session, project.id)
-        if demonstrations < MIN_DEMONSTRATIONS:
-            found.append(
-                {
-                    "field": "demonstrations",
-                    "message": f"SFT trains on demonstrations: the project has {demonstrations}"
-                    f", at least {MIN_DEMONSTRATIONS} are needed; import some on the project "
-                    "page or let annotators write them",
-                }
-            )
-    else:
-        rankings = usable_ranking_count(session, project.id)
-        if rankings < MIN_RANKINGS:
-            found.append(
-                {
-                    "field": "rankings",
-                    "message": f"no reward model can be trained: the project has {rankings} "
-                    f"usable ranking{_s(rankings)} (excluded annotators, flagged samples and "
-                    f"all-tied rankings left out), at least {MIN_RANKINGS} are needed; have "
-                    "annotators rank more tasks",
-                }
-            )
+    found.extend(_data_problems(session, project.id, trains_on=trains_on))
     base = lineage.base_model(session, project.id)
     why = base_model_problem(base)
     if why is not None:
         found.append({"field": "base_model", "message": f"{why}; change it in the settings"})
     rm_base = (config.get("reward_model") or {}).get("base_model")
-    if round_type != RoundType.sft.value and rm_base and rm_base != base:
+    if trains_on == "rankings" and rm_base and rm_base != base:
         why = base_model_problem(rm_base)
         if why is not None:
             found.append({"field": "reward_model.base_model", "message": why})
     return found
+
+
+def _data_problems(session: Session, project_id: int, *, trains_on: str) -> list[dict[str, str]]:
+    """Too few of what the round type trains on: demonstrations, or usable rankings."""
+    if trains_on == "demonstrations":
+        have, need, field = (
+            demonstration_count(session, project_id),
+            MIN_DEMONSTRATIONS,
+            "demonstrations",
+        )
+        message = (
+            f"SFT trains on demonstrations: the project has {have}, at least {need} are "
+            "needed; import some on the project page or let annotators write them"
+        )
+    else:
+        have, need, field = usable_ranking_count(session, project_id), MIN_RANKINGS, "rankings"
+        message = (
+            f"no reward model can be trained: the project has {have} usable ranking{_s(have)} "
+            "(excluded annotators, flagged samples and all-tied rankings left out), at least "
+            f"{need} are needed; have annotators rank more tasks"
+        )
+    return [{"field": field, "message": message}] if have < need else []
 
 
 def refusal_message(found: list[dict[str, str]]) -> str:

@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import AdminUser, SessionDep, SettingsDep
 from app.ids import IdPath
-from app.rounds import pages, service
+from app.rounds import pages, registry, service
 from app.templating import render
 
 router = APIRouter(prefix="/admin")
+ROUND_TYPE = f"^({'|'.join(registry.names())})$"
 
 
 @router.get("/projects/{project_id}/rounds", response_class=HTMLResponse)
@@ -22,7 +23,7 @@ def rounds_page(
     session: SessionDep,
     user: AdminUser,
     project_id: IdPath,
-    type: Annotated[str, Query(pattern="^(reward_ppo|sft|dpo)$")] = "reward_ppo",
+    type: Annotated[str, Query(pattern=ROUND_TYPE)] = "reward_ppo",
 ) -> Response:
     context = pages.rounds_context(session, project_id=project_id, round_type=type)
     return render(request, "rounds.html", context, block="config_fields")

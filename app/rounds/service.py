@@ -20,8 +20,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import TRAINING_RUN_ROUND_STAGE, enqueue
 from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
 from app.projects.service import require_project
-from app.rounds import preconditions, repository, sizing
-from app.rounds.schemas import CONFIG_BY_TYPE, STAGES
+from app.rounds import preconditions, registry, repository, sizing
 from app.seeds import derived_seed
 
 STAGE_QUEUE = {"sampling": "sampling"}  # every other stage runs on the training queue
@@ -30,14 +29,14 @@ MAX_SERIES_POINTS = 2000
 
 def parse_config(round_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
     """Validate a round config (defaults filled in); a bad field is a 422 naming it."""
-    model = CONFIG_BY_TYPE.get(round_type)
-    if model is None:
+    spec = registry.find(round_type)
+    if spec is None:
         raise InvalidInput(
-            f"Unknown round type {round_type!r}; choose from {', '.join(CONFIG_BY_TYPE)}",
+            f"Unknown round type {round_type!r}; choose from {', '.join(registry.names())}",
             details=[{"field": "type", "message": "unknown round type"}],
         )
     try:
-        parsed = model.model_validate({**(config or {}), "type": round_type})
+        parsed = spec.config.model_validate({**(config or {}), "type": round_type})
     except ValidationError as exc:
         details = [
             {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
@@ -98,7 +97,7 @@ def start_round(
             "sizing": {**training_round.metrics["sizing"], "seed": "derived from the round's id"}
         }
     if enqueue:
-        round_id, first = training_round.id, STAGES[round_type][0]
+        round_id, first = training_round.id, registry.get(round_type).stage_names[0]
         after_commit(session, lambda: send_stage(round_id, first))
     return training_round
 
@@ -167,15 +166,23 @@ class StageStart:
     base_policy_version_id: int | None
 
 
-def begin_stage(session: Session, round_id: int, stage: str) -> StageStart | None:
-    """Enter `stage`; None when the round ended, was cancelled, or the stage already ran."""
+def _running_round(session: Session, round_id: int) -> TrainingRound | None:
+    """The round locked, or None when it ended or a cancel asked for (which ends it now)."""
     training_round = _locked_round(session, round_id)
     if training_round.state.is_terminal:
         return None
     if training_round.cancel_requested:
         _end(training_round, RoundState.cancelled)
         return None
-    stages = STAGES[training_round.type.value]
+    return training_round
+
+
+def begin_stage(session: Session, round_id: int, stage: str) -> StageStart | None:
+    """Enter `stage`; None when the round ended, was cancelled, or the stage already ran."""
+    training_round = _running_round(session, round_id)
+    if training_round is None:
+        return None
+    stages = registry.get(training_round.type.value).stage_names
     if stage not in stages:
         raise InvalidInput(f"A {training_round.type.value} round has no stage {stage!r}")
     current = training_round.state.value
@@ -252,13 +259,10 @@ def set_summary(session: Session, round_id: int, key: str, value: Any) -> None:
 
 def complete_stage(session: Session, round_id: int, stage: str) -> str | None:
     """Move past `stage`; returns the next stage to enqueue, or None when the round is done."""
-    training_round = _locked_round(session, round_id)
-    if training_round.state.is_terminal:
+    training_round = _running_round(session, round_id)
+    if training_round is None:
         return None
-    if training_round.cancel_requested:
-        _end(training_round, RoundState.cancelled)
-        return None
-    stages = STAGES[training_round.type.value]
+    stages = registry.get(training_round.type.value).stage_names
     index = stages.index(stage)
     if index + 1 == len(stages):
         _end(training_round, RoundState.done)
@@ -309,18 +313,6 @@ def mark_cancelled(session: Session, round_id: int) -> None:
         _end(training_round, RoundState.cancelled)
 
 
-_STAGE_NAMES = {
-    RoundState.reward_model: "reward model training",
-    RoundState.evaluating: "evaluation",
-    RoundState.sampling: "sampling",
-}
-_POLICY_STAGE_NAMES = {
-    RoundType.reward_ppo: "PPO training",
-    RoundType.sft: "SFT training",
-    RoundType.dpo: "DPO training",
-}
-
-
 def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
     """Fail running rounds whose worker stopped sending heartbeats (crashed or killed).
 
@@ -337,11 +329,7 @@ def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
             or training_round.heartbeat_at >= before
         ):
             continue
-        stage = (
-            _POLICY_STAGE_NAMES.get(training_round.type, "policy training")
-            if training_round.state == RoundState.policy
-            else _STAGE_NAMES.get(training_round.state, training_round.state.value)
-        )
+        stage = _stage_title(training_round)
         version = repository.version_registered_by(session, training_round.id)
         error = (
             f"The worker stopped responding during {stage} (no heartbeat for more than "
@@ -354,6 +342,12 @@ def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
         _end(training_round, RoundState.failed, error)
         reaped.append(training_round.id)
     return reaped
+
+
+def _stage_title(training_round: TrainingRound) -> str:
+    spec = registry.find(training_round.type.value)
+    stage = spec.stage(training_round.state.value) if spec is not None else None
+    return stage.title if stage is not None else training_round.state.value
 
 
 class Throttle:

@@ -26,7 +26,7 @@ from app.models import (
     TrainingRound,
 )
 from app.rounds import preconditions, service, sizing
-from app.rounds.schemas import CONFIG_BY_TYPE
+from app.rounds.registry import configs
 from app.tokens import service as tokens
 from tests.factories import make_project, make_ready_project, make_user, make_version
 from tests.helpers import login
@@ -384,7 +384,7 @@ def test_hyperparameters_outside_sane_bounds_are_refused(
 
 def test_the_defaults_are_within_the_bounds_and_unchanged() -> None:
     """Bounds must not move a default (they were chosen by benchmark)."""
-    for round_type, model in CONFIG_BY_TYPE.items():
+    for round_type, model in configs().items():
         assert service.parse_config(round_type, {}) == model().model_dump()
     dpo, sft, ppo = (service.parse_config(t, {}) for t in ("dpo", "sft", "reward_ppo"))
     assert (dpo["learning_rate"], dpo["beta"], dpo["heldout_fraction"]) == (6e-4, 0.1, 0.2)

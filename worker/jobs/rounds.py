@@ -1,29 +1,36 @@
 """Round stages, each a plain function a Celery task calls: reward model → policy → evaluating
-→ sampling. Each reads what it needs in a short transaction, trains without one, and writes
-its result in one transaction, so a crash leaves the round failed (by the reaper) or resumable,
-never half-registered.
+→ sampling, or the stages its round type declares (`app.rounds.registry`). Each reads what it
+needs in a short transaction, trains without one, and writes its result in one transaction, so
+a crash leaves the round failed (by the reaper) or resumable, never half-registered. The policy
+stage calls the trainer the round type names (`worker.jobs.round_trainers`).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.artifacts import get_store
 from app.db import session_scope
 from app.models import TrainingRound
-from app.rounds import lineage, service, snapshots
+from app.rounds import gate as promotion
+from app.rounds import lineage, registry, service
+from app.rounds.schemas import RoundConfigBase
 from app.rounds.service import StageStart, Throttle
 from app.sampling import service as sampling
 from worker.failures import Failure, describe
 from worker.jobs.reward_model import json_safe as _json_safe
 from worker.policies import load_base
+from worker.training.outcomes import TrainingCancelled
+
+T = TypeVar("T")
 
 
 class RoundCancelled(Exception):
@@ -72,15 +79,11 @@ def run_stage(round_id: int, stage: str) -> str | None:
     try:
         STAGES[stage](start, reporter)
         reporter.check_cancel()
-    except RoundCancelled:
+    except (RoundCancelled, TrainingCancelled):  # the stage or its trainer saw the cancel
         with session_scope() as session:
             service.mark_cancelled(session, round_id)
         return None
-    except Exception as exc:
-        if reporter.cancelled:  # the trainer stopped because we asked it to
-            with session_scope() as session:
-                service.mark_cancelled(session, round_id)
-            return None
+    except Exception as exc:  # any other error fails the round, even after a cancel
         failure = describe_failure(exc, stage=stage, round_type=start.type)
         with session_scope() as session:
             service.fail_round(session, round_id, failure.line, detail=failure.detail)
@@ -89,32 +92,15 @@ def run_stage(round_id: int, stage: str) -> str | None:
         return service.complete_stage(session, round_id, stage)
 
 
-# What each stage does, in the words of a failed round's one-line reason, and which settings
-# take less memory there (by stage, or "policy:<round type>").
-STAGE_DOING = {
-    "reward_model": "training the reward model",
-    "policy:reward_ppo": "training the policy with PPO",
-    "policy:sft": "training the policy with SFT",
-    "policy:dpo": "training the policy with DPO",
-    "evaluating": "evaluating the new version (the promotion gate)",
-    "sampling": "sampling the new version for annotators",
-}
-STAGE_LOWER = {
-    "reward_model": "reward_model.max_length (or choose a smaller reward_model.base_model)",
-    "policy:reward_ppo": "ppo.mini_batch_size and ppo.batch_size (or ppo.max_new_tokens)",
-    "policy:sft": "batch_size",
-    "policy:dpo": "batch_size",
-    "evaluating": "gate_samples or eval_prompts",
-    "sampling": "the project's samples per prompt or max new tokens",
-}
-
-
 def describe_failure(exc: BaseException, *, stage: str, round_type: str) -> Failure:
-    key = f"policy:{round_type}" if stage == "policy" else stage
+    """The failure in the words of the stage its round type declares: what it was doing and
+    which settings take less memory there."""
+    spec = registry.find(round_type)
+    declared = spec.stage(stage) if spec is not None else None
     return describe(
         exc,
-        doing=STAGE_DOING.get(key, f"running stage {stage!r}"),
-        lower=STAGE_LOWER.get(key, "the batch size"),
+        doing=declared.doing if declared else f"running stage {stage!r}",
+        lower=declared.lower if declared else "the batch size",
         retry="start a new round",
     )
 
@@ -254,7 +240,7 @@ def signal_shortfall(signal: dict[str, Any], min_low: float) -> str | None:
     )
 
 
-def _round_reward_model(round_id: int, *, judge: bool = False) -> tuple[str, Path] | None:
+def round_reward_model(round_id: int, *, judge: bool = False) -> tuple[str, Path] | None:
     """(base model name, local directory) of the reward model a round uses, if any; with
     `judge`, the held-out one its gate scores with (when the round trained one)."""
     from app.rounds import repository
@@ -278,7 +264,7 @@ def _round_reward_model(round_id: int, *, judge: bool = False) -> tuple[str, Pat
     return base_model, Path(get_store().local_dir(uri))
 
 
-def _load_reward_model(rm_dir: Path) -> tuple[Any, Any]:
+def load_reward_model_dir(rm_dir: Path) -> tuple[Any, Any]:
     """(reward model on its own copy of its base, its tokenizer)."""
     from worker.training.models import load_tokenizer
     from worker.training.reward_model import load_reward_model
@@ -286,7 +272,7 @@ def _load_reward_model(rm_dir: Path) -> tuple[Any, Any]:
     return load_reward_model(rm_dir), load_tokenizer(str(rm_dir))
 
 
-def _score_fn(rm: Any, rm_tokenizer: Any) -> Callable[[list[Any], list[str]], list[float]]:
+def scorer(rm: Any, rm_tokenizer: Any) -> Callable[[list[Any], list[str]], list[float]]:
     from worker.training.reward_model import score
 
     def score_fn(prompts: list[Any], responses: list[str]) -> list[float]:
@@ -295,34 +281,55 @@ def _score_fn(rm: Any, rm_tokenizer: Any) -> Callable[[list[Any], list[str]], li
     return score_fn
 
 
-def _stop_strings(project_id: int) -> list[str] | None:
-    """The project's stop strings: rollouts and the gate's samples end where annotators' do."""
-    from app.models import Project
-
-    with session_scope(readonly=True) as session:
-        project = session.get(Project, project_id)
-        assert project is not None
-        return project.stop_strings
+# Policy: the round type's trainer ------------------------------------------------------------
 
 
-# Policy (PPO / SFT / DPO) ------------------------------------------------------------------
+@dataclass(frozen=True)
+class PolicyJob:
+    """What a round type's trainer gets: the round, its typed config, the loaded base (with
+    the reference merged in), the training prompts and where training starts and saves."""
+
+    start: StageStart
+    config: RoundConfigBase
+    reporter: StageReporter
+    model: Any
+    tokenizer: Any
+    prompts: list[Any]
+    init_dir: Path | None
+    """The adapter training continues, or None for a fresh one."""
+    out_dir: Path
+    """Where the trainer saves the adapter (returned as the summary's "adapter_dir")."""
+    source: lineage.PolicySource
+
+    def progress(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        """A trainer's progress callback: a point on the round's "policy" chart."""
+        self.reporter.progress(step, total, metrics, series="policy")
+
+    def should_stop(self) -> bool:
+        return self.reporter.should_stop()
+
+
+def resolve_trainer(path: str) -> Callable[[PolicyJob], dict[str, Any]]:
+    """The function a round type names as "module:function" (the web app never imports it)."""
+    module, _, name = path.partition(":")
+    trainer: Callable[[PolicyJob], dict[str, Any]] = getattr(importlib.import_module(module), name)
+    return trainer
 
 
 def policy_stage(start: StageStart, reporter: StageReporter) -> None:
+    spec = registry.get(start.type)
+    config = spec.parse(start.config)
     with session_scope(readonly=True) as session:
         source = lineage.policy_source(
-            session,
-            project_id=start.project_id,
-            reference=start.config["reference"],
-            round_type=start.type,
+            session, project_id=start.project_id, reference=config.reference, round_type=start.type
         )
         train_prompts, _ = lineage.split_prompts(
             session,
             project_id=start.project_id,
-            eval_count=start.config["eval_prompts"],
-            seed=start.config["seed"],
+            eval_count=sized(config.eval_prompts),
+            seed=sized(config.seed),
         )
-    trainer = POLICY_TRAINERS[start.type]
+    trainer = resolve_trainer(spec.trainer)
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-policy-"))
     try:
         model, tokenizer = load_base(
@@ -334,7 +341,17 @@ def policy_stage(start: StageStart, reporter: StageReporter) -> None:
             get_store().local_dir(source.init_adapter_uri) if source.init_adapter_uri else None
         )
         summary = trainer(
-            start, reporter, model, tokenizer, train_prompts, init_dir, workdir, source=source
+            PolicyJob(
+                start=start,
+                config=config,
+                reporter=reporter,
+                out_dir=workdir / "adapter",
+                model=model,
+                tokenizer=tokenizer,
+                prompts=train_prompts,
+                init_dir=init_dir,
+                source=source,
+            )
         )
         reporter.check_cancel()
         adapter_dir = Path(summary.pop("adapter_dir"))
@@ -360,198 +377,16 @@ def policy_stage(start: StageStart, reporter: StageReporter) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def ppo_trainer(
-    start: StageStart,
-    reporter: StageReporter,
-    model: Any,
-    tokenizer: Any,
-    prompts: list[Any],
-    init_dir: Path | None,
-    workdir: Path,
-    *,
-    source: lineage.PolicySource,
-) -> dict[str, Any]:
-    from worker.training.ppo import PPOConfig, ScoreFn, SharedBaseReward, train_ppo
-
-    found = _round_reward_model(start.round_id)
-    if found is None:
-        raise ValueError("PPO needs a reward model; this round trained none")
-    rm_base, rm_dir = found
-    # A reward model trained on the very weights PPO starts from (same base, nothing merged)
-    # is loaded onto them as a second adapter: one base copy in memory instead of two.
-    on_policy_base = rm_base == source.base_model and not source.reference_merged
-    reward: ScoreFn | SharedBaseReward
-    if on_policy_base:
-        reward = SharedBaseReward(rm_dir)
-    else:
-        reward = _score_fn(*_load_reward_model(rm_dir))
-    cfg = start.config["ppo"]
-    config = PPOConfig(
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        mini_batch_size=cfg["mini_batch_size"],
-        ppo_epochs=cfg["ppo_epochs"],
-        lr=cfg["learning_rate"],
-        kl_coef=cfg["kl_coef"],
-        adaptive_kl=cfg["adaptive_kl"],
-        temperature=cfg["temperature"],
-        max_new_tokens=cfg["max_new_tokens"],
-        stop_strings=_stop_strings(start.project_id),
-        seed=start.config["seed"],
-    )
-
-    def progress(step: int, total: int, metrics: dict[str, float]) -> None:
-        reporter.progress(step, total, metrics, series="policy")
-
-    result = train_ppo(
-        model,
-        tokenizer,
-        prompts,
-        reward,
-        config,
-        init_adapter_dir=init_dir,
-        out_dir=workdir / "adapter",
-        progress=progress,
-        should_stop=reporter.should_stop,
-    )
-    return {
-        "ppo": result.final,
-        "ppo_config": asdict(config),
-        "reward_model_on_policy_base": on_policy_base,
-        "adapter_dir": str(result.adapter_dir),
-    }
-
-
-def sft_trainer(
-    start: StageStart,
-    reporter: StageReporter,
-    model: Any,
-    tokenizer: Any,
-    prompts: list[Any],
-    init_dir: Path | None,
-    workdir: Path,
-    *,
-    source: lineage.PolicySource,
-) -> dict[str, Any]:
-    from worker.training.sft import Demonstration, SFTConfig, train_sft
-
-    with session_scope(readonly=True) as session:
-        demos = [
-            Demonstration(prompt, response)
-            for prompt, response in lineage.demonstrations(session, project_id=start.project_id)
-        ]
-    if len(demos) < 4:
-        raise ValueError(
-            f"SFT needs demonstrations: the project has {len(demos)} (at least 4 needed); "
-            "import some on the project page"
-        )
-    cfg = start.config
-    config = SFTConfig(
-        epochs=cfg["epochs"],
-        lr=cfg["learning_rate"],
-        batch_size=cfg["batch_size"],
-        heldout_fraction=cfg["heldout_fraction"],
-        seed=cfg["seed"],
-    )
-    result = train_sft(
-        model,
-        tokenizer,
-        demos,
-        config,
-        out_dir=workdir / "adapter",
-        init_adapter_dir=init_dir,
-        progress=lambda step, total, metrics: reporter.progress(
-            step, total, metrics, series="policy"
-        ),
-        should_stop=reporter.should_stop,
-    )
-    return {"sft": result.final, "adapter_dir": str(result.adapter_dir)}
-
-
-def dpo_trainer(
-    start: StageStart,
-    reporter: StageReporter,
-    model: Any,
-    tokenizer: Any,
-    prompts: list[Any],
-    init_dir: Path | None,
-    workdir: Path,
-    *,
-    source: lineage.PolicySource,
-) -> dict[str, Any]:
-    from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
-
-    with session_scope() as session:
-        snapshot = snapshots.create_snapshot(
-            session, project_id=start.project_id, name=f"round {start.number} dpo"
-        )
-        training_round = session.get(TrainingRound, start.round_id)
-        assert training_round is not None
-        training_round.snapshot_id = snapshot.id
-        rows = snapshots.preference_pairs(session, snapshot.id)
-        # Two samples with the same text (a duplicate generation) ranked apart state no
-        # preference a policy could learn: DPO skips them; the snapshot keeps them on record.
-        pairs = [
-            PreferencePair(prompt, chosen, rejected)
-            for prompt, chosen, rejected in rows
-            if chosen != rejected
-        ]
-    if len(pairs) < 4:
-        raise ValueError(
-            f"DPO needs preference pairs: the snapshot has {len(pairs)} (at least 4 needed)"
-        )
-    cfg = start.config
-    config = DPOConfig(
-        beta=cfg["beta"],
-        loss_type=cfg["loss"],
-        epochs=cfg["epochs"],
-        lr=cfg["learning_rate"],
-        batch_size=cfg["batch_size"],
-        heldout_fraction=cfg["heldout_fraction"],
-        seed=cfg["seed"],
-    )
-    result = train_dpo(
-        model,
-        tokenizer,
-        pairs,
-        config,
-        out_dir=workdir / "adapter",
-        init_adapter_dir=init_dir,
-        progress=lambda step, total, metrics: reporter.progress(
-            step, total, metrics, series="policy"
-        ),
-        should_stop=reporter.should_stop,
-    )
-    return {
-        "dpo": result.final,
-        "n_pairs": len(pairs),
-        "identical_pairs_skipped": len(rows) - len(pairs),
-        "adapter_dir": str(result.adapter_dir),
-    }
-
-
-# Each trainer gets the loaded base and where training starts (`source`); it returns the
-# summary, with the trained adapter's directory under "adapter_dir".
-POLICY_TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "reward_ppo": ppo_trainer,
-    "sft": sft_trainer,
-    "dpo": dpo_trainer,
-}
-
-
 # Evaluating: the promotion gate --------------------------------------------------------------
 
 
 def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     """Sample the candidate and the previous version on held-out prompts, measure KL and the
     held-out scorer's gain with its interval, decide (`app.rounds.gate.decide`), register."""
-    from peft import PeftModel
-
     from app.models import Project
-    from app.rounds import gate as promotion
-    from worker.policies import PolicySpec, load_policy_for_generation
-    from worker.training.evaluation import mean_kl_to_reference, sample_once
 
+    spec = registry.get(start.type)
+    config = spec.parse(start.config)
     with session_scope(readonly=True) as session:
         training_round = session.get(TrainingRound, start.round_id)
         project = session.get(Project, start.project_id)
@@ -559,93 +394,47 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         assert project is not None
         candidate = dict(training_round.metrics.get("candidate") or {})
         source = lineage.policy_source(
-            session,
-            project_id=start.project_id,
-            reference=start.config["reference"],
-            round_type=start.type,
+            session, project_id=start.project_id, reference=config.reference, round_type=start.type
         )
         _, eval_prompts = lineage.split_prompts(
             session,
             project_id=start.project_id,
-            eval_count=start.config["eval_prompts"],
-            seed=start.config["seed"],
+            eval_count=sized(config.eval_prompts),
+            seed=sized(config.seed),
         )
-        # Rollout settings for PPO; the project's sampling settings for other round types.
-        ppo = start.config.get("ppo") or {}
-        temperature = ppo.get("temperature") or project.temperature
-        max_new = ppo.get("max_new_tokens") or project.max_new_tokens
-        stop_strings = project.stop_strings
+        # The rollout settings the policy trained with (PPO), or else the project's.
+        temperature, max_new = config.sampling()
+        sampling = GateSampling(
+            temperature=temperature or project.temperature,
+            max_new_tokens=max_new or project.max_new_tokens,
+            stop_strings=project.stop_strings,
+            seed=sized(config.seed) + 1,
+        )
     if not candidate.get("adapter_uri"):
         raise ValueError("The policy stage registered no candidate adapter")
-    seed = start.config["seed"] + 1
-    # n samples of each held-out prompt, prompt by prompt: [p0, p0, .., p1, p1, ..].
-    n = start.config.get("gate_samples") or 1
-    gate_prompts = [prompt for prompt in eval_prompts for _ in range(n)]
+    n = config.gate_samples or 1
+    gate_prompts = promotion.repeat_prompts(eval_prompts, n)
 
-    model, tokenizer = load_base(
-        candidate["base_model"],
-        tuple(candidate["merged"]),
-        trust_remote_code=source.trust_remote_code,
-    )
-    peft_model = PeftModel.from_pretrained(
-        model, str(get_store().local_dir(candidate["adapter_uri"]))
-    )
-    peft_model.eval()
-    new_samples = sample_once(
-        peft_model,
-        tokenizer,
-        gate_prompts,
-        temperature=temperature,
-        max_new_tokens=max_new,
-        seed=seed,
-        stop_strings=stop_strings,
-    )
+    new_samples, kl = _sample_candidate(candidate, source, gate_prompts, sampling)
     reporter.progress(1, 3, force=True)
-    kl = mean_kl_to_reference(
-        peft_model, tokenizer, gate_prompts, new_samples, temperature=temperature
-    )
-    del peft_model, model
-    previous_model, previous_tokenizer = load_policy_for_generation(
-        PolicySpec(
-            version_id=source.current_version_id,
-            base_model=source.base_model,
-            adapter_uri=source.current_adapter_uri,
-            merged_adapter_uris=source.current_merged,
-            trust_remote_code=source.trust_remote_code,
-        )
-    )
-    old_samples = sample_once(
-        previous_model,
-        previous_tokenizer,
-        gate_prompts,
-        temperature=temperature,
-        max_new_tokens=max_new,
-        seed=seed,
-        stop_strings=stop_strings,
-    )
-    del previous_model  # one model in memory at a time: the reward models come next
+    old_samples = _sample_previous(source, gate_prompts, sampling)
     reporter.progress(2, 3, force=True)
     new_texts, old_texts = [s.text for s in new_samples], [s.text for s in old_samples]
-    tokens = statistics.fmean(len(s.token_ids) for s in new_samples) if new_samples else 0.0
-    confidence = start.config.get("gate_confidence", 0.95)
-    gate: dict[str, Any] = {
-        "kl": kl,
-        "kl_per_token": kl / tokens if tokens else None,
-        "max_kl": start.config["max_kl"],
-        "gate_samples": n,
-        "identical_samples": statistics.fmean(
-            a == b for a, b in zip(new_texts, old_texts, strict=True)
-        )
-        if new_texts
-        else 1.0,
-    }
-    judge = _round_reward_model(start.round_id, judge=True)
-    trained_on = _round_reward_model(start.round_id)
+    gate = promotion.sample_figures(
+        kl=kl,
+        new_texts=new_texts,
+        old_texts=old_texts,
+        new_lengths=[len(s.token_ids) for s in new_samples],
+        max_kl=config.max_kl,
+        samples_per_prompt=n,
+    )
+    judge = round_reward_model(start.round_id, judge=True)
+    trained_on = round_reward_model(start.round_id)
     if judge is not None:
-        judge_fn = _score_fn(*_load_reward_model(judge[1]))
+        judge_fn = scorer(*load_reward_model_dir(judge[1]))
         trained_fn = (
-            _score_fn(*_load_reward_model(trained_on[1]))
-            if start.type == "reward_ppo" and trained_on is not None and trained_on != judge
+            scorer(*load_reward_model_dir(trained_on[1]))
+            if spec.trains_against_reward_model and trained_on is not None and trained_on != judge
             else None
         )
         gate.update(
@@ -656,22 +445,99 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
                 judge=judge_fn,
                 trained_on=trained_fn,
                 samples_per_prompt=n,
-                confidence=confidence,
-                seed=seed,
+                confidence=config.gate_confidence,
+                seed=sampling.seed,
             ),
             scorer="held-out reward model" if judge != trained_on else "the round's reward model",
-            min_score_gain=start.config.get("min_score_gain", 0.0),
+            min_score_gain=config.min_score_gain,
         )
         del judge_fn, trained_fn
-    extra_check = GATE_FIGURES.get(start.type)
-    if extra_check is not None:
-        extra_check(start, candidate, gate)
+    if spec.gate_figures is not None:
+        gate.update(spec.gate_figures(config, candidate))
     passed, reasons = promotion.decide(gate, start.config)
     gate["passed"] = passed
     reporter.progress(3, 3, force=True)
+    _register_candidate(start, candidate, gate, reasons)
+
+
+@dataclass(frozen=True)
+class GateSampling:
+    """How the gate samples both versions: the same settings and seed for each."""
+
+    temperature: float
+    max_new_tokens: int
+    stop_strings: list[str] | None
+    seed: int
+
+
+def _sample_candidate(
+    candidate: dict[str, Any],
+    source: lineage.PolicySource,
+    prompts: list[Any],
+    sampling: GateSampling,
+) -> tuple[list[Any], float]:
+    """The candidate's samples of `prompts` and its mean KL to the reference on them."""
+    from peft import PeftModel
+
+    from worker.training.evaluation import mean_kl_to_reference
+
+    model, tokenizer = load_base(
+        candidate["base_model"],
+        tuple(candidate["merged"]),
+        trust_remote_code=source.trust_remote_code,
+    )
+    peft_model = PeftModel.from_pretrained(
+        model, str(get_store().local_dir(candidate["adapter_uri"]))
+    )
+    peft_model.eval()
+    samples = _sample(peft_model, tokenizer, prompts, sampling)
+    kl = mean_kl_to_reference(
+        peft_model, tokenizer, prompts, samples, temperature=sampling.temperature
+    )
+    return samples, kl
+
+
+def _sample_previous(
+    source: lineage.PolicySource, prompts: list[Any], sampling: GateSampling
+) -> list[Any]:
+    """The current version's samples of `prompts` (one model in memory at a time: the reward
+    models come next)."""
+    from worker.policies import PolicySpec, load_policy_for_generation
+
+    model, tokenizer = load_policy_for_generation(
+        PolicySpec(
+            version_id=source.current_version_id,
+            base_model=source.base_model,
+            adapter_uri=source.current_adapter_uri,
+            merged_adapter_uris=source.current_merged,
+            trust_remote_code=source.trust_remote_code,
+        )
+    )
+    return _sample(model, tokenizer, prompts, sampling)
+
+
+def _sample(model: Any, tokenizer: Any, prompts: list[Any], sampling: GateSampling) -> list[Any]:
+    from worker.training.evaluation import sample_once
+
+    return sample_once(
+        model,
+        tokenizer,
+        prompts,
+        temperature=sampling.temperature,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
+        stop_strings=sampling.stop_strings,
+    )
+
+
+def _register_candidate(
+    start: StageStart, candidate: dict[str, Any], gate: dict[str, Any], reasons: list[str]
+) -> None:
+    """Register the candidate as a policy version (promoted when it passed), in one
+    transaction; a round cancelled (or reaped) while the gate ran registers nothing."""
     with session_scope() as session:
         training_round = service.claim_registration(session, start.round_id)
-        if training_round is None:  # cancelled (or reaped) while the gate ran: register nothing
+        if training_round is None:
             raise RoundCancelled
         version = lineage.register_policy_version(
             session,
@@ -680,17 +546,24 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
             artifact_uri=candidate["adapter_uri"],
             merged=tuple(candidate["merged"]),
             metrics=_json_safe({"gate": gate, "round_type": start.type}),
-            promote=passed,
+            promote=gate["passed"],
         )
         service.set_summary(
             session, start.round_id, "gate", _json_safe({**gate, "version": version.number})
         )
-        if not passed:
+        if not gate["passed"]:
             service.reject_round(
                 session,
                 start.round_id,
                 "The new version did not pass the promotion gate: " + "; ".join(reasons),
             )
+
+
+def sized(value: T | None) -> T:
+    """A setting a round left blank: filled in when it started (`app.rounds.sizing`, the seed
+    from the round's id), so never None on a stored round."""
+    assert value is not None
+    return value
 
 
 def score_candidate(
@@ -733,17 +606,6 @@ def score_candidate(
 def _per_prompt_means(scores: list[float], n: int) -> list[float]:
     """Mean of each consecutive run of n scores (the n samples of one prompt)."""
     return [statistics.fmean(scores[i : i + n]) for i in range(0, len(scores), n)]
-
-
-def _dpo_figures(start: StageStart, candidate: dict[str, Any], gate: dict[str, Any]) -> None:
-    gate["heldout_accuracy"] = (candidate.get("dpo") or {}).get("heldout_accuracy")
-    gate["min_heldout_accuracy"] = start.config["min_heldout_accuracy"]
-
-
-# Figures a round type adds to the gate's (the decision itself is `app.rounds.gate.decide`).
-GATE_FIGURES: dict[str, Callable[[StageStart, dict[str, Any], dict[str, Any]], None]] = {
-    "dpo": _dpo_figures,
-}
 
 
 # Sampling: back into the queue -------------------------------------------------------------

@@ -1,0 +1,11 @@
+"""The built-in round types, one module each, in the order the form and the API list them.
+
+A new type is a module like these (its config model, its stages, its trainer, its gate
+figures) added to BUILTIN; `app.rounds.registry` is what the rest of the code reads.
+"""
+
+from __future__ import annotations
+
+from app.rounds.types import dpo, reward_ppo, sft
+
+BUILTIN = (reward_ppo.ROUND_TYPE, sft.ROUND_TYPE, dpo.ROUND_TYPE)

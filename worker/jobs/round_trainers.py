@@ -1,0 +1,199 @@
+"""The policy trainers the round types name (`RoundTypeSpec.trainer`), one per type.
+
+Each gets a `PolicyJob` (the loaded base, the prompts, the round's typed config), builds its
+algorithm's config from the round's validated settings (the one source of their defaults:
+`app.rounds.types`), gathers its data and trains; it returns the summary recorded on the round,
+with the saved adapter's directory under "adapter_dir".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from app.db import session_scope
+from app.models import TrainingRound
+from app.rounds import lineage, snapshots
+from app.rounds.types.dpo import DPOConfig as DPORound
+from app.rounds.types.reward_ppo import RewardPPOConfig
+from app.rounds.types.sft import SFTConfig as SFTRound
+from worker.jobs.rounds import PolicyJob, load_reward_model_dir, round_reward_model, scorer, sized
+
+if TYPE_CHECKING:
+    from worker.training.dpo import DPOConfig
+    from worker.training.ppo import PPOConfig
+    from worker.training.sft import SFTConfig
+
+MIN_EXAMPLES = 4
+"""Demonstrations or preference pairs a policy trainer needs (`app.rounds.preconditions`)."""
+
+
+# PPO against the round's reward model ------------------------------------------------------
+
+
+def ppo_config(round_config: RewardPPOConfig, *, stop_strings: list[str] | None) -> PPOConfig:
+    """The PPO trainer's config from the round's (sized, validated) settings."""
+    from worker.training.ppo import PPOConfig
+
+    ppo = round_config.ppo
+    return PPOConfig(
+        steps=sized(ppo.steps),
+        batch_size=ppo.batch_size,
+        mini_batch_size=ppo.mini_batch_size,
+        ppo_epochs=ppo.ppo_epochs,
+        lr=ppo.learning_rate,
+        temperature=sized(ppo.temperature),
+        max_new_tokens=sized(ppo.max_new_tokens),
+        kl_coef=ppo.kl_coef,
+        adaptive_kl=ppo.adaptive_kl,
+        stop_strings=stop_strings,
+        seed=sized(round_config.seed),
+    )
+
+
+def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
+    from worker.training.ppo import ScoreFn, SharedBaseReward, train_ppo
+
+    assert isinstance(job.config, RewardPPOConfig)
+    found = round_reward_model(job.start.round_id)
+    if found is None:
+        raise ValueError("PPO needs a reward model; this round trained none")
+    rm_base, rm_dir = found
+    # A reward model trained on the very weights PPO starts from (same base, nothing merged)
+    # is loaded onto them as a second adapter: one base copy in memory instead of two.
+    on_policy_base = rm_base == job.source.base_model and not job.source.reference_merged
+    reward: ScoreFn | SharedBaseReward
+    if on_policy_base:
+        reward = SharedBaseReward(rm_dir)
+    else:
+        reward = scorer(*load_reward_model_dir(rm_dir))
+    config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
+    result = train_ppo(
+        job.model,
+        job.tokenizer,
+        job.prompts,
+        reward,
+        config,
+        init_adapter_dir=job.init_dir,
+        out_dir=job.out_dir,
+        progress=job.progress,
+        should_stop=job.should_stop,
+    )
+    return {
+        "ppo": result.final,
+        "ppo_config": asdict(config),
+        "reward_model_on_policy_base": on_policy_base,
+        "adapter_dir": str(result.adapter_dir),
+    }
+
+
+def _stop_strings(project_id: int) -> list[str] | None:
+    """The project's stop strings: rollouts end where annotators' samples do."""
+    from app.models import Project
+
+    with session_scope(readonly=True) as session:
+        project = session.get(Project, project_id)
+        assert project is not None
+        return project.stop_strings
+
+
+# SFT on demonstrations ---------------------------------------------------------------------
+
+
+def sft_config(round_config: SFTRound) -> SFTConfig:
+    from worker.training.sft import SFTConfig
+
+    return SFTConfig(
+        epochs=round_config.epochs,
+        lr=round_config.learning_rate,
+        batch_size=round_config.batch_size,
+        heldout_fraction=round_config.heldout_fraction,
+        seed=sized(round_config.seed),
+    )
+
+
+def train_sft_policy(job: PolicyJob) -> dict[str, Any]:
+    from worker.training.sft import Demonstration, train_sft
+
+    assert isinstance(job.config, SFTRound)
+    with session_scope(readonly=True) as session:
+        demos = [
+            Demonstration(prompt, response)
+            for prompt, response in lineage.demonstrations(session, project_id=job.start.project_id)
+        ]
+    if len(demos) < MIN_EXAMPLES:
+        raise ValueError(
+            f"SFT needs demonstrations: the project has {len(demos)} (at least {MIN_EXAMPLES} "
+            "needed); import some on the project page"
+        )
+    result = _fit_adapter(job, train_sft, demos, sft_config(job.config))
+    return {"sft": result.final, "adapter_dir": str(result.adapter_dir)}
+
+
+# DPO on a comparison snapshot's pairs ------------------------------------------------------
+
+
+def dpo_config(round_config: DPORound) -> DPOConfig:
+    from worker.training.dpo import DPOConfig
+
+    return DPOConfig(
+        beta=round_config.beta,
+        loss_type=round_config.loss,
+        epochs=round_config.epochs,
+        seed=sized(round_config.seed),
+        lr=round_config.learning_rate,
+        batch_size=round_config.batch_size,
+        heldout_fraction=round_config.heldout_fraction,
+    )
+
+
+def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
+    from worker.training.dpo import PreferencePair, train_dpo
+
+    assert isinstance(job.config, DPORound)
+    start = job.start
+    with session_scope() as session:
+        snapshot = snapshots.create_snapshot(
+            session, project_id=start.project_id, name=f"round {start.number} dpo"
+        )
+        training_round = session.get(TrainingRound, start.round_id)
+        assert training_round is not None
+        training_round.snapshot_id = snapshot.id
+        rows = snapshots.preference_pairs(session, snapshot.id)
+        # Two samples with the same text (a duplicate generation) ranked apart state no
+        # preference a policy could learn: DPO skips them; the snapshot keeps them on record.
+        pairs = [
+            PreferencePair(prompt, chosen, rejected)
+            for prompt, chosen, rejected in rows
+            if chosen != rejected
+        ]
+    if len(pairs) < MIN_EXAMPLES:
+        raise ValueError(
+            f"DPO needs preference pairs: the snapshot has {len(pairs)} (at least "
+            f"{MIN_EXAMPLES} needed)"
+        )
+    result = _fit_adapter(job, train_dpo, pairs, dpo_config(job.config))
+    return {
+        "dpo": result.final,
+        "n_pairs": len(pairs),
+        "identical_pairs_skipped": len(rows) - len(pairs),
+        "adapter_dir": str(result.adapter_dir),
+    }
+
+
+def _fit_adapter(
+    job: PolicyJob, train: Callable[..., Any], examples: list[Any], config: Any
+) -> Any:
+    """`train(model, tokenizer, examples, config, ...)` (SFT's, DPO's) on the job's base, from
+    its starting adapter, saving where the policy stage collects it; the trainer's result."""
+    return train(
+        job.model,
+        job.tokenizer,
+        examples,
+        config,
+        out_dir=job.out_dir,
+        init_adapter_dir=job.init_dir,
+        progress=job.progress,
+        should_stop=job.should_stop,
+    )

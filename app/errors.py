@@ -1,4 +1,4 @@
-"""Expected failures as typed errors carrying their HTTP status (rendered once, in app.main)."""
+"""Expected failures as typed errors carrying their HTTP status (rendered once, app/error_handlers.py)."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def test_ppo_rolls_out_an_over_long_prompt(tiny_model_dir: Path, tmp_path: Path)
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     config = PPOConfig(
-        steps=1, batch_size=4, mini_batch_size=4, max_new_tokens=12, seed=0, device="cpu"
+        steps=1, batch_size=4, mini_batch_size=4, max_new_tokens=12, lr=5e-5, seed=0, device="cpu"
     )  # max_prompt_length 512: more than the context, so the context decides
     seen: list[str] = []
 
@@ -250,7 +250,7 @@ def test_dpo_trains_on_an_over_long_prompt(tiny_model_dir: Path, tmp_path: Path)
         for i in range(6)
     ]
     pairs.append(PreferencePair(LONG_PROMPT, "The air scatters blue light.", "No idea."))
-    config = DPOConfig(epochs=1, batch_size=4, max_length=512, heldout_fraction=0.25)
+    config = DPOConfig(epochs=1, lr=1e-4, batch_size=4, max_length=512, heldout_fraction=0.25)
 
     result = train_dpo(model, tokenizer, pairs, config, out_dir=tmp_path / "dpo")
 

@@ -70,7 +70,9 @@ CONFIG = PPOConfig(
     seed=0,
     device="cpu",
 )
-SHORT = PPOConfig(steps=2, batch_size=8, mini_batch_size=4, max_new_tokens=12, seed=3, device="cpu")
+SHORT = PPOConfig(
+    steps=2, batch_size=8, mini_batch_size=4, max_new_tokens=12, lr=5e-5, seed=3, device="cpu"
+)
 
 
 def brevity(tokenizer: PreTrainedTokenizerBase) -> ScoreFn:

@@ -37,6 +37,7 @@ from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from app.rounds.types.dpo import DPOConfig as DPORound
 from worker.training.loop import (
     AdapterResult,
     AdapterSteps,
@@ -65,23 +66,27 @@ steps: step, epoch, loss, chosen/rejected_rewards (β·log-ratio), reward_margin
 # ---------------------------------------------------------------------------------------------
 
 
+ROUND = DPORound()
+"""A round's DPO settings: the one source of the defaults below that a round sets."""
+
+
 @dataclass
 class DPOConfig:
     """Hyper-parameters of DPO/IPO with a LoRA policy on a frozen base (the reference)."""
 
-    beta: float = 0.1
+    beta: float = ROUND.beta
     """Strength of the pull towards the reference: small β lets the policy move further."""
-    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    loss_type: Literal["sigmoid", "ipo"] = ROUND.loss
     """"sigmoid" = DPO's −log σ(β h); "ipo" = (h − 1/(2β))² on per-token mean log-probs."""
-    epochs: int = 2
+    epochs: int = ROUND.epochs
     """Passes over the training pairs."""
-    lr: float = 1e-4
+    lr: float = ROUND.learning_rate
     """AdamW learning rate for the adapter (full-weight DPO uses ~5e-7; LoRA takes far more)."""
-    batch_size: int = 8
+    batch_size: int = ROUND.batch_size
     """Pairs per optimizer step (each pair is two sequences in the same forward pass)."""
     max_length: int = 512
     """Tokens of prompt + response; longer sequences lose the start of the prompt first."""
-    heldout_fraction: float = 0.2
+    heldout_fraction: float = ROUND.heldout_fraction
     """Share of distinct prompts held out for the accuracy the promotion gate reads (0: none)."""
     lora_r: int = 8
     """LoRA rank."""

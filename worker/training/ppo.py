@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from app.rounds.types.reward_ppo import PPOSettings
 from worker.training.generation import (
     Prompt,
     _pad_left,
@@ -108,25 +109,31 @@ class SharedBaseReward:
     batch_size: int = 16
 
 
+ROUND = PPOSettings()
+"""A round's PPO settings: the one source of the defaults below that a round sets (batch
+sizes, epochs, learning rate, KL penalty). What a round sizes from the project (steps,
+temperature, rollout length) keeps a default here for callers outside a round."""
+
+
 @dataclass
 class PPOConfig:
     """Hyper-parameters of PPO with a LoRA policy; defaults follow RLHF_NOTES / N+."""
 
     steps: int = 100
     """PPO updates; each samples `batch_size` fresh rollouts, then optimises on them."""
-    batch_size: int = 16
+    batch_size: int = ROUND.batch_size
     """Prompts (= rollouts, one response each) per update."""
-    mini_batch_size: int = 8
+    mini_batch_size: int = ROUND.mini_batch_size
     """Rollouts per optimizer step; `batch_size` must be a multiple of it."""
     grad_accum: int = 1
     """Micro-batches per mini-batch (gradient accumulation). Every forward pass, with or
     without gradients, runs on mini_batch_size / grad_accum rows, so raising it keeps memory
     flat as batches grow."""
-    ppo_epochs: int = 4
+    ppo_epochs: int = ROUND.ppo_epochs
     """Passes over each rollout batch, in freshly shuffled mini-batches (N+ uses 4)."""
-    lr: float = 5e-5
-    """AdamW learning rate for the LoRA and value-head parameters. RLHF_NOTES: ~3e-6 for full
-    weights and LoRA tolerates ~10x more; 5e-5 sits in the 3e-5..1e-4 band."""
+    lr: float = ROUND.learning_rate
+    """AdamW learning rate for the LoRA and value-head parameters (a round's: 3e-4; full
+    weights take ~3e-6 and LoRA tolerates ~10x more)."""
     adam_eps: float = 1e-5
     """AdamW epsilon (N+: 1e-5, not PyTorch's 1e-8)."""
     max_new_tokens: int = 64
@@ -144,9 +151,9 @@ class PPOConfig:
     """Rollout sampling temperature; the same value divides the logits of the policy and the
     reference when log-probs are computed (RLHF_NOTES note 4). Sampling is otherwise pure:
     top_k=0, top_p=1, no repetition penalty (note 3)."""
-    kl_coef: float = 0.05
+    kl_coef: float = ROUND.kl_coef
     """β of the per-token KL penalty -β (log π - log π_ref) when `adaptive_kl` is off (N+)."""
-    adaptive_kl: bool = False
+    adaptive_kl: bool = ROUND.adaptive_kl
     """Adapt β towards `kl_target` (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593)."""
     init_kl_coef: float = 0.15
     """Starting β of the adaptive controller."""

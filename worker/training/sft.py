@@ -41,6 +41,7 @@ from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from app.rounds.types.sft import SFTConfig as SFTRound
 from worker.training.loop import (
     AdapterResult,
     AdapterSteps,
@@ -63,19 +64,23 @@ steps: step, epoch, loss, tokens."""
 # ---------------------------------------------------------------------------------------------
 
 
+ROUND = SFTRound()
+"""A round's SFT settings: the one source of the defaults below that a round sets."""
+
+
 @dataclass
 class SFTConfig:
     """Hyper-parameters of SFT: LoRA on a frozen base, cross-entropy on response tokens."""
 
-    epochs: int = 3
+    epochs: int = ROUND.epochs
     """Passes over the training demonstrations."""
-    lr: float = 3e-4
+    lr: float = ROUND.learning_rate
     """AdamW learning rate; LoRA tolerates ~10x what full fine-tuning uses (~3e-5)."""
-    batch_size: int = 8
+    batch_size: int = ROUND.batch_size
     """Rows per optimizer step: demonstrations, or packed rows when `packing` is on."""
     max_length: int = 512
     """Tokens of prompt + response; longer demonstrations lose the start of the prompt first."""
-    heldout_fraction: float = 0.1
+    heldout_fraction: float = ROUND.heldout_fraction
     """Share of distinct prompts held out to measure loss on unseen prompts (0: none)."""
     lora_r: int = 8
     """LoRA rank."""

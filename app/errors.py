@@ -1,4 +1,5 @@
-"""Expected failures as typed errors carrying their HTTP status (rendered once, app/error_handlers.py)."""
+"""Expected failures as typed errors carrying their HTTP status, rendered once for the whole app
+by app/error_handlers.py."""
 
 from __future__ import annotations
 

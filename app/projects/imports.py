@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -67,8 +67,7 @@ class PreviewRow:
     status: str  # "new", "in project" or "repeated in file"
 
 
-@dataclass(frozen=True)
-class LongPrompt:
+class LongPrompt(NamedTuple):
     """A prompt longer than the model's context less the project's max new tokens."""
 
     line: int
@@ -86,6 +85,13 @@ class LongPrompts:
     """The first prompt_length.MAX_NAMED of them, by line."""
     budget: int
     """Tokens a prompt may take: the model's context less max new tokens."""
+
+    @classmethod
+    def of(cls, found: Sequence[LongPrompt], budget: int | None) -> LongPrompts | None:
+        """The report on `found`; None when there is nothing to report."""
+        if not found or budget is None:
+            return None
+        return cls(count=len(found), first=list(found[: prompt_length.MAX_NAMED]), budget=budget)
 
 
 @dataclass(frozen=True)
@@ -266,7 +272,7 @@ def _measure_new(
     counts: list[int | None] = [None] * len(prompts)
     for i, count in zip(fresh, measured.counts, strict=True):
         counts[i] = count
-    too_long = _long_prompts(
+    too_long = LongPrompts.of(
         [
             LongPrompt(prompts[i].line, count)
             for j, (i, count) in enumerate(zip(fresh, measured.counts, strict=True))
@@ -301,13 +307,6 @@ preview_import = PROMPTS.preview
 confirm_import = PROMPTS.confirm
 
 
-def _long_prompts(found: Sequence[LongPrompt], budget: int | None) -> LongPrompts | None:
-    if not found or budget is None:
-        return None
-    first = list(found[: prompt_length.MAX_NAMED])
-    return LongPrompts(count=len(found), first=first, budget=budget)
-
-
 def too_long_of(added: AddedPrompts, prompts: Sequence[ParsedPrompt]) -> LongPrompts | None:
     """The added prompts marked too long, with the line each came from."""
     if not added.too_long or added.budget is None:
@@ -317,7 +316,7 @@ def too_long_of(added: AddedPrompts, prompts: Sequence[ParsedPrompt]) -> LongPro
         (LongPrompt(lines.get(p.content_hash, 0), p.token_count or 0) for p in added.too_long),
         key=lambda long: long.line,
     )
-    return _long_prompts(found, added.budget)
+    return LongPrompts.of(found, added.budget)
 
 
 def import_prompts(

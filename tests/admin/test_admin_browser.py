@@ -16,7 +16,8 @@ import pytest
 
 from app.models import Project, ProjectMember, Role
 from tests.conftest import FreshDatabase, LiveServer
-from tests.factories import PASSWORD, make_project, make_user
+from tests.factories import make_project, make_user
+from tests.helpers import log_in_on_page
 
 pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
@@ -39,11 +40,7 @@ def page(live_server: LiveServer, project_id: int) -> Iterator[Any]:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(live_server.url + "/login")
-        page.fill("input[name=username]", "browser-admin")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(live_server.url + "/")
+        log_in_on_page(page, live_server.url, "browser-admin")
         yield page
         browser.close()
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import combinations
@@ -12,21 +10,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.models import Assignment, Comparison, Ranking
+from app.models import Assignment, Comparison, Project, Ranking, RankingTask
 from tests.annotation.conftest import make_member
 from tests.conftest import FreshDatabase, LiveServer
-from tests.factories import PASSWORD, make_project, make_prompt, make_task, task_sample_ids
+from tests.factories import make_project, make_prompt, make_task, task_sample_ids
+from tests.helpers import BROWSER_MARKS, CHROMIUM, log_in_on_page
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None and not os.environ.get("CI"),
-        reason="chromium is not installed (apt-get install chromium); required in CI",
-    ),
-]
+pytestmark = BROWSER_MARKS
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -54,65 +47,58 @@ class Seeded:
     samples: list[int]  # of the first task, by position
 
 
-@pytest.fixture(scope="module")
-def ranking_project(fresh_database: FreshDatabase) -> Seeded:
-    with fresh_database.session() as session:
-        project = make_project(
-            session,
-            samples_per_prompt=4,
-            guidelines="Rank **helpful** answers first.",
-        )
-        tasks = [make_task(session, project) for _ in range(2)]
-        user = make_member(session, project, username="ranker")
+def seed(
+    database: FreshDatabase,
+    username: str,
+    make_tasks: Callable[[Session, Project], list[RankingTask]],
+    **project_overrides: Any,
+) -> Seeded:
+    """A project with 4 samples a prompt, the tasks `make_tasks` makes in it and a member who
+    works on it; committed."""
+    with database.session() as session:
+        project = make_project(session, **{"samples_per_prompt": 4, **project_overrides})
+        tasks = make_tasks(session, project)
+        user = make_member(session, project, username=username)
         seeded = Seeded(user.username, [t.id for t in tasks], task_sample_ids(session, tasks[0]))
         session.commit()
     return seeded
+
+
+def two_tasks(session: Session, project: Project) -> list[RankingTask]:
+    return [make_task(session, project) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def ranking_project(fresh_database: FreshDatabase) -> Seeded:
+    return seed(fresh_database, "ranker", two_tasks, guidelines="Rank **helpful** answers first.")
 
 
 @pytest.fixture(scope="module")
 def script_project(fresh_database: FreshDatabase) -> Seeded:
-    with fresh_database.session() as session:
-        project = make_project(session, samples_per_prompt=4)
-        texts = ["<script>alert(1)</script>", "<b>not bold</b>", "fine", "also fine"]
-        task = make_task(session, project, texts=texts)
-        user = make_member(session, project, username="escaper")
-        seeded = Seeded(user.username, [task.id], task_sample_ids(session, task))
-        session.commit()
-    return seeded
+    texts = ["<script>alert(1)</script>", "<b>not bold</b>", "fine", "also fine"]
+    return seed(fresh_database, "escaper", lambda s, p: [make_task(s, p, texts=texts)])
 
 
 @pytest.fixture(scope="module")
 def lease_project(fresh_database: FreshDatabase) -> Seeded:
-    with fresh_database.session() as session:
-        project = make_project(session, samples_per_prompt=4)
-        tasks = [make_task(session, project) for _ in range(2)]
-        user = make_member(session, project, username="slowpoke")
-        seeded = Seeded(user.username, [t.id for t in tasks], task_sample_ids(session, tasks[0]))
-        session.commit()
-    return seeded
+    return seed(fresh_database, "slowpoke", two_tasks)
 
 
 @pytest.fixture(scope="module")
 def long_prompt_project(fresh_database: FreshDatabase) -> Seeded:
     """A 3,000-word prompt and four long answers: the page is many screens tall uncapped."""
-    with fresh_database.session() as session:
-        project = make_project(session, samples_per_prompt=4)
+
+    def long_task(session: Session, project: Project) -> list[RankingTask]:
         words = " ".join(f"word{i}" for i in range(3000))
         prompt = make_prompt(session, project, f"Summarise this: {words}")
         answers = [" ".join([f"answer{n}"] * 400) for n in range(4)]
-        task = make_task(session, project, prompt=prompt, texts=answers)
-        user = make_member(session, project, username="long-reader")
-        seeded = Seeded(user.username, [task.id], task_sample_ids(session, task))
-        session.commit()
-    return seeded
+        return [make_task(session, project, prompt=prompt, texts=answers)]
+
+    return seed(fresh_database, "long-reader", long_task)
 
 
 def log_in(page: Any, server: LiveServer, username: str) -> None:
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url + "/")
+    log_in_on_page(page, server.url, username)
 
 
 def order(page: Any) -> list[int]:

@@ -16,6 +16,7 @@ from app.models import Demonstration, Prompt
 from app.projects import demonstrations
 from app.projects.demonstration_import import ParsedDemonstration, parse_demonstrations
 from tests.factories import make_project, make_prompt, make_user
+from tests.projects.conftest import Staging, dolly, turns
 
 
 def jsonl(*records: Any) -> bytes:
@@ -49,13 +50,8 @@ def test_alpaca_joins_instruction_and_input_and_takes_output() -> None:
 
 def test_dolly_joins_instruction_and_context_and_takes_response() -> None:
     data = jsonl(
-        {
-            "instruction": "Who wrote it?",
-            "context": "Dune, 1965",
-            "response": "Frank Herbert",
-            "category": "closed_qa",
-        },
-        {"instruction": "Say hi", "context": "", "response": "Hi!", "category": "open_qa"},
+        dolly("Who wrote it?", "Dune, 1965", "Frank Herbert", "closed_qa"),
+        dolly("Say hi", "", "Hi!", "open_qa"),
     )
 
     result = parse_demonstrations(data, "dolly.jsonl")
@@ -65,12 +61,7 @@ def test_dolly_joins_instruction_and_context_and_takes_response() -> None:
 
 
 def test_plain_prompt_response_and_messages_ending_with_the_answer() -> None:
-    chat = [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "A joke?"},
-        {"role": "assistant", "content": "No."},
-    ]
+    chat = turns("Hi", "Hello!", "A joke?", "No.")
     data = jsonl(
         {"prompt": "Why is the sky blue?", "response": "Rayleigh scattering."}, {"messages": chat}
     )
@@ -137,14 +128,7 @@ def test_oasst2_tree_gives_the_best_reply_per_prompter_message_at_every_depth() 
     assert result.format == "oasst2"
     assert pairs(result) == [
         ("Tell me about cats.", "Cats purr."),
-        (
-            [
-                {"role": "user", "content": "Tell me about cats."},
-                {"role": "assistant", "content": "Second best."},
-                {"role": "user", "content": "Why?"},
-            ],
-            "Because.",
-        ),
+        (turns("Tell me about cats.", "Second best.", "Why?"), "Because."),
     ]
     assert {d.line for d in result.demonstrations} == {2}
     assert [e.line for e in result.errors] == [1]  # {"other": 1} is no OASST2 message
@@ -167,14 +151,7 @@ def test_oasst2_message_lines_in_any_order_with_deleted_branches_left_out() -> N
     assert result.errors == []
     assert pairs(result) == [
         ("Root question?", "Better."),
-        (
-            [
-                {"role": "user", "content": "Root question?"},
-                {"role": "assistant", "content": "Better."},
-                {"role": "user", "content": "Follow-up?"},
-            ],
-            "Follow-up answer.",
-        ),
+        (turns("Root question?", "Better.", "Follow-up?"), "Follow-up answer."),
     ]
     assert [d.line for d in result.demonstrations] == [2, 4]
     assert result.records == 8
@@ -294,7 +271,7 @@ def test_demonstrations_reuse_existing_prompts_and_create_missing_ones(
 
 
 def test_preview_counts_and_confirm_inserts_what_was_previewed(
-    db_session: Session, tmp_path: Path
+    db_session: Session, tmp_path: Path, staging: Staging
 ) -> None:
     project = make_project(db_session)
     admin = make_user(db_session)
@@ -310,15 +287,7 @@ def test_preview_counts_and_confirm_inserts_what_was_previewed(
         {"prompt": "No answer"},
     )
 
-    preview = demonstrations.preview_demonstration_import(
-        db_session,
-        project_id=project.id,
-        user_id=admin.id,
-        data=data,
-        filename="d.jsonl",
-        fmt=None,
-        staging_dir=tmp_path,
-    )
+    preview = staging.preview(demonstrations.DEMONSTRATIONS, project.id, admin.id, data, "d.jsonl")
 
     assert (preview.new, preview.in_project, preview.repeated) == (2, 1, 1)
     assert preview.new_prompts == 1
@@ -326,13 +295,7 @@ def test_preview_counts_and_confirm_inserts_what_was_previewed(
     assert [r.status for r in preview.rows] == ["in project", "new", "new", "repeated in file"]
     assert preview.token is not None
 
-    outcome = demonstrations.confirm_demonstration_import(
-        db_session,
-        project_id=project.id,
-        user_id=admin.id,
-        token=preview.token,
-        staging_dir=tmp_path,
-    )
+    outcome = staging.confirm(demonstrations.DEMONSTRATIONS, project.id, admin.id, preview.token)
     db_session.commit()
 
     assert (outcome.added, outcome.duplicates, outcome.prompts_added, outcome.errors) == (

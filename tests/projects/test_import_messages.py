@@ -8,7 +8,6 @@ import gzip
 import json
 import re
 import tracemalloc
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from app.projects import demonstrations, imports, prompt_import
 from app.projects.prompt_import import parse_prompts
 from tests.admin.conftest import LoggedIn, admin
 from tests.factories import make_project, make_prompt, make_user
+from tests.projects.conftest import Staging
 
 __all__ = ["admin"]
 
@@ -31,43 +31,29 @@ def upload(name: str, data: bytes) -> dict[str, tuple[str, bytes, str]]:
     return {"file": (name, data, "application/octet-stream")}
 
 
-def _preview_and_confirm(db_session: Session, tmp_path: Path, data: bytes) -> imports.ImportOutcome:
-    project = make_project(db_session)
-    make_prompt(db_session, project, "Old")
-    user = make_user(db_session)
-    preview = imports.preview_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        data=data,
-        filename="p.jsonl",
-        fmt=None,
-        staging_dir=tmp_path,
-    )
+def _preview_and_confirm(staging: Staging, data: bytes) -> imports.ImportOutcome:
+    project = make_project(staging.session)
+    make_prompt(staging.session, project, "Old")
+    user = make_user(staging.session)
+    preview = staging.preview(imports.PROMPTS, project.id, user.id, data)
     assert preview.token
-    return imports.confirm_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        token=preview.token,
-        staging_dir=tmp_path,
-    )
+    return staging.confirm(imports.PROMPTS, project.id, user.id, preview.token)
 
 
 def test_a_copy_inside_the_file_is_counted_as_such_not_as_in_the_project(
-    db_session: Session, tmp_path: Path
+    staging: Staging,
 ) -> None:
     outcome = _preview_and_confirm(
-        db_session, tmp_path, jsonl({"prompt": "A"}, {"prompt": "B"}, {"prompt": "A"})
+        staging, jsonl({"prompt": "A"}, {"prompt": "B"}, {"prompt": "A"})
     )
 
     assert (outcome.added, outcome.repeated, outcome.in_project) == (2, 1, 0)
 
 
-def test_copies_and_known_prompts_are_counted_apart(db_session: Session, tmp_path: Path) -> None:
+def test_copies_and_known_prompts_are_counted_apart(staging: Staging) -> None:
     data = jsonl({"prompt": "A"}, {"prompt": "Old"}, {"prompt": "A"}, {"prompt": "A"})
 
-    outcome = _preview_and_confirm(db_session, tmp_path, data)
+    outcome = _preview_and_confirm(staging, data)
 
     assert (outcome.added, outcome.repeated, outcome.in_project) == (1, 2, 1)
     assert outcome.duplicates == 3
@@ -112,50 +98,27 @@ def test_the_confirmation_page_says_which_duplicates_were_skipped_in_good_englis
 
 
 def test_demonstration_imports_count_copies_and_known_ones_apart(
-    db_session: Session, tmp_path: Path
+    db_session: Session, staging: Staging
 ) -> None:
     project = make_project(db_session)
     user = make_user(db_session)
     first = jsonl({"prompt": "Q1", "response": "A1"})
-    demonstrations.confirm_demonstration_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        token=demonstrations.preview_demonstration_import(
-            db_session,
-            project_id=project.id,
-            user_id=user.id,
-            data=first,
-            filename="d.jsonl",
-            fmt=None,
-            staging_dir=tmp_path,
-        ).token
+    staging.confirm(
+        demonstrations.DEMONSTRATIONS,
+        project.id,
+        user.id,
+        staging.preview(demonstrations.DEMONSTRATIONS, project.id, user.id, first, "d.jsonl").token
         or "",
-        staging_dir=tmp_path,
     )
     data = jsonl(
         {"prompt": "Q1", "response": "A1"},
         {"prompt": "Q2", "response": "A2"},
         {"prompt": "Q2", "response": "A2"},
     )
-    preview = demonstrations.preview_demonstration_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        data=data,
-        filename="d.jsonl",
-        fmt=None,
-        staging_dir=tmp_path,
-    )
+    preview = staging.preview(demonstrations.DEMONSTRATIONS, project.id, user.id, data, "d.jsonl")
     assert preview.token
 
-    outcome = demonstrations.confirm_demonstration_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        token=preview.token,
-        staging_dir=tmp_path,
-    )
+    outcome = staging.confirm(demonstrations.DEMONSTRATIONS, project.id, user.id, preview.token)
 
     assert (outcome.added, outcome.repeated, outcome.in_project) == (1, 1, 1)
 

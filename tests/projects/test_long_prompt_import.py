@@ -21,6 +21,7 @@ from app.projects.prompt_import import ParsedPrompt
 from app.projects.service import add_prompts, update_project
 from tests.admin.conftest import LoggedIn, admin
 from tests.factories import make_project, make_user
+from tests.projects.conftest import Staging
 
 __all__ = ["admin"]
 
@@ -36,6 +37,11 @@ def upload(name: str, data: bytes) -> dict[str, tuple[str, bytes, str]]:
     return {"file": (name, data, "application/octet-stream")}
 
 
+def post_form(client: httpx.Client, admin: LoggedIn, url: str, **form: str) -> httpx.Response:
+    """A form posted over HTMX, as the admin pages send it."""
+    return client.post(url, data=form, headers=admin.htmx)
+
+
 @pytest.fixture
 def project(db_session: Session, tiny_model_path: Path) -> Project:
     return make_project(db_session, base_model=str(tiny_model_path), max_new_tokens=64)
@@ -47,18 +53,15 @@ def _prompts(session: Session, project: Project) -> dict[str, Prompt]:
 
 
 def test_preview_names_the_prompts_too_long_for_the_model(
-    db_session: Session, project: Project, tmp_path: Path
+    db_session: Session, project: Project, staging: Staging
 ) -> None:
     user = make_user(db_session)
 
-    preview = imports.preview_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        data=jsonl("Why is the sky blue?", LONG, "What is a good breakfast?"),
-        filename="p.jsonl",
-        fmt=None,
-        staging_dir=tmp_path,
+    preview = staging.preview(
+        imports.PROMPTS,
+        project.id,
+        user.id,
+        jsonl("Why is the sky blue?", LONG, "What is a good breakfast?"),
     )
 
     assert preview.measured
@@ -70,13 +73,7 @@ def test_preview_names_the_prompts_too_long_for_the_model(
     assert long.tokens > 2000
 
     assert preview.token
-    outcome = imports.confirm_import(
-        db_session,
-        project_id=project.id,
-        user_id=user.id,
-        token=preview.token,
-        staging_dir=tmp_path,
-    )
+    outcome = staging.confirm(imports.PROMPTS, project.id, user.id, preview.token)
     assert outcome.too_long is not None
     assert [p.line for p in outcome.too_long.first] == [2]
     stored = _prompts(db_session, project)
@@ -171,32 +168,22 @@ def test_the_settings_form_sets_long_prompts(
     page = client.get(f"/admin/projects/{project.id}").text
     assert '<option value="truncate" selected>' in page
 
-    saved = client.post(
-        f"/admin/projects/{project.id}/settings",
-        data={"name": project.name, "long_prompts": "skip"},
-        headers=admin.htmx,
-    )
+    settings = f"/admin/projects/{project.id}/settings"
+    saved = post_form(client, admin, settings, name=project.name, long_prompts="skip")
 
     assert saved.status_code == 200
     assert '<option value="skip" selected>' in saved.text
     db_session.refresh(project)
     assert project.long_prompts == "skip"
-    refused = client.post(
-        f"/admin/projects/{project.id}/settings",
-        data={"name": project.name, "long_prompts": "sometimes"},
-        headers=admin.htmx,
-    )
+    refused = post_form(client, admin, settings, name=project.name, long_prompts="sometimes")
     assert refused.status_code == 422
 
 
 def test_a_new_project_takes_long_prompts_from_the_form(
     client: httpx.Client, db_session: Session, admin: LoggedIn
 ) -> None:
-    created = client.post(
-        "/admin/projects",
-        data={"name": "Skipper", "base_model": "tiny", "long_prompts": "skip"},
-        headers=admin.htmx,
-    )
+    form = {"name": "Skipper", "base_model": "tiny", "long_prompts": "skip"}
+    created = post_form(client, admin, "/admin/projects", **form)
 
     assert created.status_code in (200, 204, 303), created.text
     project = db_session.scalars(select(Project).where(Project.name == "Skipper")).one()

@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import InvalidInput
 from app.projects.prompt_import import LineError, ParsedPrompt, parse_prompts
+from tests.projects.conftest import dolly, turns
 
 
 def jsonl(*records: Any) -> bytes:
@@ -37,12 +38,7 @@ def test_plain_jsonl_reads_text_and_conversation_prompts() -> None:
 
 
 def test_messages_ending_with_an_assistant_turn_keep_it_as_the_response() -> None:
-    messages = [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Tell me a joke"},
-        {"role": "assistant", "content": "No."},
-    ]
+    messages = turns("Hi", "Hello!", "Tell me a joke", "No.")
 
     result = parse_prompts(jsonl({"messages": messages}), "chat.jsonl")
 
@@ -105,18 +101,13 @@ def test_alpaca_json_array_reports_the_line_each_item_starts_on() -> None:
 
 def test_dolly_joins_instruction_and_context() -> None:
     data = jsonl(
-        {
-            "instruction": "When did Virgin Australia start operating?",
-            "context": "Virgin Australia commenced services on 31 August 2000.",
-            "response": "On 31 August 2000.",
-            "category": "closed_qa",
-        },
-        {
-            "instruction": "Which is a species of fish?",
-            "context": "",
-            "response": "Tope",
-            "category": "classification",
-        },
+        dolly(
+            "When did Virgin Australia start operating?",
+            "Virgin Australia commenced services on 31 August 2000.",
+            "On 31 August 2000.",
+            "closed_qa",
+        ),
+        dolly("Which is a species of fish?", "", "Tope", "classification"),
     )
 
     result = parse_prompts(data, "databricks-dolly-15k.jsonl")

@@ -13,8 +13,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import (
-    PolicyKind,
-    PolicyStatus,
     ProjectMember,
     Role,
     RoundState,
@@ -25,15 +23,16 @@ from app.projects.service import add_prompts
 from app.rounds.snapshots import create_snapshot
 from app.tokens import service as tokens
 from tests.conftest import FreshDatabase
-from tests.export.seed import add_ranking, task_sample_ids
+from tests.export.seed import add_ranking
 from tests.factories import (
     base_version,
     make_project,
     make_prompt,
     make_round,
     make_task,
+    make_trained_version,
     make_user,
-    make_version,
+    task_sample_ids,
 )
 
 # datasets must never reach the hub (json files load offline)
@@ -72,14 +71,7 @@ def _seed(session: Session) -> World:
     base = base_version(session, project)
     round1 = make_round(session, project, "dpo")
     round1.state = RoundState.done
-    v2 = make_version(
-        session,
-        project,
-        kind=PolicyKind.trained,
-        status=PolicyStatus.candidate,
-        parent_id=base.id,
-        round_id=round1.id,
-    )
+    v2 = make_trained_version(session, project, base, round_id=round1.id)
     session.add(ProjectMember(project_id=project.id, user_id=users["dave"], excluded=True))
 
     t1 = make_task(session, project, texts=["t1 best", "t1 good", "t1 fair", "t1 poor"])

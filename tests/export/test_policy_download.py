@@ -16,11 +16,17 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app.artifacts import get_store
-from app.models import PolicyKind, PolicyStatus, Role
+from app.models import Role
 from app.tokens import service as tokens
 from rankloop.cli import app as cli
 from tests.conftest import FreshDatabase
-from tests.factories import base_version, make_project, make_user, make_version
+from tests.factories import (
+    base_version,
+    make_project,
+    make_trained_version,
+    make_user,
+    make_version,
+)
 
 INPUT = torch.tensor([[5, 17, 42, 8, 99, 3]])
 
@@ -67,24 +73,12 @@ def policies(
         admin = make_user(session, role=Role.admin)
         project = make_project(session, base_model=str(tiny_model_path))
         base = base_version(session, project)
-        trained = make_version(
-            session,
-            project,
-            kind=PolicyKind.trained,
-            status=PolicyStatus.candidate,
-            parent_id=base.id,
-            base_model=str(tiny_model_path),
-            artifact_uri=uri,
-            metrics={"merged_adapters": []},
+        adapter = {"base_model": str(tiny_model_path), "artifact_uri": uri}
+        trained = make_trained_version(
+            session, project, base, **adapter, metrics={"merged_adapters": []}
         )
-        stacked = make_version(
-            session,
-            project,
-            kind=PolicyKind.trained,
-            parent_id=trained.id,
-            base_model=str(tiny_model_path),
-            artifact_uri=uri,
-            metrics={"merged_adapters": [uri]},
+        stacked = make_trained_version(
+            session, project, trained, **adapter, metrics={"merged_adapters": [uri]}
         )
         external = make_version(session, project, name="gpt-x")
         secret = tokens.create_token(

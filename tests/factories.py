@@ -18,6 +18,7 @@ from app.models import (
     Role,
     Sample,
     TaskSample,
+    TrainingRound,
     User,
 )
 from app.projects import service as projects
@@ -196,17 +197,12 @@ def task_sample_ids(session: Session, task: RankingTask) -> list[int]:
     )
 
 
-def task_version_ids(session: Session, task_id: int) -> list[int]:
-    """The policy version of each sample a task shows."""
+def task_shows(session: Session, task_id: int, what: Any = Sample) -> list[Any]:
+    """The samples a task shows, or one column of them (`Sample.text`, ...)."""
     from sqlalchemy import select
 
-    return list(
-        session.scalars(
-            select(Sample.policy_version_id)
-            .join(TaskSample, TaskSample.sample_id == Sample.id)
-            .where(TaskSample.task_id == task_id)
-        )
-    )
+    joined = select(what).join(TaskSample, TaskSample.sample_id == Sample.id)
+    return list(session.scalars(joined.where(TaskSample.task_id == task_id)))
 
 
 def job_tasks(session: Session, job_id: int) -> list[RankingTask]:
@@ -262,6 +258,19 @@ def make_ready_project(
         ],
     )
     return project
+
+
+def start_ready_round(
+    session: Session, round_type: str, **options: Any
+) -> tuple[Project, TrainingRound]:
+    """A round of `round_type` started through the service (not enqueued) on a new
+    make_ready_project: (project, round). `options` go to start_round (config=...)."""
+    from app.rounds import service as rounds
+
+    project = make_ready_project(session)
+    return project, rounds.start_round(
+        session, project_id=project.id, round_type=round_type, enqueue=False, **options
+    )
 
 
 def make_round(session: Session, project: Project, round_type: str = "dpo", **fields: Any) -> Any:

@@ -8,18 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.models import Comparison, Ranking, RankingTask, Sample, TaskSample
+from app.models import Comparison, Ranking, RankingTask, Sample
 from app.ratings.pairs import ranking_to_pairs
-
-
-def task_sample_ids(session: Session, task: RankingTask) -> list[int]:
-    return list(
-        session.scalars(
-            select(TaskSample.sample_id)
-            .where(TaskSample.task_id == task.id)
-            .order_by(TaskSample.position)
-        )
-    )
+from tests.factories import task_sample_ids  # noqa: F401  (tests/export/conftest.py imports it here)
 
 
 def add_ranking(

@@ -14,13 +14,12 @@ import pytest
 import torch
 from sqlalchemy.orm import Session
 
-from app.models import Role, RoundState, SamplingJob, TrainingRound
+from app.models import RoundState, SamplingJob, TrainingRound
 from app.projects.service import add_prompts
 from app.rounds.service import StageStart
 from app.sampling import service as sampling
 from tests.conftest import FreshDatabase
-from tests.factories import make_project, make_round, make_user
-from tests.helpers import login
+from tests.factories import make_project, make_round
 from worker.jobs import rounds as round_jobs
 from worker.jobs import sampling as sampling_jobs
 
@@ -164,11 +163,10 @@ LINE = "Out of memory while training the reward model — lower reward_model.max
 DETAIL = 'Traceback (most recent call last):\n  File "worker/jobs/rounds.py", line 1\nBoom'
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_the_round_page_shows_the_line_and_admins_the_details(
     client: httpx.Client, db_session: Session
 ) -> None:
-    make_user(db_session, role=Role.admin, username="failure-admin")
-    login(client, "failure-admin")
     project = make_project(db_session)
     training_round = make_round(
         db_session, project, "reward_ppo", state=RoundState.failed, error=LINE, error_detail=DETAIL
@@ -183,12 +181,11 @@ def test_the_round_page_shows_the_line_and_admins_the_details(
     assert "worker/jobs/rounds.py" in details
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_a_traceback_stored_as_the_error_shows_its_last_line(
     client: httpx.Client, db_session: Session
 ) -> None:
     """Rounds that failed before reasons were one line kept the whole traceback in `error`."""
-    make_user(db_session, role=Role.admin, username="legacy-admin")
-    login(client, "legacy-admin")
     project = make_project(db_session)
     legacy = (
         "Traceback (most recent call last):\n"
@@ -208,11 +205,10 @@ def test_a_traceback_stored_as_the_error_shows_its_last_line(
     assert "torch/nn/functional.py" in page
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_the_project_page_shows_a_failed_jobs_line_and_details(
     client: httpx.Client, db_session: Session
 ) -> None:
-    make_user(db_session, role=Role.admin, username="jobs-admin")
-    login(client, "jobs-admin")
     project = make_project(db_session)
     add_prompts(db_session, project_id=project.id, contents=["Q?"])
     job = sampling.start_sampling(db_session, project_id=project.id, enqueue=False)

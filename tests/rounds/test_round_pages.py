@@ -10,21 +10,22 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.models import Role, RoundState, TrainingRound, WorkerHeartbeat
+from app.models import RoundState, TrainingRound, WorkerHeartbeat
 from app.rounds import service
-from tests.factories import make_project, make_ready_project, make_user, make_version
+from tests.factories import (
+    make_project,
+    make_ready_project,
+    make_user,
+    make_version,
+    start_ready_round,
+)
 from tests.helpers import login
 
 
-def _admin(client: httpx.Client, db_session: Session) -> str:
-    make_user(db_session, role=Role.admin, username="round-admin")
-    return login(client, "round-admin")
-
-
+@pytest.mark.usefixtures("admin_csrf")
 def test_rounds_page_shows_the_fields_of_the_chosen_type_only(
     client: httpx.Client, db_session: Session
 ) -> None:
-    _admin(client, db_session)
     project = make_project(db_session)
     page = client.get(f"/admin/projects/{project.id}/rounds").text
     assert 'name="ppo.steps"' in page
@@ -40,13 +41,12 @@ def test_rounds_page_shows_the_fields_of_the_chosen_type_only(
 
 
 def test_starting_with_a_bad_value_is_422_and_creates_no_round(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, admin_csrf: str
 ) -> None:
-    token = _admin(client, db_session)
     project = make_project(db_session)
     response = client.post(
         f"/admin/projects/{project.id}/rounds",
-        data={"type": "reward_ppo", "ppo.steps": "-3", "csrf_token": token},
+        data={"type": "reward_ppo", "ppo.steps": "-3", "csrf_token": admin_csrf},
     )
     assert response.status_code == 422
     assert "invalid fields" in response.text
@@ -57,13 +57,12 @@ def test_starting_with_a_bad_value_is_422_and_creates_no_round(
 
 
 def test_starting_a_round_redirects_to_its_live_progress_page(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, admin_csrf: str
 ) -> None:
-    token = _admin(client, db_session)
     project = make_ready_project(db_session)
     response = client.post(
         f"/admin/projects/{project.id}/rounds",
-        data={"type": "dpo", "beta": "0.2", "csrf_token": token},
+        data={"type": "dpo", "beta": "0.2", "csrf_token": admin_csrf},
         follow_redirects=False,
     )
     assert response.status_code == 303
@@ -83,15 +82,11 @@ def test_starting_a_round_redirects_to_its_live_progress_page(
     assert "<svg" in page
 
 
-def test_cancel_from_the_page(client: httpx.Client, db_session: Session) -> None:
-    token = _admin(client, db_session)
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="sft", enqueue=False
-    )
+def test_cancel_from_the_page(client: httpx.Client, db_session: Session, admin_csrf: str) -> None:
+    _, training_round = start_ready_round(db_session, "sft")
     response = client.post(
         f"/admin/rounds/{training_round.id}/cancel",
-        headers={"X-CSRF-Token": token},
+        headers={"X-CSRF-Token": admin_csrf},
         follow_redirects=False,
     )
     assert response.status_code == 303
@@ -100,13 +95,9 @@ def test_cancel_from_the_page(client: httpx.Client, db_session: Session) -> None
 
 
 def test_a_round_sampling_its_registered_version_shows_it_and_offers_no_cancel(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, admin_csrf: str
 ) -> None:
-    token = _admin(client, db_session)
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="sft", enqueue=False
-    )
+    project, training_round = start_ready_round(db_session, "sft")
     service.begin_stage(db_session, training_round.id, "policy")
     page = client.get(f"/admin/rounds/{training_round.id}").text
     assert "Cancel round" in page
@@ -115,7 +106,7 @@ def test_a_round_sampling_its_registered_version_shows_it_and_offers_no_cancel(
     assert "Registered policy version 2" in page
     assert "Cancel round" not in page
     response = client.post(
-        f"/admin/rounds/{training_round.id}/cancel", headers={"X-CSRF-Token": token}
+        f"/admin/rounds/{training_round.id}/cancel", headers={"X-CSRF-Token": admin_csrf}
     )
     assert response.status_code == 409
     assert training_round.cancel_requested is False
@@ -128,13 +119,13 @@ def test_annotators_cannot_see_round_pages(client: httpx.Client, db_session: Ses
     assert client.get(f"/admin/projects/{project.id}/rounds").status_code == 403
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_rounds_page_shows_workers_and_queue_lengths(
     client: httpx.Client, db_session: Session
 ) -> None:
     from app.health import queue_lengths
     from worker.tasks import run_round_stage
 
-    _admin(client, db_session)
     project = make_project(db_session)
     db_session.add_all(
         [
@@ -164,10 +155,10 @@ def test_rounds_page_shows_workers_and_queue_lengths(
     assert "training: " in page
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_rounds_page_without_workers_says_how_to_start_one(
     client: httpx.Client, db_session: Session
 ) -> None:
-    _admin(client, db_session)
     project = make_project(db_session)
     db_session.execute(delete(WorkerHeartbeat))
     page = client.get(f"/admin/projects/{project.id}/rounds").text
@@ -187,12 +178,11 @@ def test_rounds_page_without_workers_says_how_to_start_one(
     ids=["not-a-number", "out-of-range", "unknown-field", "bad-choice", "unknown-type"],
 )
 def test_start_form_refuses_invalid_input_with_the_field_and_creates_nothing(
-    client: httpx.Client, db_session: Session, form: dict[str, str], field: str
+    client: httpx.Client, db_session: Session, admin_csrf: str, form: dict[str, str], field: str
 ) -> None:
-    token = _admin(client, db_session)
     project = make_project(db_session)
     response = client.post(
-        f"/admin/projects/{project.id}/rounds", data={**form, "csrf_token": token}
+        f"/admin/projects/{project.id}/rounds", data={**form, "csrf_token": admin_csrf}
     )
     assert response.status_code == 422
     assert field in response.text
@@ -202,9 +192,10 @@ def test_start_form_refuses_invalid_input_with_the_field_and_creates_nothing(
     assert rounds == []
 
 
-def test_ids_too_large_for_the_database_are_422(client: httpx.Client, db_session: Session) -> None:
-    token = _admin(client, db_session)
-    headers = {"X-CSRF-Token": token}
+def test_ids_too_large_for_the_database_are_422(
+    client: httpx.Client, db_session: Session, admin_csrf: str
+) -> None:
+    headers = {"X-CSRF-Token": admin_csrf}
     assert client.get(f"/admin/rounds/{2**31}").status_code == 422
     assert client.get(f"/admin/projects/{2**63}/rounds").status_code == 422
     assert client.post(f"/admin/rounds/{2**31}/cancel", headers=headers).status_code == 422
@@ -221,27 +212,26 @@ def test_ids_too_large_for_the_database_are_422(client: httpx.Client, db_session
     "form", [{"seed": "1", "seed.x": "2"}, {"ppo.steps": "2", "ppo": "1"}], ids=["value", "group"]
 )
 def test_a_name_used_as_both_value_and_group_is_422_and_starts_nothing(
-    client: httpx.Client, db_session: Session, form: dict[str, str]
+    client: httpx.Client, db_session: Session, admin_csrf: str, form: dict[str, str]
 ) -> None:
-    token = _admin(client, db_session)
     project = make_project(db_session)
 
     response = client.post(
         f"/admin/projects/{project.id}/rounds",
         data={"type": "reward_ppo", **form},
-        headers={"X-CSRF-Token": token},
+        headers={"X-CSRF-Token": admin_csrf},
     )
 
     assert response.status_code == 422
     assert db_session.scalars(select(TrainingRound)).all() == []
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_the_form_shows_the_sized_values_and_why_before_the_round_starts(
     client: httpx.Client, db_session: Session
 ) -> None:
     from app.projects.service import add_prompts
 
-    _admin(client, db_session)
     project = make_project(db_session, temperature=0.7, max_new_tokens=40)
     add_prompts(db_session, project_id=project.id, contents=[f"q {i}" for i in range(80)])
     db_session.commit()
@@ -255,14 +245,11 @@ def test_the_form_shows_the_sized_values_and_why_before_the_round_starts(
     assert 'data-field="seed">Blank: <strong>new each round</strong>' in page
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_the_round_page_labels_the_gate_and_lists_what_was_sized(
     client: httpx.Client, db_session: Session
 ) -> None:
-    _admin(client, db_session)
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
-    )
+    _, training_round = start_ready_round(db_session, "reward_ppo")
     service.set_summary(
         db_session,
         training_round.id,
@@ -283,13 +270,13 @@ def test_the_round_page_labels_the_gate_and_lists_what_was_sized(
     assert "derived from the round&#39;s id" in page
 
 
+@pytest.mark.usefixtures("admin_csrf")
 def test_the_round_page_writes_nothing_even_for_a_round_whose_worker_died(
     client: httpx.Client, db_session: Session
 ) -> None:
     """Stale rounds are the workers' reaper's to fail (worker/reaper.py), never a GET's."""
     from sqlalchemy import event
 
-    _admin(client, db_session)
     project = make_project(db_session)
     silent = TrainingRound(
         project_id=project.id,

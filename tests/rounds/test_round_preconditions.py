@@ -181,26 +181,23 @@ def _gated() -> Exception:
     return error
 
 
-def test_a_missing_model_directory_is_refused(
-    db_session: Session, tmp_path: Path, offline: None
+@pytest.mark.parametrize(
+    ("directory", "round_type", "reason"),
+    [
+        ("gone", "reward_ppo", "is not a directory on this server"),
+        ("", "sft", "has no config.json"),
+    ],
+    ids=["missing", "without-config"],
+)
+def test_a_model_directory_that_is_missing_or_has_no_config_is_refused(
+    db_session: Session, tmp_path: Path, offline: None, directory: str, round_type: str, reason: str
 ) -> None:
-    project_id = _with_base(db_session, str(tmp_path / "gone"))
+    project_id = _with_base(db_session, str(tmp_path / directory))
 
-    refused = _refusal(db_session, project_id, "reward_ppo")
+    refused = _refusal(db_session, project_id, round_type)
 
     assert _fields(refused) == {"base_model"}
-    assert "is not a directory on this server" in refused.message
-
-
-def test_a_model_directory_without_config_is_refused(
-    db_session: Session, tmp_path: Path, offline: None
-) -> None:
-    project_id = _with_base(db_session, str(tmp_path))
-
-    refused = _refusal(db_session, project_id, "sft")
-
-    assert _fields(refused) == {"base_model"}
-    assert "has no config.json" in refused.message
+    assert reason in refused.message
 
 
 def test_a_model_directory_with_its_config_starts(

@@ -23,7 +23,13 @@ from app.models import (
 )
 from app.rounds import lineage, service
 from tests.conftest import FreshDatabase
-from tests.factories import make_project, make_ready_project, make_task, make_version
+from tests.factories import (
+    make_project,
+    make_ready_project,
+    make_task,
+    make_version,
+    start_ready_round,
+)
 
 
 def test_start_round_fills_defaults_and_records_the_base_version(db_session: Session) -> None:
@@ -79,10 +85,7 @@ def test_only_one_active_round_per_project(db_session: Session) -> None:
 
 
 def test_cancelling_a_queued_round_ends_it_at_once(db_session: Session) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    _, training_round = start_ready_round(db_session, "dpo")
     service.cancel_round(db_session, round_id=training_round.id)
     assert training_round.state == RoundState.cancelled
     with pytest.raises(Conflict):
@@ -91,10 +94,7 @@ def test_cancelling_a_queued_round_ends_it_at_once(db_session: Session) -> None:
 
 
 def test_cancel_of_a_running_round_is_seen_by_the_stage(db_session: Session) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    _, training_round = start_ready_round(db_session, "dpo")
     assert service.begin_stage(db_session, training_round.id, "policy") is not None
     assert not service.record_progress(db_session, training_round.id, step=1, total=4)
     service.cancel_round(db_session, round_id=training_round.id)
@@ -107,10 +107,7 @@ def test_cancel_of_a_running_round_is_seen_by_the_stage(db_session: Session) -> 
 def test_a_round_that_registered_its_version_can_no_longer_be_cancelled(
     db_session: Session,
 ) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    project, training_round = start_ready_round(db_session, "dpo")
     assert service.begin_stage(db_session, training_round.id, "policy") is not None
     assert service.complete_stage(db_session, training_round.id, "policy") == "evaluating"
     assert service.begin_stage(db_session, training_round.id, "evaluating") is not None
@@ -125,10 +122,7 @@ def test_a_round_that_registered_its_version_can_no_longer_be_cancelled(
 
 
 def test_a_cancel_that_came_first_stops_the_registration(db_session: Session) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    _, training_round = start_ready_round(db_session, "dpo")
     service.begin_stage(db_session, training_round.id, "policy")
     service.complete_stage(db_session, training_round.id, "policy")
     service.begin_stage(db_session, training_round.id, "evaluating")
@@ -137,10 +131,7 @@ def test_a_cancel_that_came_first_stops_the_registration(db_session: Session) ->
 
 
 def test_progress_keeps_series_for_charts_and_an_eta(db_session: Session) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    _, training_round = start_ready_round(db_session, "dpo")
     service.begin_stage(db_session, training_round.id, "policy")
     for step in (1, 2):
         service.record_progress(
@@ -157,13 +148,8 @@ def test_progress_keeps_series_for_charts_and_an_eta(db_session: Session) -> Non
     assert training_round.progress["metrics"]["loss"] == 0.5
 
 
-def test_stages_advance_in_order_and_a_duplicate_delivery_is_ignored(
-    db_session: Session,
-) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="reward_ppo", enqueue=False
-    )
+def test_stages_advance_in_order_and_a_duplicate_delivery_is_ignored(db_session: Session) -> None:
+    _, training_round = start_ready_round(db_session, "reward_ppo")
     assert service.begin_stage(db_session, training_round.id, "reward_model") is not None
     assert service.complete_stage(db_session, training_round.id, "reward_model") == "policy"
     assert service.begin_stage(db_session, training_round.id, "policy") is not None
@@ -177,10 +163,7 @@ def test_stages_advance_in_order_and_a_duplicate_delivery_is_ignored(
 
 
 def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="dpo", enqueue=False
-    )
+    _, training_round = start_ready_round(db_session, "dpo")
     service.begin_stage(db_session, training_round.id, "policy")
     assert service.reap_stale_rounds(db_session, timeout_seconds=600) == []
     training_round.heartbeat_at = utcnow() - timedelta(minutes=11)
@@ -194,10 +177,7 @@ def test_reaper_fails_rounds_with_a_stale_heartbeat(db_session: Session) -> None
 
 
 def test_the_reaper_says_when_the_round_had_registered_its_version(db_session: Session) -> None:
-    project = make_ready_project(db_session)
-    training_round = service.start_round(
-        db_session, project_id=project.id, round_type="sft", enqueue=False
-    )
+    project, training_round = start_ready_round(db_session, "sft")
     service.begin_stage(db_session, training_round.id, "policy")
     make_version(db_session, project, round_id=training_round.id, status=PolicyStatus.rejected)
     training_round.heartbeat_at = utcnow() - timedelta(minutes=11)
@@ -276,10 +256,7 @@ def test_a_cancel_during_begin_stage_is_not_overwritten(app_database: FreshDatab
     transaction, then marks the running round, which the stage sees at its next step. (Read
     without a lock, the stage's write put a cancelled round back to running.)"""
     with app_database.session() as session:
-        project = make_ready_project(session)
-        training_round = service.start_round(
-            session, project_id=project.id, round_type="dpo", enqueue=False
-        )
+        _, training_round = start_ready_round(session, "dpo")
         session.commit()
         round_id = training_round.id
     worker = app_database.session()

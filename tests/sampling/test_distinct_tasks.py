@@ -9,12 +9,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Project, Prompt, RankingTask, Sample, SamplingJob, TaskSample
+from app.models import Project, Prompt, RankingTask, Sample, SamplingJob
 from app.projects.service import add_prompts
 from app.sampling import service
 from app.sampling.service import NewSample, SamplingPlan
 from app.seeds import derived_seed
-from tests.factories import make_current_version, make_project, make_prompt, make_task
+from tests.factories import (
+    make_current_version,
+    make_project,
+    make_prompt,
+    make_task,
+    task_shows,
+)
 
 
 def _prompts(session: Session, project: Project, n: int) -> list[Prompt]:
@@ -45,13 +51,7 @@ def _record(session: Session, plan: SamplingPlan, texts: dict[int, list[str]]) -
 
 
 def _task_texts(session: Session, task_id: int) -> list[str]:
-    return list(
-        session.scalars(
-            select(Sample.text)
-            .join(TaskSample, TaskSample.sample_id == Sample.id)
-            .where(TaskSample.task_id == task_id)
-        )
-    )
+    return task_shows(session, task_id, Sample.text)
 
 
 def _tasks(session: Session, prompt_id: int) -> list[RankingTask]:
@@ -155,10 +155,10 @@ def test_once_every_prompt_has_a_task_sampling_adds_further_tasks_with_new_sampl
     old, new = _tasks(db_session, a.id)
     assert new.sampling_job_id == second.id
     assert sorted(_task_texts(db_session, new.id)) == ["a1", "a5", "a6", "a7"]
-    assert not {s.id for s in _samples(db_session, old.id)} & {
-        s.id for s in _samples(db_session, new.id)
+    assert not {s.id for s in task_shows(db_session, old.id)} & {
+        s.id for s in task_shows(db_session, new.id)
     }
-    assert sorted(s.ordinal for s in _samples(db_session, new.id)) == [4, 5, 6, 7]
+    assert sorted(s.ordinal for s in task_shows(db_session, new.id)) == [4, 5, 6, 7]
 
 
 def _two_prompts_sampled_once(session: Session) -> tuple[Project, Prompt, Prompt, SamplingJob]:
@@ -170,16 +170,6 @@ def _two_prompts_sampled_once(session: Session) -> tuple[Project, Prompt, Prompt
     _record(session, plan, {a.id: ["a1", "a2", "a3", "a4"], b.id: ["b1", "b2", "b3", "b4"]})
     service.finish_job(session, first.id)
     return project, a, b, first
-
-
-def _samples(session: Session, task_id: int) -> list[Sample]:
-    return list(
-        session.scalars(
-            select(Sample)
-            .join(TaskSample, TaskSample.sample_id == Sample.id)
-            .where(TaskSample.task_id == task_id)
-        )
-    )
 
 
 def test_a_top_up_adds_further_tasks_when_every_prompt_has_one(db_session: Session) -> None:

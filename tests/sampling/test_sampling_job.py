@@ -13,7 +13,7 @@ from app.models import Project, RankingTask, Sample, SamplingJob, TaskSample
 from app.projects.service import add_prompts
 from app.sampling import service
 from tests.conftest import FreshDatabase
-from tests.factories import job_tasks, make_current_version, make_model_project, task_version_ids
+from tests.factories import job_tasks, make_current_version, make_model_project, task_shows
 from worker.jobs.sampling import run_sampling_job
 
 
@@ -134,7 +134,7 @@ def test_tasks_of_a_new_version_mix_in_the_previous_version(
         tasks = job_tasks(session, job_id)
         assert len(tasks) == 3
         for task in tasks:
-            versions = task_version_ids(session, task.id)
+            versions = task_shows(session, task.id, Sample.policy_version_id)
             assert sorted(versions).count(v2_id) == 2  # ⌈4/2⌉ newest
             assert sorted(versions).count(v1_id) == 2  # ⌊4/2⌋ previous, reused
         # the previous version's samples were reused, not generated again

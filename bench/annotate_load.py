@@ -109,45 +109,44 @@ def seed(url: str, *, tasks: int, annotators: int) -> Seeded:
             select(PolicyVersion.id).where(PolicyVersion.project_id == project.id)
         ).one()
         now = utcnow()
-        prompt_ids = session.scalars(
-            insert(Prompt).returning(Prompt.id),
+
+        def insert_rows(model: Any, rows: list[dict[str, Any]]) -> list[int]:
+            """One bulk INSERT of the project's rows (project_id and created_at added): the ids
+            in the order of `rows`."""
+            returning = insert(model).returning(model.id, sort_by_parameter_order=True)
+            common = {"project_id": project.id, "created_at": now}
+            return list(session.scalars(returning, [{**common, **row} for row in rows]).all())
+
+        prompt_ids = insert_rows(
+            Prompt,
             [
                 {
-                    "project_id": project.id,
                     "content_hash": f"{i:064x}",
                     "text": f"Bench prompt {i}: explain something in a few sentences.",
-                    "created_at": now,
                 }
                 for i in range(tasks)
             ],
-        ).all()
-        sample_ids = session.scalars(
-            insert(Sample).returning(Sample.id, sort_by_parameter_order=True),
+        )
+        sample_ids = insert_rows(
+            Sample,
             [
                 {
-                    "project_id": project.id,
                     "prompt_id": prompt_id,
                     "policy_version_id": version_id,
                     "ordinal": j,
                     "text": f"Answer {j} to prompt {prompt_id}. " * 20,
-                    "created_at": now,
                 }
                 for prompt_id in prompt_ids
                 for j in range(K)
             ],
-        ).all()
-        task_ids = session.scalars(
-            insert(RankingTask).returning(RankingTask.id, sort_by_parameter_order=True),
+        )
+        task_ids = insert_rows(
+            RankingTask,
             [
-                {
-                    "project_id": project.id,
-                    "prompt_id": prompt_id,
-                    "required_annotations": REQUIRED,
-                    "created_at": now,
-                }
+                {"prompt_id": prompt_id, "required_annotations": REQUIRED}
                 for prompt_id in prompt_ids
             ],
-        ).all()
+        )
         session.execute(
             insert(TaskSample),
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,11 @@ def count(session: Session, model: type) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def jsonl(*records: object) -> bytes:
+    """Records as JSON Lines."""
+    return b"\n".join(json.dumps(record).encode() for record in records)
+
+
 def upload(name: str, data: bytes) -> dict[str, tuple[str, bytes, str]]:
     return {"file": (name, data, "application/octet-stream")}
 
@@ -92,6 +98,12 @@ def import_token(preview: httpx.Response) -> str:
     token = re.search(r'name="token" value="([^"]+)"', preview.text)
     assert token
     return token.group(1)
+
+
+def shown_counts(page: httpx.Response) -> dict[str, int]:
+    """The counts a preview or report shows (`<strong data-count="new">2</strong>` -> new: 2)."""
+    found = re.findall(r'<strong data-count="([^"]+)">(\d+)</strong>', page.text)
+    return {name: int(number) for name, number in found}
 
 
 def confirm_import(

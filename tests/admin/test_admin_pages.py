@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import httpx
@@ -18,7 +17,9 @@ from tests.admin.conftest import (
     confirm_import,
     count,
     import_token,
+    jsonl,
     post_file,
+    shown_counts,
 )
 from tests.factories import make_project, make_prompt, make_task, make_user
 from tests.helpers import login
@@ -545,26 +546,22 @@ def test_an_unknown_project_is_404(client: httpx.Client, admin: LoggedIn) -> Non
 def test_import_preview_then_confirm_adds_only_new_prompts(
     client: httpx.Client, db_session: Session, admin: LoggedIn, project: Project
 ) -> None:
+    url = f"/admin/projects/{project.id}/prompts/import"
+    data = jsonl(
+        {"instruction": "Old prompt", "input": ""},
+        {"instruction": "New prompt", "input": "with input"},
+        {"instruction": "New prompt", "input": "with input"},
+        {"instruction": "Another"},
+    )
     make_prompt(db_session, project, "Old prompt")
     db_session.commit()
-    url = f"/admin/projects/{project.id}/prompts/import"
-    data = b"\n".join(
-        json.dumps(x).encode()
-        for x in [
-            {"instruction": "Old prompt", "input": ""},
-            {"instruction": "New prompt", "input": "with input"},
-            {"instruction": "New prompt", "input": "with input"},
-            {"instruction": "Another"},
-        ]
-    )
 
     preview = post_file(client, url, "alpaca.jsonl", data, admin.htmx, data={"format": ""})
 
     assert preview.status_code == 200
     assert "Alpaca" in preview.text
-    assert '<strong data-count="new">2</strong>' in preview.text
-    assert '<strong data-count="in-project">1</strong>' in preview.text
-    assert '<strong data-count="repeated">1</strong>' in preview.text
+    counts = shown_counts(preview)
+    assert (counts["new"], counts["in-project"], counts["repeated"]) == (2, 1, 1)
     assert count(db_session, Prompt) == 1  # nothing stored before the confirm
     token = import_token(preview)
 
@@ -637,9 +634,8 @@ def test_sample_upload_creates_tasks_and_reports_counts(
 ) -> None:
     project = make_project(db_session, samples_per_prompt=4)
     db_session.commit()
-    data = b"\n".join(
-        json.dumps({"prompt": p, "samples": [f"{p} {i}" for i in range(4)]}).encode()
-        for p in ["Hello?", "Bye?"]
+    data = jsonl(
+        *({"prompt": p, "samples": [f"{p} {i}" for i in range(4)]} for p in ["Hello?", "Bye?"])
     )
 
     response = post_file(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +12,9 @@ from tests.admin.conftest import (
     confirm_import,
     count,
     import_token,
+    jsonl,
     post_file,
+    shown_counts,
 )
 from tests.factories import make_prompt
 from tests.helpers import login_new_user
@@ -34,28 +34,28 @@ def test_the_project_page_links_to_the_demonstration_import(
 def test_upload_preview_then_confirm_adds_the_new_demonstrations_once(
     client: httpx.Client, db_session: Session, admin: LoggedIn, project: Project
 ) -> None:
+    url = f"/admin/projects/{project.id}/demonstrations/import"
+    data = jsonl(
+        {"instruction": "Name a colour", "input": "", "output": "Blue"},
+        {"instruction": "Name a fruit", "input": "", "output": "<b>Pear</b>"},
+        {"instruction": "Name a fruit", "input": "", "output": "<b>Pear</b>"},
+        {"instruction": "No output", "input": ""},
+    )
     make_prompt(db_session, project, "Name a colour")
     db_session.commit()
-    url = f"/admin/projects/{project.id}/demonstrations/import"
-    data = b"\n".join(
-        json.dumps(x).encode()
-        for x in [
-            {"instruction": "Name a colour", "input": "", "output": "Blue"},
-            {"instruction": "Name a fruit", "input": "", "output": "<b>Pear</b>"},
-            {"instruction": "Name a fruit", "input": "", "output": "<b>Pear</b>"},
-            {"instruction": "No output", "input": ""},
-        ]
-    )
 
     preview = post_file(client, url, "alpaca.jsonl", data, admin.htmx, data={"format": ""})
 
     assert preview.status_code == 200
     assert "<html" not in preview.text
     assert "Format: <strong>Alpaca" in preview.text
-    assert '<strong data-count="new">2</strong>' in preview.text
-    assert '<strong data-count="new-prompts">1</strong>' in preview.text
-    assert '<strong data-count="repeated">1</strong>' in preview.text
-    assert '<strong data-count="errors">1</strong>' in preview.text
+    counts = shown_counts(preview)
+    assert (counts["new"], counts["new-prompts"], counts["repeated"], counts["errors"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
     assert '<td class="num">4</td>' in preview.text
     assert "&lt;b&gt;Pear&lt;/b&gt;" in preview.text
     assert count(db_session, Demonstration) == 0  # nothing stored before the confirm

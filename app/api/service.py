@@ -7,6 +7,7 @@ and lineage walking.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -175,16 +176,8 @@ def upload_samples(
         raise InvalidInput(
             message, details=_line_errors(errors) or [{"field": "body", "message": "no lines"}]
         )
-    result = report.result
     return SampleImportOut(
-        records=report.parsed.records,
-        lines=result.lines,
-        prompts_added=result.prompts_added,
-        versions_added=result.versions_added,
-        samples_added=result.samples_added,
-        samples_existing=result.samples_existing,
-        tasks_added=result.tasks_added,
-        errors=_error_list(errors),
+        records=report.parsed.records, **asdict(report.result), errors=_error_list(errors)
     )
 
 

@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.training.outcomes import Progress, ShouldStop
 from worker.training.reward_model import (
     META_FILE,
     EncodedRanking,
@@ -54,8 +53,6 @@ def train_pairwise(
     *,
     out_dir: Path,
     pairs_per_step: int | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
 ) -> RewardModelResult:
     """Baseline: every cross-group pair is its own example (TRL's RewardTrainer).
 
@@ -72,8 +69,6 @@ def train_pairwise(
         # TRL scores chosen and rejected as two full sequences: no shared prompt.
         dataclasses.replace(config, batch_size=pairs_per_step, share_prompt=False),
         out_dir=out_dir,
-        progress=progress,
-        should_stop=should_stop,
         training_units=encoded_pairs,
     )
     meta_path = Path(out_dir) / META_FILE

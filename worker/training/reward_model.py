@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import torch
 from peft import PeftModel, get_peft_model
@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from worker.training.loop import split_by_prompt
 from worker.training.losses import ranking_loss
 from worker.training.models import (
     base_model_of,
@@ -51,9 +52,8 @@ from worker.training.models import (
     pick_device,
 )
 from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled
-from worker.training.prompts import token_limit, truncate_left
+from worker.training.prompts import Prompt, token_limit, truncate_left
 
-Prompt = str | list[dict[str, str]]
 ADAPTER_NAME = "reward"
 META_FILE = "reward_model.json"
 HEAD_FILE = "head.safetensors"
@@ -508,6 +508,14 @@ def _collate(
     return input_ids.to(device), attention_mask.to(device)
 
 
+class Scoring(TypedDict):
+    """How `score` and `evaluate` batch sequences scored without gradients."""
+
+    batch_size: int
+    max_length: int
+    pad_to_multiple_of: int
+
+
 @torch.no_grad()
 def score(
     rm: RewardModel,
@@ -564,25 +572,6 @@ def _samples(examples: Sequence[RankingExample]) -> tuple[list[Prompt], list[str
     return [e.prompt for e in examples for _ in e.responses], [
         r for e in examples for r in e.responses
     ]
-
-
-def _prompt_key(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-
-
-def split_by_prompt(
-    examples: Sequence[RankingExample], *, heldout_fraction: float, seed: int
-) -> tuple[list[RankingExample], list[RankingExample]]:
-    """(train, held-out) with every prompt on one side only, so accuracy is not memorised."""
-    keys = list(dict.fromkeys(_prompt_key(e.prompt) for e in examples))
-    random.Random(seed).shuffle(keys)
-    n_held = round(heldout_fraction * len(keys))
-    if heldout_fraction > 0 and len(keys) >= 2:
-        n_held = min(max(n_held, 1), len(keys) - 1)
-    held = set(keys[:n_held])
-    train = [e for e in examples if _prompt_key(e.prompt) not in held]
-    heldout = [e for e in examples if _prompt_key(e.prompt) in held]
-    return train, heldout
 
 
 def _shared_prefix_len(rows: Sequence[Sequence[int]]) -> int:
@@ -807,19 +796,17 @@ def train_reward_model(
     epochs: list[dict[str, float]] = []
     train_passes = eval_passes = step = 0
     reached = stopped = False
+    scoring = Scoring(
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        pad_to_multiple_of=config.pad_to_multiple_of,
+    )
 
     def run_eval(epoch: float) -> dict[str, float] | None:
         nonlocal eval_passes, reached
         if not heldout:
             return None
-        m = evaluate(
-            rm,
-            tokenizer,
-            heldout,
-            batch_size=config.eval_batch_size,
-            max_length=config.max_length,
-            pad_to_multiple_of=config.pad_to_multiple_of,
-        )
+        m = evaluate(rm, tokenizer, heldout, **scoring)
         eval_passes += int(m["forward_passes"])
         m = {"epoch": epoch, "step": step, "train_forward_passes": train_passes, **m}
         m["train_seconds"] = train_seconds
@@ -928,15 +915,8 @@ def train_reward_model(
     # 7. Normalise: mean 0, std 1 on the reference policy's samples, the reward scale PPO's
     # KL coefficient is chosen for (docs/training-notes.md §Reward model) -------------------
     samples = reference if reference is not None and len(reference[1]) >= 2 else None
-    raw = score(
-        rm,
-        tokenizer,
-        *(samples or _samples(examples)),  # none given: every annotated sample
-        raw=True,
-        batch_size=config.eval_batch_size,
-        max_length=config.max_length,
-        pad_to_multiple_of=config.pad_to_multiple_of,
-    )
+    # none given: every annotated sample
+    raw = score(rm, tokenizer, *(samples or _samples(examples)), raw=True, **scoring)
     normalise(rm, raw)
     eval_passes += len(raw)
     rm.eval()

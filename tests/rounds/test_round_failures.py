@@ -14,7 +14,7 @@ import pytest
 import torch
 from sqlalchemy.orm import Session
 
-from app.models import RoundState, SamplingJob, TrainingRound
+from app.models import Project, RoundState, SamplingJob, TrainingRound
 from app.projects.service import add_prompts
 from app.rounds.service import StageStart
 from app.sampling import service as sampling
@@ -163,11 +163,9 @@ LINE = "Out of memory while training the reward model — lower reward_model.max
 DETAIL = 'Traceback (most recent call last):\n  File "worker/jobs/rounds.py", line 1\nBoom'
 
 
-@pytest.mark.usefixtures("admin_csrf")
 def test_the_round_page_shows_the_line_and_admins_the_details(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, project: Project
 ) -> None:
-    project = make_project(db_session)
     training_round = make_round(
         db_session, project, "reward_ppo", state=RoundState.failed, error=LINE, error_detail=DETAIL
     )
@@ -181,12 +179,10 @@ def test_the_round_page_shows_the_line_and_admins_the_details(
     assert "worker/jobs/rounds.py" in details
 
 
-@pytest.mark.usefixtures("admin_csrf")
 def test_a_traceback_stored_as_the_error_shows_its_last_line(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, project: Project
 ) -> None:
     """Rounds that failed before reasons were one line kept the whole traceback in `error`."""
-    project = make_project(db_session)
     legacy = (
         "Traceback (most recent call last):\n"
         f'  File "{sys.prefix}/lib/site-packages/torch/nn/functional.py", line 2\n'
@@ -205,11 +201,9 @@ def test_a_traceback_stored_as_the_error_shows_its_last_line(
     assert "torch/nn/functional.py" in page
 
 
-@pytest.mark.usefixtures("admin_csrf")
 def test_the_project_page_shows_a_failed_jobs_line_and_details(
-    client: httpx.Client, db_session: Session
+    client: httpx.Client, db_session: Session, project: Project
 ) -> None:
-    project = make_project(db_session)
     add_prompts(db_session, project_id=project.id, contents=["Q?"])
     job = sampling.start_sampling(db_session, project_id=project.id, enqueue=False)
     assert job is not None

@@ -159,15 +159,20 @@ def test_json_nested_too_deeply_gets_422_and_stores_nothing(
     assert snapshot(db_session) == before
 
 
-@pytest.mark.parametrize("action", ["submit", "skip"])
-def test_a_task_id_too_large_for_the_database_gets_422(
-    action: str, annotator: Annotator, db_session: Session
+@pytest.mark.parametrize(
+    ("task_id", "action", "status"),
+    [(2**31, "submit", 422), (2**31, "skip", 422), (987654, "submit", 404)],
+    ids=["too_large_for_the_database_submit", "too_large_for_the_database_skip", "does_not_exist"],
+)
+def test_a_task_id_that_names_no_task_is_refused_and_stores_nothing(
+    task_id: int, action: str, status: int, annotator: Annotator, db_session: Session
 ) -> None:
+    """An id too large for the database column is a 422; one that fits but names no task, 404."""
     before = snapshot(db_session)
 
-    response = annotator.post(f"/annotate/tasks/{2**31}/{action}", json={"groups": [[1], [2]]})
+    response = annotator.post(f"/annotate/tasks/{task_id}/{action}", json={"groups": [[1], [2]]})
 
-    assert response.status_code == 422
+    assert response.status_code == status
     assert snapshot(db_session) == before
 
 
@@ -204,68 +209,62 @@ def test_a_task_not_leased_to_the_annotator_gets_409(
     assert snapshot(db_session) == before
 
 
-def test_a_skipped_task_cannot_be_submitted(
-    annotator: Annotator, shown: dict[str, Any], db_session: Session
-) -> None:
+def expire_leases(session: Session) -> None:
+    """Every lease ran out a second ago."""
+    session.execute(update(Assignment).values(expires_at=utcnow() - timedelta(seconds=1)))
+    session.commit()
+
+
+def _skipped(annotator: Annotator, shown: dict[str, Any], session: Session) -> None:
     assert annotator.post(f"/annotate/tasks/{shown['id']}/skip").status_code == 200
-    before = snapshot(db_session)
-
-    response = annotator.submit(shown["id"], {"groups": best_first(shown)})
-
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "not_leased"
-    assert snapshot(db_session) == before
 
 
-def test_an_expired_lease_gets_410(
-    annotator: Annotator, shown: dict[str, Any], db_session: Session
-) -> None:
-    db_session.execute(update(Assignment).values(expires_at=utcnow() - timedelta(seconds=1)))
-    db_session.commit()
-    before = snapshot(db_session)
-
-    response = annotator.submit(shown["id"], {"groups": best_first(shown)})
-
-    assert response.status_code == 410
-    assert response.json()["error"]["code"] == "lease_expired"
-    assert snapshot(db_session) == before
+def _lease_ran_out(annotator: Annotator, shown: dict[str, Any], session: Session) -> None:
+    expire_leases(session)
 
 
-def test_a_lease_already_marked_expired_gets_410(
-    annotator: Annotator, shown: dict[str, Any], db_session: Session
-) -> None:
-    db_session.execute(update(Assignment).values(expires_at=utcnow() - timedelta(seconds=1)))
-    db_session.commit()
+def _lease_marked_expired(annotator: Annotator, shown: dict[str, Any], session: Session) -> None:
+    expire_leases(session)
     annotator.next_task()  # meets the expired lease, marks it, leases the task again
-    db_session.execute(update(Assignment).values(expires_at=utcnow() - timedelta(seconds=1)))
-    db_session.commit()
-    before = snapshot(db_session)
-
-    response = annotator.submit(shown["id"], {"groups": best_first(shown)})
-
-    assert response.status_code == 410
-    assert snapshot(db_session) == before
+    expire_leases(session)
 
 
-def test_a_second_submission_for_the_same_task_gets_409(
-    annotator: Annotator, shown: dict[str, Any], db_session: Session
-) -> None:
+def _submitted(annotator: Annotator, shown: dict[str, Any], session: Session) -> None:
     assert annotator.submit(shown["id"], {"groups": best_first(shown)}).status_code == 200
+
+
+def _reversed(shown: dict[str, Any]) -> list[list[int]]:
+    return best_first(shown)[::-1]
+
+
+# What happened to the lease first, the ranking sent then, the status and the error code (if
+# the case checks it).
+LEASE_REFUSALS: dict[str, tuple[Callable[..., None], Callable[..., Any], int, str | None]] = {
+    "a_skipped_task_cannot_be_submitted": (_skipped, best_first, 409, "not_leased"),
+    "an_expired_lease_gets_410": (_lease_ran_out, best_first, 410, "lease_expired"),
+    "a_lease_already_marked_expired_gets_410": (_lease_marked_expired, best_first, 410, None),
+    "a_second_submission_for_the_same_task_gets_409": (
+        _submitted,
+        _reversed,
+        409,
+        "already_submitted",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LEASE_REFUSALS))
+def test_a_submission_the_lease_no_longer_allows_is_refused_and_stores_nothing(
+    case: str, annotator: Annotator, shown: dict[str, Any], db_session: Session
+) -> None:
+    happened, ranking, status, code = LEASE_REFUSALS[case]
+    happened(annotator, shown, db_session)
     before = snapshot(db_session)
 
-    response = annotator.submit(shown["id"], {"groups": best_first(shown)[::-1]})
+    response = annotator.submit(shown["id"], {"groups": ranking(shown)})
 
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "already_submitted"
-    assert snapshot(db_session) == before
-
-
-def test_a_task_that_does_not_exist_gets_404(annotator: Annotator, db_session: Session) -> None:
-    before = snapshot(db_session)
-
-    response = annotator.submit(987654, {"groups": [[1], [2]]})
-
-    assert response.status_code == 404
+    assert response.status_code == status
+    if code is not None:
+        assert response.json()["error"]["code"] == code
     assert snapshot(db_session) == before
 
 

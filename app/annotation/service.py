@@ -369,7 +369,7 @@ def _store_ranking(
     assignment.finished_at = now
     session.flush()
 
-    # Pairs: every pair across groups, ties inside a group (RLHF_NOTES, "From a ranking..."),
+    # Pairs: every pair across groups, ties inside a group (docs/training-notes.md §Pairs),
     # none between two samples of the same text (ratings and the reward model skip those)
     text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
     pairs = ranking_to_pairs(groups, text_keys=text_keys) if groups else []

@@ -130,7 +130,8 @@ def agreeing_tasks(project_id: int, min_agreement: float, excluded: frozenset[in
     """Tasks whose annotators agree on at least `min_agreement` of the sample pairs.
 
     Each row of the self-join is one sample pair judged by two annotators of the same task;
-    they agree when they chose the same winner, or both called it a tie (RLHF_NOTES, Agreement).
+    they agree when they chose the same winner, or both called it a tie
+    (docs/training-notes.md §Agreement).
     Tasks with a single annotator have no such rows and are left out.
     """
     a, b = aliased(Comparison), aliased(Comparison)

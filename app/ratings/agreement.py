@@ -1,4 +1,5 @@
-"""How much annotators agree, with each other and with the consensus (RLHF_NOTES §Agreement).
+"""How much annotators agree, with each other and with the consensus
+(docs/training-notes.md §Agreement).
 
 A ranking is a list of tie groups of sample ids, best first. Two rankings are compared only
 on the samples both contain, so a ranking that skipped a sample still counts.

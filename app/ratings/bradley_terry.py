@@ -1,4 +1,5 @@
-"""Bradley-Terry ratings with bootstrap intervals, as Chatbot Arena reports them (RLHF_NOTES §BT).
+"""Bradley-Terry ratings with bootstrap intervals, as Chatbot Arena reports them
+(docs/training-notes.md §Bradley-Terry).
 
 Model: P(a beats b) = σ(ln10 · (β_a − β_b)); rating R = 400 β + 1000; ties count as half a win
 each way. Speed comes from fitting on aggregated win counts, one entry per compared pair of

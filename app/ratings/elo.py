@@ -1,4 +1,4 @@
-"""Online Elo exactly as Chatbot Arena computes it (RLHF_NOTES §Elo).
+"""Online Elo exactly as Chatbot Arena computes it (arXiv 2403.04132; docs/training-notes.md §Elo).
 
 Elo is cheap and updates inside the submit transaction, but it depends on the order of the
 votes; the Bradley-Terry fit in `bradley_terry.py` is the order-free rating we report.

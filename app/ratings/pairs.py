@@ -40,7 +40,8 @@ def _ids(ids: Sequence[int]) -> str:
 def ranking_to_pairs(
     groups: Sequence[Sequence[int]], *, text_keys: Mapping[int, str] | None = None
 ) -> list[Pair]:
-    """Every pair of ranked samples once: C(K, 2) pairs, ties inside a group (RLHF_NOTES §pairs).
+    """Every pair of ranked samples once: C(K, 2) pairs, ties inside a group
+    (docs/training-notes.md §Pairs).
 
     Pairs come out in ranking order (best group first) so online Elo sees a stable order.
     With `text_keys` (sample → `text_key` of its text), a pair of two samples with the same

@@ -152,8 +152,9 @@ def reference_samples(
     session: Session, *, project_id: int, reference: str = "start", limit: int = 256
 ) -> tuple[list[Any], list[str]]:
     """Prompts and texts of the reference policy's samples, to normalise reward scores on, so
-    that rewards have mean 0 and std 1 on the policy PPO is held close to (RLHF_NOTES): the
-    current version for reference='previous', else the newest SFT version, else version 1.
+    that rewards have mean 0 and std 1 on the policy PPO is held close to
+    (docs/training-notes.md §Reward model): the current version for reference='previous', else
+    the newest SFT version, else version 1.
     Falls back to version 1 when the reference has no samples yet."""
     base = session.scalar(
         select(PolicyVersion).where(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,16 +9,10 @@ import pytest
 
 from app.models import Role, RoundState, RoundType, TrainingRound
 from tests.conftest import FreshDatabase, LiveServer
-from tests.factories import PASSWORD, make_project, make_user
+from tests.factories import make_project, make_user
+from tests.helpers import BROWSER_MARKS, CHROMIUM, log_in_on_page
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None and not os.environ.get("CI"),
-        reason="chromium is not installed (apt-get install chromium); required in CI",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +42,7 @@ def page(live_server: LiveServer) -> Iterator[Any]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(live_server.url + "/login")
-        page.fill("input[name=username]", "chart-admin")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(live_server.url + "/")
+        log_in_on_page(page, live_server.url, "chart-admin")
         yield page
         browser.close()
 

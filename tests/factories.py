@@ -155,34 +155,47 @@ def task_of(
 
 def make_ranking(session: Session, task: RankingTask, user: User, groups: list[list[int]]) -> Any:
     """A stored ranking with its comparisons (derived by the real pair function)."""
-    from app.models import Comparison, Ranking
-    from app.ratings.pairs import ranking_to_pairs
+    from app.models import Ranking
 
     ranking = Ranking(project_id=task.project_id, task_id=task.id, user_id=user.id, groups=groups)
     session.add(ranking)
     session.flush()
+    add_comparisons(session, ranking, task)
+    task.annotations_done += 1
+    session.flush()
+    return ranking
+
+
+def add_comparisons(session: Session, ranking: Any, task: RankingTask, **fields: Any) -> None:
+    """The comparisons of a stored ranking, derived by the real pair function (`fields`, such
+    as created_at, go to each)."""
+    from app.models import Comparison
+    from app.ratings.pairs import ranking_to_pairs
+
+    groups = ranking.groups
     version_of = {
         s.id: s.policy_version_id
         for s in session.query(Sample).filter(Sample.id.in_([i for g in groups for i in g]))
     }
-    for pair in ranking_to_pairs(groups):
-        session.add(
-            Comparison(
-                project_id=task.project_id,
-                ranking_id=ranking.id,
-                task_id=task.id,
-                prompt_id=task.prompt_id,
-                user_id=user.id,
-                winner_id=pair.winner,
-                loser_id=pair.loser,
-                winner_version_id=version_of[pair.winner],
-                loser_version_id=version_of[pair.loser],
-                tie=pair.tie,
-            )
+    shared = {
+        "project_id": task.project_id,
+        "ranking_id": ranking.id,
+        "task_id": task.id,
+        "prompt_id": task.prompt_id,
+        "user_id": ranking.user_id,
+        **fields,
+    }
+    session.add_all(
+        Comparison(
+            winner_id=pair.winner,
+            loser_id=pair.loser,
+            winner_version_id=version_of[pair.winner],
+            loser_version_id=version_of[pair.loser],
+            tie=pair.tie,
+            **shared,
         )
-    task.annotations_done += 1
-    session.flush()
-    return ranking
+        for pair in ranking_to_pairs(groups)
+    )
 
 
 def task_sample_ids(session: Session, task: RankingTask) -> list[int]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.models import Comparison, Ranking, RankingTask, Sample
-from app.ratings.pairs import ranking_to_pairs
-from tests.factories import task_sample_ids  # noqa: F401  (tests/export/conftest.py imports it here)
+from app.models import Ranking, RankingTask
+from tests.factories import (  # task_sample_ids: tests/export/conftest.py imports it here
+    add_comparisons,
+    task_sample_ids,  # noqa: F401
+)
 
 
 def add_ranking(
@@ -37,28 +38,6 @@ def add_ranking(
     session.flush()
     if none_usable:
         return ranking
-    version_of = dict(
-        session.execute(
-            select(Sample.id, Sample.policy_version_id).where(
-                Sample.id.in_([sid for group in groups for sid in group])
-            )
-        ).all()
-    )
-    session.add_all(
-        Comparison(
-            project_id=task.project_id,
-            ranking_id=ranking.id,
-            task_id=task.id,
-            prompt_id=task.prompt_id,
-            user_id=user_id,
-            winner_id=pair.winner,
-            loser_id=pair.loser,
-            winner_version_id=version_of[pair.winner],
-            loser_version_id=version_of[pair.loser],
-            tie=pair.tie,
-            created_at=created_at,
-        )
-        for pair in ranking_to_pairs(groups)
-    )
+    add_comparisons(session, ranking, task, created_at=created_at)
     session.flush()
     return ranking

@@ -9,28 +9,18 @@ round form before starting, and the round keeps them in its metrics under "sizin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from app.models import Project
+from app.rounds import registry
+from app.rounds.round_type import Sized
+
+__all__ = ["Sized", "apply_sizing", "eval_prompt_count", "size_round"]
 
 GATE_SAMPLES_PER_VERSION = 200
 """Samples of each version the gate scores: with rewards of unit spread, the interval of a
 paired mean gain over ~50-200 prompts is then about ±0.15, narrow enough to resolve a real
 gain of 0.3 standard deviations."""
-PPO_PASSES = 4
-"""PPO rollouts per training prompt per round. bench/loop.py --suite (one seed of the length
-and keywords+length families, 3 rounds): 4 passes gained +0.61 and +0.76 σ over the base
-with KL 3-6 nats; 8 passes gained +0.64 and +0.45 σ with KL 3-10 and twice the policy time.
-No difference the noise of one seed resolves, so the cheaper one; the reward model's
-accuracy (0.54-0.62 against label ceilings of 0.61-0.67) limits what a round can gain."""
-PPO_MIN_EPISODES, PPO_MAX_EPISODES = 256, 2048
-
-
-@dataclass(frozen=True)
-class Sized:
-    value: Any
-    reason: str
 
 
 def eval_prompt_count(prompts: int) -> int:
@@ -60,28 +50,9 @@ def size_round(
             f"about {GATE_SAMPLES_PER_VERSION} samples per version over {n_eval} held-out "
             "prompts, so the gain's interval can resolve a real gain",
         )
-    ppo = config.get("ppo")
-    if round_type == "reward_ppo" and isinstance(ppo, dict):
-        if ppo.get("temperature") is None:
-            sized["ppo.temperature"] = Sized(
-                project.temperature, "the project's sampling temperature"
-            )
-        if ppo.get("max_new_tokens") is None:
-            sized["ppo.max_new_tokens"] = Sized(
-                project.max_new_tokens,
-                "the project's sample length, so rollouts are as long as what annotators rank",
-            )
-        if ppo.get("steps") is None:
-            train_prompts = max(1, prompts - n_eval)
-            basis = min(train_prompts, max(rankings, 1))
-            episodes = min(PPO_MAX_EPISODES, max(PPO_MIN_EPISODES, PPO_PASSES * basis))
-            steps = max(1, round(episodes / ppo["batch_size"]))
-            sized["ppo.steps"] = Sized(
-                steps,
-                f"{PPO_PASSES} rollouts per training prompt ({train_prompts}), or per ranking "
-                f"while rankings ({rankings}) are fewer, within {PPO_MIN_EPISODES}-"
-                f"{PPO_MAX_EPISODES} episodes: {steps} steps × {ppo['batch_size']}",
-            )
+    spec = registry.find(round_type)
+    if spec is not None and spec.size is not None:  # what only this type has
+        sized.update(spec.size(project, config, prompts=prompts, rankings=rankings, n_eval=n_eval))
     return sized
 
 

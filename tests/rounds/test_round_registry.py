@@ -18,7 +18,7 @@ from pydantic import Field
 from app.errors import InvalidInput
 from app.models import RoundState, TrainingRound
 from app.rounds import registry, service
-from app.rounds.registry import RoundTypeSpec, policy_stage
+from app.rounds.round_type import RoundTypeSpec, policy_stage
 from app.rounds.schemas import RoundConfigBase
 from tests.conftest import FreshDatabase
 from tests.factories import make_ready_project

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from app.rounds.registry import EVALUATING, REWARD_MODEL, SAMPLING, RoundTypeSpec, policy_stage
+from app.rounds.round_type import EVALUATING, REWARD_MODEL, SAMPLING, RoundTypeSpec, policy_stage
 from app.rounds.schemas import RewardModelSettings, RoundConfigBase
 
 

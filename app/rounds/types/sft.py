@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from app.rounds.registry import EVALUATING, SAMPLING, RoundTypeSpec, policy_stage
+from app.rounds.round_type import EVALUATING, SAMPLING, RoundTypeSpec, policy_stage
 from app.rounds.schemas import RoundConfigBase
 
 

@@ -16,6 +16,16 @@ from app.models import Role
 from tests.factories import PASSWORD, make_user
 
 _CSRF_IN_PAGE = re.compile(r'"X-CSRF-Token": "([^"]+)"')
+# What a quiet console never shows: warnings, library progress and tracebacks go to the log file.
+CONSOLE_NOISE = (
+    "No hostname was supplied",
+    "SecurityWarning",
+    "superuser",
+    "FutureWarning",
+    "Loading weights",
+    "Writing model shards",
+    "Traceback",
+)
 
 
 def post_login(

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port, start_process, wait_until
+from tests.helpers import CONSOLE_NOISE
 
 
 def test_demo_serves_login_page_within_60_seconds_with_no_configuration(tmp_path: Path) -> None:
@@ -54,17 +55,7 @@ def test_demo_serves_login_page_within_60_seconds_with_no_configuration(tmp_path
     assert (tmp_path / "rankloop-data" / "rankloop.db").exists()
 
 
-NOISE = (
-    "No hostname was supplied",
-    "SecurityWarning",
-    "superuser",
-    "FutureWarning",
-    "Loading weights",
-    "Writing model shards",
-    "Traceback",
-    "celery@",
-    "[tasks]",
-)
+NOISE = (*CONSOLE_NOISE, "celery@", "[tasks]")  # and the worker's banner
 
 
 def test_demo_says_what_it_prepares_and_keeps_its_console_quiet(

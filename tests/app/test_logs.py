@@ -15,16 +15,7 @@ import pytest
 
 from app.config import Settings
 from tests.conftest import FreshDatabase, start_process, wait_until
-
-NOISE = (
-    "No hostname was supplied",
-    "SecurityWarning",
-    "superuser",
-    "FutureWarning",
-    "Loading weights",
-    "Writing model shards",
-    "Traceback",
-)
+from tests.helpers import CONSOLE_NOISE
 
 
 def run_python(code: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -133,7 +124,7 @@ def test_a_worker_keeps_its_console_to_the_banner_and_the_log_path(
         worker.wait(timeout=30)
     console = output.read_text()
     assert f"Worker log: {log}" in console
-    for noise in NOISE:
+    for noise in CONSOLE_NOISE:
         assert noise not in console, console
     if os.geteuid() == 0:  # Celery's warning for a worker run as root is in the log
         assert "superuser privileges" in log.read_text()

@@ -22,3 +22,8 @@ def admin_csrf(client: httpx.Client, db_session: Session) -> str:
 def project(admin_csrf: str, db_session: Session) -> Project:
     """A new project, with `client` logged in as an admin (admin_csrf)."""
     return make_project(db_session)
+
+
+def section(page: str, start: str, end: str) -> str:
+    """The part of `page` between the first `start` and the first `end` after it."""
+    return page.split(start, 1)[1].split(end, 1)[0]

@@ -20,6 +20,7 @@ from app.rounds.service import StageStart
 from app.sampling import service as sampling
 from tests.conftest import FreshDatabase
 from tests.factories import make_project, make_round
+from tests.rounds.conftest import section
 from worker.jobs import rounds as round_jobs
 from worker.jobs import sampling as sampling_jobs
 
@@ -174,7 +175,7 @@ def test_the_round_page_shows_the_line_and_admins_the_details(
     page = client.get(f"/admin/rounds/{training_round.id}").text
 
     assert f'<p class="error" id="round-error">{LINE}</p>' in page
-    details = page.split('<details id="round-error-detail">', 1)[1].split("</details>", 1)[0]
+    details = section(page, '<details id="round-error-detail">', "</details>")
     assert "Traceback (most recent call last):" in details
     assert "worker/jobs/rounds.py" in details
 
@@ -212,7 +213,7 @@ def test_the_project_page_shows_a_failed_jobs_line_and_details(
 
     page = client.get(f"/admin/projects/{project.id}").text
 
-    row = page.split(f'id="sampling-job-{job.id}-error"', 1)[1].split("</tr>", 1)[0]
+    row = section(page, f'id="sampling-job-{job.id}-error"', "</tr>")
     assert '<p class="error">The base model could not be loaded: gone</p>' in row
     assert "<details>" in row
     assert "Traceback (most recent call last):" in row

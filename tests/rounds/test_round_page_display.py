@@ -15,6 +15,7 @@ from app.db import utcnow
 from app.models import Project, Role, RoundState, RoundType, TrainingRound
 from tests.factories import make_project, make_user
 from tests.helpers import login
+from tests.rounds.conftest import section
 
 
 def _admin(client: httpx.Client, db_session: Session) -> None:
@@ -33,7 +34,7 @@ def _round(db_session: Session, project: Project, **fields: Any) -> TrainingRoun
 
 
 def _gate_table(page: str) -> str:
-    return page.split('id="round-gate"', 1)[1].split("</table>", 1)[0]
+    return section(page, 'id="round-gate"', "</table>")
 
 
 @pytest.mark.parametrize(("passed", "shown"), [(True, "passed"), (False, "failed")])
@@ -105,7 +106,7 @@ def test_a_one_epoch_reward_model_draws_a_point_on_labelled_axes(
 
     page = client.get(f"/admin/rounds/{training_round.id}").text
 
-    chart = page.split('id="chart-reward-model-accuracy"', 1)[1].split("</figure>", 1)[0]
+    chart = section(page, 'id="chart-reward-model-accuracy"', "</figure>")
     assert chart.count("<circle") == 1
     assert "<title>epoch 1: 0.625</title>" in chart
     assert ">held-out pair accuracy (share of pairs, 0–1)</text>" in chart

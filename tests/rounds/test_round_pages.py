@@ -20,6 +20,7 @@ from tests.factories import (
     start_ready_round,
 )
 from tests.helpers import login
+from tests.rounds.conftest import section
 
 
 def test_rounds_page_shows_the_fields_of_the_chosen_type_only(
@@ -125,8 +126,7 @@ def test_rounds_page_shows_workers_and_queue_lengths(
     run_round_stage.apply_async(args=[0, "sampling"], queue="sampling")
     page = client.get(f"/admin/projects/{project.id}/rounds").text
     rows = {
-        name: page.split(name, 1)[1].split("</tr>", 1)[0]
-        for name in ("alive-worker@test", "gone-worker@test")
+        name: section(page, name, "</tr>") for name in ("alive-worker@test", "gone-worker@test")
     }
     assert "training" in rows["alive-worker@test"]
     assert "alive" in rows["alive-worker@test"]
@@ -253,7 +253,7 @@ def test_the_round_page_labels_the_gate_and_lists_what_was_sized(
 
     assert "gain interval, low end (reward std units)" in page
     assert "score_gain_low" not in page
-    gate = page.split('id="round-gate"', 1)[1].split("</table>", 1)[0]
+    gate = section(page, 'id="round-gate"', "</table>")
     assert '<th>decision</th><td class="state-done">passed</td>' in gate
     assert "True" not in gate
     assert "not measured" in gate  # length_correlation: None

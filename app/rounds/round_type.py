@@ -13,14 +13,6 @@ from app.rounds.schemas import RoundConfigBase
 
 
 @dataclass(frozen=True)
-class Sized:
-    """A value a round left blank, sized from the project (`app.rounds.sizing`), and why."""
-
-    value: Any
-    reason: str
-
-
-@dataclass(frozen=True)
 class Stage:
     """One step of a round; `name` is the round's state while it runs."""
 
@@ -61,6 +53,14 @@ def policy_stage(algorithm: str, *, lower: str) -> Stage:
         doing=f"training the policy with {algorithm}",
         lower=lower,
     )
+
+
+@dataclass(frozen=True)
+class Sized:
+    """A value a round left blank, sized from the project (`app.rounds.sizing`), and why."""
+
+    value: Any
+    reason: str
 
 
 GateFigures = Callable[[Any, dict[str, Any]], dict[str, Any]]

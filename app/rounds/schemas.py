@@ -8,10 +8,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class RoundConfigBase(BaseModel):
-    """The settings every round type has: its seed, the held-out prompts and the promotion gate."""
-
+class StrictModel(BaseModel):
+    # Unknown fields and non-finite numbers are refused: a typo is a 422, never a default.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RoundConfigBase(StrictModel):
+    """The settings every round type has: its seed, the held-out prompts and the promotion gate."""
 
     seed: Annotated[
         int | None,
@@ -92,9 +95,7 @@ class RoundConfigBase(BaseModel):
         return None, None
 
 
-class RewardModelSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class RewardModelSettings(StrictModel):
     base_model: Annotated[
         str | None,
         Field(

@@ -1,4 +1,5 @@
-"""The policy trainers the round types name (`RoundTypeSpec.trainer`), one per type.
+"""The policy trainers the round types name (`RoundTypeSpec.trainer`), one per type; the
+worker imports this module (and torch with it) only when a policy stage runs.
 
 Each gets a `PolicyJob` (the loaded base, the prompts, the round's typed config), builds its
 algorithm's config from the round's validated settings (the one source of their defaults:
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.db import session_scope
 from app.models import TrainingRound
@@ -19,11 +20,9 @@ from app.rounds.types.dpo import DPOConfig as DPORound
 from app.rounds.types.reward_ppo import RewardPPOConfig
 from app.rounds.types.sft import SFTConfig as SFTRound
 from worker.jobs.rounds import PolicyJob, load_reward_model_dir, round_reward_model, scorer, sized
-
-if TYPE_CHECKING:
-    from worker.training.dpo import DPOConfig
-    from worker.training.ppo import PPOConfig
-    from worker.training.sft import SFTConfig
+from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
+from worker.training.ppo import PPOConfig, ScoreFn, SharedBaseReward, train_ppo
+from worker.training.sft import Demonstration, SFTConfig, train_sft
 
 MIN_EXAMPLES = 4
 """Demonstrations or preference pairs a policy trainer needs (`app.rounds.preconditions`)."""
@@ -34,8 +33,6 @@ MIN_EXAMPLES = 4
 
 def ppo_config(round_config: RewardPPOConfig, *, stop_strings: list[str] | None) -> PPOConfig:
     """The PPO trainer's config from the round's (sized, validated) settings."""
-    from worker.training.ppo import PPOConfig
-
     ppo = round_config.ppo
     return PPOConfig(
         steps=sized(ppo.steps),
@@ -53,8 +50,6 @@ def ppo_config(round_config: RewardPPOConfig, *, stop_strings: list[str] | None)
 
 
 def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
-    from worker.training.ppo import ScoreFn, SharedBaseReward, train_ppo
-
     assert isinstance(job.config, RewardPPOConfig)
     found = round_reward_model(job.start.round_id)
     if found is None:
@@ -69,17 +64,7 @@ def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
     else:
         reward = scorer(*load_reward_model_dir(rm_dir))
     config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
-    result = train_ppo(
-        job.model,
-        job.tokenizer,
-        job.prompts,
-        reward,
-        config,
-        init_adapter_dir=job.init_dir,
-        out_dir=job.out_dir,
-        progress=job.progress,
-        should_stop=job.should_stop,
-    )
+    result = _fit_adapter(job, train_ppo, job.prompts, reward, config)
     return {
         "ppo": result.final,
         "ppo_config": asdict(config),
@@ -102,8 +87,6 @@ def _stop_strings(project_id: int) -> list[str] | None:
 
 
 def sft_config(round_config: SFTRound) -> SFTConfig:
-    from worker.training.sft import SFTConfig
-
     return SFTConfig(
         epochs=round_config.epochs,
         lr=round_config.learning_rate,
@@ -114,8 +97,6 @@ def sft_config(round_config: SFTRound) -> SFTConfig:
 
 
 def train_sft_policy(job: PolicyJob) -> dict[str, Any]:
-    from worker.training.sft import Demonstration, train_sft
-
     assert isinstance(job.config, SFTRound)
     with session_scope(readonly=True) as session:
         demos = [
@@ -135,8 +116,6 @@ def train_sft_policy(job: PolicyJob) -> dict[str, Any]:
 
 
 def dpo_config(round_config: DPORound) -> DPOConfig:
-    from worker.training.dpo import DPOConfig
-
     return DPOConfig(
         beta=round_config.beta,
         loss_type=round_config.loss,
@@ -149,8 +128,6 @@ def dpo_config(round_config: DPORound) -> DPOConfig:
 
 
 def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
-    from worker.training.dpo import PreferencePair, train_dpo
-
     assert isinstance(job.config, DPORound)
     start = job.start
     with session_scope() as session:
@@ -182,16 +159,13 @@ def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
     }
 
 
-def _fit_adapter(
-    job: PolicyJob, train: Callable[..., Any], examples: list[Any], config: Any
-) -> Any:
-    """`train(model, tokenizer, examples, config, ...)` (SFT's, DPO's) on the job's base, from
-    its starting adapter, saving where the policy stage collects it; the trainer's result."""
+def _fit_adapter(job: PolicyJob, train: Callable[..., Any], *data: Any) -> Any:
+    """`train(model, tokenizer, *data, ...)` (PPO's, SFT's, DPO's: the examples, the config) on
+    the job's base, from its starting adapter, saving where the policy stage collects it."""
     return train(
         job.model,
         job.tokenizer,
-        examples,
-        config,
+        *data,
         out_dir=job.out_dir,
         init_adapter_dir=job.init_dir,
         progress=job.progress,

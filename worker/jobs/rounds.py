@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.orm import Session
+
 from app.artifacts import get_store
 from app.db import session_scope
 from app.models import TrainingRound
@@ -309,6 +311,23 @@ class PolicyJob:
         return self.reporter.should_stop()
 
 
+def _source_and_prompts(
+    session: Session, start: StageStart, config: RoundConfigBase
+) -> tuple[lineage.PolicySource, list[Any], list[Any]]:
+    """Where the round's policy training starts, and its training and held-out prompts (the
+    same split in every stage: the round's seed decides it)."""
+    source = lineage.policy_source(
+        session, project_id=start.project_id, reference=config.reference, round_type=start.type
+    )
+    train_prompts, eval_prompts = lineage.split_prompts(
+        session,
+        project_id=start.project_id,
+        eval_count=sized(config.eval_prompts),
+        seed=sized(config.seed),
+    )
+    return source, train_prompts, eval_prompts
+
+
 def resolve_trainer(path: str) -> Callable[[PolicyJob], dict[str, Any]]:
     """The function a round type names as "module:function" (the web app never imports it)."""
     module, _, name = path.partition(":")
@@ -320,15 +339,7 @@ def policy_stage(start: StageStart, reporter: StageReporter) -> None:
     spec = registry.get(start.type)
     config = spec.parse(start.config)
     with session_scope(readonly=True) as session:
-        source = lineage.policy_source(
-            session, project_id=start.project_id, reference=config.reference, round_type=start.type
-        )
-        train_prompts, _ = lineage.split_prompts(
-            session,
-            project_id=start.project_id,
-            eval_count=sized(config.eval_prompts),
-            seed=sized(config.seed),
-        )
+        source, train_prompts, _ = _source_and_prompts(session, start, config)
     trainer = resolve_trainer(spec.trainer)
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-policy-"))
     try:
@@ -393,15 +404,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         assert training_round is not None
         assert project is not None
         candidate = dict(training_round.metrics.get("candidate") or {})
-        source = lineage.policy_source(
-            session, project_id=start.project_id, reference=config.reference, round_type=start.type
-        )
-        _, eval_prompts = lineage.split_prompts(
-            session,
-            project_id=start.project_id,
-            eval_count=sized(config.eval_prompts),
-            seed=sized(config.seed),
-        )
+        source, _, eval_prompts = _source_and_prompts(session, start, config)
         # The rollout settings the policy trained with (PPO), or else the project's.
         temperature, max_new = config.sampling()
         sampling = GateSampling(

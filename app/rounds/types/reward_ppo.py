@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from app.rounds.round_type import (
     EVALUATING,
@@ -15,15 +15,13 @@ from app.rounds.round_type import (
     Sized,
     policy_stage,
 )
-from app.rounds.schemas import RewardModelSettings, RoundConfigBase
+from app.rounds.schemas import RewardModelSettings, RoundConfigBase, StrictModel
 
 if TYPE_CHECKING:
     from app.models import Project
 
 
-class PPOSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class PPOSettings(StrictModel):
     steps: Annotated[
         int | None,
         Field(

@@ -83,14 +83,8 @@ def trained(
 def untrained(tiny_model_dir: Path) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """A fresh "policy" adapter: LoRA's B starts at 0, so policy and reference coincide."""
     model, tokenizer = load(tiny_model_dir)
-    policy = add_policy_adapter(
-        model,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        init_adapter_dir=None,
-    )
+    lora = DPOConfig(lora_r=8, lora_alpha=16, target_modules="all-linear")
+    policy = add_policy_adapter(model, lora, dropout=0.0, init_adapter_dir=None)
     return policy, tokenizer
 
 

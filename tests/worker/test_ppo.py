@@ -24,16 +24,15 @@ from worker.training.generation import (
     generate_batch,
     stop_strings_for,
 )
+from worker.training.loop import add_policy_adapter
 from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
+from worker.training.outcomes import TrainingCancelled, TrainingDiverged
 from worker.training.ppo import (
-    PPOCancelled,
     PPOConfig,
-    PPODivergedError,
     PPOResult,
     ScoreFn,
     SharedBaseReward,
     ValueHead,
-    _attach_policy_adapter,
     _rollout,
     forward_response,
     merge_adapter_into_base,
@@ -241,7 +240,7 @@ def test_rollouts_end_at_a_stop_string_and_mask_what_follows_as_after_eos(
     config = dataclasses.replace(SHORT, max_new_tokens=32)
     base = load_causal_lm(str(tiny_model_dir), device="cpu")
     pad, eos = ensure_pad_token(tokenizer, base), tokenizer.eos_token_id
-    model = _attach_policy_adapter(base, config, None)
+    model = add_policy_adapter(base, config, dropout=config.lora_dropout, init_adapter_dir=None)
     head = ValueHead(model.get_base_model().config.get_text_config().hidden_size)
     stops = [*stop_strings_for(tokenizer, None), " the"]  # " the": some rows surely stop
 
@@ -478,7 +477,7 @@ def test_non_finite_score_raises_and_saves_nothing(
     def broken(prompts: list, responses: list[str]) -> list[float]:
         return [float("nan")] + [0.0] * (len(responses) - 1)
 
-    with pytest.raises(PPODivergedError, match="non-finite score") as caught:
+    with pytest.raises(TrainingDiverged, match="non-finite score") as caught:
         train_ppo(str(tiny_model_dir), tokenizer, PROMPTS, broken, SHORT, out_dir=tmp_path / "o")
     assert caught.value.step == 1
     assert not (tmp_path / "o").exists()
@@ -495,7 +494,7 @@ def test_should_stop_cancels_between_steps_and_saves_nothing(
         polls.append(1)
         return len(polls) == 2  # let one step run, stop before the second
 
-    with pytest.raises(PPOCancelled) as caught:
+    with pytest.raises(TrainingCancelled) as caught:
         train_ppo(
             str(tiny_model_dir), tokenizer, PROMPTS, brevity(tokenizer), SHORT,
             out_dir=tmp_path / "o", should_stop=should_stop,

@@ -229,29 +229,24 @@ def heldout_logratio(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[PreferencePair],
-    *,
-    batch_size: int = 8,
-    max_length: int = 512,
+    **sizes: int,
 ) -> float:
     """Mean of [log π(chosen) − log π(rejected)] − [the same under the reference], in nats.
 
     Positive: the policy prefers the chosen responses more than the reference does.
+    `sizes`: batch_size, max_length as `evaluate_pairs` takes them.
     """
-    figures = evaluate_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
-    return figures["logratio"]
+    return evaluate_pairs(model, tokenizer, pairs, **sizes)["logratio"]
 
 
 def pair_accuracy(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[PreferencePair],
-    *,
-    batch_size: int = 8,
-    max_length: int = 512,
+    **sizes: int,
 ) -> float:
     """Share of pairs whose chosen response gets the higher implicit reward β·log(π/π_ref)."""
-    figures = evaluate_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
-    return figures["accuracy"]
+    return evaluate_pairs(model, tokenizer, pairs, **sizes)["accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,14 +282,7 @@ def train_dpo(
     held_enc = encode_pairs(tokenizer, heldout, max_length=max_length)
 
     # Model: frozen base (= reference) + trainable LoRA adapter, dropout off throughout
-    policy = add_policy_adapter(
-        model,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=config.target_modules,
-        init_adapter_dir=init_adapter_dir,
-    )
+    policy = add_policy_adapter(model, config, dropout=0.0, init_adapter_dir=init_adapter_dir)
     policy.eval()
     steps = AdapterSteps(
         policy,
@@ -357,8 +345,7 @@ def train_dpo(
         order = list(range(len(train_enc)))
         order_rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            steps.take(epoch, lambda idx=idx: step_loss(idx))
+            steps.take(epoch, step_loss, order[start : start + config.batch_size])
 
         # Epoch metrics: step means, then the implicit-reward accuracy on unseen prompts
         done = steps.of_epoch(epoch)

@@ -5,11 +5,11 @@ by prompt, and measure the held-out prompts after every epoch. sft.py and dpo.py
 top to bottom around these pieces:
 
     train, heldout, max_length = start_run(...)  # device, seed, split by prompt, token budget
-    policy = add_policy_adapter(base, ...)         # frozen base + trainable LoRA "policy"
+    policy = add_policy_adapter(base, config, ...) # frozen base + trainable LoRA "policy"
     steps = AdapterSteps(policy, config, ...)      # AdamW on the adapter
     for epoch in 1..epochs:
         for batch in batches:
-            steps.take(epoch, lambda: loss(batch)) # cancel? loss, finite? backward, clip, step
+            steps.take(epoch, step_loss, batch)    # cancel? loss, finite? backward, clip, step
         steps.end_epoch(epoch, held-out figures)
     save_run(policy, out_dir, ...)                 # adapter first, metrics.json last
 
@@ -46,7 +46,6 @@ class AdapterConfig(Protocol):
     """The settings SFTConfig and DPOConfig share (each documents them)."""
 
     lr: float
-    batch_size: int
     max_length: int
     heldout_fraction: float
     seed: int
@@ -129,18 +128,27 @@ def start_run(
 # ---------------------------------------------------------------------------------------------
 
 
+class LoraSettings(Protocol):
+    """The LoRA shape a trainer's config names (SFTConfig, DPOConfig, PPOConfig)."""
+
+    @property
+    def lora_r(self) -> int: ...
+    @property
+    def lora_alpha(self) -> int: ...
+    @property
+    def target_modules(self) -> list[str] | str | None: ...
+
+
 def add_policy_adapter(
     model: PreTrainedModel,
+    lora: LoraSettings,
     *,
-    lora_r: int,
-    lora_alpha: int,
-    lora_dropout: float,
-    target_modules: list[str] | str,
+    dropout: float,
     init_adapter_dir: Path | None,
 ) -> PeftModel:
     """Wrap the base (modified in place) with a trainable "policy" adapter, new or loaded.
 
-    A loaded adapter keeps its own LoRA shape; the lora_* arguments then do not apply.
+    A loaded adapter keeps its own LoRA shape; `lora` and `dropout` then do not apply.
     """
     if isinstance(model, PeftModel):
         raise TypeError(
@@ -151,15 +159,15 @@ def add_policy_adapter(
         return PeftModel.from_pretrained(
             model, str(init_adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True
         )
-    lora = lora_config(
+    config = lora_config(
         model,
-        r=lora_r,
-        alpha=lora_alpha,
-        dropout=lora_dropout,
-        target_modules=target_modules,
+        r=lora.lora_r,
+        alpha=lora.lora_alpha,
+        dropout=dropout,
+        target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora, adapter_name=ADAPTER_NAME)
+    return get_peft_model(model, config, adapter_name=ADAPTER_NAME)
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, Tensor]:
@@ -179,8 +187,9 @@ def restore_state(module: torch.nn.Module, state: dict[str, Tensor]) -> None:
 # Optimizer steps
 # ---------------------------------------------------------------------------------------------
 
-StepLoss = Callable[[], tuple[Tensor, dict[str, float]]]
-"""One batch's loss (a scalar with gradient) and the step's figures, `loss` among them."""
+BatchT = TypeVar("BatchT")
+StepLoss = Callable[[BatchT], tuple[Tensor, dict[str, float]]]
+"""A batch's loss (a scalar with gradient) and the step's figures, `loss` among them."""
 
 
 class AdapterSteps:
@@ -217,8 +226,8 @@ class AdapterSteps:
         self.records: list[dict[str, float]] = []
         self.epochs: list[dict[str, Any]] = []
 
-    def take(self, epoch: int, step_loss: StepLoss) -> None:
-        """One optimizer step on the loss `step_loss()` computes (epoch counts from 1)."""
+    def take(self, epoch: int, step_loss: StepLoss[BatchT], batch: BatchT) -> None:
+        """One optimizer step on `step_loss(batch)` (epoch counts from 1)."""
         if self.should_stop is not None and self.should_stop():
             raise TrainingCancelled(
                 f"stopped at step {self.done} of {self.total_steps}",
@@ -226,7 +235,7 @@ class AdapterSteps:
                 metrics_per_step=self.records,
             )
         tic = time.perf_counter()
-        loss, figures = step_loss()
+        loss, figures = step_loss(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"non-finite loss {loss.item()} at step {self.done + 1}",

@@ -41,14 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from app.rounds.types.reward_ppo import PPOSettings
 from worker.training.generation import (
-    Prompt,
     _pad_left,
     batch_seed,
     end_answer,
@@ -56,6 +55,7 @@ from worker.training.generation import (
     stop_strings_for,
     stopping_criteria,
 )
+from worker.training.loop import ADAPTER_NAME, add_policy_adapter
 from worker.training.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -75,9 +75,10 @@ from worker.training.models import (
     forked_rng,
     load_causal_lm,
     load_tokenizer,
-    lora_config,
 )
+from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled, TrainingDiverged
 from worker.training.prompts import (
+    Prompt,
     fit_prompt_ids,
     no_room_message,
     prompt_budget,
@@ -86,7 +87,6 @@ from worker.training.prompts import (
 from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
 from worker.training.reward_model import load_reward_model, score
 
-ADAPTER_NAME = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"
 METRICS_FILE = "metrics.json"
 
@@ -258,24 +258,6 @@ class PPOResult:
     value_head: ValueHead = field(repr=False)
 
 
-class PPODivergedError(RuntimeError):
-    """A score, the KL, a loss or a gradient norm stopped being finite; nothing was saved."""
-
-    def __init__(self, message: str, *, step: int, metrics_per_step: list[dict[str, float]]):
-        super().__init__(message)
-        self.step = step
-        self.metrics_per_step = metrics_per_step
-
-
-class PPOCancelled(Exception):
-    """`should_stop()` answered True between steps; nothing was saved."""
-
-    def __init__(self, *, steps_done: int, metrics_per_step: list[dict[str, float]]):
-        super().__init__(f"PPO cancelled after {steps_done} step(s)")
-        self.steps_done = steps_done
-        self.metrics_per_step = metrics_per_step
-
-
 # ---------------------------------------------------------------------------------------------
 # Model pieces
 # ---------------------------------------------------------------------------------------------
@@ -318,25 +300,6 @@ def merge_adapter_into_base(model: PreTrainedModel, adapter_dir: Path) -> PreTra
     """
     merged = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="merge")
     return merged.merge_and_unload()
-
-
-def _attach_policy_adapter(
-    base: PreTrainedModel, config: PPOConfig, init_adapter_dir: Path | None
-) -> PeftModel:
-    """Inject the trainable "policy" adapter into `base` (in place): fresh or continued."""
-    if init_adapter_dir is not None:
-        return PeftModel.from_pretrained(
-            base, str(init_adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True
-        )
-    lora = lora_config(
-        base,
-        r=config.lora_r,
-        alpha=config.lora_alpha,
-        dropout=config.lora_dropout,
-        target_modules=config.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(base, lora, adapter_name=ADAPTER_NAME)
 
 
 def _score_on_policy_base(policy: PeftModel, reward: SharedBaseReward) -> ScoreFn:
@@ -562,8 +525,8 @@ def train_ppo(
     *,
     init_adapter_dir: Path | None = None,
     out_dir: Path,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> PPOResult:
     """Run `config.steps` PPO updates of a LoRA policy on `prompts` against `score_fn`.
 
@@ -572,8 +535,8 @@ def train_ppo(
     reference. `init_adapter_dir` continues training that adapter instead of a fresh one; the
     value head always starts at zero. `score_fn` may instead be a `SharedBaseReward`: the
     reward model is then loaded onto the policy's own base. `progress(step, steps, metrics)`
-    runs after each step, `should_stop()` before each (True raises PPOCancelled). A
-    non-finite score, KL, loss or gradient raises PPODivergedError. Nothing is written to
+    runs after each step, `should_stop()` before each (True raises TrainingCancelled).
+    A non-finite score, KL, loss or gradient raises TrainingDiverged. Nothing is written to
     `out_dir` unless the run completes. Deterministic on CPU under `config.seed`; the caller's
     global RNG state is left untouched.
     """
@@ -590,7 +553,9 @@ def train_ppo(
 
     with forked_rng(device):
         torch.manual_seed(config.seed)
-        model = _attach_policy_adapter(base, config, init_adapter_dir)
+        model = add_policy_adapter(
+            base, config, dropout=config.lora_dropout, init_adapter_dir=init_adapter_dir
+        )
         if isinstance(score_fn, SharedBaseReward):
             score_fn = _score_on_policy_base(model, score_fn)
         # eval(): dropout off everywhere (note 5); LoRA parameters still receive gradients.
@@ -613,11 +578,15 @@ def train_ppo(
         run_start = time.perf_counter()
         for step in range(1, config.steps + 1):
             if should_stop is not None and should_stop():
-                raise PPOCancelled(steps_done=step - 1, metrics_per_step=metrics_per_step)
+                raise TrainingCancelled(
+                    f"PPO cancelled after {step - 1} step(s)",
+                    steps_done=step - 1,
+                    metrics_per_step=metrics_per_step,
+                )
             tic = time.perf_counter()
 
-            def diverged(what: str, step: int = step) -> PPODivergedError:
-                return PPODivergedError(
+            def diverged(what: str, step: int = step) -> TrainingDiverged:
+                return TrainingDiverged(
                     f"PPO diverged at step {step}: {what}",
                     step=step,
                     metrics_per_step=metrics_per_step,

@@ -376,12 +376,7 @@ def train_sft(
 
     # Model: frozen base + trainable LoRA adapter
     policy = add_policy_adapter(
-        model,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules,
-        init_adapter_dir=init_adapter_dir,
+        model, config, dropout=config.lora_dropout, init_adapter_dir=init_adapter_dir
     )
     steps = AdapterSteps(
         policy,
@@ -425,7 +420,7 @@ def train_sft(
             device=device,
         )
         for batch in train_batches:
-            steps.take(epoch, lambda batch=batch: step_loss(batch))
+            steps.take(epoch, step_loss, batch)
 
         # Held-out loss on unseen prompts, per epoch; the training loss per token
         policy.eval()

@@ -75,7 +75,11 @@ blank settings only this type has; n_eval is the gate's held-out prompt count.""
 
 @dataclass(frozen=True)
 class RoundTypeSpec:
+    """A round type: everything the state machine, the form, the API, the command line and the
+    worker need to know about it, declared once in the type's module."""
+
     name: str
+    """Stored on the round (`app.models.RoundType`) and sent as the config's `type`."""
     config: type[RoundConfigBase]
     """The pydantic model of its settings: their one set of defaults and bounds."""
     stages: tuple[Stage, ...]
@@ -86,6 +90,7 @@ class RoundTypeSpec:
     trains_on: Literal["rankings", "demonstrations"]
     """What the round needs before it may start (`app.rounds.preconditions`)."""
     gate_figures: GateFigures | None = None
+    """Figures the gate adds for this type (and `decide` reads), e.g. DPO's pair accuracy."""
     size: SizeSettings | None = None
     """Sizes the type's own blank settings from the project (`app.rounds.sizing`)."""
     trains_against_reward_model: bool = False

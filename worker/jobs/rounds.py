@@ -418,11 +418,14 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     n = config.gate_samples or 1
     gate_prompts = promotion.repeat_prompts(eval_prompts, n)
 
+    # Measure: both versions' samples of the held-out prompts, the candidate's KL
     new_samples, kl = _sample_candidate(candidate, source, gate_prompts, sampling)
     reporter.progress(1, 3, force=True)
     old_samples = _sample_previous(source, gate_prompts, sampling)
     reporter.progress(2, 3, force=True)
     new_texts, old_texts = [s.text for s in new_samples], [s.text for s in old_samples]
+
+    # The gate's figures (pure arithmetic on what was measured), then the scores
     gate = promotion.sample_figures(
         kl=kl,
         new_texts=new_texts,
@@ -457,6 +460,8 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         del judge_fn, trained_fn
     if spec.gate_figures is not None:
         gate.update(spec.gate_figures(config, candidate))
+
+    # Decide (a pure function of the figures and the config), record
     passed, reasons = promotion.decide(gate, start.config)
     gate["passed"] = passed
     reporter.progress(3, 3, force=True)

@@ -7,15 +7,14 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from app.projects.service import add_prompts
-from tests.factories import make_project, make_ranking, make_task, make_user, task_sample_ids
+from tests.conftest import FreshDatabase
+from tests.factories import make_model_project, make_ranking, make_task, make_user, task_sample_ids
 
 
 def seed_ranked_project(session: Session, tiny_model_path: Path, *, prompts: int = 12) -> int:
     """`prompts` prompts, each with a 4-sample task of the base version ranked by how often
     the sample says 'good' (best first, no ties). Returns the project id; the caller commits."""
-    project = make_project(
-        session, base_model=str(tiny_model_path), samples_per_prompt=4, max_new_tokens=6
-    )
+    project = make_model_project(session, tiny_model_path, max_new_tokens=6)
     annotator = make_user(session)
     added = add_prompts(
         session,
@@ -28,3 +27,11 @@ def seed_ranked_project(session: Session, tiny_model_path: Path, *, prompts: int
         ids = task_sample_ids(session, task)  # same order as texts: 0..3 'good's
         make_ranking(session, task, annotator, [[sid] for sid in reversed(ids)])
     return project.id
+
+
+def commit_ranked_project(db: FreshDatabase, tiny_model_path: Path, *, prompts: int = 12) -> int:
+    """seed_ranked_project in a transaction of its own, committed: the project id."""
+    with db.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path, prompts=prompts)
+        session.commit()
+        return project_id

@@ -15,7 +15,7 @@ from app.models import PolicyStatus, RoundState, Sample, TrainingRound
 from app.ratings import repository as ratings_repository
 from app.rounds import service
 from tests.conftest import FreshDatabase
-from tests.rounds.seed import seed_ranked_project
+from tests.rounds.seed import commit_ranked_project
 from worker.jobs.rounds import run_round
 
 SMALL_ROUND: dict[str, Any] = {
@@ -30,21 +30,23 @@ SMALL_ROUND: dict[str, Any] = {
 }  # fmt: skip
 
 
+def _start(db: FreshDatabase, project_id: int, config: dict[str, Any]) -> int:
+    """Starts a reward_ppo round with `config`, not enqueued (the test runs its stages): its id."""
+    with db.session() as session:
+        started = service.start_round(
+            session, project_id=project_id, round_type="reward_ppo", config=config, enqueue=False
+        )
+        session.commit()
+        return started.id
+
+
 def test_a_candidate_below_the_gain_bound_is_rejected_and_the_previous_version_stays(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:
+    project_id = commit_ranked_project(app_database, tiny_model_path)
+    # No policy gains 1000 standard deviations of reward in one update.
+    round_id = _start(app_database, project_id, {**SMALL_ROUND, "min_score_gain": 1000.0})
     with app_database.session() as session:
-        project_id = seed_ranked_project(session, tiny_model_path)
-        training_round = service.start_round(
-            session,
-            project_id=project_id,
-            round_type="reward_ppo",
-            # No policy gains 1000 standard deviations of reward in one update.
-            config={**SMALL_ROUND, "min_score_gain": 1000.0},
-            enqueue=False,
-        )
-        session.commit()
-        round_id = training_round.id
         samples_before = session.scalar(select(func.count(Sample.id)))
 
     run_round(round_id, "reward_model")
@@ -78,17 +80,9 @@ def test_a_cancel_during_the_gate_registers_nothing_and_ends_the_round_cancelled
     would have promoted must not replace the current one."""
     import worker.training.evaluation as evaluation
 
-    with app_database.session() as session:
-        project_id = seed_ranked_project(session, tiny_model_path)
-        training_round = service.start_round(
-            session,
-            project_id=project_id,
-            round_type="reward_ppo",
-            config={**SMALL_ROUND, "min_score_gain": -1000.0},  # the gate would pass
-            enqueue=False,
-        )
-        session.commit()
-        round_id = training_round.id
+    project_id = commit_ranked_project(app_database, tiny_model_path)
+    # The gate would pass.
+    round_id = _start(app_database, project_id, {**SMALL_ROUND, "min_score_gain": -1000.0})
 
     measure_kl = evaluation.mean_kl_to_reference
 
@@ -129,12 +123,16 @@ def test_a_round_whose_reward_model_is_at_chance_needs_more_data_and_registers_n
     chance on held-out rankings, so nothing may be trained on it."""
     from app.models import PolicyVersion, RewardModelVersion
     from app.projects.service import add_prompts
-    from tests.factories import make_project, make_ranking, make_task, make_user, task_sample_ids
+    from tests.factories import (
+        make_model_project,
+        make_ranking,
+        make_task,
+        make_user,
+        task_sample_ids,
+    )
 
     with app_database.session() as session:
-        project = make_project(
-            session, base_model=str(tiny_model_path), samples_per_prompt=4, max_new_tokens=6
-        )
+        project = make_model_project(session, tiny_model_path, max_new_tokens=6)
         one, other = make_user(session), make_user(session)
         prompts = add_prompts(
             session,
@@ -194,18 +192,10 @@ def test_a_round_started_again_after_a_rejection_trains_a_different_candidate(
 
     config = {k: v for k, v in SMALL_ROUND.items() if k != "seed"}
     config["min_score_gain"] = 1000.0  # rejected, so the second round starts from the same base
-    with app_database.session() as session:
-        project_id = seed_ranked_project(session, tiny_model_path)
-        session.commit()
+    project_id = commit_ranked_project(app_database, tiny_model_path)
     candidates = []
     for _ in range(2):
-        with app_database.session() as session:
-            started = service.start_round(
-                session, project_id=project_id, round_type="reward_ppo", config=config,
-                enqueue=False,
-            )  # fmt: skip
-            session.commit()
-            round_id = started.id
+        round_id = _start(app_database, project_id, config)
         run_round(round_id, "reward_model")
         with app_database.session() as session:
             ended = session.get_one(TrainingRound, round_id)

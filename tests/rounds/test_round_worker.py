@@ -6,23 +6,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from app.models import (
     PolicyStatus,
     PolicyVersion,
-    RankingTask,
     RewardModelVersion,
     RoundState,
     Sample,
     SamplingJob,
-    TaskSample,
     TrainingRound,
 )
 from app.ratings import repository as ratings_repository
 from app.rounds import service
 from tests.conftest import FreshDatabase, wait_until
-from tests.rounds.seed import seed_ranked_project
+from tests.factories import job_tasks, task_shows
+from tests.rounds.seed import commit_ranked_project, seed_ranked_project
+
+Seeded = tuple[int, Path]
 
 
 def _state(db: FreshDatabase, round_id: int) -> TrainingRound:
@@ -32,20 +34,22 @@ def _state(db: FreshDatabase, round_id: int) -> TrainingRound:
         return training_round
 
 
-def _model_copy(tiny_model_path: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny model that a test can take away after the round has started."""
-    return Path(shutil.copytree(tiny_model_path, tmp_path / "model"))
+@pytest.fixture
+def on_model_copy(app_database: FreshDatabase, tiny_model_path: Path, tmp_path: Path) -> Seeded:
+    """A ranked project (committed) on a copy of the tiny model that a test can take away after
+    its round has started: (project id, the copy's path)."""
+    model = Path(shutil.copytree(tiny_model_path, tmp_path / "model"))
+    return commit_ranked_project(app_database, model), model
 
 
 def test_a_round_whose_stage_raises_ends_failed_with_one_line_and_no_version(
     app_database: FreshDatabase,
     worker_process: subprocess.Popen[bytes],
-    tiny_model_path: Path,
+    on_model_copy: Seeded,
     tmp_path: Path,
 ) -> None:
-    model = _model_copy(tiny_model_path, tmp_path)
+    project_id, model = on_model_copy
     with app_database.session() as session:
-        project_id = seed_ranked_project(session, model)
         training_round = service.start_round(
             session, project_id=project_id, round_type="reward_ppo"
         )
@@ -75,14 +79,10 @@ def test_a_round_whose_stage_raises_ends_failed_with_one_line_and_no_version(
 
 
 def test_a_cancelled_round_never_runs_its_stages(
-    app_database: FreshDatabase,
-    worker_process: subprocess.Popen[bytes],
-    tiny_model_path: Path,
-    tmp_path: Path,
+    app_database: FreshDatabase, worker_process: subprocess.Popen[bytes], on_model_copy: Seeded
 ) -> None:
-    model = _model_copy(tiny_model_path, tmp_path)
+    project_id, model = on_model_copy
     with app_database.session() as session:
-        project_id = seed_ranked_project(session, model)
         cancelled = service.start_round(session, project_id=project_id, round_type="reward_ppo")
         service.cancel_round(session, round_id=cancelled.id)
         session.commit()
@@ -174,15 +174,9 @@ def test_a_full_round_registers_a_new_current_version_and_samples_it(
         assert job.prompts_total == 12
         new_samples = session.scalar(select(func.count()).where(Sample.policy_version_id == new.id))
         assert new_samples == 12 * 2
-        tasks = session.scalars(
-            select(RankingTask).where(RankingTask.sampling_job_id == job.id)
-        ).all()
+        tasks = job_tasks(session, job.id)
         assert len(tasks) == 12
         for task in tasks:
-            versions_shown = session.scalars(
-                select(Sample.policy_version_id)
-                .join(TaskSample, TaskSample.sample_id == Sample.id)
-                .where(TaskSample.task_id == task.id)
-            ).all()
+            versions_shown = task_shows(session, task.id, Sample.policy_version_id)
             assert sorted(versions_shown) == sorted([new.id, new.id, base_id, base_id])
     assert worker_process.poll() is None

@@ -19,7 +19,15 @@ from app.models import (
 from rankloop.cli import app
 from tests.conftest import FreshDatabase
 from tests.factories import make_project, make_version
-from tests.rounds.seed import seed_ranked_project
+from tests.rounds.seed import commit_ranked_project, seed_ranked_project
+
+
+def _empty_project(db: FreshDatabase) -> int:
+    """A committed project with nothing in it: its id."""
+    with db.session() as session:
+        project_id = make_project(session).id
+        session.commit()
+        return project_id
 
 
 def _count(db: FreshDatabase, model: type, project_id: int) -> int:
@@ -33,9 +41,7 @@ def _count(db: FreshDatabase, model: type, project_id: int) -> int:
 def test_train_reward_model_registers_a_version_on_a_snapshot(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:
-    with app_database.session() as session:
-        project_id = seed_ranked_project(session, tiny_model_path, prompts=8)
-        session.commit()
+    project_id = commit_ranked_project(app_database, tiny_model_path, prompts=8)
     result = CliRunner().invoke(
         app,
         ["train-reward-model", "--project", str(project_id), "--epochs", "2", "--max-length", "64"],
@@ -102,9 +108,7 @@ def test_train_reward_model_after_a_previous_reference_round_trains_on_the_base(
 def test_train_reward_model_without_rankings_fails_and_writes_nothing(
     app_database: FreshDatabase,
 ) -> None:
-    with app_database.session() as session:
-        project_id = make_project(session).id
-        session.commit()
+    project_id = _empty_project(app_database)
     result = CliRunner().invoke(app, ["train-reward-model", "--project", str(project_id)])
     assert result.exit_code == 1
     assert "needs rankings" in result.output
@@ -115,9 +119,7 @@ def test_train_reward_model_without_rankings_fails_and_writes_nothing(
 def test_train_reward_model_refuses_bad_settings_and_unknown_projects(
     app_database: FreshDatabase,
 ) -> None:
-    with app_database.session() as session:
-        project_id = make_project(session).id
-        session.commit()
+    project_id = _empty_project(app_database)
     bad = CliRunner().invoke(
         app, ["train-reward-model", "--project", str(project_id), "--heldout-fraction", "1.5"]
     )

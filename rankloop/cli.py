@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,6 +43,17 @@ console = Console()
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]Error:[/red] {message}")
     return typer.Exit(code=1)
+
+
+@contextmanager
+def _app_errors() -> Iterator[None]:
+    """An expected failure (AppError) ends the command with its message, as one error line."""
+    from app.errors import AppError
+
+    try:
+        yield
+    except AppError as exc:
+        raise _fail(exc.message) from None
 
 
 @db_app.command("upgrade")
@@ -121,25 +134,21 @@ def users_create(
     """Create a user with role admin or annotator."""
     from app.accounts import service
     from app.db import session_scope
-    from app.errors import AppError
     from app.security import generate_password
 
     if generate:
         password = generate_password()
     elif password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        with session_scope() as session:
-            user = service.create_user(
-                session,
-                username=username,
-                password=password,
-                role=role,
-                display_name=display_name,
-            )
-            user_id = user.id
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        user = service.create_user(
+            session,
+            username=username,
+            password=password,
+            role=role,
+            display_name=display_name,
+        )
+        user_id = user.id
     console.print(f"Created {role} [bold]{username}[/bold] (id {user_id})")
     if generate:
         console.print(f"Password (shown once): [bold]{password}[/bold]")
@@ -270,14 +279,11 @@ def prompts_import(
     from rich.markup import escape
 
     from app.db import session_scope
-    from app.errors import AppError
     from app.projects import imports
     from app.projects.prompt_import import parse_prompts
 
-    try:
+    with _app_errors():
         parsed = parse_prompts(file.read_bytes(), file.name, format)
-    except AppError as exc:
-        raise _fail(exc.message) from None
     for error in parsed.errors[:20]:
         where = f"line {error.line}" if error.line else "file"
         console.print(f"  [yellow]{where}:[/yellow] {escape(error.message)}")
@@ -285,15 +291,12 @@ def prompts_import(
         console.print(f"  … and {len(parsed.errors) - 20} more errors")
     if not parsed.prompts:
         raise _fail(f"{file.name} has no prompts to import")
-    try:
-        with session_scope() as session:
-            added = imports.import_prompts(
-                session, project_id=_project_id(session, project), prompts=parsed.prompts
-            )
-            imported, in_project, repeated = len(added.added), added.in_project, added.repeated
-            too_long, budget = len(added.too_long), added.budget
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        added = imports.import_prompts(
+            session, project_id=_project_id(session, project), prompts=parsed.prompts
+        )
+        imported, in_project, repeated = len(added.added), added.in_project, added.repeated
+        too_long, budget = len(added.too_long), added.budget
     console.print(
         f"{file.name} ({parsed.format}): imported [bold]{imported}[/bold]; skipped "
         f"{in_project} already in the project and {repeated} repeated in the file; "
@@ -575,24 +578,20 @@ def sample(
     from rich.progress import Progress
 
     from app.db import session_scope
-    from app.errors import AppError
     from app.sampling import service
     from worker.jobs.sampling import run_sampling_job
     from worker.threads import configure_torch_threads
 
-    try:
-        with session_scope() as session:
-            job = service.start_sampling(
-                session,
-                project_id=_project_id(session, project),
-                version_number=policy_version,
-                prompt_limit=prompts,
-                seed=seed,
-                enqueue=False,
-            )
-            job_id, prompts_total = (job.id, job.prompts_total) if job else (None, 0)
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        job = service.start_sampling(
+            session,
+            project_id=_project_id(session, project),
+            version_number=policy_version,
+            prompt_limit=prompts,
+            seed=seed,
+            enqueue=False,
+        )
+        job_id, prompts_total = (job.id, job.prompts_total) if job else (None, 0)
     if job_id is None:
         console.print("No active prompt to sample: running jobs hold them all, or there are none.")
         return
@@ -689,7 +688,6 @@ def train_reward_model(
 
 def _parse_settings(items: list[str]) -> dict[str, object]:
     """--set ppo.steps=4 --set beta=0.2 → nested dict (values stay strings; pydantic coerces)."""
-    from app.errors import AppError
     from app.rounds.pages import form_to_config
 
     pairs: dict[str, object] = {}
@@ -700,10 +698,8 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
         if key.strip() == "type":
             raise _fail("the round type is --type, not --set type=...")
         pairs[key.strip()] = value.strip()
-    try:
+    with _app_errors():
         return form_to_config(pairs)
-    except AppError as exc:
-        raise _fail(exc.message) from None
 
 
 @round_app.command("start")
@@ -773,12 +769,8 @@ def round_status(
     round_id: Annotated[int, typer.Argument(help="Round id.", min=1, max=MAX_ID)],
 ) -> None:
     """Print a round's state, progress and results."""
-    from app.errors import AppError
-
-    try:
+    with _app_errors():
         _print_round(round_id)
-    except AppError as exc:
-        raise _fail(exc.message) from None
 
 
 @round_app.command("cancel")
@@ -787,14 +779,10 @@ def round_cancel(
 ) -> None:
     """Ask a round to stop (a running stage stops between steps)."""
     from app.db import session_scope
-    from app.errors import AppError
     from app.rounds import service
 
-    try:
-        with session_scope() as session:
-            service.cancel_round(session, round_id=round_id)
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        service.cancel_round(session, round_id=round_id)
     console.print(f"Round {round_id}: cancel requested")
 
 
@@ -903,23 +891,19 @@ def tokens_create(
     """Create an API token and print it once (only its hash is stored)."""
     from app.accounts import repository as accounts
     from app.db import session_scope
-    from app.errors import AppError
     from app.tokens import service
 
-    try:
-        with session_scope() as session:
-            creator_id = None
-            if user is not None:
-                found = accounts.get_user_by_username(session, user)
-                if found is None or not found.is_admin:
-                    raise _fail(f"No admin named {user!r}")
-                creator_id = found.id
-            issued = service.create_token(
-                session, name=name, scopes=scope or ["read"], created_by_id=creator_id
-            )
-            token_id, scopes = issued.token.id, issued.token.scopes
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        creator_id = None
+        if user is not None:
+            found = accounts.get_user_by_username(session, user)
+            if found is None or not found.is_admin:
+                raise _fail(f"No admin named {user!r}")
+            creator_id = found.id
+        issued = service.create_token(
+            session, name=name, scopes=scope or ["read"], created_by_id=creator_id
+        )
+        token_id, scopes = issued.token.id, issued.token.scopes
     console.print(f"Created token {token_id} [bold]{name}[/bold] ({', '.join(scopes)})")
     console.print("Token (shown once):")
     typer.echo(issued.secret)
@@ -954,15 +938,11 @@ def tokens_revoke(
 ) -> None:
     """Revoke a token: requests with it fail from now on."""
     from app.db import session_scope
-    from app.errors import AppError
     from app.tokens import service
 
-    try:
-        with session_scope() as session:
-            token = service.revoke_token(session, token_id=token_id)
-            name = token.name
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        token = service.revoke_token(session, token_id=token_id)
+        name = token.name
     console.print(f"Revoked token {token_id} ({name})")
 
 
@@ -985,14 +965,13 @@ def policies_export(
     from sqlalchemy import select
 
     from app.db import session_scope
-    from app.errors import AppError
     from app.export import policies
     from app.models import PolicyVersion
     from worker.policies import load_base
 
     policies.use_base_loader(load_base)
 
-    try:
+    with _app_errors():
         with session_scope(readonly=True) as session:
             version_id = version
             if project is not None:
@@ -1008,8 +987,6 @@ def policies_export(
             export = policies.plan_policy_export(session, version_id=version_id, merged=merged)
         with console.status("Merging weights…" if merged else "Copying adapter…"):
             target = policies.write_directory(export, directory)
-    except AppError as exc:
-        raise _fail(exc.message) from None
     console.print(f"Wrote version {export.number} ({export.name}) to {target}")
     console.print(f"Load it with: {export.manifest()['load']}")
 
@@ -1045,7 +1022,6 @@ def simulate(
 ) -> None:
     """Rank a project's tasks with scripted annotators who log in over HTTP like people do."""
     from app.db import session_scope
-    from app.errors import AppError
     from app.simulation.annotators import run_annotators
     from app.simulation.preferences import load_preference
     from app.simulation.service import ensure_simulated_annotators
@@ -1054,12 +1030,9 @@ def simulate(
         prefers = load_preference(preference)
     except (ValueError, ImportError, AttributeError) as exc:
         raise _fail(str(exc)) from None
-    try:
-        with session_scope() as session:
-            project_id = _project_id(session, project)
-            logins = ensure_simulated_annotators(session, project_id=project_id, count=annotators)
-    except AppError as exc:
-        raise _fail(exc.message) from None
+    with _app_errors(), session_scope() as session:
+        project_id = _project_id(session, project)
+        logins = ensure_simulated_annotators(session, project_id=project_id, count=annotators)
     from app.config import get_settings
 
     target = url or get_settings().serve_url

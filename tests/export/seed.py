@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.models import Ranking, RankingTask
-from tests.factories import (  # task_sample_ids: tests/export/conftest.py imports it here
+from tests.factories import (  # task_sample_ids: tests/api/test_schema_fuzz.py imports it here
     add_comparisons,
     task_sample_ids,  # noqa: F401
 )

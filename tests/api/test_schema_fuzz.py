@@ -26,8 +26,8 @@ from app.rounds import service as rounds
 from app.rounds.snapshots import create_snapshot
 from app.tokens import service as tokens
 from tests.conftest import FreshDatabase
-from tests.export.seed import add_ranking, task_sample_ids
-from tests.factories import make_project, make_task, make_user
+from tests.export.seed import add_ranking
+from tests.factories import make_project, make_task, make_user, task_sample_ids
 
 MAX_EXAMPLES = 25
 

@@ -8,10 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.models import Ranking, RankingTask
-from tests.factories import (  # task_sample_ids: tests/api/test_schema_fuzz.py imports it here
-    add_comparisons,
-    task_sample_ids,  # noqa: F401
-)
+from tests.factories import add_comparisons
 
 
 def add_ranking(

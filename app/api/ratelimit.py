@@ -114,8 +114,11 @@ class RedisSlidingWindowLimiter:
                 args=[self.window, limit, uuid.uuid4().hex],
             )
         except redis.RedisError as exc:
-            log.warning("API rate limit kept in this process for %g s: Redis failed (%s)",
-                        self.RETRY_SECONDS, exc)
+            log.warning(
+                "API rate limit kept in this process for %g s: Redis failed (%s)",
+                self.RETRY_SECONDS,
+                exc,
+            )
             self._down_until = time.monotonic() + self.RETRY_SECONDS
             return self._fallback.hit(key, limit=limit)
         if int(remaining) < 0:

@@ -62,9 +62,7 @@ def existing_prompt_hashes(session: Session, project_id: int, hashes: Iterable[s
 
 
 def count_prompts(session: Session, project_id: int) -> int:
-    return int(
-        session.scalar(select(func.count()).where(Prompt.project_id == project_id)) or 0
-    )
+    return int(session.scalar(select(func.count()).where(Prompt.project_id == project_id)) or 0)
 
 
 def lock_project(session: Session, project_id: int) -> Project | None:
@@ -207,9 +205,7 @@ def annotation_totals(session: Session, project_id: int) -> tuple[int, int]:
         select(
             func.coalesce(func.sum(RankingTask.annotations_done), 0),
             func.coalesce(func.sum(RankingTask.required_annotations), 0),
-        ).where(
-            RankingTask.project_id == project_id, RankingTask.status != TaskStatus.cancelled
-        )
+        ).where(RankingTask.project_id == project_id, RankingTask.status != TaskStatus.cancelled)
     ).one()
     return int(row[0]), int(row[1])
 

@@ -157,7 +157,7 @@ def _run(layout: str, model_dir: str, rm_dir: str, args: dict[str, Any]) -> dict
         grad_accum=args["grad_accum"],
         ppo_epochs=args["ppo_epochs"],
         max_new_tokens=args["new_tokens"],
-        lr=3e-6 if layout == "separate" else 5e-5,  # full weights vs LoRA (RLHF_NOTES note 6)
+        lr=3e-6 if layout == "separate" else 5e-5,  # full weights vs LoRA (training notes §PPO 6)
         seed=args["seed"],
         device=device,
     )

@@ -207,7 +207,7 @@ def test_first_rollout_values_are_zero(trained: PPOResult) -> None:
     assert trained.metrics_per_step[-1]["value_mean"] != 0.0  # and it learns
 
 
-# Rollout sampling and log-probs (RLHF_NOTES notes 3 and 4) ---------------------------------
+# Rollout sampling and log-probs (training notes §PPO 3 and 4) ---------------------------------
 
 
 def test_rollouts_sample_purely_whatever_the_checkpoint_generation_config(

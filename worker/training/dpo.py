@@ -8,12 +8,12 @@ to 1/(2β) instead. β·(log π − log π_ref) is the policy's implicit reward,
 higher implicit reward" (h > 0) is the held-out accuracy that the promotion gate reads.
 
 One copy of the weights: the policy is the base plus a LoRA adapter "policy"; the reference
-is the same model inside `disable_adapter()` (RLHF_NOTES.md, "one base, several adapters").
+is the same model inside `disable_adapter()` (training notes §Adapters).
 To start DPO from an SFT model, merge the SFT adapter into the base first, so the reference
 is the SFT model. `init_adapter_dir` continues an earlier policy adapter; the reference is
 still the base without it. The reference never changes, so its log-probs are computed once
 per pair before training. The model stays in eval mode throughout: dropout would make the
-policy and reference log-probs disagree even at step 0 (RLHF_NOTES, PPO point 5).
+policy and reference log-probs disagree even at step 0 (training notes §PPO 5).
 
 Log-probs are sums over the response tokens (prompt masked, EOS included), as in the DPO
 paper; the IPO loss uses their per-token means, as the IPO paper and TRL do. Held-out

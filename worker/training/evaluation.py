@@ -1,7 +1,7 @@
 """Measurements the promotion gate needs: fresh samples, and KL of a policy to its reference.
 
 KL is estimated on the policy's own samples as E[Σ_t log π(a_t) − log π_ref(a_t)] (the k1
-estimator PPO logs), with both log-probs on temperature-scaled logits (RLHF_NOTES.md, note 4).
+estimator PPO logs), with both log-probs on temperature-scaled logits (training notes §PPO 4).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ is that rule, shared by annotation samples, PPO rollouts and the gate.
 
 Every distribution-changing option is passed explicitly, because `generate` otherwise
 fills gaps from the checkpoint's generation_config and from library defaults (top_k=50):
-RLHF_NOTES.md, PPO point 3.
+training notes §PPO 3.
 """
 
 from __future__ import annotations

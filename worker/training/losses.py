@@ -30,7 +30,8 @@ def ranking_loss(
 
     InstructGPT §3.5 (https://arxiv.org/abs/2203.02155): loss = -mean_{(w,l)} log σ(r_w - r_l)
     over all pairs of one ranking, then the mean over rankings. Scoring a ranking's K samples
-    once instead of 2·C(K,2) times per pair is cheaper and does not overfit (RLHF_NOTES).
+    once instead of 2·C(K,2) times per pair is cheaper and does not overfit
+    (training notes §Reward model).
 
     scores: (B, K) one reward per sample. groups: (B, K) tie-group per sample, 0 = best group,
     -1 = padding. Pairs exist only across groups; rankings without such pairs are skipped (they
@@ -138,7 +139,7 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.
     """log π(token_t) from the logits at position t, after dividing by the sampling temperature.
 
     The policy and the reference must both see the temperature the rollouts were sampled with,
-    or the logged KL is wrong (RLHF_NOTES note 4; N+ https://arxiv.org/abs/2403.17031).
+    or the logged KL is wrong (training notes §PPO 4; N+ https://arxiv.org/abs/2403.17031).
     The caller aligns: logits[:, t] must be the distribution that produced tokens[:, t].
     logits: (B, T, V), tokens: (B, T) -> (B, T), float32.
     """
@@ -162,7 +163,7 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
 def response_mask_after_eos(tokens: Tensor, eos_id: int, pad_id: int) -> tuple[Tensor, Tensor]:
     """Mask of the real response tokens: up to and including the first EOS, not padding.
 
-    Everything generated after the first EOS is masked out (RLHF_NOTES note 2); has_eos says
+    Everything generated after the first EOS is masked out (training notes §PPO 2); has_eos says
     which rows ended, so the caller can give the others a penalty score instead of the RM score.
     If pad_id == eos_id the padding is told apart by position only (it comes after the EOS).
     tokens: (B, T) response tokens only -> mask (B, T) bool, has_eos (B,) bool.
@@ -241,7 +242,7 @@ def policy_loss(
 
     L = mean_t max(-A_t ρ_t, -A_t clip(ρ_t, 1-ε, 1+ε)), ρ_t = π/π_old, over real tokens.
     Metrics: clipfrac (share of tokens where the clipped term wins) and approx_kl
-    0.5·mean(Δlogp²) between the current and the rollout policy (N+ detail; RLHF_NOTES note 8).
+    0.5·mean(Δlogp²) between the current and the rollout policy (N+ detail; training notes §PPO 8).
     All tensors (B, T).
     """
     log_ratio = logprobs - old_logprobs  # (B, T)

@@ -2,8 +2,8 @@
 
 Every trainer (sampling, reward model, PPO) goes through these functions so that device,
 dtype, dropout and padding are decided once: CUDA in bf16 (fp16 where bf16 is missing)
-when a GPU is present, CPU float32 otherwise; dropout off (RLHF_NOTES.md, PPO point 5);
-a pad token distinct from EOS (point 2); one LoRA setting (`lora_config`). Nothing here
+when a GPU is present, CPU float32 otherwise; dropout off (training notes §PPO 5);
+a pad token distinct from EOS (§PPO 2); one LoRA setting (`lora_config`). Nothing here
 downloads unless given a hub id.
 """
 
@@ -176,7 +176,7 @@ def ensure_pad_token(
     """Give the tokenizer a pad token distinct from EOS and return its id.
 
     With pad == EOS, masking "everything after the first EOS" also masks real EOS tokens
-    (RLHF_NOTES.md, PPO point 2). When a token is added, the model's embeddings grow to
+    (training notes §PPO 2). When a token is added, the model's embeddings grow to
     match; the new row only ever sits under a zero attention mask. Given the model, the
     tokenizer's model_max_length also drops to the model's context (`prompts.sync_context`).
     """

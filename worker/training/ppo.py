@@ -1,6 +1,6 @@
 """PPO for language models with ONE copy of the base weights (policy adapter, reference, value).
 
-The arrangement (RLHF_NOTES.md, "Memory: one base, several adapters"):
+The arrangement (training notes §Adapters):
 
     policy      base + LoRA adapter "policy"                     (trained)
     reference   the same model inside `model.disable_adapter()`  (frozen: whatever the base holds)
@@ -92,7 +92,7 @@ METRICS_FILE = "metrics.json"
 
 ScoreFn = Callable[[list[Prompt], list[str]], list[float]]
 """score_fn(prompts, responses) -> one normalised RM score per response (mean 0, std 1 on the
-reference policy's samples, RLHF_NOTES note 7)."""
+reference policy's samples, training notes §PPO 7)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ temperature, rollout length) keeps a default here for callers outside a round.""
 
 @dataclass
 class PPOConfig:
-    """Hyper-parameters of PPO with a LoRA policy; defaults follow RLHF_NOTES / N+."""
+    """Hyper-parameters of PPO with a LoRA policy; defaults follow N+ (training notes §PPO)."""
 
     steps: int = 100
     """PPO updates; each samples `batch_size` fresh rollouts, then optimises on them."""
@@ -149,8 +149,8 @@ class PPOConfig:
     (`prompts.truncate_left`, the rule of every stage)."""
     temperature: float = 1.0
     """Rollout sampling temperature; the same value divides the logits of the policy and the
-    reference when log-probs are computed (RLHF_NOTES note 4). Sampling is otherwise pure:
-    top_k=0, top_p=1, no repetition penalty (note 3)."""
+    reference when log-probs are computed (training notes §PPO 4). Sampling is otherwise pure:
+    top_k=0, top_p=1, no repetition penalty (§PPO 3)."""
     kl_coef: float = ROUND.kl_coef
     """β of the per-token KL penalty -β (log π - log π_ref) when `adaptive_kl` is off (N+)."""
     adaptive_kl: bool = ROUND.adaptive_kl
@@ -175,7 +175,7 @@ class PPOConfig:
     """Global gradient-norm clip over the trained parameters."""
     missing_eos_penalty: float | None = -1.0
     """Score given INSTEAD of the RM score to a response that did not end (no EOS, end-of-turn
-    token or stop string; RLHF_NOTES note 2), so the policy cannot win by rambling; None keeps
+    token or stop string; training notes §PPO 2), so the policy cannot win by rambling; None keeps
     the RM score."""
     whiten_advantages: bool = True
     """Normalise advantages to mean 0, std 1 over each batch's real tokens (N+)."""
@@ -184,14 +184,14 @@ class PPOConfig:
     lora_alpha: int = 16
     """LoRA scaling numerator (updates are scaled by alpha / r)."""
     lora_dropout: float = 0.0
-    """0: dropout makes the rollout and training log-probs disagree (RLHF_NOTES note 5)."""
+    """0: dropout makes the rollout and training log-probs disagree (training notes §PPO 5)."""
     target_modules: list[str] | str | None = None
     """Modules that get LoRA; None means "all-linear" (every linear layer but the LM head),
     which works for any architecture, as the reward model does."""
     seed: int = 0
     """Seeds LoRA initialisation, prompt order, rollout sampling and mini-batch shuffling."""
     kl_bound: float | None = None
-    """KL (nats per response) a policy should stay under to be promoted (RLHF_NOTES note 9);
+    """KL (nats per response) a policy should stay under to be promoted (training notes §PPO 9);
     reported in `final["kl_within_bound"]`. A non-finite KL always stops the run."""
     device: str | None = None
     """Device when `base` is a path; None picks CUDA when present. A model keeps its device."""
@@ -266,7 +266,7 @@ class PPOResult:
 class ValueHead(nn.Module):
     """V(s_t) = w·h_t + b on the policy's last hidden state, w = b = 0 at start.
 
-    Zero init (RLHF_NOTES note 7) makes the first advantages plain reward-to-go instead of the
+    Zero init (training notes §PPO 7) makes the first advantages plain reward-to-go instead of the
     noise of a random critic. Kept in float32 whatever the base dtype.
     """
 
@@ -295,7 +295,7 @@ def merge_adapter_into_base(model: PreTrainedModel, adapter_dir: Path) -> PreTra
     """Fold a saved LoRA adapter (SFT or a previous PPO round) into the base weights.
 
     Do this before `train_ppo` when the round says the reference should be that adapter's
-    model: PPO's reference is the base with the PPO adapter disabled (RLHF_NOTES note 7).
+    model: PPO's reference is the base with the PPO adapter disabled (training notes §PPO 7).
     The base's embeddings must already match the adapter's vocabulary.
     """
     merged = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="merge")
@@ -329,7 +329,7 @@ def forward_response(
     One forward pass over the whole sequence; logits at position t predict token t + 1, so
     the R response tokens are scored by positions P-1 .. T-2, and V(s_t) reads the hidden state
     there too (the state before the action). Logits are divided by the sampling temperature
-    (RLHF_NOTES note 4) and the pad token is removed from the distribution, exactly as the
+    (training notes §PPO 4) and the pad token is removed from the distribution, exactly as the
     rollout's `suppress_tokens` removed it from sampling.
     input_ids, attention_mask: (B, T) -> logprobs (B, R), values (B, R) or None, entropy (B, R).
     """
@@ -363,7 +363,7 @@ def forward_response(
 def rollout_sampling_kwargs(
     config: PPOConfig, *, eos_id: int | list[int], pad_id: int
 ) -> dict[str, Any]:
-    """`generate` options for pure sampling at config.temperature (RLHF_NOTES note 3).
+    """`generate` options for pure sampling at config.temperature (training notes §PPO 3).
 
     Every distribution-changing option is set explicitly, because generate() fills gaps from
     the checkpoint's generation_config and from library defaults (top_k=50). `eos_id` may list
@@ -448,7 +448,7 @@ def _rollout(
     """Sample one response per prompt purely, then score it with the policy and reference.
 
     A response ends at its first EOS, end-of-turn token or stop string; what follows is
-    masked out and padded (RLHF_NOTES note 2), and the reward model sees the text before it.
+    masked out and padded (training notes §PPO 2), and the reward model sees the text before it.
     """
     pad_id = tokenizer.pad_token_id
     end_ids = end_token_ids(tokenizer)
@@ -545,7 +545,7 @@ def train_ppo(
     model_name = base if isinstance(base, str) else getattr(base, "name_or_path", "")
     if isinstance(base, str):
         base = load_causal_lm(base, device=config.device, dtype=config.dtype)
-    pad_id = ensure_pad_token(tokenizer, base)  # pad distinct from EOS (RLHF_NOTES note 2)
+    pad_id = ensure_pad_token(tokenizer, base)  # pad distinct from EOS (training notes §PPO 2)
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so responses could never end")
     stops = stop_strings_for(tokenizer, config.stop_strings)
@@ -558,7 +558,7 @@ def train_ppo(
         )
         if isinstance(score_fn, SharedBaseReward):
             score_fn = _score_on_policy_base(model, score_fn)
-        # eval(): dropout off everywhere (note 5); LoRA parameters still receive gradients.
+        # eval(): dropout off everywhere (§PPO 5); LoRA parameters still receive gradients.
         model.eval()
         hidden_size = base_model_of(model).config.get_text_config().hidden_size
         value_head = ValueHead(hidden_size, device=device)
@@ -671,7 +671,7 @@ def train_ppo(
                     optimizer.step()
             kl_ctl.update(mean_kl, batch)
 
-            # 5. Logging (RLHF_NOTES note 8) ---------------------------------------------
+            # 5. Logging (training notes §PPO 8) ---------------------------------------------
             metrics: dict[str, float] = {
                 "step": step,
                 "score": float(rm_scores.mean()),

@@ -11,7 +11,7 @@ existing adapter is loaded from `init_adapter_dir` and trained further). The ada
 with peft's `save_pretrained` directly into `out_dir`, so
 `PeftModel.from_pretrained(base, out_dir)` loads it; `metrics.json` sits next to it. Merge
 the adapter into the base (`merge_and_unload`) before PPO or DPO, so that disabling their
-adapter gives this SFT model as the reference (RLHF_NOTES.md, PPO point 7).
+adapter gives this SFT model as the reference (training notes §PPO 7).
 
 Packing (`SFTConfig.packing`) puts several demonstrations in one row of `max_length` tokens.
 Position ids restart at 0 for every demonstration and no attention mask is passed, which is
@@ -87,7 +87,7 @@ class SFTConfig:
     lora_alpha: int = 16
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
-    """Dropout inside LoRA; 0 keeps log-probs deterministic (RLHF_NOTES: dropout off)."""
+    """Dropout inside LoRA; 0 keeps log-probs deterministic (training notes §PPO 5)."""
     target_modules: list[str] | str = "all-linear"
     """Modules that get LoRA ("all-linear" = every linear layer but the LM head)."""
     packing: bool = False

@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from app.models import PolicyKind, PolicyStatus, RoundState, RoundType
+from app.models import PolicyKind, PolicyStatus, RoundState
 from app.rounds import registry
 from app.rounds.schemas import RoundConfigBase
 
@@ -300,6 +300,10 @@ class SamplingJobOut(BaseModel):
     finished_at: datetime | None
 
 
+def _registered_round_types(schema: dict[str, Any]) -> None:
+    schema["enum"] = registry.names()
+
+
 class RoundOut(BaseModel):
     model_config = _examples(
         {
@@ -323,7 +327,10 @@ class RoundOut(BaseModel):
     id: int
     project_id: int
     number: int
-    type: RoundType
+    type: str = Field(
+        description="The round's type, one of the registered round types.",
+        json_schema_extra=_registered_round_types,
+    )
     state: RoundState
     progress: dict[str, Any] = Field(
         description="stage, stage_index/stages, step/total, eta_seconds, latest metrics."

@@ -1,4 +1,5 @@
-"""String enums stored as VARCHAR + CHECK (portable across SQLite and PostgreSQL)."""
+"""String enums stored as VARCHAR + CHECK (portable across SQLite and PostgreSQL); RoundType
+only names the built-in round types."""
 
 from enum import StrEnum
 
@@ -35,6 +36,9 @@ class AssignmentState(StrEnum):
 
 
 class RoundType(StrEnum):
+    """The built-in round types' names. The rounds table stores any registered type's name
+    (`app.rounds.registry`), so a new type needs no member here."""
+
     sft = "sft"
     reward_ppo = "reward_ppo"
     dpo = "dpo"

@@ -10,7 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
 from app.models._columns import enum_column
-from app.models.enums import JobState, RoundState, RoundType
+from app.models.enums import JobState, RoundState
+
+ROUND_TYPE_LENGTH = 40
+"""The longest round type name the rounds table stores (`app.rounds.registry` refuses longer)."""
 
 _ACTIVE_ROUND = "state NOT IN ('done', 'rejected', 'failed', 'cancelled', 'needs_more_data')"
 
@@ -36,7 +39,10 @@ class TrainingRound(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     number: Mapped[int]
-    type: Mapped[RoundType] = mapped_column(enum_column(RoundType, "round_type"))
+    type: Mapped[str] = mapped_column(
+        String(ROUND_TYPE_LENGTH),
+        doc="A registered round type's name (`app.rounds.registry`), checked when it starts.",
+    )
     state: Mapped[RoundState] = mapped_column(
         enum_column(RoundState, "round_state"), default=RoundState.queued
     )

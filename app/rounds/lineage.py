@@ -229,7 +229,7 @@ def register_policy_version(
     version = PolicyVersion(
         project_id=training_round.project_id,
         number=repository.next_version_number(session, training_round.project_id),
-        name=f"round {training_round.number} ({training_round.type.value})",
+        name=f"round {training_round.number} ({training_round.type})",
         kind=PolicyKind.trained,
         status=PolicyStatus.current if promote else PolicyStatus.rejected,
         parent_id=training_round.base_policy_version_id,

@@ -5,32 +5,36 @@ gate.
 The service's state machine, the round form, the API's config union and the command line all
 read this registry, so a new round type is one new module listed in `app.rounds.types`. The
 web app never imports the worker: the trainer is named by a "module:function" string that the
-worker resolves (`worker.jobs.rounds.policy_stage`). A type's name and its stage names are
-stored on the round (`RoundType`, `RoundState`), so they must be values those columns accept.
+worker resolves (`worker.jobs.rounds.policy_stage`). A type's name is stored on the round as
+it is (a short lower-case name: no migration for a new type); its stage names are the round's
+states, so they must be `RoundState` values.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from app.models import RoundState, RoundType
+from app.models import RoundState
+from app.models.training_round import ROUND_TYPE_LENGTH
 from app.rounds.round_type import RoundTypeSpec
 from app.rounds.schemas import RoundConfigBase
 from app.rounds.types import BUILTIN
 
 _TYPES: dict[str, RoundTypeSpec] = {spec.name: spec for spec in BUILTIN}
+_NAME = re.compile(rf"[a-z][a-z0-9_]{{0,{ROUND_TYPE_LENGTH - 1}}}")
 
 
 def register(spec: RoundTypeSpec) -> RoundTypeSpec:
     """Add (or replace) a type; refused when a round of it could not be stored."""
-    if spec.name not in {t.value for t in RoundType}:
+    if not _NAME.fullmatch(spec.name):
         raise ValueError(
-            f"No round type {spec.name!r} in app.models.RoundType: add it there, with a "
-            "migration for the rounds table's check"
+            f"A round type {spec.name!r} cannot be stored on a round: name it with lower-case "
+            f"letters, digits and underscores, at most {ROUND_TYPE_LENGTH} characters"
         )
     states = {state.value for state in RoundState}
     for stage in spec.stages:

@@ -79,7 +79,8 @@ class RoundTypeSpec:
     worker need to know about it, declared once in the type's module."""
 
     name: str
-    """Stored on the round (`app.models.RoundType`) and sent as the config's `type`."""
+    """Stored on the round (`TrainingRound.type`) and sent as the config's `type`: lower-case
+    letters, digits and underscores, at most 40 characters (`app.rounds.registry.register`)."""
     config: type[RoundConfigBase]
     """The pydantic model of its settings: their one set of defaults and bounds."""
     stages: tuple[Stage, ...]

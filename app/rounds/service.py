@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import TRAINING_RUN_ROUND_STAGE, enqueue
-from app.models import PolicyVersion, RoundState, RoundType, TrainingRound
+from app.models import PolicyVersion, RoundState, TrainingRound
 from app.projects.service import require_project
 from app.rounds import preconditions, registry, repository, sizing
 from app.seeds import derived_seed
@@ -77,7 +77,7 @@ def start_round(
     training_round = TrainingRound(
         project_id=project_id,
         number=repository.next_round_number(session, project_id),
-        type=RoundType(round_type),
+        type=round_type,
         config=clean,
         base_policy_version_id=current.id if current else None,
         created_by_id=user_id,
@@ -182,9 +182,9 @@ def begin_stage(session: Session, round_id: int, stage: str) -> StageStart | Non
     training_round = _running_round(session, round_id)
     if training_round is None:
         return None
-    stages = registry.get(training_round.type.value).stage_names
+    stages = registry.get(training_round.type).stage_names
     if stage not in stages:
-        raise InvalidInput(f"A {training_round.type.value} round has no stage {stage!r}")
+        raise InvalidInput(f"A {training_round.type} round has no stage {stage!r}")
     current = training_round.state.value
     if current != "queued" and stages.index(stage) < stages.index(current):
         return None  # a duplicate delivery of an earlier stage: never run work twice
@@ -205,7 +205,7 @@ def begin_stage(session: Session, round_id: int, stage: str) -> StageStart | Non
         round_id=training_round.id,
         project_id=training_round.project_id,
         number=training_round.number,
-        type=training_round.type.value,
+        type=training_round.type,
         config=dict(training_round.config),
         base_policy_version_id=training_round.base_policy_version_id,
     )
@@ -262,7 +262,7 @@ def complete_stage(session: Session, round_id: int, stage: str) -> str | None:
     training_round = _running_round(session, round_id)
     if training_round is None:
         return None
-    stages = registry.get(training_round.type.value).stage_names
+    stages = registry.get(training_round.type).stage_names
     index = stages.index(stage)
     if index + 1 == len(stages):
         _end(training_round, RoundState.done)
@@ -345,7 +345,7 @@ def reap_stale_rounds(session: Session, *, timeout_seconds: int) -> list[int]:
 
 
 def _stage_title(training_round: TrainingRound) -> str:
-    spec = registry.find(training_round.type.value)
+    spec = registry.find(training_round.type)
     stage = spec.stage(training_round.state.value) if spec is not None else None
     return stage.title if stage is not None else training_round.state.value
 

@@ -2,8 +2,8 @@
 here runs through the state machine (start → begin → run → complete) with nothing else edited,
 and the registry is as it was afterwards.
 
-The round's type is stored in a column that accepts the built-in names only (a new type's
-migration extends it), so the toy stands in for "sft" while it is registered.
+The round's type is stored as the registered name (no migration for a new type), so the toy
+registers under its own name, "toy".
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from worker.jobs.rounds import PolicyJob, describe_failure, run_stage
 class ToyConfig(RoundConfigBase):
     """One setting of its own."""
 
-    type: Literal["sft"] = "sft"
+    type: Literal["toy"] = "toy"
     metric: Annotated[float, Field(ge=0, le=1)] = 0.25
 
 
@@ -42,7 +42,7 @@ def train_toy(job: PolicyJob) -> dict[str, Any]:
 
 
 TOY = RoundTypeSpec(
-    name="sft",
+    name="toy",
     config=ToyConfig,
     stages=(policy_stage("Toy", lower="nothing"),),
     trainer=f"{__name__}:train_toy",
@@ -96,10 +96,19 @@ def test_a_registered_type_names_its_own_stage_in_a_failure(toy: RoundTypeSpec) 
     assert "training the policy with Toy" in failure.line
 
 
-def test_unregistering_restores_the_type_it_stood_in_for() -> None:
+def test_unregistering_removes_a_new_type() -> None:
     before = registry.names()
     with registry.registered(TOY):
-        assert registry.get("sft") is TOY
+        assert registry.get("toy") is TOY
+    assert registry.find("toy") is None
+    assert registry.names() == before == ["reward_ppo", "sft", "dpo"]
+
+
+def test_unregistering_restores_the_type_it_stood_in_for() -> None:
+    stand_in = replace(TOY, name="sft")
+    before = registry.names()
+    with registry.registered(stand_in):
+        assert registry.get("sft") is stand_in
     assert registry.get("sft").config is not ToyConfig
     assert registry.names() == before == ["reward_ppo", "sft", "dpo"]
 
@@ -115,8 +124,12 @@ def test_the_built_in_types_declare_their_stages_in_order() -> None:
 
 
 def test_a_type_the_rounds_table_cannot_store_is_refused() -> None:
-    with pytest.raises(ValueError, match="round type 'toy'"):
-        registry.register(replace(TOY, name="toy"))
+    too_long = "toy_" * 10 + "x"  # 41 characters: the column holds 40
+    with pytest.raises(ValueError, match=f"round type '{too_long}'"):
+        registry.register(replace(TOY, name=too_long))
+    with pytest.raises(ValueError, match="round type 'Toy round'"):
+        registry.register(replace(TOY, name="Toy round"))
     with pytest.raises(ValueError, match="stage 'training'"):
         registry.register(replace(TOY, stages=(replace(TOY.stages[0], name="training"),)))
     assert registry.get("sft").config is not ToyConfig
+    assert registry.find("toy") is None

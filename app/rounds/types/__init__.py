@@ -1,8 +1,8 @@
 """The built-in round types, one module each, in the order the form and the API list them.
 
 A new type is a module like these (its config model, its stages, its trainer, what it sizes
-and adds to the gate) added to BUILTIN, its name added to `app.models.RoundType` with a
-migration for the rounds table's check; `app.rounds.registry` is what the rest of the code reads.
+and adds to the gate) added to BUILTIN; the rounds table stores its name as it is (no
+migration); `app.rounds.registry` is what the rest of the code reads.
 """
 
 from __future__ import annotations

@@ -672,7 +672,6 @@ def train_reward_model(
             raise _fail(exc.message) from None
         except ValueError as exc:  # too few rankings
             raise _fail(str(exc)) from None
-    assert run is not None  # nothing asks it to stop
     for epoch in run.summary["epochs"]:
         figures = ", ".join(
             f"{k} {v:.3f}" for k, v in epoch.items() if k != "epoch" and isinstance(v, float)

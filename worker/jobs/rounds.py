@@ -141,7 +141,6 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
         **common,
     )
     reporter.check_cancel()
-    assert run is not None  # None only when should_stop (the cancel flag) ended training
     for epoch in run.summary["epochs"]:
         reporter.progress(
             int(epoch.get("epoch", 0)),

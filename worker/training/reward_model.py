@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from worker.training.loop import split_by_prompt
+from worker.training.loop import restore_state, split_by_prompt, trainable_state
 from worker.training.losses import ranking_loss
 from worker.training.models import (
     base_model_of,
@@ -721,18 +721,6 @@ def accuracy_interval(
     return float(low), float(high)
 
 
-def _trainable_state(rm: RewardModel) -> dict[str, Tensor]:
-    """A copy of the adapter and head weights (the frozen base is left out: it never moves)."""
-    return {n: p.detach().clone() for n, p in rm.named_parameters() if p.requires_grad}
-
-
-def _restore_state(rm: RewardModel, state: dict[str, Tensor]) -> None:
-    with torch.no_grad():
-        for name, param in rm.named_parameters():
-            if name in state:
-                param.copy_(state[name])
-
-
 def _optimizer(
     params: list[nn.Parameter], config: RewardModelConfig, lr: float
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
@@ -772,7 +760,7 @@ def train_reward_model(
     ensure_pad_token(tokenizer, base)
     rm = RewardModel.create(base, config, base_model=str(base_name_or_path))
     params = [p for p in rm.parameters() if p.requires_grad]
-    initial = _trainable_state(rm)
+    initial = trainable_state(rm)
 
     # 2. Data: no prompt on both sides of the split; training rankings tokenised once ---------
     train, heldout = split_by_prompt(
@@ -892,7 +880,7 @@ def train_reward_model(
                     # The first epoch made held-out predictions worse than none: the step
                     # size overshot. Start again from the same initial weights, smaller.
                     lr /= config.lr_backoff
-                    _restore_state(rm, initial)
+                    restore_state(rm, initial)
                     optimizer, schedule = _optimizer(params, config, lr)
                     order_rng = random.Random(config.seed)
                     epochs.clear()
@@ -900,7 +888,7 @@ def train_reward_model(
                     total_steps += steps_per_epoch
                     continue
             if held["loss"] < best[0]:
-                best = (held["loss"], epoch + 1, _trainable_state(rm), held)
+                best = (held["loss"], epoch + 1, trainable_state(rm), held)
             elif epoch + 1 - best[1] >= (config.patience or 0):
                 break  # no lower held-out loss for `patience` epochs
         epoch += 1
@@ -910,7 +898,7 @@ def train_reward_model(
     final_eval = evaluations[-1] if evaluations else None
     if best is not None:
         _, best_epoch, state, final_eval = best
-        _restore_state(rm, state)
+        restore_state(rm, state)
 
     # 7. Normalise: mean 0, std 1 on the reference policy's samples, the reward scale PPO's
     # KL coefficient is chosen for (docs/training-notes.md §Reward model) -------------------

@@ -54,16 +54,6 @@ class Counts(BaseModel):
     total: int
 
 
-class Message(BaseModel):
-    role: str
-    content: str
-
-
-class PromptOut(BaseModel):
-    text: str
-    messages: list[Message] | None = None
-
-
 @dataclass(frozen=True)
 class TextBlock:
     """A run of sample text: plain prose (whitespace kept) or a fenced code block."""
@@ -90,6 +80,49 @@ def split_code_blocks(text: str) -> list[TextBlock]:
     if current and (in_code or any(line.strip() for line in current)):
         blocks.append(TextBlock("code" if in_code else "text", "\n".join(current)))
     return blocks
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+    def blocks(self) -> list[TextBlock]:
+        return split_code_blocks(self.content)
+
+
+SHOWN_EARLIER_TURNS = 2
+"""The ranking page shows this many turns before the last one; older turns fold away."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation as the ranking page lays it out, in order: the system messages it opens
+    with (always shown: they set the rules the answers follow), the older turns (folded), and
+    the last SHOWN_EARLIER_TURNS turns with the final user turn that the answers reply to."""
+
+    system: list[Message]
+    folded: list[Message]
+    shown: list[Message]
+
+
+class PromptOut(BaseModel):
+    text: str
+    messages: list[Message] | None = None
+
+    def conversation(self) -> Conversation | None:
+        """The page's layout of a multi-message prompt; None for a one-message or plain one.
+
+        A single old turn is not folded: a control that hides one message saves nothing."""
+        messages = self.messages or []
+        if len(messages) < 2:
+            return None
+        lead = 0
+        while lead < len(messages) and messages[lead].role == "system":
+            lead += 1
+        cut = len(messages) - 1 - SHOWN_EARLIER_TURNS
+        if cut - lead < 2:
+            cut = lead
+        return Conversation(messages[:lead], messages[lead:cut], messages[cut:])
 
 
 class SampleOut(BaseModel):

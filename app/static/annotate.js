@@ -120,6 +120,20 @@
       },
     });
     refresh();
+    showLastTurn();
+  }
+
+  // A conversation's box opens on its last turn, the one the answers reply to, when the turns
+  // before it (a long assistant answer, say) would push it out of view.
+  function showLastTurn() {
+    const box = document.getElementById("prompt");
+    const last = document.getElementById("last-turn");
+    if (!box || !last) return;
+    const boxTop = box.getBoundingClientRect().top;
+    const turn = last.getBoundingClientRect();
+    if (turn.bottom > box.getBoundingClientRect().bottom) {
+      box.scrollTop += turn.top - boxTop - box.clientTop;
+    }
   }
 
   document.addEventListener("DOMContentLoaded", setup);

@@ -22,6 +22,7 @@ from app.models import (
     Comparison,
     Project,
     ProjectMember,
+    Prompt,
     Ranking,
     RankingTask,
     Role,
@@ -29,6 +30,7 @@ from app.models import (
     SampleRating,
     User,
 )
+from app.projects import service as projects
 from app.security import hash_password
 from tests.factories import PASSWORD, make_project, make_task
 
@@ -64,6 +66,19 @@ def start_session(session: Session, user: User, http: httpx.Client) -> str:
     )
     http.cookies.set(SESSION_COOKIE, issued.token)
     return issued.web_session.csrf_token
+
+
+def make_conversation(
+    session: Session, project: Project, turns: list[str], *, system: str | None = None
+) -> Prompt:
+    """A multi-turn prompt: `turns` alternate user and assistant, starting (and, for a valid
+    prompt, ending) with the user's; an optional system message comes first."""
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    messages += [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+        for i, text in enumerate(turns)
+    ]
+    return projects.add_prompts(session, project_id=project.id, contents=[messages]).added[0]
 
 
 @dataclass

@@ -10,7 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Prompt, Ranking, User, WebSession
-from tests.annotation.conftest import Annotator, Leased, best_first, lease_one, make_member
+from tests.annotation.conftest import (
+    Annotator,
+    Leased,
+    best_first,
+    lease_one,
+    make_conversation,
+    make_member,
+)
 from tests.factories import make_project, make_prompt, make_task
 
 SAMPLE_ID = re.compile(r'data-sample-id="(\d+)"')
@@ -208,6 +215,106 @@ def test_a_conversation_prompt_shows_each_turn(
     assert fragment.count('class="turn turn-user"') == 2
     assert 'class="turn turn-assistant"' in fragment
     assert "Tell me a joke" in fragment
+
+
+def conversation_fragment(
+    session: Session,
+    log_in: Callable[[User], Annotator],
+    turns: list[str],
+    system: str | None = None,
+) -> str:
+    """The task fragment of a new project's one task, whose prompt is this conversation."""
+    project = make_project(session)
+    prompt = make_conversation(session, project, turns, system=system)
+    make_task(session, project, prompt=prompt)
+    annotator = log_in(make_member(session, project))
+    return annotator.post("/annotate/next", htmx=True).text
+
+
+def in_order(html: str, *needles: str) -> bool:
+    return [html.index(n) for n in needles] == sorted(html.index(n) for n in needles)
+
+
+def folded_part(html: str) -> str:
+    """What the page folds behind the "earlier messages" control."""
+    start = html.index('<details class="earlier-turns"')
+    return html[start : html.index("</details>", start)]
+
+
+def test_a_three_turn_conversation_shows_every_turn_in_order_above_the_answers(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    turns = ["Plan a picnic", "Where and when?", "Saturday, by the river"]
+
+    fragment = conversation_fragment(db_session, log_in, turns)
+
+    assert in_order(fragment, "<h2>Conversation", *turns, "Next assistant turn", 'id="ranking"')
+    assert "earlier-turns" not in fragment  # nothing to fold: the last turn and two before
+    assert fragment.count('class="turn turn-user"') == 2
+    assert 'id="last-turn"><span class="role">user</span>' in fragment
+    assert "<h2>Prompt</h2>" not in fragment
+
+
+def test_a_five_turn_conversation_folds_the_turns_before_the_last_three(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    turns = ["Turn one", "Turn two", "Turn three", "Turn four", "Turn five"]
+
+    fragment = conversation_fragment(db_session, log_in, turns)
+
+    folded = folded_part(fragment)
+    assert folded.startswith('<details class="earlier-turns" id="earlier-turns">')  # closed
+    assert "<summary>" in folded
+    assert '"if-closed">Show</span><span class="if-open">Hide</span> 2 earlier messages' in folded
+    assert in_order(folded, "Turn one", "Turn two")
+    assert "Turn three" not in folded
+    assert in_order(fragment, "</details>", "Turn three", "Turn four", "Turn five", 'id="ranking"')
+
+
+def test_a_system_message_stays_in_view_before_the_folded_turns(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    turns = ["Turn one", "Turn two", "Turn three", "Turn four", "Turn five"]
+
+    fragment = conversation_fragment(db_session, log_in, turns, system="Answer like a pirate")
+
+    assert '<div class="turn turn-system"><span class="role">system</span>' in fragment
+    assert "Answer like a pirate" not in folded_part(fragment)
+    assert in_order(fragment, "Answer like a pirate", "<details", "Turn one", "Turn five")
+    assert "Hide</span> 2 earlier messages</summary>" in fragment
+
+
+def test_conversation_turns_are_escaped_folded_or_not_and_keep_code_blocks(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    turns = [
+        "<script>alert(1)</script>",
+        "Try:\n```html\n<b>x</b>\n```",
+        "ok",
+        "<img src=x onerror=alert(2)>",
+        "<b>why?</b>",
+    ]
+
+    fragment = conversation_fragment(db_session, log_in, turns, system="<i>be nice</i>")
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in folded_part(fragment)
+    assert '<pre class="code"><code>&lt;b&gt;x&lt;/b&gt;</code></pre>' in folded_part(fragment)
+    assert "&lt;img src=x onerror=alert(2)&gt;" in fragment
+    assert "&lt;b&gt;why?&lt;/b&gt;" in fragment
+    assert "&lt;i&gt;be nice&lt;/i&gt;" in fragment
+    for raw in ("<script>alert", "<img src", "<b>", "<i>"):
+        assert raw not in fragment
+
+
+def test_a_one_message_conversation_shows_as_a_plain_prompt(
+    db_session: Session, log_in: Callable[[User], Annotator]
+) -> None:
+    fragment = conversation_fragment(db_session, log_in, ["Just this"])
+
+    assert '<h2>Prompt</h2>\n  <div class="prompt" id="prompt">' in fragment
+    assert '<div class="sample-text">Just this</div>' in fragment
+    assert "user: Just this" not in fragment  # the content, not the flattened text
+    assert "Answers <small" in fragment
 
 
 def test_sample_text_is_escaped_and_code_fences_become_monospace_blocks(

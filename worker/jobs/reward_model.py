@@ -35,7 +35,8 @@ class RewardModelRun(lineage.StoredRewardModel):
     @property
     def summary(self) -> dict[str, Any]:
         """heldout_accuracy (+ _low/_high: its 95 % interval), best_epoch, epochs (per-epoch
-        metrics), n_train, n_heldout, train_forward_passes: the version's metrics."""
+        metrics), n_train, n_heldout, train_forward_passes, prompts_turns_dropped and
+        prompts_truncated (prompts shortened to fit): the version's metrics."""
         return self.metrics
 
 
@@ -123,6 +124,8 @@ def train_project_reward_model(
         "n_train": result.n_train,
         "n_heldout": result.n_heldout,
         "train_forward_passes": result.train_forward_passes,
+        "prompts_turns_dropped": result.prompts_turns_dropped,
+        "prompts_truncated": result.prompts_truncated,
     }
     run = RewardModelRun(
         snapshot_id,

@@ -49,7 +49,7 @@ from worker.training.loop import (
 )
 from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
 from worker.training.outcomes import Progress, ShouldStop
-from worker.training.prompts import Prompt
+from worker.training.prompts import Prompt, PromptCuts
 from worker.training.sft import collate, encode_examples, pad_token_id
 
 STEP_METRICS = ("loss", "chosen_rewards", "rejected_rewards", "reward_margin", "reward_accuracy")
@@ -138,14 +138,19 @@ class PreferencePair:
 
 
 def encode_pairs(
-    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], *, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    *,
+    max_length: int,
+    cuts: PromptCuts | None = None,
 ) -> list[tuple[Encoded, Encoded]]:
     """(chosen, rejected) encodings per pair: prompt + response + EOS, as SFT encodes them;
-    a prompt too long for both is cut the same way in each (`sft.encode_examples`)."""
+    a prompt too long for both is cut the same way in each (`sft.encode_examples`), and noted
+    in `cuts`."""
     encoded = []
     for p in pairs:
         chosen, rejected = encode_examples(
-            tokenizer, p.prompt, [p.chosen, p.rejected], max_length=max_length
+            tokenizer, p.prompt, [p.chosen, p.rejected], max_length=max_length, cuts=cuts
         )
         encoded.append((chosen, rejected))
     return encoded
@@ -278,8 +283,9 @@ def train_dpo(
 
     # Data: held-out prompts never seen in training
     train, heldout, max_length = start_run(model, tokenizer, pairs, config, what="preference pair")
-    train_enc = encode_pairs(tokenizer, train, max_length=max_length)
-    held_enc = encode_pairs(tokenizer, heldout, max_length=max_length)
+    cuts = PromptCuts()
+    train_enc = encode_pairs(tokenizer, train, max_length=max_length, cuts=cuts)
+    held_enc = encode_pairs(tokenizer, heldout, max_length=max_length, cuts=cuts)
 
     # Model: frozen base (= reference) + trainable LoRA adapter, dropout off throughout
     policy = add_policy_adapter(model, config, dropout=0.0, init_adapter_dir=init_adapter_dir)
@@ -381,6 +387,7 @@ def train_dpo(
         "best_epoch": last["epoch"],
         "n_train": len(train),
         "n_heldout": len(heldout),
+        **cuts.figures(),  # distinct prompts (training and held-out) shortened to fit
         "train_seconds": steps.train_seconds,
         "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
     }

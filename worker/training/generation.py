@@ -6,8 +6,9 @@ batches of `batch_size` rows. Batch b is sampled under its own seed
 batch: calling `generate_batch` on the same rows with that seed gives the same texts on
 the same device. Prompts are LEFT-padded (the new tokens must follow the prompt directly)
 with an attention mask; `generate` derives position ids from that mask. A prompt that does
-not fit the model's context with `max_new_tokens` after it is left-truncated behind a marker
-(`prompts.truncate_left`), never passed on to index past the position embeddings.
+not fit the model's context with `max_new_tokens` after it loses its oldest turns, then is
+left-truncated behind a marker (`prompts.fit_prompt`, the rule of every stage), never passed
+on to index past the position embeddings.
 
 A response ends where the assistant's turn ends: at EOS, at the chat template's end-of-turn
 token, or at a stop string (by default the template's next-turn header, such as a new
@@ -36,8 +37,9 @@ from transformers import (
 
 from worker.training.models import forked_rng, format_prompt
 from worker.training.prompts import (
+    FittedPrompt,
     Prompt,
-    fit_prompt_ids,
+    fit_prompt,
     no_room_message,
     prompt_budget,
     token_limit,
@@ -107,7 +109,11 @@ class GeneratedSample:
     index: int
     """Row of this sample inside its batch."""
     prompt_ids: list[int] | None = None
-    """The prompt's ids as the model read them (left-truncated when it did not fit)."""
+    """The prompt's ids as the model read them (shortened when it did not fit)."""
+    prompt_dropped: int = 0
+    """Messages dropped from the start of the prompt's conversation to fit the context."""
+    prompt_truncated: bool = False
+    """The prompt was left-truncated behind the marker to fit the context."""
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -338,8 +344,8 @@ def generate_batch(
     end_ids = end_token_ids(tokenizer)
     stops = stop_strings_for(tokenizer, settings.stop_strings)
     budget = generation_budget(model, tokenizer, settings)
-    rows = [fit_prompt_ids(tokenizer, p, budget) for p in prompts]
-    input_ids, attention_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
+    fitted: list[FittedPrompt] = [fit_prompt(tokenizer, p, budget) for p in prompts]
+    input_ids, attention_mask = _pad_left([f.ids for f in fitted], pad_id)  # (B, P), (B, P)
     device = model.device
     with forked_rng(device):
         torch.manual_seed(seed)
@@ -372,7 +378,9 @@ def generate_batch(
                 finished=answer.finished,
                 seed=seed,
                 index=i,
-                prompt_ids=rows[i],
+                prompt_ids=fitted[i].ids,
+                prompt_dropped=fitted[i].dropped,
+                prompt_truncated=fitted[i].truncated,
             )
         )
     return samples
@@ -382,7 +390,7 @@ def generation_budget(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: GenerationSettings
 ) -> int | None:
     """Tokens a prompt may take with `settings.max_new_tokens` after it in the model's
-    context (None: no limit known); a longer prompt is left-truncated (`prompts`)."""
+    context (None: no limit known); a longer prompt is shortened (`prompts.fit_prompt`)."""
     context = token_limit(tokenizer, model=model)
     budget = prompt_budget(context, settings.max_new_tokens)
     if context is not None and budget is not None and budget < 1:

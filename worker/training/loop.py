@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.training.models import lora_config, move_to
 from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled, TrainingDiverged
-from worker.training.prompts import Prompt, token_limit
+from worker.training.prompts import Prompt, prompt_key, token_limit
 
 ADAPTER_NAME = "policy"
 """Name of the trained adapter inside the PeftModel; on disk the adapter sits in out_dir."""
@@ -79,10 +79,6 @@ class _HasPrompt(Protocol):
 ItemT = TypeVar("ItemT", bound=_HasPrompt)
 
 
-def _prompt_key(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-
-
 def split_by_prompt(
     items: Sequence[ItemT], *, heldout_fraction: float, seed: int
 ) -> tuple[list[ItemT], list[ItemT]]:
@@ -90,14 +86,14 @@ def split_by_prompt(
 
     With a positive fraction and at least 2 distinct prompts, both sides get at least one.
     """
-    keys = list(dict.fromkeys(_prompt_key(item.prompt) for item in items))
+    keys = list(dict.fromkeys(prompt_key(item.prompt) for item in items))
     random.Random(seed).shuffle(keys)
     n_held = round(heldout_fraction * len(keys))
     if heldout_fraction > 0 and len(keys) >= 2:
         n_held = min(max(n_held, 1), len(keys) - 1)
     held = set(keys[:n_held])
-    train = [item for item in items if _prompt_key(item.prompt) not in held]
-    heldout = [item for item in items if _prompt_key(item.prompt) in held]
+    train = [item for item in items if prompt_key(item.prompt) not in held]
+    heldout = [item for item in items if prompt_key(item.prompt) in held]
     return train, heldout
 
 

@@ -78,8 +78,10 @@ from worker.training.models import (
 )
 from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled, TrainingDiverged
 from worker.training.prompts import (
+    FittedPrompt,
     Prompt,
-    fit_prompt_ids,
+    PromptCuts,
+    fit_prompt,
     no_room_message,
     prompt_budget,
     token_limit,
@@ -144,9 +146,9 @@ class PPOConfig:
     them from the chat template (a new "User:" line for the tiny model), [] means EOS and the
     template's end-of-turn token only."""
     max_prompt_length: int = 512
-    """Longer prompts keep their last tokens (where the assistant turn starts) behind a
-    marker, as do prompts that would leave no room for max_new_tokens in the model's context
-    (`prompts.truncate_left`, the rule of every stage)."""
+    """Longer prompts lose their oldest turns, then keep their last tokens (where the
+    assistant turn starts) behind a marker, as do prompts that would leave no room for
+    max_new_tokens in the model's context (`prompts.fit_prompt`, the rule of every stage)."""
     temperature: float = 1.0
     """Rollout sampling temperature; the same value divides the logits of the policy and the
     reference when log-probs are computed (training notes §PPO 4). Sampling is otherwise pure:
@@ -404,6 +406,7 @@ class Rollout:
     values: Tensor  # (B, R)
     entropy: Tensor  # (B, R)
     responses: list[str]
+    prompts: list[FittedPrompt]  # as the policy read them: shortened when they did not fit
 
     @property
     def n_response(self) -> int:
@@ -454,7 +457,8 @@ def _rollout(
     end_ids = end_token_ids(tokenizer)
     device = value_head.linear.weight.device
     limit = rollout_prompt_limit(model, tokenizer, config)
-    rows = [fit_prompt_ids(tokenizer, p, limit) for p in prompts]
+    fitted = [fit_prompt(tokenizer, p, limit) for p in prompts]
+    rows = [f.ids for f in fitted]
     prompt_ids, prompt_mask = _pad_left(rows, pad_id)  # (B, P), (B, P)
 
     with forked_rng(device):
@@ -508,6 +512,7 @@ def _rollout(
         values=torch.cat(parts["values"]),
         entropy=torch.cat(parts["entropy"]),
         responses=responses,
+        prompts=fitted,
     )
 
 
@@ -575,6 +580,7 @@ def train_ppo(
         prompt_batches = _prompt_order(len(prompts), config.batch_size, generator)
 
         metrics_per_step: list[dict[str, float]] = []
+        cuts = PromptCuts()
         run_start = time.perf_counter()
         for step in range(1, config.steps + 1):
             if should_stop is not None and should_stop():
@@ -599,6 +605,8 @@ def train_ppo(
                 seed=batch_seed(config.seed, step), stops=stops,
             )  # fmt: skip
             mask = ro.response_mask  # (B, R)
+            for prompt, fitted in zip(batch_prompts, ro.prompts, strict=True):
+                cuts.note(prompt, fitted)
 
             # 2. Rewards: RM score on the last real token, -β·KL on every token (N+ 1, 2) ----
             rm_scores = torch.tensor(
@@ -712,6 +720,7 @@ def train_ppo(
         "max_kl": max(m["kl"] for m in metrics_per_step),
         "kl_bound": config.kl_bound,
         "kl_within_bound": None if config.kl_bound is None else last["kl"] <= config.kl_bound,
+        **cuts.figures(),  # distinct rollout prompts shortened to fit
     }
     (out_dir / METRICS_FILE).write_text(
         json.dumps(

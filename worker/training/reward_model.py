@@ -52,7 +52,7 @@ from worker.training.models import (
     pick_device,
 )
 from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled
-from worker.training.prompts import Prompt, token_limit, truncate_left
+from worker.training.prompts import Prompt, PromptCuts, fit_prompt, token_limit
 
 ADAPTER_NAME = "reward"
 META_FILE = "reward_model.json"
@@ -218,6 +218,10 @@ class RewardModelResult:
     """Each learning rate tried: lr, the untrained and the first epoch's held-out loss."""
     lr: float | None = None
     """The learning rate of the kept run."""
+    prompts_turns_dropped: int = 0
+    """Distinct prompts (training and held-out) that lost their oldest turns to fit."""
+    prompts_truncated: int = 0
+    """Distinct prompts left-truncated to fit (`prompts.fit_prompt`)."""
 
 
 # Model -----------------------------------------------------------------------------------
@@ -440,35 +444,45 @@ def encode_pair(
     Prompt and response are tokenised apart, as generation produced them; a space joins
     them when the prompt ends in a non-space (e.g. "Assistant:"), matching the stripped
     text `generate_samples` returns. Too long for `max_length` or the model's context: the
-    start of the prompt is cut, behind a marker (`prompts.truncate_left`).
+    prompt loses its oldest turns, then its start, behind a marker (`prompts.fit_prompt`).
     """
     return encode_responses(tokenizer, prompt, [response], max_length=max_length)[0]
 
 
 def encode_responses(
-    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, responses: Sequence[str], *, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    responses: Sequence[str],
+    *,
+    max_length: int,
+    cuts: PromptCuts | None = None,
 ) -> list[list[int]]:
-    """`encode_pair` of each response, rendering and tokenising the shared prompt once."""
+    """`encode_pair` of each response, rendering and tokenising the shared prompt once; a
+    prompt shortened to fit is noted in `cuts`."""
     prompt_text = format_prompt(tokenizer, prompt)
     joins = bool(prompt_text) and not prompt_text[-1].isspace()
     texts = [(" " if joins and r[:1] != " " else "") + r for r in responses]
     prompt_ids = encode_prompt(tokenizer, prompt_text)
     response_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    # Too long for max_length or the model's context: the prompt is left-truncated behind the
-    # marker (`prompts.truncate_left`), the same for every response, so rows keep one prefix.
+    # Too long for max_length or the model's context: the prompt loses its oldest turns,
+    # then its start (`prompts.fit_prompt`), the same for every response, so rows keep one
+    # prefix.
     limit = token_limit(tokenizer, max_length)
     if limit is None:
         return [prompt_ids + ids for ids in response_ids]
     room = limit - max((len(ids) for ids in response_ids), default=0)
     if room >= 1:
-        shared = truncate_left(tokenizer, prompt_ids, room)
-        return [shared + ids for ids in response_ids]
-    return [  # a response about as long as the limit: its end, after what prompt fits
-        truncate_left(tokenizer, prompt_ids, limit - len(ids)) + ids
-        if len(ids) < limit
-        else ids[-limit:]
-        for ids in response_ids
-    ]
+        shared = fit_prompt(tokenizer, prompt, room, ids=prompt_ids)
+        if cuts is not None:
+            cuts.note(prompt, shared)
+        return [shared.ids + ids for ids in response_ids]
+    rows = []
+    for ids in response_ids:  # a response about as long as the limit: its end, after the prompt
+        fitted = fit_prompt(tokenizer, prompt, max(limit - len(ids), 0), ids=prompt_ids)
+        if cuts is not None:
+            cuts.note(prompt, fitted)
+        rows.append(fitted.ids + ids[-limit:])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -480,12 +494,17 @@ class EncodedRanking:
 
 
 def encode_rankings(
-    tokenizer: PreTrainedTokenizerBase, examples: Sequence[RankingExample], *, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[RankingExample],
+    *,
+    max_length: int,
+    cuts: PromptCuts | None = None,
 ) -> list[EncodedRanking]:
     """Tokenise each ranking once, before training, instead of again at every epoch."""
     return [
         EncodedRanking(
-            encode_responses(tokenizer, e.prompt, e.responses, max_length=max_length), e.groups
+            encode_responses(tokenizer, e.prompt, e.responses, max_length=max_length, cuts=cuts),
+            e.groups,
         )
         for e in examples
     ]
@@ -768,12 +787,14 @@ def train_reward_model(
     )
     # Tokenising counts as training time. Rankings whose samples all tie give no pair.
     tic = time.perf_counter()
+    cuts = PromptCuts()
     units = training_units(
         encode_rankings(
-            tokenizer, [e for e in train if e.n_pairs > 0], max_length=config.max_length
+            tokenizer, [e for e in train if e.n_pairs > 0], max_length=config.max_length, cuts=cuts
         )
     )
     train_seconds = time.perf_counter() - tic
+    encode_rankings(tokenizer, heldout, max_length=config.max_length, cuts=cuts)  # to count
     if not units:
         raise ValueError("no training ranking has two different groups: nothing to learn")
     steps_per_epoch = math.ceil(len(units) / config.batch_size)
@@ -921,6 +942,7 @@ def train_reward_model(
         "train_forward_passes": train_passes,
         "n_train": len(train),
         "n_heldout": len(heldout),
+        **cuts.figures(),
     }
     rm.save(
         Path(out_dir),

@@ -52,7 +52,7 @@ from worker.training.loop import (
 from worker.training.losses import IGNORE_INDEX, sft_loss
 from worker.training.models import encode_prompt, format_prompt
 from worker.training.outcomes import Progress, ShouldStop
-from worker.training.prompts import Prompt, token_limit, truncate_left
+from worker.training.prompts import Prompt, PromptCuts, fit_prompt, token_limit
 
 SFTResult = AdapterResult
 """epochs: epoch, train_loss, heldout_loss, heldout_perplexity (None without held-out);
@@ -144,8 +144,8 @@ def encode_example(
     Joined as `reward_model.encode_pair` joins them (a space after a prompt ending in a
     non-space, e.g. "Assistant:"), which is how generation's stripped samples follow the
     prompt. Too long for `max_length` or the model's context (the tokenizer's
-    model_max_length): the start of the prompt is cut, behind a marker
-    (`prompts.truncate_left`); a response longer than the limit - 1 tokens loses its end (and
+    model_max_length): the prompt loses its oldest turns, then its start, behind a marker
+    (`prompts.fit_prompt`); a response longer than the limit - 1 tokens loses its end (and
     its EOS), so at least one prompt token predicts the response.
     """
     return encode_examples(tokenizer, prompt, [response], max_length=max_length)[0]
@@ -157,9 +157,11 @@ def encode_examples(
     responses: Sequence[str],
     *,
     max_length: int,
+    cuts: PromptCuts | None = None,
 ) -> list[tuple[list[int], int]]:
     """`encode_example` of each response to one prompt, the prompt cut the same way for all
-    (to fit the longest), so that e.g. DPO's chosen and rejected answer the same text."""
+    (to fit the longest), so that e.g. DPO's chosen and rejected answer the same text; a
+    prompt shortened to fit is noted in `cuts`."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token: responses could not end")
     prompt_text = format_prompt(tokenizer, prompt)
@@ -176,8 +178,10 @@ def encode_examples(
         for r in responses
     ]
     room = limit - max((len(ids) for ids in response_ids), default=0)
-    shared = truncate_left(tokenizer, prompt_ids, room)
-    return [(shared + ids, len(shared)) for ids in response_ids]
+    shared = fit_prompt(tokenizer, prompt, room, ids=prompt_ids)
+    if cuts is not None:
+        cuts.note(prompt, shared)
+    return [(shared.ids + ids, len(shared.ids)) for ids in response_ids]
 
 
 def _labels(ids: list[int], n_prompt: int) -> list[int]:
@@ -357,8 +361,13 @@ def train_sft(
     # Data: held-out prompts never seen in training
     train, heldout, max_length = start_run(model, tokenizer, demos, config, what="demonstration")
 
+    cuts = PromptCuts()
+
     def encode(demo: Demonstration) -> tuple[list[int], int]:
-        return encode_example(tokenizer, demo.prompt, demo.response, max_length=max_length)
+        (encoded,) = encode_examples(
+            tokenizer, demo.prompt, [demo.response], max_length=max_length, cuts=cuts
+        )
+        return encoded
 
     train_enc = [encode(d) for d in train]
     held_enc = [encode(d) for d in heldout]
@@ -450,6 +459,7 @@ def train_sft(
         "n_heldout": len(heldout),
         "rows": len(rows),
         "packing": config.packing,
+        **cuts.figures(),  # distinct prompts (training and held-out) shortened to fit
         "train_seconds": steps.train_seconds,
         "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
     }

@@ -273,6 +273,17 @@ def prompts_import(
         str | None,
         typer.Option(help="plain, alpaca, dolly or oasst2 (default: detected from the records)."),
     ] = None,
+    turns: Annotated[
+        str,
+        typer.Option(
+            help="OASST2 trees: first (each tree's first user message) or all (every user "
+            "message with an assistant reply, the turns above it as the conversation)."
+        ),
+    ] = "first",
+    lang: Annotated[
+        str,
+        typer.Option(help="OASST2 trees: language codes to keep, e.g. en,de (default: all)."),
+    ] = "",
 ) -> None:
     """Import prompts as the admin upload does: bad records are listed and skipped, prompts
     already in the project skipped."""
@@ -280,15 +291,23 @@ def prompts_import(
 
     from app.db import session_scope
     from app.projects import imports
-    from app.projects.prompt_import import parse_prompts
+    from app.projects.prompt_import import Oasst2Options, parse_prompts
 
     with _app_errors():
-        parsed = parse_prompts(file.read_bytes(), file.name, format)
+        oasst2 = Oasst2Options.of(turns, lang, default=Oasst2Options())
+        parsed = parse_prompts(file.read_bytes(), file.name, format, oasst2)
     for error in parsed.errors[:20]:
         where = f"line {error.line}" if error.line else "file"
         console.print(f"  [yellow]{where}:[/yellow] {escape(error.message)}")
     if len(parsed.errors) > 20:
         console.print(f"  … and {len(parsed.errors) - 20} more errors")
+    if parsed.oasst2 is not None:
+        o = parsed.oasst2
+        console.print(
+            f"OASST2, {o.setting.label}: {o.first_turns} prompts with --turns first, "
+            f"{o.every_turn} with --turns all; user turns left out: {o.deleted} deleted or "
+            f"rejected, {o.other_language} in another language, {o.unanswered} unanswered"
+        )
     if not parsed.prompts:
         raise _fail(f"{file.name} has no prompts to import")
     with _app_errors(), session_scope() as session:

@@ -19,7 +19,7 @@ from app.ids import IdPath
 from app.projects import demonstrations, imports, sample_upload
 from app.projects import service as projects
 from app.projects.imports import ImportKind
-from app.projects.prompt_import import MAX_UPLOAD_BYTES
+from app.projects.prompt_import import MAX_UPLOAD_BYTES, Oasst2Options
 from app.projects.schemas import ProjectForm
 from app.rounds import rollback
 from app.templating import render
@@ -294,6 +294,8 @@ def _add_import_routes(kind: ImportKind[Any]) -> None:
         project_id: IdPath,
         file: Annotated[UploadFile, File()],
         fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
+        turns: Annotated[str, Form(max_length=20)] = "",
+        lang: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
         data, filename = _read_upload(file)
         preview = kind.preview(
@@ -304,6 +306,7 @@ def _add_import_routes(kind: ImportKind[Any]) -> None:
             filename=filename,
             fmt=fmt or None,
             staging_dir=settings.data_dir / "uploads",
+            oasst2=Oasst2Options.of(turns, lang, default=kind.oasst2),
         )
         return _import_page(request, session, project_id, kind, preview=preview)
 

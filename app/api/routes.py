@@ -5,7 +5,7 @@ from app.export. Every route needs a bearer token (app.api.auth) and answers err
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import StreamingResponse
@@ -39,7 +39,8 @@ from app.errors import AppError
 from app.export import policies
 from app.export.routes import router as export_router
 from app.ids import IdPath
-from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES
+from app.projects.demonstration_import import OASST2_DEFAULT
+from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES, Oasst2Options
 from app.ratings.api import router as ratings_router
 
 router = APIRouter(prefix="/api/v1")
@@ -133,9 +134,30 @@ FormatQuery = Annotated[
 ]
 
 
-def _record_import(importer: Callable[..., T], name: str) -> Callable[..., Coroutine[Any, Any, T]]:
+TurnsQuery = Annotated[
+    Literal["first", "all"] | None,
+    Query(
+        description="OpenAssistant OASST2 bodies: `first` takes the first user message of each "
+        "tree, `all` every user message that has an assistant reply, with the turns above it as "
+        "the conversation (default: first for prompts, all for demonstrations)."
+    ),
+]
+LangQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="OpenAssistant OASST2 bodies: keep messages in these languages only, as "
+        "comma-separated `lang` codes such as `en,de` (default: every language). A message in "
+        "another language is left out with the replies under it.",
+    ),
+]
+
+
+def _record_import(
+    importer: Callable[..., T], name: str, oasst2: Oasst2Options
+) -> Callable[..., Coroutine[Any, Any, T]]:
     """The endpoint of a kind of record (prompts, demonstrations): the raw body, parsed and
-    imported like the admin upload, off the event loop."""
+    imported like the admin upload, off the event loop; `oasst2` is the kind's OASST2 default."""
 
     async def endpoint(
         request: Request,
@@ -144,9 +166,17 @@ def _record_import(importer: Callable[..., T], name: str) -> Callable[..., Corou
         project_id: IdPath,
         format: FormatQuery = None,
         skip_invalid: SkipInvalid = False,
+        turns: TurnsQuery = None,
+        lang: LangQuery = None,
     ) -> T:
         return await _import_body(
-            request, importer, session, project_id=project_id, fmt=format, skip_invalid=skip_invalid
+            request,
+            importer,
+            session,
+            project_id=project_id,
+            fmt=format,
+            skip_invalid=skip_invalid,
+            oasst2=Oasst2Options.of(turns, lang, default=oasst2),
         )
 
     endpoint.__name__ = endpoint.__qualname__ = name
@@ -158,6 +188,7 @@ import_prompts = api.post(
     tags=["imports"],
     summary="Import prompts",
     response_model=PromptImportOut,
+    response_model_exclude_unset=True,  # `oasst2` only for OASST2 bodies
     responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
@@ -168,13 +199,14 @@ import_prompts = api.post(
         "or {messages}), Alpaca, Dolly, OpenAssistant OASST2 - as a JSON array or NDJSON "
         "(text/csv and gzip also work). Prompts already in the project are skipped.",
     ),
-)(_record_import(service.import_prompts, "import_prompts"))
+)(_record_import(service.import_prompts, "import_prompts", Oasst2Options()))
 
 import_demonstrations = api.post(
     "/projects/{project_id}/demonstrations",
     tags=["imports"],
     summary="Import demonstrations (prompt and a good response, for SFT)",
     response_model=DemonstrationImportOut,
+    response_model_exclude_unset=True,
     responses=TOO_LARGE,
     openapi_extra=_body_doc(
         [
@@ -192,7 +224,7 @@ import_demonstrations = api.post(
         "NDJSON (text/csv and gzip also work). Demonstrations already in the project are "
         "skipped; prompts new to the project are created.",
     ),
-)(_record_import(service.import_demonstrations, "import_demonstrations"))
+)(_record_import(service.import_demonstrations, "import_demonstrations", OASST2_DEFAULT))
 
 
 @api.post(

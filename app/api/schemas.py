@@ -179,12 +179,34 @@ class LineErrorOut(BaseModel):
     message: str
 
 
+class Oasst2CountsOut(BaseModel):
+    """What an OASST2 body gives per setting (the language filter applies to every count)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    turns: str = Field(description="The turns setting the import used: first or all.")
+    languages: list[str] = Field(description="The language filter used; empty: every language.")
+    first_turns: int = Field(description="Items with turns=first: one per tree.")
+    every_turn: int = Field(description="Items with turns=all: each answered user message.")
+    deleted: int = Field(
+        description="User turns the setting takes, left out as deleted or rejected in review "
+        "(themselves or a message above them)."
+    )
+    other_language: int = Field(description="User turns left out by the language filter.")
+    unanswered: int = Field(description="User turns left out for want of an assistant reply.")
+
+
 class _RecordImportOut(BaseModel):
     """What a prompt or demonstration import read; each kind adds what it did with them."""
 
     format: str = Field(description="The format used (forced or detected).")
     records: int = Field(description="Records read, good or bad.")
     added: int
+    oasst2: Oasst2CountsOut | None = Field(
+        default=None,
+        description="OASST2 bodies only (absent otherwise): the items each turns setting "
+        "gives and the user turns left out.",
+    )
 
 
 SkippedRecords = Annotated[

@@ -18,6 +18,7 @@ from app.api.schemas import (
     DemonstrationImportOut,
     LineageEntry,
     LineErrorOut,
+    Oasst2CountsOut,
     PolicyVersionDetail,
     PolicyVersionOut,
     ProjectOut,
@@ -32,7 +33,7 @@ from app.errors import InvalidInput, found
 from app.models import PolicyVersion, TrainingRound
 from app.projects import demonstrations, imports, sample_upload
 from app.projects.demonstration_import import parse_demonstrations
-from app.projects.prompt_import import LineError, parse_prompts
+from app.projects.prompt_import import LineError, Oasst2Counts, Oasst2Options, parse_prompts
 from app.projects.service import require_project
 from app.rounds import rollback
 from app.rounds import service as rounds
@@ -83,6 +84,22 @@ def _check_records(errors: list[LineError], *, found: int, noun: str, skip_inval
         )
 
 
+def _oasst2_counts(counts: Oasst2Counts | None) -> dict[str, Oasst2CountsOut]:
+    """The `oasst2` field, set only for an OASST2 body (the endpoints leave unset fields out)."""
+    if counts is None:
+        return {}
+    out = Oasst2CountsOut(
+        turns=counts.setting.turns,
+        languages=sorted(counts.setting.languages),
+        first_turns=counts.first_turns,
+        every_turn=counts.every_turn,
+        deleted=counts.deleted,
+        other_language=counts.other_language,
+        unanswered=counts.unanswered,
+    )
+    return {"oasst2": out}
+
+
 def import_prompts(
     session: Session,
     *,
@@ -91,11 +108,12 @@ def import_prompts(
     filename: str,
     fmt: str | None,
     skip_invalid: bool,
+    oasst2: Oasst2Options | None = None,
 ) -> PromptImportOut:
     """Parse like the admin upload; a body with a bad record imports nothing unless
     skip_invalid, so a script can fix its file and send it again."""
     _require_body(session, project_id=project_id, data=data)
-    parsed = parse_prompts(data, filename, fmt)
+    parsed = parse_prompts(data, filename, fmt, oasst2)
     _check_records(
         parsed.errors, found=len(parsed.prompts), noun="prompts", skip_invalid=skip_invalid
     )
@@ -110,6 +128,7 @@ def import_prompts(
         too_long=len(added.too_long),
         token_budget=added.budget,
         errors=_error_list(parsed.errors),
+        **_oasst2_counts(parsed.oasst2),
     )
 
 
@@ -121,10 +140,11 @@ def import_demonstrations(
     filename: str,
     fmt: str | None,
     skip_invalid: bool,
+    oasst2: Oasst2Options | None = None,
 ) -> DemonstrationImportOut:
     """Like the prompt import: a bad record imports nothing unless skip_invalid."""
     _require_body(session, project_id=project_id, data=data)
-    parsed = parse_demonstrations(data, filename, fmt)
+    parsed = parse_demonstrations(data, filename, fmt, oasst2)
     _check_records(
         parsed.errors,
         found=len(parsed.demonstrations),
@@ -141,6 +161,7 @@ def import_demonstrations(
         duplicates=added.duplicates,
         prompts_added=added.prompts_added,
         errors=_error_list(parsed.errors),
+        **_oasst2_counts(parsed.oasst2),
     )
 
 

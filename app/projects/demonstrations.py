@@ -25,6 +25,7 @@ from app.models import Demonstration, Project, Prompt
 from app.projects import repository
 from app.projects.demonstration_import import (
     FORMAT_LABELS,
+    OASST2_DEFAULT,
     ParsedDemonstration,
     parse_demonstrations,
 )
@@ -162,6 +163,7 @@ DEMONSTRATIONS = ImportKind[ParsedDemonstration](
     findings=_count_new_prompts,
     row=lambda demo, status: PreviewRow(demo.line, demo.prompt, demo.response, status),
     add_staged=_add_staged,
+    oasst2=OASST2_DEFAULT,
 )
 """Deduplicated by prompt and response; the preview counts the prompts they would create."""
 preview_demonstration_import = DEMONSTRATIONS.preview

@@ -31,6 +31,7 @@ from app.projects.prompt_import import (
     FORMAT_LABELS,
     FORMATS,
     LineError,
+    Oasst2Options,
     Parsed,
     ParsedPrompt,
     PromptContent,
@@ -183,8 +184,8 @@ class ImportKind(Generic[Item]):
     noun: str
     """One item, as the pages say it: "prompt", "demonstration"."""
     format_labels: dict[str, str]
-    parse: Callable[[bytes, str, str | None], Parsed[Item]]
-    """The record parser: (data, filename, forced format or None)."""
+    parse: Callable[[bytes, str, str | None, Oasst2Options | None], Parsed[Item]]
+    """The record parser: (data, filename, forced format or None, OASST2 setting or None)."""
     digest: Callable[[Item], str]
     """The hash that deduplicates an item within its project."""
     existing: Callable[[Session, int, Sequence[str]], set[str]]
@@ -195,6 +196,8 @@ class ImportKind(Generic[Item]):
     add_staged: Callable[[Session, int, dict[str, Any]], ImportOutcome]
     """Add the items of a staged preview (`staged[name]`) to a project (by id)."""
     formats: tuple[str, ...] = FORMATS
+    oasst2: Oasst2Options = Oasst2Options()
+    """The OASST2 setting an import that names none gets (what the form shows chosen)."""
 
     def preview(
         self,
@@ -206,12 +209,13 @@ class ImportKind(Generic[Item]):
         filename: str,
         fmt: str | None,
         staging_dir: Path,
+        oasst2: Oasst2Options | None = None,
     ) -> ImportPreview:
         """Parse an upload, count what is new against the project, and stage it for confirm."""
         project = require_project(session, project_id)
         if not data.strip():
             raise InvalidInput("The file is empty", details={"field": "file"})
-        parsed = self.parse(data, filename, fmt)
+        parsed = self.parse(data, filename, fmt, oasst2)
         digests = [self.digest(item) for item in parsed.items]
         statuses = import_statuses(digests, self.existing(session, project_id, digests))
         found = self.findings(session, project, parsed.items, statuses)

@@ -8,6 +8,11 @@ Containers: JSON Lines, a JSON array, or CSV/TSV with a header row; any of them 
 OASST2 dumps ship as .jsonl.gz). Every format may also carry a response (Alpaca `output`, Dolly
 `response`, the best-ranked OASST2 assistant reply, a trailing assistant message), kept on
 `ParsedPrompt.response` for SFT demonstrations; prompt imports ignore it.
+
+OASST2 message trees give one prompt per tree (its first user turn, as before conversations),
+or with `Oasst2Options(turns="all")` one per user message that has an assistant reply, carrying
+the turns above it as its conversation; a language filter keeps some `lang` codes only.
+Deleted and review-rejected messages are left out with the replies under them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -75,6 +80,8 @@ class Parsed(Generic[Item]):
     """Non-blank records read, good or bad (lines of JSONL, items of a JSON array, CSV rows)."""
     ignored: int = 0
     """Valid records that give no item (OASST2 replies, deleted or rejected messages...)."""
+    oasst2: Oasst2Counts | None = None
+    """OASST2 files: the items per setting and the user turns left out."""
 
     @classmethod
     def read(cls, data: bytes, filename: str, fmt: str | None, parser: RecordParser[Item]) -> Self:
@@ -174,28 +181,42 @@ class BadRecord(ValueError):
 # Entry point
 
 
-def parse_prompts(data: bytes, filename: str, fmt: str | None = None) -> ParseResult:
-    """Prompts, per-line errors and the format of an uploaded file (see `Parsed.read`)."""
-    return ParseResult.read(data, filename, fmt, _PromptParser())
+def parse_prompts(
+    data: bytes, filename: str, fmt: str | None = None, oasst2: Oasst2Options | None = None
+) -> ParseResult:
+    """Prompts, per-line errors and the format of an uploaded file (see `Parsed.read`);
+    `oasst2` chooses the user turns of OASST2 trees (default: first turns, every language)."""
+    parser = _PromptParser(Oasst2Reader(oasst2 or Oasst2Options()))
+    result = ParseResult.read(data, filename, fmt, parser)
+    result.oasst2 = parser.oasst.counts if result.format == "oasst2" else None
+    return result
 
 
 @dataclass
 class _PromptParser:
-    """Plain, Alpaca and Dolly records are prompts; OASST2 root prompter messages are."""
+    """Plain, Alpaca and Dolly records are prompts; OASST2 user turns are, as the setting says:
+    each tree's first one, or every one with an assistant reply."""
 
-    oasst: _Oasst2Collector = field(default_factory=lambda: _Oasst2Collector())
-    ignored: int = 0
+    oasst: Oasst2Reader
 
     def parse(self, record: Record, fmt: str) -> ParsedPrompt | None:
         if fmt == "oasst2":
-            if not self.oasst.add(record):
-                self.ignored += 1
+            self.oasst.add(record)
             return None
         content, response = _PARSERS[fmt](record.data)
         return ParsedPrompt(content, fmt, record.line, response)
 
     def finish(self) -> tuple[list[ParsedPrompt], list[LineError]]:
-        return self.oasst.finish(), []
+        if not self.oasst.valid_records:
+            return [], []
+        return self.oasst.select(
+            lambda turn, content: ParsedPrompt(content, "oasst2", turn.line, turn.answer),
+            answered_only=False,
+        )
+
+    @property
+    def ignored(self) -> int:
+        return self.oasst.ignored
 
 
 def detect_format(data: dict[str, Any]) -> str | None:
@@ -501,6 +522,74 @@ def _dolly(data: dict[str, Any]) -> tuple[PromptContent, str | None]:
 _PARSERS = {"plain": _plain, "alpaca": _alpaca, "dolly": _dolly}
 
 
+# OpenAssistant OASST2
+
+OASST2_TURNS = ("first", "all")
+MAX_TREE_MESSAGES = 100_000
+"""An OASST2 tree larger than this is refused (the real ones have at most a few hundred)."""
+_LANG = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class Oasst2Options:
+    """Which user turns of OASST2 trees an import takes (other formats ignore it)."""
+
+    turns: str = "first"
+    """"first": the opening user message of each tree; "all": every user message that has an
+    assistant reply, with the turns above it (oldest first) as its conversation."""
+    languages: frozenset[str] = frozenset()
+    """OASST2 `lang` codes to keep ("en", "pt-br"); empty keeps every language. A message in
+    another language is left out with the replies under it; one without `lang` takes its
+    parent's."""
+
+    def __post_init__(self) -> None:
+        if self.turns not in OASST2_TURNS:
+            raise InvalidInput(
+                f"turns must be one of {', '.join(OASST2_TURNS)}, got {self.turns!r}",
+                details={"field": "turns"},
+            )
+        bad = sorted(code for code in self.languages if not _LANG.match(code))
+        if bad:
+            raise InvalidInput(
+                f"Not a language code: {', '.join(bad)} (use codes such as en, de, pt-BR)",
+                details={"field": "lang"},
+            )
+
+    @classmethod
+    def of(cls, turns: str | None, lang: str | None, *, default: Oasst2Options) -> Oasst2Options:
+        """From a form or a query: `lang` as codes separated by commas or spaces; a blank
+        field takes `default`'s value."""
+        codes = frozenset(c.lower() for c in re.split(r"[\s,]+", lang or "") if c)
+        return cls(turns=turns or default.turns, languages=codes or default.languages)
+
+    @property
+    def label(self) -> str:
+        """The setting as the pages say it."""
+        turns = "first turns only" if self.turns == "first" else "every answered user turn"
+        if not self.languages:
+            return f"{turns}, every language"
+        return f"{turns}, language {', '.join(sorted(self.languages))}"
+
+
+@dataclass(frozen=True)
+class Oasst2Counts:
+    """What an OASST2 file gives per setting, so that a preview can offer the choice."""
+
+    setting: Oasst2Options
+    """The setting the import used (its language filter applies to every count)."""
+    first_turns: int
+    """Items with turns="first"."""
+    every_turn: int
+    """Items with turns="all"."""
+    deleted: int
+    """User turns the setting takes, left out as deleted or rejected in review (themselves or
+    a message above them)."""
+    other_language: int
+    """User turns the setting takes, left out by the language filter."""
+    unanswered: int
+    """User turns the setting takes, left out for want of a living assistant reply."""
+
+
 def _flag(value: Any) -> bool:
     """A boolean that may come from CSV as text."""
     if isinstance(value, str):
@@ -516,6 +605,24 @@ def _rank(value: Any) -> float:
         return float("inf")
 
 
+def _alive(data: dict[str, Any]) -> bool:
+    """False for deleted or review-rejected messages: they and their subtree are left out."""
+    return not _flag(data.get("deleted")) and data.get("review_result") not in (
+        False,
+        "False",
+        "false",
+    )
+
+
+def _lang(data: dict[str, Any]) -> str | None:
+    value = data.get("lang")
+    return value.strip().lower() or None if isinstance(value, str) else None
+
+
+def _chat_role(role: str) -> str:
+    return "user" if role == "prompter" else "assistant"
+
+
 @dataclass
 class _Message:
     """One OASST2 message line (the message dumps; the tree dumps nest them)."""
@@ -527,7 +634,7 @@ class _Message:
     text: str
     rank: float
     alive: bool
-    """False for deleted or review-rejected messages: they and their subtree are left out."""
+    lang: str | None
 
 
 def _message(data: dict[str, Any], line: int) -> _Message:
@@ -548,92 +655,222 @@ def _message(data: dict[str, Any], line: int) -> _Message:
         text=text,
         rank=_rank(data.get("rank")),
         alive=_alive(data),
+        lang=_lang(data),
     )
 
 
-def _alive(data: dict[str, Any]) -> bool:
-    return not _flag(data.get("deleted")) and data.get("review_result") not in (
-        False,
-        "False",
-        "false",
-    )
+@dataclass(frozen=True)
+class _UserTurn:
+    """A prompter message: a prompt (and, answered, a demonstration) if the setting takes it."""
 
-
-@dataclass
-class _Candidate:
-    rank: float
     line: int
-    text: str
+    """The record's line: the message line, or the tree's line for every turn of a tree."""
+    message_id: str
+    root: bool
+    conversation: Messages | None
+    """From the root down to this message; None when the parent_id links are broken."""
+    answer: str | None
+    """The best-ranked living reply (lowest `rank`, then first seen) in a kept language."""
+    left_out: str | None = None
+    """ "deleted" or "language" when the turn or a message above it is dropped."""
+    problem: str | None = None
+    """Why the conversation could not be linked up (a missing parent, a cycle)."""
+
+
+OasstItem = TypeVar("OasstItem")
 
 
 @dataclass
-class _Oasst2Collector:
-    """OASST2 as message lines (root prompter messages are prompts) or as one tree per line.
+class Oasst2Reader:
+    """OASST2 as message lines (any order; linked up at the end) or as one tree per line: every
+    prompter message as a `_UserTurn`, which `select` filters by the setting."""
 
-    Lines may come in any order, so the best assistant reply to each message is remembered and
-    matched to the roots at the end.
-    """
+    options: Oasst2Options
+    messages: dict[str, _Message] = field(default_factory=dict)
+    tree_turns: list[_UserTurn] = field(default_factory=list)
+    valid_records: int = 0
+    ignored: int = 0
+    """Valid records that gave no item (set by `select`)."""
+    counts: Oasst2Counts | None = None
+    """Set by `select`."""
 
-    roots: list[tuple[int, str, str]] = field(default_factory=list)  # (line, id, text)
-    best_reply: dict[str, _Candidate] = field(default_factory=dict)
-    trees: list[ParsedPrompt] = field(default_factory=list)
-
-    def add(self, record: Record) -> bool:
-        """Take one record; False when it is valid but not a prompt (a reply, a deleted one)."""
+    def add(self, record: Record) -> None:
         data = record.data
         if isinstance(data.get("prompt"), dict):
-            return self._add_tree(record.line, data["prompt"])
-        message = _message(data, record.line)
-        if not message.alive:
-            return False
-        if message.parent_id is None:
-            if message.role != "prompter":
+            self.tree_turns.extend(self._tree(record.line, data["prompt"]))
+        else:
+            message = _message(data, record.line)
+            if message.message_id in self.messages:
+                raise BadRecord(f"message_id {message.message_id!r} appears twice")
+            if message.parent_id is None and message.role != "prompter":
                 raise BadRecord("a root message (no parent_id) must have role 'prompter'")
-            _checked_length(message.text)
-            self.roots.append((message.line, message.message_id, message.text))
-            return True
-        if message.role == "assistant":
-            self._offer(message.parent_id, _Candidate(message.rank, message.line, message.text))
-        return False
+            self.messages[message.message_id] = message
+        self.valid_records += 1
 
-    def _offer(self, parent_id: str, candidate: _Candidate) -> None:
-        best = self.best_reply.get(parent_id)
-        if best is None or (candidate.rank, candidate.line) < (best.rank, best.line):
-            self.best_reply[parent_id] = candidate
+    def _left_out(self, alive: bool, lang: str | None) -> str | None:
+        if not alive:
+            return "deleted"
+        if self.options.languages and lang is not None and lang not in self.options.languages:
+            return "language"
+        return None
 
-    def _add_tree(self, line: int, root: dict[str, Any]) -> bool:
-        role = root.get("role")
-        if role != "prompter":
-            raise BadRecord(f"the tree's 'prompt' must have role 'prompter', got {role!r}")
-        text = _text(root, "text", required=True)
-        if _flag(root.get("deleted")) or root.get("review_result") is False:
-            return False
-        replies = root.get("replies") or []
-        if not isinstance(replies, list):
-            raise BadRecord(f"'replies' must be a list, got {_type_name(replies)}")
-        best: _Candidate | None = None
-        for position, reply in enumerate(replies):
-            if (
-                isinstance(reply, dict)
-                and reply.get("role") == "assistant"
-                and isinstance(reply.get("text"), str)
-                and not _flag(reply.get("deleted"))
-            ):
-                candidate = _Candidate(_rank(reply.get("rank")), position, reply["text"].strip())
-                if best is None or (candidate.rank, candidate.line) < (best.rank, best.line):
-                    best = candidate
-        content = _checked_length(text)
-        self.trees.append(ParsedPrompt(content, "oasst2", line, best.text if best else None))
-        return True
+    def _best(self, replies: list[tuple[float, int, str]]) -> str | None:
+        """The text of the best (rank, position) of the living assistant replies given."""
+        return min(replies)[2] if replies else None
 
-    def finish(self) -> list[ParsedPrompt]:
-        from_lines = [
-            ParsedPrompt(
-                text,
-                "oasst2",
-                line,
-                reply.text if (reply := self.best_reply.get(message_id)) else None,
+    def _tree(self, line: int, root: dict[str, Any]) -> list[_UserTurn]:
+        """Walk a tree depth first (replies in file order): one turn per prompter message."""
+        if root.get("role") != "prompter":
+            raise BadRecord(
+                f"the tree's 'prompt' must have role 'prompter', got {root.get('role')!r}"
             )
-            for line, message_id, text in self.roots
+        _text(root, "text", required=True)
+        found: list[_UserTurn] = []
+        stack: list[tuple[dict[str, Any], Messages, str | None, str | None]] = [
+            (root, [], None, None)
         ]
-        return self.trees + from_lines
+        seen = 0
+        while stack:
+            node, history, lang, left_out = stack.pop()
+            seen += 1
+            if seen > MAX_TREE_MESSAGES:
+                raise BadRecord(f"the tree has more than {MAX_TREE_MESSAGES} messages")
+            replies = node.get("replies") or []
+            if not isinstance(replies, list):
+                raise BadRecord(f"'replies' must be a list, got {_type_name(replies)}")
+            lang = _lang(node) or lang
+            left_out = left_out or self._left_out(_alive(node), lang)
+            turn = {"role": _chat_role(node["role"]), "content": node["text"].strip()}
+            conversation = [*history, turn]
+            readable = [r for r in replies if _readable_reply(r)]
+            if node["role"] == "prompter":
+                answers = [
+                    (_rank(r.get("rank")), i, r["text"].strip())
+                    for i, r in enumerate(readable)
+                    if r["role"] == "assistant"
+                    and self._left_out(_alive(r), _lang(r) or lang) is None
+                ]
+                found.append(
+                    _UserTurn(
+                        line,
+                        str(node.get("message_id") or ""),
+                        root=not history,
+                        conversation=conversation,
+                        answer=self._best(answers),
+                        left_out=left_out,
+                    )
+                )
+            stack.extend((r, conversation, lang, left_out) for r in reversed(readable))
+        return found
+
+    def _line_turns(self) -> list[_UserTurn]:
+        """Message lines: the prompter messages with their conversations linked up."""
+        answers: dict[str, list[tuple[float, int, str]]] = {}
+        for m in self.messages.values():
+            if m.role == "assistant" and m.parent_id is not None:
+                parent = self.messages.get(m.parent_id)
+                lang = m.lang or (parent.lang if parent else None)
+                if self._left_out(m.alive, lang) is None:
+                    answers.setdefault(m.parent_id, []).append((m.rank, m.line, m.text))
+        found: list[_UserTurn] = []
+        for m in self.messages.values():
+            if m.role != "prompter":
+                continue
+            answer = self._best(answers.get(m.message_id, []))
+            root = m.parent_id is None
+            try:
+                conversation, left_out = self._linked(m)
+            except BadRecord as exc:
+                found.append(_UserTurn(m.line, m.message_id, root, None, answer, problem=str(exc)))
+                continue
+            found.append(_UserTurn(m.line, m.message_id, root, conversation, answer, left_out))
+        return found
+
+    def _linked(self, message: _Message) -> tuple[Messages, str | None]:
+        """The turns from the root down to `message`, and why they are left out (or None)."""
+        chain: list[_Message] = []
+        current: _Message | None = message
+        while current is not None:
+            if len(chain) > len(self.messages):
+                raise BadRecord("the parent_id links form a cycle")
+            chain.append(current)
+            if current.parent_id is None:
+                break
+            parent = self.messages.get(current.parent_id)
+            if parent is None:
+                raise BadRecord(
+                    f"parent message {current.parent_id!r} (of {current.message_id!r}) "
+                    "is not in the file"
+                )
+            current = parent
+        lang: str | None = None
+        left_out: str | None = None
+        for m in reversed(chain):
+            lang = m.lang or lang
+            left_out = left_out or self._left_out(m.alive, lang)
+        return [{"role": _chat_role(m.role), "content": m.text} for m in reversed(chain)], left_out
+
+    def select(
+        self, make: Callable[[_UserTurn, PromptContent], OasstItem], *, answered_only: bool
+    ) -> tuple[list[OasstItem], list[LineError]]:
+        """The items of the turns the setting takes (prompts take unanswered first turns too;
+        `answered_only` for demonstrations), their errors; sets `counts` and `ignored`."""
+        turns = self.tree_turns + self._line_turns()
+
+        def takes(turn: _UserTurn, setting: str) -> bool:
+            return turn.root or setting == "all"
+
+        def answered(turn: _UserTurn, setting: str) -> bool:
+            return turn.answer is not None or not (answered_only or setting == "all")
+
+        def clean(turn: _UserTurn, setting: str) -> bool:
+            return (
+                takes(turn, setting)
+                and answered(turn, setting)
+                and turn.left_out is None
+                and turn.problem is None
+            )
+
+        setting = self.options.turns
+        items: list[OasstItem] = []
+        errors: list[LineError] = []
+        used: set[int] = set()
+        for turn in turns:
+            if not takes(turn, setting) or turn.left_out is not None:
+                continue
+            where = "" if turn.root else f"message {turn.message_id!r}: "
+            if turn.problem is not None:
+                if answered(turn, setting):
+                    errors.append(LineError(turn.line, where + turn.problem))
+                    used.add(turn.line)
+                continue
+            if not answered(turn, setting) or turn.conversation is None:
+                continue
+            used.add(turn.line)
+            try:
+                items.append(make(turn, prompt_content(turn.conversation)))
+            except BadRecord as exc:
+                errors.append(LineError(turn.line, where + str(exc)))
+        taken = [t for t in turns if takes(t, setting)]
+        self.counts = Oasst2Counts(
+            setting=self.options,
+            first_turns=sum(clean(t, "first") for t in turns),
+            every_turn=sum(clean(t, "all") for t in turns),
+            deleted=sum(t.left_out == "deleted" for t in taken),
+            other_language=sum(t.left_out == "language" for t in taken),
+            unanswered=sum(
+                t.left_out is None and t.problem is None and not answered(t, setting) for t in taken
+            ),
+        )
+        self.ignored = self.valid_records - len(used)
+        return items, errors
+
+
+def _readable_reply(reply: Any) -> bool:
+    """A nested reply worth following; malformed ones are left out silently."""
+    return (
+        isinstance(reply, dict)
+        and reply.get("role") in ("prompter", "assistant")
+        and isinstance(reply.get("text"), str)
+        and bool(reply["text"].strip())
+    )

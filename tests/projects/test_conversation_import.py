@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from app.errors import InvalidInput
 from app.main import create_app
@@ -22,6 +25,7 @@ from app.models import Demonstration, Project, Prompt, Role
 from app.projects.demonstration_import import parse_demonstrations
 from app.projects.prompt_import import Oasst2Options, parse_prompts
 from app.tokens import service as tokens
+from rankloop.cli import app as cli
 from tests.factories import make_project, make_user
 from tests.helpers import login
 from tests.projects.conftest import turns
@@ -502,3 +506,33 @@ def test_the_api_refuses_an_unknown_turns_value(
     )
 
     assert response.status_code == 422
+
+
+# The command line
+
+
+@pytest.fixture
+def cli_project(migrated_engine: Engine) -> Iterator[str]:
+    """A project made by the CLI (committed), deleted with its prompts afterwards."""
+    name = "cli conversations"
+    assert CliRunner().invoke(cli, ["projects", "create", "--name", name]).exit_code == 0
+    yield name
+    with Session(migrated_engine) as session:
+        session.execute(delete(Project).where(Project.name == name))
+        session.commit()
+
+
+def test_the_cli_import_takes_the_setting_and_prints_the_counts(
+    cli_project: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "oasst2.trees.jsonl"
+    path.write_bytes(tree_file())
+    argv = ["prompts", "import", "--project", cli_project, "--turns", "all", "--lang", "en"]
+
+    result = CliRunner().invoke(cli, [*argv, str(path)])
+
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())  # rich wraps long lines
+    assert "OASST2, every answered user turn, language en: 2 prompts with --turns first, " in out
+    assert "3 with --turns all; user turns left out: 4 deleted or rejected, 2 in another" in out
+    assert "(oasst2): imported 3;" in out

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.models import Assignment, Comparison, Project, Ranking, RankingTask
-from tests.annotation.conftest import make_member
+from tests.annotation.conftest import make_conversation, make_member
 from tests.conftest import FreshDatabase, LiveServer
 from tests.factories import make_project, make_prompt, make_task, task_sample_ids
 from tests.helpers import BROWSER_MARKS, CHROMIUM, log_in_on_page
@@ -95,6 +95,37 @@ def long_prompt_project(fresh_database: FreshDatabase) -> Seeded:
         return [make_task(session, project, prompt=prompt, texts=answers)]
 
     return seed(fresh_database, "long-reader", long_task)
+
+
+THREE_TURNS = [
+    "Plan a picnic for four",
+    "Where, and when? <b>not bold</b>",
+    "Saturday, by the river",
+]
+URL = "https://example.com/" + "a" * 300  # one unbroken word far wider than a phone
+LONG_ANSWER = "\n".join(f"Step {i}: pack item {i}." for i in range(60)) + f"\nSee {URL}\n```\n"
+LONG_ANSWER += "x = 1  # " + "y" * 200 + "\n```"
+SYSTEM = "You plan outings. Answer briefly."
+LONGER_TURNS = ["First question", "First answer", "Second question", LONG_ANSWER, "Last question?"]
+
+
+def one_conversation(turns: list[str], system: str | None = None) -> Any:
+    def make_tasks(session: Session, project: Project) -> list[RankingTask]:
+        prompt = make_conversation(session, project, turns, system=system)
+        return [make_task(session, project, prompt=prompt)]
+
+    return make_tasks
+
+
+@pytest.fixture(scope="module")
+def conversation_project(fresh_database: FreshDatabase) -> Seeded:
+    return seed(fresh_database, "conversant", one_conversation(THREE_TURNS))
+
+
+@pytest.fixture(scope="module")
+def long_conversation_project(fresh_database: FreshDatabase) -> Seeded:
+    """A system message and five turns, the fourth a long answer with code and a long URL."""
+    return seed(fresh_database, "long-talker", one_conversation(LONGER_TURNS, system=SYSTEM))
 
 
 def log_in(page: Any, server: LiveServer, username: str) -> None:
@@ -324,4 +355,85 @@ def test_the_api_reference_renders_from_our_own_files_under_the_csp(
     assert requested
     assert all(url.startswith(live_server.url) for url in requested)  # no CDN
     assert not [e for e in errors if "Content Security Policy" in e]
+    page.close()
+
+
+def turns(page: Any) -> list[tuple[str, str]]:
+    """(role, text) of each turn of the conversation on the page, in document order."""
+    return [
+        (t.locator(".role").text_content(), t.locator(".turn-body").inner_text())
+        for t in page.locator("#prompt .turn").all()
+    ]
+
+
+def no_horizontal_scroll(page: Any) -> bool:
+    """Neither the page nor the conversation box scrolls sideways (a code block may)."""
+    return bool(page.evaluate(
+        """() => { const box = document.getElementById('prompt');
+                   return document.documentElement.scrollWidth <= innerWidth
+                     && box.scrollWidth <= box.clientWidth; }"""
+    ))  # fmt: skip
+
+
+def test_a_three_turn_conversation_shows_above_the_answers_and_its_ranking_submits(
+    browser: Any,
+    live_server: LiveServer,
+    fresh_database: FreshDatabase,
+    conversation_project: Seeded,
+) -> None:
+    page = browser.new_page()
+    log_in(page, live_server, conversation_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    task_id = int(page.locator("#task-card").get_attribute("data-task-id"))
+
+    assert turns(page) == list(zip(["user", "assistant", "user"], THREE_TURNS, strict=True))
+    assert all(t.is_visible() for t in page.locator("#prompt .turn").all())
+    assert page.locator("#earlier-turns").count() == 0
+    assert page.locator("#prompt b").count() == 0  # the markup shows as text
+    last_turn = page.locator("#last-turn").bounding_box()
+    assert last_turn["y"] + last_turn["height"] <= page.locator("#ranking").bounding_box()["y"]
+    assert "Next assistant turn" in page.locator("#answers-heading").inner_text()
+
+    page.wait_for_function("document.getElementById('ranking').dataset.ready === 'true'")
+    shown = order(page)
+    page.click("#submit-ranking")
+
+    page.wait_for_selector(f"#notice:has-text('Saved task {task_id}.')")
+    with fresh_database.session() as session:
+        ranking = session.scalars(select(Ranking).where(Ranking.task_id == task_id)).one()
+        assert ranking.groups == [[sample_id] for sample_id in shown]
+    page.close()
+
+
+def test_a_longer_conversation_folds_its_older_turns_and_fits_a_phone(
+    browser: Any, live_server: LiveServer, long_conversation_project: Seeded
+) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    log_in(page, live_server, long_conversation_project.username)
+    page.goto(live_server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    folded = page.locator("#earlier-turns .turn")
+    summary = page.locator("#earlier-turns summary")
+
+    assert no_horizontal_scroll(page)
+    assert [folded.nth(i).is_visible() for i in range(folded.count())] == [False, False]
+    assert summary.inner_text() == "Show 2 earlier messages"
+    assert page.locator(".turn-system").is_visible()
+    # The box opens on the last turn, which the long answer before it would push out of view.
+    box, last = page.locator("#prompt").bounding_box(), page.locator("#last-turn").bounding_box()
+    assert box["y"] <= last["y"]
+    assert last["y"] + last["height"] <= box["y"] + box["height"]
+
+    summary.click()
+
+    assert summary.inner_text() == "Hide 2 earlier messages"
+    assert all(t.is_visible() for t in folded.all())
+    roles = ["system", "user", "assistant", "user", "assistant", "user"]
+    first_lines = [text.split("\n")[0] for text in [SYSTEM, *LONGER_TURNS]]
+    assert [(role, text.split("\n")[0]) for role, text in turns(page)] == list(
+        zip(roles, first_lines, strict=True)
+    )
+    assert all(r.is_visible() for r in page.locator("#prompt .turn .role").all())
+    assert no_horizontal_scroll(page)
     page.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.annotation.schemas import Message, PromptOut
 from app.models import Prompt, Ranking, User, WebSession
 from tests.annotation.conftest import (
     Annotator,
@@ -304,6 +306,29 @@ def test_conversation_turns_are_escaped_folded_or_not_and_keep_code_blocks(
     assert "&lt;i&gt;be nice&lt;/i&gt;" in fragment
     for raw in ("<script>alert", "<img src", "<b>", "<i>"):
         assert raw not in fragment
+
+
+@pytest.mark.parametrize(
+    ("roles", "layout"),
+    [
+        ("system user", (1, 0, 1)),
+        ("user assistant user", (0, 0, 3)),
+        ("assistant user assistant user", (0, 0, 4)),  # one old turn alone is not folded
+        ("user assistant user assistant user", (0, 2, 3)),
+        ("system system user assistant user assistant user assistant user", (2, 4, 3)),
+    ],
+)
+def test_the_page_folds_old_turns_but_keeps_system_messages_and_the_last_three(
+    roles: str, layout: tuple[int, int, int]
+) -> None:
+    messages = [Message(role=role, content=str(i)) for i, role in enumerate(roles.split())]
+
+    conversation = PromptOut(text="", messages=messages).conversation()
+
+    assert conversation is not None
+    parts = (conversation.system, conversation.folded, conversation.shown)
+    assert tuple(len(part) for part in parts) == layout
+    assert [m for part in parts for m in part] == messages
 
 
 def test_a_one_message_conversation_shows_as_a_plain_prompt(

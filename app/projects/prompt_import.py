@@ -660,7 +660,7 @@ def _message(data: dict[str, Any], line: int) -> _Message:
 
 
 @dataclass(frozen=True)
-class _UserTurn:
+class UserTurn:
     """A prompter message: a prompt (and, answered, a demonstration) if the setting takes it."""
 
     line: int
@@ -683,11 +683,11 @@ OasstItem = TypeVar("OasstItem")
 @dataclass
 class Oasst2Reader:
     """OASST2 as message lines (any order; linked up at the end) or as one tree per line: every
-    prompter message as a `_UserTurn`, which `select` filters by the setting."""
+    prompter message as a `UserTurn`, which `select` filters by the setting."""
 
     options: Oasst2Options
     messages: dict[str, _Message] = field(default_factory=dict)
-    tree_turns: list[_UserTurn] = field(default_factory=list)
+    tree_turns: list[UserTurn] = field(default_factory=list)
     valid_records: int = 0
     ignored: int = 0
     """Valid records that gave no item (set by `select`)."""
@@ -718,14 +718,14 @@ class Oasst2Reader:
         """The text of the best (rank, position) of the living assistant replies given."""
         return min(replies)[2] if replies else None
 
-    def _tree(self, line: int, root: dict[str, Any]) -> list[_UserTurn]:
+    def _tree(self, line: int, root: dict[str, Any]) -> list[UserTurn]:
         """Walk a tree depth first (replies in file order): one turn per prompter message."""
         if root.get("role") != "prompter":
             raise BadRecord(
                 f"the tree's 'prompt' must have role 'prompter', got {root.get('role')!r}"
             )
         _text(root, "text", required=True)
-        found: list[_UserTurn] = []
+        found: list[UserTurn] = []
         stack: list[tuple[dict[str, Any], Messages, str | None, str | None]] = [
             (root, [], None, None)
         ]
@@ -751,7 +751,7 @@ class Oasst2Reader:
                     and self._left_out(_alive(r), _lang(r) or lang) is None
                 ]
                 found.append(
-                    _UserTurn(
+                    UserTurn(
                         line,
                         str(node.get("message_id") or ""),
                         root=not history,
@@ -763,7 +763,7 @@ class Oasst2Reader:
             stack.extend((r, conversation, lang, left_out) for r in reversed(readable))
         return found
 
-    def _line_turns(self) -> list[_UserTurn]:
+    def _line_turns(self) -> list[UserTurn]:
         """Message lines: the prompter messages with their conversations linked up."""
         answers: dict[str, list[tuple[float, int, str]]] = {}
         for m in self.messages.values():
@@ -772,7 +772,7 @@ class Oasst2Reader:
                 lang = m.lang or (parent.lang if parent else None)
                 if self._left_out(m.alive, lang) is None:
                     answers.setdefault(m.parent_id, []).append((m.rank, m.line, m.text))
-        found: list[_UserTurn] = []
+        found: list[UserTurn] = []
         for m in self.messages.values():
             if m.role != "prompter":
                 continue
@@ -781,9 +781,9 @@ class Oasst2Reader:
             try:
                 conversation, left_out = self._linked(m)
             except BadRecord as exc:
-                found.append(_UserTurn(m.line, m.message_id, root, None, answer, problem=str(exc)))
+                found.append(UserTurn(m.line, m.message_id, root, None, answer, problem=str(exc)))
                 continue
-            found.append(_UserTurn(m.line, m.message_id, root, conversation, answer, left_out))
+            found.append(UserTurn(m.line, m.message_id, root, conversation, answer, left_out))
         return found
 
     def _linked(self, message: _Message) -> tuple[Messages, str | None]:
@@ -811,19 +811,19 @@ class Oasst2Reader:
         return [{"role": _chat_role(m.role), "content": m.text} for m in reversed(chain)], left_out
 
     def select(
-        self, make: Callable[[_UserTurn, PromptContent], OasstItem], *, answered_only: bool
+        self, make: Callable[[UserTurn, PromptContent], OasstItem], *, answered_only: bool
     ) -> tuple[list[OasstItem], list[LineError]]:
         """The items of the turns the setting takes (prompts take unanswered first turns too;
         `answered_only` for demonstrations), their errors; sets `counts` and `ignored`."""
         turns = self.tree_turns + self._line_turns()
 
-        def takes(turn: _UserTurn, setting: str) -> bool:
+        def takes(turn: UserTurn, setting: str) -> bool:
             return turn.root or setting == "all"
 
-        def answered(turn: _UserTurn, setting: str) -> bool:
+        def answered(turn: UserTurn, setting: str) -> bool:
             return turn.answer is not None or not (answered_only or setting == "all")
 
-        def clean(turn: _UserTurn, setting: str) -> bool:
+        def clean(turn: UserTurn, setting: str) -> bool:
             return (
                 takes(turn, setting)
                 and answered(turn, setting)

@@ -358,6 +358,14 @@ def test_the_api_reference_renders_from_our_own_files_under_the_csp(
     page.close()
 
 
+def open_task(page: Any, server: LiveServer, username: str) -> int:
+    """Log in, open the ranking page and wait for the task; its id."""
+    log_in(page, server, username)
+    page.goto(server.url + "/annotate")
+    page.wait_for_selector("#task-card")
+    return int(page.locator("#task-card").get_attribute("data-task-id"))
+
+
 def turns(page: Any) -> list[tuple[str, str]]:
     """(role, text) of each turn of the conversation on the page, in document order."""
     return [
@@ -382,10 +390,7 @@ def test_a_three_turn_conversation_shows_above_the_answers_and_its_ranking_submi
     conversation_project: Seeded,
 ) -> None:
     page = browser.new_page()
-    log_in(page, live_server, conversation_project.username)
-    page.goto(live_server.url + "/annotate")
-    page.wait_for_selector("#task-card")
-    task_id = int(page.locator("#task-card").get_attribute("data-task-id"))
+    task_id = open_task(page, live_server, conversation_project.username)
 
     assert turns(page) == list(zip(["user", "assistant", "user"], THREE_TURNS, strict=True))
     assert all(t.is_visible() for t in page.locator("#prompt .turn").all())
@@ -410,9 +415,7 @@ def test_a_longer_conversation_folds_its_older_turns_and_fits_a_phone(
     browser: Any, live_server: LiveServer, long_conversation_project: Seeded
 ) -> None:
     page = browser.new_page(viewport={"width": 390, "height": 844})
-    log_in(page, live_server, long_conversation_project.username)
-    page.goto(live_server.url + "/annotate")
-    page.wait_for_selector("#task-card")
+    open_task(page, live_server, long_conversation_project.username)
     folded = page.locator("#earlier-turns .turn")
     summary = page.locator("#earlier-turns summary")
 

@@ -196,8 +196,9 @@ import_prompts = api.post(
             {"messages": [{"role": "user", "content": "Hi! Who are you?"}]},
         ],
         "Prompts in any format the admin upload reads: plain ({prompt} with text or messages, "
-        "or {messages}), Alpaca, Dolly, OpenAssistant OASST2 - as a JSON array or NDJSON "
-        "(text/csv and gzip also work). Prompts already in the project are skipped.",
+        "or {messages}), Alpaca, Dolly, OpenAssistant OASST2 (first or every user turn, as "
+        "`turns` says) - as a JSON array or NDJSON (text/csv and gzip also work). Prompts "
+        "already in the project are skipped.",
     ),
 )(_record_import(service.import_prompts, "import_prompts", Oasst2Options()))
 
@@ -220,7 +221,7 @@ import_demonstrations = api.post(
         ],
         "Demonstrations in any format the admin upload reads: plain ({prompt, response}, or "
         "{messages} ending with the assistant's answer), Alpaca, Dolly, OpenAssistant OASST2 "
-        "(each prompter message with its best-ranked assistant reply) - as a JSON array or "
+        "(each user turn `turns` takes, with its best-ranked assistant reply) - as a JSON array or "
         "NDJSON (text/csv and gzip also work). Demonstrations already in the project are "
         "skipped; prompts new to the project are created.",
     ),

@@ -593,6 +593,9 @@ class JobView:
     prompts_too_long: int
     """Prompts a finished job made no task for because they are too long for the model and
     the project skips such prompts (`long_prompts` = "skip")."""
+    prompts_shortened: int
+    """Prompts a finished job sampled although too long for the model (`long_prompts` =
+    "truncate"): a conversation's oldest turns dropped, then the start cut if still too long."""
     error: str | None
     """One line: what failed and what to do."""
     created_at: datetime
@@ -626,6 +629,12 @@ def recent_jobs(
         if skips
         else set()
     )
+    sampled = {
+        job.id: set(job.prompt_ids) & made.get(job.id, set())
+        for job, _ in jobs
+        if job.state == JobState.done and not skips
+    }
+    shortened = repository.too_long_prompts(session, sorted(set().union(*sampled.values())))
     return [
         JobView(
             id=job.id,
@@ -637,6 +646,7 @@ def recent_jobs(
             prompts_total=job.prompts_total,
             prompts_skipped=len(without_task.get(job.id, set()) - too_long),
             prompts_too_long=len(without_task.get(job.id, set()) & too_long),
+            prompts_shortened=len(sampled.get(job.id, set()) & shortened),
             error=job.error,
             created_at=job.created_at,
             started_at=job.started_at,

@@ -5,6 +5,7 @@ after failed jobs: test_top_up_backoff.py)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from worker.jobs.sampling import run_sampling_job
 
 LONG = "Tell me everything about " + "the old stone bridge and the river under it, " * 300
 SHORT = ["What is a good breakfast?", "Why is the sky blue?"]
+CONVERSATION = [
+    {"role": "system", "content": "Answer in one short sentence."},
+    *(
+        {"role": role, "content": f"Old {role} turn {i}: the stone bridge and its river. " * 4}
+        for i in range(6)
+        for role in ("user", "assistant")
+    ),
+    {"role": "user", "content": "And why is the sky blue?"},
+]
+"""Six old exchanges of ~110 tokens before the question: several times the context."""
 
 
 def _project(db: FreshDatabase, model: Path, **settings: object) -> tuple[int, dict[str, int]]:
@@ -79,6 +90,24 @@ def test_an_over_long_prompt_is_sampled_from_its_end_by_default(
         assert short.token_count
         assert not short.too_long
         assert service.recent_jobs(session, project_id=project_id)[0].prompts_too_long == 0
+
+
+def test_an_over_long_conversation_loses_its_oldest_turns_and_the_job_counts_it(
+    app_database: FreshDatabase, tiny_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with app_database.session() as session:
+        project = make_model_project(session, tiny_model_path, max_new_tokens=12)
+        add_prompts(session, project_id=project.id, contents=[*SHORT, CONVERSATION], measure=False)
+        session.commit()
+        project_id = project.id
+
+    with caplog.at_level(logging.INFO, logger=sampling_job.__name__):
+        _sample(app_database, project_id, creates=3)
+
+    assert "1 prompts lost their oldest turns and 0 were left-truncated" in caplog.text
+    with app_database.session() as session:
+        (view,) = service.recent_jobs(session, project_id=project_id)
+        assert (view.prompts_shortened, view.prompts_too_long, view.prompts_skipped) == (1, 0, 0)
 
 
 def test_a_project_that_skips_long_prompts_marks_it_and_samples_the_others(

@@ -1,8 +1,10 @@
 """Run a sampling job: generate chunk by chunk, commit each chunk's samples and tasks.
 
 Each chunk's prompts are measured in the policy's tokens first (stored on the prompts); one
-that does not fit the context with max_new_tokens after it is left-truncated by generation,
-or, when the project skips long prompts, marked too long and left without a task. A prompt
+that does not fit the context with max_new_tokens after it is shortened by generation (a
+conversation loses its oldest turns, then what still does not fit its start:
+`prompts.fit_prompt`; the job's page counts them), or, when the project skips long prompts,
+marked too long and left without a task. A prompt
 whose sampling fails is drawn again on its own, and if it fails alone it is named on the
 job while the others get their tasks: one bad prompt never fails the job.
 """
@@ -59,6 +61,16 @@ def _generate(
         seed=seed,
         batch_size=batch_size,
     )
+    dropped = sum(1 for per_prompt in generated if per_prompt[0].prompt_dropped)
+    truncated = sum(1 for per_prompt in generated if per_prompt[0].prompt_truncated)
+    if dropped or truncated:
+        logger.info(
+            "sampling job %s: to fit the context, %d prompts lost their oldest turns and %d "
+            "were left-truncated",
+            plan.job_id,
+            dropped,
+            truncated,
+        )
     return [
         [NewSample(g.text, g.finished, g.seed, g.index) for g in per_prompt]
         for per_prompt in generated

@@ -6,6 +6,7 @@ shortened (`prompts.fit_prompt`, `prompts.PromptCuts`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,13 +18,14 @@ from worker.training.generation import GenerationSettings, generate_batch
 from worker.training.models import load_tokenizer
 from worker.training.prompts import (
     Message,
+    Prompt,
     PromptCuts,
     fit_conversation,
     fit_prompt,
     marker_ids,
     prompt_token_ids,
 )
-from worker.training.tiny_model import corpus_documents, train_tokenizer
+from worker.training.tiny_model import corpus_documents, synthetic_rankings, train_tokenizer
 
 CONTEXT = 256
 """The tiny model's n_positions."""
@@ -196,6 +198,23 @@ def test_generation_drops_the_oldest_turns(
     assert (short.prompt_dropped, short.prompt_truncated) == (0, False)
 
 
+def rankings() -> list[tuple[Prompt, list[str], list[int]]]:
+    """Eight synthetic rankings (best group 0), the first one's prompt CONVERSATION: the data
+    of the reward model, SFT (each best response) and DPO (best against worst)."""
+    found: list[tuple[Prompt, list[str], list[int]]] = list(synthetic_rankings(8, k=4, seed=1))
+    found[0] = (CONVERSATION, *found[0][1:])
+    return found
+
+
+def best_and_worst(responses: list[str], groups: list[int]) -> tuple[str, str]:
+    return responses[groups.index(min(groups))], responses[groups.index(max(groups))]
+
+
+def assert_counted_once(figures: dict[str, Any]) -> None:
+    """One prompt (CONVERSATION) lost its oldest turns; none needed left-truncating."""
+    assert (figures["prompts_turns_dropped"], figures["prompts_truncated"]) == (1, 0)
+
+
 def test_the_reward_model_drops_the_oldest_turns_and_counts_them(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -205,22 +224,20 @@ def test_the_reward_model_drops_the_oldest_turns_and_counts_them(
         encode_responses,
         train_reward_model,
     )
-    from worker.training.tiny_model import synthetic_rankings
 
-    examples = [RankingExample(p, r, g) for p, r, g in synthetic_rankings(8, k=4, seed=1)]
-    examples[0] = RankingExample(CONVERSATION, examples[0].responses, examples[0].groups)
+    examples = [RankingExample(p, r, g) for p, r, g in rankings()]
     config = RewardModelConfig(epochs=1, batch_size=4, heldout_fraction=0.25, max_length=512)
 
     result = train_reward_model(str(tiny_model_dir), examples, config, out_dir=tmp_path / "rm")
 
-    assert (result.prompts_turns_dropped, result.prompts_truncated) == (1, 0)
+    assert_counted_once(vars(result))
     tokenizer = load_tokenizer(str(tmp_path / "rm"))
     cuts = PromptCuts()
     rows = encode_responses(tokenizer, CONVERSATION, ["Yes.", "No."], max_length=512, cuts=cuts)
     answer = tokenizer(" Yes.", add_special_tokens=False)["input_ids"]
     assert len(rows[0]) <= CONTEXT
     assert_oldest_turns_dropped(tokenizer, rows[0][: len(rows[0]) - len(answer)])
-    assert cuts.figures() == {"prompts_turns_dropped": 1, "prompts_truncated": 0}
+    assert_counted_once(cuts.figures())
 
 
 def test_ppo_drops_the_oldest_turns_of_rollout_prompts(
@@ -232,10 +249,10 @@ def test_ppo_drops_the_oldest_turns_of_rollout_prompts(
     config = PPOConfig(
         steps=1, batch_size=4, mini_batch_size=4, max_new_tokens=12, lr=5e-5, seed=0, device="cpu"
     )
-    seen: list[object] = []
+    scored: list[Prompt] = []
 
-    def score_fn(prompts: list, responses: list[str]) -> list[float]:
-        seen.extend(prompts)
+    def score_fn(prompts: list[Prompt], responses: list[str]) -> list[float]:
+        scored.extend(prompts)  # the reward model gets it whole, and fits it by the same rule
         return [0.0] * len(responses)
 
     result = train_ppo(
@@ -243,42 +260,37 @@ def test_ppo_drops_the_oldest_turns_of_rollout_prompts(
         out_dir=tmp_path / "ppo",
     )  # fmt: skip
 
-    assert CONVERSATION in seen  # the reward model gets it whole and fits it by the same rule
-    assert (result.final["prompts_turns_dropped"], result.final["prompts_truncated"]) == (1, 0)
+    assert CONVERSATION in scored
+    assert_counted_once(result.final)
 
 
 def test_sft_drops_the_oldest_turns_and_counts_them(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from worker.training.sft import Demonstration, SFTConfig, encode_example, train_sft
+    from worker.training.sft import Demonstration, SFTConfig, encode_examples, train_sft
 
     model, tokenizer = load(tiny_model_dir)
-    demos = [Demonstration(f"Say hello number {i}.", f"Hello {i}!") for i in range(6)]
-    demos.append(Demonstration(CONVERSATION, "Because of the air."))
+    demos = [Demonstration(p, best_and_worst(r, g)[0]) for p, r, g in rankings()]
     config = SFTConfig(epochs=1, batch_size=4, max_length=512, heldout_fraction=0.25)
 
     result = train_sft(model, tokenizer, demos, config, out_dir=tmp_path / "sft")
 
-    assert (result.final["prompts_turns_dropped"], result.final["prompts_truncated"]) == (1, 0)
-    ids, n_prompt = encode_example(tokenizer, CONVERSATION, "Because of the air.", max_length=512)
+    assert_counted_once(result.final)
+    ((ids, n_prompt),) = encode_examples(tokenizer, CONVERSATION, ["Air."], max_length=512)
     assert len(ids) <= CONTEXT
     assert_oldest_turns_dropped(tokenizer, ids[:n_prompt])
-    answer = tokenizer(" Because of the air.", add_special_tokens=False)["input_ids"]
-    assert ids[n_prompt:] == [*answer, tokenizer.eos_token_id]
+    answer = tokenizer(" Air.", add_special_tokens=False)["input_ids"]
+    assert ids[n_prompt:] == [*answer, tokenizer.eos_token_id]  # the answer is whole
 
 
 def test_dpo_drops_the_oldest_turns_and_counts_them(tiny_model_dir: Path, tmp_path: Path) -> None:
     from worker.training.dpo import DPOConfig, PreferencePair, encode_pairs, train_dpo
 
     model, tokenizer = load(tiny_model_dir)
-    pairs = [
-        PreferencePair(f"Say something nice {i}.", f"Wonderful day {i}.", f"A day {i}.")
-        for i in range(6)
-    ]
-    pairs.append(PreferencePair(CONVERSATION, "The air scatters blue light.", "No idea."))
-    config = DPOConfig(epochs=1, lr=1e-4, batch_size=4, max_length=512, heldout_fraction=0.25)
+    pairs = [PreferencePair(p, *best_and_worst(r, g)) for p, r, g in rankings()]
+    config = DPOConfig(epochs=1, lr=1e-4, batch_size=4, heldout_fraction=0.25)
 
     result = train_dpo(model, tokenizer, pairs, config, out_dir=tmp_path / "dpo")
 
-    assert (result.final["prompts_turns_dropped"], result.final["prompts_truncated"]) == (1, 0)
-    ((chosen, rejected),) = encode_pairs(tokenizer, pairs[-1:], max_length=512)
+    assert_counted_once(result.final)
+    ((chosen, rejected),) = encode_pairs(tokenizer, pairs[:1], max_length=512)
     assert chosen[0][: chosen[1]] == rejected[0][: rejected[1]]  # the same turns for both
     assert_oldest_turns_dropped(tokenizer, chosen[0][: chosen[1]])

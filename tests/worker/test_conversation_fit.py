@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from tests.worker.test_long_prompts import load
 from worker.training.generation import GenerationSettings, generate_batch
@@ -172,15 +172,8 @@ def test_what_is_kept_is_the_system_message_and_a_suffix_from_a_user_turn(
 # The stages, on the tiny model ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    return load(tiny_model_dir)
-
-
-def test_generation_drops_the_oldest_turns(
-    tiny: tuple[PreTrainedModel, PreTrainedTokenizerBase],
-) -> None:
-    model, tokenizer = tiny
+def test_generation_drops_the_oldest_turns(tiny_model_dir: Path) -> None:
+    model, tokenizer = load(tiny_model_dir)
     settings = GenerationSettings(max_new_tokens=16)
 
     long, short = generate_batch(

@@ -77,7 +77,7 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
 
 def _quiet_about_length(tokenizer: Any) -> None:
     """transformers warns once per tokenizer that a long prompt "will result in indexing
-    errors": here it will not, every stage truncates it (`truncate_left`)."""
+    errors": here it will not, every stage fits it to the context (`fit_prompt`)."""
     warned = getattr(tokenizer, "deprecation_warnings", None)
     if isinstance(warned, dict):
         warned["sequence-length-is-longer-than-the-specified-maximum"] = True

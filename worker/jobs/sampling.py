@@ -92,7 +92,7 @@ def _measure(
     tokenizer: Any, plan: SamplingPlan, contents: dict[int, Any], budget: int | None
 ) -> set[int]:
     """Store each prompt's length in tokens and whether it is too long for the model; the
-    too-long ones when the project skips them (else generation left-truncates them)."""
+    too-long ones when the project skips them (else generation shortens them, `fit_prompt`)."""
     from worker.training.prompts import count_prompt_tokens
 
     ids = list(contents)

@@ -75,7 +75,7 @@ def mean_kl_to_reference(
     for prompt, sample in zip(prompts, samples, strict=True):
         if not sample.token_ids:
             continue
-        # The prompt as generation fed it (left-truncated when it did not fit the context).
+        # The prompt as generation fed it (shortened when it did not fit the context).
         prompt_ids = sample.prompt_ids or encode_prompt(tokenizer, format_prompt(tokenizer, prompt))
         policy = _response_logprobs(peft_model, prompt_ids, sample.token_ids, temperature)
         with peft_model.disable_adapter():

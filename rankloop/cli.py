@@ -324,8 +324,8 @@ def prompts_import(
     if too_long:
         console.print(
             f"[yellow]{too_long} prompt{'' if too_long == 1 else 's'} longer than {budget} tokens"
-            " (the model's context less max new tokens): sampled left-truncated or skipped, as "
-            "the project's long_prompts setting says[/yellow]"
+            " (the model's context less max new tokens): sampled shortened (oldest turns first) or "
+            "skipped, as the project's long_prompts setting says[/yellow]"
         )
 
 

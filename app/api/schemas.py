@@ -234,8 +234,8 @@ class PromptImportOut(_RecordImportOut):
     in_project: int = Field(description="Skipped: the project had them already.")
     repeated: int = Field(description="Skipped: an earlier record of the body had the same prompt.")
     too_long: int = Field(
-        description="Added prompts longer than token_budget: sampled left-truncated or skipped, "
-        "as the project's long_prompts setting says."
+        description="Added prompts longer than token_budget: sampled shortened (a conversation's "
+        "oldest turns first, then the start) or skipped, as the project's long_prompts says."
     )
     token_budget: int | None = Field(
         description="Tokens a prompt may take (the model's context less max_new_tokens); null "

@@ -48,7 +48,9 @@ class Project(Base):
         default="truncate",
         server_default="truncate",
         doc="A prompt longer than the context minus the new tokens: 'truncate' keeps its end "
-        "(left-truncated, with a marker); 'skip' marks it too long and never samples it.",
+        "(a conversation loses its oldest turns first, never the last user turn; what still "
+        "does not fit is left-truncated with a marker); 'skip' marks it too long and never "
+        "samples it.",
     )
     guidelines: Mapped[str] = mapped_column(Text, default="")
     ratings_dirty_since: Mapped[datetime | None] = mapped_column(

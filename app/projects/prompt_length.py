@@ -5,7 +5,8 @@ directory, the built `tiny` model, or a hub id in the Hugging Face cache, downlo
 need be) and counts each prompt as the worker will render it (chat template, BOS), with the
 same functions (`app.prompt_tokens`). A prompt longer than the model's context less
 the project's max new tokens is *too long*: the import names it, and the project's
-`long_prompts` setting decides whether sampling left-truncates it or skips it.
+`long_prompts` setting decides whether sampling shortens it (a conversation's oldest turns
+first, then the start) or skips it.
 
 Measuring is best effort: when the tokenizer cannot be read here (a model not built or
 downloaded yet, no network, `trust_remote_code`, whose code the web server never runs) the

@@ -481,7 +481,7 @@ class ProjectProgress:
     prompts: int
     prompts_too_long: int
     """Active prompts longer than the model's context less max new tokens (as last measured):
-    left-truncated or skipped, as the project's `long_prompts` says."""
+    shortened (oldest turns first, then the start) or skipped, as `long_prompts` says."""
     tasks_open: int
     tasks_leased: int
     """Open tasks that someone holds a lease on right now (a task needing several annotations

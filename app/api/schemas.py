@@ -298,6 +298,7 @@ class SamplingJobOut(BaseModel):
             "prompts_done": 40,
             "prompts_total": 96,
             "prompts_skipped": 0,
+            "prompts_shortened": 2,
             "error": None,
             "created_at": "2026-05-04T10:20:00+00:00",
             "started_at": "2026-05-04T10:20:01+00:00",
@@ -315,6 +316,11 @@ class SamplingJobOut(BaseModel):
     prompts_skipped: int = Field(
         description="Prompts a finished job made no task for: the model repeated itself there "
         "and K distinct texts did not come out of further draws."
+    )
+    prompts_shortened: int = Field(
+        description="Prompts a finished job sampled although too long for the model (the "
+        "project's long_prompts is truncate): a conversation's oldest turns dropped first, "
+        "then the start cut if still too long."
     )
     error: str | None
     created_at: datetime

@@ -35,6 +35,8 @@ LABELS: dict[str, str] = {
     "min_heldout_accuracy": "DPO accuracy bound (share of pairs, 0–1)",
     "gate_samples": "samples per held-out prompt",
     "scorer": "scored by",
+    "prompts_turns_dropped": "held-out prompts that lost their oldest turns to fit the model",
+    "prompts_truncated": "held-out prompts left-truncated to fit the model",
 }
 
 

@@ -155,10 +155,44 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
             if k in ("reward_model_summary", "gate", "candidate")
         },
         "gate_labels": GATE_LABELS,
+        "prompt_cuts": prompt_cuts(training_round.metrics or {}),
         "sizing": (training_round.metrics or {}).get("sizing") or {},
         "workers": worker_statuses(session),
         "queues": queue_lengths(),
     }
+
+
+@dataclass(frozen=True)
+class StageCuts:
+    """The prompts a stage shortened to fit the model (issue 21: each stage reports them)."""
+
+    stage: str
+    turns_dropped: int
+    """Conversations that lost their oldest turns."""
+    truncated: int
+    """Prompts left-truncated (a prompt may be both)."""
+
+
+def prompt_cuts(metrics: dict[str, Any]) -> list[StageCuts]:
+    """Each stage that shortened prompts, in the round's order: the reward model, the policy's
+    training (the candidate's `ppo`, `sft` or `dpo` figures), the evaluating stage (gate)."""
+    candidate = metrics.get("candidate") or {}
+    stages = [
+        ("reward model", metrics.get("reward_model_summary")),
+        *((f"{name.upper()} training", figures) for name, figures in candidate.items()),
+        ("evaluating", metrics.get("gate")),
+    ]
+    found = []
+    for stage, figures in stages:
+        if not isinstance(figures, dict):
+            continue
+        dropped, truncated = (
+            int(figures.get("prompts_turns_dropped") or 0),
+            int(figures.get("prompts_truncated") or 0),
+        )
+        if dropped or truncated:
+            found.append(StageCuts(stage, dropped, truncated))
+    return found
 
 
 def error_parts(error: str | None, detail: str | None) -> tuple[str | None, str | None]:

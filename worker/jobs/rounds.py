@@ -31,6 +31,7 @@ from worker.failures import Failure, describe
 from worker.jobs.reward_model import json_safe as _json_safe
 from worker.policies import load_base
 from worker.training.outcomes import TrainingCancelled
+from worker.training.prompts import FittedPrompt, PromptCuts
 
 T = TypeVar("T")
 
@@ -433,6 +434,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         max_kl=config.max_kl,
         samples_per_prompt=n,
     )
+    gate.update(gate_prompt_cuts(gate_prompts, new_samples))
     judge = round_reward_model(start.round_id, judge=True)
     trained_on = round_reward_model(start.round_id)
     if judge is not None:
@@ -465,6 +467,18 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
     gate["passed"] = passed
     reporter.progress(3, 3, force=True)
     _register_candidate(start, candidate, gate, reasons)
+
+
+def gate_prompt_cuts(prompts: list[Any], samples: list[Any]) -> dict[str, int]:
+    """The distinct held-out prompts the gate's generation shortened to fit (its samples'
+    `prompt_dropped`, `prompt_truncated`), counted as every stage counts them."""
+    cuts = PromptCuts()
+    for prompt, sample in zip(prompts, samples, strict=True):
+        fitted = FittedPrompt(
+            sample.prompt_ids or [], sample.prompt_dropped, sample.prompt_truncated
+        )
+        cuts.note(prompt, fitted)
+    return cuts.figures()
 
 
 @dataclass(frozen=True)

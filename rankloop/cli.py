@@ -284,12 +284,22 @@ def prompts_import(
         str,
         typer.Option(help="OASST2 trees: language codes to keep, e.g. en,de (default: all)."),
     ] = "",
+    demonstrations: Annotated[
+        bool,
+        typer.Option(
+            "--demonstrations",
+            help="Also add the file's answers (OASST2 best-ranked replies, Alpaca output, Dolly "
+            "response, TRL completion) as demonstrations of their prompts, for SFT.",
+        ),
+    ] = False,
 ) -> None:
     """Import prompts as the admin upload does: bad records are listed and skipped, prompts
-    already in the project skipped."""
+    already in the project skipped (and, with --demonstrations, the answers the file carries
+    added as demonstrations, deduplicated like a demonstration import)."""
     from rich.markup import escape
 
     from app.db import session_scope
+    from app.projects import demonstrations as project_demonstrations
     from app.projects import imports
     from app.projects.prompt_import import Oasst2Options, parse_prompts
 
@@ -310,17 +320,27 @@ def prompts_import(
         )
     if not parsed.prompts:
         raise _fail(f"{file.name} has no prompts to import")
+    kept = None
     with _app_errors(), session_scope() as session:
-        added = imports.import_prompts(
-            session, project_id=_project_id(session, project), prompts=parsed.prompts
-        )
+        project_id = _project_id(session, project)
+        added = imports.import_prompts(session, project_id=project_id, prompts=parsed.prompts)
         imported, in_project, repeated = len(added.added), added.in_project, added.repeated
         too_long, budget = len(added.too_long), added.budget
+        if demonstrations:
+            answers = project_demonstrations.add_answers(
+                session, project_id=project_id, prompts=parsed.prompts
+            )
+            kept = len(answers.added)
     console.print(
         f"{file.name} ({parsed.format}): imported [bold]{imported}[/bold]; skipped "
         f"{in_project} already in the project and {repeated} repeated in the file; "
         f"{len(parsed.errors)} bad record{'' if len(parsed.errors) == 1 else 's'} left out"
     )
+    if kept is not None:
+        console.print(
+            f"Added [bold]{kept}[/bold] demonstration{'' if kept == 1 else 's'} from the file's "
+            "answers (those already in the project or repeated skipped)"
+        )
     if too_long:
         console.print(
             f"[yellow]{too_long} prompt{'' if too_long == 1 else 's'} longer than {budget} tokens"

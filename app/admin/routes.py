@@ -296,6 +296,7 @@ def _add_import_routes(kind: ImportKind[Any]) -> None:
         fmt: Annotated[str, Form(alias="format", max_length=20)] = "",
         turns: Annotated[str, Form(max_length=20)] = "",
         lang: Annotated[str, Form(max_length=200)] = "",
+        demonstrations: Annotated[bool, Form()] = False,
     ) -> Response:
         data, filename = _read_upload(file)
         preview = kind.preview(
@@ -307,6 +308,7 @@ def _add_import_routes(kind: ImportKind[Any]) -> None:
             fmt=fmt or None,
             staging_dir=settings.data_dir / "uploads",
             oasst2=Oasst2Options.of(turns, lang, default=kind.oasst2),
+            demonstrations=demonstrations,
         )
         return _import_page(request, session, project_id, kind, preview=preview)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -153,11 +153,36 @@ LangQuery = Annotated[
 ]
 
 
+KeepAnswers = Annotated[
+    bool,
+    Query(
+        description="Also add the answers the body carries (OpenAssistant OASST2's best-ranked "
+        "assistant reply, Alpaca `output`, Dolly `response`, TRL `completion` or a trailing "
+        "assistant message) as demonstrations of their prompts, for SFT, in the same "
+        "transaction; deduplicated like the demonstration import, and counted in "
+        "`demonstrations_added` (absent otherwise). Default: prompts only."
+    ),
+]
+
+
+def _no_params() -> dict[str, Any]:
+    return {}
+
+
+def _prompt_params(demonstrations: KeepAnswers = False) -> dict[str, Any]:
+    """The prompt import's own query parameters."""
+    return {"keep_answers": demonstrations}
+
+
 def _record_import(
-    importer: Callable[..., T], name: str, oasst2: Oasst2Options
+    importer: Callable[..., T],
+    name: str,
+    oasst2: Oasst2Options,
+    params: Callable[..., dict[str, Any]] = _no_params,
 ) -> Callable[..., Coroutine[Any, Any, T]]:
     """The endpoint of a kind of record (prompts, demonstrations): the raw body, parsed and
-    imported like the admin upload, off the event loop; `oasst2` is the kind's OASST2 default."""
+    imported like the admin upload, off the event loop; `oasst2` is the kind's OASST2 default,
+    `params` a dependency giving the kind's own query parameters to the importer."""
 
     async def endpoint(
         request: Request,
@@ -168,6 +193,7 @@ def _record_import(
         skip_invalid: SkipInvalid = False,
         turns: TurnsQuery = None,
         lang: LangQuery = None,
+        own: dict[str, Any] = Depends(params),
     ) -> T:
         return await _import_body(
             request,
@@ -177,6 +203,7 @@ def _record_import(
             fmt=format,
             skip_invalid=skip_invalid,
             oasst2=Oasst2Options.of(turns, lang, default=oasst2),
+            **own,
         )
 
     endpoint.__name__ = endpoint.__qualname__ = name
@@ -198,9 +225,10 @@ import_prompts = api.post(
         "Prompts in any format the admin upload reads: plain ({prompt} with text or messages, "
         "or {messages}), Alpaca, Dolly, OpenAssistant OASST2 (first or every user turn, as "
         "`turns` says) - as a JSON array or NDJSON (text/csv and gzip also work). Prompts "
-        "already in the project are skipped.",
+        "already in the project are skipped; with `demonstrations=true` the body's answers "
+        "become demonstrations too.",
     ),
-)(_record_import(service.import_prompts, "import_prompts", Oasst2Options()))
+)(_record_import(service.import_prompts, "import_prompts", Oasst2Options(), _prompt_params))
 
 import_demonstrations = api.post(
     "/projects/{project_id}/demonstrations",

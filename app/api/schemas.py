@@ -241,6 +241,11 @@ class PromptImportOut(_RecordImportOut):
         description="Tokens a prompt may take (the model's context less max_new_tokens); null "
         "when the server could not read the tokenizer: the sampling worker measures them then."
     )
+    demonstrations_added: int | None = Field(
+        default=None,
+        description="Only with demonstrations=true (absent otherwise): the body's answers added "
+        "as demonstrations (those already in the project or repeated are skipped).",
+    )
     errors: SkippedRecords
 
 

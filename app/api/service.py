@@ -109,15 +109,21 @@ def import_prompts(
     fmt: str | None,
     skip_invalid: bool,
     oasst2: Oasst2Options | None = None,
+    keep_answers: bool = False,
 ) -> PromptImportOut:
     """Parse like the admin upload; a body with a bad record imports nothing unless
-    skip_invalid, so a script can fix its file and send it again."""
+    skip_invalid, so a script can fix its file and send it again. `keep_answers` also adds
+    the body's answers as demonstrations (reported as demonstrations_added, only then)."""
     _require_body(session, project_id=project_id, data=data)
     parsed = parse_prompts(data, filename, fmt, oasst2)
     _check_records(
         parsed.errors, found=len(parsed.prompts), noun="prompts", skip_invalid=skip_invalid
     )
     added = imports.import_prompts(session, project_id=project_id, prompts=parsed.prompts)
+    kept: dict[str, int] = {}
+    if keep_answers:
+        answers = demonstrations.add_answers(session, project_id=project_id, prompts=parsed.prompts)
+        kept["demonstrations_added"] = len(answers.added)
     return PromptImportOut(
         format=parsed.format,
         records=parsed.records,
@@ -129,6 +135,7 @@ def import_prompts(
         token_budget=added.budget,
         errors=_error_list(parsed.errors),
         **_oasst2_counts(parsed.oasst2),
+        **kept,
     )
 
 

@@ -25,11 +25,13 @@ from app.models import Demonstration, Project, Prompt
 from app.projects import repository
 from app.projects.demonstration_import import (
     FORMAT_LABELS,
+    MAX_RESPONSE_CHARS,
     OASST2_DEFAULT,
     ParsedDemonstration,
     parse_demonstrations,
 )
-from app.projects.imports import Findings, ImportKind, ImportOutcome, PreviewRow
+from app.projects.imports import Findings, ImportKind, ImportOutcome, PreviewRow, import_statuses
+from app.projects.prompt_import import ParsedPrompt
 from app.projects.service import Deduplicated, add_sourced_prompts, prompt_hash
 
 ANNOTATOR_SOURCE = "annotator"
@@ -104,6 +106,37 @@ def add_demonstrations(
     )
 
 
+# A prompt import's answers (its `demonstrations` setting)
+
+
+def answers_of(prompts: Sequence[ParsedPrompt]) -> list[ParsedDemonstration]:
+    """The answers a prompt file carries (OASST2's best-ranked reply, Alpaca `output`, Dolly
+    `response`, TRL `completion` or trailing assistant turn) as demonstrations of their prompts:
+    what a demonstration import of the file gives. An answer the demonstration import would
+    refuse as too long is left out; its prompt is still imported."""
+    return [
+        ParsedDemonstration(p.content, p.response, p.source, p.line)
+        for p in prompts
+        if p.response and len(p.response) <= MAX_RESPONSE_CHARS
+    ]
+
+
+def new_answers(session: Session, project_id: int, prompts: Sequence[ParsedPrompt]) -> int:
+    """How many of the file's answers `add_answers` would add (the others are in the project
+    already or repeated in the file)."""
+    digests = [_digest(demo) for demo in answers_of(prompts)]
+    existing = repository.existing_demonstration_hashes(session, project_id, digests)
+    return import_statuses(digests, existing).count("new")
+
+
+def add_answers(
+    session: Session, *, project_id: int, prompts: Sequence[ParsedPrompt]
+) -> AddedDemonstrations:
+    """Add the file's answers as demonstrations, deduplicated as a demonstration import does;
+    call it after the prompts are added, in the same transaction."""
+    return add_demonstrations(session, project_id=project_id, demonstrations=answers_of(prompts))
+
+
 def add_annotator_demonstration(
     session: Session, *, project_id: int, prompt_id: int, response: str, author_id: int
 ) -> int | None:
@@ -132,6 +165,10 @@ def add_annotator_demonstration(
 # Upload: preview → confirm (the import pipeline of app.projects.imports)
 
 
+def _digest(demo: ParsedDemonstration) -> str:
+    return demonstration_hash(prompt_hash(demo.prompt), demo.response)
+
+
 def _count_new_prompts(
     session: Session,
     project: Project,
@@ -158,7 +195,7 @@ DEMONSTRATIONS = ImportKind[ParsedDemonstration](
     noun="demonstration",
     format_labels=FORMAT_LABELS,
     parse=parse_demonstrations,
-    digest=lambda demo: demonstration_hash(prompt_hash(demo.prompt), demo.response),
+    digest=_digest,
     existing=repository.existing_demonstration_hashes,
     findings=_count_new_prompts,
     row=lambda demo, status: PreviewRow(demo.line, demo.prompt, demo.response, status),

@@ -125,6 +125,8 @@ class ImportPreview:
     """Prompts: new ones too long for the model (None when there are none, or nothing measured)."""
     new_prompts: int | None = None
     """Demonstrations: prompts the new ones will create (the others are in the project already)."""
+    new_demonstrations: int | None = None
+    """Prompts kept with their answers: the demonstrations the confirm adds (None: not asked)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ class ImportOutcome(Deduplicated):
     """Demonstrations: prompts created for them."""
     too_long: LongPrompts | None = None
     """Prompts: the added ones too long for the model."""
+    demonstrations_added: int | None = None
+    """Prompts kept with their answers: the demonstrations added (None: not asked)."""
 
     @classmethod
     def of(
@@ -149,6 +153,7 @@ class ImportOutcome(Deduplicated):
         *,
         prompts_added: int | None = None,
         too_long: LongPrompts | None = None,
+        demonstrations_added: int | None = None,
     ) -> ImportOutcome:
         """The outcome of adding what `staged` held."""
         return cls(
@@ -159,6 +164,7 @@ class ImportOutcome(Deduplicated):
             errors=staged["errors"],
             prompts_added=prompts_added,
             too_long=too_long,
+            demonstrations_added=demonstrations_added,
         )
 
 
@@ -198,6 +204,9 @@ class ImportKind(Generic[Item]):
     formats: tuple[str, ...] = FORMATS
     oasst2: Oasst2Options = Oasst2Options()
     """The OASST2 setting an import that names none gets (what the form shows chosen)."""
+    new_answers: Callable[[Session, int, Sequence[Item]], int] | None = None
+    """Prompts: how many of the items' answers would be new demonstrations of a project (by
+    id), for an import that keeps them; None for a kind without that setting."""
 
     def preview(
         self,
@@ -210,8 +219,10 @@ class ImportKind(Generic[Item]):
         fmt: str | None,
         staging_dir: Path,
         oasst2: Oasst2Options | None = None,
+        demonstrations: bool = False,
     ) -> ImportPreview:
-        """Parse an upload, count what is new against the project, and stage it for confirm."""
+        """Parse an upload, count what is new against the project, and stage it for confirm;
+        `demonstrations` keeps the file's answers too, where the kind can (`new_answers`)."""
         project = require_project(session, project_id)
         if not data.strip():
             raise InvalidInput("The file is empty", details={"field": "file"})
@@ -220,8 +231,11 @@ class ImportKind(Generic[Item]):
         statuses = import_statuses(digests, self.existing(session, project_id, digests))
         found = self.findings(session, project, parsed.items, statuses)
         new = statuses.count("new")
+        new_answers = None
+        if demonstrations and self.new_answers is not None:
+            new_answers = self.new_answers(session, project_id, parsed.items)
         token = None
-        if new:
+        if new or new_answers:
             token = stage_upload(
                 staging_dir,
                 {
@@ -230,6 +244,7 @@ class ImportKind(Generic[Item]):
                     "filename": filename,
                     "errors": len(parsed.errors),
                     self.name: [asdict(item) for item in parsed.items],
+                    "keep_answers": new_answers is not None,
                     **found.staged,
                 },
             )
@@ -248,6 +263,7 @@ class ImportKind(Generic[Item]):
             measured=found.measured,
             too_long=found.too_long,
             new_prompts=found.new_prompts,
+            new_demonstrations=new_answers,
         )
 
     def confirm(
@@ -287,12 +303,31 @@ def _measure_new(
     return Findings(staged={"token_counts": counts}, measured=True, too_long=too_long)
 
 
+# app.projects.demonstrations is imported where it is used: it imports this module.
+
+
+def _new_answers(session: Session, project_id: int, prompts: Sequence[ParsedPrompt]) -> int:
+    from app.projects.demonstrations import new_answers
+
+    return new_answers(session, project_id, prompts)
+
+
 def _add_staged(session: Session, project_id: int, staged: dict[str, Any]) -> ImportOutcome:
     prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
     added = import_prompts(
         session, project_id=project_id, prompts=prompts, token_counts=staged.get("token_counts")
     )
-    return ImportOutcome.of(staged, added, too_long=too_long_of(added, prompts))
+    kept = None
+    if staged.get("keep_answers"):
+        from app.projects.demonstrations import add_answers
+
+        kept = add_answers(session, project_id=project_id, prompts=prompts)
+    return ImportOutcome.of(
+        staged,
+        added,
+        too_long=too_long_of(added, prompts),
+        demonstrations_added=None if kept is None else len(kept.added),
+    )
 
 
 PROMPTS = ImportKind[ParsedPrompt](
@@ -305,8 +340,10 @@ PROMPTS = ImportKind[ParsedPrompt](
     findings=_measure_new,
     row=lambda prompt, status: PreviewRow(prompt.line, prompt.content, None, status),
     add_staged=_add_staged,
+    new_answers=_new_answers,
 )
-"""New prompts are measured in the project's tokenizer; the too-long ones are named."""
+"""New prompts are measured in the project's tokenizer; the too-long ones are named. The file's
+answers may come along as demonstrations of the prompts."""
 preview_import = PROMPTS.preview
 confirm_import = PROMPTS.confirm
 

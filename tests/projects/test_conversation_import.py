@@ -1,6 +1,7 @@
 """Conversation imports: OASST2 trees give one prompt per tree or per answered user turn (with
 its ancestors as the conversation), filtered by language, deleted branches left out; TRL's
-conversational files import as they are. Parsers first, then the admin form and the API."""
+conversational files import as they are; a prompt import may keep the file's answers as
+demonstrations. Parsers first, then the admin form and the API."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from app.errors import InvalidInput
 from app.main import create_app
 from app.models import Demonstration, Project, Prompt, Role
 from app.projects.demonstration_import import parse_demonstrations
+from app.projects.demonstrations import DEMONSTRATIONS
+from app.projects.imports import PROMPTS, ImportOutcome
 from app.projects.prompt_import import Oasst2Options, parse_prompts
 from app.tokens import service as tokens
 from rankloop.cli import app as cli
@@ -508,6 +511,157 @@ def test_the_api_refuses_an_unknown_turns_value(
     assert response.status_code == 422
 
 
+# A prompt import that keeps the file's answers as demonstrations
+
+
+def stored_demonstrations(session: Session, project_id: int) -> list[tuple[str, str, str]]:
+    """(prompt, response, source) of a project's demonstrations, the prompt as JSON."""
+    rows = session.execute(
+        select(Prompt.text, Prompt.messages, Demonstration.response, Demonstration.source)
+        .join(Prompt, Demonstration.prompt_id == Prompt.id)
+        .where(Demonstration.project_id == project_id)
+    )
+    return sorted(
+        (json.dumps(messages or text), answer, source) for text, messages, answer, source in rows
+    )
+
+
+def import_trees(
+    session: Session, folder: Path, project_id: int, *, turns: str, keep: bool = True
+) -> tuple[int | None, ImportOutcome | None]:
+    """A prompt import of TREES through preview and confirm: the demonstrations the preview
+    counted, and the outcome (None when the preview found nothing to import)."""
+    admin = make_user(session)
+    where = {"project_id": project_id, "user_id": admin.id, "staging_dir": folder}
+    preview = PROMPTS.preview(
+        session,
+        data=tree_file(),
+        filename="t.jsonl",
+        fmt=None,
+        oasst2=options(turns),
+        demonstrations=keep,
+        **where,
+    )
+    if preview.token is None:
+        return preview.new_demonstrations, None
+    return preview.new_demonstrations, PROMPTS.confirm(session, token=preview.token, **where)
+
+
+@pytest.mark.parametrize("turns_setting", ["first", "all"])
+def test_a_prompt_import_keeping_answers_adds_what_a_demonstration_import_adds(
+    db_session: Session, tmp_path: Path, turns_setting: str
+) -> None:
+    kept, demos = make_project(db_session), make_project(db_session)
+    expected = parse_demonstrations(tree_file(), "t.jsonl", None, options(turns_setting))
+
+    counted, outcome = import_trees(db_session, tmp_path, kept.id, turns=turns_setting)
+    admin = make_user(db_session)
+    where = {"project_id": demos.id, "user_id": admin.id, "staging_dir": tmp_path}
+    preview = DEMONSTRATIONS.preview(
+        db_session,
+        data=tree_file(),
+        filename="t.jsonl",
+        fmt=None,
+        oasst2=options(turns_setting),
+        **where,
+    )
+    assert preview.token is not None
+    DEMONSTRATIONS.confirm(db_session, token=preview.token, **where)
+
+    assert outcome is not None
+    prompts = parse_prompts(tree_file(), "t.jsonl", None, options(turns_setting)).prompts
+    assert outcome.added == len(prompts)
+    assert counted == outcome.demonstrations_added == len(expected.demonstrations)
+    assert stored_demonstrations(db_session, kept.id) == stored_demonstrations(db_session, demos.id)
+    assert len(stored_demonstrations(db_session, kept.id)) == {"first": 2, "all": 5}[turns_setting]
+
+
+def test_a_re_import_keeps_no_answer_twice_and_brings_the_missing_ones(
+    db_session: Session, tmp_path: Path
+) -> None:
+    project = make_project(db_session)
+    import_trees(db_session, tmp_path, project.id, turns="all", keep=False)
+
+    counted, later = import_trees(db_session, tmp_path, project.id, turns="all")
+    again, nothing = import_trees(db_session, tmp_path, project.id, turns="all")
+
+    assert later is not None
+    assert (later.added, later.in_project, counted, later.demonstrations_added) == (0, 5, 5, 5)
+    assert (again, nothing) == (0, None)
+    assert len(stored_demonstrations(db_session, project.id)) == 5
+
+
+def test_a_prompt_import_without_the_setting_keeps_no_answer(
+    db_session: Session, tmp_path: Path
+) -> None:
+    project = make_project(db_session)
+
+    counted, outcome = import_trees(db_session, tmp_path, project.id, turns="all", keep=False)
+
+    assert outcome is not None
+    assert (outcome.added, counted, outcome.demonstrations_added) == (5, None, None)
+    assert stored_demonstrations(db_session, project.id) == []
+
+
+def test_the_admin_form_keeps_the_answers_when_its_box_is_checked(
+    client: httpx.Client, db_session: Session, admin_csrf: str, project: Project
+) -> None:
+    url = f"/admin/projects/{project.id}/prompts/import"
+    headers = {"X-CSRF-Token": admin_csrf, "HX-Request": "true"}
+    page = client.get(url, headers={"X-CSRF-Token": admin_csrf})
+    demos_page = client.get(
+        f"/admin/projects/{project.id}/demonstrations/import", headers={"X-CSRF-Token": admin_csrf}
+    )
+    assert 'name="demonstrations" value="true" checked' in page.text
+    assert 'name="demonstrations"' not in demos_page.text
+
+    preview = client.post(
+        url,
+        files={"file": ("oasst2.trees.jsonl", tree_file(), "application/octet-stream")},
+        data={"format": "", "turns": "all", "lang": "", "demonstrations": "true"},
+        headers=headers,
+    )
+
+    assert preview.status_code == 200, preview.text
+    assert (shown(preview)["new"], shown(preview)["new-demonstrations"]) == (5, 5)
+    assert "Import 5 prompts and 5 demonstrations" in preview.text
+    token = re.search(r'name="token" value="([^"]+)"', preview.text)
+    assert token
+    confirmed = client.post(f"{url}/confirm", data={"token": token.group(1)}, headers=headers)
+    assert "Imported 5 prompts" in confirmed.text
+    assert 'Added <span id="import-demonstrations">5 demonstrations</span>' in confirmed.text
+    assert len(stored_demonstrations(db_session, project.id)) == 5
+
+
+def test_the_api_keeps_the_answers_only_when_asked(
+    client: httpx.Client, db_session: Session, writer: dict[str, str], project: Project
+) -> None:
+    url = f"/api/v1/projects/{project.id}/prompts"
+    asked = {"turns": "all", "demonstrations": "true"}
+
+    first = client.post(url, params=asked, content=tree_file(), headers=writer)
+    again = client.post(url, params=asked, content=tree_file(), headers=writer)
+    plain = client.post(url, params={"turns": "all"}, content=tree_file(), headers=writer)
+
+    assert first.status_code == 200, first.text
+    assert (first.json()["added"], first.json()["demonstrations_added"]) == (5, 5)
+    assert (again.json()["added"], again.json()["demonstrations_added"]) == (0, 0)
+    assert "demonstrations_added" not in plain.json()
+    assert len(stored_demonstrations(db_session, project.id)) == 5
+
+
+def test_the_api_documents_the_demonstrations_setting_on_the_prompt_import_only() -> None:
+    paths = create_app().openapi()["paths"]
+    prompts = {
+        p["name"]: p for p in paths["/api/v1/projects/{project_id}/prompts"]["post"]["parameters"]
+    }
+    demos = paths["/api/v1/projects/{project_id}/demonstrations"]["post"]["parameters"]
+
+    assert "as demonstrations of their prompts" in prompts["demonstrations"]["description"]
+    assert prompts["demonstrations"]["schema"]["default"] is False
+    assert "demonstrations" not in {p["name"] for p in demos}
+
+
 # The command line
 
 
@@ -536,3 +690,21 @@ def test_the_cli_import_takes_the_setting_and_prints_the_counts(
     assert "OASST2, every answered user turn, language en: 2 prompts with --turns first, " in out
     assert "3 with --turns all; user turns left out: 4 deleted or rejected, 2 in another" in out
     assert "(oasst2): imported 3;" in out
+
+
+def test_the_cli_import_keeps_the_answers_with_demonstrations(
+    cli_project: str, tmp_path: Path, migrated_engine: Engine
+) -> None:
+    path = tmp_path / "oasst2.trees.jsonl"
+    path.write_bytes(tree_file())
+    argv = ["prompts", "import", "--project", cli_project, "--turns", "all", "--demonstrations"]
+
+    result = CliRunner().invoke(cli, [*argv, str(path)])
+    again = CliRunner().invoke(cli, [*argv, str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert "Added 5 demonstrations from the file's answers" in " ".join(result.output.split())
+    assert "Added 0 demonstrations" in " ".join(again.output.split())
+    with Session(migrated_engine) as session:
+        project_id = session.scalars(select(Project.id).where(Project.name == cli_project)).one()
+        assert len(stored_demonstrations(session, project_id)) == 5

@@ -230,13 +230,14 @@ def _separate_models(
         response_mask_after_eos,
         value_loss,
     )
-    from worker.training.models import (
-        encode_prompt,
-        ensure_pad_token,
-        format_prompt,
-        load_causal_lm,
+    from worker.training.models import ensure_pad_token, load_causal_lm
+    from worker.training.ppo import (
+        ValueHead,
+        forward_response,
+        rollout_prompt_limit,
+        rollout_sampling_kwargs,
     )
-    from worker.training.ppo import ValueHead, forward_response, rollout_sampling_kwargs
+    from worker.training.prompts import fit_prompt
 
     device = torch.device(config.device)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -264,6 +265,7 @@ def _separate_models(
         )
         return logprobs  # (B, R)
 
+    limit = rollout_prompt_limit(policy, tokenizer, config)  # as train_ppo's rollouts fit them
     step_seconds = []
     generator = torch.Generator().manual_seed(config.seed)
     for step in range(1, config.steps + 1):
@@ -271,7 +273,7 @@ def _separate_models(
         # Rollout
         idx = torch.randperm(len(prompts), generator=generator)[: config.batch_size].tolist()
         batch_prompts = [prompts[i] for i in idx]
-        rows = [encode_prompt(tokenizer, format_prompt(tokenizer, p)) for p in batch_prompts]
+        rows = [fit_prompt(tokenizer, p, limit).ids for p in batch_prompts]
         prompt_ids, prompt_mask = _pad_left(rows, pad_id)  # (B, P)
         torch.manual_seed(batch_seed(config.seed, step))
         with torch.no_grad():

@@ -299,8 +299,8 @@ def prompts_import(
     from rich.markup import escape
 
     from app.db import session_scope
-    from app.projects import demonstrations as project_demonstrations
     from app.projects import imports
+    from app.projects.demonstration_store import add_answers
     from app.projects.prompt_import import Oasst2Options, parse_prompts
 
     with _app_errors():
@@ -327,9 +327,7 @@ def prompts_import(
         imported, in_project, repeated = len(added.added), added.in_project, added.repeated
         too_long, budget = len(added.too_long), added.budget
         if demonstrations:
-            answers = project_demonstrations.add_answers(
-                session, project_id=project_id, prompts=parsed.prompts
-            )
+            answers = add_answers(session, project_id=project_id, prompts=parsed.prompts)
             kept = len(answers.added)
     console.print(
         f"{file.name} ({parsed.format}): imported [bold]{imported}[/bold]; skipped "

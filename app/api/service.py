@@ -33,6 +33,7 @@ from app.errors import InvalidInput, found
 from app.models import PolicyVersion, TrainingRound
 from app.projects import demonstrations, imports, sample_upload
 from app.projects.demonstration_import import parse_demonstrations
+from app.projects.demonstration_store import add_answers
 from app.projects.prompt_import import LineError, Oasst2Counts, Oasst2Options, parse_prompts
 from app.projects.service import require_project
 from app.rounds import rollback
@@ -122,7 +123,7 @@ def import_prompts(
     added = imports.import_prompts(session, project_id=project_id, prompts=parsed.prompts)
     kept: dict[str, int] = {}
     if keep_answers:
-        answers = demonstrations.add_answers(session, project_id=project_id, prompts=parsed.prompts)
+        answers = add_answers(session, project_id=project_id, prompts=parsed.prompts)
         kept["demonstrations_added"] = len(answers.added)
     return PromptImportOut(
         format=parsed.format,

@@ -27,6 +27,7 @@ from app.db import after_commit
 from app.errors import InvalidInput, NotFound
 from app.models import Project
 from app.projects import prompt_length, repository
+from app.projects.demonstration_store import add_answers, new_answers
 from app.projects.prompt_import import (
     FORMAT_LABELS,
     FORMATS,
@@ -303,15 +304,6 @@ def _measure_new(
     return Findings(staged={"token_counts": counts}, measured=True, too_long=too_long)
 
 
-# app.projects.demonstrations is imported where it is used: it imports this module.
-
-
-def _new_answers(session: Session, project_id: int, prompts: Sequence[ParsedPrompt]) -> int:
-    from app.projects.demonstrations import new_answers
-
-    return new_answers(session, project_id, prompts)
-
-
 def _add_staged(session: Session, project_id: int, staged: dict[str, Any]) -> ImportOutcome:
     prompts = [ParsedPrompt(**p) for p in staged["prompts"]]
     added = import_prompts(
@@ -319,8 +311,6 @@ def _add_staged(session: Session, project_id: int, staged: dict[str, Any]) -> Im
     )
     kept = None
     if staged.get("keep_answers"):
-        from app.projects.demonstrations import add_answers
-
         kept = add_answers(session, project_id=project_id, prompts=prompts)
     return ImportOutcome.of(
         staged,
@@ -340,7 +330,7 @@ PROMPTS = ImportKind[ParsedPrompt](
     findings=_measure_new,
     row=lambda prompt, status: PreviewRow(prompt.line, prompt.content, None, status),
     add_staged=_add_staged,
-    new_answers=_new_answers,
+    new_answers=new_answers,
 )
 """New prompts are measured in the project's tokenizer; the too-long ones are named. The file's
 answers may come along as demonstrations of the prompts."""

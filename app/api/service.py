@@ -121,10 +121,10 @@ def import_prompts(
         parsed.errors, found=len(parsed.prompts), noun="prompts", skip_invalid=skip_invalid
     )
     added = imports.import_prompts(session, project_id=project_id, prompts=parsed.prompts)
-    kept: dict[str, int] = {}
+    optional: dict[str, Any] = {**_oasst2_counts(parsed.oasst2)}  # fields left out unless set
     if keep_answers:
         answers = add_answers(session, project_id=project_id, prompts=parsed.prompts)
-        kept["demonstrations_added"] = len(answers.added)
+        optional["demonstrations_added"] = len(answers.added)
     return PromptImportOut(
         format=parsed.format,
         records=parsed.records,
@@ -135,8 +135,7 @@ def import_prompts(
         too_long=len(added.too_long),
         token_budget=added.budget,
         errors=_error_list(parsed.errors),
-        **_oasst2_counts(parsed.oasst2),
-        **kept,
+        **optional,
     )
 
 

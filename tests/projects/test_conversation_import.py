@@ -25,7 +25,7 @@ from app.main import create_app
 from app.models import Demonstration, Project, Prompt, Role
 from app.projects.demonstration_import import parse_demonstrations
 from app.projects.demonstrations import DEMONSTRATIONS
-from app.projects.imports import PROMPTS, ImportOutcome
+from app.projects.imports import PROMPTS, ImportKind, ImportOutcome
 from app.projects.prompt_import import Oasst2Options, parse_prompts
 from app.tokens import service as tokens
 from rankloop.cli import app as cli
@@ -527,13 +527,19 @@ def stored_demonstrations(session: Session, project_id: int) -> list[tuple[str, 
 
 
 def import_trees(
-    session: Session, folder: Path, project_id: int, *, turns: str, keep: bool = True
+    session: Session,
+    folder: Path,
+    project_id: int,
+    *,
+    turns: str,
+    keep: bool = True,
+    kind: ImportKind[Any] = PROMPTS,
 ) -> tuple[int | None, ImportOutcome | None]:
-    """A prompt import of TREES through preview and confirm: the demonstrations the preview
-    counted, and the outcome (None when the preview found nothing to import)."""
+    """An import of TREES (prompts unless `kind` says otherwise) through preview and confirm:
+    the demonstrations the preview counted, and the outcome (None when nothing to import)."""
     admin = make_user(session)
     where = {"project_id": project_id, "user_id": admin.id, "staging_dir": folder}
-    preview = PROMPTS.preview(
+    preview = kind.preview(
         session,
         data=tree_file(),
         filename="t.jsonl",
@@ -544,7 +550,7 @@ def import_trees(
     )
     if preview.token is None:
         return preview.new_demonstrations, None
-    return preview.new_demonstrations, PROMPTS.confirm(session, token=preview.token, **where)
+    return preview.new_demonstrations, kind.confirm(session, token=preview.token, **where)
 
 
 @pytest.mark.parametrize("turns_setting", ["first", "all"])
@@ -555,20 +561,12 @@ def test_a_prompt_import_keeping_answers_adds_what_a_demonstration_import_adds(
     expected = parse_demonstrations(tree_file(), "t.jsonl", None, options(turns_setting))
 
     counted, outcome = import_trees(db_session, tmp_path, kept.id, turns=turns_setting)
-    admin = make_user(db_session)
-    where = {"project_id": demos.id, "user_id": admin.id, "staging_dir": tmp_path}
-    preview = DEMONSTRATIONS.preview(
-        db_session,
-        data=tree_file(),
-        filename="t.jsonl",
-        fmt=None,
-        oasst2=options(turns_setting),
-        **where,
+    _, demonstrated = import_trees(
+        db_session, tmp_path, demos.id, turns=turns_setting, keep=False, kind=DEMONSTRATIONS
     )
-    assert preview.token is not None
-    DEMONSTRATIONS.confirm(db_session, token=preview.token, **where)
 
     assert outcome is not None
+    assert demonstrated is not None
     prompts = parse_prompts(tree_file(), "t.jsonl", None, options(turns_setting)).prompts
     assert outcome.added == len(prompts)
     assert counted == outcome.demonstrations_added == len(expected.demonstrations)
@@ -606,14 +604,14 @@ def test_a_prompt_import_without_the_setting_keeps_no_answer(
 def test_the_admin_form_keeps_the_answers_when_its_box_is_checked(
     client: httpx.Client, db_session: Session, admin_csrf: str, project: Project
 ) -> None:
+    forms = {
+        kind: client.get(f"/admin/projects/{project.id}/{kind}/import").text
+        for kind in ("prompts", "demonstrations")
+    }
+    assert 'name="demonstrations" value="true" checked' in forms["prompts"]
+    assert 'name="demonstrations"' not in forms["demonstrations"]
     url = f"/admin/projects/{project.id}/prompts/import"
     headers = {"X-CSRF-Token": admin_csrf, "HX-Request": "true"}
-    page = client.get(url, headers={"X-CSRF-Token": admin_csrf})
-    demos_page = client.get(
-        f"/admin/projects/{project.id}/demonstrations/import", headers={"X-CSRF-Token": admin_csrf}
-    )
-    assert 'name="demonstrations" value="true" checked' in page.text
-    assert 'name="demonstrations"' not in demos_page.text
 
     preview = client.post(
         url,

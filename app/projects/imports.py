@@ -232,11 +232,11 @@ class ImportKind(Generic[Item]):
         statuses = import_statuses(digests, self.existing(session, project_id, digests))
         found = self.findings(session, project, parsed.items, statuses)
         new = statuses.count("new")
-        new_answers = None
+        answers = None
         if demonstrations and self.new_answers is not None:
-            new_answers = self.new_answers(session, project_id, parsed.items)
+            answers = self.new_answers(session, project_id, parsed.items)
         token = None
-        if new or new_answers:
+        if new or answers:
             token = stage_upload(
                 staging_dir,
                 {
@@ -245,7 +245,7 @@ class ImportKind(Generic[Item]):
                     "filename": filename,
                     "errors": len(parsed.errors),
                     self.name: [asdict(item) for item in parsed.items],
-                    "keep_answers": new_answers is not None,
+                    "keep_answers": answers is not None,
                     **found.staged,
                 },
             )
@@ -264,7 +264,7 @@ class ImportKind(Generic[Item]):
             measured=found.measured,
             too_long=found.too_long,
             new_prompts=found.new_prompts,
-            new_demonstrations=new_answers,
+            new_demonstrations=answers,
         )
 
     def confirm(

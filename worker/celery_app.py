@@ -7,12 +7,15 @@ shuts down.
 
 from __future__ import annotations
 
-import threading
+from typing import TYPE_CHECKING
 
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from app.config import get_settings
 from app.jobs import make_celery
+
+if TYPE_CHECKING:
+    from worker.health import Heartbeat
 
 celery_app = make_celery(get_settings(), include=["worker.tasks"])
 
@@ -34,13 +37,13 @@ def _start_heartbeat(sender: object = None, **_: object) -> None:
 
     hostname = getattr(sender, "hostname", "worker")
     queues = ",".join(sorted(q.name for q in celery_app.amqp.queues.consume_from.values()))
-    _heartbeat_stop.append(start_heartbeat_thread(hostname, queues))
+    _heartbeats.append(start_heartbeat_thread(hostname, queues))
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_: object) -> None:
-    for stop in _heartbeat_stop:
-        stop.set()
+    for heartbeat in _heartbeats:
+        heartbeat.stop()
 
 
-_heartbeat_stop: list[threading.Event] = []
+_heartbeats: list[Heartbeat] = []

@@ -28,9 +28,26 @@ def beat(hostname: str, queues: str) -> None:
             row.last_seen_at = utcnow()
 
 
-def start_heartbeat_thread(hostname: str, queues: str, *, reap: bool = True) -> threading.Event:
-    """Beat, and reap stale rounds and sampling jobs, until the returned event is set (the
-    worker shuts down)."""
+class Heartbeat:
+    """The heartbeat thread and its stop: `stop()` waits for the thread's last database work
+    (giving up the reaper's lease), so nothing runs on it while the interpreter exits (a thread
+    still opening connections then races `weakref.finalize`'s exit hook)."""
+
+    JOIN_SECONDS = 15.0
+
+    def __init__(self, thread: threading.Thread, event: threading.Event) -> None:
+        self.thread = thread
+        self.event = event
+
+    def stop(self) -> None:
+        self.event.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(self.JOIN_SECONDS)
+
+
+def start_heartbeat_thread(hostname: str, queues: str, *, reap: bool = True) -> Heartbeat:
+    """Beat, and reap stale rounds and sampling jobs, until the returned heartbeat is stopped
+    (the worker shuts down)."""
     stop = threading.Event()
     holder = reaper.holder_name(hostname)
 
@@ -54,8 +71,9 @@ def start_heartbeat_thread(hostname: str, queues: str, *, reap: bool = True) -> 
             except Exception:  # shutting down: the lease simply runs out  # noqa: S110
                 pass
 
-    threading.Thread(target=loop, name="rankloop-heartbeat", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=loop, name="rankloop-heartbeat", daemon=True)
+    thread.start()
+    return Heartbeat(thread, stop)
 
 
 def default_hostname(queues: str) -> str:

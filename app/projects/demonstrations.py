@@ -101,5 +101,3 @@ DEMONSTRATIONS = ImportKind[ParsedDemonstration](
     oasst2=OASST2_DEFAULT,
 )
 """Deduplicated by prompt and response; the preview counts the prompts they would create."""
-preview_demonstration_import = DEMONSTRATIONS.preview
-confirm_demonstration_import = DEMONSTRATIONS.confirm

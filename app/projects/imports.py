@@ -334,8 +334,6 @@ PROMPTS = ImportKind[ParsedPrompt](
 )
 """New prompts are measured in the project's tokenizer; the too-long ones are named. The file's
 answers may come along as demonstrations of the prompts."""
-preview_import = PROMPTS.preview
-confirm_import = PROMPTS.confirm
 
 
 def too_long_of(added: AddedPrompts, prompts: Sequence[ParsedPrompt]) -> LongPrompts | None:

@@ -17,6 +17,7 @@ from app.errors import Conflict
 from app.models import Project, ProjectMember, Role, User
 from app.projects import repository as projects_repository
 from app.projects import service as projects
+from app.ratings import repository as ratings_repository
 from app.rounds import repository as rounds_repository
 from app.rounds import rollback
 from app.sampling import service as sampling
@@ -106,6 +107,8 @@ class ProjectPage:
     """More members match than are shown: the page asks for a narrower search."""
     member_total: int
     member_search: str
+    excluded_ids: frozenset[int]
+    """Annotators excluded from ratings and training (shown beside their membership)."""
     progress: projects.ProjectProgress
     next_step: NextStep
     sampling_jobs: list[sampling.JobView]
@@ -131,6 +134,7 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
         members_more=len(members) > MEMBERS_PER_PAGE,
         member_total=projects_repository.count_members(session, project_id),
         member_search=member_search,
+        excluded_ids=frozenset(ratings_repository.excluded_users(session, project_id)),
         progress=progress,
         next_step=next_step(
             prompts=projects_repository.count_active_prompts(session, project_id),

@@ -346,14 +346,18 @@ def _is_postgresql(session: Session) -> bool:
 # of a submit.
 _PG_INSERT_COMPARISONS = text(
     """
-    INSERT INTO comparisons (project_id, ranking_id, task_id, prompt_id, user_id, winner_id,
-        loser_id, winner_version_id, loser_version_id, tie, created_at)
-    SELECT :project_id, :ranking_id, :task_id, :prompt_id, :user_id, p.winner_id, p.loser_id,
-        p.winner_version_id, p.loser_version_id, p.tie, :created_at
+    INSERT INTO comparisons (project_id, ranking_id, task_id, prompt_id, user_id, gold,
+        winner_id, loser_id, winner_version_id, loser_version_id, tie, winner_position,
+        loser_position, created_at)
+    SELECT :project_id, :ranking_id, :task_id, :prompt_id, :user_id, :gold, p.winner_id,
+        p.loser_id, p.winner_version_id, p.loser_version_id, p.tie, p.winner_position,
+        p.loser_position, :created_at
     FROM unnest(CAST(:winner_ids AS integer[]), CAST(:loser_ids AS integer[]),
         CAST(:winner_version_ids AS integer[]), CAST(:loser_version_ids AS integer[]),
-        CAST(:ties AS boolean[]))
-        AS p(winner_id, loser_id, winner_version_id, loser_version_id, tie)
+        CAST(:ties AS boolean[]), CAST(:winner_positions AS integer[]),
+        CAST(:loser_positions AS integer[]))
+        AS p(winner_id, loser_id, winner_version_id, loser_version_id, tie, winner_position,
+            loser_position)
     """
 ).bindparams(bindparam("created_at", type_=UTCDateTime()))
 
@@ -367,9 +371,11 @@ def insert_comparisons(
     prompt_id: int,
     user_id: int,
     created_at: datetime,
-    pairs: Sequence[tuple[int, int, int, int, bool]],
+    pairs: Sequence[tuple[int, int, int, int, bool, int | None, int | None]],
+    gold: bool = False,
 ) -> None:
-    """A ranking's comparisons; `pairs` are (winner, loser, winner version, loser version, tie)."""
+    """A ranking's comparisons; `pairs` are (winner, loser, winner version, loser version, tie,
+    winner's card position, loser's card position)."""
     if not pairs:
         return
     common = {
@@ -378,10 +384,12 @@ def insert_comparisons(
         "task_id": task_id,
         "prompt_id": prompt_id,
         "user_id": user_id,
+        "gold": gold,
         "created_at": created_at,
     }
     if _is_postgresql(session):
-        winners, losers, winner_versions, loser_versions, ties = zip(*pairs, strict=True)
+        columns = zip(*pairs, strict=True)
+        winners, losers, winner_versions, loser_versions, ties, winner_pos, loser_pos = columns
         session.execute(
             _PG_INSERT_COMPARISONS,
             {
@@ -391,10 +399,20 @@ def insert_comparisons(
                 "winner_version_ids": list(winner_versions),
                 "loser_version_ids": list(loser_versions),
                 "ties": list(ties),
+                "winner_positions": list(winner_pos),
+                "loser_positions": list(loser_pos),
             },
         )
         return
-    names = ("winner_id", "loser_id", "winner_version_id", "loser_version_id", "tie")
+    names = (
+        "winner_id",
+        "loser_id",
+        "winner_version_id",
+        "loser_version_id",
+        "tie",
+        "winner_position",
+        "loser_position",
+    )
     _insert_many(
         session,
         insert(Comparison),

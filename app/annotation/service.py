@@ -350,13 +350,14 @@ def _store_ranking(
 
     # The ranking
     elapsed_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+    shown = display_order(task_id, user_id, sample_ids)
     ranking = Ranking(
         project_id=task.project_id,
         task_id=task_id,
         user_id=user_id,
         assignment_id=assignment.id,
         groups=groups,
-        display_order=display_order(task_id, user_id, sample_ids),
+        display_order=shown,
         none_usable=submission.none_usable,
         none_usable_reason=submission.none_usable_reason if submission.none_usable else None,
         time_spent_ms=submission.time_spent_ms
@@ -373,6 +374,7 @@ def _store_ranking(
     # none between two samples of the same text (ratings and the reward model skip those)
     text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
     pairs = ranking_to_pairs(groups, text_keys=text_keys) if groups else []
+    place = {sample_id: number for number, sample_id in enumerate(shown, start=1)}
     repository.insert_comparisons(
         session,
         project_id=task.project_id,
@@ -381,6 +383,7 @@ def _store_ranking(
         prompt_id=task.prompt_id,
         user_id=user_id,
         created_at=now,
+        gold=task.gold,
         pairs=[
             (
                 pair.winner,
@@ -388,6 +391,8 @@ def _store_ranking(
                 version_of[pair.winner],
                 version_of[pair.loser],
                 pair.tie,
+                place[pair.winner],
+                place[pair.loser],
             )
             for pair in pairs
         ],

@@ -27,10 +27,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from app.models import (
+    AnnotatorExclusion,
     Comparison,
     ComparisonSnapshot,
     PolicyVersion,
-    ProjectMember,
     Prompt,
     Ranking,
     RankingTask,
@@ -93,9 +93,7 @@ def get_snapshot(session: Session, snapshot_id: int) -> ComparisonSnapshot | Non
 def excluded_users(session: Session, project_id: int) -> frozenset[int]:
     return frozenset(
         session.scalars(
-            select(ProjectMember.user_id).where(
-                ProjectMember.project_id == project_id, ProjectMember.excluded
-            )
+            select(AnnotatorExclusion.user_id).where(AnnotatorExclusion.project_id == project_id)
         )
     )
 

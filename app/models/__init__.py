@@ -1,5 +1,6 @@
 """ORM classes, one module per aggregate; importing this package registers every table."""
 
+from app.models.annotator import AnnotatorExclusion, AnnotatorReliability
 from app.models.enums import (
     TERMINAL_ROUND_STATES,
     AssignmentState,
@@ -22,6 +23,8 @@ from app.models.user import ApiToken, LoginAttempt, ProjectMember, User, WebSess
 
 __all__ = [
     "TERMINAL_ROUND_STATES",
+    "AnnotatorExclusion",
+    "AnnotatorReliability",
     "ApiToken",
     "Assignment",
     "AssignmentState",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -20,6 +20,10 @@ class Project(Base):
         CheckConstraint("temperature > 0", name="temperature_positive"),
         CheckConstraint("top_p > 0 AND top_p <= 1", name="top_p_range"),
         CheckConstraint("max_new_tokens >= 1", name="max_new_tokens_positive"),
+        CheckConstraint("gold_rate >= 0 AND gold_rate <= 0.5", name="gold_rate_range"),
+        CheckConstraint("uniform_share >= 0 AND uniform_share <= 1", name="uniform_share_range"),
+        CheckConstraint("selection IN ('uniform', 'active')", name="selection_kind"),
+        CheckConstraint("reliability_min_tasks >= 0", name="reliability_min_tasks_non_negative"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,6 +57,32 @@ class Project(Base):
         "samples it.",
     )
     guidelines: Mapped[str] = mapped_column(Text, default="")
+    reliability_weighting: Mapped[bool] = mapped_column(
+        default=True,
+        server_default=true(),
+        doc="Weight each comparison by its annotator's fitted reliability in ratings and "
+        "reward models (annotators with fewer than `reliability_min_tasks` shared tasks "
+        "weigh 1).",
+    )
+    reliability_min_tasks: Mapped[int] = mapped_column(default=10, server_default="10")
+    gold_rate: Mapped[float] = mapped_column(
+        default=0.1,
+        server_default="0.1",
+        doc="Share of leases that go to a gold task the annotator has not done, when any exist.",
+    )
+    selection: Mapped[str] = mapped_column(
+        String(16),
+        default="uniform",
+        server_default="uniform",
+        doc="How new tasks pick prompts and versions: 'uniform' or 'active' (where a ranking "
+        "is worth most, with `uniform_share` of tasks still drawn uniformly).",
+    )
+    uniform_share: Mapped[float] = mapped_column(default=0.2, server_default="0.2")
+    position_correction: Mapped[bool] = mapped_column(
+        default=True,
+        server_default=true(),
+        doc="Fit a first-shown-card term in the ratings when the position bias is significant.",
+    )
     ratings_dirty_since: Mapped[datetime | None] = mapped_column(
         doc="Set by a submit, cleared by the ratings job: the debounce marker."
     )

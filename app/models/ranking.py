@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -71,6 +71,16 @@ class Comparison(Base):
         ForeignKey("policy_versions.id", ondelete="CASCADE")
     )
     tie: Mapped[bool] = mapped_column(default=False)
+    gold: Mapped[bool] = mapped_column(
+        default=False,
+        server_default=false(),
+        doc="From a gold task (copied in, updated when a task is marked): measures annotators, "
+        "never trains or rates versions.",
+    )
+    winner_position: Mapped[int | None] = mapped_column(
+        doc="1-based place of the winner's card as shown to the annotator (None: not recorded)."
+    )
+    loser_position: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -98,4 +108,9 @@ class SnapshotComparison(Base):
     )
     comparison_id: Mapped[int] = mapped_column(
         ForeignKey("comparisons.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    weight: Mapped[float] = mapped_column(
+        default=1.0,
+        server_default="1",
+        doc="The annotator's reliability weight when the snapshot was taken (1: unweighted).",
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
@@ -13,14 +14,27 @@ from app.models.enums import AssignmentState, TaskStatus
 
 
 class RankingTask(Base):
+    """K samples of one prompt to rank.
+
+    A gold task has a known answer (`gold_groups`, an ordering of its samples, or
+    `gold_bad_sample_id`, a sample known to be worst); it is served to every annotator once,
+    looks like any other task, and its rankings only measure annotators: they never enter
+    training data or version ratings. `selection_reason` says why the task was made
+    ('uniform', 'uncertainty', 'undecided').
+    """
+
     __tablename__ = "ranking_tasks"
-    __table_args__ = (Index("ix_ranking_tasks_project_status", "project_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_ranking_tasks_project_status", "project_id", "status", "id"),
+        CheckConstraint(
+            "selection_reason IN ('uniform', 'uncertainty', 'undecided')",
+            name="selection_reason_kind",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    prompt_id: Mapped[int] = mapped_column(
-        ForeignKey("prompts.id", ondelete="CASCADE"), index=True
-    )
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
     required_annotations: Mapped[int]
     annotations_done: Mapped[int] = mapped_column(default=0)
     status: Mapped[TaskStatus] = mapped_column(
@@ -28,6 +42,14 @@ class RankingTask(Base):
     )
     sampling_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("sampling_jobs.id", ondelete="SET NULL")
+    )
+    gold: Mapped[bool] = mapped_column(default=False, server_default=false())
+    gold_groups: Mapped[list[Any] | None]
+    gold_bad_sample_id: Mapped[int | None] = mapped_column(
+        ForeignKey("samples.id", ondelete="SET NULL")
+    )
+    selection_reason: Mapped[str] = mapped_column(
+        String(16), default="uniform", server_default="uniform"
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]

@@ -35,7 +35,7 @@ class User(Base):
 
 
 class ProjectMember(Base):
-    """Which annotators work on which project; `excluded` drops their votes from ratings."""
+    """Which annotators work on which project (exclusions live apart: AnnotatorExclusion)."""
 
     __tablename__ = "project_members"
 
@@ -45,8 +45,6 @@ class ProjectMember(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
-    excluded: Mapped[bool] = mapped_column(default=False)
-    excluded_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="memberships", lazy="raise")

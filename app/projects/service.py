@@ -291,19 +291,13 @@ def _add_member(session: Session, *, project_id: int, user_id: int) -> tuple[Pro
 def remove_member(session: Session, *, project_id: int, user_id: int) -> None:
     """Stop a user getting new tasks here; their rankings and open leases stay as they are.
 
-    An excluded member stays: the exclusion lives on the membership, so removing it would
-    quietly count their rankings again in the ratings and the next training snapshot.
+    An exclusion lives apart from the membership (AnnotatorExclusion), so an excluded member
+    can be removed and their rankings stay out of ratings and training.
     """
     require_project(session, project_id)
     member = repository.get_member(session, project_id, user_id)
     if member is None:
         raise NotFound(f"User {user_id} is not a member of this project")
-    if member.excluded:
-        raise Conflict(
-            "This annotator is excluded from the ratings and training data; removing them "
-            "from the project would count their rankings again. Include them first, or "
-            "deactivate their account to stop them annotating."
-        )
     repository.delete_member(session, project_id, user_id)
 
 

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, insert, or_, select, text, true, update
+from sqlalchemy import delete, exists, false, func, insert, or_, select, text, true, update
 from sqlalchemy.orm import Session
 
 from app.models import (
+    AnnotatorExclusion,
     Comparison,
     PolicyRating,
     PolicyVersion,
@@ -151,7 +152,8 @@ def load_comparisons(
     session: Session, project_id: int, *, include_excluded: bool, include_flagged: bool = False
 ) -> ComparisonArrays:
     """The rows a fit uses. Same rules as training snapshots (app.rounds.snapshots): excluded
-    annotators' and flagged samples' comparisons are left out unless asked for."""
+    annotators' and flagged samples' comparisons are left out unless asked for; gold tasks'
+    comparisons (which measure annotators) always are."""
     query = select(
         Comparison.user_id,
         Comparison.ranking_id,
@@ -160,14 +162,13 @@ def load_comparisons(
         Comparison.winner_version_id,
         Comparison.loser_version_id,
         Comparison.tie,
-    ).where(Comparison.project_id == project_id)
+    ).where(Comparison.project_id == project_id, Comparison.gold == false())
     if not include_excluded:
         query = query.where(
             ~exists(
-                select(ProjectMember.user_id).where(
-                    ProjectMember.project_id == project_id,
-                    ProjectMember.user_id == Comparison.user_id,
-                    ProjectMember.excluded,
+                select(AnnotatorExclusion.user_id).where(
+                    AnnotatorExclusion.project_id == project_id,
+                    AnnotatorExclusion.user_id == Comparison.user_id,
                 )
             )
         )
@@ -261,21 +262,24 @@ def sample_details(session: Session, sample_ids: list[int]) -> dict[int, tuple[s
 def excluded_users(session: Session, project_id: int) -> set[int]:
     return set(
         session.scalars(
-            select(ProjectMember.user_id).where(
-                ProjectMember.project_id == project_id, ProjectMember.excluded
-            )
+            select(AnnotatorExclusion.user_id).where(AnnotatorExclusion.project_id == project_id)
         )
     )
 
 
 def annotators(session: Session, project_id: int) -> list[tuple[int, str, str, bool | None]]:
     """(user id, username, display name, excluded) of members and of anyone who ranked in the
-    project; excluded is None for a former member (their rankings still count)."""
-    member_rows = session.execute(
-        select(User.id, User.username, User.display_name, ProjectMember.excluded)
-        .join(ProjectMember, ProjectMember.user_id == User.id)
-        .where(ProjectMember.project_id == project_id)
-    ).all()
+    project; excluded is None for a former member who is not excluded (their rankings still
+    count), True for an excluded one."""
+    excluded = excluded_users(session, project_id)
+    member_rows = [
+        (uid, name, display, uid in excluded)
+        for uid, name, display in session.execute(
+            select(User.id, User.username, User.display_name)
+            .join(ProjectMember, ProjectMember.user_id == User.id)
+            .where(ProjectMember.project_id == project_id)
+        ).all()
+    ]
     seen = {row[0] for row in member_rows}
     former = session.execute(
         select(User.id, User.username, User.display_name).where(
@@ -286,12 +290,22 @@ def annotators(session: Session, project_id: int) -> list[tuple[int, str, str, b
     out: list[tuple[int, str, str, bool | None]] = [
         (uid, name, display, bool(ex)) for uid, name, display, ex in member_rows
     ]
-    out += [(uid, name, display, None) for uid, name, display in former]
+    out += [
+        (uid, name, display, True if uid in excluded else None) for uid, name, display in former
+    ]
     return sorted(out, key=lambda row: row[1])
 
 
-def member(session: Session, *, project_id: int, user_id: int) -> ProjectMember | None:
-    return session.get(ProjectMember, (project_id, user_id))
+def is_annotator(session: Session, *, project_id: int, user_id: int) -> bool:
+    """A member, or a former member whose rankings are still here."""
+    if session.get(ProjectMember, (project_id, user_id)) is not None:
+        return True
+    ranked = select(Ranking.id).where(Ranking.project_id == project_id, Ranking.user_id == user_id)
+    return bool(session.scalar(select(exists(ranked))))
+
+
+def exclusion(session: Session, *, project_id: int, user_id: int) -> AnnotatorExclusion | None:
+    return session.get(AnnotatorExclusion, (project_id, user_id))
 
 
 # Versions and stored ratings

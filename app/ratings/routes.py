@@ -50,7 +50,12 @@ def exclude_annotator(
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     service.set_excluded(
-        session, project_id=project_id, user_id=user_id, excluded=True, reason=reason
+        session,
+        project_id=project_id,
+        user_id=user_id,
+        excluded=True,
+        reason=reason,
+        by_user_id=admin.id,
     )
     return _page(request, session, project_id, "Annotator excluded; ratings recomputed.")
 

@@ -30,7 +30,7 @@ from app.config import get_settings
 from app.db import after_commit, utcnow
 from app.errors import InvalidInput, NotFound
 from app.jobs import RATINGS_RECOMPUTE, enqueue
-from app.models import PolicyRating, PolicyVersion, ProjectMember
+from app.models import AnnotatorExclusion, PolicyRating, PolicyVersion
 from app.projects.service import require_project
 from app.ratings import repository
 from app.ratings.agreement import (
@@ -472,22 +472,32 @@ def set_excluded(
     user_id: int,
     excluded: bool,
     reason: str | None = None,
+    by_user_id: int | None = None,
     now: datetime | None = None,
-) -> ProjectMember:
+) -> AnnotatorExclusion | None:
     """Exclude (or bring back) an annotator: their comparisons leave (or rejoin) the ratings,
-    which are refitted at once, and future training snapshots."""
+    which are refitted at once, and future training snapshots. Members and former members
+    who ranked here can be excluded; the exclusion outlives the membership."""
     require_project(session, project_id)
-    membership = repository.member(session, project_id=project_id, user_id=user_id)
-    if membership is None:
-        raise NotFound(f"User {user_id} is not a member of project {project_id}")
+    if not repository.is_annotator(session, project_id=project_id, user_id=user_id):
+        raise NotFound(f"User {user_id} is not an annotator of project {project_id}")
     reason = (reason or "").strip()
     if len(reason) > 500:
         raise InvalidInput("The reason is longer than 500 characters", details={"field": "reason"})
-    membership.excluded = excluded
-    membership.excluded_reason = (reason or None) if excluded else None
+    exclusion = repository.exclusion(session, project_id=project_id, user_id=user_id)
+    if excluded:
+        if exclusion is None:
+            exclusion = AnnotatorExclusion(project_id=project_id, user_id=user_id)
+            session.add(exclusion)
+        exclusion.reason = reason or None
+        exclusion.excluded_by_id = by_user_id
+        exclusion.created_at = now or utcnow()
+    elif exclusion is not None:
+        session.delete(exclusion)
+        exclusion = None
     session.flush()
     recompute(session, project_id=project_id, now=now)
-    return membership
+    return exclusion
 
 
 # The admin page

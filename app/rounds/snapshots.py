@@ -10,13 +10,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, insert, literal, or_, select
+from sqlalchemy import exists, false, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import (
+    AnnotatorExclusion,
     Comparison,
     ComparisonSnapshot,
-    ProjectMember,
     Prompt,
     Ranking,
     Sample,
@@ -27,15 +27,17 @@ from app.models.sample import text_key
 
 
 def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # type: ignore[no-untyped-def]
-    """SELECT of comparison ids that training may use."""
+    """SELECT of comparison ids that training may use: never a gold task's (those measure
+    annotators), never an excluded annotator's."""
     excluded = exists(
-        select(ProjectMember.user_id).where(
-            ProjectMember.project_id == project_id,
-            ProjectMember.user_id == Comparison.user_id,
-            ProjectMember.excluded,
+        select(AnnotatorExclusion.user_id).where(
+            AnnotatorExclusion.project_id == project_id,
+            AnnotatorExclusion.user_id == Comparison.user_id,
         )
     )
-    query = select(Comparison.id).where(Comparison.project_id == project_id, ~excluded)
+    query = select(Comparison.id).where(
+        Comparison.project_id == project_id, Comparison.gold == false(), ~excluded
+    )
     if not include_flagged:
         flagged = exists(
             select(SampleFlag.id).where(

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import (
+    AnnotatorExclusion,
     ProjectMember,
     Role,
     RoundState,
@@ -72,7 +73,8 @@ def _seed(session: Session) -> World:
     round1 = make_round(session, project, "dpo")
     round1.state = RoundState.done
     v2 = make_trained_version(session, project, base, round_id=round1.id)
-    session.add(ProjectMember(project_id=project.id, user_id=users["dave"], excluded=True))
+    session.add(ProjectMember(project_id=project.id, user_id=users["dave"]))
+    session.add(AnnotatorExclusion(project_id=project.id, user_id=users["dave"]))
 
     t1 = make_task(session, project, texts=["t1 best", "t1 good", "t1 fair", "t1 poor"])
     s1 = task_sample_ids(session, t1)

@@ -92,7 +92,7 @@ def test_members_are_added_once_and_removed(db_session: Session) -> None:
         projects.remove_member(db_session, project_id=project.id, user_id=user.id)
 
 
-def test_an_excluded_member_cannot_be_removed_so_their_rankings_stay_out(
+def test_an_excluded_member_can_be_removed_and_their_rankings_stay_out(
     db_session: Session,
 ) -> None:
     from app.ratings import repository as ratings_repository
@@ -102,13 +102,10 @@ def test_an_excluded_member_cannot_be_removed_so_their_rankings_stay_out(
     projects.add_member(db_session, project_id=project.id, user_id=user.id)
     ratings.set_excluded(db_session, project_id=project.id, user_id=user.id, excluded=True)
 
-    with pytest.raises(Conflict, match="would count their rankings again"):
-        projects.remove_member(db_session, project_id=project.id, user_id=user.id)
-    assert ratings_repository.excluded_users(db_session, project.id) == {user.id}
-
-    ratings.set_excluded(db_session, project_id=project.id, user_id=user.id, excluded=False)
     projects.remove_member(db_session, project_id=project.id, user_id=user.id)
+
     assert repository.list_members(db_session, project.id) == []
+    assert ratings_repository.excluded_users(db_session, project.id) == {user.id}
 
 
 def test_a_deactivated_user_cannot_be_added(db_session: Session) -> None:

@@ -7,7 +7,14 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from app.models import PolicyKind, PolicyVersion, Project, ProjectMember, Role, User
+from app.models import (
+    AnnotatorExclusion,
+    PolicyKind,
+    PolicyVersion,
+    Project,
+    Role,
+    User,
+)
 from app.ratings import service
 from tests.admin.conftest import LoggedIn
 from tests.api.conftest import bearer
@@ -80,9 +87,9 @@ def test_excluding_and_including_from_the_page_changes_the_counts(
     assert 'id="consensus"' in excluded.text  # refreshed with the ratings, not left stale
     assert f"{counts}{3 * 8 * 4}<" in excluded.text
     assert "excluded" in _row(excluded.text, f"annotator-{seeded.contrarian.id}")
-    member = db_session.get_one(ProjectMember, (seeded.project.id, seeded.contrarian.id))
-    db_session.refresh(member)
-    assert (member.excluded, member.excluded_reason) == (True, "outlier")
+    exclusion = db_session.get_one(AnnotatorExclusion, (seeded.project.id, seeded.contrarian.id))
+    db_session.refresh(exclusion)
+    assert (exclusion.reason, exclusion.excluded_by_id) == ("outlier", admin.user.id)
 
     included = client.post(f"{base}/include", headers=admin.headers)
 
@@ -122,9 +129,8 @@ def test_exclusion_without_csrf_token_is_refused_and_changes_nothing(
     response = client.post(path, data={"reason": "x"})
 
     assert response.status_code == 403
-    member = db_session.get_one(ProjectMember, (seeded.project.id, seeded.contrarian.id))
-    db_session.refresh(member)
-    assert member.excluded is False
+    db_session.expire_all()
+    assert db_session.get(AnnotatorExclusion, (seeded.project.id, seeded.contrarian.id)) is None
 
 
 def test_excluding_a_non_member_is_not_found(

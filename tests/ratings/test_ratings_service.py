@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import NotFound
-from app.models import PolicyRating, Project, Role, SampleFlag, SampleRating
+from app.models import AnnotatorExclusion, PolicyRating, Project, Role, SampleFlag, SampleRating
 from app.ratings import service
 from app.ratings.bradley_terry import BETTER, UNDECIDED, WORSE
 from app.rounds.snapshots import create_snapshot
@@ -230,23 +230,27 @@ def test_excluding_an_annotator_drops_their_comparisons_and_including_restores_t
     service.recompute(db_session, project_id=project.id)
     before = _rows(db_session, project)[new.id].comparisons  # type: ignore[attr-defined]
 
-    member = service.set_excluded(
+    exclusion = service.set_excluded(
         db_session, project_id=project.id, user_id=other.id, excluded=True, reason=" contrarian "
     )
 
-    assert (member.excluded, member.excluded_reason) == (True, "contrarian")
+    assert exclusion is not None
+    assert exclusion.reason == "contrarian"
     assert before == 4 * (10 + 2 * 5)
     assert _rows(db_session, project)[new.id].comparisons == 4 * 15  # type: ignore[attr-defined]
     snapshot = create_snapshot(db_session, project_id=project.id, name="after exclusion")
     assert snapshot.comparison_count == 6 * 15
 
-    service.set_excluded(db_session, project_id=project.id, user_id=other.id, excluded=False)
+    included = service.set_excluded(
+        db_session, project_id=project.id, user_id=other.id, excluded=False
+    )
 
     assert _rows(db_session, project)[new.id].comparisons == before  # type: ignore[attr-defined]
-    assert member.excluded_reason is None
+    assert included is None
+    assert db_session.get(AnnotatorExclusion, (project.id, other.id)) is None
 
 
-def test_excluding_someone_who_is_not_a_member_is_not_found(
+def test_excluding_someone_who_never_worked_on_the_project_is_not_found(
     db_session: Session, project: Project
 ) -> None:
     with pytest.raises(NotFound):

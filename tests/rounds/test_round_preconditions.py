@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
 from app.models import (
+    AnnotatorExclusion,
     PolicyKind,
     PolicyStatus,
     PolicyVersion,
-    ProjectMember,
     Prompt,
     Ranking,
     Role,
@@ -116,7 +116,7 @@ def test_rankings_no_reward_model_can_train_on_do_not_count(
     annotator = db_session.scalars(
         select(Ranking.user_id).where(Ranking.project_id == project.id)
     ).first()
-    db_session.add(ProjectMember(project_id=project.id, user_id=annotator, excluded=True))
+    db_session.add(AnnotatorExclusion(project_id=project.id, user_id=annotator))
     db_session.flush()
 
     refused = _refusal(db_session, project.id, round_type)

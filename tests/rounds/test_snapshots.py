@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ProjectMember, SampleFlag, SnapshotComparison
+from app.models import AnnotatorExclusion, ProjectMember, SampleFlag, SnapshotComparison
 from app.rounds import snapshots
 from tests.factories import make_project, make_ranking, make_task, make_user, task_sample_ids
 
@@ -18,7 +18,8 @@ def test_snapshot_rebuilds_rankings_and_leaves_out_excluded_and_flagged(
     db_session.add_all(
         [
             ProjectMember(project_id=project.id, user_id=good.id),
-            ProjectMember(project_id=project.id, user_id=excluded.id, excluded=True),
+            ProjectMember(project_id=project.id, user_id=excluded.id),
+            AnnotatorExclusion(project_id=project.id, user_id=excluded.id),
         ]
     )
     task = make_task(db_session, project, k=4)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
+    false,
     func,
     insert,
     literal,
@@ -160,6 +161,7 @@ _LOCK_CANDIDATE = (
     .where(
         RankingTask.project_id == bindparam("project_id"),
         RankingTask.status == TaskStatus.open,
+        RankingTask.gold == false(),  # gold tasks come only through lock_gold_candidate
         RankingTask.annotations_done + _leases(live=True) < RankingTask.required_annotations,
         ~_done_by_user(),
     )
@@ -171,6 +173,49 @@ _LOCK_IDLE_CANDIDATE = _LOCK_CANDIDATE.where(_leases(live=True) == 0)
 _EXCLUDED = RankingTask.id.not_in(bindparam("exclude", expanding=True))
 _LOCK_CANDIDATE_EXCLUDING = _LOCK_CANDIDATE.where(_EXCLUDED)
 _LOCK_IDLE_CANDIDATE_EXCLUDING = _LOCK_IDLE_CANDIDATE.where(_EXCLUDED)
+
+
+_LOCK_GOLD_CANDIDATE = (
+    select(RankingTask.id)
+    .where(
+        RankingTask.project_id == bindparam("project_id"),
+        RankingTask.status == TaskStatus.open,
+        RankingTask.gold,
+        ~_done_by_user(),
+    )
+    .order_by(RankingTask.id)
+    .limit(1)
+    .with_for_update(read=True, key_share=True)
+)
+
+
+def lock_gold_candidate(session: Session, *, project_id: int, user_id: int) -> int | None:
+    """The oldest gold task this user has not ranked, skipped or leased; or None.
+
+    Gold tasks have no slots (every annotator ranks each once), so concurrent annotators may
+    lease the same one: FOR KEY SHARE does not block them, nor their submits' progress UPDATE,
+    but it does block (and is re-checked after) an admin's unmarking, which locks FOR UPDATE.
+    """
+    return session.scalar(_LOCK_GOLD_CANDIDATE, {"project_id": project_id, "user_id": user_id})
+
+
+_LEASE_COUNT = (
+    select(func.count())
+    .select_from(Assignment)
+    .join(RankingTask, RankingTask.id == Assignment.task_id)
+    .where(
+        Assignment.user_id == bindparam("user_id"),
+        RankingTask.project_id == bindparam("project_id"),
+    )
+)
+
+
+def lease_count(session: Session, *, project_id: int, user_id: int) -> int:
+    """How many leases the user has ever had in the project (any state): the number of the
+    next lease, which seeds its gold draw."""
+    return int(
+        session.scalar(_LEASE_COUNT, {"project_id": project_id, "user_id": user_id}) or 0
+    )
 
 
 def slot_state(session: Session, *, task_id: int, user_id: int, now: datetime) -> Any:
@@ -244,6 +289,9 @@ def lock_own_lease(
     return None if row is None else (row[0], row[1])
 
 
+_COMPLETES = (RankingTask.annotations_done + 1 >= RankingTask.required_annotations) & (
+    RankingTask.gold == false()  # a gold task counts its answers but never completes
+)
 _RECORD_ANNOTATION = (
     update(RankingTask)
     .where(RankingTask.id == bindparam("task_id"), RankingTask.status == TaskStatus.open)
@@ -251,14 +299,14 @@ _RECORD_ANNOTATION = (
         annotations_done=RankingTask.annotations_done + 1,
         status=case(
             (
-                RankingTask.annotations_done + 1 >= RankingTask.required_annotations,
+                _COMPLETES,
                 literal(TaskStatus.complete, RankingTask.status.type),
             ),
             else_=RankingTask.status,
         ),
         completed_at=case(
             (
-                RankingTask.annotations_done + 1 >= RankingTask.required_annotations,
+                _COMPLETES,
                 bindparam("now", type_=UTCDateTime()),
             ),
             else_=RankingTask.completed_at,
@@ -270,10 +318,11 @@ _RECORD_ANNOTATION = (
 
 
 def record_annotation(session: Session, *, task_id: int, now: datetime) -> TaskStatus | None:
-    """One more annotation of an open task, completing it at its required count; the task's
-    status after, or None when the task is no longer open. The row stays locked until commit,
-    so it is the submit's last lock but the samples' Elo: submits of one task by different
-    annotators wait for each other only for these last statements."""
+    """One more annotation of an open task, completing it at its required count (a gold task
+    never completes); the task's status after, or None when the task is no longer open. The
+    row stays locked until commit, so it is the submit's last lock but the samples' Elo:
+    submits of one task by different annotators wait for each other only for these last
+    statements."""
     status = session.scalar(_RECORD_ANNOTATION, {"task_id": task_id, "now": now})
     return None if status is None else TaskStatus(status)
 

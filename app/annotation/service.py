@@ -51,6 +51,7 @@ from app.ratings import service as ratings
 from app.ratings.elo import K_FACTOR, update
 from app.ratings.pairs import InvalidRanking, Pair, ranking_to_pairs, validate_ranking
 from app.sampling import service as sampling
+from app.seeds import derived_seed
 
 MAX_CANDIDATES = 20
 """Tasks one lease request tries after losing races for their last slot before giving up."""
@@ -173,9 +174,31 @@ def _own_open_lease(
     return found
 
 
+def gold_draw(*, user_id: int, lease_number: int, rate: float) -> bool:
+    """Whether the user's `lease_number`-th lease in a project is a gold task: true with
+    probability `rate`, the same answer every time it is asked (tests and replays agree)."""
+    if rate <= 0:
+        return False
+    return random.Random(derived_seed(f"gold-lease:{user_id}", lease_number)).random() < rate
+
+
 def _lease_new(
     session: Session, *, project: Project, user_id: int, now: datetime
 ) -> Assignment | None:
+    """A gold task at the project's gold rate (one the user has not had), else the queue's
+    next task with a free slot. Gold tasks never come through the slot path: they have none."""
+    if project.gold_rate > 0 and gold_draw(
+        user_id=user_id,
+        lease_number=repository.lease_count(session, project_id=project.id, user_id=user_id),
+        rate=project.gold_rate,
+    ):
+        gold_task_id = repository.lock_gold_candidate(
+            session, project_id=project.id, user_id=user_id
+        )
+        if gold_task_id is not None:
+            return _new_assignment(
+                session, project=project, task_id=gold_task_id, user_id=user_id, now=now
+            )
     tried: list[int] = []
     for _ in range(MAX_CANDIDATES):
         task_id = repository.lock_candidate(
@@ -191,17 +214,25 @@ def _lease_new(
             )
         free = slot.required_annotations - slot.annotations_done - slot.live - being_submitted
         if slot.status == TaskStatus.open and free > 0 and not slot.done_by_user:
-            assignment = Assignment(
-                task_id=task_id,
-                user_id=user_id,
-                leased_at=now,
-                expires_at=now + timedelta(minutes=project.lease_minutes),
+            return _new_assignment(
+                session, project=project, task_id=task_id, user_id=user_id, now=now
             )
-            session.add(assignment)
-            session.flush()
-            return assignment
         tried.append(task_id)  # lost the race for its last slot; try the next task
     return None
+
+
+def _new_assignment(
+    session: Session, *, project: Project, task_id: int, user_id: int, now: datetime
+) -> Assignment:
+    assignment = Assignment(
+        task_id=task_id,
+        user_id=user_id,
+        leased_at=now,
+        expires_at=now + timedelta(minutes=project.lease_minutes),
+    )
+    session.add(assignment)
+    session.flush()
+    return assignment
 
 
 def display_order(task_id: int, user_id: int, sample_ids: list[int]) -> list[int]:
@@ -430,7 +461,9 @@ def _store_ranking(
         task_id=task_id,
         comparisons=len(pairs),
         ties=sum(pair.tie for pair in pairs),
-        task_complete=status == TaskStatus.complete,
+        # a gold task never completes, but answers as a task of its required count would
+        task_complete=status == TaskStatus.complete
+        or (task.gold and task.annotations_done == task.required_annotations),
     )
 
 

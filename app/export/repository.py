@@ -63,6 +63,8 @@ class Filters:
     excluded_user_ids: frozenset[int] = frozenset()
     snapshot_id: int | None = None
     include_ties: bool = False
+    include_gold: bool = False
+    """Keep gold tasks' rankings and comparisons (they measure annotators, not answers)."""
 
 
 # Look-ups done once per export, in the request
@@ -166,6 +168,8 @@ def pair_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
     conditions: list[ColumnElement[bool]] = [c.project_id == filters.project_id]
     if not filters.include_ties:
         conditions.append(c.tie.is_(False))
+    if not filters.include_gold:
+        conditions.append(c.gold.is_(False))
     if filters.snapshot_id is not None:
         conditions.append(
             c.id.in_(
@@ -253,6 +257,8 @@ def _task_has_version(versions: frozenset[int]) -> ColumnElement[bool]:
 def ranking_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
     r = Ranking
     conditions: list[ColumnElement[bool]] = [r.project_id == filters.project_id]
+    if not filters.include_gold:
+        conditions.append(RankingTask.gold.is_(False))
     if filters.snapshot_id is not None:
         conditions.append(
             r.id.in_(

@@ -31,6 +31,7 @@ class ExportParams:
     snapshot: int | None
     prompt_format: PromptFormat
     compress: Literal["gzip"] | None
+    include_gold: bool = False
 
 
 def _utc(value: datetime | None, field: str) -> datetime | None:
@@ -132,6 +133,14 @@ def export_params(
         Literal["gzip"] | None,
         Query(description="`gzip`: send a .jsonl.gz file (Accept-Encoding: gzip also works)."),
     ] = None,
+    include_gold: Annotated[
+        bool,
+        Query(
+            description="Keep the rankings of gold tasks (tasks with a known answer, mixed "
+            "into the queue to measure annotators). Off by default: they are not training "
+            "data. Ignored with `snapshot` (snapshots never hold them)."
+        ),
+    ] = False,
 ) -> ExportParams:
     return ExportParams(
         policy_version=tuple(policy_version or ()),
@@ -145,6 +154,7 @@ def export_params(
         snapshot=snapshot,
         prompt_format=prompt_format,
         compress=compress,
+        include_gold=include_gold,
     )
 
 

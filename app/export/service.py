@@ -122,6 +122,7 @@ def plan_export(
         ),
         snapshot_id=params.snapshot,
         include_ties=include_ties,
+        include_gold=params.include_gold,
     )
     suffix = f"-snapshot-{params.snapshot}" if params.snapshot else ""
     extension = ".jsonl.gz" if params.compress == "gzip" else ".jsonl"

@@ -175,9 +175,10 @@ def tasked_sample_ids(session: Session, sample_ids: Iterable[int]) -> set[int]:
 
 
 def task_counts(session: Session, project_id: int) -> dict[TaskStatus, int]:
+    """Tasks by status, gold tasks left out (they stay open for ever and measure annotators)."""
     rows = session.execute(
         select(RankingTask.status, func.count())
-        .where(RankingTask.project_id == project_id)
+        .where(RankingTask.project_id == project_id, RankingTask.gold.is_(False))
         .group_by(RankingTask.status)
     )
     return {TaskStatus(status): int(count) for status, count in rows}
@@ -200,12 +201,17 @@ def live_lease_counts(session: Session, project_id: int, now: datetime) -> tuple
 
 
 def annotation_totals(session: Session, project_id: int) -> tuple[int, int]:
-    """(annotations done, annotations required) over the project's open and complete tasks."""
+    """(annotations done, annotations required) over the project's open and complete tasks,
+    gold tasks left out."""
     row = session.execute(
         select(
             func.coalesce(func.sum(RankingTask.annotations_done), 0),
             func.coalesce(func.sum(RankingTask.required_annotations), 0),
-        ).where(RankingTask.project_id == project_id, RankingTask.status != TaskStatus.cancelled)
+        ).where(
+            RankingTask.project_id == project_id,
+            RankingTask.status != TaskStatus.cancelled,
+            RankingTask.gold.is_(False),
+        )
     ).one()
     return int(row[0]), int(row[1])
 

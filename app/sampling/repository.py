@@ -151,9 +151,11 @@ def prompt_texts(session: Session, prompt_ids: Sequence[int]) -> dict[int, Promp
 
 def count_open_tasks(session: Session, project_id: int, *, up_to: int | None = None) -> int:
     """Open tasks of the project, counted to at most `up_to` (a bounded cost for callers that
-    only compare with a threshold)."""
+    only compare with a threshold). Gold tasks never close, so they do not count."""
     open_tasks = select(RankingTask.id).where(
-        RankingTask.project_id == project_id, RankingTask.status == TaskStatus.open
+        RankingTask.project_id == project_id,
+        RankingTask.status == TaskStatus.open,
+        RankingTask.gold.is_(False),
     )
     if up_to is not None:
         open_tasks = open_tasks.limit(up_to)

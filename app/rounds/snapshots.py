@@ -2,21 +2,26 @@
 
 Excluded annotators and comparisons touching a flagged sample are left out by default (the
 criteria are stored with the snapshot), so a later export can reproduce the training data.
+Each comparison keeps the weight its annotator's reliability gave it when the snapshot was
+taken (1 when the project does not weight by reliability): a later refit of the reliability
+model changes new snapshots, never this one.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import exists, false, func, insert, literal, or_, select
+from sqlalchemy import and_, exists, false, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import (
     AnnotatorExclusion,
+    AnnotatorReliability,
     Comparison,
     ComparisonSnapshot,
+    Project,
     Prompt,
     Ranking,
     Sample,
@@ -54,21 +59,40 @@ def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # 
 def create_snapshot(
     session: Session, *, project_id: int, name: str, include_flagged: bool = False
 ) -> ComparisonSnapshot:
+    """Freeze the project's eligible comparisons, each with its annotator's weight.
+
+    With `project.reliability_weighting` on, a comparison weighs its annotator's fitted
+    `AnnotatorReliability.weight` (1 for an annotator not fitted yet); off, every weight is 1.
+    """
+    project = session.get(Project, project_id)
+    weighting = bool(project is not None and project.reliability_weighting)
     snapshot = ComparisonSnapshot(
         project_id=project_id,
         name=name,
         criteria={
             "excluded_annotators": "left out",
             "flagged_samples": ("included" if include_flagged else "left out"),
+            "reliability_weights": ("applied" if weighting else "off"),
         },
     )
     session.add(snapshot)
     session.flush()
     ids = eligible_comparisons(project_id, include_flagged=include_flagged).subquery()
-    session.execute(
-        insert(SnapshotComparison).from_select(
-            ["snapshot_id", "comparison_id"], select(literal(snapshot.id), ids.c.id)
+    rows = select(literal(snapshot.id), ids.c.id, literal(1.0))
+    if weighting:
+        rows = (
+            select(literal(snapshot.id), ids.c.id, func.coalesce(AnnotatorReliability.weight, 1.0))
+            .join(Comparison, Comparison.id == ids.c.id)
+            .outerjoin(
+                AnnotatorReliability,
+                and_(
+                    AnnotatorReliability.project_id == project_id,
+                    AnnotatorReliability.user_id == Comparison.user_id,
+                ),
+            )
         )
+    session.execute(
+        insert(SnapshotComparison).from_select(["snapshot_id", "comparison_id", "weight"], rows)
     )
     snapshot.comparison_count = int(
         session.scalar(select(func.count()).where(SnapshotComparison.snapshot_id == snapshot.id))
@@ -87,6 +111,8 @@ class RankedResponses:
     sample_ids: list[int]
     responses: list[str]
     groups: list[int]
+    weight: float = 1.0
+    """Its annotator's reliability weight frozen in the snapshot (one annotator per ranking)."""
 
 
 def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses]:
@@ -95,13 +121,20 @@ def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses
     A text that appears twice in a ranking is kept once, where it ranks best: the reward
     model must not learn to order one answer against itself."""
     rows = session.execute(
-        select(Comparison.ranking_id, Comparison.winner_id, Comparison.loser_id)
+        select(
+            Comparison.ranking_id,
+            Comparison.winner_id,
+            Comparison.loser_id,
+            SnapshotComparison.weight,
+        )
         .join(SnapshotComparison, SnapshotComparison.comparison_id == Comparison.id)
         .where(SnapshotComparison.snapshot_id == snapshot_id)
     ).all()
     members: dict[int, set[int]] = defaultdict(set)
-    for ranking_id, winner, loser in rows:
+    weights: dict[int, float] = {}
+    for ranking_id, winner, loser, weight in rows:
         members[ranking_id].update((winner, loser))
+        weights[ranking_id] = float(weight)  # one annotator per ranking: one weight
     if not members:
         return []
     rankings = session.scalars(select(Ranking).where(Ranking.id.in_(list(members)))).all()
@@ -135,6 +168,7 @@ def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses
                     sample_ids=ids,
                     responses=[texts[sid] for sid in ids],
                     groups=groups,
+                    weight=weights[ranking.id],
                 )
             )
     return out
@@ -152,16 +186,31 @@ def _prompts_of_rankings(session: Session, ranking_ids: list[int]) -> dict[int, 
     return {rid: (messages or text) for rid, text, messages in rows}
 
 
+class WeightedPair(NamedTuple):
+    """A DPO pair of the snapshot with its annotator's frozen reliability weight."""
+
+    prompt: Any
+    chosen: str
+    rejected: str
+    weight: float
+
+
 def preference_pairs(session: Session, snapshot_id: int) -> list[tuple[Any, str, str]]:
     """(prompt, chosen text, rejected text) of the snapshot's non-tie comparisons (for DPO),
     leaving out pairs of one text (case and whitespace aside): they state no preference."""
+    pairs = weighted_preference_pairs(session, snapshot_id)
+    return [(p.prompt, p.chosen, p.rejected) for p in pairs]
+
+
+def weighted_preference_pairs(session: Session, snapshot_id: int) -> list[WeightedPair]:
+    """`preference_pairs` with each pair's weight (`SnapshotComparison.weight`)."""
     from sqlalchemy.orm import aliased
 
     from app.models import RankingTask
 
     chosen, rejected = aliased(Sample), aliased(Sample)
     rows = session.execute(
-        select(Prompt.text, Prompt.messages, chosen.text, rejected.text)
+        select(Prompt.text, Prompt.messages, chosen.text, rejected.text, SnapshotComparison.weight)
         .select_from(Comparison)
         .join(SnapshotComparison, SnapshotComparison.comparison_id == Comparison.id)
         .join(chosen, chosen.id == Comparison.winner_id)
@@ -171,4 +220,8 @@ def preference_pairs(session: Session, snapshot_id: int) -> list[tuple[Any, str,
         .where(SnapshotComparison.snapshot_id == snapshot_id, ~Comparison.tie)
         .order_by(Comparison.id)
     ).all()
-    return [(messages or text, c, r) for text, messages, c, r in rows if text_key(c) != text_key(r)]
+    return [
+        WeightedPair(messages or text, c, r, float(w))
+        for text, messages, c, r, w in rows
+        if text_key(c) != text_key(r)
+    ]

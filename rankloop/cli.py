@@ -33,7 +33,7 @@ round_app = typer.Typer(help="Training rounds: start, follow, cancel.", no_args_
 app.add_typer(round_app, name="round")
 models_app = typer.Typer(help="Models: build the offline tiny model.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-projects_app = typer.Typer(help="Projects: create one.", no_args_is_help=True)
+projects_app = typer.Typer(help="Projects: create one, change its settings.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 prompts_app = typer.Typer(help="Prompts: import a file into a project.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
@@ -199,48 +199,29 @@ def projects_create(
     ] = None,
 ) -> None:
     """Create a project as the admin form does (same checks, same defaults); prints its id."""
-    from pydantic import ValidationError
 
     from app.config import get_settings
     from app.db import session_scope
     from app.errors import AppError, InvalidInput
     from app.projects import service
-    from app.projects.schemas import ProjectForm
 
-    settable = set(ProjectForm.model_fields) - {"name", "base_model"}
-    options = {key: f"--set {key}" for key in settable}
+    options = _setting_options()
     options.update(
         name="--name",
         base_model="--base-model",
         samples_per_prompt="--samples-per-prompt",
         annotations_per_task="--annotations-per-task",
     )
-    given: dict[str, object] = {}
-    for item in set_ or []:
-        key, equals, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not equals or not key:
-            raise typer.BadParameter(f"takes NAME=VALUE, got {item!r}", param_hint="--set")
-        if key not in settable:
-            hint = " (it has its own option)" if key in options else ""
-            raise typer.BadParameter(
-                f"unknown project setting {key!r}{hint}; settings: {', '.join(sorted(settable))}",
-                param_hint="--set",
-            )
-        given[key] = value
-    for key, number in (
-        ("samples_per_prompt", samples_per_prompt),
-        ("annotations_per_task", annotations_per_task),
-    ):
-        if number is not None:
-            given[key] = str(number)
-    try:
-        form = ProjectForm.model_validate(given)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = str(error["loc"][0]) if error["loc"] else ""
-        raise typer.BadParameter(error["msg"], param_hint=options.get(key)) from None
-    settings = {k: v for k, v in form.settings().items() if k in given}
+    own_options = {
+        "samples_per_prompt": samples_per_prompt,
+        "annotations_per_task": annotations_per_task,
+    }
+    settings = _form_settings(
+        set_ or [],
+        options,
+        settable=set(_setting_options()),
+        extra={k: str(v) for k, v in own_options.items() if v is not None},
+    )
     try:
         with session_scope() as session:
             project = service.create_project(
@@ -255,6 +236,80 @@ def projects_create(
     except AppError as exc:
         raise _fail(exc.message) from None
     console.print(f"Created project [bold]{name}[/bold] (id {project_id})")
+
+
+def _setting_options() -> dict[str, str]:
+    from app.projects.schemas import ProjectForm
+
+    return {key: f"--set {key}" for key in set(ProjectForm.model_fields) - {"name", "base_model"}}
+
+
+def _form_settings(
+    items: list[str],
+    options: dict[str, str],
+    *,
+    settable: set[str],
+    extra: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """NAME=VALUE items read as the admin form reads its fields (same names, same checks)."""
+    from pydantic import ValidationError
+
+    from app.projects.schemas import ProjectForm
+
+    given: dict[str, object] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not equals or not key:
+            raise typer.BadParameter(f"takes NAME=VALUE, got {item!r}", param_hint="--set")
+        if key not in settable:
+            hint = " (it has its own option)" if key in options else ""
+            raise typer.BadParameter(
+                f"unknown project setting {key!r}{hint}; settings: {', '.join(sorted(settable))}",
+                param_hint="--set",
+            )
+        given[key] = value
+    given.update(extra or {})
+    try:
+        form = ProjectForm.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        raise typer.BadParameter(error["msg"], param_hint=options.get(key)) from None
+    return {k: v for k, v in form.settings().items() if k in given}
+
+
+@projects_app.command("set")
+def projects_set(
+    project: Annotated[str, typer.Argument(help="Project id or name.")],
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            help="A setting of the project form as NAME=VALUE, e.g. selection=active, "
+            "uniform_share=0.2, reliability_weighting=false, gold_rate=0.1 (repeatable).",
+        ),
+    ],
+) -> None:
+    """Change a project's settings as the admin form does: all are checked before any changes."""
+    from app.db import session_scope
+    from app.errors import AppError, InvalidInput
+    from app.projects import repository, service
+
+    options = _setting_options()
+    settings = _form_settings(set_, options, settable=set(options))
+    try:
+        with session_scope() as session:
+            project_id = _project_id(session, project)
+            found = repository.get_project(session, project_id)
+            assert found is not None
+            service.apply_settings(found, settings)
+            changed = ", ".join(f"{k}={getattr(found, k)!r}" for k in settings)
+    except InvalidInput as exc:
+        raise _usage_error(exc, options) from None
+    except AppError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Project {project}: {changed}")
 
 
 @prompts_app.command("import")
@@ -1055,15 +1110,24 @@ def simulate(
         float, typer.Option(help="Std. dev. of each annotator's liking for longer answers.")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the annotators' choices.")] = 0,
+    crowd: Annotated[
+        str | None,
+        typer.Option(
+            help="Mix kinds of annotators: 'mixed' (60:1,30:3,10:reversed) or "
+            "SHARE:NOISE_FACTOR|reversed,… — shares of people at multiples of --noise, or "
+            "ranking by the negated preference. Default: everyone at --noise."
+        ),
+    ] = None,
 ) -> None:
     """Rank a project's tasks with scripted annotators who log in over HTTP like people do."""
     from app.db import session_scope
-    from app.simulation.annotators import run_annotators
+    from app.simulation.annotators import parse_crowd, run_annotators
     from app.simulation.preferences import load_preference
     from app.simulation.service import ensure_simulated_annotators
 
     try:
         prefers = load_preference(preference)
+        groups = None if crowd is None else parse_crowd(crowd)
     except (ValueError, ImportError, AttributeError) as exc:
         raise _fail(str(exc)) from None
     with _app_errors(), session_scope() as session:
@@ -1082,6 +1146,7 @@ def simulate(
             bias=bias,
             seed=seed,
             max_tasks=max_tasks,
+            crowd=groups,
         )
     for person in result.annotators:
         console.print(f"  {person.username}: {person.submitted} rankings")

@@ -171,6 +171,18 @@ class ProjectOut(BaseModel):
     base_model: str
     samples_per_prompt: int = Field(description="K: samples shown per ranking task.")
     annotations_per_task: int
+    selection: str = Field(
+        "uniform",
+        description="How new tasks are chosen: 'uniform', or 'active' (where a ranking is worth "
+        "most) with `uniform_share` of them still drawn uniformly.",
+    )
+    uniform_share: float = 0.2
+    reliability_weighting: bool = Field(
+        True, description="Comparisons weigh by their annotator's fitted reliability."
+    )
+    reliability_min_tasks: int = 10
+    gold_rate: float = Field(0.1, description="Share of leases that go to a gold task.")
+    position_correction: bool = True
     created_at: datetime
 
 

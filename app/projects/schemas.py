@@ -27,6 +27,14 @@ class ProjectForm(BaseModel):
     min_open_tasks: str | None = None
     long_prompts: str | None = None
     """"truncate" or "skip" (service.LONG_PROMPTS)."""
+    reliability_weighting: str | None = None
+    """"true"/"false" from a select (absent: unchanged, unlike a checkbox)."""
+    reliability_min_tasks: str | None = None
+    gold_rate: str | None = None
+    selection: str | None = None
+    """"uniform" or "active" (service.SELECTION)."""
+    uniform_share: str | None = None
+    position_correction: str | None = None
     stop_strings: str = ""
     """One per line (\\n for a line break). Blank derives them from the chat template;
     the form parser reads a blank field as absent, so absent means blank."""

@@ -109,6 +109,12 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "trust_remote_code": (bool, None, None),
     "stop_strings": (list, None, None),
     "long_prompts": (str, None, None),
+    "reliability_weighting": (bool, None, None),
+    "reliability_min_tasks": (int, 0, 10_000),
+    "gold_rate": (float, 0.0, 0.5),
+    "selection": (str, None, None),
+    "uniform_share": (float, 0.0, 1.0),
+    "position_correction": (bool, None, None),
 }
 LONG_PROMPTS = {
     "truncate": "Truncate: keep the end, cut the start (marked …)",
@@ -116,6 +122,13 @@ LONG_PROMPTS = {
 }
 """The `long_prompts` setting's choices, for a prompt longer than the model's context less
 max new tokens."""
+SELECTION = {
+    "uniform": "Uniform: every prompt and version pair alike",
+    "active": "Active: where a ranking is worth most (reward-model uncertainty, undecided "
+    "versions), keeping the uniform share",
+}
+"""The `selection` setting's choices: how new tasks pick prompts and versions."""
+_CHOICES = {"long_prompts": LONG_PROMPTS, "selection": SELECTION}
 SETTING_LABELS = {
     "samples_per_prompt": "Samples per prompt",
     "annotations_per_task": "Annotations per task",
@@ -130,6 +143,12 @@ SETTING_LABELS = {
     "trust_remote_code": "Trust remote code",
     "stop_strings": "Stop strings",
     "long_prompts": "Long prompts",
+    "reliability_weighting": "Weight by annotator reliability",
+    "reliability_min_tasks": "Shared tasks before weighting",
+    "gold_rate": "Gold task rate",
+    "selection": "Task selection",
+    "uniform_share": "Uniform share",
+    "position_correction": "Correct position bias",
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 _TRUE, _FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}
@@ -144,11 +163,11 @@ def apply_settings(project: Project, settings: dict[str, Any]) -> None:
         if key == "stop_strings":
             clean[key] = parse_stop_strings(value)
             continue
-        if key == "long_prompts":
+        if key in _CHOICES:
             choice = value.strip().lower() if isinstance(value, str) else value
-            if choice not in LONG_PROMPTS:
+            if choice not in _CHOICES[key]:
                 raise InvalidInput(
-                    f"{SETTING_LABELS[key]} must be one of: {', '.join(LONG_PROMPTS)}",
+                    f"{SETTING_LABELS[key]} must be one of: {', '.join(_CHOICES[key])}",
                     details={"field": key},
                 )
             clean[key] = choice

@@ -374,6 +374,49 @@ def test_editing_a_project_saves_and_returns_the_settings_block(
     assert project.base_model == "tiny"
 
 
+def test_the_settings_form_saves_the_annotation_efficiency_settings(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    efficiency = {
+        "selection": "active",
+        "uniform_share": "0.25",
+        "reliability_weighting": "false",
+        "reliability_min_tasks": "5",
+        "gold_rate": "0.05",
+        "position_correction": "false",
+    }
+
+    response = client.post(
+        f"/admin/projects/{project.id}/settings",
+        data={**PROJECT_FORM, **efficiency},
+        headers=admin.htmx,
+    )
+
+    assert response.status_code == 200
+    assert '<option value="active" selected>' in response.text
+    db_session.refresh(project)
+    assert (project.selection, project.uniform_share, project.reliability_min_tasks) == (
+        "active",
+        0.25,
+        5,
+    )
+    assert (project.reliability_weighting, project.position_correction) == (False, False)
+    assert project.gold_rate == 0.05
+
+    refused = client.post(
+        f"/admin/projects/{project.id}/settings",
+        data={**PROJECT_FORM, "selection": "uniform", "gold_rate": "0.6"},
+        headers=admin.htmx,
+    )
+
+    assert refused.status_code == 422
+    assert "Gold task rate must be between 0.0 and 0.5" in refused.text
+    db_session.refresh(project)
+    assert (project.selection, project.gold_rate) == ("active", 0.05)
+
+
 def test_members_are_added_and_removed(
     client: httpx.Client, db_session: Session, admin: LoggedIn
 ) -> None:

@@ -236,6 +236,61 @@ def test_projects_create_refuses_a_taken_name(
     assert "already exists" in again.output
 
 
+def test_projects_set_changes_the_efficiency_settings_as_the_form_does(
+    migrated_engine: Engine, drop_projects: list[str]
+) -> None:
+    drop_projects.append("cli settings")
+    runner = CliRunner()
+    assert runner.invoke(app, ["projects", "create", "--name", "cli settings"]).exit_code == 0
+    project = _project(migrated_engine, "cli settings")
+    assert project is not None
+    assert (project.selection, project.reliability_weighting, project.gold_rate) == (
+        "uniform",
+        True,
+        0.1,
+    )
+
+    result = runner.invoke(
+        app,
+        [
+            "projects", "set", "cli settings", "--set", "selection=active",
+            "--set", "uniform_share=0.3", "--set", "reliability_weighting=off",
+            "--set", "gold-rate=0.05",
+        ],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    project = _project(migrated_engine, "cli settings")
+    assert project is not None
+    assert (project.selection, project.uniform_share) == ("active", 0.3)
+    assert (project.reliability_weighting, project.gold_rate) == (False, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--set", "selection=clever"], "Task selection must be one of: uniform, active"),
+        (["--set", "gold_rate=0.9"], "Gold task rate must be between 0.0 and 0.5"),
+        (["--set", "selection=active", "--set", "uniform_share=2"], "Uniform share must be"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_projects_set_refuses_bad_values_and_changes_nothing(
+    migrated_engine: Engine, drop_projects: list[str], options: list[str], message: str
+) -> None:
+    drop_projects.append("cli set bad")
+    runner = CliRunner()
+    assert runner.invoke(app, ["projects", "create", "--name", "cli set bad"]).exit_code == 0
+
+    result = runner.invoke(app, ["projects", "set", "cli set bad", *options])
+
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split())
+    project = _project(migrated_engine, "cli set bad")
+    assert project is not None
+    assert (project.selection, project.uniform_share, project.gold_rate) == ("uniform", 0.2, 0.1)
+
+
 def test_prompts_import_counts_imported_duplicates_and_errors(
     migrated_engine: Engine, drop_projects: list[str], tmp_path: Path
 ) -> None:

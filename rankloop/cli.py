@@ -1121,7 +1121,7 @@ def simulate(
 ) -> None:
     """Rank a project's tasks with scripted annotators who log in over HTTP like people do."""
     from app.db import session_scope
-    from app.simulation.annotators import parse_crowd, run_annotators
+    from app.simulation.annotators import crowd_models, parse_crowd, run_annotators
     from app.simulation.preferences import load_preference
     from app.simulation.service import ensure_simulated_annotators
 
@@ -1136,6 +1136,11 @@ def simulate(
     from app.config import get_settings
 
     target = url or get_settings().serve_url
+    people = (
+        None
+        if groups is None
+        else crowd_models(annotators, groups, noise=noise, bias=bias, seed=seed)
+    )
     with console.status(f"{annotators} simulated annotators ranking at {target}…"):
         result = run_annotators(
             target,
@@ -1146,10 +1151,13 @@ def simulate(
             bias=bias,
             seed=seed,
             max_tasks=max_tasks,
-            crowd=groups,
+            people=people,
         )
-    for person in result.annotators:
-        console.print(f"  {person.username}: {person.submitted} rankings")
+    for i, person in enumerate(result.annotators):
+        kind = ""
+        if people is not None:
+            kind = " (reversed)" if people[i].reversed else f" (noise {people[i].temperature:g})"
+        console.print(f"  {person.username}: {person.submitted} rankings{kind}")
     console.print(f"Submitted [bold]{result.submitted}[/bold] rankings")
     if result.errors:
         raise _fail("; ".join(result.errors))

@@ -13,10 +13,11 @@ One thread per annotator, each with its own cookies and random stream.
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from typing import Any
 
@@ -200,6 +201,91 @@ def annotator_models(count: int, *, noise: float, bias: float, seed: int) -> lis
     ]
 
 
+# Mixed crowds (issue 22): shares of people at multiples of the noise, or reversed.
+
+MIXED_CROWD = "60:1,30:3,10:reversed"
+"""60 % at the given noise, 30 % at three times it, 10 % ranking by the negated preference:
+the crowd of the efficiency benchmark (bench/efficiency.py)."""
+CROWDS = {"mixed": MIXED_CROWD}
+
+
+@dataclass(frozen=True)
+class CrowdGroup:
+    """A share of the crowd: `share` parts at `noise_factor` times the noise, or reversed
+    (at the noise itself: an adversary who knows the preference ranks it upside down)."""
+
+    share: float
+    noise_factor: float = 1.0
+    reversed: bool = False
+
+
+def parse_crowd(spec: str) -> list[CrowdGroup]:
+    """'mixed' or 'SHARE:FACTOR|reversed,…' (e.g. '60:1,30:3,10:reversed'); shares are
+    relative (need not sum to 100). Raises ValueError saying what is wrong."""
+    spec = CROWDS.get(spec.strip(), spec)
+    groups: list[CrowdGroup] = []
+    for part in spec.split(","):
+        where = part.strip()
+        share, colon, kind = where.partition(":")
+        if not colon:
+            raise ValueError(
+                f"Bad crowd part {where!r}: expected SHARE:NOISE_FACTOR or "
+                f"SHARE:reversed, e.g. {MIXED_CROWD} (or 'mixed')"
+            )
+        try:
+            weight = float(share)
+        except ValueError:
+            raise ValueError(f"Bad crowd share {share!r} in {where!r}: not a number") from None
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"Bad crowd share {share!r} in {where!r}: must be above 0")
+        kind = kind.strip().lower()
+        if kind == "reversed":
+            groups.append(CrowdGroup(weight, reversed=True))
+            continue
+        try:
+            factor = float(kind)
+        except ValueError:
+            raise ValueError(
+                f"Bad crowd kind {kind!r} in {where!r}: a noise factor (e.g. 3) or 'reversed'"
+            ) from None
+        if not math.isfinite(factor) or factor < 0:
+            raise ValueError(f"Bad noise factor {kind!r} in {where!r}: must be 0 or more")
+        groups.append(CrowdGroup(weight, noise_factor=factor))
+    return groups
+
+
+def crowd_counts(count: int, groups: Sequence[CrowdGroup]) -> list[int]:
+    """People per group: largest remainders of count × share, ties to the earlier group, so
+    10 of '60:1,30:3,10:reversed' are exactly 6, 3 and 1."""
+    total = sum(g.share for g in groups)
+    exact = [count * g.share / total for g in groups]
+    counts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(groups)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: count - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def crowd_models(
+    count: int, crowd: str | Sequence[CrowdGroup], *, noise: float, bias: float, seed: int
+) -> list[AnnotatorModel]:
+    """`count` people in the crowd's proportions, in an order shuffled by `seed` (which login
+    is reversed varies with the seed, never with the run's length); length biases as
+    `annotator_models` draws them."""
+    groups = parse_crowd(crowd) if isinstance(crowd, str) else list(crowd)
+    kinds = [g for g, n in zip(groups, crowd_counts(count, groups), strict=True) for _ in range(n)]
+    random.Random(f"crowd:{seed}").shuffle(kinds)
+    people = annotator_models(count, noise=noise, bias=bias, seed=seed)
+    return [
+        replace(
+            person,
+            temperature=noise if kind.reversed else noise * kind.noise_factor,
+            reversed=kind.reversed,
+        )
+        for person, kind in zip(people, kinds, strict=True)
+    ]
+
+
 def _work(
     base_url: str,
     credentials: Credentials,
@@ -245,13 +331,22 @@ def run_annotators(
     bias: float = 0.0,
     seed: int = 0,
     max_tasks: int | None = None,
+    crowd: str | Sequence[CrowdGroup] | None = None,
+    people: Sequence[AnnotatorModel] | None = None,
 ) -> SimulationResult:
     """Rank until no task is left for anyone (or `max_tasks` submissions); one thread each.
 
     `noise` is the Bradley-Terry temperature: a pair whose preference scores differ by d is
-    ordered right with probability σ(d / noise); 0 ranks exactly by the preference.
+    ordered right with probability σ(d / noise); 0 ranks exactly by the preference. `crowd`
+    mixes kinds of people (`parse_crowd`); None: everyone at `noise`. `people` (one per login)
+    overrides both, for a caller that keeps one crowd over several calls.
     """
-    people = annotator_models(len(credentials), noise=noise, bias=bias, seed=seed)
+    if people is None:
+        people = (
+            annotator_models(len(credentials), noise=noise, bias=bias, seed=seed)
+            if crowd is None
+            else crowd_models(len(credentials), crowd, noise=noise, bias=bias, seed=seed)
+        )
     budget = _Budget(max_tasks)
     result = SimulationResult([AnnotatorResult(c.username) for c in credentials])
     threads = [

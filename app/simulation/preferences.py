@@ -277,6 +277,9 @@ class AnnotatorModel:
     temperature: float = 0.5
     bias: float = 0.0  # added to responses longer than the (lower) median: a taste for length
     tie_margin: float = 0.0  # perceived scores closer than this are tied
+    reversed: bool = False
+    """Adversarial: ranks by the negated preference (the order a careless or hostile person
+    gives), so each pair is ordered right with probability σ(-(s_a - s_b)/temperature)."""
 
 
 def rank(
@@ -292,7 +295,8 @@ def rank(
     # longer one counts as long
     perceived = []
     for text, sample_id in zip(texts, ids, strict=True):
-        utility = preference(text) + (person.bias if len(text) > median else 0.0)
+        liked = -preference(text) if person.reversed else preference(text)
+        utility = liked + (person.bias if len(text) > median else 0.0)
         gumbel = -math.log(-math.log(max(rng.random(), 1e-12)))
         perceived.append((utility / max(person.temperature, 1e-6) + gumbel, sample_id))
     perceived.sort(reverse=True)

@@ -29,6 +29,8 @@ from app.error_handlers import (
     handle_validation_error,
 )
 from app.errors import AppError
+from app.gold.api import router as gold_api_router
+from app.gold.routes import router as gold_router
 from app.jobs import producer
 from app.ratings.routes import router as ratings_router
 from app.rounds.routes import router as rounds_router
@@ -108,7 +110,9 @@ def create_app() -> FastAPI:
     app.include_router(admin_router, include_in_schema=False)
     app.include_router(rounds_router, include_in_schema=False)
     app.include_router(ratings_router, include_in_schema=False)
+    app.include_router(gold_router, include_in_schema=False)
     app.include_router(api_router)
+    app.include_router(gold_api_router)
     app.include_router(tokens_router, include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)

@@ -277,3 +277,19 @@ def gold_page(session: Session, *, project_id: int, task_id: int | None = None) 
         chosen_task=chosen,
         chosen_samples=samples,
     )
+
+
+def mark_gold_out(
+    session: Session,
+    *,
+    project_id: int,
+    task_id: int,
+    groups: Sequence[Sequence[int]] | None = None,
+    bad_sample_id: int | None = None,
+) -> GoldTaskOut:
+    """mark_gold, answered as the list shows the task."""
+    mark_gold(
+        session, project_id=project_id, task_id=task_id, groups=groups, bad_sample_id=bad_sample_id
+    )
+    [out] = list_gold_tasks(session, project_id=project_id, after_id=task_id - 1, limit=1)
+    return out

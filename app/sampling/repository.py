@@ -10,10 +10,12 @@ from sqlalchemy.orm import Session
 
 from app.models import (
     JobState,
+    PolicyRating,
     PolicyStatus,
     PolicyVersion,
     Prompt,
     RankingTask,
+    RewardModelVersion,
     Sample,
     SamplingJob,
     TaskSample,
@@ -188,3 +190,38 @@ def recent_jobs(
     if before_id is not None:
         query = query.where(SamplingJob.id < before_id)
     return [(job, number) for job, number in session.execute(query)]
+
+
+def verdict(session: Session, version_id: int) -> str | None:
+    """The leaderboard's verdict of the version against its previous one (None: not rated)."""
+    return session.scalar(
+        select(PolicyRating.verdict).where(PolicyRating.policy_version_id == version_id)
+    )
+
+
+def latest_reward_model_uri(session: Session, project_id: int) -> str | None:
+    """Where the project's newest reward model is stored (None before the first)."""
+    return session.scalar(
+        select(RewardModelVersion.artifact_uri)
+        .where(RewardModelVersion.project_id == project_id)
+        .order_by(RewardModelVersion.number.desc())
+        .limit(1)
+    )
+
+
+def sample_prompts(session: Session, sample_ids: Sequence[int]) -> dict[int, int]:
+    """{sample: its prompt}."""
+    if not sample_ids:
+        return {}
+    rows = session.execute(select(Sample.id, Sample.prompt_id).where(Sample.id.in_(sample_ids)))
+    return {int(sample_id): int(prompt_id) for sample_id, prompt_id in rows}
+
+
+def tasks_by_selection_reason(session: Session, project_id: int) -> dict[tuple[str, str], int]:
+    """{(selection reason, task status): tasks} of the project's tasks that are not gold."""
+    rows = session.execute(
+        select(RankingTask.selection_reason, RankingTask.status, func.count())
+        .where(RankingTask.project_id == project_id, RankingTask.gold.is_(False))
+        .group_by(RankingTask.selection_reason, RankingTask.status)
+    )
+    return {(reason, status.value): int(n) for reason, status, n in rows}

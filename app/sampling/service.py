@@ -37,7 +37,9 @@ from app.models import (
 from app.models.sample import text_key
 from app.projects import repository as projects_repository
 from app.projects.service import require_project
-from app.sampling import repository
+from app.ratings.bradley_terry import BETTER, WORSE
+from app.sampling import repository, selection
+from app.sampling.selection import TaskChoice
 from app.seeds import derived_seed
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,18 @@ class SamplingPlan:
     long_prompts: str = "truncate"
     """The project's setting for a prompt that does not fit the model's context with
     max_new_tokens after it: "truncate" (left, behind a marker) or "skip" (marked too long)."""
+    active_prompts: frozenset[int] = frozenset()
+    """Under `selection="active"`: the job's prompts whose tasks are chosen actively (the
+    others are drawn uniformly, `selection.split_uniform`); empty under "uniform"."""
+    undecided: bool = False
+    """The version and its previous one are not distinguishable yet on the leaderboard."""
+    reward_model_uri: str | None = None
+    """The project's latest reward model, whose ensemble scores candidates (active only)."""
+
+    @property
+    def pool_new(self) -> int:
+        """Newest-version candidates drawn for an actively chosen task."""
+        return selection.POOL_FACTOR * self.n_new
 
 
 @dataclass(frozen=True)
@@ -325,6 +339,17 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
     job.started_at = job.started_at or utcnow()
     job.heartbeat_at = utcnow()
     job.error = job.error_detail = None
+    active: frozenset[int] = frozenset()
+    undecided, rm_uri = False, None
+    if project.selection == "active":
+        uniform = selection.split_uniform(
+            job.prompt_ids, project.uniform_share, derived_seed("task selection", job.seed)
+        )
+        active = frozenset(job.prompt_ids) - uniform
+        # No rating yet counts as undecided: nothing tells the two versions apart so far.
+        verdict = repository.verdict(session, version.id)
+        undecided = previous is not None and verdict not in (BETTER, WORSE)
+        rm_uri = repository.latest_reward_model_uri(session, project.id)
     return SamplingPlan(
         job_id=job.id,
         project_id=project.id,
@@ -341,6 +366,9 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
         prompt_ids=list(job.prompt_ids),
         stop_strings=project.stop_strings,
         long_prompts=project.long_prompts,
+        active_prompts=active,
+        undecided=undecided,
+        reward_model_uri=rm_uri,
     )
 
 
@@ -356,7 +384,11 @@ class ChunkNeeds:
     """Prompts this job already made a task for."""
 
 
-def chunk_needs(session: Session, plan: SamplingPlan, prompt_ids: Sequence[int]) -> ChunkNeeds:
+def chunk_needs(
+    session: Session, plan: SamplingPlan, prompt_ids: Sequence[int], *, pool: bool = False
+) -> ChunkNeeds:
+    """With `pool` (a chunk's first draw), actively chosen prompts ask for their candidate
+    pool (`plan.pool_new`); further draws only make up what a task needs."""
     skip = _prompts_done_by(session, plan.job_id, prompt_ids)
     todo = [p for p in prompt_ids if p not in skip]
     prompts = repository.prompt_texts(session, todo)
@@ -365,9 +397,10 @@ def chunk_needs(session: Session, plan: SamplingPlan, prompt_ids: Sequence[int])
     need_new: dict[int, int] = {}
     need_prev: dict[int, int] = {}
     for p in todo:
-        new, prev = compose_task(plan, samples.get(p, []), shown)
-        if len(new) < plan.n_new:
-            need_new[p] = plan.n_new - len(new)
+        n_new = plan.pool_new if pool and p in plan.active_prompts else plan.n_new
+        new, prev = compose_task(plan, samples.get(p, []), shown, n_new=n_new)
+        if len(new) < n_new:
+            need_new[p] = n_new - len(new)
         if len(prev) < plan.n_prev:
             need_prev[p] = plan.n_prev - len(prev)
     contents = {p: (prompts[p].messages or prompts[p].text) for p in todo}
@@ -375,12 +408,12 @@ def chunk_needs(session: Session, plan: SamplingPlan, prompt_ids: Sequence[int])
 
 
 def compose_task(
-    plan: SamplingPlan, samples: Sequence[Sample], shown: set[int]
+    plan: SamplingPlan, samples: Sequence[Sample], shown: set[int], *, n_new: int | None = None
 ) -> tuple[list[Sample], list[Sample]]:
     """A task's samples of one prompt, no text twice: the previous version's first `n_prev`
     distinct texts (reused, as anchors across versions), then the newest version's first
-    `n_new` samples no task shows yet whose texts differ from those chosen (either list may
-    come up short)."""
+    `n_new` (default `plan.n_new`; an active task's candidate pool) samples no task shows yet
+    whose texts differ from those chosen (either list may come up short)."""
     seen: set[str] = set()
 
     def first_distinct(candidates: list[Sample], n: int) -> list[Sample]:
@@ -396,7 +429,7 @@ def compose_task(
     prev = first_distinct([s for s in samples if s.policy_version_id == prev_id], plan.n_prev)
     new = first_distinct(
         [s for s in samples if s.policy_version_id == plan.version.id and s.id not in shown],
-        plan.n_new,
+        plan.n_new if n_new is None else n_new,
     )
     return new, prev
 
@@ -417,7 +450,8 @@ def record_chunk(
     prev_samples: dict[int, list[NewSample]],
 ) -> int:
     """Store a chunk's samples, and a task for each prompt that has K distinct texts, in one
-    transaction; returns the tasks created."""
+    transaction; returns the tasks created. Actively chosen prompts only get their samples
+    here: the worker scores them and makes their tasks (`record_chosen_tasks`)."""
     job = session.get(SamplingJob, plan.job_id)
     assert job is not None
     done = _prompts_done_by(session, job.id, prompt_ids)
@@ -440,28 +474,110 @@ def record_chunk(
                 prev_samples.get(prompt_id, []),
                 existing,
             )
+        if prompt_id in plan.active_prompts:
+            continue
         new, prev = compose_task(plan, existing, shown)
         if len(new) < plan.n_new or len(prev) < plan.n_prev:
             continue  # not K distinct texts yet: the worker draws more, or skips the prompt
-        chosen = new + prev
-        rng.shuffle(chosen)
-        task = RankingTask(
-            project_id=plan.project_id,
-            prompt_id=prompt_id,
-            required_annotations=_required_annotations(session, plan.project_id),
-            sampling_job_id=job.id,
-        )
-        session.add(task)
-        session.flush()
-        session.add_all(
-            TaskSample(task_id=task.id, sample_id=s.id, position=i) for i, s in enumerate(chosen)
-        )
+        _add_task(session, plan, prompt_id, [s.id for s in new + prev], rng, selection.UNIFORM)
         created += 1
+    _note_progress(job, prompt_ids)
+    session.flush()
+    return created
+
+
+def _add_task(
+    session: Session,
+    plan: SamplingPlan,
+    prompt_id: int,
+    sample_ids: list[int],
+    rng: random.Random,
+    reason: str,
+) -> None:
+    """A task of the job showing the samples in an order drawn from `rng`."""
+    rng.shuffle(sample_ids)
+    task = RankingTask(
+        project_id=plan.project_id,
+        prompt_id=prompt_id,
+        required_annotations=_required_annotations(session, plan.project_id),
+        sampling_job_id=plan.job_id,
+        selection_reason=reason,
+    )
+    session.add(task)
+    session.flush()
+    session.add_all(
+        TaskSample(task_id=task.id, sample_id=s, position=i) for i, s in enumerate(sample_ids)
+    )
+
+
+def _note_progress(job: SamplingJob, prompt_ids: Sequence[int]) -> None:
     # Where this chunk ends in the job's list, not a running sum: a resumed job walks its
     # chunks again from the start, and the ones already written must not count twice.
     position = {prompt_id: i for i, prompt_id in enumerate(job.prompt_ids)}
     chunk_end = max((position[p] + 1 for p in prompt_ids if p in position), default=0)
     job.prompts_done = min(job.prompts_total, max(job.prompts_done, chunk_end))
+    job.heartbeat_at = utcnow()
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """An actively chosen prompt's samples to choose from: the previous version's anchors
+    (shown as under uniform selection) and the newest version's candidates, in draw order."""
+
+    prompt_id: int
+    content: Any
+    """The prompt's text or messages, to score the samples with."""
+    anchors: list[tuple[int, str]]
+    candidates: list[tuple[int, str]]
+    """(sample id, text) each."""
+
+
+def active_candidates(
+    session: Session, plan: SamplingPlan, prompt_ids: Sequence[int]
+) -> list[Candidates]:
+    """The chunk's actively chosen prompts that the job has made no task for yet, with up to
+    `plan.pool_new` distinct candidates each (read-only: scoring happens outside a
+    transaction)."""
+    done = _prompts_done_by(session, plan.job_id, prompt_ids)
+    todo = [p for p in prompt_ids if p in plan.active_prompts and p not in done]
+    samples = repository.samples_of_prompts(session, todo)
+    shown = repository.samples_in_tasks(session, todo)
+    prompts = repository.prompt_texts(session, todo)
+    out = []
+    for p in todo:
+        new, prev = compose_task(plan, samples.get(p, []), shown, n_new=plan.pool_new)
+        out.append(
+            Candidates(
+                prompt_id=p,
+                content=prompts[p].messages or prompts[p].text,
+                anchors=[(s.id, s.text) for s in prev],
+                candidates=[(s.id, s.text) for s in new],
+            )
+        )
+    return out
+
+
+def record_chosen_tasks(
+    session: Session, *, plan: SamplingPlan, choices: Sequence[TaskChoice]
+) -> int:
+    """Make the tasks the worker chose for actively chosen prompts (one transaction); a prompt
+    the job already made a task for is left alone (a resumed job). Returns the tasks made."""
+    job = session.get(SamplingJob, plan.job_id)
+    assert job is not None
+    prompt_ids = [c.prompt_id for c in choices]
+    done = _prompts_done_by(session, job.id, prompt_ids)
+    owners = repository.sample_prompts(session, [s for c in choices for s in c.sample_ids])
+    created = 0
+    rng = random.Random(plan.seed * 7919 + 1 + (prompt_ids[0] if prompt_ids else 0))
+    for choice in choices:
+        if choice.prompt_id in done or choice.prompt_id not in plan.active_prompts:
+            continue
+        if choice.reason not in selection.REASONS:
+            raise ValueError(f"unknown selection reason {choice.reason!r}")
+        if any(owners.get(s) != choice.prompt_id for s in choice.sample_ids):
+            raise ValueError(f"task of prompt {choice.prompt_id} shows another prompt's sample")
+        _add_task(session, plan, choice.prompt_id, list(choice.sample_ids), rng, choice.reason)
+        created += 1
     job.heartbeat_at = utcnow()
     session.flush()
     return created
@@ -654,4 +770,38 @@ def recent_jobs(
             error_detail=job.error_detail,
         )
         for job, number in jobs
+    ]
+
+
+@dataclass(frozen=True)
+class SelectionRow:
+    """Tasks made for one reason (`RankingTask.selection_reason`), as the project page shows."""
+
+    reason: str
+    label: str
+    open: int
+    done: int
+
+
+SELECTION_LABELS = {
+    selection.UNCERTAINTY: "reward model uncertain",
+    selection.UNDECIDED: "versions not distinguishable yet",
+    selection.UNIFORM: "drawn uniformly",
+}
+
+
+def selection_summary(session: Session, *, project_id: int) -> list[SelectionRow]:
+    """Why the project's tasks (gold tasks aside) were chosen: open and complete tasks per
+    reason; empty while every task is a uniform one (nothing to explain)."""
+    counts = repository.tasks_by_selection_reason(session, project_id)
+    if not any(n for (reason, _), n in counts.items() if reason != selection.UNIFORM):
+        return []
+    return [
+        SelectionRow(
+            reason=reason,
+            label=SELECTION_LABELS[reason],
+            open=counts.get((reason, "open"), 0),
+            done=counts.get((reason, "complete"), 0),
+        )
+        for reason in selection.REASONS
     ]

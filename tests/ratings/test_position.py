@@ -81,9 +81,7 @@ def test_expected_rate_averages_one_over_the_cards_shown() -> None:
     assert rate.rate == 0.0
 
 
-@given(
-    successes=st.integers(0, 200).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n)))
-)
+@given(successes=st.integers(0, 200).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
 @RATING_MATH
 def test_wilson_interval_contains_the_rate_and_stays_in_the_unit_interval(
     successes: tuple[int, int],
@@ -155,12 +153,11 @@ def test_random_display_orders_keep_the_false_alarm_rate_near_five_percent() -> 
 
 @given(beta=strengths, gamma=st.floats(0.4, 1.2), seed=st.integers(0, 2**16))
 @RATING_MATH
-def test_recovers_a_known_first_card_advantage(
-    beta: np.ndarray, gamma: float, seed: int
-) -> None:
+def test_recovers_a_known_first_card_advantage(beta: np.ndarray, gamma: float, seed: int) -> None:
     w, lo, t, r, wf, lf = simulate(beta, gamma, rankings=600, k=4, seed=seed)
     fitted = fit_position(aggregate_positions(w, lo, t, wf, lf, rankings=r))
-    assert fitted.gamma_lower is not None and fitted.gamma_upper is not None
+    assert fitted.gamma_lower is not None
+    assert fitted.gamma_upper is not None
     assert abs(fitted.gamma - gamma) < 0.25
     assert fitted.gamma_lower > 0.0
     assert np.max(np.abs(fitted.beta - (beta - beta.mean()))) < 0.12
@@ -186,7 +183,8 @@ def test_positions_without_signal_give_gamma_zero_and_the_plain_fit(
 def test_independent_positions_give_a_gamma_interval_around_zero() -> None:
     w, lo, t, r, wf, lf = simulate(np.linspace(-0.4, 0.4, 8), 0.0, rankings=800, k=4, seed=5)
     fitted = fit_position(aggregate_positions(w, lo, t, wf, lf, rankings=r))
-    assert fitted.gamma_lower is not None and fitted.gamma_upper is not None
+    assert fitted.gamma_lower is not None
+    assert fitted.gamma_upper is not None
     assert fitted.gamma_lower < 0.0 < fitted.gamma_upper
     assert abs(fitted.gamma) < 0.15
 
@@ -213,7 +211,8 @@ def test_gamma_interval_is_clustered_by_ranking() -> None:
     )
     votes = aggregate_positions(*(np.concatenate([x, x]) for x in (w, lo, t, wf, lf)))
     clustered, independent = fit_position(doubled), fit_position(votes)
-    assert by_ranking.gamma_upper is not None and clustered.gamma_upper is not None
+    assert by_ranking.gamma_upper is not None
+    assert clustered.gamma_upper is not None
     assert independent.gamma_upper is not None
     assert clustered.gamma == pytest.approx(independent.gamma)
     width = clustered.gamma_upper - clustered.gamma
@@ -257,7 +256,8 @@ def test_corrected_fit_removes_the_advantage_of_items_often_shown_first() -> Non
     corrected = position_corrected_fit(w_, lo_, ties, r_, np.array(wf), np.array(lf), bootstrap=40)
     assert plain.ratings[0] - 1000 > 60
     assert abs(corrected.result.ratings[0] - 1000) < 25
-    assert corrected.result.lower is not None and corrected.result.upper is not None
+    assert corrected.result.lower is not None
+    assert corrected.result.upper is not None
     assert corrected.result.lower[0] < 1000 < corrected.result.upper[0]
     assert corrected.position.gamma == pytest.approx(0.9, abs=0.2)
 
@@ -268,7 +268,8 @@ def test_corrected_fit_without_position_signal_is_fit_by_ranking() -> None:
     corrected = position_corrected_fit(w, lo, t, r, none, none, bootstrap=20, seed=1)
     plain = fit_by_ranking(w, lo, t, r, bootstrap=20, seed=1)
     np.testing.assert_allclose(corrected.result.ratings, plain.ratings, atol=1e-6)
-    assert corrected.result.lower is not None and plain.lower is not None
+    assert corrected.result.lower is not None
+    assert plain.lower is not None
     np.testing.assert_allclose(corrected.result.lower, plain.lower, atol=1e-3)
     np.testing.assert_array_equal(corrected.result.counts, plain.counts)
 

@@ -284,4 +284,6 @@ def test_first_flags_mark_the_card_shown_first_of_each_ranking() -> None:
 
 def test_mismatched_columns_are_rejected() -> None:
     with pytest.raises(ValueError, match="same length"):
-        aggregate_positions(np.array([1]), np.array([2]), np.array([False]), [], [])
+        aggregate_positions(
+            np.array([1]), np.array([2]), np.array([False]), np.array([]), np.array([])
+        )

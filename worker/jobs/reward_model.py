@@ -64,6 +64,7 @@ def train_project_reward_model(
     model's files and returns them without a version: the caller registers it (`register_run`)
     once it has checked it, or keeps it as the gate's held-out scorer.
     """
+    from worker.training.reward_ensemble import save_ensemble
     from worker.training.reward_model import RankingExample, RewardModelConfig, train_reward_model
 
     cfg = RewardModelSettings.model_validate(settings or {})
@@ -93,10 +94,11 @@ def train_project_reward_model(
         **cfg.model_dump(include={"epochs", "heldout_fraction", "max_length", "patience"}),
     )
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
+    examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
     try:
         result = train_reward_model(
             resolve_base_model(base_name),
-            [RankingExample(r.prompt, r.responses, r.groups) for r in rankings],
+            examples,
             config,
             out_dir=workdir,
             reference=reference_samples,
@@ -105,6 +107,7 @@ def train_project_reward_model(
         )
         if should_stop is not None and should_stop():  # asked after the last step
             raise TrainingCancelled("cancelled after training", steps_done=result.steps)
+        save_ensemble(result, examples, workdir, config=config)  # for active selection
         uri = get_store().put_dir(
             workdir,
             f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}",

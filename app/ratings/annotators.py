@@ -149,6 +149,11 @@ class AnnotatorTable:
     """Annotators flagged reversed or at chance and not excluded (over all pages)."""
 
     @property
+    def default_order(self) -> Mapping[str, str]:
+        """The order each column's header link sorts by first."""
+        return DEFAULT_ORDER
+
+    @property
     def first(self) -> int:
         """1-based index of the page's first row (0 for an empty table)."""
         return (self.page - 1) * self.page_size + 1 if self.rows else 0

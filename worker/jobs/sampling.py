@@ -7,17 +7,33 @@ conversation loses its oldest turns, then what still does not fit its start:
 marked too long and left without a task. A prompt
 whose sampling fails is drawn again on its own, and if it fails alone it is named on the
 job while the others get their tasks: one bad prompt never fails the job.
+
+Under active selection (app/sampling/selection.py) a chunk's actively chosen prompts first get
+a pool of candidates; once the chunk is drawn, the reward model's bootstrap ensemble scores
+them (outside any transaction) and each such task keeps the samples it is least sure about.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from app.artifacts import get_store
 from app.db import session_scope
-from app.sampling import service
-from app.sampling.service import ChunkNeeds, NewSample, PromptFailure, SamplingPlan, VersionInfo
+from app.sampling import selection, service
+from app.sampling.selection import TaskChoice
+from app.sampling.service import (
+    Candidates,
+    ChunkNeeds,
+    NewSample,
+    PromptFailure,
+    SamplingPlan,
+    VersionInfo,
+)
 from worker.failures import describe
 from worker.policies import PolicySpec, load_policy_for_generation
 
@@ -212,6 +228,70 @@ def _draw(
     return dict(zip(prompt_ids, texts, strict=True))
 
 
+class _EnsembleScorer:
+    """The project's latest reward model and its ensemble, loaded at the first active chunk;
+    `scores` is None when there is none to score with (the selection's fallback)."""
+
+    def __init__(self, plan: SamplingPlan) -> None:
+        self.plan = plan
+        self.loaded: tuple[Any, Any, Any] | None = None
+        self.tried = False
+
+    def _load(self) -> tuple[Any, Any, Any] | None:
+        if not self.tried:
+            self.tried = True
+            uri = self.plan.reward_model_uri
+            rm_dir = Path(get_store().local_dir(uri)) if uri is not None else None
+            from worker.training.reward_ensemble import load_ensemble
+
+            ensemble = load_ensemble(rm_dir) if rm_dir is not None else None
+            if rm_dir is not None and ensemble is not None:
+                from worker.training.models import load_tokenizer
+                from worker.training.reward_model import load_reward_model
+
+                self.loaded = (load_reward_model(rm_dir), load_tokenizer(str(rm_dir)), ensemble)
+            else:
+                logger.info(
+                    "sampling job %s: no reward-model ensemble; active tasks fall back to the "
+                    "leaderboard's verdict",
+                    self.plan.job_id,
+                )
+        return self.loaded
+
+    def scores(self, candidates: Sequence[Candidates]) -> dict[int, np.ndarray] | None:
+        """{sample id: (E,) head scores} of every anchor and candidate."""
+        loaded = self._load()
+        if loaded is None:
+            return None
+        from worker.training.reward_ensemble import ensemble_scores
+
+        rm, tokenizer, ensemble = loaded
+        items = [(c.content, i, t) for c in candidates for i, t in [*c.anchors, *c.candidates]]
+        matrix = ensemble_scores(
+            rm, tokenizer, ensemble, [p for p, _, _ in items], [t for _, _, t in items]
+        )  # (E, N)
+        return {sample_id: matrix[:, n] for n, (_, sample_id, _) in enumerate(items)}
+
+
+def _choose(
+    plan: SamplingPlan, candidates: Sequence[Candidates], scorer: _EnsembleScorer
+) -> list[TaskChoice]:
+    scores = scorer.scores(candidates) if candidates else None
+    choices = [
+        selection.choose_task(
+            c.prompt_id,
+            anchors=[i for i, _ in c.anchors],
+            candidates=[i for i, _ in c.candidates],
+            n_new=plan.n_new,
+            n_prev=plan.n_prev,
+            scores=scores,
+            undecided=plan.undecided,
+        )
+        for c in candidates
+    ]
+    return [c for c in choices if c is not None]
+
+
 def run_sampling_job(
     job_id: int,
     *,
@@ -228,6 +308,7 @@ def run_sampling_job(
         return 0
     created = 0
     draws = _Draws(plan, batch_size)
+    scorer = _EnsembleScorer(plan)
     try:
         from worker.training.generation import generation_budget
 
@@ -242,7 +323,7 @@ def run_sampling_job(
             # a prompt still short then is skipped (the job's page counts it).
             for attempt in range(1 + service.RESAMPLE_TRIES):
                 with session_scope(readonly=True) as session:
-                    needs = service.chunk_needs(session, plan, chunk)
+                    needs = service.chunk_needs(session, plan, chunk, pool=attempt == 0)
                 if attempt == 0:
                     too_long |= _measure(tokenizer, plan, needs.contents, budget)
                 needs = _leave_out(needs, too_long | set(draws.failures))
@@ -272,6 +353,15 @@ def run_sampling_job(
                     created += service.record_chunk(
                         session, plan=plan, prompt_ids=chunk, new_samples=new, prev_samples=prev
                     )
+            if plan.active_prompts.intersection(chunk):
+                left_out = too_long | set(draws.failures)
+                with session_scope(readonly=True) as session:
+                    candidates = service.active_candidates(
+                        session, plan, [p for p in chunk if p not in left_out]
+                    )
+                choices = _choose(plan, candidates, scorer)
+                with session_scope() as session:
+                    created += service.record_chosen_tasks(session, plan=plan, choices=choices)
             if progress is not None:
                 progress(min(start + len(chunk), len(ids)), len(ids))
         with session_scope() as session:

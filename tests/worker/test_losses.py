@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.training.losses import (
     AdaptiveKLController,
@@ -27,6 +29,7 @@ from worker.training.losses import (
     sequence_logprobs,
     sft_loss,
     value_loss,
+    weighted_mean,
 )
 
 
@@ -491,3 +494,150 @@ def test_dpo_rejects_unknown_loss_type() -> None:
     one = torch.zeros(1)
     with pytest.raises(ValueError, match="loss_type"):
         dpo_loss(one, one, one, one, loss_type="hinge")  # type: ignore[arg-type]
+
+
+# Reliability weights (one per ranking or pair; training notes §Reward model) ----------------
+
+SCORES = torch.tensor([[1.0, 0.0, -2.0, 0.7], [0.2, 0.9, 9.0, 9.0], [0.4, -0.3, 0.1, 9.0]])
+GROUPS = torch.tensor([[0, 2, 3, 1], [0, 1, -1, -1], [2, 0, 1, -1]])
+
+
+def _ranking_loss_and_grad(
+    scores: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = scores.clone().requires_grad_(True)
+    loss, _ = ranking_loss(leaf, groups, center_coef=0.01, weights=weights)
+    loss.backward()
+    assert leaf.grad is not None
+    return loss.detach(), leaf.grad
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(min_value=1e-3, max_value=1e3))
+def test_ranking_loss_with_equal_weights_is_the_unweighted_loss(weight: float) -> None:
+    plain, plain_grad = _ranking_loss_and_grad(SCORES, GROUPS, None)
+
+    loss, grad = _ranking_loss_and_grad(SCORES, GROUPS, torch.full((3,), weight))
+
+    close(loss, plain, tol=1e-6)
+    close(grad, plain_grad, tol=1e-6)
+
+
+def test_ranking_loss_with_unit_weights_is_exactly_todays_loss() -> None:
+    plain, plain_grad = _ranking_loss_and_grad(SCORES, GROUPS, None)
+
+    loss, grad = _ranking_loss_and_grad(SCORES, GROUPS, torch.ones(3))
+
+    assert torch.equal(loss, plain)
+    assert torch.equal(grad, plain_grad)
+
+
+def test_a_weight_0_ranking_is_as_if_dropped() -> None:
+    kept = torch.tensor([0, 2])
+    without, without_grad = _ranking_loss_and_grad(SCORES[kept], GROUPS[kept], None)
+
+    loss, grad = _ranking_loss_and_grad(SCORES, GROUPS, torch.tensor([1.0, 0.0, 1.0]))
+
+    close(loss, without)
+    close(grad[kept], without_grad)
+    close(grad[1], torch.zeros(4))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.just(0.0) | st.floats(min_value=1e-3, max_value=10.0), min_size=3, max_size=3))
+def test_ranking_loss_is_the_weighted_mean_of_the_per_ranking_losses(
+    weights: list[float],
+) -> None:
+    per_ranking = [loop_ranking_loss(SCORES[b].tolist(), GROUPS[b].tolist())[0] for b in range(3)]
+    total = sum(weights)
+    expected = sum(w * x for w, x in zip(weights, per_ranking, strict=True)) / total if total else 0
+
+    loss, _ = ranking_loss(SCORES, GROUPS, weights=torch.tensor(weights))
+
+    close(loss, expected, tol=1e-5)
+
+
+def test_weights_scale_each_rankings_gradient() -> None:
+    # Weights (3, 1): ranking 0's gradient is 3/4 of its own loss's, ranking 1's is 1/4 of its.
+    _, own_0 = _ranking_loss_and_grad(SCORES[:1], GROUPS[:1], None)
+    _, own_1 = _ranking_loss_and_grad(SCORES[1:2], GROUPS[1:2], None)
+
+    _, grad = _ranking_loss_and_grad(SCORES[:2], GROUPS[:2], torch.tensor([3.0, 1.0]))
+
+    close(grad[0], 0.75 * own_0[0])
+    close(grad[1], 0.25 * own_1[0])
+
+
+def test_ranking_loss_with_only_weight_0_rankings_is_zero_and_backpropagates() -> None:
+    loss, grad = _ranking_loss_and_grad(SCORES, GROUPS, torch.zeros(3))
+
+    close(loss, 0.0)
+    close(grad, torch.zeros_like(SCORES))
+
+
+def test_ranking_loss_rejects_negative_or_misshapen_weights() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        ranking_loss(SCORES, GROUPS, weights=torch.tensor([1.0, -0.5, 1.0]))
+    with pytest.raises(ValueError, match="weights must be"):
+        ranking_loss(SCORES, GROUPS, weights=torch.ones(2))
+
+
+def test_weighted_mean_of_nothing_weighted_is_zero_not_nan() -> None:
+    close(weighted_mean(torch.tensor([float("inf"), 2.0]), torch.tensor([0.0, 0.0])), 0.0)
+
+
+DPO_BATCH = (
+    torch.tensor([-1.0, -4.0, -2.5]),
+    torch.tensor([-3.0, -1.0, -2.0]),
+    torch.tensor([-2.0, -2.0, -2.2]),
+    torch.tensor([-2.0, -2.0, -1.9]),
+)
+
+
+def _dpo_loss_and_grad(
+    weights: torch.Tensor | None, loss_type: str = "sigmoid", rows: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    pick = rows if rows is not None else [0, 1, 2]
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected = (t[pick] for t in DPO_BATCH)
+    policy_chosen.requires_grad_(True)
+    loss, _ = dpo_loss(
+        policy_chosen,
+        policy_rejected,
+        ref_chosen,
+        ref_rejected,
+        beta=0.5,
+        loss_type=loss_type,  # type: ignore[arg-type]
+        weights=weights,
+    )
+    loss.backward()
+    assert policy_chosen.grad is not None
+    return loss.detach(), policy_chosen.grad
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_dpo_loss_with_equal_weights_is_the_unweighted_loss(loss_type: str) -> None:
+    plain, plain_grad = _dpo_loss_and_grad(None, loss_type)
+
+    loss, grad = _dpo_loss_and_grad(torch.full((3,), 2.5), loss_type)
+
+    close(loss, plain)
+    close(grad, plain_grad)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_a_weight_0_dpo_pair_is_as_if_dropped(loss_type: str) -> None:
+    without, without_grad = _dpo_loss_and_grad(None, loss_type, rows=[0, 2])
+
+    loss, grad = _dpo_loss_and_grad(torch.tensor([1.0, 0.0, 1.0]), loss_type)
+
+    close(loss, without)
+    close(grad[[0, 2]], without_grad)
+    close(grad[1], 0.0)
+
+
+def test_dpo_weights_scale_each_pairs_gradient() -> None:
+    _, plain_grad = _dpo_loss_and_grad(None)  # each pair's gradient / 3
+
+    _, grad = _dpo_loss_and_grad(torch.tensor([2.0, 1.0, 0.0]))  # pair 0: 2/3, pair 1: 1/3
+
+    close(grad, plain_grad * torch.tensor([2.0, 1.0, 0.0]))

@@ -24,7 +24,7 @@ IGNORE_INDEX = -100
 
 
 def ranking_loss(
-    scores: Tensor, groups: Tensor, *, center_coef: float = 0.0
+    scores: Tensor, groups: Tensor, *, center_coef: float = 0.0, weights: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """K-way Bradley-Terry loss: each ranking is one example, every sample scored once.
 
@@ -40,11 +40,18 @@ def ranking_loss(
     and is averaged the same way as the main term (per ranking, then over rankings).
     Metrics are pooled over all pairs of the batch (a tie counts half right); with no pair,
     accuracy and margin are 0.
+
+    weights: (B,) ≥ 0, one per ranking (its annotator's reliability): the loss becomes
+    Σ_r w_r·loss_r / Σ_r w_r over the rankings with pairs (training notes §Reward model), so
+    equal weights give the plain mean, a weight-0 ranking adds nothing and a batch of only
+    weight-0 rankings gives a graph-connected 0. The metrics stay unweighted.
     """
     if scores.shape != groups.shape or scores.dim() != 2:
         raise ValueError(
             f"scores and groups must both be (B, K); got {scores.shape}, {groups.shape}"
         )
+    if weights is not None and weights.shape != scores.shape[:1]:
+        raise ValueError(f"weights must be (B,) for scores {scores.shape}; got {weights.shape}")
     valid = groups >= 0  # (B, K)
     # Padded slots may hold garbage (even NaN): zero them so they cannot leak into gradients.
     s = scores.masked_fill(~valid, 0.0)  # (B, K)
@@ -64,10 +71,14 @@ def ranking_loss(
     if center_coef:
         center = torch.where(pair_mask, pair_sum.square(), 0.0).sum(dim=(1, 2)) / denom  # (B,)
         per_ranking = per_ranking + center_coef * center
-    # Rankings without pairs are excluded from the mean; with none at all the loss is a graph-
-    # connected 0, so loss.backward() still works on such a batch.
-    n_rankings = has_pairs.sum()
-    loss = torch.where(has_pairs, per_ranking, 0.0).sum() / n_rankings.clamp(min=1).to(s.dtype)
+    # Rankings without pairs are excluded from the (weighted) mean; with none at all the loss is
+    # a graph-connected 0, so loss.backward() still works on such a batch.
+    w = (
+        has_pairs.to(s.dtype)
+        if weights is None
+        else torch.where(has_pairs, weights.to(s.dtype), 0.0)
+    )
+    loss = weighted_mean(per_ranking, w)
 
     with torch.no_grad():
         total = n_pairs.sum()
@@ -80,6 +91,16 @@ def ranking_loss(
             "pairs": total,
         }
     return loss, metrics
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Σ w·x / Σ w over (B,) values whose weights are ≥ 0; a 0 weight drops its value (even a
+    NaN or inf one), and weights that sum to 0 give a graph-connected 0, not NaN."""
+    if (weights < 0).any():
+        raise ValueError("weights must be >= 0")
+    keep = weights > 0  # (B,)
+    total = torch.where(keep, values * weights, 0.0).sum()
+    return total / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
 
 
 def pairwise_loss(chosen: Tensor, rejected: Tensor) -> Tensor:
@@ -362,6 +383,7 @@ def dpo_loss(
     ref_rejected_logps: Tensor,
     beta: float = 0.1,
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid",
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """DPO and IPO losses on sequence log-probs (B,).
 
@@ -370,7 +392,13 @@ def dpo_loss(
     ipo: (h - 1/(2β))², IPO eq. 17 (https://arxiv.org/abs/2310.12036); the paper (and TRL) feed
     it length-averaged log-probs, which is the caller's choice.
     Metrics: implicit rewards β·log-ratio (batch means), their margin and accuracy.
+    weights: (B,) ≥ 0, one per pair (its annotator's reliability): the loss is
+    Σ w·loss / Σ w, as `ranking_loss` weighs rankings; the metrics stay unweighted.
     """
+    if weights is not None and weights.shape != policy_chosen_logps.shape:
+        raise ValueError(
+            f"weights must be (B,) for {policy_chosen_logps.shape} pairs; got {weights.shape}"
+        )
     chosen_logratios = policy_chosen_logps - ref_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # (B,)
     h = chosen_logratios - rejected_logratios  # (B,)
@@ -389,4 +417,6 @@ def dpo_loss(
             "reward_margin": (chosen_rewards - rejected_rewards).mean(),
             "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean(),
         }
-    return losses.mean(), metrics
+    if weights is None:
+        return losses.mean(), metrics
+    return weighted_mean(losses, weights.to(losses.dtype)), metrics

@@ -44,18 +44,22 @@ def fit_by_ranking(
     bootstrap: int = BOOTSTRAP_ROUNDS,
     prior: float = 1.0,
     seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> BTResult:
     """Bradley-Terry point fit plus 95% intervals from a bootstrap over rankings.
 
     `rankings` gives each comparison's ranking id. Each round draws as many rankings as there
     are, with replacement, weights every comparison by its ranking's draw count, and refits
     from the point estimate (the pair totals are rebuilt with one bincount, O(comparisons)).
+    `weights` (one per comparison: its annotator's reliability weight) are scaled to mean 1,
+    so they only say what counts more than what, and equal weights give the unweighted fit.
     """
     winners = np.asarray(winners, dtype=np.int64)
     losers = np.asarray(losers, dtype=np.int64)
     ties = np.asarray(ties, dtype=bool)
     rankings = np.asarray(rankings, dtype=np.int64)
-    agg = aggregate(winners, losers, ties)
+    weights = _mean_one(weights, len(winners))
+    agg = aggregate(winners, losers, ties, weights)
     beta = fit(agg, prior)
     samples = None
     if bootstrap > 0 and agg.n_items > 0:
@@ -72,7 +76,7 @@ def fit_by_ranking(
         samples = np.empty((bootstrap, k))
         for r in range(bootstrap):
             draws = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters))
-            weight = draws[cluster]  # (n,)
+            weight = draws[cluster] if weights is None else draws[cluster] * weights[keep]
             resampled = dataclasses.replace(
                 agg,
                 pair_wins_a=np.bincount(pair, weight * score_a, n_pairs),
@@ -80,6 +84,17 @@ def fit_by_ranking(
             )
             samples[r] = to_ratings(fit(resampled, prior, start=beta, tol=1e-6))
     return BTResult.of(agg, beta, samples)
+
+
+def _mean_one(weights: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Weights scaled to mean 1 (None stays None: unweighted)."""
+    if weights is None:
+        return None
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    if len(weights) != n:
+        raise ValueError("weights must have one entry per comparison")
+    total = float(weights.sum()) if n else 0.0
+    return weights * (n / total) if total > 0 else weights
 
 
 @dataclass(frozen=True)
@@ -159,14 +174,17 @@ def rate_versions(
     *,
     bootstrap: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> list[VersionRating]:
     """One row per version that met another version; comparisons in id order (for Elo).
 
     The verdict compares each version with its previous one through the bootstrap interval of
-    the rating difference (same rounds for both, so their correlation is kept).
+    the rating difference (same rounds for both, so their correlation is kept). `weights`
+    (per comparison) weight the Bradley-Terry fit only: Elo, the head-to-head win rate and the
+    rankings a verdict needs count comparisons as they are.
     """
     result = fit_by_ranking(
-        win_versions, lose_versions, ties, rankings, bootstrap=bootstrap, seed=seed
+        win_versions, lose_versions, ties, rankings, bootstrap=bootstrap, seed=seed, weights=weights
     )
     rated = set(result.ids.tolist())
     previous = previous_versions(versions, rated)

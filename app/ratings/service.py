@@ -49,6 +49,7 @@ from app.ratings.leaderboard import (
     previous_versions,
     rate_versions,
 )
+from app.ratings.position import PositionReport, position_report
 from app.ratings.repository import ComparisonArrays
 from app.ratings.schemas import LeaderboardOut, LeaderboardVersion
 
@@ -509,6 +510,7 @@ class LeaderboardPage:
     leaderboard: LeaderboardOut
     agreement: AgreementReport
     prompts: list[PromptConsensus]
+    position_bias: PositionReport | None = None
 
 
 def leaderboard_page(session: Session, *, project_id: int) -> LeaderboardPage:
@@ -518,4 +520,5 @@ def leaderboard_page(session: Session, *, project_id: int) -> LeaderboardPage:
         leaderboard=leaderboard(session, project_id=project_id),
         agreement=agreement_report(session, project_id=project_id),
         prompts=prompt_consensus(session, project_id=project_id),
+        position_bias=position_report(session, project_id),
     )

@@ -257,12 +257,15 @@ def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
         sock.close()
 
 
-def sample_current_version(project_id: int, *, seed: int) -> int:
-    """Samples and tasks for every active prompt the current version has none for."""
+def sample_current_version(project_id: int, *, seed: int, prompts: int | None = None) -> int:
+    """Samples and tasks for every active prompt the current version has none for (or for
+    `prompts` of those with the fewest tasks, as the sampling form's prompt count does)."""
     from worker.jobs.sampling import run_sampling_job
 
     with session_scope() as session:
-        job = sampling.start_sampling(session, project_id=project_id, enqueue=False, seed=seed)
+        job = sampling.start_sampling(
+            session, project_id=project_id, enqueue=False, seed=seed, prompt_limit=prompts
+        )
         job_id = job.id if job is not None else None
     return run_sampling_job(job_id) if job_id is not None else 0
 

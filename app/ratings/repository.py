@@ -7,11 +7,23 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, false, func, insert, or_, select, text, true, update
+from sqlalchemy import (
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app.models import (
     AnnotatorExclusion,
+    AnnotatorReliability,
     Comparison,
     PolicyRating,
     PolicyVersion,
@@ -19,6 +31,7 @@ from app.models import (
     ProjectMember,
     Prompt,
     Ranking,
+    RankingTask,
     Sample,
     SampleFlag,
     SampleRating,
@@ -140,12 +153,19 @@ class ComparisonArrays:
     winner_version: np.ndarray
     loser_version: np.ndarray
     tie: np.ndarray
+    task: np.ndarray | None = None
+    uniform: np.ndarray | None = None
+    """(n,) bool: the task was drawn uniformly (selection_reason 'uniform'), not chosen by
+    active selection. None: not loaded (all uniform)."""
 
     def __len__(self) -> int:
         return len(self.winner)
 
     def where(self, mask: np.ndarray) -> ComparisonArrays:
-        return ComparisonArrays(**{k: v[mask] for k, v in self.__dict__.items()})
+        columns: dict[str, Any] = {
+            k: None if v is None else v[mask] for k, v in self.__dict__.items()
+        }
+        return ComparisonArrays(**columns)
 
 
 def load_comparisons(
@@ -154,15 +174,21 @@ def load_comparisons(
     """The rows a fit uses. Same rules as training snapshots (app.rounds.snapshots): excluded
     annotators' and flagged samples' comparisons are left out unless asked for; gold tasks'
     comparisons (which measure annotators) always are."""
-    query = select(
-        Comparison.user_id,
-        Comparison.ranking_id,
-        Comparison.winner_id,
-        Comparison.loser_id,
-        Comparison.winner_version_id,
-        Comparison.loser_version_id,
-        Comparison.tie,
-    ).where(Comparison.project_id == project_id, Comparison.gold == false())
+    query = (
+        select(
+            Comparison.user_id,
+            Comparison.ranking_id,
+            Comparison.winner_id,
+            Comparison.loser_id,
+            Comparison.winner_version_id,
+            Comparison.loser_version_id,
+            Comparison.task_id,
+            Comparison.tie,
+            RankingTask.selection_reason == "uniform",
+        )
+        .join(RankingTask, RankingTask.id == Comparison.task_id)
+        .where(Comparison.project_id == project_id, Comparison.gold == false())
+    )
     if not include_excluded:
         query = query.where(
             ~exists(
@@ -184,13 +210,44 @@ def load_comparisons(
             )
         )
     rows = session.execute(query.order_by(Comparison.id)).all()
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 7
-    user, ranking, winner, loser, winner_version, loser_version = (
-        np.asarray(c, dtype=np.int64) for c in columns[:6]
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 9
+    user, ranking, winner, loser, winner_version, loser_version, task = (
+        np.asarray(c, dtype=np.int64) for c in columns[:7]
     )
     return ComparisonArrays(
-        user, ranking, winner, loser, winner_version, loser_version, np.asarray(columns[6], bool)
+        user,
+        ranking,
+        winner,
+        loser,
+        winner_version,
+        loser_version,
+        np.asarray(columns[7], bool),
+        task=task,
+        uniform=np.asarray(columns[8], bool),
     )
+
+
+def gold_comparisons(
+    session: Session, project_id: int
+) -> list[tuple[int, int, int, int, int, bool, list[list[int]] | None, int | None]]:
+    """(user, ranking, task, winner, loser, tie, the task's gold groups, its known-bad sample)
+    of every gold task's comparison, excluded annotators' too: gold measures annotators."""
+    rows = session.execute(
+        select(
+            Comparison.user_id,
+            Comparison.ranking_id,
+            Comparison.task_id,
+            Comparison.winner_id,
+            Comparison.loser_id,
+            Comparison.tie,
+            RankingTask.gold_groups,
+            RankingTask.gold_bad_sample_id,
+        )
+        .join(RankingTask, RankingTask.id == Comparison.task_id)
+        .where(Comparison.project_id == project_id, Comparison.gold == true())
+        .order_by(Comparison.id)
+    ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
 def rankings_by_task(session: Session, project_id: int) -> dict[int, dict[int, list[list[int]]]]:
@@ -228,8 +285,6 @@ def recent_prompt_rankings(
     ).all()
     if not prompts:
         return []
-    from app.models import RankingTask
-
     rows = session.execute(
         select(RankingTask.prompt_id, Ranking.user_id, Ranking.groups)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
@@ -387,3 +442,33 @@ def store_sample_ratings(
         session.execute(update(SampleRating), updates)
     if inserts:
         session.execute(insert(SampleRating), inserts)
+
+
+# Annotator reliability
+
+
+def reliability_rows(session: Session, project_id: int) -> dict[int, AnnotatorReliability]:
+    rows = session.scalars(
+        select(AnnotatorReliability).where(AnnotatorReliability.project_id == project_id)
+    )
+    return {row.user_id: row for row in rows}
+
+
+def replace_reliability(session: Session, project_id: int, rows: list[dict[str, Any]]) -> None:
+    """The project's annotator_reliability rows become exactly `rows`."""
+    session.execute(
+        delete(AnnotatorReliability).where(AnnotatorReliability.project_id == project_id),
+        execution_options={"synchronize_session": False},
+    )
+    if rows:
+        session.execute(
+            insert(AnnotatorReliability), [{**r, "project_id": project_id} for r in rows]
+        )
+
+
+def has_selected_tasks(session: Session, project_id: int) -> bool:
+    """Whether active selection chose any of the project's tasks (not drawn uniformly)."""
+    chosen = select(RankingTask.id).where(
+        RankingTask.project_id == project_id, RankingTask.selection_reason != "uniform"
+    )
+    return bool(session.scalar(select(exists(chosen))))

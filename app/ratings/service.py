@@ -23,14 +23,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import fmean
+from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import after_commit, utcnow
 from app.errors import InvalidInput, NotFound
 from app.jobs import RATINGS_RECOMPUTE, enqueue
-from app.models import AnnotatorExclusion, PolicyRating, PolicyVersion
+from app.models import AnnotatorExclusion, AnnotatorReliability, PolicyRating, PolicyVersion
 from app.projects.service import require_project
 from app.ratings import repository
 from app.ratings.agreement import (
@@ -50,6 +52,7 @@ from app.ratings.leaderboard import (
     rate_versions,
 )
 from app.ratings.position import PositionReport, position_report
+from app.ratings.reliability import GoldAnswers, ReliabilityFit, fit_reliability, gold_answers
 from app.ratings.repository import ComparisonArrays
 from app.ratings.schemas import LeaderboardOut, LeaderboardVersion
 
@@ -70,7 +73,14 @@ class FitInput:
     project_id: int
     read_at: datetime
     comparisons: ComparisonArrays
+    """Excluded annotators' comparisons included: they are measured, never rate anything."""
     versions: list[VersionInfo]
+    excluded: frozenset[int] = frozenset()
+    gold: GoldAnswers | None = None
+    weighting: bool = False
+    """Project.reliability_weighting: weight the fits by annotator reliability."""
+    min_tasks: int = 10
+    """Project.reliability_min_tasks."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class FitOutput:
     read_at: datetime
     samples: BTResult
     versions: list[VersionRating]
+    reliability: ReliabilityFit | None = None
 
 
 @dataclass(frozen=True)
@@ -92,19 +103,70 @@ class RecomputeSummary:
 
 
 def load(session: Session, *, project_id: int, now: datetime | None = None) -> FitInput:
-    comparisons = repository.load_comparisons(session, project_id, include_excluded=False)
+    project = require_project(session, project_id)
+    comparisons = repository.load_comparisons(session, project_id, include_excluded=True)
     infos = [
         VersionInfo(v.id, v.number, v.parent_id) for v in repository.versions(session, project_id)
     ]
-    return FitInput(project_id, now or utcnow(), comparisons, infos)
+    return FitInput(
+        project_id,
+        now or utcnow(),
+        comparisons,
+        infos,
+        excluded=frozenset(repository.excluded_users(session, project_id)),
+        gold=gold_answers(repository.gold_comparisons(session, project_id)),
+        weighting=project.reliability_weighting,
+        min_tasks=project.reliability_min_tasks,
+    )
 
 
 def compute(data: FitInput) -> FitOutput:
-    """The CPU part, no database: per-sample and per-version fits with ranking bootstraps."""
+    """The CPU part, no database: annotator reliability, then per-sample and per-version fits
+    with ranking bootstraps (weighted by reliability when the project says so).
+
+    Once active selection chose any task, the version fit uses only uniformly drawn tasks'
+    comparisons (an unbiased evaluation); the sample fit and reliability use them all.
+    """
     c = data.comparisons
-    samples = fit_by_ranking(c.winner, c.loser, c.tie, c.ranking)
-    versions = rate_versions(data.versions, c.winner_version, c.loser_version, c.tie, c.ranking)
-    return FitOutput(data.project_id, data.read_at, samples, versions)
+    excluded = np.isin(c.user, np.fromiter(data.excluded, np.int64, len(data.excluded)))
+    reliability = fit_reliability(
+        c.user,
+        c.ranking,
+        c.ranking if c.task is None else c.task,  # without task ids nothing counts as shared
+        c.winner,
+        c.loser,
+        c.tie,
+        rates=~excluded,
+        gold=data.gold,
+        min_tasks=data.min_tasks,
+    )
+    used = c.where(~excluded)
+    per_user = reliability.weights() if data.weighting else {}
+    weights = _comparison_weights(used.user, per_user)
+    samples = fit_by_ranking(used.winner, used.loser, used.tie, used.ranking, weights=weights)
+    if used.uniform is not None and not used.uniform.all():
+        uniform = used.uniform
+        used = used.where(uniform)
+        weights = None if weights is None else weights[uniform]
+    versions = rate_versions(
+        data.versions,
+        used.winner_version,
+        used.loser_version,
+        used.tie,
+        used.ranking,
+        weights=weights,
+    )
+    return FitOutput(data.project_id, data.read_at, samples, versions, reliability)
+
+
+def _comparison_weights(users: np.ndarray, per_user: dict[int, float]) -> np.ndarray | None:
+    """Each comparison's annotator's weight (absent: 1); None when all are 1 (unweighted)."""
+    if not per_user or all(w == 1.0 for w in per_user.values()):
+        return None
+    known = np.array(sorted(per_user), dtype=np.int64)
+    values = np.array([per_user[u] for u in known.tolist()])
+    i = np.minimum(np.searchsorted(known, users), len(known) - 1)
+    return np.where(known[i] == users, values[i], 1.0)
 
 
 def store(session: Session, fitted: FitOutput) -> bool:
@@ -149,8 +211,49 @@ def store(session: Session, fitted: FitOutput) -> bool:
         ],
         at,
     )
+    if fitted.reliability is not None:
+        repository.replace_reliability(
+            session,
+            fitted.project_id,
+            [
+                {
+                    "user_id": a.user_id,
+                    "reliability": a.reliability,
+                    "lower": a.lower,
+                    "upper": a.upper,
+                    "comparisons": a.comparisons,
+                    "shared_tasks": a.shared_tasks,
+                    "gold_answered": a.gold_answered,
+                    "gold_correct": a.gold_correct,
+                    "weight": a.weight,
+                    "flag": a.flag,
+                    "evidence": a.evidence,
+                    "fitted_at": at,
+                }
+                for a in fitted.reliability.annotators
+            ],
+        )
     session.flush()
     return True
+
+
+def reliability_weights(session: Session, project_id: int) -> dict[int, float]:
+    """{annotator: weight} to use now for the stored fit's annotators (anyone absent weighs 1):
+    all 1 when the project does not weight by reliability, and 1 below its minimum of shared
+    tasks. What a training snapshot stores per comparison."""
+    project = require_project(session, project_id)
+    rows = repository.reliability_rows(session, project_id)
+    if not project.reliability_weighting:
+        return dict.fromkeys(rows, 1.0)
+    return {
+        user_id: row.weight if row.shared_tasks >= project.reliability_min_tasks else 1.0
+        for user_id, row in rows.items()
+    }
+
+
+def reliability_rows(session: Session, project_id: int) -> dict[int, AnnotatorReliability]:
+    """{annotator: their stored reliability fit}."""
+    return repository.reliability_rows(session, project_id)
 
 
 def _store_human_verdicts(session: Session, fitted: FitOutput) -> None:
@@ -298,6 +401,21 @@ class AnnotatorRow:
     """Mean pairwise agreement with the consensus of the included others on shared tasks."""
     log_m: float | None
     """ln M of the outlier test when flagged (M > 1/α), else None."""
+    # The stored Crowd-BT fit (app.ratings.reliability); None before the first fit
+    reliability: float | None = None
+    """P(orders a pair as the consensus does): 0.5 chance, below it reversed."""
+    lower: float | None = None
+    upper: float | None = None
+    """The 95% interval of `reliability`."""
+    weight: float | None = None
+    """What their comparisons count for when the project weights by reliability."""
+    flag: str | None = None
+    """'reversed' or 'chance' (with enough shared tasks), else None."""
+    evidence: str | None = None
+    """The sentence behind the flag."""
+    gold_answered: int = 0
+    """Gold pairs answered whose order the truth decides; gold_correct of them right."""
+    gold_correct: int = 0
 
     @property
     def outlier(self) -> bool:
@@ -353,6 +471,7 @@ def agreement_report(session: Session, *, project_id: int, worst: int = 10) -> A
 
     outliers = _outliers(session, project_id, [uid for uid, *_ in people])
     ranked = {u: sum(u in r for r in by_task.values()) for u, *_ in people}
+    reliability = repository.reliability_rows(session, project_id)
     rows = [
         AnnotatorRow(
             user_id=uid,
@@ -363,6 +482,7 @@ def agreement_report(session: Session, *, project_id: int, worst: int = 10) -> A
             shared_tasks=shared.get(uid, 0),
             agreement=with_consensus.get(uid),
             log_m=outliers.get(uid),
+            **_reliability_fields(reliability.get(uid)),
         )
         for uid, name, display, ex in people
     ]
@@ -374,6 +494,21 @@ def agreement_report(session: Session, *, project_id: int, worst: int = 10) -> A
         least_agreed=per_task[:worst],
         annotators=rows,
     )
+
+
+def _reliability_fields(row: AnnotatorReliability | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "reliability": row.reliability,
+        "lower": row.lower,
+        "upper": row.upper,
+        "weight": row.weight,
+        "flag": row.flag,
+        "evidence": row.evidence,
+        "gold_answered": row.gold_answered,
+        "gold_correct": row.gold_correct,
+    }
 
 
 def _agreement_with_consensus(

@@ -63,14 +63,14 @@ _DRAWS = 4000
 class Plan:
     """An estimate of the rankings still needed, with its range and what it rests on.
 
-    `more` is None when no estimate can be made (`reason` says why in one line); 0 means the
-    goal is reached. `high` None with `more` set means the range is open-ended: in part of the
-    resampled curves the goal is never reached.
+    `estimate` is None when no estimate can be made (`reason` says why in one line); 0 means
+    the goal is reached. `high` None with `estimate` set means the range is open-ended: in
+    part of the resampled curves the goal is never reached.
     """
 
     goal: str
     """"accuracy" or "verdict"."""
-    more: int | None
+    estimate: int | None
     """More rankings needed (rounded up), beyond `now`."""
     low: int | None
     high: int | None
@@ -92,7 +92,7 @@ class Plan:
 
     @property
     def open_ended(self) -> bool:
-        return self.more is not None and self.high is None
+        return self.estimate is not None and self.high is None
 
 
 # Accuracy curve
@@ -207,6 +207,30 @@ def accuracy_plan(
     return _ranged(plan, total, totals, **fitted)
 
 
+def rankings_for_accuracy(
+    rankings: Sequence[int],
+    accuracies: Sequence[float],
+    counts: Sequence[float],
+    *,
+    target: float | None = None,
+    level: float = PLAN_LEVEL,
+    bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+) -> Plan:
+    """`accuracy_plan` counted from no rankings: `estimate`, `low` and `high` are the total
+    rankings that reach `target` (what a benchmark compares with the rankings a run needed)."""
+    return accuracy_plan(
+        rankings,
+        accuracies,
+        counts,
+        target=target,
+        now=0,
+        level=level,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+
+
 # Verdict curve
 
 
@@ -295,7 +319,7 @@ def _ranged(plan: Plan, total: float, totals: np.ndarray, **fields: float) -> Pl
     """The estimate and its central `level` range in more rankings (rounded up). A percentile
     range of a skewed statistic can miss its point estimate; it is stretched to include it.
     Totals past OPEN_ENDED times the rankings so far count as never."""
-    limit = OPEN_ENDED * max(plan.now, 1)
+    limit = OPEN_ENDED * max(plan.now, *plan.basis, 1)
     if total > limit:
         reason = f"Over {OPEN_ENDED} times the rankings so far: past what the curve can forecast."
         return _no(plan, reason, **fields)
@@ -306,7 +330,7 @@ def _ranged(plan: Plan, total: float, totals: np.ndarray, **fields: float) -> Pl
     hi = float(np.quantile(totals, 1.0 - tail, method="higher"))
     low = min(_more(lo, plan.now), more) if math.isfinite(lo) else more
     high = None if not math.isfinite(hi) else max(_more(hi, plan.now), more)
-    return _replace(plan, more=more, low=low, high=high, **fields)
+    return _replace(plan, estimate=more, low=low, high=high, **fields)
 
 
 def _more(total: float, now: int) -> int:

@@ -28,12 +28,12 @@ class PlanOut(BaseModel):
     """One estimate of the rankings still needed, with its range."""
 
     goal: str = Field(description='"accuracy" or "verdict".')
-    more: int | None = Field(
+    estimate: int | None = Field(
         description="More rankings needed (0: reached); null when no estimate (see `reason`)."
     )
     low: int | None = Field(description="Low end of the range (`level` of the resampled plans).")
     high: int | None = Field(
-        description="High end; null with `more` set when the goal is never reached in part of "
+        description="High end; null with `estimate` set when the goal is never reached in part of "
         "the range (open-ended)."
     )
     level: float = Field(description="Central share of the resampled plans the range holds.")
@@ -52,7 +52,7 @@ class PlanOut(BaseModel):
     def of(cls, plan: Plan) -> PlanOut:
         return cls(
             goal=plan.goal,
-            more=plan.more,
+            estimate=plan.estimate,
             low=plan.low,
             high=plan.high,
             level=plan.level,
@@ -102,7 +102,7 @@ PLAN_EXAMPLE: dict[str, Any] = {
     "rankings": 1310,
     "accuracy": {
         "goal": "accuracy",
-        "more": 1180,
+        "estimate": 1180,
         "low": 640,
         "high": 2900,
         "level": 0.8,
@@ -121,7 +121,7 @@ PLAN_EXAMPLE: dict[str, Any] = {
     ],
     "verdict": {
         "goal": "verdict",
-        "more": 420,
+        "estimate": 420,
         "low": 90,
         "high": None,
         "level": 0.8,

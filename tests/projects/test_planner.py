@@ -16,6 +16,7 @@ from app.projects.planner import (
     PRIOR_EXPONENT,
     Plan,
     accuracy_plan,
+    rankings_for_accuracy,
     verdict_plan,
     width_exponent,
 )
@@ -33,7 +34,7 @@ def needed(target: float, a: float = 0.86, b: float = 1.1, c: float = 0.4) -> fl
 
 def total(plan: Plan) -> float:
     """Rankings in all at the estimate; inf for none (a goal never reached sorts last)."""
-    return math.inf if plan.more is None else plan.now + plan.more
+    return math.inf if plan.estimate is None else plan.now + plan.estimate
 
 
 # Accuracy curve
@@ -58,7 +59,7 @@ def test_noisy_points_recover_the_rankings_needed_within_a_factor_of_one_and_a_h
         rng = np.random.default_rng(seed)
         measured = rng.binomial(10_000, law(RANKINGS)) / 10_000
         plan = accuracy_plan(RANKINGS, measured.tolist(), [10_000] * 4, target=0.82)
-        assert plan.more is not None, plan.reason
+        assert plan.estimate is not None, plan.reason
         estimates.append(total(plan))
         assert plan.low is not None
         held += (
@@ -85,26 +86,26 @@ def test_two_reward_models_fit_the_curve_with_the_prior_exponent() -> None:
 
 def test_one_reward_model_asks_for_more() -> None:
     plan = accuracy_plan([800], [0.71], [300])
-    assert plan.more is None
+    assert plan.estimate is None
     assert plan.reason is not None
     assert "More reward models are needed" in plan.reason
 
 
 def test_a_target_above_the_plateau_is_unreachable() -> None:
     plan = accuracy_plan(RANKINGS, law(RANKINGS).tolist(), [1e5] * 4, target=0.9)
-    assert plan.more is None
+    assert plan.estimate is None
     assert plan.reason is not None
     assert "above what the curve levels off at" in plan.reason
 
 
 def test_a_target_already_reached_needs_no_more_rankings() -> None:
     plan = accuracy_plan(RANKINGS, law(RANKINGS).tolist(), [1e5] * 4, target=0.75, now=2400)
-    assert (plan.more, plan.low) == (0, 0)
+    assert (plan.estimate, plan.low) == (0, 0)
 
 
 def test_an_accuracy_that_falls_with_more_rankings_gives_no_estimate() -> None:
     plan = accuracy_plan([300, 600, 1200], [0.8, 0.75, 0.7], [2000] * 3, target=0.85)
-    assert plan.more is None
+    assert plan.estimate is None
     assert plan.reason is not None
     assert "did not rise" in plan.reason
 
@@ -157,12 +158,12 @@ def test_the_range_holds_the_estimate(
     a, b, c, items, seed, k = curve
     points = [200 * 2**i for i in range(k)]
     plan = accuracy_plan(points, _measured(a, b, c, items, seed, k), [items] * k, target=target)
-    if plan.more is None:
+    if plan.estimate is None:
         assert plan.reason
         return
     assert plan.low is not None
-    assert plan.low <= plan.more
-    assert plan.high is None or plan.more <= plan.high
+    assert plan.low <= plan.estimate
+    assert plan.high is None or plan.estimate <= plan.high
 
 
 # Verdict curve
@@ -177,7 +178,7 @@ def test_the_verdict_plan_finds_where_a_shrinking_interval_clears_zero() -> None
     assert plan.reason is None
     assert total(plan) == pytest.approx(100, abs=1)
     assert plan.exponent == pytest.approx(0.5)
-    assert plan.more == 60
+    assert plan.estimate == 60
     assert plan.low is not None
     assert plan.low <= 60
     assert plan.high is None or plan.high >= 60
@@ -204,12 +205,12 @@ def test_an_interval_that_already_excludes_zero_needs_no_more_rankings(
     if negative:
         low, difference, high = -high, -difference, -low
     plan = verdict_plan([now], [high - low], difference, low, high)
-    assert (plan.more, plan.low, plan.high) == (0, 0, 0)
+    assert (plan.estimate, plan.low, plan.high) == (0, 0, 0)
 
 
 def test_equal_ratings_give_no_verdict_estimate() -> None:
     plan = verdict_plan([100], [60.0], 0.0, -30.0, 30.0)
-    assert plan.more is None
+    assert plan.estimate is None
     assert plan.reason
 
 
@@ -225,3 +226,9 @@ def test_the_width_exponent_is_recovered_from_the_prefixes(exponent: float) -> N
         exponent
     )
     assert width_exponent(prefixes[:2], [1.0, 0.7]) is None
+
+
+def test_rankings_for_accuracy_counts_totals_from_no_rankings() -> None:
+    plan = rankings_for_accuracy(RANKINGS, law(RANKINGS).tolist(), [1e5] * 4, target=0.82)
+    assert plan.now == 0
+    assert plan.estimate == pytest.approx(needed(0.82), rel=0.05)

@@ -117,9 +117,9 @@ def gold_answers(
     ]
     if not kept:
         return GoldAnswers.empty()
-    user, ranking, task, correct = zip(*kept, strict=True)
-    as_int = (np.asarray(c, dtype=np.int64) for c in (user, ranking, task))
-    return GoldAnswers(*as_int, correct=np.asarray(correct, dtype=bool))
+    columns = list(zip(*kept, strict=True))
+    user, ranking, task = (np.asarray(c, dtype=np.int64) for c in columns[:3])
+    return GoldAnswers(user, ranking, task, np.asarray(columns[3], dtype=bool))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ with several models for one prompt yields tasks that compare them. There are ⌈
 last is topped up with samples already used, so every sample is ranked and every task shows K
 distinct samples. A prompt with fewer than K samples in all (but at least 4) gets one task of
 them all.
+
+Gold: a line may carry `"gold"` (its known ordering: lists of indices into its `samples`, best
+first, ties in one list) or `"gold_bad"` (the index of a sample known to be worst). Such a line
+needs exactly K samples and makes one gold task of them, in file order (app.gold); its samples
+go into no other task.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from app.projects.prompt_import import (
     read_records,
 )
 from app.projects.service import add_prompts, prompt_hash, require_project
+from app.ratings.pairs import InvalidRanking, validate_ranking
 
 MIN_SAMPLES = 4
 MAX_SAMPLES_PER_LINE = 64
@@ -50,6 +56,9 @@ class SampleLine:
     content: PromptContent
     samples: list[str]
     model: str
+    gold: list[list[int]] | None = None
+    """Known ordering, indices into `samples`; or:"""
+    gold_bad: int | None = None
 
 
 @dataclass
@@ -67,10 +76,15 @@ class SampleUploadResult:
     samples_added: int
     samples_existing: int
     tasks_added: int
+    """Gold tasks included."""
+    gold_tasks_added: int = 0
 
 
-def parse_sample_file(data: bytes, filename: str, *, default_model: str = "") -> SampleParseResult:
-    """Lines of a samples file (JSONL or a JSON array); `default_model` fills a missing model."""
+def parse_sample_file(
+    data: bytes, filename: str, *, default_model: str = "", k: int | None = None
+) -> SampleParseResult:
+    """Lines of a samples file (JSONL or a JSON array); `default_model` fills a missing model.
+    With `k` (the project's samples per task), a gold line must have exactly k samples."""
     if filename.lower().removesuffix(".gz").endswith((".csv", ".tsv")):
         raise InvalidInput(
             'Sample files are JSON Lines: {"prompt": ..., "samples": [...], "model": ...}',
@@ -83,13 +97,13 @@ def parse_sample_file(data: bytes, filename: str, *, default_model: str = "") ->
             result.errors.append(item)
             continue
         try:
-            result.lines.append(_sample_line(item, default_model))
+            result.lines.append(_sample_line(item, default_model, k))
         except BadRecord as exc:
             result.errors.append(LineError(item.line, str(exc)))
     return result
 
 
-def _sample_line(record: Record, default_model: str) -> SampleLine:
+def _sample_line(record: Record, default_model: str, k: int | None = None) -> SampleLine:
     data = record.data
     content = prompt_content(data.get("prompt"))
     samples = data.get("samples")
@@ -113,7 +127,43 @@ def _sample_line(record: Record, default_model: str) -> SampleLine:
         raise BadRecord("missing field 'model' (or give a model name in the form)")
     if len(model) > MAX_MODEL_NAME:
         raise BadRecord(f"'model' is longer than {MAX_MODEL_NAME} characters")
-    return SampleLine(record.line, content, list(samples), model)
+    gold, gold_bad = _gold_answer(data, len(samples), k)
+    return SampleLine(record.line, content, list(samples), model, gold, gold_bad)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _gold_answer(
+    data: dict[str, Any], n: int, k: int | None
+) -> tuple[list[list[int]] | None, int | None]:
+    """The line's optional known answer, checked against its n samples."""
+    gold, gold_bad = data.get("gold"), data.get("gold_bad")
+    if gold is None and gold_bad is None:
+        return None, None
+    if gold is not None and gold_bad is not None:
+        raise BadRecord("give either 'gold' or 'gold_bad', not both")
+    if k is not None and n != k:
+        raise BadRecord(
+            f"a gold line makes one task, so it needs exactly {k} samples (the project's "
+            f"samples per task), got {n}"
+        )
+    if gold_bad is not None:
+        if not _is_index(gold_bad) or not 0 <= gold_bad < n:
+            raise BadRecord(f"'gold_bad' must be the index of one of the samples (0 to {n - 1})")
+        return None, int(gold_bad)
+    if not isinstance(gold, list) or not all(
+        isinstance(group, list) and all(_is_index(i) for i in group) for group in gold
+    ):
+        raise BadRecord("'gold' must be lists of sample indices, best first, e.g. [[0], [2, 1]]")
+    try:
+        validate_ranking(gold, range(n))
+    except InvalidRanking as exc:
+        raise BadRecord(f"'gold' (indices into 'samples'): {exc}") from None
+    if len(gold) < 2:
+        raise BadRecord("'gold' ties every sample: it says nothing")
+    return [list(group) for group in gold], None
 
 
 def upload_samples(
@@ -165,6 +215,7 @@ def upload_samples(
         texts.setdefault(key, set()).add(sample.text)
     touched: dict[int, dict[int, list[Sample]]] = {}  # prompt → version → samples, file order
     created: list[Sample] = []
+    gold_lines: dict[int, tuple[SampleLine, int, list[Sample]]] = {}  # file line → its samples
     for line, prompt_id in zip(lines, line_prompts, strict=True):
         version_id = versions[line.model].id
         key = (version_id, prompt_id)
@@ -188,9 +239,18 @@ def upload_samples(
                 next_ordinal[key] = chosen.ordinal + 1
                 seen.add(text)
                 created.append(chosen)
-            touched.setdefault(prompt_id, {}).setdefault(version_id, []).append(chosen)
+            if line.gold is None and line.gold_bad is None:
+                touched.setdefault(prompt_id, {}).setdefault(version_id, []).append(chosen)
+            else:
+                gold_lines.setdefault(line.line, (line, prompt_id, []))[2].append(chosen)
     session.add_all(created)
     session.flush()
+    gold_tasks = _make_gold_tasks(
+        session,
+        project_id=project.id,
+        lines=list(gold_lines.values()),
+        required=project.annotations_per_task,
+    )
 
     tasks_added = _make_tasks(
         session,
@@ -204,9 +264,48 @@ def upload_samples(
         prompts_added=len(added.added),
         versions_added=versions_added,
         samples_added=len(created),
-        samples_existing=sum(len(s) for v in touched.values() for s in v.values()) - len(created),
-        tasks_added=tasks_added,
+        samples_existing=sum(len(s) for v in touched.values() for s in v.values())
+        + sum(len(samples) for _, _, samples in gold_lines.values())
+        - len(created),
+        tasks_added=tasks_added + gold_tasks,
+        gold_tasks_added=gold_tasks,
     )
+
+
+def _make_gold_tasks(
+    session: Session,
+    *,
+    project_id: int,
+    lines: list[tuple[SampleLine, int, list[Sample]]],
+    required: int,
+) -> int:
+    """One gold task per gold line, its samples in file order; none for a line whose samples
+    are all in a task already (the same file uploaded again)."""
+    tasked = repository.tasked_sample_ids(
+        session, [s.id for _, _, samples in lines for s in samples]
+    )
+    made = 0
+    for line, prompt_id, samples in lines:
+        if all(s.id in tasked for s in samples):
+            continue
+        ids = [s.id for s in samples]
+        task = RankingTask(
+            project_id=project_id,
+            prompt_id=prompt_id,
+            required_annotations=required,
+            gold=True,
+            gold_groups=[[ids[i] for i in group] for group in line.gold] if line.gold else None,
+            gold_bad_sample_id=ids[line.gold_bad] if line.gold_bad is not None else None,
+        )
+        session.add(task)
+        session.flush()
+        session.add_all(
+            TaskSample(task_id=task.id, sample_id=sample_id, position=position)
+            for position, sample_id in enumerate(ids)
+        )
+        made += 1
+    session.flush()
+    return made
 
 
 def _make_tasks(
@@ -268,10 +367,12 @@ def upload_sample_file(
 ) -> SampleUploadReport:
     """Parse and store an uploaded samples file. A file with bad lines stores nothing unless
     `import_valid` says to store its valid lines (re-uploading the fixed file is then harmless)."""
-    require_project(session, project_id)
+    project = require_project(session, project_id)
     if not data.strip():
         raise InvalidInput("The file is empty", details={"field": "file"})
-    parsed = parse_sample_file(data, filename, default_model=default_model)
+    parsed = parse_sample_file(
+        data, filename, default_model=default_model, k=project.samples_per_prompt
+    )
     if not parsed.lines or (parsed.errors and not import_valid):
         return SampleUploadReport(parsed, None)
     return SampleUploadReport(

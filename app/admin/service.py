@@ -15,6 +15,7 @@ from app.accounts import repository as accounts_repository
 from app.accounts import service as accounts
 from app.errors import Conflict
 from app.models import Project, ProjectMember, Role, User
+from app.projects import planner_service
 from app.projects import repository as projects_repository
 from app.projects import service as projects
 from app.ratings import repository as ratings_repository
@@ -118,6 +119,8 @@ class ProjectPage:
     preparing: preparation.Preparing | None = None
     """What new tasks wait for (the tiny model's build, a sampling job); the page refreshes
     itself meanwhile."""
+    study_plan: planner_service.StudyPlan | None = None
+    """Rankings still needed for a target accuracy and a verdict (templates/_study_planner.html)."""
 
 
 def project_page(session: Session, *, project_id: int, member_search: str = "") -> ProjectPage:
@@ -146,6 +149,7 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
         sampling_jobs=jobs,
         worse_version=rollback.worse_current_version(session, project_id=project_id),
         preparing=preparation.preparing(session, project),
+        study_plan=planner_service.study_plan(session, project_id=project_id),
     )
 
 

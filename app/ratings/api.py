@@ -11,7 +11,7 @@ from app.api.routing import ApiRoute
 from app.api.schemas import AUTH_RESPONSES, NOT_FOUND
 from app.deps import SessionDep
 from app.ids import IdPath
-from app.ratings import service
+from app.ratings import position, service
 from app.ratings.schemas import LeaderboardOut
 
 router = APIRouter(
@@ -55,6 +55,19 @@ LEADERBOARD_EXAMPLE: dict[str, Any] = {
             "verdict": None,
         },
     ],
+    "position_bias": {
+        "rankings": 915,
+        "first_card_rate": 0.31,
+        "expected_rate": 0.25,
+        "ci_low": 0.28,
+        "ci_high": 0.34,
+        "significant": True,
+        "gamma": 0.29,
+        "gamma_low": 0.17,
+        "gamma_high": 0.41,
+        "gamma_points": 50.4,
+        "corrected": True,
+    },
 }
 """Two versions, the PPO child rated above its parent (validated against LeaderboardOut)."""
 
@@ -69,4 +82,5 @@ LEADERBOARD_EXAMPLE: dict[str, Any] = {
     responses={200: {"content": {"application/json": {"example": LEADERBOARD_EXAMPLE}}}},
 )
 def get_leaderboard(session: SessionDep, token: ReadToken, project_id: IdPath) -> LeaderboardOut:
-    return service.leaderboard(session, project_id=project_id)
+    board = service.leaderboard(session, project_id=project_id)
+    return board.model_copy(update={"position_bias": position.position_bias(session, project_id)})

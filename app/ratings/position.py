@@ -39,6 +39,7 @@ from app.ratings.bradley_terry import (
     to_ratings,
 )
 from app.ratings.elo import SCALE
+from app.ratings.schemas import PositionBiasOut
 
 Z95 = 1.959963984540054
 """Two-sided 95% normal quantile: the level of the interval and of the verdict (α = 0.05)."""
@@ -499,3 +500,28 @@ def position_report(session: Session, project_id: int) -> PositionReport | None:
         agg = aggregate_positions(c.winner, c.loser, c.tie, wf, lf, rankings=c.ranking)
         fit = fit_position(agg)
     return PositionReport(rate, fit, bool(project.position_correction))
+
+
+def position_bias_out(report: PositionReport | None) -> PositionBiasOut | None:
+    """The report as the leaderboard API's `position_bias` object."""
+    if report is None:
+        return None
+    rate, fit = report.rate, report.fit
+    return PositionBiasOut(
+        rankings=rate.rankings,
+        first_card_rate=rate.rate,
+        expected_rate=rate.expected,
+        ci_low=rate.lower,
+        ci_high=rate.upper,
+        significant=rate.significant,
+        gamma=fit.gamma if fit is not None else None,
+        gamma_low=fit.gamma_lower if fit is not None else None,
+        gamma_high=fit.gamma_upper if fit is not None else None,
+        gamma_points=fit.gamma_points if fit is not None else None,
+        corrected=report.corrected,
+    )
+
+
+def position_bias(session: Session, project_id: int) -> PositionBiasOut | None:
+    """The leaderboard API's `position_bias` object (the API route adds it to the stored fit)."""
+    return position_bias_out(position_report(session, project_id))

@@ -44,6 +44,33 @@ class LeaderboardVersion(BaseModel):
     )
 
 
+class PositionBiasOut(BaseModel):
+    """How often the first-shown card is ranked first, and the ratings' first-card term."""
+
+    rankings: int = Field(description="Usable non-gold rankings with a recorded card order.")
+    first_card_rate: float = Field(
+        description="Share of rankings whose first-shown card is in the top group (a top "
+        "group of g cards counts 1/g)."
+    )
+    expected_rate: float = Field(description="The same with no position effect: mean 1/K.")
+    ci_low: float = Field(description="Wilson 95% interval of first_card_rate.")
+    ci_high: float
+    significant: bool = Field(
+        description="expected_rate lies outside the interval (at least 10 rankings)."
+    )
+    gamma: float | None = Field(
+        description="First-card term of a Bradley-Terry fit, natural log-odds; null without "
+        "comparisons."
+    )
+    gamma_low: float | None = Field(description="95% interval, clustered by ranking.")
+    gamma_high: float | None
+    gamma_points: float | None = Field(description="gamma in rating points (400/ln 10 · γ).")
+    corrected: bool = Field(
+        description="The ratings include the term: the project's position correction is on "
+        "and the bias is significant."
+    )
+
+
 class LeaderboardOut(BaseModel):
     project_id: int
     computed_at: datetime | None = Field(description="When the stored fit's data was read.")
@@ -52,3 +79,6 @@ class LeaderboardOut(BaseModel):
         "recomputation is due or running (true until the new fit is stored)."
     )
     versions: list[LeaderboardVersion] = Field(description="Best rating first; unrated last.")
+    position_bias: PositionBiasOut | None = Field(
+        default=None, description="Position bias of the card order; null before any ranking."
+    )

@@ -112,3 +112,53 @@ def test_simulate_stops_at_max_tasks(
     with fresh_database.session() as session:
         stored = select(func.count()).where(Ranking.project_id == project_id)
         assert session.scalar(stored) == 3
+
+
+def test_simulate_with_a_mixed_crowd_has_its_reversed_annotator_rank_upside_down(
+    fresh_database: FreshDatabase, live_server: LiveServer
+) -> None:
+    with fresh_database.session() as session:
+        project = make_project(session, annotations_per_task=10, samples_per_prompt=4)
+        for _ in range(2):
+            make_task(session, project, texts=TEXTS)
+        session.commit()
+        project_id = project.id
+
+    done = _simulate(
+        live_server,
+        "--project",
+        str(project_id),
+        "--annotators",
+        "10",
+        "--preference",
+        "keyword:please",
+        "--noise",
+        "0",
+        "--crowd",
+        "mixed",
+        "--seed",
+        "3",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Submitted 20 rankings" in done.stdout
+    reversed_lines = [line for line in done.stdout.splitlines() if "(reversed)" in line]
+    assert len(reversed_lines) == 1
+    reversed_name = reversed_lines[0].split(":")[0].strip()
+
+    score = keyword("please")
+    with fresh_database.session() as session:
+        rows = session.execute(
+            select(User.username, Ranking)
+            .join(Ranking, Ranking.user_id == User.id)
+            .where(Ranking.project_id == project_id)
+        ).all()
+        assert len(rows) == 20
+        for username, ranking in rows:
+            order = [sid for group in ranking.groups for sid in group]
+            texts = {
+                s.id: s.text for s in session.scalars(select(Sample).where(Sample.id.in_(order)))
+            }
+            scores = [score(texts[sid]) for sid in order]
+            # Noise 0 (and 3 × 0): the others rank by the preference, the reversed one against it.
+            expected = sorted(scores) if username == reversed_name else sorted(scores, reverse=True)
+            assert scores == expected, username

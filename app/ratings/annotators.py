@@ -69,7 +69,9 @@ def wilson_interval(correct: int, answered: int, z: float = WILSON_Z) -> tuple[f
     centre = (p + z * z / (2 * answered)) / denominator
     half = z * math.sqrt(p * (1 - p) / answered + z * z / (4 * answered * answered))
     half /= denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if correct == 0 else max(0.0, centre - half)  # exact at the ends, not 1e-17
+    high = 1.0 if correct == answered else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from app.ratings.bradley_terry import (
     to_ratings,
 )
 from app.ratings.elo import SCALE
+from app.ratings.leaderboard import fit_by_ranking
 from app.ratings.schemas import PositionBiasOut
 
 Z95 = 1.959963984540054
@@ -395,7 +396,12 @@ def position_corrected_fit(
     """leaderboard.fit_by_ranking with the first-card term: the same point estimate when γ = 0,
     the same bootstrap over whole rankings (each round refits β and γ from the point
     estimate, so γ's uncertainty reaches the rating intervals). Items are whatever ids the
-    columns hold: samples, or policy versions with the flags of their samples."""
+    columns hold: samples, or policy versions with the flags of their samples. `weights` are
+    scaled to mean 1, as fit_by_ranking scales them."""
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+        total = float(weights.sum())
+        weights = weights * (len(weights) / total) if total > 0 else weights
     rows = aggregate_positions(
         winners, losers, ties, winner_first, loser_first, rankings=rankings, weights=weights
     )
@@ -465,6 +471,44 @@ def first_shown(session: Session, project_id: int) -> dict[int, int]:
     display order: the card flags of the ratings job's comparisons (see first_flags)."""
     rows = session.execute(_usable_rankings(project_id)).all()
     return {rid: int(order[0]) for rid, order, groups in rows if order and groups}
+
+
+@dataclass(frozen=True)
+class PositionInput:
+    """What the ratings job needs to correct for card order (FitInput.position)."""
+
+    first: dict[int, int]
+    """{ranking id: sample shown first}, see first_shown."""
+    correct: bool
+    """Fit the first-card term: Project.position_correction is on and the bias significant."""
+
+
+def load_position(session: Session, project: Project) -> PositionInput:
+    """The ratings job's position input, read in its load transaction."""
+    rows = session.execute(_usable_rankings(project.id)).all()
+    rate = first_card_rate([(order or [], groups or []) for _, order, groups in rows])
+    first = {rid: int(order[0]) for rid, order, groups in rows if order and groups}
+    significant = rate is not None and rate.significant
+    return PositionInput(first, bool(project.position_correction) and significant)
+
+
+def fit_samples(
+    winners: np.ndarray,
+    losers: np.ndarray,
+    ties: np.ndarray,
+    rankings: np.ndarray,
+    position: PositionInput | None,
+    *,
+    weights: np.ndarray | None = None,
+) -> BTResult:
+    """The ratings job's sample fit: with the first-card term when `position` says so, else
+    leaderboard.fit_by_ranking (the same bootstrap and defaults either way)."""
+    if position is None or not position.correct:
+        return fit_by_ranking(winners, losers, ties, rankings, weights=weights)
+    winner_first, loser_first = first_flags(rankings, winners, losers, position.first)
+    return position_corrected_fit(
+        winners, losers, ties, rankings, winner_first, loser_first, weights=weights
+    ).result
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,13 @@ from app.ratings.bradley_terry import LN10, aggregate, fit, fit_ratings
 from app.ratings.leaderboard import fit_by_ranking
 from app.ratings.position import (
     MIN_RANKINGS,
+    PositionInput,
     aggregate_positions,
     first_card_rate,
     first_card_score,
     first_flags,
     fit_position,
+    fit_samples,
     position_corrected_fit,
     wilson,
 )
@@ -287,3 +289,33 @@ def test_mismatched_columns_are_rejected() -> None:
         aggregate_positions(
             np.array([1]), np.array([2]), np.array([False]), np.array([]), np.array([])
         )
+
+
+def test_weighted_corrected_fit_without_position_signal_is_the_weighted_fit_by_ranking() -> None:
+    w, lo, t, r, _, _ = simulate(np.linspace(0, 0.5, 5), 0.0, rankings=50, k=3, seed=6)
+    weights = np.random.default_rng(0).uniform(0.2, 3.0, len(w))
+    none = np.zeros(len(w), bool)
+    corrected = position_corrected_fit(w, lo, t, r, none, none, bootstrap=10, weights=weights)
+    plain = fit_by_ranking(w, lo, t, r, bootstrap=10, weights=weights)
+    unweighted = fit_by_ranking(w, lo, t, r, bootstrap=0)
+    np.testing.assert_allclose(corrected.result.ratings, plain.ratings, atol=1e-6)
+    assert np.max(np.abs(plain.ratings - unweighted.ratings)) > 1.0
+
+
+def test_fit_samples_corrects_only_when_told() -> None:
+    w, lo, t, r, wf, lf = simulate(np.linspace(0, 0.5, 5), 1.0, rankings=80, k=3, seed=8)
+    first: dict[int, int] = {}
+    for ranking, winner, loser, winner_first, loser_first in zip(r, w, lo, wf, lf, strict=True):
+        if winner_first or loser_first:
+            first[int(ranking)] = int(winner if winner_first else loser)
+    flags = first_flags(r, w, lo, first)
+    np.testing.assert_array_equal(flags[0], wf)
+    np.testing.assert_array_equal(flags[1], lf)
+
+    off = fit_samples(w, lo, t, r, PositionInput(first, correct=False))
+    on = fit_samples(w, lo, t, r, PositionInput(first, correct=True))
+
+    np.testing.assert_allclose(off.ratings, fit_by_ranking(w, lo, t, r).ratings)
+    corrected = position_corrected_fit(w, lo, t, r, wf, lf).result
+    np.testing.assert_allclose(on.ratings, corrected.ratings)
+    assert np.max(np.abs(on.ratings - off.ratings)) > 1.0

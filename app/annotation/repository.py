@@ -213,9 +213,7 @@ _LEASE_COUNT = (
 def lease_count(session: Session, *, project_id: int, user_id: int) -> int:
     """How many leases the user has ever had in the project (any state): the number of the
     next lease, which seeds its gold draw."""
-    return int(
-        session.scalar(_LEASE_COUNT, {"project_id": project_id, "user_id": user_id}) or 0
-    )
+    return int(session.scalar(_LEASE_COUNT, {"project_id": project_id, "user_id": user_id}) or 0)
 
 
 def slot_state(session: Session, *, task_id: int, user_id: int, now: datetime) -> Any:
@@ -312,19 +310,32 @@ _RECORD_ANNOTATION = (
             else_=RankingTask.completed_at,
         ),
     )
-    .returning(RankingTask.status)
+    .returning(RankingTask.status, RankingTask.gold)
     .execution_options(synchronize_session="fetch")  # a loaded task object sees the new counts
 )
 
 
-def record_annotation(session: Session, *, task_id: int, now: datetime) -> TaskStatus | None:
+def record_annotation(
+    session: Session, *, task_id: int, now: datetime
+) -> tuple[TaskStatus, bool] | None:
     """One more annotation of an open task, completing it at its required count (a gold task
     never completes); the task's status after, or None when the task is no longer open. The
     row stays locked until commit, so it is the submit's last lock but the samples' Elo:
     submits of one task by different annotators wait for each other only for these last
-    statements."""
-    status = session.scalar(_RECORD_ANNOTATION, {"task_id": task_id, "now": now})
-    return None if status is None else TaskStatus(status)
+    statements. Also returns whether the task is gold now: an admin may have marked or
+    unmarked it since the submit read it (marking locks the row, so this read is current)."""
+    row = session.execute(_RECORD_ANNOTATION, {"task_id": task_id, "now": now}).one_or_none()
+    return None if row is None else (TaskStatus(row[0]), bool(row[1]))
+
+
+def set_ranking_gold(session: Session, *, ranking_id: int, gold: bool) -> None:
+    """The ranking's comparisons follow a gold mark that changed while it was submitted."""
+    session.execute(
+        update(Comparison)
+        .where(Comparison.ranking_id == ranking_id)
+        .values(gold=gold)
+        .execution_options(synchronize_session=False)
+    )
 
 
 _EXPIRE_LEASES = _expire_unlocked_leases(Assignment.id.in_(bindparam("lease_ids", expanding=True)))

@@ -445,14 +445,17 @@ def _store_ranking(
             response=submission.demonstration,
             author_id=user_id,
         )
-    if pairs:
+    if pairs and not task.gold:  # gold rankings measure annotators; the ratings skip them
         ratings.note_new_rankings(session, project_id=task.project_id, now=now)
 
     # Shared rows, last: progress (a task closed meanwhile undoes the whole submit), Elo
-    status = repository.record_annotation(session, task_id=task_id, now=now)
-    if status is None:
+    progress = repository.record_annotation(session, task_id=task_id, now=now)
+    if progress is None:
         raise TaskClosed(f"Task {task_id} was closed; get a new task")
-    if pairs:
+    status, gold = progress
+    if pairs and gold != task.gold:  # marked or unmarked gold since the task was read
+        repository.set_ranking_gold(session, ranking_id=ranking.id, gold=gold)
+    if pairs and not gold:
         _update_sample_elo(session, pairs, now)
     if status == TaskStatus.complete:  # one open task fewer: sample more below the threshold
         sampling.note_task_closed(session, project_id=task.project_id)
@@ -463,7 +466,7 @@ def _store_ranking(
         ties=sum(pair.tie for pair in pairs),
         # a gold task never completes, but answers as a task of its required count would
         task_complete=status == TaskStatus.complete
-        or (task.gold and task.annotations_done == task.required_annotations),
+        or (gold and task.annotations_done == task.required_annotations),
     )
 
 

@@ -47,11 +47,16 @@ from app.ratings.leaderboard import (
     VersionInfo,
     VersionRating,
     consensus_order,
-    fit_by_ranking,
     previous_versions,
     rate_versions,
 )
-from app.ratings.position import PositionReport, position_report
+from app.ratings.position import (
+    PositionInput,
+    PositionReport,
+    fit_samples,
+    load_position,
+    position_report,
+)
 from app.ratings.reliability import GoldAnswers, ReliabilityFit, fit_reliability, gold_answers
 from app.ratings.repository import ComparisonArrays
 from app.ratings.schemas import LeaderboardOut, LeaderboardVersion
@@ -81,6 +86,8 @@ class FitInput:
     """Project.reliability_weighting: weight the fits by annotator reliability."""
     min_tasks: int = 10
     """Project.reliability_min_tasks."""
+    position: PositionInput | None = None
+    """Card order: the first-card term enters the sample fit when `position.correct`."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ def load(session: Session, *, project_id: int, now: datetime | None = None) -> F
         gold=gold_answers(repository.gold_comparisons(session, project_id)),
         weighting=project.reliability_weighting,
         min_tasks=project.reliability_min_tasks,
+        position=load_position(session, project),
     )
 
 
@@ -143,7 +151,9 @@ def compute(data: FitInput) -> FitOutput:
     used = c.where(~excluded)
     per_user = reliability.weights() if data.weighting else {}
     weights = _comparison_weights(used.user, per_user)
-    samples = fit_by_ranking(used.winner, used.loser, used.tie, used.ranking, weights=weights)
+    samples = fit_samples(
+        used.winner, used.loser, used.tie, used.ranking, data.position, weights=weights
+    )
     if used.uniform is not None and not used.uniform.all():
         uniform = used.uniform
         used = used.where(uniform)

@@ -61,7 +61,7 @@ def split_uniform(prompt_ids: Sequence[int], share: float, seed: int) -> set[int
 def pair_disagreement(scores: np.ndarray) -> np.ndarray:
     """(N, N) standard deviation across heads of P(a ≻ b) = σ(r_a − r_b); scores: (E, N)."""
     diff = scores[:, :, None] - scores[:, None, :]  # (E, N, N)
-    prob = 1.0 / (1.0 + np.exp(-diff))  # (E, N, N)
+    prob = 0.5 * (1.0 + np.tanh(diff / 2.0))  # (E, N, N) σ(diff), without overflow
     return np.asarray(prob.std(axis=0))  # (N, N)
 
 

@@ -29,18 +29,19 @@ def pair_indices(groups: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def as_pairs(examples: Sequence[RankingExample]) -> list[RankingExample]:
-    """Every cross-group pair of every ranking as its own 2-response example (winner first)."""
+    """Every cross-group pair of every ranking as its own 2-response example (winner first),
+    weighing what its ranking weighs."""
     return [
-        RankingExample(e.prompt, [e.responses[i], e.responses[j]], [0, 1])
+        RankingExample(e.prompt, [e.responses[i], e.responses[j]], [0, 1], e.weight)
         for e in examples
         for i, j in pair_indices(e.groups)
     ]
 
 
 def encoded_pairs(rankings: Sequence[EncodedRanking]) -> list[EncodedRanking]:
-    """`as_pairs` on tokenised rankings: each pair re-uses its ranking's token rows."""
+    """`as_pairs` on tokenised rankings: each pair re-uses its ranking's token rows and weight."""
     return [
-        EncodedRanking([r.rows[i], r.rows[j]], [0, 1])
+        EncodedRanking([r.rows[i], r.rows[j]], [0, 1], r.weight)
         for r in rankings
         for i, j in pair_indices(r.groups)
     ]

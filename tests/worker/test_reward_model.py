@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -548,3 +549,69 @@ def test_accuracy_interval_resamples_rankings_and_brackets_the_accuracy() -> Non
     wide = accuracy_interval(mixed[:4] + [(4.0, 6)])
     pooled = accuracy_interval((mixed[:4] + [(4.0, 6)]) * 4)
     assert pooled[1] - pooled[0] < wide[1] - wide[0]
+
+
+# Reliability weights ------------------------------------------------------------------------
+
+
+def _raw_scores(result: RewardModelResult, examples: list[RankingExample]) -> torch.Tensor:
+    return torch.tensor(score(result.model, result.tokenizer, *_samples(examples), raw=True))
+
+
+@pytest.mark.slow
+def test_a_weight_0_annotators_reversed_rankings_train_nothing(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # Every ranking again, reversed, as an adversarial annotator would give it.
+    clean = rankings(24)
+    reversed_ = [
+        RankingExample(e.prompt, e.responses, [max(e.groups) - g for g in e.groups]) for e in clean
+    ]
+    weighted_out = [dataclasses.replace(e, weight=0.0) for e in reversed_]
+    config = RewardModelConfig(
+        lr=3e-3, epochs=3, patience=1, batch_size=4, heldout_fraction=0.3, max_length=96
+    )
+
+    alone = train_reward_model(str(tiny_model_dir), clean, config, out_dir=tmp_path / "a")
+    with_zero = train_reward_model(
+        str(tiny_model_dir), clean + weighted_out, config, out_dir=tmp_path / "b"
+    )
+    counted = train_reward_model(
+        str(tiny_model_dir), clean + reversed_, config, out_dir=tmp_path / "c"
+    )
+
+    # Weight 0: the same training as without them (the held-out loss weighs them 0 too) ...
+    assert with_zero.best_epoch == alone.best_epoch
+    assert with_zero.train_forward_passes == alone.train_forward_passes
+    torch.testing.assert_close(
+        _raw_scores(with_zero, clean), _raw_scores(alone, clean), atol=1e-4, rtol=1e-4
+    )
+    assert with_zero.n_train_weight_zero == with_zero.n_train // 2
+    # ... and held out, accuracy is measured against every label, the weighted one without them.
+    assert with_zero.heldout_accuracy == pytest.approx(0.5)  # each pair and its reverse
+    assert with_zero.heldout_weighted_accuracy == pytest.approx(alone.heldout_accuracy)
+    assert alone.heldout_weighted_accuracy == pytest.approx(alone.heldout_accuracy)
+    # Counted at weight 1 the reversed rankings cancel the lesson: the weights did the work.
+    assert alone.heldout_accuracy is not None
+    assert alone.heldout_accuracy >= 0.7
+    spread = {
+        name: float(_raw_scores(result, clean).std())
+        for name, result in {"alone": alone, "counted": counted}.items()
+    }
+    assert spread["counted"] < 0.5 * spread["alone"]
+
+
+def test_ranking_example_rejects_a_negative_or_non_finite_weight() -> None:
+    for weight in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="weight"):
+            RankingExample("p", ["a", "b"], [0, 1], weight)
+
+
+def test_weighted_accuracy_counts_each_rankings_pairs_by_its_weight() -> None:
+    from worker.training.reward_model import weighted_accuracy
+
+    counts = [(3.0, 3), (0.0, 1), (0.5, 1)]
+
+    assert weighted_accuracy(counts, [1.0, 1.0, 1.0]) == pytest.approx(3.5 / 5)
+    assert weighted_accuracy(counts, [1.0, 0.0, 2.0]) == pytest.approx((3 + 1) / (3 + 2))
+    assert math.isnan(weighted_accuracy(counts, [0.0, 0.0, 0.0]))

@@ -34,8 +34,9 @@ class RewardModelRun(lineage.StoredRewardModel):
 
     @property
     def summary(self) -> dict[str, Any]:
-        """heldout_accuracy (+ _low/_high: its 95 % interval), best_epoch, epochs (per-epoch
-        metrics), n_train, n_heldout, train_forward_passes, prompts_turns_dropped and
+        """heldout_accuracy (+ _low/_high: its 95 % interval; heldout_weighted_accuracy: each
+        ranking counted by its reliability weight), n_train_weight_zero, best_epoch, epochs
+        (per-epoch metrics), n_train, n_heldout, train_forward_passes, prompts_turns_dropped and
         prompts_truncated (prompts shortened to fit): the version's metrics."""
         return self.metrics
 
@@ -94,7 +95,8 @@ def train_project_reward_model(
         **cfg.model_dump(include={"epochs", "heldout_fraction", "max_length", "patience"}),
     )
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
-    examples = [RankingExample(r.prompt, r.responses, r.groups) for r in rankings]
+    # Each ranking weighs its annotator's reliability weight frozen in the snapshot.
+    examples = [RankingExample(r.prompt, r.responses, r.groups, r.weight) for r in rankings]
     try:
         result = train_reward_model(
             resolve_base_model(base_name),
@@ -119,6 +121,8 @@ def train_project_reward_model(
         "heldout_accuracy": result.heldout_accuracy,
         "heldout_accuracy_low": low,
         "heldout_accuracy_high": high,
+        "heldout_weighted_accuracy": result.heldout_weighted_accuracy,
+        "n_train_weight_zero": result.n_train_weight_zero,
         "best_epoch": result.best_epoch,
         "lr": result.lr,
         "lr_trials": result.lr_trials,

@@ -5,8 +5,10 @@ Trained on annotator rankings with the K-way loss of InstructGPT §3.5
 same forward pass, and the loss averages -log σ(r_w - r_l) over all cross-group pairs
 (`worker.training.losses.ranking_loss`). The K samples share their prompt, so it is run
 once per ranking and its keys/values are reused by the K responses
-(`RewardModel.forward_shared_prefix`). The TRL-style baseline that makes every pair its own
-example lives with its benchmark (bench/pairwise_reward_model.py).
+(`RewardModel.forward_shared_prefix`). A ranking may carry a weight (its annotator's
+reliability): the batch loss is then Σ w·loss / Σ w over its rankings (docs/training-notes.md
+§Reward model); held-out accuracy stays unweighted. The TRL-style baseline that makes every
+pair its own example lives with its benchmark (bench/pairwise_reward_model.py).
 
 The score is read at the last non-pad token of prompt + response, and rewards are
 normalised to mean 0, std 1 on the reference policy's samples (docs/training-notes.md
@@ -165,8 +167,13 @@ class RankingExample:
     prompt: Prompt
     responses: list[str]
     groups: list[int]
+    weight: float = 1.0
+    """What the ranking counts for in the loss: its annotator's reliability weight (1: plain;
+    0: trains nothing, still scored held out)."""
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"weight must be finite and >= 0, got {self.weight}")
         if len(self.responses) != len(self.groups):
             raise ValueError("responses and groups must have the same length")
         if len(self.responses) < 2:
@@ -192,6 +199,7 @@ class RewardModelResult:
     evaluations: list[dict[str, float]]
     """Every held-out evaluation (per epoch and every `eval_every` steps)."""
     heldout_accuracy: float | None
+    """Share of held-out pairs ordered as labelled (unweighted: it measures against labels)."""
     heldout_accuracy_interval: tuple[float, float] | None
     """95 % interval of the held-out accuracy, rankings resampled (their pairs are not
     independent: K samples make C(K,2) pairs)."""
@@ -222,6 +230,11 @@ class RewardModelResult:
     """Distinct prompts (training and held-out) that lost their oldest turns to fit."""
     prompts_truncated: int = 0
     """Distinct prompts left-truncated to fit (`prompts.fit_prompt`)."""
+    heldout_weighted_accuracy: float | None = None
+    """Held-out accuracy with each ranking's pairs counted by its weight (equal to
+    `heldout_accuracy` when every weight is 1)."""
+    n_train_weight_zero: int = 0
+    """Training rankings of weight 0, left out of the batches (they would add nothing)."""
 
 
 # Model -----------------------------------------------------------------------------------
@@ -491,6 +504,7 @@ class EncodedRanking:
 
     rows: list[list[int]]
     groups: list[int]
+    weight: float = 1.0
 
 
 def encode_rankings(
@@ -505,6 +519,7 @@ def encode_rankings(
         EncodedRanking(
             encode_responses(tokenizer, e.prompt, e.responses, max_length=max_length, cuts=cuts),
             e.groups,
+            e.weight,
         )
         for e in examples
     ]
@@ -665,7 +680,10 @@ def evaluate(
     max_length: int = 512,
     pad_to_multiple_of: int = 1,
 ) -> dict[str, float]:
-    """Held-out pairwise accuracy, mean margin and loss; raw reward mean/std; passes used."""
+    """Held-out pairwise accuracy, mean margin and loss; raw reward mean/std; passes used.
+
+    The loss (early stopping's criterion) weighs rankings as training does, unless no held-out
+    ranking has weight; accuracy counts every pair alike, weighted_accuracy by its weight."""
     prompts, responses = _samples(examples)
     flat = score(
         rm,
@@ -686,13 +704,19 @@ def evaluate(
         scores[b, :n] = torch.tensor(flat[offset : offset + n])
         groups[b, :n] = torch.tensor(e.groups)
         offset += n
-    loss, metrics = ranking_loss(scores, groups)
+    weights = [e.weight for e in examples if e.n_pairs > 0]  # those of `counts`' rankings
+    loss, metrics = ranking_loss(
+        scores,
+        groups,
+        weights=torch.tensor([e.weight for e in examples]) if any(weights) else None,
+    )
     values = torch.tensor(flat)
     counts = ranking_accuracy_counts(scores, groups)
     low, high = accuracy_interval(counts)
     return {
         "loss": float(loss),
         "accuracy": float(metrics["accuracy"]),
+        "weighted_accuracy": weighted_accuracy(counts, weights),
         "accuracy_low": low,
         "accuracy_high": high,
         "ranking_counts": counts,  # type: ignore[dict-item]
@@ -717,6 +741,14 @@ def ranking_accuracy_counts(scores: Tensor, groups: Tensor) -> list[tuple[float,
     correct = torch.where(pair_mask, right, 0.0).sum(dim=(1, 2))  # (B,)
     pairs = pair_mask.sum(dim=(1, 2))  # (B,)
     return [(float(c), int(n)) for c, n in zip(correct, pairs, strict=True) if n > 0]
+
+
+def weighted_accuracy(counts: Sequence[Sequence[float]], weights: Sequence[float]) -> float:
+    """Pairwise accuracy with each ranking's (right, pairs) counted by its weight; NaN when no
+    pair has weight. `counts` as `ranking_accuracy_counts` gives them, `weights` aligned."""
+    total = sum(w * n for w, (_, n) in zip(weights, counts, strict=True))
+    right = sum(w * c for w, (c, _) in zip(weights, counts, strict=True))
+    return right / total if total > 0 else float("nan")
 
 
 def accuracy_interval(
@@ -785,18 +817,24 @@ def train_reward_model(
     train, heldout = split_by_prompt(
         examples, heldout_fraction=config.heldout_fraction, seed=config.seed
     )
-    # Tokenising counts as training time. Rankings whose samples all tie give no pair.
+    # Tokenising counts as training time. Rankings whose samples all tie give no pair, and
+    # rankings of weight 0 add nothing to the weighted loss: neither is batched.
     tic = time.perf_counter()
     cuts = PromptCuts()
     units = training_units(
         encode_rankings(
-            tokenizer, [e for e in train if e.n_pairs > 0], max_length=config.max_length, cuts=cuts
+            tokenizer,
+            [e for e in train if e.n_pairs > 0 and e.weight > 0],
+            max_length=config.max_length,
+            cuts=cuts,
         )
     )
     train_seconds = time.perf_counter() - tic
     encode_rankings(tokenizer, heldout, max_length=config.max_length, cuts=cuts)  # to count
     if not units:
-        raise ValueError("no training ranking has two different groups: nothing to learn")
+        raise ValueError(
+            "no training ranking of weight above 0 has two different groups: nothing to learn"
+        )
     steps_per_epoch = math.ceil(len(units) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
@@ -834,7 +872,8 @@ def train_reward_model(
     optimizer, schedule = _optimizer(params, config, lr)
     order_rng = random.Random(config.seed)
 
-    # 4. Epochs of shuffled batches: score the K samples of B rankings, one optimizer step ----
+    # 4. Epochs of shuffled batches: score the K samples of B rankings, one optimizer step;
+    # the loss weighs each ranking by its annotator's reliability (1 when not weighted) -------
     epoch = 0
     while epoch < config.epochs:
         order = list(range(len(units)))
@@ -853,7 +892,10 @@ def train_reward_model(
                 share_prompt=config.share_prompt,
                 pad_to_multiple_of=config.pad_to_multiple_of,
             )
-            loss, metrics = ranking_loss(scores, groups, center_coef=config.center_coef)
+            weights = torch.tensor([u.weight for u in batch], device=scores.device)  # (B,)
+            loss, metrics = ranking_loss(
+                scores, groups, center_coef=config.center_coef, weights=weights
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -936,6 +978,8 @@ def train_reward_model(
         "epochs": epochs,
         "heldout_accuracy": final_eval["accuracy"] if final_eval else None,
         "heldout_accuracy_interval": interval,
+        "heldout_weighted_accuracy": final_eval["weighted_accuracy"] if final_eval else None,
+        "n_train_weight_zero": sum(e.weight == 0 for e in train),
         "best_epoch": best_epoch,
         "lr": lr,
         "lr_trials": lr_trials,

@@ -22,15 +22,15 @@ whatever η is, so it says nothing about them (counted, it would make everyone l
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.special
 import scipy.stats
 
 from app.models.annotator import FLAG_CHANCE, FLAG_REVERSED
-from app.ratings.bradley_terry import LN10, Aggregated, aggregate, fit
+from app.ratings.bradley_terry import LN10, Aggregated, aggregate
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class ReliabilityFit:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for any x
+    return scipy.special.expit(x)  # type: ignore[no-any-return]
 
 
 def fit_reliability(
@@ -211,6 +211,7 @@ def fit_reliability(
     n_pairs = len(agg.pair_a)
     pair, win_is_a, known = _pair_index(agg, winner, loser)  # (n,) each
     votes = rates & ~tie & known  # comparisons that vote on their pair's order
+    unknown = np.flatnonzero(~known)
     sign = np.where(win_is_a, 1.0, -1.0)  # (n,) +1: says a ≻ b
 
     a0, b0 = config.prior_agree, config.prior_disagree
@@ -225,22 +226,26 @@ def fit_reliability(
         logit_eta = np.log(eta) - np.log1p(-eta)  # (U,)
         evidence = np.bincount(pair[votes], sign[votes] * logit_eta[u_index[votes]], n_pairs)
         q = _sigmoid(prior_logit + evidence)  # (E,)
+        q_winner = np.where(win_is_a, q[pair], 1.0 - q[pair])  # (n,)
         # Outside the rated pairs (an excluded annotator's own samples): the strengths alone
-        alone = _sigmoid(LN10 * (_lookup(agg.ids, beta, winner) - _lookup(agg.ids, beta, loser)))
-        q_winner = np.where(known, np.where(win_is_a, q[pair], 1.0 - q[pair]), alone)
+        q_winner[unknown] = _sigmoid(
+            LN10
+            * (_lookup(agg.ids, beta, winner[unknown]) - _lookup(agg.ids, beta, loser[unknown]))
+        )
         return q, q_winner
 
     def m_step_eta(r: np.ndarray) -> np.ndarray:
         agree = np.bincount(u_index[measures], r[measures], n_users) + gold_agree
         return (a0 + agree) / (a0 + b0 + measured_n)
 
-    def m_step_beta(q: np.ndarray, start: np.ndarray | None) -> np.ndarray:
-        """Bradley-Terry with one soft outcome per pair: its true order is one draw."""
-        soft = dataclasses.replace(agg, pair_wins_a=q, pair_wins_b=1.0 - q)
-        return fit(soft, config.bt_prior, start=start, tol=1e-4)
+    def m_step_beta(q: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """Bradley-Terry with one soft outcome per pair (its true order is one draw): a few
+        majorise-minimise steps, enough for a generalised EM (each lowers the objective)."""
+        return _mm_steps(agg, q, np.ones(n_pairs), beta, config.bt_prior, MM_STEPS)
 
     # Start from the plain fit of all comparisons: with η = 0.5, r is agreement with it
-    beta = fit(agg, config.bt_prior)
+    games = agg.pair_wins_a + agg.pair_wins_b
+    beta = _mm_steps(agg, agg.pair_wins_a, games, np.zeros(agg.n_items), config.bt_prior, 50)
     eta = np.full(n_users, 0.5)
     iterations = 0
     for iterations in range(1, config.max_iter + 1):  # noqa: B007 (reported)
@@ -265,6 +270,38 @@ def fit_reliability(
         config=config,
     )
     return ReliabilityFit(annotators, agg.ids, beta, iterations)
+
+
+MM_STEPS = 5
+"""Majorise-minimise steps of the strengths per EM iteration."""
+
+
+def _mm_steps(
+    agg: Aggregated,
+    wins_a: np.ndarray,
+    games: np.ndarray,
+    beta: np.ndarray,
+    prior: float,
+    steps: int,
+) -> np.ndarray:
+    """Lower the Bradley-Terry objective of agg's pairs (`games` each, a winning `wins_a`)
+    from `beta` by Jacobi steps on a fixed quadratic bound: the logistic curvature is at most
+    ln10²/4 a game, and a graph Laplacian L is at most 2·diag(L), so the step
+    −g / (ln10²/2 · games per item + ridge) never raises the objective. O(pairs) a step, no
+    linear solve: items meet only inside their task, a block-diagonal system that the solver
+    of app.ratings.bradley_terry would treat as one dense matrix."""
+    k, pa, pb = agg.n_items, agg.pair_a, agg.pair_b
+    if not k:
+        return beta
+    ridge = prior * LN10**2 / 4.0  # curvature of bradley_terry.prior_penalty
+    per_item = np.bincount(pa, games, k) + np.bincount(pb, games, k)
+    bound = LN10**2 / 2.0 * per_item + ridge  # (K,)
+    for _ in range(steps):
+        p = _sigmoid(LN10 * (beta[pa] - beta[pb]))  # (E,)
+        resid = games * p - wins_a  # (E,) expected minus observed wins of a
+        grad = LN10 * (np.bincount(pa, resid, k) - np.bincount(pb, resid, k)) + ridge * beta
+        beta = beta - grad / bound
+    return beta - beta.mean()
 
 
 def _shared(user: np.ndarray, task: np.ndarray, rates: np.ndarray) -> np.ndarray:

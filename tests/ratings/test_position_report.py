@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import AnnotatorExclusion, Comparison, Project, Ranking, RankingTask, User
-from app.ratings.position import position_report
+from app.models import (
+    AnnotatorExclusion,
+    Comparison,
+    Project,
+    Ranking,
+    RankingTask,
+    SampleRating,
+    User,
+)
+from app.ratings import service as ratings
+from app.ratings.position import first_shown, position_report
 from tests.admin.conftest import LoggedIn
 from tests.api.conftest import bearer
 from tests.factories import make_project, make_ranking, make_task, make_user, task_sample_ids
@@ -145,3 +154,28 @@ def test_the_json_leaderboard_carries_the_position_bias(
     assert bias["gamma"] > 0
     assert bias["gamma_points"] == pytest.approx(bias["gamma"] / 2.302585092994046 * 400)
     assert none["position_bias"] is None
+
+
+def _mean_rating_of_first_cards(session: Session, project: Project) -> float:
+    first = first_shown(session, project.id)
+    ratings = session.scalars(
+        select(SampleRating.bt_rating).where(SampleRating.sample_id.in_(list(first.values())))
+    ).all()
+    assert len(ratings) == len(first) == 14
+    return sum(r for r in ratings if r is not None) / len(ratings)
+
+
+def test_the_ratings_job_takes_a_significant_bias_out_of_the_sample_ratings(
+    db_session: Session,
+) -> None:
+    """The same rankings, the correction on and off: with it, the cards shown first lose the
+    rating their place gave them."""
+    on, off = Biased(db_session), Biased(db_session, position_correction=False)
+
+    for biased in (on, off):
+        ratings.recompute(db_session, project_id=biased.project.id)
+
+    corrected = _mean_rating_of_first_cards(db_session, on.project)
+    plain = _mean_rating_of_first_cards(db_session, off.project)
+    assert plain > 1100
+    assert corrected < plain - 100

@@ -5,6 +5,7 @@ job gets and the counts the project page shows."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -295,3 +296,24 @@ def test_chosen_tasks_show_only_their_prompts_samples(db_session: Session) -> No
     assert not db_session.scalars(
         select(RankingTask).where(RankingTask.sampling_job_id == job.id)
     ).all()
+
+
+def test_the_project_page_section_lists_the_reasons(db_session: Session) -> None:
+    from types import SimpleNamespace
+
+    from app.templating import templates
+
+    project = make_project(db_session)
+    for reason in (UNCERTAINTY, UNCERTAINTY, UNIFORM):
+        make_task(db_session, project).selection_reason = reason
+    db_session.flush()
+    rows = service.selection_summary(db_session, project_id=project.id)
+    section = templates.env.get_template("_task_selection.html")
+    html = section.render(page=SimpleNamespace(task_selection=rows))
+    assert 'id="task-selection"' in html
+    assert re.search(
+        r'id="task-selection-uncertainty"><td>reward model uncertain</td>'
+        r'<td class="num">2</td><td class="num">0</td>',
+        html,
+    )
+    assert "task-selection" not in section.render(page=SimpleNamespace())  # not wired: nothing

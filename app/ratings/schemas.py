@@ -79,6 +79,16 @@ class LeaderboardOut(BaseModel):
         "recomputation is due or running (true until the new fit is stored)."
     )
     versions: list[LeaderboardVersion] = Field(description="Best rating first; unrated last.")
+    reliability_weighted: bool = Field(
+        default=False,
+        description="The version ratings weight each comparison by its annotator's reliability "
+        "weight (the project's setting is on and the stored fit gave someone a weight below 1).",
+    )
+    uniform_tasks_only: bool = Field(
+        default=False,
+        description="The version ratings are computed on uniformly drawn tasks only: active "
+        "selection chose some tasks, and their comparisons would bias the evaluation.",
+    )
     position_bias: PositionBiasOut | None = Field(
         default=None, description="Position bias of the card order; null before any ranking."
     )

@@ -170,13 +170,15 @@ def compute(data: FitInput) -> FitOutput:
 
 
 def _comparison_weights(users: np.ndarray, per_user: dict[int, float]) -> np.ndarray | None:
-    """Each comparison's annotator's weight (absent: 1); None when all are 1 (unweighted)."""
-    if not per_user or all(w == 1.0 for w in per_user.values()):
+    """Each comparison's annotator's weight (absent: 1), scaled to mean 1 as fit_by_ranking
+    scales them (the position-corrected fit takes them as given); None when all are equal."""
+    if not per_user or all(w == 1.0 for w in per_user.values()) or not len(users):
         return None
     known = np.array(sorted(per_user), dtype=np.int64)
     values = np.array([per_user[u] for u in known.tolist()])
     i = np.minimum(np.searchsorted(known, users), len(known) - 1)
-    return np.where(known[i] == users, values[i], 1.0)
+    weights = np.where(known[i] == users, values[i], 1.0)
+    return weights / weights.mean()
 
 
 def store(session: Session, fitted: FitOutput) -> bool:
@@ -356,7 +358,7 @@ def release(session: Session, *, project_id: int, claim: datetime) -> bool:
 
 def leaderboard(session: Session, *, project_id: int) -> LeaderboardOut:
     """The stored fit, best first; versions that never met another version come last."""
-    require_project(session, project_id)
+    project = require_project(session, project_id)
     versions = repository.versions(session, project_id)
     stored = repository.policy_ratings(session, project_id)
     previous = previous_versions(
@@ -370,6 +372,9 @@ def leaderboard(session: Session, *, project_id: int) -> LeaderboardOut:
         computed_at=repository.newest_fit(session, project_id),
         recompute_pending=repository.dirty_since(session, project_id) is not None,
         versions=rows,
+        reliability_weighted=project.reliability_weighting
+        and any(r.weight != 1.0 for r in repository.reliability_rows(session, project_id).values()),
+        uniform_tasks_only=repository.has_selected_tasks(session, project_id),
     )
 
 

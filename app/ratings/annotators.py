@@ -203,31 +203,15 @@ def annotator_table(
         raise InvalidInput(
             f"The page size is between 1 and {MAX_PAGE_SIZE}", details={"field": "page_size"}
         )
-    excluded = repository.excluded_users(session, project_id)
-    query, columns = _table_query(project_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    total = _count(session, project_id)
     pages = max(1, math.ceil(total / page_size))
     page = min(page, pages)
-    offset = (page - 1) * page_size
-
-    if sort == "agreement":  # every annotator's value is needed to order them
-        records = list(session.execute(query).all())
-        agreements = _agreements(session, project_id, excluded=excluded, users=None)
-        records.sort(key=lambda r: _name_key(r))
-        records.sort(key=lambda r: _agreement_key(agreements.get(r.user_id), order))
-        records = records[offset : offset + page_size]
-    else:
-        key = columns[sort]
-        direction = key.asc() if order == "asc" else key.desc()
-        ordered = query.order_by(key.is_(None), direction, columns["name"], User.id)
-        records = list(session.execute(ordered.limit(page_size).offset(offset)).all())
-        agreements = _agreements(
-            session, project_id, excluded=excluded, users={r.user_id for r in records}
-        )
-    outliers = _outliers(session, project_id, [r.user_id for r in records], excluded)
+    rows = _rows(
+        session, project_id, sort=sort, order=order, offset=(page - 1) * page_size, limit=page_size
+    )
     return AnnotatorTable(
         project_id=project_id,
-        rows=[_row(r, agreements, outliers) for r in records],
+        rows=rows,
         total=total,
         page=page,
         pages=pages,
@@ -241,6 +225,47 @@ def annotator_table(
         ),
         flagged=_flagged(session, project_id),
     )
+
+
+def annotator_slice(
+    session: Session, *, project_id: int, sort: str, order: str | None, offset: int, limit: int
+) -> tuple[list[AnnotatorTableRow], int]:
+    """`limit` annotators from `offset` in the sorted list, and how many there are in all
+    (the API's pages; past the end: none)."""
+    require_project(session, project_id)
+    sort, order = check_sort(sort, order)
+    rows = _rows(session, project_id, sort=sort, order=order, offset=offset, limit=limit)
+    return rows, _count(session, project_id)
+
+
+def _count(session: Session, project_id: int) -> int:
+    query, _ = _table_query(project_id)
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+
+def _rows(
+    session: Session, project_id: int, *, sort: str, order: str, offset: int, limit: int
+) -> list[AnnotatorTableRow]:
+    """The sorted slice: in SQL, but for agreement (computed from every ranking); the figures
+    from the rankings are computed for the slice's annotators only."""
+    excluded = repository.excluded_users(session, project_id)
+    query, columns = _table_query(project_id)
+    if sort == "agreement":  # every annotator's value is needed to order them
+        records = list(session.execute(query).all())
+        agreements = _agreements(session, project_id, excluded=excluded, users=None)
+        records.sort(key=lambda r: _name_key(r))
+        records.sort(key=lambda r: _agreement_key(agreements.get(r.user_id), order))
+        records = records[offset : offset + limit]
+    else:
+        key = columns[sort]
+        direction = key.asc() if order == "asc" else key.desc()
+        ordered = query.order_by(key.is_(None), direction, columns["name"], User.id)
+        records = list(session.execute(ordered.limit(limit).offset(offset)).all())
+        agreements = _agreements(
+            session, project_id, excluded=excluded, users={r.user_id for r in records}
+        )
+    outliers = _outliers(session, project_id, [r.user_id for r in records], excluded)
+    return [_row(r, agreements, outliers) for r in records]
 
 
 # The query
@@ -480,6 +505,7 @@ __all__ = [
     "Order",
     "Reliability",
     "SortColumn",
+    "annotator_slice",
     "annotator_table",
     "check_sort",
     "wilson_interval",

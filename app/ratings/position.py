@@ -511,6 +511,35 @@ def fit_samples(
     ).result
 
 
+def corrected_by_ranking(
+    winners: np.ndarray,
+    losers: np.ndarray,
+    ties: np.ndarray,
+    rankings: np.ndarray,
+    *,
+    winner_first: np.ndarray,
+    loser_first: np.ndarray,
+    bootstrap: int = 100,
+    prior: float = 1.0,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
+) -> BTResult:
+    """fit_by_ranking's signature plus the card flags, for a caller that takes a fit function
+    (the version fit: the columns hold version ids, the flags come from their samples)."""
+    return position_corrected_fit(
+        winners,
+        losers,
+        ties,
+        rankings,
+        winner_first,
+        loser_first,
+        bootstrap=bootstrap,
+        prior=prior,
+        seed=seed,
+        weights=weights,
+    ).result
+
+
 @dataclass(frozen=True)
 class PositionReport:
     """The leaderboard's position-bias section."""

@@ -17,6 +17,7 @@ from app.ratings.position import (
     MIN_RANKINGS,
     PositionInput,
     aggregate_positions,
+    corrected_by_ranking,
     first_card_rate,
     first_card_score,
     first_flags,
@@ -319,3 +320,19 @@ def test_fit_samples_corrects_only_when_told() -> None:
     corrected = position_corrected_fit(w, lo, t, r, wf, lf).result
     np.testing.assert_allclose(on.ratings, corrected.ratings)
     assert np.max(np.abs(on.ratings - off.ratings)) > 1.0
+
+
+def test_version_ratings_take_the_flags_of_their_samples() -> None:
+    """Items are versions (two samples each); the flags still say which sample came first."""
+    w, lo, t, r, wf, lf = simulate(np.linspace(0, 0.6, 6), 0.8, rankings=300, k=3, seed=9)
+    version_of = {sample: 1 + (sample // 10) % 3 for sample in np.unique(np.r_[w, lo]).tolist()}
+    wv = np.array([version_of[s] for s in w.tolist()])
+    lv = np.array([version_of[s] for s in lo.tolist()])
+
+    fitted = corrected_by_ranking(wv, lv, t, r, winner_first=wf, loser_first=lf, bootstrap=10)
+    direct = position_corrected_fit(wv, lv, t, r, wf, lf, bootstrap=10).result
+
+    np.testing.assert_array_equal(fitted.ids, [1, 2, 3])
+    np.testing.assert_allclose(fitted.ratings, direct.ratings)
+    plain = fit_by_ranking(wv, lv, t, r, bootstrap=0)
+    assert np.max(np.abs(fitted.ratings - plain.ratings)) > 0.0

@@ -18,6 +18,8 @@ reward model's bootstrap ensemble (worker/training/reward_ensemble.py) and calls
   Bradley-Terry fit's interval is the only uncertainty there is: an undecided version pair
   still gives "undecided" tasks (the first distinct samples, as a uniform task takes them);
   otherwise the task is an ordinary uniform one.
+
+Why these choices, with references: docs/training-notes.md §Active selection.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ them (outside any transaction) and each such task keeps the samples it is least 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -236,6 +237,8 @@ class _EnsembleScorer:
         self.plan = plan
         self.loaded: tuple[Any, Any, Any] | None = None
         self.tried = False
+        self.max_length = 512
+        """The reward model's training length: features are read as it was trained."""
 
     def _load(self) -> tuple[Any, Any, Any] | None:
         if not self.tried:
@@ -247,9 +250,11 @@ class _EnsembleScorer:
             ensemble = load_ensemble(rm_dir) if rm_dir is not None else None
             if rm_dir is not None and ensemble is not None:
                 from worker.training.models import load_tokenizer
-                from worker.training.reward_model import load_reward_model
+                from worker.training.reward_model import META_FILE, load_reward_model
 
                 self.loaded = (load_reward_model(rm_dir), load_tokenizer(str(rm_dir)), ensemble)
+                meta = json.loads((rm_dir / META_FILE).read_text())
+                self.max_length = int(meta.get("config", {}).get("max_length", self.max_length))
             else:
                 logger.info(
                     "sampling job %s: no reward-model ensemble; active tasks fall back to the "
@@ -268,7 +273,12 @@ class _EnsembleScorer:
         rm, tokenizer, ensemble = loaded
         items = [(c.content, i, t) for c in candidates for i, t in [*c.anchors, *c.candidates]]
         matrix = ensemble_scores(
-            rm, tokenizer, ensemble, [p for p, _, _ in items], [t for _, _, t in items]
+            rm,
+            tokenizer,
+            ensemble,
+            [p for p, _, _ in items],
+            [t for _, _, t in items],
+            max_length=self.max_length,
         )  # (E, N)
         return {sample_id: matrix[:, n] for n, (_, sample_id, _) in enumerate(items)}
 

@@ -233,3 +233,51 @@ def test_the_epoch_with_the_lowest_heldout_loss_is_the_one_kept(
     assert evaluate_pairs(result.model, tokenizer, heldout, max_length=64)["accuracy"] == (
         pytest.approx(result.epochs[best]["heldout_accuracy"])
     )
+
+
+# Reliability weights ---------------------------------------------------------------------------
+
+
+def test_pair_with_a_negative_or_non_finite_weight_is_refused() -> None:
+    for weight in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="weight"):
+            PreferencePair("Hi.", "Hello.", "Bye.", weight)
+
+
+def test_training_only_weight_0_pairs_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model, tokenizer = load(tiny_model_dir)
+    pairs = [replace(p, weight=0.0) for p in marker_pairs(8, seed=5)]
+
+    with pytest.raises(ValueError, match="weight above 0"):
+        train_dpo(model, tokenizer, pairs, CONFIG, out_dir=tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.slow
+def test_weight_0_reversed_pairs_train_the_same_adapter_as_without_them(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # Every pair again, reversed, from an annotator whose reliability weight is 0.
+    pairs = marker_pairs(16, seed=4)
+    reversed_ = [PreferencePair(p.prompt, p.rejected, p.chosen, 0.0) for p in pairs]
+    config = replace(CONFIG, epochs=1)
+    model, tokenizer = load(tiny_model_dir)
+    alone = train_dpo(model, tokenizer, pairs, config, out_dir=tmp_path / "alone")
+    model, tokenizer = load(tiny_model_dir)
+
+    with_zero = train_dpo(model, tokenizer, pairs + reversed_, config, out_dir=tmp_path / "zero")
+
+    unseen = marker_pairs(8, seed=6)
+    torch.testing.assert_close(
+        torch.tensor(evaluate_pairs(with_zero.model, tokenizer, unseen)["logratio"]),
+        torch.tensor(evaluate_pairs(alone.model, tokenizer, unseen)["logratio"]),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    assert with_zero.final["steps"] == alone.final["steps"]
+    assert with_zero.final["n_train_weight_zero"] == with_zero.final["n_train"] // 2
+    # Held out, accuracy is measured against every label; the weighted one leaves them out.
+    assert with_zero.final["heldout_accuracy"] == pytest.approx(0.5)
+    assert with_zero.final["heldout_weighted_accuracy"] == pytest.approx(
+        alone.final["heldout_accuracy"]
+    )

@@ -137,12 +137,13 @@ def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
         training_round = session.get(TrainingRound, start.round_id)
         assert training_round is not None
         training_round.snapshot_id = snapshot.id
-        rows = snapshots.preference_pairs(session, snapshot.id)
+        rows = snapshots.weighted_preference_pairs(session, snapshot.id)
         # Two samples with the same text (a duplicate generation) ranked apart state no
         # preference a policy could learn: DPO skips them; the snapshot keeps them on record.
+        # Each pair weighs its annotator's reliability weight, frozen in the snapshot.
         pairs = [
-            PreferencePair(prompt, chosen, rejected)
-            for prompt, chosen, rejected in rows
+            PreferencePair(prompt, chosen, rejected, weight)
+            for prompt, chosen, rejected, weight in rows
             if chosen != rejected
         ]
     if len(pairs) < MIN_EXAMPLES:

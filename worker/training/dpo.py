@@ -15,6 +15,10 @@ still the base without it. The reference never changes, so its log-probs are com
 per pair before training. The model stays in eval mode throughout: dropout would make the
 policy and reference log-probs disagree even at step 0 (training notes §PPO 5).
 
+A pair may carry a weight (its annotator's reliability): the batch loss is Σ w·loss / Σ w
+(docs/training-notes.md §Reward model, the same rule for rankings), weight-0 pairs are not
+trained on, and held-out accuracy stays unweighted (heldout_weighted_accuracy beside it).
+
 Log-probs are sums over the response tokens (prompt masked, EOS included), as in the DPO
 paper; the IPO loss uses their per-token means, as the IPO paper and TRL do. Held-out
 figures (accuracy, log-ratio margin) always use the sums.
@@ -47,7 +51,7 @@ from worker.training.loop import (
     start_run,
     trainable_state,
 )
-from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs
+from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, weighted_mean
 from worker.training.outcomes import Progress, ShouldStop
 from worker.training.prompts import Prompt, PromptCuts
 from worker.training.sft import collate, encode_examples, pad_token_id
@@ -126,8 +130,12 @@ class PreferencePair:
     prompt: Prompt
     chosen: str
     rejected: str
+    weight: float = 1.0
+    """What the pair counts for in the loss: its annotator's reliability weight (1: plain)."""
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"weight must be finite and >= 0, got {self.weight}")
         if self.chosen == self.rejected:
             raise ValueError("chosen and rejected are identical: the pair states no preference")
 
@@ -199,10 +207,19 @@ def _all_logps(
     return torch.cat(sums), torch.cat(counts)
 
 
-def _heldout_figures(policy_sums: Tensor, ref_sums: Tensor) -> dict[str, float]:
-    """Accuracy of the implicit reward (h > 0) and the mean log-ratio margin h, in nats."""
+def _heldout_figures(
+    policy_sums: Tensor, ref_sums: Tensor, weights: Tensor | None = None
+) -> dict[str, float]:
+    """Accuracy of the implicit reward (h > 0) and the mean log-ratio margin h, in nats; with
+    `weights` (N,), also the accuracy with each pair counted by its weight."""
     h = (policy_sums[:, 0] - ref_sums[:, 0]) - (policy_sums[:, 1] - ref_sums[:, 1])  # (N,)
-    return {"accuracy": float((h > 0).float().mean()), "logratio": float(h.mean())}
+    figures = {"accuracy": float((h > 0).float().mean()), "logratio": float(h.mean())}
+    if weights is not None:
+        right = (h > 0).float()  # (N,)
+        figures["weighted_accuracy"] = (
+            float(weighted_mean(right, weights)) if bool(weights.sum() > 0) else float("nan")
+        )
+    return figures
 
 
 def evaluate_pairs(
@@ -284,8 +301,14 @@ def train_dpo(
     # Data: held-out prompts never seen in training
     train, heldout, max_length = start_run(model, tokenizer, pairs, config, what="preference pair")
     cuts = PromptCuts()
-    train_enc = encode_pairs(tokenizer, train, max_length=max_length, cuts=cuts)
+    # Weight-0 pairs (an unreliable annotator's) add nothing to the weighted loss: not trained on
+    weighted = [p for p in train if p.weight > 0]
+    if not weighted:
+        raise ValueError("no preference pair of weight above 0 to train on")
+    train_enc = encode_pairs(tokenizer, weighted, max_length=max_length, cuts=cuts)
+    train_weights = torch.tensor([p.weight for p in weighted])  # (N,)
     held_enc = encode_pairs(tokenizer, heldout, max_length=max_length, cuts=cuts)
+    held_weights = torch.tensor([p.weight for p in heldout])  # (M,)
 
     # Model: frozen base (= reference) + trainable LoRA adapter, dropout off throughout
     policy = add_policy_adapter(model, config, dropout=0.0, init_adapter_dir=init_adapter_dir)
@@ -314,10 +337,15 @@ def train_dpo(
         sums, _ = _all_logps(
             policy, held_enc, pad_id, batch_size=config.batch_size, reference=False
         )
-        figures = _heldout_figures(sums, ref_held)
-        # DPO's loss on unseen prompts, the early-stopping criterion: −mean log σ(β h).
+        figures = _heldout_figures(sums, ref_held, held_weights)
+        # DPO's loss on unseen prompts, the early-stopping criterion: −mean log σ(β h), weighted
+        # as training is (unless no held-out pair has weight).
         h = (sums[:, 0] - ref_held[:, 0]) - (sums[:, 1] - ref_held[:, 1])  # (M,)
-        figures["loss"] = float(-torch.nn.functional.logsigmoid(config.beta * h).mean())
+        losses = -torch.nn.functional.logsigmoid(config.beta * h)  # (M,)
+        weighted_loss = bool(held_weights.sum() > 0)
+        figures["loss"] = float(
+            weighted_mean(losses, held_weights) if weighted_loss else losses.mean()
+        )
         return figures
 
     # The epoch with the lowest held-out loss is the one kept (its adapter weights, copied).
@@ -335,7 +363,7 @@ def train_dpo(
         logps = sums / counts.clamp(min=1) if average else sums  # (B, 2)
         ref = ref_train_used[idx].to(logps.device)  # (B, 2)
 
-        # DPO / IPO loss on the log-ratios
+        # DPO / IPO loss on the log-ratios, each pair weighted by its annotator's reliability
         loss, m = dpo_loss(
             logps[:, 0],
             logps[:, 1],
@@ -343,6 +371,7 @@ def train_dpo(
             ref[:, 1],
             beta=config.beta,
             loss_type=config.loss_type,
+            weights=train_weights[idx].to(logps.device),
         )
         return loss, {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}
 
@@ -363,6 +392,7 @@ def train_dpo(
                 "heldout_accuracy": held["accuracy"] if held else None,
                 "heldout_logratio": held["logratio"] if held else None,
                 "heldout_loss": held["loss"] if held else None,
+                "heldout_weighted_accuracy": held["weighted_accuracy"] if held else None,
             },
         )
         if held is not None and (best is None or held["loss"] < best[0]):
@@ -378,6 +408,7 @@ def train_dpo(
         **{k: last[k] for k in STEP_METRICS},
         "heldout_accuracy": last["heldout_accuracy"],
         "heldout_logratio": last["heldout_logratio"],
+        "heldout_weighted_accuracy": last["heldout_weighted_accuracy"],
         "heldout_accuracy_before": before["accuracy"] if before else None,
         "heldout_logratio_before": before["logratio"] if before else None,
         "beta": config.beta,
@@ -386,6 +417,7 @@ def train_dpo(
         "epochs": config.epochs,
         "best_epoch": last["epoch"],
         "n_train": len(train),
+        "n_train_weight_zero": len(train) - len(weighted),
         "n_heldout": len(heldout),
         **cuts.figures(),  # distinct prompts (training and held-out) shortened to fit
         "train_seconds": steps.train_seconds,

@@ -29,16 +29,22 @@ __all__ = ["admin"]
 
 
 def rank(
-    session: Session, project: Project, user: User, old: PolicyVersion, new: PolicyVersion, n: int
+    session: Session,
+    project: Project,
+    user: User,
+    old: PolicyVersion,
+    new: PolicyVersion,
+    n: int,
+    every: int = 4,
 ) -> None:
-    """`n` rankings of two samples of each version; the new version's come first in three of
-    every four."""
+    """`n` rankings of two samples of each version; the new version's come first but in one of
+    `every` rankings."""
     for i in range(n):
         prompt = make_prompt(session, project)
         olds = make_samples(session, prompt, old, ["old a", "old b"])
         news = make_samples(session, prompt, new, ["new a", "new b"])
         task = task_of(session, project, prompt, olds + news)
-        first, second = (news, olds) if i % 4 else (olds, news)
+        first, second = (news, olds) if i % every else (olds, news)
         make_ranking(session, task, user, [[first[0].id], [second[0].id], [first[1].id],
                                            [second[1].id]])  # fmt: skip
 
@@ -114,6 +120,24 @@ def test_the_verdict_is_planned_for_the_current_version_against_its_parent(
     assert len(verdict.basis) == 4
     assert verdict.basis[-1] == verdict.now == 36
     assert verdict.estimate is not None
+
+
+def test_an_undecided_verdict_gets_an_estimate_and_a_range(
+    db_session: Session, client: httpx.Client, admin: LoggedIn
+) -> None:
+    project = make_project(db_session, samples_per_prompt=4)
+    old, new = make_current_version(db_session, project)
+    rank(db_session, project, make_user(db_session), old, new, 24, every=3)
+    db_session.commit()
+    verdict = planner_service.study_plan(db_session, project_id=project.id).verdict
+    assert verdict.estimate is not None
+    assert verdict.estimate > 0
+    assert verdict.low is not None
+    assert verdict.low <= verdict.estimate
+    assert verdict.high is None or verdict.high >= verdict.estimate
+    page = client.get(f"/admin/projects/{project.id}")
+    assert f"About {verdict.estimate:,} more rankings" in page.text
+    assert "until the leaderboard can tell v2 from v1" in page.text
 
 
 def test_a_new_project_gets_reasons_instead_of_estimates(db_session: Session) -> None:

@@ -188,6 +188,7 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
                 "flags": _flags(project_id, kinds),
                 "reasons": _reasons(project_id),
                 "versions": _versions(project_id),
+                "planner_point": _planner_point(project_id),
             }
             if job.clean:
                 t0 = time.perf_counter()
@@ -195,6 +196,12 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
                 seconds["clean reward model"] = time.perf_counter() - t0
             point["seconds"] = seconds
             points.append(point)
+            clean = point.get("clean", {}).get("accuracy")
+            console.print(
+                f"{job.arm} seed {job.seed}: {done} rankings, held-out accuracy "
+                f"{_fmt(point['accuracy']['accuracy'])} (C {_fmt(clean)}), "
+                + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+            )
     return {
         "arm": job.arm,
         "seed": job.seed,
@@ -296,6 +303,23 @@ def _flags(project_id: int, kinds: dict[str, Any]) -> dict[str, Any]:
     return {"people": people, "fitted": bool(rows)}
 
 
+def _planner_point(project_id: int) -> dict[str, float] | None:
+    """The newest reward model as the project page's planner reads it (rankings in its
+    snapshot, its own held-out accuracy, the count its standard error rests on)."""
+    try:
+        from app.projects.planner_service import reward_model_points
+    except ImportError:
+        return None
+    from app.db import session_scope
+
+    with session_scope(readonly=True) as session:
+        points = reward_model_points(session, project_id)
+    if not points:
+        return None
+    last = points[-1]
+    return {"rankings": last.rankings, "accuracy": last.accuracy, "count": last.count}
+
+
 def _reasons(project_id: int) -> dict[str, int]:
     from sqlalchemy import func, select
 
@@ -358,7 +382,7 @@ def _clean_arm(
             project_id,
             rm_settings,
             seed=job.seed * 100 + index,
-            name="clean annotators",
+            name=f"clean annotators, {index}",
             register=False,
         )
         from app.simulation.preferences import load_preference
@@ -715,9 +739,10 @@ def _flag_rates(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _planner(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per run: the planner fed the reward models' own held-out figures (what the product
-    sees) up to the last-but-one checkpoint, asked for the rankings that reach the last
-    checkpoint's accuracy; compared with the rankings the run then used."""
+    """Per run: the planner fed the reward models as the project page reads them (rankings in
+    each snapshot, its own held-out accuracy on the annotators' labels) up to the last-but-one
+    checkpoint, asked for the rankings that reach the last checkpoint's accuracy; compared
+    with the rankings the run then used."""
     try:
         from app.projects import planner
     except ImportError:
@@ -727,46 +752,29 @@ def _planner(results: list[dict[str, Any]]) -> dict[str, Any]:
         }
     errors, reasons = [], []
     for result in results:
-        points = result["points"]
+        points = [p["planner_point"] for p in result["points"] if p.get("planner_point")]
         if len(points) < 3:
-            reasons.append("fewer than 3 checkpoints (2 fitted + 1 to check)")
+            reasons.append("it needs ≥ 3 checkpoints (≥ 2 reward models to fit, 1 to check)")
             continue
         fitted, target = points[:-1], points[-1]
-        estimate = _planner_estimate(planner, fitted, target["rm_heldout"])
-        if isinstance(estimate, str):
-            reasons.append(estimate)
+        plan = planner.rankings_for_accuracy(
+            [p["rankings"] for p in fitted],
+            [p["accuracy"] for p in fitted],
+            [p["count"] for p in fitted],
+            target=target["accuracy"],
+        )
+        if plan.estimate is None:
+            reasons.append(str(plan.reason or "no estimate"))
             continue
-        errors.append(estimate / target["rankings"] - 1)
+        errors.append(plan.estimate / target["rankings"] - 1)
     if not errors:
         return {"text": "n/a: " + "; ".join(sorted(set(reasons))), "met": None}
     within = sum(abs(e) <= GOALS["planner"] for e in errors)
-    text = (
-        f"{within} of {len(errors)} runs within ±{GOALS['planner']:.0%} (errors "
-        + ", ".join(f"{e:+.0%}" for e in errors)
-        + ")"
-    )
-    return {"text": text, "met": within == len(errors)}
-
-
-def _planner_estimate(
-    planner: Any, points: list[dict[str, Any]], target: float | None
-) -> float | str:
-    """Total rankings the planner expects to need for `target`, or why it gives none."""
-    if target is None:
-        return "no target accuracy"
-    fit = getattr(planner, "rankings_for_accuracy", None)
-    if fit is None:
-        return "the planner has no rankings_for_accuracy"
-    estimate = fit(
-        [p["rankings"] for p in points],
-        [p["rm_heldout"] for p in points],
-        [p["rm_n_heldout"] for p in points],
-        target=target,
-    )
-    value = getattr(estimate, "estimate", None)
-    if value is None:
-        return str(getattr(estimate, "reason", "no estimate"))
-    return float(value)
+    listed = ", ".join(f"{e:+.0%}" for e in errors)
+    return {
+        "text": f"{within} of {len(errors)} runs within ±{GOALS['planner']:.0%} ({listed})",
+        "met": within == len(errors),
+    }
 
 
 if __name__ == "__main__":

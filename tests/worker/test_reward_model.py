@@ -563,13 +563,13 @@ def test_a_weight_0_annotators_reversed_rankings_train_nothing(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     # Every ranking again, reversed, as an adversarial annotator would give it.
-    clean = rankings(24)
+    clean = rankings(16)
     reversed_ = [
         RankingExample(e.prompt, e.responses, [max(e.groups) - g for g in e.groups]) for e in clean
     ]
     weighted_out = [dataclasses.replace(e, weight=0.0) for e in reversed_]
     config = RewardModelConfig(
-        lr=3e-3, epochs=3, patience=1, batch_size=4, heldout_fraction=0.3, max_length=96
+        lr=3e-3, epochs=2, patience=1, batch_size=4, heldout_fraction=0.3, max_length=96
     )
 
     alone = train_reward_model(str(tiny_model_dir), clean, config, out_dir=tmp_path / "a")

@@ -5,6 +5,7 @@ weighted Bradley-Terry fits equal the unweighted ones when every weight is the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from app.ratings.pairs import ranking_to_pairs
 from app.ratings.reliability import (
     GoldAnswers,
     ReliabilityConfig,
+    ReliabilityFit,
     fit_reliability,
     gold_answers,
     gold_truth,
@@ -35,7 +37,7 @@ class Crowd:
     loser: np.ndarray
     tie: np.ndarray
 
-    def fit(self, **kwargs: object):  # type: ignore[no-untyped-def]
+    def fit(self, **kwargs: Any) -> ReliabilityFit:
         return fit_reliability(
             self.user, self.ranking, self.task, self.winner, self.loser, self.tie, **kwargs
         )
@@ -73,8 +75,10 @@ def crowd(
                     ("tie", pair.tie),
                 ):
                     cols[key].append(int(value))
-    ints = (np.asarray(cols[c], dtype=np.int64) for c in ("user", "ranking", "task", "w", "l"))
-    return Crowd(*ints, tie=np.asarray(cols["tie"], dtype=bool))
+    user, ranking_, task_, winner, loser = (
+        np.asarray(cols[c], dtype=np.int64) for c in ("user", "ranking", "task", "w", "l")
+    )
+    return Crowd(user, ranking_, task_, winner, loser, np.asarray(cols["tie"], dtype=bool))
 
 
 # The model recovers what it should
@@ -279,6 +283,10 @@ def test_equal_weights_give_the_unweighted_fit(data: Crowd, weight: float) -> No
     plain = fit_by_ranking(data.winner, data.loser, data.tie, data.ranking, bootstrap=20)
 
     np.testing.assert_allclose(weighted.ratings, plain.ratings, atol=1e-6)
+    assert weighted.lower is not None
+    assert weighted.upper is not None
+    assert plain.lower is not None
+    assert plain.upper is not None
     np.testing.assert_allclose(weighted.lower, plain.lower, atol=1e-3)
     np.testing.assert_allclose(weighted.upper, plain.upper, atol=1e-3)
 

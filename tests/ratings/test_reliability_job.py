@@ -170,6 +170,8 @@ def test_weights_change_the_version_fit_only_when_the_project_weights(db_session
     service.recompute(db_session, project_id=crowd.project.id)
     again = new_rating(db_session, crowd).bt_rating
 
+    assert on is not None
+    assert off is not None
     assert on > off + 50  # the contrarian's quarter of the votes no longer holds it back
     assert again == pytest.approx(off)
 
@@ -206,7 +208,7 @@ def _sample_ratings(session: Session, sample_ids: list[int]) -> list[float]:
             )
         ).all()
     )
-    return [rows[s] for s in sample_ids]
+    return [float(rows[s] or 0.0) for s in sample_ids]
 
 
 def test_gold_answers_measure_annotators_and_never_rate_versions(db_session: Session) -> None:

@@ -388,10 +388,12 @@ def _summarise(
     gold_n = np.bincount(g_index, minlength=n_users)
     gold_ok = np.bincount(g_index, gold.correct.astype(np.int64), n_users)
 
+    order = np.argsort(all_user, kind="stable")  # each annotator's entries in one slice
+    bounds = np.searchsorted(all_user[order], np.arange(n_users + 1))
     estimates: list[tuple[float, float, float, int, float]] = []
     for u in range(n_users):
-        mine = all_user == u
-        n = int(mine.sum())
+        mine = order[bounds[u] : bounds[u + 1]]
+        n = len(mine)
         agreed = float(all_agree[mine].sum())
         deff = _design_effect(all_cluster[mine], all_agree[mine])
         post_a, post_b = a0 + agreed / deff, b0 + (n - agreed) / deff

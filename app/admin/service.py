@@ -6,7 +6,7 @@ the only admin out, and there is no page to undo it from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -121,6 +121,8 @@ class ProjectPage:
     itself meanwhile."""
     study_plan: planner_service.StudyPlan | None = None
     """Rankings still needed for a target accuracy and a verdict (templates/_study_planner.html)."""
+    task_selection: list[sampling.SelectionRow] = field(default_factory=list)
+    """Tasks by why they were made (templates/_task_selection.html); empty while all are uniform."""
 
 
 def project_page(session: Session, *, project_id: int, member_search: str = "") -> ProjectPage:
@@ -150,6 +152,7 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
         worse_version=rollback.worse_current_version(session, project_id=project_id),
         preparing=preparation.preparing(session, project),
         study_plan=planner_service.study_plan(session, project_id=project_id),
+        task_selection=sampling.selection_summary(session, project_id=project_id),
     )
 
 

@@ -717,3 +717,25 @@ def test_an_id_too_large_for_the_database_is_422_not_500(
 ) -> None:
     assert client.get(f"/admin/projects/{2**31}").status_code == 422
     assert client.get(f"/admin/projects/{2**63}/samples/upload").status_code == 422
+
+
+def test_the_project_page_says_why_tasks_were_chosen_once_any_was_chosen_actively(
+    client: httpx.Client, db_session: Session, admin: LoggedIn
+) -> None:
+    project = make_project(db_session, selection="active")
+    make_task(db_session, project)
+    db_session.commit()
+
+    uniform_only = client.get(f"/admin/projects/{project.id}")
+
+    assert uniform_only.status_code == 200
+    assert 'id="task-selection"' not in uniform_only.text
+    make_task(db_session, project).selection_reason = "uncertainty"
+    db_session.commit()
+
+    page = client.get(f"/admin/projects/{project.id}").text
+
+    assert re.search(
+        r'id="task-selection-uncertainty"><td>[^<]+</td><td class="num">1</td>', page
+    )
+    assert re.search(r'id="task-selection-uniform"><td>[^<]+</td><td class="num">1</td>', page)

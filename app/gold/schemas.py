@@ -25,6 +25,23 @@ class GoldTaskIn(BaseModel):
 
 
 class GoldTaskOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": 7,
+                    "prompt_id": 3,
+                    "groups": [[11], [12, 13], [14]],
+                    "bad_sample_id": None,
+                    "answered": 4,
+                    "agreed": 3,
+                    "pairs": 20,
+                    "pairs_correct": 18.5,
+                }
+            ]
+        }
+    )
+
     task_id: int
     prompt_id: int
     groups: list[list[int]] | None

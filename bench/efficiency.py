@@ -29,8 +29,12 @@ reversed annotators flagged with ≥ 90 % recall and ≤ 5 % false positives; th
 within ±30 %. A piece of the product that is missing is named, and its figure is n/a.
 
     .venv/bin/rankloop models make-tiny /tmp/tiny
-    .venv/bin/python -m bench.efficiency --quick --model-dir /tmp/tiny   # 1 seed, 2 checkpoints
-    .venv/bin/python -m bench.efficiency --model-dir /tmp/tiny           # 5 seeds, 100-800
+    .venv/bin/python -m bench.efficiency --quick --model-dir /tmp/tiny   # 1 seed, 100 and 200
+    .venv/bin/python -m bench.efficiency --model-dir /tmp/tiny --jobs 2  # 5 seeds, 100-800
+
+--quick runs both arms at once (one core each); its 20 rankings an annotator are under the
+flags' minimum of 30, and its two checkpoints leave the planner nothing to check (it needs
+two reward models to fit and a third to compare with): those goals read n/a there.
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ FAMILY_ORDER = ("length", "keywords_length", "sentiment_words", "avoid", "keywor
 """bench/loop.py's families, the dense ones first: a one-seed run gets a preference that
 orders most pairs (most `keywords` pairs tie at 0 on the tiny model's answers)."""
 CHECKPOINTS = (100, 200, 400, 800)
-QUICK_CHECKPOINTS = (150, 300)
-"""Two checkpoints; the second gives 10 annotators 30 rankings each, the flags' minimum."""
+QUICK_CHECKPOINTS = (100, 200)
+"""Two checkpoints, sized to finish in 15 minutes on 2 cores: 20 rankings an annotator, under
+the flags' minimum of 30, so --quick prints the flags of every annotator beside that goal."""
 FLAG_MIN_RANKINGS = 30
 HELDOUT_PROMPTS = 48
 HELDOUT_SAMPLES = 6
@@ -515,7 +520,9 @@ def main(
     model_dir: Path | None = typer.Option(
         None, help="An existing tiny model directory (default: build one, about a minute)."
     ),
-    jobs: int = typer.Option(1, help="Arms run at once (each uses one core)."),
+    jobs: int | None = typer.Option(
+        None, help="Arms run at once (each uses one core); default 1, with --quick 2."
+    ),
 ) -> None:
     from app.simulation.annotators import parse_crowd
     from app.simulation.preferences import FAMILIES
@@ -527,6 +534,7 @@ def main(
         raise typer.BadParameter(f"unknown {unknown}; families: {', '.join(FAMILIES)}")
     marks = list(QUICK_CHECKPOINTS) if quick else sorted({int(c) for c in checkpoints.split(",")})
     seeds = 1 if quick else seeds
+    jobs = jobs if jobs is not None else (2 if quick else 1)
     if model_dir is None:
         from worker.training.tiny_model import make_tiny_model
 
@@ -661,7 +669,13 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
     )
     gap = None if b_last is None or c_last is None else abs(b_last - c_last)
     # Goal 3: flags at the last checkpoint, both arms pooled.
-    flags = _flag_rates([r["points"][-1]["flags"] for r in results if r["points"]])
+    last_flags = [r["points"][-1]["flags"] for r in results if r["points"]]
+    flags = _flag_rates(last_flags)
+    console.print(
+        "Reliability flags at the last checkpoint, every annotator whatever their rankings "
+        "(both arms): " + _flag_rates(last_flags, min_rankings=0)["text"]
+    )
+    _print_reliability(results)
     # Goal 4: the planner.
     planner = _planner(results)
 
@@ -671,7 +685,8 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
         "rankings",
         "not reached"
         if b_needed is None
-        else f"at {b_needed:.0f} of {a_needed:.0f} rankings: {saving:.0%} fewer",
+        else f"at {'≤ ' if b_needed == curve['B'][0][0] else ''}{b_needed:.0f} of "
+        f"{a_needed:.0f} rankings: {saving:.0%} fewer",
         _met(saving is not None and saving >= GOALS["saving"], saving is None and a_final is None),
     )
     goals.add_row(
@@ -695,6 +710,34 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
     console.print(goals)
 
 
+def _print_reliability(results: list[dict[str, Any]]) -> None:
+    """The reliability rows at the last checkpoint, by arm and kind of annotator."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        if not result["points"]:
+            continue
+        for person in result["points"][-1]["flags"]["people"]:
+            kind = "reversed" if person["reversed"] else f"noise {person['noise']:g}"
+            groups.setdefault((result["arm"], kind), []).append(person)
+    table = Table(
+        "arm", "annotators", "count", "rankings (mean)", "reliability (mean)", "weight (mean)",
+        "flags", title="Reliability at the last checkpoint, by kind of annotator",
+    )  # fmt: skip
+    for (arm, kind), people in sorted(groups.items()):
+        fitted = [p for p in people if p["fitted"]]
+        flags = Counter(str(p["flag"]) for p in fitted if p["flag"])
+        table.add_row(
+            arm,
+            kind,
+            str(len(people)),
+            _fmt(_mean([p["rankings"] for p in people]), ".0f"),
+            _fmt(_mean([p["reliability"] for p in fitted]), ".2f"),
+            _fmt(_mean([p["weight"] for p in fitted]), ".2f"),
+            ", ".join(f"{k} {v}" for k, v in sorted(flags.items())) or "none",
+        )
+    console.print(table)
+
+
 def _met(ok: bool | None, unknown: bool) -> str:
     return "n/a" if unknown else ("yes" if ok else "NO")
 
@@ -716,17 +759,19 @@ def _reach(curve: list[tuple[float, float | None]], target: float | None) -> flo
     return None
 
 
-def _flag_rates(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+def _flag_rates(
+    snapshots: list[dict[str, Any]], *, min_rankings: int = FLAG_MIN_RANKINGS
+) -> dict[str, Any]:
     if not snapshots or not any(s["fitted"] for s in snapshots):
         return {
             "text": "n/a: no reliability rows (the reliability fit is not available yet)",
             "met": None,
         }
-    people = [p for s in snapshots for p in s["people"] if p["rankings"] >= FLAG_MIN_RANKINGS]
+    people = [p for s in snapshots for p in s["people"] if p["rankings"] >= min_rankings]
     reversed_ = [p for p in people if p["reversed"]]
     others = [p for p in people if not p["reversed"]]
     if not reversed_ or not others:
-        return {"text": f"n/a: too few annotators with ≥ {FLAG_MIN_RANKINGS} rankings", "met": None}
+        return {"text": f"n/a: too few annotators with ≥ {min_rankings} rankings", "met": None}
     caught = sum(p["flag"] == "reversed" for p in reversed_)
     wrong = sum(p["flag"] == "reversed" for p in others)
     chance = Counter(p["flag"] for p in others if p["flag"] and p["flag"] != "reversed")

@@ -101,3 +101,29 @@ def usernames(session: Session, user_ids: list[int]) -> dict[int, str]:
         return {}
     rows = session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
     return {int(i): str(name) for i, name in rows}
+
+
+def recently_ranked_tasks(session: Session, project_id: int, *, limit: int) -> list[Any]:
+    """(task id, rankings) of the ordinary tasks ranked most recently, newest first."""
+    return list(
+        session.execute(
+            select(Ranking.task_id, func.count())
+            .join(RankingTask, RankingTask.id == Ranking.task_id)
+            .where(
+                RankingTask.project_id == project_id,
+                RankingTask.gold.is_(False),
+                Ranking.none_usable.is_(False),
+            )
+            .group_by(Ranking.task_id)
+            .order_by(func.max(Ranking.id).desc())
+            .limit(limit)
+        )
+    )
+
+
+def task_rankings(session: Session, task_id: int) -> list[list[list[int]]]:
+    """The groups of the task's rankings that rank something."""
+    rows = session.scalars(
+        select(Ranking.groups).where(Ranking.task_id == task_id, Ranking.none_usable.is_(False))
+    )
+    return [groups for groups in rows if groups]

@@ -66,6 +66,15 @@ def mark_bad(
     return _page(request, session, project_id, task_id, notice)
 
 
+@router.post("/{task_id}/from-consensus", response_class=HTMLResponse)
+def mark_from_consensus(
+    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, task_id: IdPath
+) -> Response:
+    service.mark_gold_from_consensus(session, project_id=project_id, task_id=task_id)
+    notice = f"Task {task_id} is gold (its annotators' consensus order)."
+    return _page(request, session, project_id, task_id, notice)
+
+
 @router.post("/{task_id}/unmark", response_class=HTMLResponse)
 def unmark(
     request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, task_id: IdPath

@@ -30,6 +30,7 @@ from app.gold.schemas import GoldAnnotatorOut, GoldTaskOut
 from app.models import Project, RankingTask, TaskStatus
 from app.projects.service import require_project
 from app.ratings import service as ratings
+from app.ratings.bradley_terry import consensus_scores
 from app.ratings.pairs import InvalidRanking, validate_ranking
 
 
@@ -148,6 +149,31 @@ def unmark_gold(
     return task
 
 
+def consensus_groups(session: Session, *, task_id: int) -> list[list[int]]:
+    """The task's samples in the consensus order of its rankings (a Bradley-Terry fit, as the
+    leaderboard's consensus per prompt), best first; equal scores tie."""
+    scores = consensus_scores(repository.task_rankings(session, task_id))
+    sample_ids = [sample_id for sample_id, _ in repository.task_samples(session, task_id)]
+    if not scores or set(scores) != set(sample_ids):
+        raise InvalidInput(
+            f"Task {task_id} has no ranking of all its samples to take a consensus from",
+            details={"field": "task_id"},
+        )
+    by_score: dict[float, list[int]] = defaultdict(list)
+    for sample_id in sorted(sample_ids):
+        by_score[round(scores[sample_id], 9)].append(sample_id)
+    return [by_score[score] for score in sorted(by_score, reverse=True)]
+
+
+def mark_gold_from_consensus(
+    session: Session, *, project_id: int, task_id: int, now: datetime | None = None
+) -> RankingTask:
+    """Mark an already ranked task gold with its annotators' consensus as the known order."""
+    _task_of_project(session, project_id=project_id, task_id=task_id)
+    groups = consensus_groups(session, task_id=task_id)
+    return mark_gold(session, project_id=project_id, task_id=task_id, groups=groups, now=now)
+
+
 def groups_from_ranks(sample_ids: Sequence[int], ranks: Sequence[str]) -> list[list[int]]:
     """The admin form's ranks (1 = best, equal numbers tie) as groups, best first."""
     if len(sample_ids) != len(ranks):
@@ -260,6 +286,8 @@ class GoldPage:
     chosen_task: RankingTask | None
     """The task whose samples the admin looks at, to mark it."""
     chosen_samples: list[tuple[int, str]]
+    recent: list[tuple[int, int]]
+    """(task id, rankings) of recently ranked ordinary tasks, to mark from their consensus."""
 
 
 def gold_page(session: Session, *, project_id: int, task_id: int | None = None) -> GoldPage:
@@ -276,6 +304,10 @@ def gold_page(session: Session, *, project_id: int, task_id: int | None = None) 
         annotators=annotator_accuracy(session, project_id=project_id),
         chosen_task=chosen,
         chosen_samples=samples,
+        recent=[
+            (int(t), int(n))
+            for t, n in repository.recently_ranked_tasks(session, project_id, limit=10)
+        ],
     )
 
 

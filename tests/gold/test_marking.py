@@ -6,10 +6,12 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.errors import InvalidInput
 from app.gold import service as gold
 from app.models import Comparison, Project, RankingTask, Role, TaskStatus
 from app.ratings import repository as ratings_repo
@@ -243,4 +245,36 @@ def test_a_bad_rank_on_the_form_is_422_and_changes_nothing(
     )
 
     assert response.status_code == 422
+    assert _state(db_session, task.id)[0] is False
+
+
+def test_admin_marks_a_recently_ranked_task_gold_from_its_consensus(
+    client: httpx.Client, db_session: Session
+) -> None:
+    project = make_project(db_session)
+    task = make_task(db_session, project)
+    a, b, c, d = task_sample_ids(db_session, task)
+    for groups in ([[c], [a], [d], [b]], [[c], [a], [b], [d]], [[c], [d], [a], [b]]):
+        add_ranking(db_session, task, make_member(db_session, project).id, groups)
+    csrf = login_new_user(client, db_session, "gold-admin4", role=Role.admin)
+    page = client.get(f"/admin/projects/{project.id}/gold")
+    assert f'id="recent-task-{task.id}"' in page.text
+
+    response = client.post(
+        f"/admin/projects/{project.id}/gold/{task.id}/from-consensus", data={"csrf_token": csrf}
+    )
+
+    assert response.status_code == 200, response.text
+    gold_flag, groups, *_ = _state(db_session, task.id)
+    assert gold_flag is True
+    assert groups == [[c], [a], [d], [b]]
+    assert f'id="recent-task-{task.id}"' not in response.text  # gold now, not ordinary
+
+
+def test_a_task_without_rankings_cannot_be_marked_from_consensus(db_session: Session) -> None:
+    project = make_project(db_session)
+    task = make_task(db_session, project)
+
+    with pytest.raises(InvalidInput):
+        gold.mark_gold_from_consensus(db_session, project_id=project.id, task_id=task.id)
     assert _state(db_session, task.id)[0] is False

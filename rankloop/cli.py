@@ -292,18 +292,17 @@ def projects_set(
     ],
 ) -> None:
     """Change a project's settings as the admin form does: all are checked before any changes."""
+    from app.admin.service import save_settings
     from app.db import session_scope
     from app.errors import AppError, InvalidInput
-    from app.projects import repository, service
 
     options = _setting_options()
     settings = _form_settings(set_, options, settable=set(options))
     try:
         with session_scope() as session:
-            project_id = _project_id(session, project)
-            found = repository.get_project(session, project_id)
-            assert found is not None
-            service.apply_settings(found, settings)
+            found = save_settings(
+                session, project_id=_project_id(session, project), settings=settings
+            )
             changed = ", ".join(f"{k}={getattr(found, k)!r}" for k in settings)
     except InvalidInput as exc:
         raise _usage_error(exc, options) from None

@@ -212,7 +212,7 @@ def update_project(
     project_id: IdPath,
     form: ProjectFormDep,
 ) -> Response:
-    projects.update_project(session, project_id=project_id, name=form.name, **form.settings())
+    service.save_settings(session, project_id=project_id, name=form.name, settings=form.settings())
     return _project(request, session, project_id, block="settings", notice="Settings saved.")
 
 

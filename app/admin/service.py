@@ -7,6 +7,7 @@ the only admin out, and there is no page to undo it from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,7 @@ from app.projects import planner_service
 from app.projects import repository as projects_repository
 from app.projects import service as projects
 from app.ratings import repository as ratings_repository
+from app.ratings import service as ratings
 from app.rounds import repository as rounds_repository
 from app.rounds import rollback
 from app.sampling import service as sampling
@@ -211,3 +213,22 @@ def sample_more(session: Session, *, project_id: int) -> str:
     if job is None:
         return "Every active prompt is being sampled by a running job already."
     return f"Sampling job #{job.id} started over {_count(job.prompts_total, 'prompt')}."
+
+
+RATING_SETTINGS = ("reliability_weighting", "reliability_min_tasks", "position_correction")
+"""Settings the ratings job reads: changing one refits the ratings."""
+
+
+def save_settings(
+    session: Session, *, project_id: int, name: str | None = None, settings: dict[str, Any]
+) -> Project:
+    """Change a project's settings (all checked before any changes); a change to how the
+    ratings are fitted sends the ratings job, so the leaderboard and the reliability weights
+    follow at once rather than at the next ranking."""
+    project = projects.require_project(session, project_id)
+    before = {key: getattr(project, key) for key in RATING_SETTINGS}
+    project = projects.update_project(session, project_id=project_id, name=name, **settings)
+    if any(getattr(project, key) != value for key, value in before.items()):
+        ratings.note_new_rankings(session, project_id=project_id)
+    return project
+

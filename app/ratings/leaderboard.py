@@ -11,7 +11,7 @@ whole rankings with replacement instead.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,15 +175,17 @@ def rate_versions(
     bootstrap: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
     weights: np.ndarray | None = None,
+    fit: Callable[..., BTResult] = fit_by_ranking,
 ) -> list[VersionRating]:
     """One row per version that met another version; comparisons in id order (for Elo).
 
     The verdict compares each version with its previous one through the bootstrap interval of
     the rating difference (same rounds for both, so their correlation is kept). `weights`
     (per comparison) weight the Bradley-Terry fit only: Elo, the head-to-head win rate and the
-    rankings a verdict needs count comparisons as they are.
+    rankings a verdict needs count comparisons as they are. `fit` is fit_by_ranking or one with
+    its signature (the position-corrected fit).
     """
-    result = fit_by_ranking(
+    result = fit(
         win_versions, lose_versions, ties, rankings, bootstrap=bootstrap, seed=seed, weights=weights
     )
     rated = set(result.ids.tolist())

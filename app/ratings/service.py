@@ -19,7 +19,9 @@ and the stored ratings lag by at most that much.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import fmean
@@ -34,7 +36,7 @@ from app.errors import InvalidInput, NotFound
 from app.jobs import RATINGS_RECOMPUTE, enqueue
 from app.models import AnnotatorExclusion, AnnotatorReliability, PolicyRating, PolicyVersion
 from app.projects.service import require_project
-from app.ratings import repository
+from app.ratings import position, repository
 from app.ratings.agreement import (
     TaskAgreement,
     agreement_with_consensus,
@@ -47,6 +49,7 @@ from app.ratings.leaderboard import (
     VersionInfo,
     VersionRating,
     consensus_order,
+    fit_by_ranking,
     previous_versions,
     rate_versions,
 )
@@ -158,6 +161,14 @@ def compute(data: FitInput) -> FitOutput:
         uniform = used.uniform
         used = used.where(uniform)
         weights = None if weights is None else weights[uniform]
+    fit: Callable[..., BTResult] = fit_by_ranking
+    if data.position is not None and data.position.correct:  # the same card term, per version
+        winner_first, loser_first = position.first_flags(
+            used.ranking, used.winner, used.loser, data.position.first
+        )
+        fit = functools.partial(
+            position.corrected_by_ranking, winner_first=winner_first, loser_first=loser_first
+        )
     versions = rate_versions(
         data.versions,
         used.winner_version,
@@ -165,13 +176,14 @@ def compute(data: FitInput) -> FitOutput:
         used.tie,
         used.ranking,
         weights=weights,
+        fit=fit,
     )
     return FitOutput(data.project_id, data.read_at, samples, versions, reliability)
 
 
 def _comparison_weights(users: np.ndarray, per_user: dict[int, float]) -> np.ndarray | None:
-    """Each comparison's annotator's weight (absent: 1), scaled to mean 1 as fit_by_ranking
-    scales them (the position-corrected fit takes them as given); None when all are equal."""
+    """Each comparison's annotator's weight (absent: 1), scaled to mean 1 as both sample fits
+    (fit_by_ranking and the position-corrected one) scale them; None when all are equal."""
     if not per_user or all(w == 1.0 for w in per_user.values()) or not len(users):
         return None
     known = np.array(sorted(per_user), dtype=np.int64)

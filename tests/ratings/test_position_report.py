@@ -179,3 +179,38 @@ def test_the_ratings_job_takes_a_significant_bias_out_of_the_sample_ratings(
     plain = _mean_rating_of_first_cards(db_session, off.project)
     assert plain > 1100
     assert corrected < plain - 100
+
+
+def _version_gap(session: Session, **settings: object) -> float:
+    """Rating of the trained version minus the base's, from rankings where whatever card is
+    shown first is ranked first (the trained version's card is shown first in 10 of 14 tasks)
+    and the other cards split evenly between the versions."""
+    from app.models import PolicyRating
+
+    project = make_project(session, samples_per_prompt=4, **settings)
+    base, trained = seeding.two_versions(session, project)
+    user = make_user(session)
+    seeding.add_members(session, project, user)
+    for i in range(14):
+        task, by_version = seeding.mixed_task(session, project, [base, trained])
+        (b1, b2), (t1, t2) = by_version[base.id], by_version[trained.id]
+        shown = [t1, b1, t2, b2] if i < 10 else [b1, t1, b2, t2]
+        ranking = make_ranking(session, task, user, [[s] for s in shown])
+        ranking.display_order = shown
+    session.commit()
+    ratings.recompute(session, project_id=project.id)
+    rows = {
+        r.policy_version_id: r.bt_rating
+        for r in session.scalars(
+            select(PolicyRating).where(PolicyRating.policy_version_id.in_([base.id, trained.id]))
+        )
+    }
+    return float(rows[trained.id]) - float(rows[base.id])
+
+
+def test_the_version_ratings_take_the_first_card_term_too(db_session: Session) -> None:
+    corrected = _version_gap(db_session)
+    plain = _version_gap(db_session, position_correction=False)
+
+    assert plain > 50  # the trained version's cards were shown first more often
+    assert abs(corrected) < plain / 2

@@ -290,3 +290,20 @@ def test_the_claim_of_a_lost_run_is_taken_over(
     assert recompute_if_dirty(seeded.project) is True
     assert seeded.stored_comparisons() == 4
     assert seeded.pending() is False
+
+
+def test_changing_how_ratings_are_fitted_sends_the_job_and_other_settings_do_not(
+    seeded: Seeded, sent: list[tuple[int, float]]
+) -> None:
+    from app.admin.service import save_settings
+
+    with session_scope() as session:
+        save_settings(session, project_id=seeded.project, settings={"temperature": "0.5"})
+    assert sent == []
+
+    with session_scope() as session:
+        save_settings(
+            session, project_id=seeded.project, settings={"reliability_weighting": "false"}
+        )
+    assert sent == [(seeded.project, get_settings().ratings_debounce_seconds)]
+    assert recompute_if_dirty(seeded.project) is True

@@ -302,7 +302,8 @@ def verdict_plan(
         with np.errstate(divide="ignore"):
             return current * (side / np.abs(d)) ** (1.0 / WIDTH_EXPONENT)
 
-    total = float(total_for(np.array([difference]))[0])
+    # An interval that touches 0 (a bootstrap bound exactly 0) is undecided still: one more.
+    total = max(float(total_for(np.array([difference]))[0]), current + 1.0)
     sd = width / (2.0 * norm.ppf(0.975))
     draws = np.random.default_rng(seed).normal(difference, sd, _DRAWS)
     return _ranged(plan, total, total_for(draws))

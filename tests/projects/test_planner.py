@@ -232,3 +232,10 @@ def test_rankings_for_accuracy_counts_totals_from_no_rankings() -> None:
     plan = rankings_for_accuracy(RANKINGS, law(RANKINGS).tolist(), [1e5] * 4, target=0.82)
     assert plan.now == 0
     assert plan.estimate == pytest.approx(needed(0.82), rel=0.05)
+
+
+def test_an_interval_that_touches_zero_needs_at_least_one_more_ranking() -> None:
+    """A bootstrap bound of exactly 0 is no verdict (bradley_terry.verdict needs low > 0)."""
+    plan = verdict_plan([24], [120.0], 58.0, 0.0, 120.0)
+    assert plan.estimate is not None
+    assert plan.estimate >= 1

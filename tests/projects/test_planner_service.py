@@ -35,16 +35,16 @@ def rank(
     old: PolicyVersion,
     new: PolicyVersion,
     n: int,
-    every: int = 4,
+    pattern: str = "ONNN",
 ) -> None:
-    """`n` rankings of two samples of each version; the new version's come first but in one of
-    `every` rankings."""
+    """`n` rankings of two samples of each version, whose first sample is the new version's
+    ("N") or the old one's ("O") as `pattern`, repeated, says."""
     for i in range(n):
         prompt = make_prompt(session, project)
         olds = make_samples(session, prompt, old, ["old a", "old b"])
         news = make_samples(session, prompt, new, ["new a", "new b"])
         task = task_of(session, project, prompt, olds + news)
-        first, second = (news, olds) if i % every else (olds, news)
+        first, second = (news, olds) if pattern[i % len(pattern)] == "N" else (olds, news)
         make_ranking(session, task, user, [[first[0].id], [second[0].id], [first[1].id],
                                            [second[1].id]])  # fmt: skip
 
@@ -127,17 +127,29 @@ def test_an_undecided_verdict_gets_an_estimate_and_a_range(
 ) -> None:
     project = make_project(db_session, samples_per_prompt=4)
     old, new = make_current_version(db_session, project)
-    rank(db_session, project, make_user(db_session), old, new, 24, every=3)
+    rank(db_session, project, make_user(db_session), old, new, 24, pattern="NNOON")
     db_session.commit()
     verdict = planner_service.study_plan(db_session, project_id=project.id).verdict
     assert verdict.estimate is not None
-    assert verdict.estimate > 0
+    assert verdict.estimate > 0, verdict
     assert verdict.low is not None
     assert verdict.low <= verdict.estimate
     assert verdict.high is None or verdict.high >= verdict.estimate
     page = client.get(f"/admin/projects/{project.id}")
     assert f"About {verdict.estimate:,} more rankings" in page.text
     assert "until the leaderboard can tell v2 from v1" in page.text
+
+
+def test_a_clear_verdict_on_few_rankings_waits_for_the_leaderboards_minimum(
+    db_session: Session,
+) -> None:
+    """Six unanimous rankings exclude 0 from every bootstrap round, yet the leaderboard decides
+    from 10 rankings of each version on (MIN_RANKINGS_FOR_VERDICT)."""
+    project = make_project(db_session, samples_per_prompt=4)
+    old, new = make_current_version(db_session, project)
+    rank(db_session, project, make_user(db_session), old, new, 6, pattern="N")
+    verdict = planner_service.study_plan(db_session, project_id=project.id).verdict
+    assert (verdict.estimate, verdict.low, verdict.high) == (4, 4, 4)
 
 
 def test_a_new_project_gets_reasons_instead_of_estimates(db_session: Session) -> None:

@@ -239,3 +239,22 @@ def test_an_interval_that_touches_zero_needs_at_least_one_more_ranking() -> None
     plan = verdict_plan([24], [120.0], 58.0, 0.0, 120.0)
     assert plan.estimate is not None
     assert plan.estimate >= 1
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    difference=st.floats(-300, 300).filter(lambda d: abs(d) > 1e-6),
+    below=st.floats(0.0, 400),
+    above=st.floats(0.0, 400),
+    now=st.integers(1, 50_000),
+)
+def test_the_verdict_range_holds_the_estimate(
+    difference: float, below: float, above: float, now: int
+) -> None:
+    plan = verdict_plan([now], [below + above], difference, difference - below, difference + above)
+    if plan.estimate is None:
+        assert plan.reason
+        return
+    assert plan.low is not None
+    assert plan.low <= plan.estimate
+    assert plan.high is None or plan.estimate <= plan.high

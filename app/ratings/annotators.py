@@ -32,9 +32,13 @@ from app.models import (
 from app.models.annotator import FLAG_CHANCE, FLAG_REVERSED
 from app.projects.service import require_project
 from app.ratings import repository
-from app.ratings.agreement import Groups, agreement_with_consensus, outlier_annotators
-from app.ratings.agreement import pairwise_agreement as pair_agreement
-from app.ratings.bradley_terry import fit_ratings
+from app.ratings.agreement import (
+    Groups,
+    _scores_to_groups,
+    outlier_annotators,
+    pairwise_agreement,
+)
+from app.ratings.bradley_terry import consensus_scores, fit_ratings
 
 SortColumn = Literal[
     "name", "rankings", "shared_tasks", "agreement", "reliability", "gold", "weight", "flag"
@@ -239,91 +243,61 @@ def annotator_slice(
 
 
 def _count(session: Session, project_id: int) -> int:
-    query, _ = _table_query(project_id)
-    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    people = _people(project_id)
+    return int(session.scalar(select(func.count()).select_from(people)) or 0)
 
 
 def _rows(
     session: Session, project_id: int, *, sort: str, order: str, offset: int, limit: int
 ) -> list[AnnotatorTableRow]:
-    """The sorted slice: in SQL, but for agreement (computed from every ranking); the figures
-    from the rankings are computed for the slice's annotators only."""
+    """The sorted slice, in SQL but for agreement. The figures that come from the rankings
+    (counts, agreement, the outlier test) are computed for the slice's annotators only, from
+    the rankings of their tasks; sorting by agreement computes it for everyone."""
     excluded = repository.excluded_users(session, project_id)
-    query, columns = _table_query(project_id)
-    if sort == "agreement":  # every annotator's value is needed to order them
+    query, key = _table_query(project_id, sort)
+    if key is None:  # agreement: every annotator's value is needed to order them
         records = list(session.execute(query).all())
-        agreements = _agreements(session, project_id, excluded=excluded, users=None)
+        figures = _figures(session, project_id, excluded=excluded, users=None)
         records.sort(key=lambda r: _name_key(r))
-        records.sort(key=lambda r: _agreement_key(agreements.get(r.user_id), order))
+        records.sort(key=lambda r: _agreement_key(figures.get(r.user_id), order))
         records = records[offset : offset + limit]
     else:
-        key = columns[sort]
         direction = key.asc() if order == "asc" else key.desc()
-        ordered = query.order_by(key.is_(None), direction, columns["name"], User.id)
+        ordered = query.order_by(key.is_(None), direction, _name_column(), User.id)
         records = list(session.execute(ordered.limit(limit).offset(offset)).all())
-        agreements = _agreements(
+        figures = _figures(
             session, project_id, excluded=excluded, users={r.user_id for r in records}
         )
     outliers = _outliers(session, project_id, [r.user_id for r in records], excluded)
-    return [_row(r, agreements, outliers) for r in records]
+    return [_row(r, figures.get(r.user_id), outliers) for r in records]
 
 
 # The query
 
 
-def _table_query(project_id: int) -> tuple[Any, dict[str, Any]]:
-    """The annotators with their counts, exclusion and reliability (one row each), and the
-    SQL expression of each sort column."""
-    people = union(
+def _people(project_id: int) -> Any:
+    """Members, and anyone who ranked here (former members)."""
+    return union(
         select(ProjectMember.user_id.label("user_id")).where(
             ProjectMember.project_id == project_id
         ),
         select(Ranking.user_id.label("user_id")).where(Ranking.project_id == project_id),
     ).subquery("people")
-    ranked = (
-        select(Ranking.user_id, func.count().label("n"))
-        .where(Ranking.project_id == project_id, Ranking.none_usable.is_(False))
-        .group_by(Ranking.user_id)
-        .subquery("ranked")
-    )
-    mine, other = aliased(Ranking), aliased(Ranking)
-    excluded_ids = select(AnnotatorExclusion.user_id).where(
-        AnnotatorExclusion.project_id == project_id
-    )
-    shared = (
-        select(mine.user_id, func.count(func.distinct(mine.task_id)).label("n"))
-        .join(other, and_(other.task_id == mine.task_id, other.user_id != mine.user_id))
-        .where(
-            mine.project_id == project_id,
-            mine.none_usable.is_(False),
-            other.none_usable.is_(False),
-            other.user_id.not_in(excluded_ids),
-        )
-        .group_by(mine.user_id)
-        .subquery("shared")
-    )
+
+
+def _name_column() -> Any:
+    return func.lower(func.coalesce(func.nullif(User.display_name, ""), User.username))
+
+
+def _table_query(project_id: int, sort: str) -> tuple[Any, Any]:
+    """The annotators with their exclusion and reliability (one row each), and the SQL
+    expression to sort by (None for agreement, which is no column). Counting rankings for
+    every annotator costs a pass over the project's rankings, so the counts join the query
+    only to sort by them."""
+    people = _people(project_id)
     member = aliased(ProjectMember)
     exclusion = aliased(AnnotatorExclusion)
     rel = aliased(AnnotatorReliability)
-    rankings = func.coalesce(ranked.c.n, 0)
-    shared_tasks = func.coalesce(shared.c.n, 0)
-    columns: dict[str, Any] = {
-        "name": func.lower(func.coalesce(func.nullif(User.display_name, ""), User.username)),
-        "rankings": rankings,
-        "shared_tasks": shared_tasks,
-        "reliability": rel.reliability,
-        "gold": case(
-            (rel.gold_answered > 0, cast(rel.gold_correct, Float) / rel.gold_answered),
-            else_=None,
-        ),
-        "weight": rel.weight,
-        "flag": case(
-            (rel.flag == FLAG_REVERSED, 2),
-            (rel.flag == FLAG_CHANCE, 1),
-            (rel.user_id.is_not(None), 0),
-            else_=None,
-        ),
-    }
     query = (
         select(
             User.id.label("user_id"),
@@ -332,8 +306,6 @@ def _table_query(project_id: int) -> tuple[Any, dict[str, Any]]:
             member.user_id.is_not(None).label("member"),
             exclusion.user_id.is_not(None).label("excluded"),
             exclusion.reason.label("exclusion_reason"),
-            rankings.label("rankings"),
-            shared_tasks.label("shared_tasks"),
             rel.user_id.label("fitted_user"),
             rel.reliability,
             rel.lower,
@@ -353,10 +325,56 @@ def _table_query(project_id: int) -> tuple[Any, dict[str, Any]]:
             exclusion, and_(exclusion.project_id == project_id, exclusion.user_id == User.id)
         )
         .outerjoin(rel, and_(rel.project_id == project_id, rel.user_id == User.id))
-        .outerjoin(ranked, ranked.c.user_id == User.id)
-        .outerjoin(shared, shared.c.user_id == User.id)
     )
-    return query, columns
+    if sort in ("rankings", "shared_tasks"):
+        counts = _ranked_counts(project_id) if sort == "rankings" else _shared_counts(project_id)
+        return query.outerjoin(counts, counts.c.user_id == User.id), func.coalesce(counts.c.n, 0)
+    keys: dict[str, Any] = {
+        "name": _name_column(),
+        "reliability": rel.reliability,
+        "gold": case(
+            (rel.gold_answered > 0, cast(rel.gold_correct, Float) / rel.gold_answered),
+            else_=None,
+        ),
+        "weight": rel.weight,
+        "flag": case(
+            (rel.flag == FLAG_REVERSED, 2),
+            (rel.flag == FLAG_CHANCE, 1),
+            (rel.user_id.is_not(None), 0),
+            else_=None,
+        ),
+    }
+    return query, keys.get(sort)
+
+
+def _ranked_counts(project_id: int) -> Any:
+    """(user_id, n): tasks ranked, 'none usable' answers not counted."""
+    return (
+        select(Ranking.user_id, func.count().label("n"))
+        .where(Ranking.project_id == project_id, Ranking.none_usable.is_(False))
+        .group_by(Ranking.user_id)
+        .subquery("ranked")
+    )
+
+
+def _shared_counts(project_id: int) -> Any:
+    """(user_id, n): tasks also ranked by an included other annotator."""
+    mine, other = aliased(Ranking), aliased(Ranking)
+    excluded_ids = select(AnnotatorExclusion.user_id).where(
+        AnnotatorExclusion.project_id == project_id
+    )
+    return (
+        select(mine.user_id, func.count(func.distinct(mine.task_id)).label("n"))
+        .join(other, and_(other.task_id == mine.task_id, other.user_id != mine.user_id))
+        .where(
+            mine.project_id == project_id,
+            mine.none_usable.is_(False),
+            other.none_usable.is_(False),
+            other.user_id.not_in(excluded_ids),
+        )
+        .group_by(mine.user_id)
+        .subquery("shared")
+    )
 
 
 def _flagged(session: Session, project_id: int) -> int:
@@ -377,16 +395,14 @@ def _name_key(record: Any) -> tuple[str, int]:
     return ((record.display_name or record.username).lower(), record.user_id)
 
 
-def _agreement_key(value: float | None, order: str) -> tuple[bool, float]:
+def _agreement_key(figures: Figures | None, order: str) -> tuple[bool, float]:
     """Annotators without a value last in either order."""
-    if value is None:
+    if figures is None or figures.agreement is None:
         return True, 0.0
-    return False, value if order == "asc" else -value
+    return False, figures.agreement if order == "asc" else -figures.agreement
 
 
-def _row(
-    record: Any, agreements: Mapping[int, float], outliers: Mapping[int, float]
-) -> AnnotatorTableRow:
+def _row(record: Any, figures: Figures | None, outliers: Mapping[int, float]) -> AnnotatorTableRow:
     reliability = None
     if record.fitted_user is not None:
         reliability = Reliability(
@@ -401,6 +417,7 @@ def _row(
             gold_correct=record.gold_correct,
             fitted_at=record.fitted_at,
         )
+    figures = figures or Figures()
     return AnnotatorTableRow(
         user_id=record.user_id,
         username=record.username,
@@ -408,9 +425,9 @@ def _row(
         member=bool(record.member),
         excluded=bool(record.excluded),
         exclusion_reason=record.exclusion_reason,
-        rankings=int(record.rankings),
-        shared_tasks=int(record.shared_tasks),
-        agreement=agreements.get(record.user_id),
+        rankings=figures.rankings,
+        shared_tasks=figures.shared_tasks,
+        agreement=figures.agreement,
         log_m=outliers.get(record.user_id),
         reliability=reliability,
     )
@@ -419,22 +436,36 @@ def _row(
 # Figures from the rankings (the page's rows only, unless sorting by them)
 
 
-def _agreements(
+@dataclass(frozen=True)
+class Figures:
+    rankings: int = 0
+    shared_tasks: int = 0
+    agreement: float | None = None
+
+
+def _figures(
     session: Session, project_id: int, *, excluded: Collection[int], users: set[int] | None
-) -> dict[int, float]:
-    """{annotator: agreement with the consensus of the included others}, for `users` (None:
-    everyone), read from the tasks they ranked only. Same definition as the agreement report
-    (app.ratings.service.agreement_report): per task, an included annotator is compared with
-    the other included ones, an excluded annotator with all included ones; mean over tasks."""
+) -> dict[int, Figures]:
+    """{annotator: tasks ranked, shared tasks, agreement with the consensus of the included
+    others} for `users` (None: everyone), read from the rankings of the tasks they ranked.
+    Same definitions as the agreement report (app.ratings.service.agreement_report): per task,
+    an included annotator is compared with the other included ones, an excluded annotator
+    with all included ones; agreement is the mean over tasks."""
     if users is not None and not users:
         return {}
     query = select(Ranking.task_id, Ranking.user_id, Ranking.groups).where(
-        Ranking.project_id == project_id, Ranking.none_usable.is_(False)
+        Ranking.none_usable.is_(False)
     )
-    if users is not None:
-        tasks = select(Ranking.task_id).where(
-            Ranking.project_id == project_id, Ranking.user_id.in_(users)
-        )
+    if users is None:
+        query = query.where(Ranking.project_id == project_id)
+    else:  # their task ids first: the (task, user) index then serves the second query
+        tasks = session.scalars(
+            select(Ranking.task_id)
+            .distinct()
+            .where(Ranking.project_id == project_id, Ranking.user_id.in_(users))
+        ).all()
+        if not tasks:
+            return {}
         query = query.where(Ranking.task_id.in_(tasks))
     by_task: dict[int, dict[int, Groups]] = {}
     for task_id, user_id, groups in session.execute(query).all():
@@ -444,29 +475,35 @@ def _agreements(
     def wanted(user_id: int) -> bool:
         return users is None or user_id in users
 
+    ranked: dict[int, int] = {}
+    shared: dict[int, int] = {}
     values: dict[int, list[float]] = {}
     for rankings in by_task.values():
         included = {u: g for u, g in rankings.items() if u not in excluded}
-        if len(included) >= 2 and any(wanted(u) for u in included):
-            for user_id, value in _with_consensus(included).items():
-                if wanted(user_id):
-                    values.setdefault(user_id, []).append(value)
         for user_id, groups in rankings.items():
-            if user_id in excluded and wanted(user_id) and included:
-                alone = _with_consensus({**included, user_id: groups}).get(user_id)
-                if alone is not None:
-                    values.setdefault(user_id, []).append(alone)
-    return {u: fmean(v) for u, v in values.items()}
+            if not wanted(user_id):
+                continue
+            ranked[user_id] = ranked.get(user_id, 0) + 1
+            others = [g for u, g in included.items() if u != user_id]
+            if not others:
+                continue
+            shared[user_id] = shared.get(user_id, 0) + 1
+            value = _agreement_with_others(groups, others)
+            if value is not None:
+                values.setdefault(user_id, []).append(value)
+    return {
+        u: Figures(n, shared.get(u, 0), fmean(values[u]) if u in values else None)
+        for u, n in ranked.items()
+    }
 
 
-def _with_consensus(rankings: Mapping[int, Groups]) -> dict[int, float]:
-    """Each annotator of one task against the consensus of the others; with two annotators
-    the other's ranking is that consensus, and no fit is needed."""
-    if len(rankings) == 2:
-        (first, a), (second, b) = rankings.items()
-        value = pair_agreement(a, b)
-        return {} if value is None else {first: value, second: value}
-    return agreement_with_consensus({0: rankings})
+def _agreement_with_others(groups: Groups, others: list[Groups]) -> float | None:
+    """One ranking against the consensus of the others of its task, as
+    app.ratings.agreement.agreement_with_consensus computes it, for this annotator alone (one
+    fit, not one per annotator of the task); one other ranking is that consensus itself."""
+    if len(others) == 1:
+        return pairwise_agreement(groups, others[0])
+    return pairwise_agreement(groups, _scores_to_groups(consensus_scores(others)))
 
 
 def _outliers(

@@ -20,7 +20,10 @@ held-out set: base-model samples of prompts the project never sees, every pair t
 preference orders (not the annotators' noisy labels). The preference is drawn per seed from
 a family of bench/loop.py (--families; seed s takes the s-th, cycling).
 
-Printed: held-out accuracy per arm and checkpoint (mean over seeds, and per seed), the
+Printed: held-out accuracy per arm and checkpoint (mean over seeds, and per seed; beside it
+the labels' ceiling, the true preference's accuracy on the annotators' own rankings, and the
+reward model's own held-out accuracy with its best epoch: 0 is the untrained model, which
+early stopping keeps when training never beat it, and which ranks nothing: 0.500), the
 reliability flags (reversed annotators flagged, and others flagged, among those with ≥ 30
 rankings), task selection reasons, the leaderboard's decisive verdicts (n/a: one version, the
 bench trains no policy), and the study planner's estimate against what the run needed. Then
@@ -126,7 +129,12 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
     from app.simulation.annotators import crowd_models, run_annotators
     from app.simulation.preferences import load_preference
     from app.simulation.service import ensure_simulated_annotators
-    from rankloop.simulation import TINY_ROUND, loop_project, sample_current_version
+    from rankloop.simulation import (
+        TINY_ROUND,
+        labels_ceiling,
+        loop_project,
+        sample_current_version,
+    )
     from rankloop.simulation import serve_in_thread as serve
     from worker.jobs.ratings import recompute_if_dirty
     from worker.jobs.reward_model import train_project_reward_model
@@ -187,7 +195,9 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
             point: dict[str, Any] = {
                 "rankings": done,
                 "accuracy": _heldout_accuracy(run.artifact_uri, job.heldout, preference),
+                "ceiling": labels_ceiling(project_id, preference),
                 "rm_heldout": run.summary.get("heldout_accuracy"),
+                "rm_best_epoch": run.summary.get("best_epoch"),
                 "rm_n_heldout": run.summary.get("n_heldout"),
                 "weights": _snapshot_weights(run.snapshot_id),
                 "flags": _flags(project_id, kinds),
@@ -588,7 +598,8 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
         by_arm.setdefault(result["arm"], []).append(result)
 
     per_seed = Table(
-        "arm", "seed", "preference", "rankings", "held-out acc", "pairs", "RM own acc",
+        "arm", "seed", "preference", "rankings", "held-out acc", "pairs", "labels' ceiling",
+        "RM own acc (best epoch)",
         "C acc (rankings)", "weights min/mean", "reasons", "ensemble", "seconds",
         title="Per seed and checkpoint",
     )  # fmt: skip
@@ -603,7 +614,8 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
                 str(point["rankings"]),
                 _fmt(point["accuracy"]["accuracy"]),
                 str(point["accuracy"]["pairs"]),
-                _fmt(point["rm_heldout"]),
+                _fmt(point.get("ceiling")),
+                f"{_fmt(point['rm_heldout'])} ({point.get('rm_best_epoch')})",
                 "-" if clean is None else f"{_fmt(clean['accuracy'])} ({clean['rankings']})",
                 f"{_fmt(weights['min'], '.2f')}/{_fmt(weights['mean'], '.2f')} "
                 f"({weights['applied']})",

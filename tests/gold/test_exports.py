@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -56,7 +57,7 @@ def api(app_database: FreshDatabase) -> Iterator[TestClient]:
         yield client
 
 
-def _lines(api: TestClient, world: World, kind: str, **params: str) -> list[dict[str, object]]:
+def _lines(api: TestClient, world: World, kind: str, **params: str) -> list[dict[str, Any]]:
     response = api.get(
         f"/api/v1/projects/{world.project}/{kind}.jsonl",
         params=params,

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -212,7 +211,7 @@ def test_admin_marks_a_task_from_the_gold_page_seeing_its_texts(
     assert _state(db_session, task.id)[0] is False
 
 
-def test_the_gold_form_without_csrf_is_refused(client: TestClient, db_session: Session) -> None:
+def test_the_gold_form_without_csrf_is_refused(client: httpx.Client, db_session: Session) -> None:
     project = make_project(db_session)
     task = make_task(db_session, project)
     login_new_user(client, db_session, "gold-admin2", role=Role.admin)

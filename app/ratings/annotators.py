@@ -18,15 +18,17 @@ from statistics import fmean
 from typing import Any, Literal, get_args
 
 import numpy as np
-from sqlalchemy import Float, and_, case, cast, func, select, union
+from sqlalchemy import Float, and_, case, cast, false, func, select, union
 from sqlalchemy.orm import Session, aliased
 
 from app.errors import InvalidInput
 from app.models import (
     AnnotatorExclusion,
     AnnotatorReliability,
+    Comparison,
     ProjectMember,
     Ranking,
+    SampleFlag,
     User,
 )
 from app.models.annotator import FLAG_CHANCE, FLAG_REVERSED
@@ -510,24 +512,46 @@ def _outliers(
     session: Session, project_id: int, user_ids: list[int], excluded: Collection[int]
 ) -> dict[int, float]:
     """{annotator: ln M} for the page's flagged annotators, each judged against ratings fitted
-    on the included others (see app.ratings.service.agreement_report)."""
+    on the included others (see app.ratings.service.agreement_report).
+
+    Only the comparisons on the prompts they ranked are read: samples of other prompts share
+    no comparison with these, and with the fit's per-item prior they do not move these
+    samples' rating differences, which are all the test reads."""
     if not user_ids:
         return {}
-    everyone = repository.load_comparisons(session, project_id, include_excluded=True)
-    if len(everyone) == 0:
+    prompts = (
+        select(Comparison.prompt_id)
+        .distinct()
+        .where(Comparison.project_id == project_id, Comparison.user_id.in_(user_ids))
+    )
+    flagged_samples = select(SampleFlag.sample_id)
+    rows = session.execute(
+        select(Comparison.user_id, Comparison.winner_id, Comparison.loser_id, Comparison.tie)
+        .where(
+            Comparison.project_id == project_id,
+            Comparison.gold == false(),
+            Comparison.prompt_id.in_(prompts),
+            Comparison.winner_id.not_in(flagged_samples),
+            Comparison.loser_id.not_in(flagged_samples),
+        )
+        .order_by(Comparison.id)
+    ).all()
+    if not rows:
         return {}
-    included = everyone.where(~np.isin(everyone.user, list(excluded)))
+    user, winner, loser, tie = (np.asarray(column) for column in zip(*rows, strict=True))
+    tie = tie.astype(bool)
+    included = ~np.isin(user, list(excluded))
     flagged: dict[int, float] = {}
     for user_id in user_ids:
-        own = everyone.where(everyone.user == user_id)
-        if len(own) == 0:
+        own = user == user_id
+        if not own.any():
             continue
-        rest = included.where(included.user != user_id)
-        fitted = fit_ratings(rest.winner, rest.loser, rest.tie, bootstrap=0)
+        rest = included & ~own
+        fitted = fit_ratings(winner[rest], loser[rest], tie[rest], bootstrap=0)
         ratings = dict(zip(fitted.ids.tolist(), fitted.ratings.tolist(), strict=True))
         votes = (
             (user_id, int(w), int(lo), 0.5 if t else 1.0)
-            for w, lo, t in zip(own.winner, own.loser, own.tie, strict=True)
+            for w, lo, t in zip(winner[own], loser[own], tie[own], strict=True)
         )
         flagged.update(outlier_annotators(votes, ratings))
     return flagged

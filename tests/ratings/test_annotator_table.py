@@ -225,6 +225,7 @@ def test_agreement_and_shared_tasks_match_the_agreement_report(
         assert row.shared_tasks == expected.shared_tasks
         assert row.agreement == pytest.approx(expected.agreement)
         assert row.outlier == expected.outlier
+    assert report[crowd.contrarian.id].outlier  # the outlier test is exercised, not vacuous
 
 
 def test_statuses_distinguish_members_former_members_and_excluded(

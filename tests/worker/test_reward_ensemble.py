@@ -117,6 +117,26 @@ def test_bootstrap_heads_recover_a_known_direction() -> None:
     assert not torch.equal(other.weight, ensemble.weight)
 
 
+def test_rankings_of_weight_zero_do_not_move_the_heads() -> None:
+    """The heads weigh rankings as the reward model's loss does: reversed copies of every
+    ranking at weight 0 leave each head as the clean rankings alone make it."""
+    generator = torch.Generator().manual_seed(3)
+    clean_feats = torch.randn((40 * 3, 4), generator=generator)  # 40 rankings of 3 samples
+    groups = []
+    for r in range(40):
+        order = torch.argsort(clean_feats[r * 3 : r * 3 + 3, 0], descending=True).tolist()
+        groups.append([order.index(i) for i in range(3)])
+    reversed_groups = [[2 - place for place in g] for g in groups]
+    feats = torch.cat([clean_feats, clean_feats])
+    config = EnsembleConfig(n_heads=3, seed=4)
+
+    weighted = fit_heads(feats, groups + reversed_groups, config, [1.0] * 40 + [0.0] * 40)
+    unweighted = fit_heads(feats, groups + reversed_groups, config)
+
+    assert bool((weighted.weight[:, 0] > 0.5).all())  # the clean direction, every head
+    assert bool((unweighted.weight[:, 0].abs() < weighted.weight[:, 0] / 2).all())
+
+
 def test_pairs_come_from_different_groups_only() -> None:
     winners, losers, owners = ranking_pairs([[0, 1, 1], [1, 0]])
     assert list(zip(winners.tolist(), losers.tolist(), owners.tolist(), strict=True)) == [

@@ -185,10 +185,14 @@ def ranking_pairs(groups: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor, Tens
 
 
 def fit_heads(
-    feats: Tensor, groups: Sequence[Sequence[int]], config: EnsembleConfig
+    feats: Tensor,
+    groups: Sequence[Sequence[int]],
+    config: EnsembleConfig,
+    weights: Sequence[float] | None = None,
 ) -> RewardEnsemble:
     """E heads, head e on bootstrap resample e of the rankings (`groups[r]`: tie groups of
-    ranking r's samples, rows of `feats` (N, H) in ranking order)."""
+    ranking r's samples, rows of `feats` (N, H) in ranking order). `weights[r]` is ranking r's
+    reliability weight, as the reward model's loss takes it (None: all 1)."""
     winners, losers, owners = ranking_pairs(groups)
     if len(winners) == 0:
         raise ValueError("no ranking has two different groups: nothing to fit")
@@ -197,13 +201,16 @@ def fit_heads(
     scale = feats.std(0).clamp(min=1e-6) if len(feats) > 1 else torch.ones_like(mean)
     z = (feats - mean) / scale  # (N, H)
     diff = z[winners] - z[losers]  # (P, H): winner minus loser
+    reliability = torch.ones(len(groups), dtype=torch.float64)  # (R,)
+    if weights is not None:
+        reliability = torch.tensor(list(weights), dtype=torch.float64)
     generator = torch.Generator().manual_seed(config.seed)
     heads = []
     for _ in range(config.n_heads):
         # Bootstrap: rankings drawn with replacement; a pair weighs its ranking's draw count.
         draws = torch.randint(len(groups), (len(groups),), generator=generator)
         counts = torch.bincount(draws, minlength=len(groups)).double()  # (R,)
-        weight = counts[owners]  # (P,)
+        weight = (counts * reliability)[owners]  # (P,)
         heads.append(_fit_one(diff, weight, config))
     return RewardEnsemble(torch.stack(heads).float(), mean.float(), scale.float())
 
@@ -211,7 +218,7 @@ def fit_heads(
 def _fit_one(diff: Tensor, weight: Tensor, config: EnsembleConfig) -> Tensor:
     """argmin_w Σ_p weight_p · softplus(−w·diff_p) / Σ weight + l2/2 · ‖w‖² (convex)."""
     w = torch.zeros(diff.shape[1], dtype=diff.dtype, requires_grad=True)  # (H,)
-    total = weight.sum().clamp(min=1.0)
+    total = weight.sum().clamp(min=1e-9)
     optimizer = torch.optim.LBFGS(
         [w], max_iter=config.max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9
     )
@@ -246,7 +253,7 @@ def fit_reward_ensemble(
         batch_size=config.batch_size,
         max_length=config.max_length,
     )
-    return fit_heads(feats, [e.groups for e in usable], config)
+    return fit_heads(feats, [e.groups for e in usable], config, [e.weight for e in usable])
 
 
 def save_ensemble(

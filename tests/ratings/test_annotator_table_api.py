@@ -25,7 +25,7 @@ def test_the_pages_walk_every_annotator_once_in_the_asked_order(
     cursor = None
 
     for _ in range(5):
-        params = {"limit": 3, "sort": "reliability", "order": "desc"}
+        params: dict[str, str | int] = {"limit": 3, "sort": "reliability", "order": "desc"}
         if cursor:
             params["cursor"] = cursor
         response = client.get(url, params=params, headers=headers)

@@ -226,6 +226,8 @@ def fit_reliability(
         logit_eta = np.log(eta) - np.log1p(-eta)  # (U,)
         evidence = np.bincount(pair[votes], sign[votes] * logit_eta[u_index[votes]], n_pairs)
         q = _sigmoid(prior_logit + evidence)  # (E,)
+        if not n_pairs:  # nothing rates the samples: nobody can be measured
+            return q, np.full(len(user), 0.5)
         q_winner = np.where(win_is_a, q[pair], 1.0 - q[pair])  # (n,)
         # Outside the rated pairs (an excluded annotator's own samples): the strengths alone
         q_winner[unknown] = _sigmoid(
@@ -310,6 +312,8 @@ def _shared(user: np.ndarray, task: np.ndarray, rates: np.ndarray) -> np.ndarray
     if not len(user):
         return np.zeros(0, bool)
     raters = np.unique(np.stack([task[rates], user[rates]]), axis=1)  # (2, T) task, user
+    if not raters.shape[1]:  # nobody's comparisons rate the samples (all excluded)
+        return np.zeros(len(user), bool)
     tasks, per_task = np.unique(raters[0], return_counts=True)
     i = np.searchsorted(tasks, task)
     found = (i < len(tasks)) & (tasks[np.minimum(i, len(tasks) - 1)] == task)

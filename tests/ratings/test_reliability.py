@@ -194,6 +194,15 @@ def test_an_excluded_annotator_is_measured_but_moves_nothing() -> None:
         )
 
 
+def test_when_every_annotator_is_excluded_nobody_is_measured_and_nothing_fails() -> None:
+    data = crowd([0.3, 0.3], set(), tasks=20, per_task=2, seed=2)
+
+    fitted = data.fit(rates=np.zeros(len(data.user), bool), min_tasks=1)
+
+    assert {row.shared_tasks for row in fitted.by_user().values()} == {0}
+    assert all(row.flag is None for row in fitted.by_user().values())
+
+
 # Gold answers
 
 

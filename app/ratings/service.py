@@ -458,9 +458,13 @@ class AgreementReport:
     annotators: list[AnnotatorRow]
 
 
-def agreement_report(session: Session, *, project_id: int, worst: int = 10) -> AgreementReport:
+def agreement_report(
+    session: Session, *, project_id: int, worst: int = 10, per_annotator: bool = True
+) -> AgreementReport:
     """Agreement among included annotators, and how each annotator (excluded ones too, so an
-    admin can decide to bring them back) compares with the included others.
+    admin can decide to bring them back) compares with the included others. The leaderboard
+    page leaves the per-annotator rows out (`per_annotator=False`): its paged table
+    (app.ratings.annotators) computes them for the annotators it shows.
 
     The outlier test scores each annotator's votes against sample ratings fitted WITHOUT that
     annotator: with one to three rankings per task, ratings that include the judge's own votes
@@ -480,6 +484,15 @@ def agreement_report(session: Session, *, project_id: int, worst: int = 10) -> A
         a["pairwise_agreement"] for _, a in per_task if a["pairwise_agreement"] is not None
     ]
     taus = [a["kendall_tau"] for _, a in per_task if a["kendall_tau"] is not None]
+    per_task.sort(key=lambda item: (item[1]["pairwise_agreement"] or 0.0, item[0]))
+    if not per_annotator:
+        return AgreementReport(
+            tasks_with_overlap=len(per_task),
+            pairwise_agreement=fmean(agreements) if agreements else None,
+            kendall_tau=fmean(taus) if taus else None,
+            least_agreed=per_task[:worst],
+            annotators=[],
+        )
 
     with_consensus = _agreement_with_consensus(overlapping)
     shared: dict[int, int] = {}
@@ -513,7 +526,6 @@ def agreement_report(session: Session, *, project_id: int, worst: int = 10) -> A
         )
         for uid, name, display, ex in people
     ]
-    per_task.sort(key=lambda item: (item[1]["pairwise_agreement"] or 0.0, item[0]))
     return AgreementReport(
         tasks_with_overlap=len(per_task),
         pairwise_agreement=fmean(agreements) if agreements else None,
@@ -680,7 +692,7 @@ def leaderboard_page(session: Session, *, project_id: int) -> LeaderboardPage:
     return LeaderboardPage(
         project_name=project.name,
         leaderboard=leaderboard(session, project_id=project_id),
-        agreement=agreement_report(session, project_id=project_id),
+        agreement=agreement_report(session, project_id=project_id, per_annotator=False),
         prompts=prompt_consensus(session, project_id=project_id),
         position_bias=position_report(session, project_id),
     )

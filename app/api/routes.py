@@ -271,7 +271,10 @@ import_demonstrations = api.post(
         ],
         'Lines of {"prompt": text or messages, "samples": [4 to 64 texts], "model": name}. '
         "Each model becomes an external policy version; new samples are dealt into ranking "
-        "tasks of K samples. Sending the same body twice changes nothing.",
+        "tasks of K samples. Sending the same body twice changes nothing. A line with exactly "
+        'K samples and "gold" (lists of sample indices, best first, ties together) or '
+        '"gold_bad" (the index of a sample known to be worst) makes one gold task: it measures '
+        "annotators and never enters training data or version ratings.",
     ),
 )
 async def import_samples(

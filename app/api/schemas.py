@@ -290,6 +290,7 @@ class SampleImportOut(BaseModel):
             "samples_added": 4,
             "samples_existing": 0,
             "tasks_added": 1,
+            "gold_tasks_added": 0,
             "errors": [],
         }
     )
@@ -301,6 +302,9 @@ class SampleImportOut(BaseModel):
     samples_added: int
     samples_existing: int = Field(description="Samples already uploaded (same text): reused.")
     tasks_added: int = Field(description="Ranking tasks created for the new samples.")
+    gold_tasks_added: int = Field(
+        0, description="Of tasks_added, gold tasks (lines with \"gold\" or \"gold_bad\")."
+    )
     errors: list[LineErrorOut]
 
 

@@ -1,4 +1,5 @@
-"""Pure torch losses and the per-token bookkeeping around them: reward model, PPO, SFT, DPO.
+"""Pure torch losses and the per-token bookkeeping around them: reward model, PPO, RLOO, GRPO,
+SFT, DPO.
 
 Nothing here loads a model or touches a device; every function takes tensors and returns tensors,
 so each one is unit-tested on hand-made inputs (tests/worker/test_losses.py).
@@ -420,3 +421,121 @@ def dpo_loss(
     if weights is None:
         return losses.mean(), metrics
     return weighted_mean(losses, weights.to(losses.dtype)), metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Critic-free policy gradients: RLOO and GRPO (training notes §Critic-free rounds)
+# ---------------------------------------------------------------------------------------------
+
+LossAggregation = Literal["token", "sequence", "constant"]
+"""How per-token losses become one number: "token" averages over every real token of the batch
+(PPO's `policy_loss`, DAPO); "sequence" averages each response over its own tokens, then the
+responses (the GRPO paper, which weighs a long response's tokens less); "constant" sums each
+response's tokens and divides by one fixed length (Dr. GRPO, https://arxiv.org/abs/2503.20783:
+no length bias)."""
+
+
+@torch.no_grad()
+def rloo_advantages(rewards: Tensor) -> Tensor:
+    """REINFORCE leave-one-out: each sample's reward minus the mean of its group's others.
+
+    A_i = r_i - 1/(K-1) Σ_{j≠i} r_j (Kool et al. 2019; Ahmadian et al. 2024,
+    https://arxiv.org/abs/2402.14740 eq. 7): an unbiased baseline with no value head.
+    rewards: (N, K), K samples of each of N prompts, K ≥ 2 -> (N, K).
+    """
+    k = rewards.shape[-1]
+    if rewards.dim() != 2 or k < 2:
+        raise ValueError(f"rewards must be (N, K) with K >= 2, got {tuple(rewards.shape)}")
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)  # (N, K)
+    return rewards - baseline
+
+
+@torch.no_grad()
+def group_advantages(rewards: Tensor, *, scale: bool = True, eps: float = 1e-4) -> Tensor:
+    """GRPO's group-relative advantage: (r_i - mean(r)) / (std(r) + eps) within each group.
+
+    Shao et al. 2024 (https://arxiv.org/abs/2402.03300 §4.1.2). scale=False is Dr. GRPO's fix
+    (https://arxiv.org/abs/2503.20783): no std division, which otherwise makes near-tied groups
+    (easy or hopeless prompts) weigh as much as informative ones. A constant group gives 0.
+    rewards: (N, K), K ≥ 2 -> (N, K).
+    """
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be (N, K) with K >= 2, got {tuple(rewards.shape)}")
+    centred = rewards - rewards.mean(dim=1, keepdim=True)  # (N, K)
+    if not scale:
+        return centred
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(π ‖ π_ref): exp(Δ) - Δ - 1 with Δ = log π_ref - log π.
+
+    Non-negative, unbiased on tokens sampled from π (Schulman, http://joschu.net/blog/kl-approx.html);
+    GRPO's loss term (https://arxiv.org/abs/2402.03300 eq. 4). Differentiable in `logprobs`.
+    (B, T), (B, T) -> (B, T).
+    """
+    delta = ref_logprobs - logprobs  # (B, T)
+    return torch.exp(delta) - delta - 1.0
+
+
+def aggregate_tokens(
+    per_token: Tensor, mask: Tensor, how: LossAggregation, max_tokens: int | None = None
+) -> Tensor:
+    """One loss from per-token losses over the real tokens (`LossAggregation`).
+
+    per_token, mask: (B, T) -> scalar. `max_tokens` is "constant"'s divisor (the response budget).
+    """
+    m = mask.to(torch.bool)
+    x = torch.where(m, per_token, 0.0)  # (B, T): padding contributes nothing, NaN-safe
+    if how == "token":
+        return x.sum() / m.sum().clamp(min=1)
+    if how == "sequence":
+        return (x.sum(dim=1) / m.sum(dim=1).clamp(min=1)).mean()  # (B,) -> scalar
+    if how == "constant":
+        if max_tokens is None or max_tokens < 1:
+            raise ValueError("the 'constant' aggregation needs max_tokens >= 1")
+        return (x.sum(dim=1) / max_tokens).mean()
+    raise ValueError(f"unknown aggregation {how!r}; expected 'token', 'sequence' or 'constant'")
+
+
+def group_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_range: float = 0.2,
+    *,
+    aggregation: LossAggregation = "token",
+    max_tokens: int | None = None,
+    ref_logprobs: Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate with one advantage per response, plus β·k3 KL when
+    `ref_logprobs` is given (the KL as a loss term, not in the reward).
+
+    L_t = max(-A ρ_t, -A clip(ρ_t, 1-ε, 1+ε)) + β k3_t, aggregated over real tokens as
+    `aggregation` says. logprobs, old_logprobs, mask, ref_logprobs: (B, T); advantages: (B,).
+    Metrics as `policy_loss`'s, plus "kl_loss" (the mean k3 term, 0 without a reference).
+    """
+    m = mask.to(torch.bool)
+    # Masked before exp: what follows a response's end gets no value and no gradient, even a
+    # NaN or an overflowing ratio there (0·inf would poison every parameter's gradient).
+    log_ratio = torch.where(m, logprobs - old_logprobs, 0.0)  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    adv = advantages.unsqueeze(1)  # (B, 1): every token of a response shares its advantage
+    pg_unclipped = -adv * ratio  # (B, T)
+    pg_clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)  # (B, T)
+    per_token = torch.maximum(pg_unclipped, pg_clipped)  # (B, T)
+    kl_term = torch.zeros_like(per_token)  # (B, T)
+    if ref_logprobs is not None:
+        kl_term = k3_kl(torch.where(m, logprobs, 0.0), torch.where(m, ref_logprobs, 0.0))
+        per_token = per_token + kl_coef * kl_term
+    loss = aggregate_tokens(per_token, mask, aggregation, max_tokens)
+    with torch.no_grad():
+        metrics = {
+            "clipfrac": masked_mean((pg_clipped > pg_unclipped).float(), m),
+            "approx_kl": 0.5 * masked_mean(log_ratio.square(), m),
+            "ratio": masked_mean(ratio, m),
+            "kl_loss": masked_mean(kl_term, m),
+        }
+    return loss, metrics

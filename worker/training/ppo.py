@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from peft import PeftModel
@@ -95,6 +95,18 @@ METRICS_FILE = "metrics.json"
 ScoreFn = Callable[[list[Prompt], list[str]], list[float]]
 """score_fn(prompts, responses) -> one normalised RM score per response (mean 0, std 1 on the
 reference policy's samples, training notes §PPO 7)."""
+
+
+class RolloutSettings(Protocol):
+    """What a rollout reads from its algorithm's config (PPO's, RLOO's, GRPO's): the critic-free
+    trainers (worker/training/rloo.py, grpo.py) sample through this file's `_rollout`."""
+
+    max_new_tokens: int
+    max_prompt_length: int
+    temperature: float
+
+    @property
+    def micro_batch_size(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -363,7 +375,7 @@ def forward_response(
 
 
 def rollout_sampling_kwargs(
-    config: PPOConfig, *, eos_id: int | list[int], pad_id: int
+    config: RolloutSettings, *, eos_id: int | list[int], pad_id: int
 ) -> dict[str, Any]:
     """`generate` options for pure sampling at config.temperature (training notes §PPO 3).
 
@@ -425,7 +437,9 @@ def _prompt_order(
         pending = pending[batch_size:]
 
 
-def rollout_prompt_limit(model: Any, tokenizer: PreTrainedTokenizerBase, config: PPOConfig) -> int:
+def rollout_prompt_limit(
+    model: Any, tokenizer: PreTrainedTokenizerBase, config: RolloutSettings
+) -> int:
     """Tokens a rollout prompt may take: max_prompt_length, and room for max_new_tokens in
     the model's context."""
     context = token_limit(tokenizer, model=model)
@@ -440,10 +454,10 @@ def rollout_prompt_limit(model: Any, tokenizer: PreTrainedTokenizerBase, config:
 @torch.no_grad()
 def _rollout(
     model: PeftModel,
-    value_head: ValueHead,
+    value_head: ValueHead | None,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[Prompt],
-    config: PPOConfig,
+    config: RolloutSettings,
     *,
     seed: int,
     stops: list[str],
@@ -452,10 +466,12 @@ def _rollout(
 
     A response ends at its first EOS, end-of-turn token or stop string; what follows is
     masked out and padded (training notes §PPO 2), and the reward model sees the text before it.
+    Without a value head (RLOO, GRPO) the values are zeros. K samples of a prompt: list it K
+    times (each row draws its own response).
     """
     pad_id = tokenizer.pad_token_id
     end_ids = end_token_ids(tokenizer)
-    device = value_head.linear.weight.device
+    device = model.device if value_head is None else value_head.linear.weight.device
     limit = rollout_prompt_limit(model, tokenizer, config)
     fitted = [fit_prompt(tokenizer, p, limit) for p in prompts]
     rows = [f.ids for f in fitted]
@@ -499,8 +515,7 @@ def _rollout(
             )  # fmt: skip
         parts["logprobs"].append(logprobs)
         parts["ref"].append(ref_logprobs)
-        assert values is not None  # a value head was given
-        parts["values"].append(values)
+        parts["values"].append(torch.zeros_like(logprobs) if values is None else values)
         parts["entropy"].append(entropy)
     return Rollout(
         input_ids=input_ids,

@@ -792,10 +792,21 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
         return form_to_config(pairs)
 
 
+def _round_types_help() -> str:
+    """The built-in round types, as the registry lists them (`app.rounds.types.BUILTIN`, its
+    source; `app.rounds.registry` itself loads the ORM, seconds on every command)."""
+    from app.rounds.types import BUILTIN
+
+    return "The round type: " + ", ".join(spec.name for spec in BUILTIN) + "."
+
+
+_ROUND_TYPES_HELP = _round_types_help()
+
+
 @round_app.command("start")
 def round_start(
     project: Annotated[str, typer.Option(help="Project id or name.")],
-    type: Annotated[str, typer.Option(help="reward_ppo, sft or dpo.")] = "reward_ppo",
+    type: Annotated[str, typer.Option(help=_ROUND_TYPES_HELP)] = "reward_ppo",
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Config value NAME=VALUE, e.g. ppo.steps=4 (repeatable)."),

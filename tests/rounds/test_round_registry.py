@@ -24,6 +24,8 @@ from tests.conftest import FreshDatabase
 from tests.factories import make_ready_project
 from worker.jobs.rounds import PolicyJob, describe_failure, run_stage
 
+BUILT_IN = ["reward_ppo", "reward_rloo", "reward_grpo", "sft", "dpo"]
+
 
 class ToyConfig(RoundConfigBase):
     """One setting of its own."""
@@ -101,7 +103,7 @@ def test_unregistering_removes_a_new_type() -> None:
     with registry.registered(TOY):
         assert registry.get("toy") is TOY
     assert registry.find("toy") is None
-    assert registry.names() == before == ["reward_ppo", "sft", "dpo"]
+    assert registry.names() == before == BUILT_IN
 
 
 def test_unregistering_restores_the_type_it_stood_in_for() -> None:
@@ -110,12 +112,14 @@ def test_unregistering_restores_the_type_it_stood_in_for() -> None:
     with registry.registered(stand_in):
         assert registry.get("sft") is stand_in
     assert registry.get("sft").config is not ToyConfig
-    assert registry.names() == before == ["reward_ppo", "sft", "dpo"]
+    assert registry.names() == before == BUILT_IN
 
 
 def test_the_built_in_types_declare_their_stages_in_order() -> None:
     assert {spec.name: spec.stage_names for spec in registry.all_types()} == {
         "reward_ppo": ["reward_model", "policy", "evaluating", "sampling"],
+        "reward_rloo": ["reward_model", "policy", "evaluating", "sampling"],
+        "reward_grpo": ["reward_model", "policy", "evaluating", "sampling"],
         "sft": ["policy", "evaluating", "sampling"],
         "dpo": ["reward_model", "policy", "evaluating", "sampling"],
     }

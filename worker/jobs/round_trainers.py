@@ -16,12 +16,18 @@ from typing import Any
 from app.db import session_scope
 from app.models import TrainingRound
 from app.rounds import lineage, snapshots
+from app.rounds.types.critic_free import CriticFreeSettings
 from app.rounds.types.dpo import DPOConfig as DPORound
+from app.rounds.types.reward_grpo import RewardGRPOConfig
 from app.rounds.types.reward_ppo import RewardPPOConfig
+from app.rounds.types.reward_rloo import RewardRLOOConfig
 from app.rounds.types.sft import SFTConfig as SFTRound
 from worker.jobs.rounds import PolicyJob, load_reward_model_dir, round_reward_model, scorer, sized
+from worker.training.critic_free import CriticFreeConfig
 from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
+from worker.training.grpo import GRPOConfig, train_grpo
 from worker.training.ppo import PPOConfig, ScoreFn, SharedBaseReward, train_ppo
+from worker.training.rloo import RLOOConfig, train_rloo
 from worker.training.sft import Demonstration, SFTConfig, train_sft
 
 MIN_EXAMPLES = 4
@@ -51,18 +57,7 @@ def ppo_config(round_config: RewardPPOConfig, *, stop_strings: list[str] | None)
 
 def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardPPOConfig)
-    found = round_reward_model(job.start.round_id)
-    if found is None:
-        raise ValueError("PPO needs a reward model; this round trained none")
-    rm_base, rm_dir = found
-    # A reward model trained on the very weights PPO starts from (same base, nothing merged)
-    # is loaded onto them as a second adapter: one base copy in memory instead of two.
-    on_policy_base = rm_base == job.source.base_model and not job.source.reference_merged
-    reward: ScoreFn | SharedBaseReward
-    if on_policy_base:
-        reward = SharedBaseReward(rm_dir)
-    else:
-        reward = scorer(*load_reward_model_dir(rm_dir))
+    reward, on_policy_base = _round_reward(job, "PPO")
     config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     result = _fit_adapter(job, train_ppo, job.prompts, reward, config)
     return {
@@ -73,6 +68,21 @@ def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
     }
 
 
+def _round_reward(job: PolicyJob, algorithm: str) -> tuple[ScoreFn | SharedBaseReward, bool]:
+    """The round's reward model as the policy trainer's reward, and whether it shares the
+    policy's base."""
+    found = round_reward_model(job.start.round_id)
+    if found is None:
+        raise ValueError(f"{algorithm} needs a reward model; this round trained none")
+    rm_base, rm_dir = found
+    # A reward model trained on the very weights the policy starts from (same base, nothing
+    # merged) is loaded onto them as a second adapter: one base copy in memory instead of two.
+    on_policy_base = rm_base == job.source.base_model and not job.source.reference_merged
+    if on_policy_base:
+        return SharedBaseReward(rm_dir), True
+    return scorer(*load_reward_model_dir(rm_dir)), False
+
+
 def _stop_strings(project_id: int) -> list[str] | None:
     """The project's stop strings: rollouts end where annotators' samples do."""
     from app.models import Project
@@ -81,6 +91,66 @@ def _stop_strings(project_id: int) -> list[str] | None:
         project = session.get(Project, project_id)
         assert project is not None
         return project.stop_strings
+
+
+# RLOO and GRPO against the round's reward model (no value head) ----------------------------
+
+
+def _critic_free_fields(settings: CriticFreeSettings, seed: int | None) -> dict[str, Any]:
+    """The fields RLOO's and GRPO's configs share, from the round's sized settings."""
+    return {
+        "steps": sized(settings.steps),
+        "batch_size": settings.batch_size,
+        "group_size": sized(settings.group_size),
+        "mini_batch_size": settings.mini_batch_size,
+        "epochs": settings.epochs,
+        "lr": settings.learning_rate,
+        "clip_range": settings.clip_range,
+        "kl_coef": settings.kl_coef,
+        "kl_in": settings.kl_in,
+        "temperature": sized(settings.temperature),
+        "max_new_tokens": sized(settings.max_new_tokens),
+        "seed": sized(seed),
+    }
+
+
+def rloo_config(round_config: RewardRLOOConfig, *, stop_strings: list[str] | None) -> RLOOConfig:
+    return RLOOConfig(
+        **_critic_free_fields(round_config.rloo, round_config.seed), stop_strings=stop_strings
+    )
+
+
+def grpo_config(round_config: RewardGRPOConfig, *, stop_strings: list[str] | None) -> GRPOConfig:
+    return GRPOConfig(
+        **_critic_free_fields(round_config.grpo, round_config.seed),
+        dr_grpo=round_config.grpo.dr_grpo,
+        stop_strings=stop_strings,
+    )
+
+
+def train_rloo_policy(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, RewardRLOOConfig)
+    config = rloo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
+    return _critic_free(job, "rloo", train_rloo, config)
+
+
+def train_grpo_policy(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, RewardGRPOConfig)
+    config = grpo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
+    return _critic_free(job, "grpo", train_grpo, config)
+
+
+def _critic_free(
+    job: PolicyJob, key: str, train: Callable[..., Any], config: CriticFreeConfig
+) -> dict[str, Any]:
+    reward, on_policy_base = _round_reward(job, key.upper())
+    result = _fit_adapter(job, train, job.prompts, reward, config)
+    return {
+        key: result.final,
+        f"{key}_config": asdict(config),
+        "reward_model_on_policy_base": on_policy_base,
+        "adapter_dir": str(result.adapter_dir),
+    }
 
 
 # SFT on demonstrations ---------------------------------------------------------------------

@@ -7,6 +7,12 @@ migration); `app.rounds.registry` is what the rest of the code reads.
 
 from __future__ import annotations
 
-from app.rounds.types import dpo, reward_ppo, sft
+from app.rounds.types import dpo, reward_grpo, reward_ppo, reward_rloo, sft
 
-BUILTIN = (reward_ppo.ROUND_TYPE, sft.ROUND_TYPE, dpo.ROUND_TYPE)
+BUILTIN = (
+    reward_ppo.ROUND_TYPE,
+    reward_rloo.ROUND_TYPE,
+    reward_grpo.ROUND_TYPE,
+    sft.ROUND_TYPE,
+    dpo.ROUND_TYPE,
+)

@@ -39,6 +39,13 @@ ENDPOINTS = [
     ("GET", "/api/v1/projects/{p}/rankings.jsonl", "read", None),
     ("GET", "/api/v1/projects/{p}/leaderboard", "read", None),
     ("POST", "/api/v1/projects/{p}/versions/{n}/rollback", "write", None),
+    ("GET", "/api/v1/projects/{p}/annotators", "read:annotators", None),
+    ("POST", "/api/v1/projects/{p}/annotators/{u}/exclusion", "write", {"reason": "x"}),
+    ("DELETE", "/api/v1/projects/{p}/annotators/{u}/exclusion", "write", None),
+    ("GET", "/api/v1/projects/{p}/gold-tasks", "read", None),
+    ("POST", "/api/v1/projects/{p}/gold-tasks", "write", {"task_id": 1, "bad_sample_id": 1}),
+    ("DELETE", "/api/v1/projects/{p}/gold-tasks/{t}", "write", None),
+    ("GET", "/api/v1/projects/{p}/plan", "read", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
 READS = [e for e in ENDPOINTS if e[2] == "read"]
@@ -48,7 +55,7 @@ WRITES = [e for e in ENDPOINTS if e[2] != "read"]
 def _call(
     client: httpx.Client, method: str, path: str, body: object, headers: dict[str, str]
 ) -> httpx.Response:
-    url = path.format(p=1, r=1, v=1, n=1)
+    url = path.format(p=1, r=1, v=1, n=1, u=1, t=1)
     return client.request(method, url, json=body, headers=headers)
 
 
@@ -77,7 +84,14 @@ def test_the_endpoint_list_covers_every_documented_api_route(client: TestClient)
         if path.startswith("/api/v1")
         for method in operations
     }
-    names = {"{p}": "{project_id}", "{r}": "{round_id}", "{v}": "{version_id}", "{n}": "{number}"}
+    names = {
+        "{p}": "{project_id}",
+        "{r}": "{round_id}",
+        "{v}": "{version_id}",
+        "{n}": "{number}",
+        "{u}": "{user_id}",
+        "{t}": "{task_id}",
+    }
     listed = set()
     for method, path, _, _ in ENDPOINTS:
         for short, name in names.items():

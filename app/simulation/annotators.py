@@ -16,6 +16,7 @@ import json
 import math
 import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
@@ -286,6 +287,22 @@ def crowd_models(
     ]
 
 
+NO_TASK_RETRIES = 3
+"""Asking again after "no task" (0.2 s, 0.4 s, 0.6 s later): with many annotators on few tasks,
+a task whose row another annotator's lease holds locked is skipped (SKIP LOCKED) for that
+instant, as a person would see "no task" and reload; only repeated answers mean the work is
+done."""
+
+
+def _next_task_after_retries(client: AnnotatorClient) -> SimulatedTask | None:
+    for attempt in range(NO_TASK_RETRIES + 1):
+        task = client.next_task()
+        if task is not None or attempt == NO_TASK_RETRIES:
+            return task
+        time.sleep(0.2 * (attempt + 1))
+    return None
+
+
 def _work(
     base_url: str,
     credentials: Credentials,
@@ -304,7 +321,7 @@ def _work(
         if project_id is not None:
             client.choose_project(project_id)
         while budget.take():
-            task = client.next_task()
+            task = _next_task_after_retries(client)
             if task is None:
                 budget.give_back()
                 return

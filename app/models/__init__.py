@@ -12,6 +12,7 @@ from app.models.enums import (
     RoundType,
     TaskStatus,
 )
+from app.models.judge import Judge, JudgeTaskLog
 from app.models.policy import PolicyVersion, RewardModelVersion
 from app.models.project import Demonstration, Project, Prompt
 from app.models.ranking import Comparison, ComparisonSnapshot, Ranking, SnapshotComparison
@@ -32,6 +33,8 @@ __all__ = [
     "ComparisonSnapshot",
     "Demonstration",
     "JobState",
+    "Judge",
+    "JudgeTaskLog",
     "LoginAttempt",
     "PolicyKind",
     "PolicyRating",

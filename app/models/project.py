@@ -24,6 +24,14 @@ class Project(Base):
         CheckConstraint("uniform_share >= 0 AND uniform_share <= 1", name="uniform_share_range"),
         CheckConstraint("selection IN ('uniform', 'active')", name="selection_kind"),
         CheckConstraint("reliability_min_tasks >= 0", name="reliability_min_tasks_non_negative"),
+        CheckConstraint(
+            "suggestion_control_share >= 0 AND suggestion_control_share <= 1",
+            name="suggestion_control_share_range",
+        ),
+        CheckConstraint("judge_weight >= 0", name="judge_weight_non_negative"),
+        CheckConstraint(
+            "generation_backend IN ('hf', 'openai', 'vllm')", name="generation_backend_kind"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -82,6 +90,45 @@ class Project(Base):
         default=True,
         server_default=true(),
         doc="Fit a first-shown-card term in the ratings when the position bias is significant.",
+    )
+    judge_suggestions: Mapped[bool] = mapped_column(
+        default=False,
+        server_default=false(),
+        doc="Show annotators a judge's order as a marked suggestion (anchors people: off).",
+    )
+    suggestion_control_share: Mapped[float] = mapped_column(
+        default=0.25,
+        server_default="0.25",
+        doc="Share of leases shown without the suggestion, to measure its anchoring.",
+    )
+    judge_weight: Mapped[float] = mapped_column(
+        default=0.0,
+        server_default="0",
+        doc="Weight of judge (AI) comparisons in reward-model and DPO training data (0: none).",
+    )
+    judge_only: Mapped[bool] = mapped_column(
+        default=False,
+        server_default=false(),
+        doc="Pure RLAIF: rounds train on judge rankings only.",
+    )
+    judges_in_human_figures: Mapped[bool] = mapped_column(
+        default=False,
+        server_default=false(),
+        doc="Count judges in agreement figures and the leaderboard (an admin's choice).",
+    )
+    generation_backend: Mapped[str] = mapped_column(
+        String(16),
+        default="hf",
+        server_default="hf",
+        doc="Who writes samples, gate and rollout text: 'hf' (generate in the worker), "
+        "'openai' (a completions server), 'vllm' (in-process, CUDA only).",
+    )
+    generation_base_url: Mapped[str | None] = mapped_column(String(500))
+    generation_model: Mapped[str | None] = mapped_column(
+        String(200), doc="The served model's name for 'openai' (None: the base model's)."
+    )
+    generation_api_key_env: Mapped[str | None] = mapped_column(
+        String(128), doc="Environment variable holding the server's key; never stored."
     )
     ratings_dirty_since: Mapped[datetime | None] = mapped_column(
         doc="Set by a submit, cleared by the ratings job: the debounce marker."

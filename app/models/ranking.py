@@ -21,6 +21,8 @@ class Ranking(Base):
     __tablename__ = "rankings"
     __table_args__ = (
         UniqueConstraint("task_id", "user_id"),
+        CheckConstraint("source IN ('human', 'ai')", name="source_kind"),
+        CheckConstraint("suggestion IN ('shown', 'hidden')", name="suggestion_kind"),
         Index("ix_rankings_user_created", "user_id", "created_at"),
     )
 
@@ -38,6 +40,16 @@ class Ranking(Base):
     none_usable: Mapped[bool] = mapped_column(default=False)
     none_usable_reason: Mapped[str | None] = mapped_column(String(1000))
     time_spent_ms: Mapped[int | None]
+    source: Mapped[str] = mapped_column(
+        String(8), default="human", server_default="human", doc="'human' or 'ai' (a judge's)."
+    )
+    judge_id: Mapped[int | None] = mapped_column(ForeignKey("judges.id", ondelete="SET NULL"))
+    judge_prompt_version: Mapped[int | None]
+    suggestion: Mapped[str | None] = mapped_column(
+        String(8),
+        doc="A judge's order was 'shown' to the annotator, or 'hidden' (the control share); "
+        "None: no suggestion existed.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -51,6 +63,7 @@ class Comparison(Base):
     __table_args__ = (
         UniqueConstraint("ranking_id", "winner_id", "loser_id"),
         CheckConstraint("winner_id <> loser_id", name="distinct_samples"),
+        CheckConstraint("source IN ('human', 'ai')", name="source_kind"),
         Index("ix_comparisons_project_id", "project_id", "id"),
     )
 
@@ -81,6 +94,13 @@ class Comparison(Base):
         doc="1-based place of the winner's card as shown to the annotator (None: not recorded)."
     )
     loser_position: Mapped[int | None]
+    source: Mapped[str] = mapped_column(
+        String(8),
+        default="human",
+        server_default="human",
+        doc="Copied from the ranking: 'ai' comparisons stay out of human figures, default "
+        "exports and training unless asked for.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -89,6 +89,7 @@ class Assignment(Base):
         ),
         Index("ix_assignments_user_state", "user_id", "state"),
         Index("ix_assignments_task_state", "task_id", "state"),
+        CheckConstraint("suggestion IN ('shown', 'hidden')", name="suggestion_kind"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -100,3 +101,8 @@ class Assignment(Base):
     leased_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    suggestion: Mapped[str | None] = mapped_column(
+        String(8),
+        doc="Decided at lease time when a judge's order exists and suggestions are on: "
+        "'shown' or 'hidden' (the control share), so the page and the submit agree.",
+    )

@@ -184,6 +184,20 @@ def fresh_database() -> Iterator[FreshDatabase]:
     engine.dispose()
 
 
+@pytest.fixture
+def sessions(fresh_database: FreshDatabase) -> Iterator[tuple[Session, Session]]:
+    """Two open transactions on one PostgreSQL database, for row-lock tests; a lock wait
+    fails after 5 s instead of hanging the suite."""
+    from sqlalchemy import text
+
+    first, second = fresh_database.session(), fresh_database.session()
+    for session in (first, second):
+        session.execute(text("SET lock_timeout = '5s'"))
+    yield first, second
+    first.close()
+    second.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

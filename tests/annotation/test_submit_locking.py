@@ -8,34 +8,23 @@ second one does meanwhile, with a lock timeout so a wait fails the test instead 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.annotation import repository, service
 from app.annotation.schemas import SubmitRanking
 from app.models import Assignment, AssignmentState, Project, RankingTask, TaskStatus, User
 from tests.annotation.conftest import make_member
-from tests.conftest import BACKEND, FreshDatabase
+from tests.conftest import BACKEND
 from tests.factories import make_project, make_task
 
 pytestmark = [
     pytest.mark.db,
     pytest.mark.skipif(BACKEND != "postgresql", reason="row locks between open transactions"),
 ]
-
-
-@pytest.fixture
-def sessions(fresh_database: FreshDatabase) -> Iterator[tuple[Session, Session]]:
-    first, second = fresh_database.session(), fresh_database.session()
-    for session in (first, second):
-        session.execute(text("SET lock_timeout = '5s'"))  # a wait fails instead of hanging
-    yield first, second
-    first.close()
-    second.close()
 
 
 def _one_task(session: Session, *, required: int) -> tuple[Project, RankingTask, User, User]:

@@ -7,7 +7,6 @@ unmarking takes FOR UPDATE, so a submit in flight either finishes first or follo
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select, text
@@ -25,16 +24,6 @@ pytestmark = [
     pytest.mark.db,
     pytest.mark.skipif(BACKEND != "postgresql", reason="row locks between open transactions"),
 ]
-
-
-@pytest.fixture
-def sessions(fresh_database: FreshDatabase) -> Iterator[tuple[Session, Session]]:
-    first, second = fresh_database.session(), fresh_database.session()
-    for session in (first, second):
-        session.execute(text("SET lock_timeout = '5s'"))  # a wait fails instead of hanging
-    yield first, second
-    first.close()
-    second.close()
 
 
 def _gold_project(session: Session) -> tuple[Project, RankingTask]:

@@ -324,6 +324,14 @@ ROUND_EXAMPLES = {
         "summary": "Reward model, then PPO",
         "value": {"type": "reward_ppo", "ppo": {"steps": 20, "kl_coef": 0.05}},
     },
+    "reward_rloo": {
+        "summary": "Reward model, then RLOO (no value head)",
+        "value": {"type": "reward_rloo", "rloo": {"group_size": 4, "kl_coef": 0.05}},
+    },
+    "reward_grpo": {
+        "summary": "Reward model, then GRPO (no value head)",
+        "value": {"type": "reward_grpo", "grpo": {"group_size": 4, "dr_grpo": True}},
+    },
     "sft": {"summary": "SFT on demonstrations", "value": {"type": "sft", "epochs": 2}},
 }
 

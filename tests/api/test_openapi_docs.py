@@ -105,3 +105,15 @@ def test_the_leaderboard_example_is_served_and_matches_its_model(spec: dict[str,
     assert [v.rating for v in board.versions] == sorted(
         (v.rating for v in board.versions if v.rating is not None), reverse=True
     )
+
+
+def test_the_start_round_examples_cover_every_built_in_round_type_and_validate() -> None:
+    """An example a client copies from the docs must be accepted as it is."""
+    from app.api.routes import ROUND_EXAMPLES
+    from app.rounds.types import BUILTIN
+
+    assert sorted(ROUND_EXAMPLES) == sorted(spec.name for spec in BUILTIN)
+    for spec_ in BUILTIN:
+        value = ROUND_EXAMPLES[spec_.name]["value"]
+        assert value["type"] == spec_.name
+        spec_.config.model_validate(value)

@@ -7,7 +7,7 @@ configuration (broker, queues, routes) lives here too; worker/celery_app.py buil
 app from `make_celery`.
 
 Embedded default: kombu's filesystem transport under <data_dir>/broker (no server). Production:
-RANKLOOP_BROKER_URL=redis://... with separate `sampling` and `training` workers.
+RANKLOOP_BROKER_URL=redis://... with separate `sampling`, `training` and `judging` workers.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ SAMPLING_TOP_UP = "sampling.top_up"
 SAMPLING_PREPARE_DEMO = "sampling.prepare_demo"
 RATINGS_RECOMPUTE = "ratings.recompute"
 TRAINING_RUN_ROUND_STAGE = "training.run_round_stage"
+JUDGING_RUN = "judging.run_judge"
 
-QUEUES = ("sampling", "training")
+QUEUES = ("sampling", "training", "judging")
 
 # Training stages run for many minutes: the broker must not hand the same message to a second
 # worker while the first is still on it (Redis redelivers after the visibility timeout).
@@ -79,6 +80,7 @@ def make_celery(
             "sampling.*": {"queue": "sampling"},
             "ratings.*": {"queue": "sampling"},
             "training.*": {"queue": "training"},
+            "judging.*": {"queue": "judging"},
         },
         worker_hijack_root_logger=False,
         # The filesystem transport has no fanout exchange for remote control.

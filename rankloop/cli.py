@@ -427,9 +427,9 @@ def serve(
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues: sampling,training.")] = (
-        "sampling,training"
-    ),
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues: sampling,training,judging.")
+    ] = "sampling,training,judging",
     name: Annotated[str, typer.Option(help="Worker name (default: rankloop-QUEUES@host).")] = "",
     loglevel: Annotated[
         str, typer.Option(help="Level of the log file (<data dir>/logs/rankloop.log).")

@@ -295,12 +295,14 @@ def purge_queues(env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def worker_process(app_database: FreshDatabase, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A real `rankloop worker` (both queues) on the module's database and the run's broker."""
+    """A real `rankloop worker` (every queue) on the module's database and the run's broker."""
     env = {**os.environ, "RANKLOOP_DATABASE_URL": app_database.url}
     purge_queues(env)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_process(
-        [sys.executable, "-m", "rankloop.cli", "worker", "--queues", "sampling,training"], env, log
+        [sys.executable, "-m", "rankloop.cli", "worker", "--queues", "sampling,training,judging"],
+        env,
+        log,
     )
     yield proc
     proc.terminate()

@@ -43,8 +43,10 @@ COMPOSE = ROOT / "docker-compose.yml"
 GPU_COMPOSE = ROOT / "docker-compose.gpu.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA = Path(__file__).resolve().parent / "compose_spec" / "compose-spec.json"
-APP_SERVICES = ("migrate", "web", "worker-sampling", "worker-training")
-WORKERS = ("worker-sampling", "worker-training")
+APP_SERVICES = ("migrate", "web", "worker-sampling", "worker-training", "worker-judging")
+WORKERS = ("worker-sampling", "worker-training", "worker-judging")
+# The judging worker stays on the CPU with the GPU override too (it mostly waits on endpoints).
+GPU_WORKERS = ("worker-sampling", "worker-training")
 HF_CACHE = "/home/rankloop/.cache/huggingface"
 # What a filled-in .env provides: compose refuses to start without these (`${NAME:?...}`).
 REQUIRED_ENV = {
@@ -365,7 +367,7 @@ def gpu_reservations(model: Compose) -> dict[str, list[str]]:
 
 def check_gpu_override(model: Compose) -> None:
     reservations = gpu_reservations(model)
-    assert set(WORKERS) <= set(reservations), f"GPU workers: {sorted(reservations)}"
+    assert set(GPU_WORKERS) <= set(reservations), f"GPU workers: {sorted(reservations)}"
     for name, ids in reservations.items():
         assert len(ids) == 1, f"{name} reserves {ids}: one GPU per worker"
         assert model["services"][name]["image"] == "rankloop:cuda", name
@@ -379,6 +381,7 @@ def check_stop_grace(model: Compose) -> None:
     grace = {n: duration_seconds(services[n].get("stop_grace_period", "10s")) for n in WORKERS}
     assert grace["worker-sampling"] >= 5 * 60, grace
     assert grace["worker-training"] >= 30 * 60, grace
+    assert grace["worker-judging"] >= 60, grace
     for name in WORKERS:  # exec form: the worker is PID 1 and gets the SIGTERM itself
         assert isinstance(services[name]["command"], list), name
 

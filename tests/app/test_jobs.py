@@ -26,6 +26,7 @@ def test_every_name_sent_is_a_task_of_the_worker() -> None:
         jobs.SAMPLING_PREPARE_DEMO,
         jobs.RATINGS_RECOMPUTE,
         jobs.TRAINING_RUN_ROUND_STAGE,
+        jobs.JUDGING_RUN,
     }
     assert NAMES <= set(celery_app.tasks)
 
@@ -37,6 +38,7 @@ def test_every_name_sent_is_a_task_of_the_worker() -> None:
         (jobs.TRAINING_RUN_ROUND_STAGE, "sampling", "sampling"),
         (jobs.SAMPLING_TOP_UP, None, "sampling"),
         (jobs.RATINGS_RECOMPUTE, None, "sampling"),
+        (jobs.JUDGING_RUN, None, "judging"),
     ],
 )
 def test_a_job_lands_on_the_queue_its_name_routes_to(

@@ -1,0 +1,115 @@
+"""What each of the N processes runs: `python -m worker.distributed.entry <entry> <payload_dir>`.
+
+torchrun starts this once per rank. It joins the group, runs the registered entry on the
+payload the stage wrote, and rank 0 writes `result.json`. A failing rank writes one line to
+`errors/rank-<r>.txt` and exits non-zero; torchrun then stops the others and the launcher
+turns that line into the stage's failure. Entries register with `@entry("name")` in their own
+module, imported by `load_entries` (D8's in training_entries, the policy ones in
+policy_entries).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from worker.distributed.context import DistContext, init_from_env, shutdown
+
+Entry = Callable[[DistContext, Path], dict[str, Any]]
+ENTRIES: dict[str, Entry] = {}
+"""Registered entries by name: reward_model, sft, dpo, ppo, rloo, grpo."""
+
+PROGRESS_FILE = "progress.jsonl"
+RESULT_FILE = "result.json"
+ERRORS_DIR = "errors"
+_ENTRY_MODULES = ("worker.distributed.training_entries", "worker.distributed.policy_entries")
+DIE_AT_STEP_ENV = "RANKLOOP_TEST_DIE_AT_STEP"
+"""Test hook: the rank named by RANKLOOP_TEST_DIE_RANK (default 1) raises at this step."""
+
+
+def entry(name: str) -> Callable[[Entry], Entry]:
+    """Register `fn(ctx, payload_dir) -> result` under `name`."""
+
+    def register(fn: Entry) -> Entry:
+        ENTRIES[name] = fn
+        return fn
+
+    return register
+
+
+def load_entries() -> dict[str, Entry]:
+    """Import the modules that register entries (one not written yet is skipped)."""
+    for module in _ENTRY_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return ENTRIES
+
+
+def progress(ctx: DistContext, payload_dir: Path, **fields: Any) -> None:
+    """Rank 0 appends one JSON line (e.g. step, total, metrics) that the launcher relays to
+    the round's progress and heartbeat; other ranks do nothing. A `step` field also passes
+    the test hook that kills a rank."""
+    if "step" in fields:
+        _maybe_die(ctx, int(fields["step"]))
+    if not ctx.is_main:
+        return
+    line = json.dumps({"time": time.time(), **fields}, default=float)
+    with open(Path(payload_dir) / PROGRESS_FILE, "a") as f:
+        f.write(line + "\n")
+
+
+def read_payload(payload_dir: Path) -> dict[str, Any]:
+    """The stage's inputs (payload.json), as the stage wrote them."""
+    return dict(json.loads((Path(payload_dir) / "payload.json").read_text()))
+
+
+def write_payload(payload_dir: Path, payload: dict[str, Any]) -> None:
+    Path(payload_dir).mkdir(parents=True, exist_ok=True)
+    (Path(payload_dir) / "payload.json").write_text(json.dumps(payload))
+
+
+def _maybe_die(ctx: DistContext, step: int) -> None:
+    at = os.environ.get(DIE_AT_STEP_ENV)
+    if at and int(at) == step and ctx.rank == int(os.environ.get("RANKLOOP_TEST_DIE_RANK", "1")):
+        raise RuntimeError(f"test hook: rank {ctx.rank} dies at step {step}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m worker.distributed.entry <entry> <payload_dir>", file=sys.stderr)
+        return 2
+    name, payload_dir = argv[0], Path(argv[1])
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        entries = load_entries()
+        if name not in entries:
+            raise KeyError(f"no distributed entry {name!r}; known: {sorted(entries)}")
+        ctx = init_from_env()
+        result = entries[name](ctx, payload_dir)
+        if ctx.is_main:
+            tmp = payload_dir / f"{RESULT_FILE}.tmp"
+            tmp.write_text(json.dumps(result, default=str))
+            tmp.replace(payload_dir / RESULT_FILE)  # whole or absent
+        shutdown()
+        return 0
+    except BaseException as exc:  # every failure is reported as one line, then exit 1
+        traceback.print_exc()
+        line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+        errors = payload_dir / ERRORS_DIR
+        errors.mkdir(parents=True, exist_ok=True)
+        (errors / f"rank-{rank}.txt").write_text(line + "\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -123,7 +123,10 @@ def has_conversations(session: Session, project_id: int) -> bool:
 
 
 def _flagged(sample_id: Any) -> ColumnElement[bool]:
-    return exists(select(SampleFlag.id).where(SampleFlag.sample_id == sample_id))
+    # 'harmful' only: a judge's 'suggested_harmful' is a suggestion for people, no final flag
+    return exists(
+        select(SampleFlag.id).where(SampleFlag.sample_id == sample_id, SampleFlag.kind == "harmful")
+    )
 
 
 def agreeing_tasks(project_id: int, min_agreement: float, excluded: frozenset[int]) -> Select[int]:
@@ -365,7 +368,9 @@ def flagged(session: Session, ids: Iterable[int]) -> set[int]:
     for chunk in _chunks(session, ids):
         found.update(
             session.scalars(
-                select(SampleFlag.sample_id).where(_id_in(session, SampleFlag.sample_id, chunk))
+                select(SampleFlag.sample_id).where(
+                    _id_in(session, SampleFlag.sample_id, chunk), SampleFlag.kind == "harmful"
+                )
             )
         )
     return found

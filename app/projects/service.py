@@ -115,6 +115,10 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "selection": (str, None, None),
     "uniform_share": (float, 0.0, 1.0),
     "position_correction": (bool, None, None),
+    "judge_suggestions": (bool, None, None),
+    "suggestion_control_share": (float, 0.0, 1.0),
+    "judge_weight": (float, 0.0, 10.0),
+    "judge_only": (bool, None, None),
 }
 LONG_PROMPTS = {
     "truncate": "Truncate: keep the end, cut the start (marked …)",
@@ -149,6 +153,10 @@ SETTING_LABELS = {
     "selection": "Task selection",
     "uniform_share": "Uniform share",
     "position_correction": "Correct position bias",
+    "judge_suggestions": "Show judge suggestions",
+    "suggestion_control_share": "Share shown without the suggestion",
+    "judge_weight": "Judge rankings' training weight",
+    "judge_only": "Train on judge rankings only",
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 _TRUE, _FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}

@@ -278,12 +278,19 @@ def _rows(
 
 
 def _people(project_id: int) -> Any:
-    """Members, and anyone who ranked here (former members)."""
+    """Members, and anyone who ranked here (former members); judges only when they count in
+    human figures."""
     return union(
-        select(ProjectMember.user_id.label("user_id")).where(
-            ProjectMember.project_id == project_id
+        select(ProjectMember.user_id.label("user_id"))
+        .join(User, User.id == ProjectMember.user_id)
+        .where(
+            ProjectMember.project_id == project_id,
+            repository.in_human_figures(User.kind, project_id),
         ),
-        select(Ranking.user_id.label("user_id")).where(Ranking.project_id == project_id),
+        select(Ranking.user_id.label("user_id")).where(
+            Ranking.project_id == project_id,
+            repository.in_human_figures(Ranking.source, project_id),
+        ),
     ).subquery("people")
 
 
@@ -353,7 +360,11 @@ def _ranked_counts(project_id: int) -> Any:
     """(user_id, n): tasks ranked, 'none usable' answers not counted."""
     return (
         select(Ranking.user_id, func.count().label("n"))
-        .where(Ranking.project_id == project_id, Ranking.none_usable.is_(False))
+        .where(
+            Ranking.project_id == project_id,
+            Ranking.none_usable.is_(False),
+            repository.in_human_figures(Ranking.source, project_id),
+        )
         .group_by(Ranking.user_id)
         .subquery("ranked")
     )
@@ -373,6 +384,7 @@ def _shared_counts(project_id: int) -> Any:
             mine.none_usable.is_(False),
             other.none_usable.is_(False),
             other.user_id.not_in(excluded_ids),
+            repository.in_human_figures(other.source, project_id),
         )
         .group_by(mine.user_id)
         .subquery("shared")
@@ -456,7 +468,8 @@ def _figures(
     if users is not None and not users:
         return {}
     query = select(Ranking.task_id, Ranking.user_id, Ranking.groups).where(
-        Ranking.none_usable.is_(False)
+        Ranking.none_usable.is_(False),
+        repository.in_human_figures(Ranking.source, project_id),
     )
     if users is None:
         query = query.where(Ranking.project_id == project_id)
@@ -524,12 +537,13 @@ def _outliers(
         .distinct()
         .where(Comparison.project_id == project_id, Comparison.user_id.in_(user_ids))
     )
-    flagged_samples = select(SampleFlag.sample_id)
+    flagged_samples = select(SampleFlag.sample_id).where(SampleFlag.kind == "harmful")
     rows = session.execute(
         select(Comparison.user_id, Comparison.winner_id, Comparison.loser_id, Comparison.tie)
         .where(
             Comparison.project_id == project_id,
             Comparison.gold == false(),
+            repository.in_human_figures(Comparison.source, project_id),
             Comparison.prompt_id.in_(prompts),
             Comparison.winner_id.not_in(flagged_samples),
             Comparison.loser_id.not_in(flagged_samples),

@@ -202,10 +202,11 @@ def load_comparisons(
         query = query.where(
             ~exists(
                 select(SampleFlag.id).where(
+                    SampleFlag.kind == "harmful",  # a judge's suggestion is no final flag
                     or_(
                         SampleFlag.sample_id == Comparison.winner_id,
                         SampleFlag.sample_id == Comparison.loser_id,
-                    )
+                    ),
                 )
             )
         )

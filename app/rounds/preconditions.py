@@ -127,10 +127,11 @@ def demonstration_count(session: Session, project_id: int) -> int:
 def usable_ranking_count(session: Session, project_id: int) -> int:
     """Rankings a reward model would train on: those with a non-tie comparison that a snapshot
     takes (`snapshots.eligible_comparisons`)."""
-    from app.models import Comparison
-    from app.rounds.snapshots import eligible_comparisons
+    from app.models import Comparison, Project
+    from app.rounds.snapshots import eligible_comparisons, judge_data
 
-    eligible = eligible_comparisons(project_id).subquery()
+    sources = judge_data(session.get(Project, project_id)).sources  # judges' count if trained on
+    eligible = eligible_comparisons(project_id, sources=sources).subquery()
     return int(
         session.scalar(
             select(func.count(func.distinct(Comparison.ranking_id))).where(

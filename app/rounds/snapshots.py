@@ -5,15 +5,21 @@ criteria are stored with the snapshot), so a later export can reproduce the trai
 Each comparison keeps the weight its annotator's reliability gave it when the snapshot was
 taken (1 when the project does not weight by reliability): a later refit of the reliability
 model changes new snapshots, never this one.
+
+People's comparisons are the training data; a judge's (source 'ai') enter only with the
+project's (or the round's) `judge_weight` > 0, at that weight, or alone with `judge_only`
+(pure RLAIF, weight 1). A sample a judge merely suggests is harmful stays in: only a
+person's 'harmful' flag keeps it out.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, exists, false, func, insert, literal, or_, select
+from sqlalchemy import and_, case, exists, false, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -30,10 +36,46 @@ from app.models import (
 )
 from app.models.sample import text_key
 
+HARMFUL = "harmful"
+"""The SampleFlag kind that keeps a sample out of training; a judge's 'suggested_harmful'
+is a suggestion for people, never a final flag."""
 
-def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # type: ignore[no-untyped-def]
+
+@dataclass(frozen=True)
+class JudgeData:
+    """Whether and how judge (AI) comparisons enter a snapshot."""
+
+    weight: float
+    """Weight of each AI comparison (0: none enter)."""
+    only: bool
+    """Pure RLAIF: AI comparisons alone, each weighing 1."""
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        if self.only:
+            return ("ai",)
+        return ("human", "ai") if self.weight > 0 else ("human",)
+
+    def criteria(self) -> str:
+        if self.only:
+            return "only (weight 1)"
+        return f"weight {self.weight:g}" if self.weight > 0 else "left out"
+
+
+def judge_data(
+    project: Project | None, *, judge_weight: float | None = None, judge_only: bool | None = None
+) -> JudgeData:
+    """The round's overrides where given, else the project's settings."""
+    weight = judge_weight if judge_weight is not None else (project.judge_weight if project else 0)
+    only = judge_only if judge_only is not None else bool(project and project.judge_only)
+    return JudgeData(weight=float(weight or 0.0), only=only)
+
+
+def eligible_comparisons(  # type: ignore[no-untyped-def]
+    project_id: int, *, include_flagged: bool = False, sources: Sequence[str] = ("human",)
+):
     """SELECT of comparison ids that training may use: never a gold task's (those measure
-    annotators), never an excluded annotator's."""
+    annotators), never an excluded annotator's; only those of `sources` ('human', 'ai')."""
     excluded = exists(
         select(AnnotatorExclusion.user_id).where(
             AnnotatorExclusion.project_id == project_id,
@@ -41,15 +83,19 @@ def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # 
         )
     )
     query = select(Comparison.id).where(
-        Comparison.project_id == project_id, Comparison.gold == false(), ~excluded
+        Comparison.project_id == project_id,
+        Comparison.gold == false(),
+        ~excluded,
+        Comparison.source.in_(list(sources)),
     )
     if not include_flagged:
         flagged = exists(
             select(SampleFlag.id).where(
+                SampleFlag.kind == HARMFUL,
                 or_(
                     SampleFlag.sample_id == Comparison.winner_id,
                     SampleFlag.sample_id == Comparison.loser_id,
-                )
+                ),
             )
         )
         query = query.where(~flagged)
@@ -57,15 +103,23 @@ def eligible_comparisons(project_id: int, *, include_flagged: bool = False):  # 
 
 
 def create_snapshot(
-    session: Session, *, project_id: int, name: str, include_flagged: bool = False
+    session: Session,
+    *,
+    project_id: int,
+    name: str,
+    include_flagged: bool = False,
+    judge_weight: float | None = None,
+    judge_only: bool | None = None,
 ) -> ComparisonSnapshot:
-    """Freeze the project's eligible comparisons, each with its annotator's weight.
+    """Freeze the project's eligible comparisons, each with its weight.
 
-    With `project.reliability_weighting` on, a comparison weighs its annotator's fitted
+    With `project.reliability_weighting` on, a person's comparison weighs their fitted
     `AnnotatorReliability.weight` (1 for an annotator not fitted yet); off, every weight is 1.
+    A judge's weighs `judge_weight` (`judge_data`: the round's override, else the project's).
     """
     project = session.get(Project, project_id)
     weighting = bool(project is not None and project.reliability_weighting)
+    judges = judge_data(project, judge_weight=judge_weight, judge_only=judge_only)
     snapshot = ComparisonSnapshot(
         project_id=project_id,
         name=name,
@@ -73,24 +127,28 @@ def create_snapshot(
             "excluded_annotators": "left out",
             "flagged_samples": ("included" if include_flagged else "left out"),
             "reliability_weights": ("applied" if weighting else "off"),
+            "judge_comparisons": judges.criteria(),
         },
     )
     session.add(snapshot)
     session.flush()
-    ids = eligible_comparisons(project_id, include_flagged=include_flagged).subquery()
-    rows = select(literal(snapshot.id), ids.c.id, literal(1.0))
-    if weighting:
-        rows = (
-            select(literal(snapshot.id), ids.c.id, func.coalesce(AnnotatorReliability.weight, 1.0))
-            .join(Comparison, Comparison.id == ids.c.id)
-            .outerjoin(
-                AnnotatorReliability,
-                and_(
-                    AnnotatorReliability.project_id == project_id,
-                    AnnotatorReliability.user_id == Comparison.user_id,
-                ),
-            )
+    ids = eligible_comparisons(
+        project_id, include_flagged=include_flagged, sources=judges.sources
+    ).subquery()
+    person = func.coalesce(AnnotatorReliability.weight, 1.0) if weighting else literal(1.0)
+    ai_weight = 1.0 if judges.only else judges.weight
+    weight = case((Comparison.source == "ai", literal(ai_weight)), else_=person)
+    rows = (
+        select(literal(snapshot.id), ids.c.id, weight)
+        .join(Comparison, Comparison.id == ids.c.id)
+        .outerjoin(
+            AnnotatorReliability,
+            and_(
+                AnnotatorReliability.project_id == project_id,
+                AnnotatorReliability.user_id == Comparison.user_id,
+            ),
         )
+    )
     session.execute(
         insert(SnapshotComparison).from_select(["snapshot_id", "comparison_id", "weight"], rows)
     )

@@ -54,6 +54,8 @@ def train_project_reward_model(
     register: bool = True,
     artifact_name: str | None = None,
     snapshot_id: int | None = None,
+    judge_weight: float | None = None,
+    judge_only: bool | None = None,
 ) -> RewardModelRun:
     """Snapshot the project's eligible comparisons, train on them, register.
 
@@ -63,7 +65,8 @@ def train_project_reward_model(
     rankings is a ValueError raised before anything is written; `should_stop()` answering True
     raises TrainingCancelled, with nothing stored or registered. `register=False` stores the
     model's files and returns them without a version: the caller registers it (`register_run`)
-    once it has checked it, or keeps it as the gate's held-out scorer.
+    once it has checked it, or keeps it as the gate's held-out scorer. `judge_weight` and
+    `judge_only` override the project's for the judge (AI) comparisons the snapshot takes.
     """
     from worker.training.reward_ensemble import save_ensemble
     from worker.training.reward_model import RankingExample, RewardModelConfig, train_reward_model
@@ -71,7 +74,13 @@ def train_project_reward_model(
     cfg = RewardModelSettings.model_validate(settings or {})
     with session_scope() as session:
         if snapshot_id is None:
-            snapshot_id = snapshots.create_snapshot(session, project_id=project_id, name=name).id
+            snapshot_id = snapshots.create_snapshot(
+                session,
+                project_id=project_id,
+                name=name,
+                judge_weight=judge_weight,
+                judge_only=judge_only,
+            ).id
         rankings = snapshots.ranked_responses(session, snapshot_id)
         if len(rankings) < MIN_RANKINGS:  # raising here rolls the snapshot back
             raise ValueError(

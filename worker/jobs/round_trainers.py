@@ -202,7 +202,11 @@ def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
     start = job.start
     with session_scope() as session:
         snapshot = snapshots.create_snapshot(
-            session, project_id=start.project_id, name=f"round {start.number} dpo"
+            session,
+            project_id=start.project_id,
+            name=f"round {start.number} dpo",
+            judge_weight=job.config.judge_weight,
+            judge_only=job.config.judge_only,
         )
         training_round = session.get(TrainingRound, start.round_id)
         assert training_round is not None

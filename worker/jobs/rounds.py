@@ -123,6 +123,7 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
     the gate scores with the second (the policy never optimises against it, so gaming the
     first does not pass the gate), and the two held-out sets together say whether the
     rankings hold a signal at all. Without one the round ends needs_more_data."""
+    from app.rounds.judge_data import judge_overrides
     from worker.jobs.reward_model import register_run, train_project_reward_model
 
     settings, seed = start.config["reward_model"], start.config["seed"]
@@ -139,6 +140,7 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
         round_id=start.round_id,
         progress=lambda step, total: reporter.progress(step, total),
         artifact_name=f"round-{start.number}",
+        **judge_overrides(start.config),
         **common,
     )
     reporter.check_cancel()

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from app.rounds.judge_data import JudgeDataSettings
 from app.rounds.round_type import EVALUATING, REWARD_MODEL, SAMPLING, RoundTypeSpec, policy_stage
 from app.rounds.schemas import RewardModelSettings, RoundConfigBase
 
 
-class DPOConfig(RoundConfigBase):
+class DPOConfig(RoundConfigBase, JudgeDataSettings):
     """Train the policy adapter directly on the pairs of a comparison snapshot."""
 
     type: Literal["dpo"] = "dpo"

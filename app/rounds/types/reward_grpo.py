@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from app.rounds.judge_data import JudgeDataSettings
 from app.rounds.round_type import EVALUATING, REWARD_MODEL, SAMPLING, RoundTypeSpec, policy_stage
 from app.rounds.schemas import RewardModelSettings, RoundConfigBase
 from app.rounds.types.critic_free import CriticFreeSettings, sizer
@@ -34,7 +35,7 @@ class GRPOSettings(CriticFreeSettings):
     ] = False
 
 
-class RewardGRPOConfig(RoundConfigBase):
+class RewardGRPOConfig(RoundConfigBase, JudgeDataSettings):
     """Reward model on all rankings so far, then GRPO against it."""
 
     type: Literal["reward_grpo"] = "reward_grpo"

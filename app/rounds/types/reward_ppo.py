@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from app.rounds.judge_data import JudgeDataSettings
 from app.rounds.round_type import (
     EVALUATING,
     REWARD_MODEL,
@@ -58,7 +59,7 @@ class PPOSettings(StrictModel):
         return self
 
 
-class RewardPPOConfig(RoundConfigBase):
+class RewardPPOConfig(RoundConfigBase, JudgeDataSettings):
     """Reward model on all rankings so far, then PPO against it."""
 
     type: Literal["reward_ppo"] = "reward_ppo"

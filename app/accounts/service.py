@@ -157,7 +157,8 @@ def authenticate(
     )
     if delay:
         _sleep(delay)
-    if user is None or not verify_password(user.password_hash, password):
+    # A model judge's users row (app/judges) never logs in, whatever its hash.
+    if user is None or not verify_password(user.password_hash, password) or user.kind != "human":
         session.add(LoginAttempt(username=username, client_address=client_address))
         return None, "Invalid username or password"
     if not user.active:

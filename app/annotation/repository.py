@@ -12,8 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     bindparam,
     case,
+    cast,
     exists,
     false,
     func,
@@ -33,6 +35,7 @@ from app.models import (
     Assignment,
     AssignmentState,
     Comparison,
+    Judge,
     Project,
     ProjectMember,
     Prompt,
@@ -102,8 +105,12 @@ def leases_of(session: Session, user_id: int) -> list[tuple[Assignment, int]]:
     return [(assignment, project_id) for assignment, project_id in rows]
 
 
+# A model judge's leases never hold a person's slot (app/judges): the slot counts skip them.
+_HUMAN_LEASE = Assignment.user_id.not_in(select(Judge.user_id).scalar_subquery())
+
+
 def _leases(*, live: bool) -> Any:
-    """Count of the correlated task's leases that are live at :now (or expired by then)."""
+    """Count of the correlated task's human leases that are live at :now (or expired by then)."""
     expires_at = Assignment.expires_at
     return (
         select(func.count())
@@ -112,6 +119,7 @@ def _leases(*, live: bool) -> Any:
             Assignment.task_id == RankingTask.id,
             Assignment.state == AssignmentState.leased,
             expires_at > bindparam("now") if live else expires_at <= bindparam("now"),
+            _HUMAN_LEASE,
         )
         .correlate(RankingTask)
         .scalar_subquery()
@@ -197,6 +205,90 @@ def lock_gold_candidate(session: Session, *, project_id: int, user_id: int) -> i
     but it does block (and is re-checked after) an admin's unmarking, which locks FOR UPDATE.
     """
     return session.scalar(_LOCK_GOLD_CANDIDATE, {"project_id": project_id, "user_id": user_id})
+
+
+# Model judges (app/judges): which open tasks a judge may take. Its share is drawn per task
+# by a multiplicative hash both SQL dialects compute alike (`judge_takes` is the same in Python).
+SHARE_MODULUS = 1_000_003
+_SHARE_MULTIPLIER = 2_654_435_761
+_JUDGE_MULTIPLIER = 40_503
+
+
+def judge_takes(*, judge_id: int, task_id: int, share: float) -> bool:
+    """Whether a judge with this share judges this task: the same answer every time."""
+    if share >= 1:
+        return True
+    draw = (task_id * _SHARE_MULTIPLIER + judge_id * _JUDGE_MULTIPLIER) % SHARE_MODULUS
+    return draw < int(share * SHARE_MODULUS)
+
+
+def _judge_eligible(
+    *, project_id: int, user_id: int, judge_id: int, share: float, unreached_only: bool
+) -> list[Any]:
+    """Open tasks of the project the judge has not ranked, skipped or leased, in its share;
+    with `unreached_only`, only those no person has ranked or holds (gold tasks always: they
+    measure the judge)."""
+    conditions: list[Any] = [
+        RankingTask.project_id == project_id,
+        RankingTask.status == TaskStatus.open,
+        ~_done_by_user(),
+    ]
+    if share < 1:
+        draw = (
+            cast(RankingTask.id, BigInteger) * _SHARE_MULTIPLIER + judge_id * _JUDGE_MULTIPLIER
+        ) % SHARE_MODULUS
+        conditions.append(draw < int(share * SHARE_MODULUS))
+    if unreached_only:
+        conditions.append(
+            RankingTask.gold
+            | ((RankingTask.annotations_done == 0) & (_leases(live=True) == 0))
+        )
+    return conditions
+
+
+def judge_candidate(
+    session: Session,
+    *,
+    project_id: int,
+    user_id: int,
+    judge_id: int,
+    share: float,
+    unreached_only: bool,
+    now: datetime,
+) -> int | None:
+    """The oldest task the judge may lease, or None. Not locked: a judge's lease takes no
+    slot, and the judge's own leasing is serialised by `lock_user` on its users row."""
+    conditions = _judge_eligible(
+        project_id=project_id,
+        user_id=user_id,
+        judge_id=judge_id,
+        share=share,
+        unreached_only=unreached_only,
+    )
+    query = select(RankingTask.id).where(*conditions).order_by(RankingTask.id).limit(1)
+    return session.scalar(query, {"user_id": user_id, "now": now})
+
+
+def count_judge_candidates(
+    session: Session,
+    *,
+    project_id: int,
+    user_id: int,
+    judge_id: int,
+    share: float,
+    unreached_only: bool,
+    now: datetime,
+) -> int:
+    """How many tasks the judge could still lease (its progress' "remaining")."""
+    conditions = _judge_eligible(
+        project_id=project_id,
+        user_id=user_id,
+        judge_id=judge_id,
+        share=share,
+        unreached_only=unreached_only,
+    )
+    query = select(func.count()).select_from(RankingTask).where(*conditions)
+    return int(session.scalar(query, {"user_id": user_id, "now": now}) or 0)
 
 
 _LEASE_COUNT = (
@@ -408,10 +500,10 @@ _PG_INSERT_COMPARISONS = text(
     """
     INSERT INTO comparisons (project_id, ranking_id, task_id, prompt_id, user_id, gold,
         winner_id, loser_id, winner_version_id, loser_version_id, tie, winner_position,
-        loser_position, created_at)
+        loser_position, created_at, source)
     SELECT :project_id, :ranking_id, :task_id, :prompt_id, :user_id, :gold, p.winner_id,
         p.loser_id, p.winner_version_id, p.loser_version_id, p.tie, p.winner_position,
-        p.loser_position, :created_at
+        p.loser_position, :created_at, :source
     FROM unnest(CAST(:winner_ids AS integer[]), CAST(:loser_ids AS integer[]),
         CAST(:winner_version_ids AS integer[]), CAST(:loser_version_ids AS integer[]),
         CAST(:ties AS boolean[]), CAST(:winner_positions AS integer[]),
@@ -433,9 +525,10 @@ def insert_comparisons(
     created_at: datetime,
     pairs: Sequence[tuple[int, int, int, int, bool, int | None, int | None]],
     gold: bool = False,
+    source: str = "human",
 ) -> None:
     """A ranking's comparisons; `pairs` are (winner, loser, winner version, loser version, tie,
-    winner's card position, loser's card position)."""
+    winner's card position, loser's card position); `source` 'ai' for a judge's."""
     if not pairs:
         return
     common = {
@@ -446,6 +539,7 @@ def insert_comparisons(
         "user_id": user_id,
         "gold": gold,
         "created_at": created_at,
+        "source": source,
     }
     if _is_postgresql(session):
         columns = zip(*pairs, strict=True)

@@ -507,3 +507,139 @@ def skip_task(
         assignment.state = AssignmentState.skipped
         assignment.finished_at = now
     return SkipOut(task_id=task_id)
+
+
+# Model judges (app/judges): the same queue and the same rows, marked AI, holding no slot
+
+
+def lease_for_model(
+    session: Session,
+    *,
+    project: Project,
+    user_id: int,
+    judge_id: int,
+    share: float,
+    unreached_only: bool,
+    now: datetime,
+) -> Assignment | None:
+    """A new lease for a judge's users row, or None. Each call leases another task (a judge
+    may run several workers); its own expired leases are marked so first, making their tasks
+    leasable again. The lease takes no person's slot: the slot counts skip judges' leases."""
+    repository.lock_user(session, user_id)
+    stale = [a.id for a, _ in repository.leases_of(session, user_id) if a.expires_at <= now]
+    if stale:
+        repository.expire_leases(session, lease_ids=stale, now=now)
+    task_id = repository.judge_candidate(
+        session,
+        project_id=project.id,
+        user_id=user_id,
+        judge_id=judge_id,
+        share=share,
+        unreached_only=unreached_only,
+        now=now,
+    )
+    if task_id is None:
+        return None
+    return _new_assignment(session, project=project, task_id=task_id, user_id=user_id, now=now)
+
+
+def store_model_ranking(
+    session: Session,
+    *,
+    task_id: int,
+    user_id: int,
+    judge_id: int,
+    prompt_version: int,
+    groups: list[list[int]],
+    harmful: dict[int, str],
+    elapsed_ms: int,
+    now: datetime,
+) -> int:
+    """A judge's ranking: the ranking and its pairs marked 'ai' with the judge and its prompt
+    version, harm as a suggested flag. Unlike a person's submit it writes no task progress,
+    no sample Elo and no ratings marker (those are people's figures), and a lease that ran
+    out still counts: it held no slot. Returns the ranking id."""
+    assignment, task = _locked_own_lease(session, task_id=task_id, user_id=user_id)
+    if assignment.state == AssignmentState.submitted:
+        raise AlreadySubmitted(f"The judge already ranked task {task_id}")
+    if assignment.state == AssignmentState.skipped:
+        raise NotLeased(f"Task {task_id} was skipped by the judge")
+    if task.status == TaskStatus.cancelled:
+        raise TaskClosed(f"Task {task_id} was cancelled")
+    samples = repository.task_samples(session, task_id)
+    version_of = {sample_id: version_id for sample_id, version_id, _ in samples}
+    sample_ids = list(version_of)
+    try:
+        validate_ranking(groups, sample_ids)
+    except InvalidRanking as exc:
+        raise InvalidInput(str(exc), details={"field": "groups"}) from None
+    unknown = sorted(set(harmful) - set(sample_ids))
+    if unknown:
+        raise InvalidInput(f"Flagged samples {unknown} are not in task {task_id}")
+    shown = display_order(task_id, user_id, sample_ids)
+    ranking = Ranking(
+        project_id=task.project_id,
+        task_id=task_id,
+        user_id=user_id,
+        assignment_id=assignment.id,
+        groups=[list(group) for group in groups],
+        display_order=shown,
+        time_spent_ms=elapsed_ms,
+        source="ai",
+        judge_id=judge_id,
+        judge_prompt_version=prompt_version,
+        created_at=now,
+    )
+    session.add(ranking)
+    assignment.state = AssignmentState.submitted
+    assignment.finished_at = now
+    session.flush()
+    text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
+    pairs = ranking_to_pairs(groups, text_keys=text_keys)
+    place = {sample_id: number for number, sample_id in enumerate(shown, start=1)}
+    repository.insert_comparisons(
+        session,
+        project_id=task.project_id,
+        ranking_id=ranking.id,
+        task_id=task_id,
+        prompt_id=task.prompt_id,
+        user_id=user_id,
+        created_at=now,
+        gold=task.gold,
+        source="ai",
+        pairs=[
+            (
+                pair.winner,
+                pair.loser,
+                version_of[pair.winner],
+                version_of[pair.loser],
+                pair.tie,
+                place[pair.winner],
+                place[pair.loser],
+            )
+            for pair in pairs
+        ],
+    )
+    repository.insert_flags(
+        session,
+        [
+            {
+                "sample_id": sample_id,
+                "user_id": user_id,
+                "kind": "suggested_harmful",
+                "reason": reason.strip()[:1000],
+                "created_at": now,
+            }
+            for sample_id, reason in harmful.items()
+        ],
+    )
+    return ranking.id
+
+
+def skip_for_model(session: Session, *, task_id: int, user_id: int, now: datetime) -> None:
+    """The judge gave up on the task (malformed output, timeouts): it is not leased again."""
+    assignment, _ = _locked_own_lease(session, task_id=task_id, user_id=user_id)
+    if assignment.state == AssignmentState.submitted:
+        raise AlreadySubmitted(f"The judge already ranked task {task_id}")
+    assignment.state = AssignmentState.skipped
+    assignment.finished_at = now

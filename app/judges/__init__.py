@@ -1,0 +1,1 @@
+"""Model judges (RLAIF): annotators of kind "model" that rank tasks through the queue."""

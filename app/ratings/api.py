@@ -22,6 +22,7 @@ from app.ratings.annotator_schemas import (
     ExclusionIn,
     ExclusionOut,
 )
+from app.ratings.repository import Raters
 from app.ratings.schemas import LeaderboardOut
 
 router = APIRouter(
@@ -91,8 +92,16 @@ LEADERBOARD_EXAMPLE: dict[str, Any] = {
     "arrival until the new fit is stored).",
     responses={200: {"content": {"application/json": {"example": LEADERBOARD_EXAMPLE}}}},
 )
-def get_leaderboard(session: SessionDep, token: ReadToken, project_id: IdPath) -> LeaderboardOut:
-    board = service.leaderboard(session, project_id=project_id)
+def get_leaderboard(
+    session: SessionDep,
+    token: ReadToken,
+    project_id: IdPath,
+    raters: Annotated[
+        Raters | None,
+        Query(description="Whose rankings: human, ai (model judges) or all; default: stored."),
+    ] = None,
+) -> LeaderboardOut:
+    board = service.leaderboard(session, project_id=project_id, raters=raters)
     return board.model_copy(update={"position_bias": position.position_bias(session, project_id)})
 
 

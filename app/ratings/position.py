@@ -447,9 +447,12 @@ def first_flags(
 # Queries and the leaderboard's section
 
 
-def _usable_rankings(project_id: int) -> Select[tuple[int, list[Any], list[Any]]]:
+def _usable_rankings(
+    project_id: int, raters: repository.Raters = "human"
+) -> Select[tuple[int, list[Any], list[Any]]]:
     """Rankings that count here: with groups, not of a gold task, not by an excluded annotator
-    (as the ratings: what an exclusion takes out of the fit leaves the report too)."""
+    (as the ratings: what an exclusion takes out of the fit leaves the report too), of
+    `raters` (the project's figure_raters: judges only when they count in human figures)."""
     return (
         select(Ranking.id, Ranking.display_order, Ranking.groups)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
@@ -457,6 +460,7 @@ def _usable_rankings(project_id: int) -> Select[tuple[int, list[Any], list[Any]]
             Ranking.project_id == project_id,
             Ranking.none_usable.is_(False),
             RankingTask.gold == false(),
+            repository.source_is(Ranking.source, raters),
             ~exists(
                 select(AnnotatorExclusion.user_id).where(
                     AnnotatorExclusion.project_id == project_id,
@@ -470,7 +474,8 @@ def _usable_rankings(project_id: int) -> Select[tuple[int, list[Any], list[Any]]
 def first_shown(session: Session, project_id: int) -> dict[int, int]:
     """{ranking id: the sample shown first} for the project's usable rankings with a recorded
     display order: the card flags of the ratings job's comparisons (see first_flags)."""
-    rows = session.execute(_usable_rankings(project_id)).all()
+    raters = repository.figure_raters(session, project_id)
+    rows = session.execute(_usable_rankings(project_id, raters)).all()
     return {rid: int(order[0]) for rid, order, groups in rows if order and groups}
 
 
@@ -486,7 +491,8 @@ class PositionInput:
 
 def load_position(session: Session, project: Project) -> PositionInput:
     """The ratings job's position input, read in its load transaction."""
-    rows = session.execute(_usable_rankings(project.id)).all()
+    raters = repository.figure_raters(session, project.id)
+    rows = session.execute(_usable_rankings(project.id, raters)).all()
     rate = first_card_rate([(order or [], groups or []) for _, order, groups in rows])
     first = {rid: int(order[0]) for rid, order, groups in rows if order and groups}
     significant = rate is not None and rate.significant
@@ -562,7 +568,8 @@ def position_report(session: Session, project_id: int) -> PositionReport | None:
     project = session.get(Project, project_id)
     if project is None:
         return None
-    rows = session.execute(_usable_rankings(project_id)).all()
+    raters = repository.figure_raters(session, project_id)
+    rows = session.execute(_usable_rankings(project_id, raters)).all()
     rate = first_card_rate([(order or [], groups or []) for _, order, groups in rows])
     if rate is None:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from sqlalchemy import (
@@ -19,7 +19,8 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import (
     AnnotatorExclusion,
@@ -139,6 +140,44 @@ def dirty_since(session: Session, project_id: int) -> datetime | None:
     return session.scalar(select(Project.ratings_dirty_since).where(Project.id == project_id))
 
 
+# Whose rankings count: people, judges (AI), or both
+
+Raters = Literal["human", "ai", "all"]
+RATERS: tuple[str, ...] = get_args(Raters)
+
+
+def figure_raters(session: Session, project_id: int) -> Raters:
+    """Whose rankings the project's human figures (ratings, reliability, agreement, position
+    bias, planner) count: people only, unless an admin counts judges in
+    (projects.judges_in_human_figures)."""
+    include = session.scalar(
+        select(Project.judges_in_human_figures).where(Project.id == project_id)
+    )
+    return "all" if include else "human"
+
+
+def source_is(column: InstrumentedAttribute[str], raters: Raters) -> ColumnElement[bool]:
+    """`column` (rankings.source or comparisons.source) matches `raters`."""
+    return true() if raters == "all" else column == raters
+
+
+def in_human_figures(column: InstrumentedAttribute[str], project_id: int) -> ColumnElement[bool]:
+    """SQL: a row (by its rankings.source, comparisons.source or users.kind) counts in the
+    project's human figures: a person's, or a judge's when the admin counts judges in. The
+    setting is read in the query itself, so callers need no session."""
+    included = (
+        select(Project.judges_in_human_figures).where(Project.id == project_id).scalar_subquery()
+    )
+    return or_(column == "human", included == true())
+
+
+def kind_is(raters: Raters) -> ColumnElement[bool]:
+    """users.kind matches `raters` (judges own users rows of kind 'model')."""
+    if raters == "all":
+        return true()
+    return User.kind == ("human" if raters == "human" else "model")
+
+
 # Comparisons
 
 
@@ -169,11 +208,18 @@ class ComparisonArrays:
 
 
 def load_comparisons(
-    session: Session, project_id: int, *, include_excluded: bool, include_flagged: bool = False
+    session: Session,
+    project_id: int,
+    *,
+    include_excluded: bool,
+    include_flagged: bool = False,
+    raters: Raters | None = None,
 ) -> ComparisonArrays:
     """The rows a fit uses. Same rules as training snapshots (app.rounds.snapshots): excluded
     annotators' and flagged samples' comparisons are left out unless asked for; gold tasks'
-    comparisons (which measure annotators) always are."""
+    comparisons (which measure annotators) always are. `raters` None: the project's human
+    figures' (figure_raters)."""
+    raters = raters or figure_raters(session, project_id)
     query = (
         select(
             Comparison.user_id,
@@ -187,7 +233,11 @@ def load_comparisons(
             RankingTask.selection_reason == "uniform",
         )
         .join(RankingTask, RankingTask.id == Comparison.task_id)
-        .where(Comparison.project_id == project_id, Comparison.gold == false())
+        .where(
+            Comparison.project_id == project_id,
+            Comparison.gold == false(),
+            source_is(Comparison.source, raters),
+        )
     )
     if not include_excluded:
         query = query.where(
@@ -229,10 +279,12 @@ def load_comparisons(
 
 
 def gold_comparisons(
-    session: Session, project_id: int
+    session: Session, project_id: int, *, raters: Raters | None = None
 ) -> list[tuple[int, int, int, int, int, bool, list[list[int]] | None, int | None]]:
     """(user, ranking, task, winner, loser, tie, the task's gold groups, its known-bad sample)
-    of every gold task's comparison, excluded annotators' too: gold measures annotators."""
+    of every gold task's comparison, excluded annotators' too: gold measures annotators.
+    `raters` None: the project's human figures'."""
+    raters = raters or figure_raters(session, project_id)
     rows = session.execute(
         select(
             Comparison.user_id,
@@ -245,17 +297,29 @@ def gold_comparisons(
             RankingTask.gold_bad_sample_id,
         )
         .join(RankingTask, RankingTask.id == Comparison.task_id)
-        .where(Comparison.project_id == project_id, Comparison.gold == true())
+        .where(
+            Comparison.project_id == project_id,
+            Comparison.gold == true(),
+            source_is(Comparison.source, raters),
+        )
         .order_by(Comparison.id)
     ).all()
     return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
-def rankings_by_task(session: Session, project_id: int) -> dict[int, dict[int, list[list[int]]]]:
-    """{task: {annotator: groups}} of every ranking with groups (none-usable answers have none)."""
+def rankings_by_task(
+    session: Session, project_id: int, *, raters: Raters | None = None
+) -> dict[int, dict[int, list[list[int]]]]:
+    """{task: {annotator: groups}} of every ranking with groups (none-usable answers have none);
+    `raters` None: the project's human figures'."""
+    raters = raters or figure_raters(session, project_id)
     rows = session.execute(
         select(Ranking.task_id, Ranking.user_id, Ranking.groups)
-        .where(Ranking.project_id == project_id, Ranking.none_usable.is_(False))
+        .where(
+            Ranking.project_id == project_id,
+            Ranking.none_usable.is_(False),
+            source_is(Ranking.source, raters),
+        )
         .order_by(Ranking.task_id, Ranking.user_id)
     ).all()
     out: dict[int, dict[int, list[list[int]]]] = {}
@@ -269,11 +333,12 @@ def recent_prompt_rankings(
     session: Session, project_id: int, *, limit: int
 ) -> list[tuple[int, str, list[list[list[int]]], set[int]]]:
     """(prompt id, text, rankings, annotators) of the `limit` most recently ranked prompts,
-    included annotators only."""
+    included annotators only (people only unless judges count in human figures)."""
     excluded = excluded_users(session, project_id)
+    raters = figure_raters(session, project_id)
     latest = (
         select(Comparison.prompt_id, func.max(Comparison.id).label("last"))
-        .where(Comparison.project_id == project_id)
+        .where(Comparison.project_id == project_id, source_is(Comparison.source, raters))
         .group_by(Comparison.prompt_id)
         .order_by(func.max(Comparison.id).desc())
         .limit(limit)
@@ -289,7 +354,11 @@ def recent_prompt_rankings(
     rows = session.execute(
         select(RankingTask.prompt_id, Ranking.user_id, Ranking.groups)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .where(RankingTask.prompt_id.in_([p for p, _ in prompts]), Ranking.none_usable.is_(False))
+        .where(
+            RankingTask.prompt_id.in_([p for p, _ in prompts]),
+            Ranking.none_usable.is_(False),
+            source_is(Ranking.source, raters),
+        )
     ).all()
     by_prompt: dict[int, tuple[list[list[list[int]]], set[int]]] = {}
     for prompt_id, user_id, groups in rows:
@@ -326,14 +395,16 @@ def excluded_users(session: Session, project_id: int) -> set[int]:
 def annotators(session: Session, project_id: int) -> list[tuple[int, str, str, bool | None]]:
     """(user id, username, display name, excluded) of members and of anyone who ranked in the
     project; excluded is None for a former member who is not excluded (their rankings still
-    count), True for an excluded one."""
+    count), True for an excluded one. Judges (users of kind 'model') only when they count in
+    human figures."""
     excluded = excluded_users(session, project_id)
+    kind = kind_is(figure_raters(session, project_id))
     member_rows = [
         (uid, name, display, uid in excluded)
         for uid, name, display in session.execute(
             select(User.id, User.username, User.display_name)
             .join(ProjectMember, ProjectMember.user_id == User.id)
-            .where(ProjectMember.project_id == project_id)
+            .where(ProjectMember.project_id == project_id, kind)
         ).all()
     ]
     seen = {row[0] for row in member_rows}
@@ -341,6 +412,7 @@ def annotators(session: Session, project_id: int) -> list[tuple[int, str, str, b
         select(User.id, User.username, User.display_name).where(
             User.id.in_(select(Ranking.user_id).where(Ranking.project_id == project_id)),
             User.id.not_in(seen) if seen else true(),
+            kind,
         )
     ).all()
     out: list[tuple[int, str, str, bool | None]] = [

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.deps import AdminUser, SessionDep
 from app.ids import IdPath
 from app.ratings import annotators, service
+from app.ratings.repository import Raters
 from app.templating import render
 
 router = APIRouter(prefix="/admin/projects/{project_id}", include_in_schema=False)
@@ -67,18 +68,26 @@ def _page(
     project_id: int,
     notice: str = "",
     table: annotators.AnnotatorTable | None = None,
+    raters: Raters | None = None,
 ) -> Response:
     table = table or _table(session, project_id, TableParams())
-    page = service.leaderboard_page(session, project_id=project_id)
+    page = service.leaderboard_page(session, project_id=project_id, raters=raters)
     ctx = {"page": page, "project_id": project_id, "notice": notice, "table": table}
     return render(request, "admin_leaderboard.html", ctx, block="ratings")
 
 
 @router.get("/leaderboard", response_class=HTMLResponse)
 def leaderboard_page(
-    request: Request, session: SessionDep, admin: AdminUser, project_id: IdPath, params: TableQuery
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    project_id: IdPath,
+    params: TableQuery,
+    raters: Annotated[Raters | None, Query()] = None,
 ) -> Response:
-    return _page(request, session, project_id, table=_table(session, project_id, params))
+    """`?raters=human|ai|all`: the versions rated by people, model judges or both."""
+    table = _table(session, project_id, params)
+    return _page(request, session, project_id, table=table, raters=raters)
 
 
 @router.get("/annotators", response_class=HTMLResponse)

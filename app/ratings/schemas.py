@@ -92,3 +92,9 @@ class LeaderboardOut(BaseModel):
     position_bias: PositionBiasOut | None = Field(
         default=None, description="Position bias of the card order; null before any ranking."
     )
+    raters: Literal["human", "ai", "all"] = Field(
+        default="human",
+        description="Whose rankings the ratings count: people ('human'), model judges ('ai') "
+        "or both ('all'). The stored fit counts people, and judges too when the project counts "
+        "them in human figures; another view is fitted on the fly.",
+    )

@@ -61,7 +61,7 @@ from app.ratings.position import (
     position_report,
 )
 from app.ratings.reliability import GoldAnswers, ReliabilityFit, fit_reliability, gold_answers
-from app.ratings.repository import ComparisonArrays
+from app.ratings.repository import ComparisonArrays, Raters
 from app.ratings.schemas import LeaderboardOut, LeaderboardVersion
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,19 @@ class RecomputeSummary:
     """False when a fit on newer data was stored meanwhile (this one is dropped)."""
 
 
-def load(session: Session, *, project_id: int, now: datetime | None = None) -> FitInput:
+def load(
+    session: Session,
+    *,
+    project_id: int,
+    now: datetime | None = None,
+    raters: Raters | None = None,
+) -> FitInput:
+    """`raters` None: the comparisons the project's human figures count (people only unless
+    judges are counted in); 'ai' or 'all' for the leaderboard's other views."""
     project = require_project(session, project_id)
-    comparisons = repository.load_comparisons(session, project_id, include_excluded=True)
+    comparisons = repository.load_comparisons(
+        session, project_id, include_excluded=True, raters=raters
+    )
     infos = [
         VersionInfo(v.id, v.number, v.parent_id) for v in repository.versions(session, project_id)
     ]
@@ -124,7 +134,7 @@ def load(session: Session, *, project_id: int, now: datetime | None = None) -> F
         comparisons,
         infos,
         excluded=frozenset(repository.excluded_users(session, project_id)),
-        gold=gold_answers(repository.gold_comparisons(session, project_id)),
+        gold=gold_answers(repository.gold_comparisons(session, project_id, raters=raters)),
         weighting=project.reliability_weighting,
         min_tasks=project.reliability_min_tasks,
         position=load_position(session, project),
@@ -368,9 +378,18 @@ def release(session: Session, *, project_id: int, claim: datetime) -> bool:
 # Leaderboard
 
 
-def leaderboard(session: Session, *, project_id: int) -> LeaderboardOut:
-    """The stored fit, best first; versions that never met another version come last."""
+def leaderboard(
+    session: Session, *, project_id: int, raters: Raters | None = None
+) -> LeaderboardOut:
+    """The stored fit, best first; versions that never met another version come last.
+
+    The stored fit counts the project's human-figure raters (people, or people and judges when
+    an admin counts judges in); another `raters` view ('human', 'ai', 'all') is fitted on the
+    fly from those comparisons alone, with the same fit, and stores nothing."""
     project = require_project(session, project_id)
+    stored_raters = repository.figure_raters(session, project_id)
+    if raters is not None and raters != stored_raters:
+        return _leaderboard_on_the_fly(session, project_id=project_id, raters=raters)
     versions = repository.versions(session, project_id)
     stored = repository.policy_ratings(session, project_id)
     previous = previous_versions(
@@ -387,6 +406,50 @@ def leaderboard(session: Session, *, project_id: int) -> LeaderboardOut:
         reliability_weighted=project.reliability_weighting
         and any(r.weight != 1.0 for r in repository.reliability_rows(session, project_id).values()),
         uniform_tasks_only=repository.has_selected_tasks(session, project_id),
+        raters=stored_raters,
+    )
+
+
+def _leaderboard_on_the_fly(
+    session: Session, *, project_id: int, raters: Raters, now: datetime | None = None
+) -> LeaderboardOut:
+    """The leaderboard of one kind of rater, fitted now (a fit takes well under a second at
+    typical sizes, bench/ratings.py)."""
+    data = load(session, project_id=project_id, now=now, raters=raters)
+    fitted = compute(data)
+    versions = repository.versions(session, project_id)
+    by_id = {v.version_id: v for v in fitted.versions}
+    previous = previous_versions(data.versions, set(by_id))
+    rows = [
+        _version_row(v, _as_policy_rating(by_id.get(v.id)), previous.get(v.id)) for v in versions
+    ]
+    rows.sort(key=lambda r: (r.rating is None, -(r.rating or 0.0), r.number))
+    return LeaderboardOut(
+        project_id=project_id,
+        computed_at=data.read_at,
+        recompute_pending=False,
+        versions=rows,
+        reliability_weighted=data.weighting
+        and fitted.reliability is not None
+        and any(a.weight != 1.0 for a in fitted.reliability.annotators),
+        uniform_tasks_only=repository.has_selected_tasks(session, project_id),
+        raters=raters,
+    )
+
+
+def _as_policy_rating(rating: VersionRating | None) -> PolicyRating | None:
+    """A fitted version rating as an unsaved PolicyRating row, to render like a stored one."""
+    if rating is None:
+        return None
+    return PolicyRating(
+        policy_version_id=rating.version_id,
+        elo=rating.elo,
+        bt_rating=rating.rating,
+        bt_lower=rating.ci_low,
+        bt_upper=rating.ci_high,
+        comparisons=rating.comparisons,
+        win_rate_vs_previous=rating.win_rate_vs_previous,
+        verdict=rating.verdict,
     )
 
 
@@ -687,11 +750,13 @@ class LeaderboardPage:
     position_bias: PositionReport | None = None
 
 
-def leaderboard_page(session: Session, *, project_id: int) -> LeaderboardPage:
+def leaderboard_page(
+    session: Session, *, project_id: int, raters: Raters | None = None
+) -> LeaderboardPage:
     project = require_project(session, project_id)
     return LeaderboardPage(
         project_name=project.name,
-        leaderboard=leaderboard(session, project_id=project_id),
+        leaderboard=leaderboard(session, project_id=project_id, raters=raters),
         agreement=agreement_report(session, project_id=project_id, per_annotator=False),
         prompts=prompt_consensus(session, project_id=project_id),
         position_bias=position_report(session, project_id),

@@ -5,11 +5,13 @@ it; tests call it directly). See app/ratings/service.py for the debounce protoco
 from __future__ import annotations
 
 from app.db import session_scope
+from app.judges.pausing import enforce_agreement_floor
 from app.ratings import service
 
 
 def recompute_if_dirty(project_id: int) -> bool:
-    """Claim the project's marker, refit, store, release; False when there was nothing to do.
+    """Claim the project's marker, refit, store, release, then pause the judges below their
+    agreement floor; False when there was nothing to do.
 
     Four short transactions (claim, load, store, release), so submits wait for the claim only,
     never for the load, the fit or the store. The marker holds the claim until the release, so
@@ -29,4 +31,6 @@ def recompute_if_dirty(project_id: int) -> bool:
         service.store(session, fitted)
     with session_scope() as session:
         service.release(session, project_id=project_id, claim=claim)
+    with session_scope() as session:  # people ranked more: measure the judges against them
+        enforce_agreement_floor(session, project_id=project_id)
     return True

@@ -1,0 +1,350 @@
+"""A judge measured against people: agreement with their consensus, position flips, gold;
+paused below its floor; and judges kept out of every human figure unless an admin counts
+them in (leaderboard, agreement report, annotator table, reliability)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.orm import Session
+
+from app.gold import service as gold
+from app.judges import service as judges
+from app.judges.measurement import (
+    bootstrap_mean_interval,
+    judge_measures,
+    measures_for_project,
+    wilson_interval,
+)
+from app.judges.pausing import enforce_agreement_floor
+from app.judges.schemas import JudgeCreate
+from app.models import Judge, JudgeTaskLog, PolicyVersion, Project, Ranking, RankingTask, User
+from app.ratings import annotators, service
+from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa: F401
+from tests.api.conftest import bearer, make_token  # noqa: F401
+from tests.factories import add_comparisons, make_project, make_ranking, make_user
+from tests.ratings import conftest as seeding
+
+
+def _judge(session: Session, project: Project, name: str = "j", **fields: Any) -> Judge:
+    data = JudgeCreate.model_validate(
+        {"name": name, "backend": "simulated", "model": "sim", **fields}
+    )
+    return judges.create_judge(session, project_id=project.id, data=data, created_by_id=None)
+
+
+def _judge_ranks(
+    session: Session, judge: Judge, task: RankingTask, groups: list[list[int]]
+) -> None:
+    """A stored judge ranking as record_judgement writes one: marked AI, with its pairs."""
+    ranking = Ranking(
+        project_id=task.project_id,
+        task_id=task.id,
+        user_id=judge.user_id,
+        groups=groups,
+        source="ai",
+        judge_id=judge.id,
+        judge_prompt_version=judge.prompt_version,
+    )
+    session.add(ranking)
+    session.flush()
+    add_comparisons(session, ranking, task, source="ai")
+    session.flush()
+
+
+@dataclasses.dataclass
+class World:
+    project: Project
+    base: PolicyVersion
+    new: PolicyVersion
+    people: list[User]
+    tasks: list[tuple[RankingTask, list[int]]]
+    """(task, its samples in the people's order, best first)."""
+
+
+def _world(session: Session, *, tasks: int = 4, people: int = 2) -> World:
+    """People who agree: each task's four samples ranked strictly, the new version's first."""
+    project = make_project(session, annotations_per_task=people + 1)
+    base, new = seeding.two_versions(session, project)
+    users = [make_user(session) for _ in range(people)]
+    seeding.add_members(session, project, *users)
+    made = []
+    for _ in range(tasks):
+        task, samples = seeding.mixed_task(session, project, [base, new])
+        order = samples[new.id] + samples[base.id]
+        for user in users:
+            make_ranking(session, task, user, [[s] for s in order])
+        made.append((task, order))
+    return World(project, base, new, users, made)
+
+
+def _strict(order: list[int]) -> list[list[int]]:
+    return [[s] for s in order]
+
+
+# Agreement with people
+
+
+def test_a_judge_agreeing_on_three_tasks_of_four_gives_the_expected_agreement_and_tau(
+    db_session: Session,
+) -> None:
+    world = _world(db_session)
+    judge = _judge(db_session, world.project)
+    for i, (task, order) in enumerate(world.tasks):
+        _judge_ranks(db_session, judge, task, _strict(order if i < 3 else order[::-1]))
+
+    m = judge_measures(db_session, judge_id=judge.id)
+
+    assert (m.n_tasks, m.n_pairs) == (4, 24)
+    assert m.agreement.value == pytest.approx(18 / 24)
+    assert m.agreement.low is not None
+    assert m.agreement.high is not None
+    assert m.agreement.low < 0.75 < m.agreement.high
+    assert m.kendall_tau.value == pytest.approx((1 + 1 + 1 - 1) / 4)
+    assert m.kendall_tau.n == 4
+    assert m.kendall_tau.low is not None
+    assert -1.0 <= m.kendall_tau.low < 0.0  # resamples with the reversed task 3 or 4 times
+    assert m.kendall_tau.high == pytest.approx(1.0)
+    assert m.position_checks == 0
+    assert m.flip_rate.value is None
+
+
+def test_the_consensus_is_of_people_only_and_a_single_person_counts(db_session: Session) -> None:
+    world = _world(db_session, tasks=1, people=1)
+    task, order = world.tasks[0]
+    judge = _judge(db_session, world.project, "agrees")
+    other = _judge(db_session, world.project, "contrary")
+    _judge_ranks(db_session, judge, task, _strict(order))
+    _judge_ranks(db_session, other, task, _strict(order[::-1]))
+
+    assert judge_measures(db_session, judge_id=judge.id).agreement.value == 1.0
+    assert judge_measures(db_session, judge_id=other.id).agreement.value == 0.0
+
+
+def test_a_judge_with_no_shared_task_has_no_figures(db_session: Session) -> None:
+    world = _world(db_session, tasks=1)
+    judge = _judge(db_session, world.project)
+
+    m = judge_measures(db_session, judge_id=judge.id)
+
+    assert (m.n_tasks, m.n_pairs, m.agreement.value, m.kendall_tau.value) == (0, 0, None, None)
+    assert measures_for_project(db_session, world.project.id) == {judge.id: m}
+
+
+def test_position_checks_give_the_flip_rate(db_session: Session) -> None:
+    world = _world(db_session, tasks=2)
+    judge = _judge(db_session, world.project)
+    for (task, _), flipped in zip(world.tasks, (1, 2), strict=True):
+        db_session.add(
+            JudgeTaskLog(
+                judge_id=judge.id,
+                task_id=task.id,
+                outcome="position_check",
+                flipped_pairs=flipped,
+                total_pairs=6,
+            )
+        )
+    db_session.add(JudgeTaskLog(judge_id=judge.id, task_id=task.id, outcome="ranked"))
+    db_session.flush()
+
+    m = judge_measures(db_session, judge_id=judge.id)
+
+    assert m.position_checks == 2
+    assert (m.flip_rate.value, m.flip_rate.n) == (pytest.approx(3 / 12), 12)
+    assert m.flip_rate.low is not None
+    assert m.flip_rate.high is not None
+    assert 0 < m.flip_rate.low < 0.25 < m.flip_rate.high < 1
+
+
+def test_gold_agreement_scores_the_judges_gold_pairs(db_session: Session) -> None:
+    world = _world(db_session, tasks=2)
+    judge = _judge(db_session, world.project)
+    (right, right_order), (wrong, wrong_order) = world.tasks
+    _judge_ranks(db_session, judge, right, _strict(right_order))
+    _judge_ranks(db_session, judge, wrong, _strict(wrong_order[::-1]))
+    gold.mark_gold(
+        db_session, project_id=world.project.id, task_id=right.id, groups=[[s] for s in right_order]
+    )
+    gold.mark_gold(
+        db_session, project_id=world.project.id, task_id=wrong.id, groups=[[s] for s in wrong_order]
+    )
+
+    m = judge_measures(db_session, judge_id=judge.id)
+
+    assert (m.gold.value, m.gold.n) == (pytest.approx(0.5), 12)
+    assert m.n_tasks == 0  # gold tasks measure against the known answer, not the consensus
+
+
+# The floor
+
+
+def test_a_judge_below_the_floor_is_paused_with_the_figure_in_the_reason(
+    db_session: Session,
+) -> None:
+    world = _world(db_session, tasks=6)
+    bad = _judge(db_session, world.project, "bad", agreement_floor=0.6, floor_min_pairs=30)
+    good = _judge(db_session, world.project, "good", agreement_floor=0.6, floor_min_pairs=30)
+    for i, (task, order) in enumerate(world.tasks):
+        _judge_ranks(db_session, bad, task, _strict(order[::-1] if i % 2 else order))
+        _judge_ranks(db_session, good, task, _strict(order))
+
+    paused = enforce_agreement_floor(db_session, project_id=world.project.id)
+
+    assert paused == [bad.id]
+    db_session.refresh(bad)
+    db_session.refresh(good)
+    assert (bad.state, good.state) == ("paused", "active")
+    assert bad.paused_reason is not None
+    assert bad.paused_reason.startswith("agreement with people 0.50 (95% CI 0.")
+    assert bad.paused_reason.endswith(", 36 pairs) is below the floor 0.60")
+    assert enforce_agreement_floor(db_session, project_id=world.project.id) == []  # once
+
+
+def test_too_few_pairs_or_no_floor_pauses_nobody(db_session: Session) -> None:
+    world = _world(db_session, tasks=2)
+    early = _judge(db_session, world.project, "early", floor_min_pairs=30)
+    unfloored = _judge(db_session, world.project, "unfloored", agreement_floor=None)
+    for task, order in world.tasks:
+        _judge_ranks(db_session, early, task, _strict(order[::-1]))
+        _judge_ranks(db_session, unfloored, task, _strict(order[::-1]))
+
+    assert enforce_agreement_floor(db_session, project_id=world.project.id) == []
+    assert judge_measures(db_session, judge_id=early.id).n_pairs == 12
+
+
+# Out of the human figures
+
+
+def _figures(session: Session, project: Project) -> dict[str, Any]:
+    """Everything people's rankings decide, after a refit."""
+    service.recompute(session, project_id=project.id)
+    board = service.leaderboard(session, project_id=project.id)
+    report = service.agreement_report(session, project_id=project.id)
+    table = annotators.annotator_table(session, project_id=project.id)
+    return {
+        "versions": [(v.id, v.rating, v.comparisons, v.verdict) for v in board.versions],
+        "agreement": (report.tasks_with_overlap, report.pairwise_agreement, report.kendall_tau),
+        "annotators": [
+            (a.user_id, a.rankings, a.shared_tasks, a.agreement) for a in report.annotators
+        ],
+        "table": [(r.user_id, r.rankings, r.shared_tasks, r.agreement) for r in table.rows],
+        "reliability": sorted(
+            (u, r.reliability, r.comparisons)
+            for u, r in service.reliability_rows(session, project.id).items()
+        ),
+    }
+
+
+def _contrary_judge(session: Session, world: World) -> Judge:
+    judge = _judge(session, world.project, "contrary")
+    for task, order in world.tasks:
+        _judge_ranks(session, judge, task, _strict(order[::-1]))
+    for _ in range(3):  # and tasks no person reached
+        task, samples = seeding.mixed_task(session, world.project, [world.base, world.new])
+        _judge_ranks(session, judge, task, [samples[world.base.id], samples[world.new.id]])
+    return judge
+
+
+def test_judge_rankings_change_no_human_figure(db_session: Session) -> None:
+    world = _world(db_session, tasks=6, people=3)
+    before = _figures(db_session, world.project)
+
+    judge = _contrary_judge(db_session, world)
+    after = _figures(db_session, world.project)
+
+    assert after == before
+    assert judge.user_id not in {row[0] for row in after["table"]}
+    assert after["versions"][0][0] == world.new.id
+
+
+def test_counted_in_by_the_admin_judges_change_the_human_figures(db_session: Session) -> None:
+    world = _world(db_session, tasks=6, people=3)
+    before = _figures(db_session, world.project)
+    judge = _contrary_judge(db_session, world)
+
+    world.project.judges_in_human_figures = True
+    db_session.flush()
+    after = _figures(db_session, world.project)
+
+    assert after["agreement"] != before["agreement"]
+    assert after["versions"] != before["versions"]
+    assert judge.user_id in {row[0] for row in after["table"]}
+    assert judge.user_id in {row[0] for row in after["reliability"]}
+
+
+def test_the_leaderboard_of_judges_is_fitted_from_their_comparisons_only(
+    db_session: Session,
+) -> None:
+    world = _world(db_session, tasks=6, people=2)
+    _contrary_judge(db_session, world)
+    service.recompute(db_session, project_id=world.project.id)
+
+    people = service.leaderboard(db_session, project_id=world.project.id)
+    ai = service.leaderboard(db_session, project_id=world.project.id, raters="ai")
+    both = service.leaderboard(db_session, project_id=world.project.id, raters="all")
+
+    assert (people.raters, ai.raters, both.raters) == ("human", "ai", "all")
+    assert people.versions[0].id == world.new.id
+    assert ai.versions[0].id == world.base.id  # the judge prefers the base version
+    top = ai.versions[0]
+    assert top.comparisons == 9 * 4  # 9 tasks, 4 cross-version pairs each
+    assert both.versions[0].comparisons == 9 * 4 + 6 * 2 * 4
+    stored = service.leaderboard(db_session, project_id=world.project.id, raters="human")
+    assert stored == people  # the stored fit is the people's
+
+
+def test_the_leaderboard_page_and_api_switch_raters(
+    client: httpx.Client,
+    admin: LoggedIn,  # noqa: F811
+    make_token,  # type: ignore[no-untyped-def]  # noqa: F811
+    db_session: Session,
+) -> None:
+    world = _world(db_session, tasks=3, people=1)
+    _contrary_judge(db_session, world)
+    service.recompute(db_session, project_id=world.project.id)
+    db_session.commit()
+    page = f"/admin/projects/{world.project.id}/leaderboard"
+    api = f"/api/v1/projects/{world.project.id}/leaderboard"
+    token = bearer(make_token("read"))
+
+    html = client.get(page, params={"raters": "ai"})
+    body = client.get(api, params={"raters": "ai"}, headers=token).json()
+    bad_page = client.get(page, params={"raters": "robots"})
+    bad_api = client.get(api, params={"raters": "robots"}, headers=token)
+
+    assert html.status_code == 200
+    assert '<strong data-raters="ai">' in html.text
+    assert body["raters"] == "ai"
+    assert body["versions"][0]["id"] == world.base.id
+    assert client.get(api, headers=token).json()["versions"][0]["id"] == world.new.id
+    assert (bad_page.status_code, bad_api.status_code) == (422, 422)
+
+
+# Intervals
+
+
+proportions = st.integers(min_value=0, max_value=10_000).flatmap(
+    lambda n: st.tuples(st.integers(min_value=0, max_value=n), st.just(n))
+)
+
+
+@given(proportions)
+def test_the_wilson_interval_holds_the_estimate_inside_zero_one(kn: tuple[int, int]) -> None:
+    k, n = kn
+    low, high = wilson_interval(k, n)
+    assert 0.0 <= low <= high <= 1.0
+    if n:
+        assert low <= k / n <= high
+
+
+@given(st.lists(st.floats(min_value=-1.0, max_value=1.0), min_size=1, max_size=40))
+def test_the_bootstrap_interval_holds_the_mean(values: list[float]) -> None:
+    low, high = bootstrap_mean_interval(values, rounds=200)
+    mean = sum(values) / len(values)
+    assert -1.0 <= low <= mean + 1e-9
+    assert mean - 1e-9 <= high <= 1.0

@@ -61,3 +61,15 @@ def run_round_stage(round_id: int, stage: str) -> None:
     next_stage = run_stage(round_id, stage)
     if next_stage is not None:
         send_stage(round_id, next_stage)
+
+
+@celery_app.task(name=jobs.JUDGING_RUN, acks_late=True)
+def run_judge(judge_id: int, unavailable_runs: int = 0) -> int:
+    """Idempotent: a redelivered run leases only the tasks the judge has not ranked yet. An
+    unavailable endpoint sends the run again later (the job pauses the judge if it repeats)."""
+    from worker.jobs.judging import run_judge as run
+
+    report = run(judge_id, unavailable_runs=unavailable_runs)
+    if report.retry_in is not None:
+        jobs.enqueue(jobs.JUDGING_RUN, judge_id, unavailable_runs + 1, countdown=report.retry_in)
+    return report.ranked

@@ -532,6 +532,15 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="With --simulate: seed of the run.", min=0, max=MAX_ID)
     ] = 0,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="With --simulate: pure RLAIF, a model judge ranks in place of the annotators "
+            "and rounds train on its rankings only: simulated:AGREEMENT (right on that share of "
+            "pairs of --preference, e.g. simulated:0.8) or hf:PATH (a local model, scoring by "
+            "log-probabilities)."
+        ),
+    ] = None,
 ) -> None:
     """Create the database, demo users and project; start the web server and a worker."""
     import uvicorn
@@ -542,11 +551,17 @@ def demo(
     from app.demo import follow_preparation, prepare_demo, start_demo_sampling
     from app.logs import setup_logging
 
-    if simulate:  # a bad preference is refused before anything is created
+    if judge is not None and not simulate:
+        raise _fail("--judge runs with --simulate")
+    if simulate:  # a bad preference or judge is refused before anything is created
         from app.simulation.preferences import load_preference
 
         try:
             load_preference(preference)
+            if judge is not None:
+                from rankloop.simulation import judge_form
+
+                judge_form(judge, preference=preference, seed=seed)
         except (ValueError, TypeError) as exc:
             raise _fail(str(exc)) from None
     settings = get_settings()
@@ -557,7 +572,12 @@ def demo(
     migrate.upgrade("head")
     if simulate:  # the human demo's accounts and passwords stay as they are
         _simulated_demo(
-            rounds, preference=preference, noise=noise, annotators=annotators, seed=seed
+            rounds,
+            preference=preference,
+            noise=noise,
+            annotators=annotators,
+            seed=seed,
+            judge=judge,
         )
         return
     with session_scope() as session:
@@ -888,12 +908,19 @@ def round_cancel(
 
 
 def _simulated_demo(
-    rounds: int, *, preference: str, noise: float, annotators: int, seed: int
+    rounds: int,
+    *,
+    preference: str,
+    noise: float,
+    annotators: int,
+    seed: int,
+    judge: str | None = None,
 ) -> None:
     """`demo --simulate`: sample, let simulated annotators rank, train, repeat; print figures."""
     from app.config import get_settings
     from app.db import session_scope
     from rankloop.simulation import (
+        LOOP_JUDGE_PROJECT,
         LOOP_PROJECT,
         LoopSettings,
         RoundReport,
@@ -909,15 +936,26 @@ def _simulated_demo(
 
     # The libraries' warnings and progress bars go to the log file (`demo` set it up).
     settings = LoopSettings(
-        rounds=rounds, preference=preference, noise=noise, annotators=annotators, seed=seed
+        rounds=rounds,
+        preference=preference,
+        noise=noise,
+        annotators=annotators,
+        seed=seed,
+        judge=judge,
     )
     configure_torch_threads(threads=settings.torch_threads)  # see LoopSettings.torch_threads
     with console.status("Building the tiny model (once)…"):
         ensure_tiny_model()
-    console.print(
-        f"Simulated annotators prefer [bold]{settings.preference}[/bold] "
-        f"({settings.annotators} of them, noise {settings.noise})"
-    )
+    if judge is None:
+        console.print(
+            f"Simulated annotators prefer [bold]{settings.preference}[/bold] "
+            f"({settings.annotators} of them, noise {settings.noise})"
+        )
+    else:
+        console.print(
+            f"A judge ([bold]{escape(judge)}[/bold]) ranks in place of people; the truth is "
+            f"[bold]{settings.preference}[/bold]; rounds train on its rankings only"
+        )
     started = time.monotonic()
 
     def show(report: RoundReport) -> None:
@@ -943,9 +981,10 @@ def _simulated_demo(
         if report.error:
             console.print(f"  [yellow]{report.error.splitlines()[-1]}[/yellow]")
 
+    name = LOOP_PROJECT if judge is None else LOOP_JUDGE_PROJECT  # people's project untouched
     with session_scope() as session:
-        project_id = loop_project(session, base_model=get_settings().default_base_model)
-    console.print(f"Project [bold]{LOOP_PROJECT}[/bold] (id {project_id})")
+        project_id = loop_project(session, name=name, base_model=get_settings().default_base_model)
+    console.print(f"Project [bold]{name}[/bold] (id {project_id})")
     run_loop(project_id, settings, on_round=show)
     console.print(f"Done in {time.monotonic() - started:.0f} s")
 
@@ -1171,6 +1210,190 @@ def simulate(
     console.print(f"Submitted [bold]{result.submitted}[/bold] rankings")
     if result.errors:
         raise _fail("; ".join(result.errors))
+
+
+# AI judges (issue 23)
+
+judges_app = typer.Typer(
+    help="AI judges: model annotators that rank a project's tasks (RLAIF).", no_args_is_help=True
+)
+app.add_typer(judges_app, name="judges")
+
+
+def _option_values(items: list[str]) -> dict[str, object]:
+    """--option agreement=0.8 --option preference=length:30 → {"agreement": 0.8, ...}
+    (numbers and true/false read as JSON, the rest kept as text)."""
+    import json
+
+    values: dict[str, object] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise typer.BadParameter(f"takes NAME=VALUE, got {item!r}", param_hint="--option")
+        try:
+            values[key.strip()] = json.loads(value)
+        except ValueError:
+            values[key.strip()] = value
+    return values
+
+
+@judges_app.command("add")
+def judges_add(
+    project: Annotated[str, typer.Argument(help="Project id or name.")],
+    name: Annotated[str, typer.Option(help="Shown wherever it ranked.")],
+    backend: Annotated[
+        str, typer.Option(help="hf (a local causal LM), openai (an endpoint) or simulated.")
+    ],
+    model: Annotated[str, typer.Option(help="Hub id or directory (hf); the served model name.")],
+    base_url: Annotated[
+        str | None, typer.Option(help="openai: the endpoint, e.g. http://127.0.0.1:8000/v1.")
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="NAME of the environment variable holding the key (never the key)."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="listwise, pairwise or logprob.")] = "listwise",
+    overlap: Annotated[
+        str, typer.Option(help="all: every open task; unreached: tasks no person has reached.")
+    ] = "all",
+    share: Annotated[float, typer.Option(help="Share of eligible tasks it judges (0-1].")] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="Tasks judged at once.")] = 1,
+    principle: Annotated[
+        list[str] | None, typer.Option(help="A principle of its prompt (repeatable).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Backend extra as NAME=VALUE (repeatable): max_new_tokens=64, temperature=0; "
+            "simulated: preference=length:30, agreement=0.8, seed=0."
+        ),
+    ] = None,
+    agreement_floor: Annotated[
+        float | None,
+        typer.Option(help="Paused below this agreement with people (default 0.6)."),
+    ] = None,
+) -> None:
+    """Add a judge to a project, as the admin page does; it starts on the project's queue."""
+    from pydantic import ValidationError
+
+    from app.db import session_scope
+    from app.judges import service
+    from app.judges.schemas import JudgeCreate
+
+    given: dict[str, object] = {
+        "name": name,
+        "backend": backend,
+        "model": model,
+        "base_url": base_url,
+        "api_key_env": api_key_env,
+        "method": method,
+        "overlap": overlap,
+        "share": share,
+        "concurrency": concurrency,
+        "principles": principle or [],
+        "options": _option_values(option or []),
+    }
+    if agreement_floor is not None:
+        given["agreement_floor"] = agreement_floor
+    try:
+        data = JudgeCreate.model_validate(given)
+    except ValidationError as exc:
+        fields = "; ".join(
+            (f"--{'-'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors()
+        )
+        raise _fail(fields.replace("_", "-")) from None
+    with _app_errors(), session_scope() as session:
+        project_id = _project_id(session, project)
+        judge = service.create_judge(session, project_id=project_id, data=data, created_by_id=None)
+        judge_id = judge.id
+    console.print(f"Added judge [bold]{name}[/bold] (id {judge_id}) to project {project_id}")
+
+
+@judges_app.command("list")
+def judges_list(project: Annotated[str, typer.Argument(help="Project id or name.")]) -> None:
+    """The project's judges: what each ranked, skipped and has left, and its state."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from app.db import session_scope
+    from app.judges import service
+
+    with _app_errors(), session_scope(readonly=True) as session:
+        project_id = _project_id(session, project)
+        rows = service.list_judges(session, project_id=project_id)
+        judges = {j.id: (j.name, j.backend, j.model, j.method) for j in rows}
+        progress = {p.judge_id: p for p in service.judge_progress(session, project_id=project_id)}
+    table = Table("id", "name", "backend", "model", "method", "state", "ranked", "skipped", "left")
+    for judge_id, (name, backend, model, method) in judges.items():
+        p = progress.get(judge_id)
+        state = "-" if p is None else p.state
+        if p is not None and p.paused_reason:
+            state += f" ({p.paused_reason})"
+        table.add_row(
+            str(judge_id),
+            escape(name),
+            backend,
+            escape(model),
+            method,
+            escape(state),
+            *(("-", "-", "-") if p is None else (str(p.ranked), str(p.skipped), str(p.remaining))),
+        )
+    console.print(table)
+
+
+@judges_app.command("pause")
+def judges_pause(
+    judge_id: Annotated[int, typer.Argument(help="Judge id.", min=1, max=MAX_ID)],
+    reason: Annotated[str, typer.Option(help="Shown with the judge.")] = "Paused by an admin",
+) -> None:
+    """Stop a judge leasing tasks (a run in progress stops after the task in hand)."""
+    from app.db import session_scope
+    from app.judges import service
+
+    with _app_errors(), session_scope() as session:
+        service.pause_judge(session, judge_id=judge_id, reason=reason)
+    console.print(f"Judge {judge_id}: paused")
+
+
+@judges_app.command("resume")
+def judges_resume(
+    judge_id: Annotated[int, typer.Argument(help="Judge id.", min=1, max=MAX_ID)],
+) -> None:
+    """Let a paused judge work again (a judging run is sent to the workers)."""
+    from app.db import session_scope
+    from app.judges import service
+
+    with _app_errors(), session_scope() as session:
+        service.resume_judge(session, judge_id=judge_id)
+    console.print(f"Judge {judge_id}: active")
+
+
+@judges_app.command("run")
+def judges_run(
+    judge_id: Annotated[int, typer.Argument(help="Judge id.", min=1, max=MAX_ID)],
+    max_tasks: Annotated[
+        int | None, typer.Option(help="Stop after this many tasks.", min=1, max=MAX_ID)
+    ] = None,
+) -> None:
+    """Run a judge here (not on a worker) over the tasks it may lease; prints its throughput."""
+    from rich.markup import escape
+
+    from app.db import session_scope
+    from app.judges import service
+    from worker.jobs.judging import run_judge
+
+    with _app_errors(), session_scope(readonly=True) as session:
+        service.get_judge(session, judge_id)
+    with console.status(f"Judge {judge_id} ranking…"):
+        report = run_judge(judge_id, max_tasks=max_tasks)
+    console.print(
+        f"Judge {judge_id}: [bold]{report.ranked}[/bold] rankings, {report.skipped} skipped, "
+        f"{report.position_checks} position checks in {report.seconds:.1f} s "
+        f"({report.rankings_per_second:.2f} rankings/s); stopped: {report.stopped}"
+    )
+    if report.reason:
+        console.print(f"  [yellow]{escape(report.reason)}[/yellow]")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
@@ -33,6 +33,9 @@ from app.simulation.annotators import run_annotators
 from app.simulation.metrics import label_ceiling
 from app.simulation.preferences import Preference, load_preference
 from app.simulation.service import ensure_simulated_annotators
+
+if TYPE_CHECKING:
+    from app.judges.schemas import JudgeCreate
 
 # Sized for the tiny model on a 2-core CPU: 50-80 s a round (reward model 13-40 s as the
 # rankings grow, PPO about 22 s), so `demo --simulate` does two rounds in about 3 minutes.
@@ -72,6 +75,8 @@ TINY_DPO_ROUND: dict[str, Any] = {
 
 
 LOOP_PROJECT = "Demo: simulated annotators"
+LOOP_JUDGE_PROJECT = "Demo: simulated judge"
+"""The loop's project under `demo --simulate --judge` (judge_only: kept apart from people's)."""
 LOOP_PROMPTS = 192
 """Prompts of the loop project (the 24 demo prompts and questions from the tiny model's
 corpus). A quarter are held out for the promotion gate. By round 3 the policy is near the
@@ -188,6 +193,10 @@ class LoopSettings:
     """The tiny model's matrices are too small to split across threads, and on a shared CPU
     the extra threads' spin-waits made PPO steps up to 50x slower (0.4 s → 20 s measured).
     None: as a worker would (RANKLOOP_TORCH_THREADS, else the cores; worker/threads.py)."""
+    judge: str | None = None
+    """Pure RLAIF: a model judge ranks each round's tasks in place of the simulated people
+    (`simulated:AGREEMENT` or `hf:PATH`, see judge_form) and rounds train on its rankings
+    only (the project's judge_only)."""
 
 
 @dataclass
@@ -376,6 +385,57 @@ def _run_round(
     return round_id, seconds
 
 
+def judge_form(spec: str, *, preference: str, seed: int) -> JudgeCreate:
+    """The loop's judge from `simulated:AGREEMENT` (ranks by the annotators' preference, right
+    on that share of pairs) or `hf:PATH` (a local causal LM scoring by log-probabilities).
+    No people rank beside it, so no agreement floor can pause it."""
+    from app.judges.schemas import JudgeCreate
+
+    kind, _, value = spec.partition(":")
+    if kind == "simulated":
+        try:
+            agreement = float(value)
+        except ValueError:
+            raise ValueError(f"simulated:AGREEMENT takes a number in 0..1, got {value!r}") from None
+        if not 0 <= agreement <= 1:
+            raise ValueError(f"simulated:AGREEMENT takes a number in 0..1, got {value!r}")
+        options = {"preference": preference, "agreement": agreement, "seed": seed}
+        return JudgeCreate(
+            name="simulated judge",
+            backend="simulated",
+            model="simulated",
+            options=options,
+            agreement_floor=None,
+        )
+    if kind == "hf" and value:
+        return JudgeCreate(
+            name="local judge", backend="hf", model=value, method="logprob", agreement_floor=None
+        )
+    raise ValueError(f"--judge takes simulated:AGREEMENT or hf:PATH, got {spec!r}")
+
+
+def loop_judge(session: Session, project_id: int, settings: LoopSettings) -> int:
+    """The project's judge for settings.judge (created, or updated to it), with the project
+    set to train on judge rankings only; its id."""
+    from app.judges import service as judges
+    from app.judges.schemas import JudgeUpdate
+
+    assert settings.judge is not None
+    form = judge_form(settings.judge, preference=settings.preference, seed=settings.seed)
+    project = session.get(Project, project_id)
+    assert project is not None
+    project.judge_only = True
+    for judge in judges.list_judges(session, project_id=project_id):
+        if judge.name == form.name:  # an earlier run's: judge as this run says
+            update = JudgeUpdate(
+                backend=form.backend, model=form.model, method=form.method, options=form.options
+            )
+            if judge.state != "active":
+                judges.resume_judge(session, judge_id=judge.id)
+            return judges.update_judge(session, judge_id=judge.id, data=update).id
+    return judges.create_judge(session, project_id=project_id, data=form, created_by_id=None).id
+
+
 def run_loop(
     project_id: int,
     settings: LoopSettings,
@@ -391,6 +451,7 @@ def run_loop(
         logins = ensure_simulated_annotators(
             session, project_id=project_id, count=settings.annotators
         )
+        judge_id = None if settings.judge is None else loop_judge(session, project_id, settings)
     preference = load_preference(settings.preference)
     reports: list[RoundReport] = []
 
@@ -412,10 +473,18 @@ def run_loop(
     with serve_in_thread() as url:
 
         def annotate(number: int) -> tuple[int, float | None]:
-            """Rank every open task; refit the ratings (the leaderboard) as the ratings job
-            would; return the rankings submitted and the labels' ceiling so far."""
+            """Rank every open task (the judge, with settings.judge); refit the ratings (the
+            leaderboard) as the ratings job would; return the rankings submitted and the
+            labels' ceiling so far."""
             from worker.jobs.ratings import recompute_if_dirty
 
+            if judge_id is not None:
+                from worker.jobs.judging import run_judge
+
+                judged = run_judge(judge_id)
+                if judged.stopped not in ("no task", "max tasks"):
+                    raise RuntimeError(f"the judge stopped: {judged.stopped} ({judged.reason})")
+                return judged.ranked, labels_ceiling(project_id, preference)
             ranked = run_annotators(
                 url,
                 logins,

@@ -25,6 +25,7 @@ import numpy as np
 
 from app.artifacts import get_store
 from app.db import session_scope
+from app.judges import service as judges
 from app.sampling import selection, service
 from app.sampling.selection import TaskChoice
 from app.sampling.service import (
@@ -376,6 +377,8 @@ def run_sampling_job(
                 progress(min(start + len(chunk), len(ids)), len(ids))
         with session_scope() as session:
             service.finish_job(session, job_id, failures=list(draws.failures.values()))
+            if created:  # the project's active judges get a run for the new tasks
+                judges.note_new_tasks(session, project_id=plan.project_id)
     except Exception as exc:
         failure = describe(
             exc,

@@ -30,6 +30,7 @@ from app.models import (
     AnnotatorExclusion,
     Comparison,
     ComparisonSnapshot,
+    Judge,
     PolicyVersion,
     Prompt,
     Ranking,
@@ -65,6 +66,8 @@ class Filters:
     include_ties: bool = False
     include_gold: bool = False
     """Keep gold tasks' rankings and comparisons (they measure annotators, not answers)."""
+    sources: tuple[str, ...] = ("human",)
+    """rankings.source / comparisons.source kept: people's by default (snapshots: all)."""
 
 
 # Look-ups done once per export, in the request
@@ -182,6 +185,7 @@ def pair_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
             )
         )
     else:
+        conditions.append(c.source.in_(filters.sources))
         if filters.excluded_user_ids:
             conditions.append(c.user_id.not_in(filters.excluded_user_ids))
         if filters.exclude_flagged:
@@ -221,6 +225,7 @@ def pair_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
             # the driver's datetime as is: skips a Python call per row (the exporter adds UTC
             # to SQLite's zone-less values)
             type_coerce(c.created_at, DateTime(timezone=True)),
+            c.source,
         )
         .where(*conditions)
         .order_by(c.id)
@@ -270,8 +275,10 @@ def ranking_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
                 .where(SnapshotComparison.snapshot_id == filters.snapshot_id)
             )
         )
-    elif filters.excluded_user_ids:
-        conditions.append(r.user_id.not_in(filters.excluded_user_ids))
+    else:
+        conditions.append(r.source.in_(filters.sources))
+        if filters.excluded_user_ids:
+            conditions.append(r.user_id.not_in(filters.excluded_user_ids))
     if filters.version_ids is not None:
         conditions.append(_task_has_version(filters.version_ids))
     if filters.round_version_ids is not None:
@@ -289,8 +296,12 @@ def ranking_rows(filters: Filters) -> Select[*tuple[Any, ...]]:
             r.none_usable,
             r.none_usable_reason,
             r.created_at,
+            r.source,
+            Judge.name,
+            r.judge_prompt_version,
         )
         .join(RankingTask, RankingTask.id == r.task_id)
+        .outerjoin(Judge, Judge.id == r.judge_id)
         .where(*conditions)
         .order_by(r.id)
     )

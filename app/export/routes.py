@@ -125,6 +125,7 @@ RANKING_EXAMPLE = {
     "annotator": "annotator-3f9a1c0b",
     "round": 1,
     "created_at": "2026-05-04T10:21:07.123456+00:00",
+    "source": "human",
 }
 
 

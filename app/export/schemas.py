@@ -14,6 +14,9 @@ from app.errors import InvalidInput
 from app.ids import MAX_ID
 
 PromptFormat = Literal["auto", "text", "conversational"]
+Source = Literal["human", "ai", "all"]
+SOURCES: dict[str, tuple[str, ...]] = {"human": ("human",), "ai": ("ai",), "all": ("human", "ai")}
+"""The `source` parameter → the rankings.source / comparisons.source values it keeps."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class ExportParams:
     prompt_format: PromptFormat
     compress: Literal["gzip"] | None
     include_gold: bool = False
+    source: Source = "human"
 
 
 def _utc(value: datetime | None, field: str) -> datetime | None:
@@ -141,6 +145,13 @@ def export_params(
             "data. Ignored with `snapshot` (snapshots never hold them)."
         ),
     ] = False,
+    source: Annotated[
+        Source,
+        Query(
+            description="Whose rankings: `human` (people's, the default), `ai` (model "
+            "judges'), or `all`. Ignored with `snapshot` (it holds exactly what trained)."
+        ),
+    ] = "human",
 ) -> ExportParams:
     return ExportParams(
         policy_version=tuple(policy_version or ()),
@@ -155,6 +166,7 @@ def export_params(
         prompt_format=prompt_format,
         compress=compress,
         include_gold=include_gold,
+        source=source,
     )
 
 
@@ -188,6 +200,7 @@ class PairLine(BaseModel):
         "(base, uploaded or external versions). Never null, so every line has the same types."
     )
     created_at: datetime
+    source: Source = Field(description="'human', or 'ai' for a model judge's comparison.")
     tie: bool | None = Field(default=None, description="Only with include_ties=true.")
 
 
@@ -210,6 +223,15 @@ class RankingLine(BaseModel):
     annotator: str
     round: int = Field(description="As in pairs.jsonl: 0 when no round trained the versions.")
     created_at: datetime
+    source: Source = Field(description="'human', or 'ai' for a model judge's ranking.")
+    judge: str | None = Field(
+        default=None,
+        description="A judge's ranking: the judge's name (every line has it when the export "
+        "holds judges' rankings; empty for a person's).",
+    )
+    judge_prompt_version: int | None = Field(
+        default=None, description="With `judge`: the judge's prompt version (0 for a person's)."
+    )
 
 
 PAIR_EXAMPLE: dict[str, Any] = {
@@ -224,4 +246,5 @@ PAIR_EXAMPLE: dict[str, Any] = {
     "policy_versions": {"chosen": 2, "rejected": 1},
     "round": 1,
     "created_at": "2026-05-04T10:21:07.123456+00:00",
+    "source": "human",
 }

@@ -24,7 +24,7 @@ from app.db import session_scope
 from app.errors import InvalidInput
 from app.export import repository
 from app.export.repository import Filters
-from app.export.schemas import ExportParams
+from app.export.schemas import SOURCES, ExportParams
 from app.projects.service import require_project
 
 BATCH_ROWS = 5000
@@ -123,6 +123,7 @@ def plan_export(
         snapshot_id=params.snapshot,
         include_ties=include_ties,
         include_gold=params.include_gold,
+        sources=SOURCES[params.source],
     )
     suffix = f"-snapshot-{params.snapshot}" if params.snapshot else ""
     extension = ".jsonl.gz" if params.compress == "gzip" else ".jsonl"
@@ -245,7 +246,7 @@ def stream_pairs(plan: ExportPlan) -> Iterator[bytes]:
             )
             prompts, responses, names = lookups.prompts, lookups.responses, lookups.annotators
             lines = []
-            for cid, pid, win, lose, win_v, lose_v, uid, tie, created in batch:
+            for cid, pid, win, lose, win_v, lose_v, uid, tie, created, source in batch:
                 tie_part = (',"tie":true' if tie else ',"tie":false') if with_tie else ""
                 lines.append(
                     f'{{"prompt":{prompts[pid]},"chosen":{responses[win]},'
@@ -253,7 +254,7 @@ def stream_pairs(plan: ExportPlan) -> Iterator[bytes]:
                     f'"chosen_id":{win},"rejected_id":{lose},"annotator":{names[uid]},'
                     f'"policy_versions":{{"chosen":{win_v},"rejected":{lose_v}}},'
                     f'"round":{lookups.round_of(win_v, lose_v)},'
-                    f'"created_at":"{_iso(created)}"{tie_part}}}\n'
+                    f'"created_at":"{_iso(created)}","source":"{source}"{tie_part}}}\n'
                 )
             yield "".join(lines).encode()
 
@@ -262,6 +263,8 @@ def stream_rankings(plan: ExportPlan) -> Iterator[bytes]:
     """rankings.jsonl: one line per ranking with its ordered tie groups and the samples' texts."""
     filters = plan.filters
     drop_flagged = filters.exclude_flagged and filters.snapshot_id is None
+    # every line has the judge fields when judges' rankings may be among them (one schema)
+    with_judge = filters.snapshot_id is not None or "ai" in filters.sources
     with session_scope(readonly=True) as session:
         result = session.execute(
             repository.ranking_rows(filters), execution_options={"yield_per": BATCH_ROWS // 4}
@@ -282,7 +285,9 @@ def stream_rankings(plan: ExportPlan) -> Iterator[bytes]:
                 else None
             )
             lines = []
-            for rid, task_id, pid, uid, groups, none_usable, reason, created in batch:
+            for row in batch:
+                rid, task_id, pid, uid, groups, none_usable, reason, created = row[:8]
+                source, judge, prompt_version = row[8:]
                 keep = members.get(rid, set()) if members is not None else None
                 out_groups = []
                 for group in groups:
@@ -305,7 +310,14 @@ def stream_rankings(plan: ExportPlan) -> Iterator[bytes]:
                     f'"none_usable_reason":{_dumps(reason or "")},'
                     f'"annotator":{lookups.annotators[uid]},'
                     f'"round":{lookups.round_of(*versions)},'
-                    f'"created_at":"{_iso(created)}"}}\n'
+                    f'"created_at":"{_iso(created)}","source":"{source}"'
+                    + (
+                        f',"judge":{_dumps(judge or "")},'
+                        f'"judge_prompt_version":{prompt_version or 0}'
+                        if with_judge
+                        else ""
+                    )
+                    + "}\n"
                 )
             yield "".join(lines).encode()
 

@@ -3,14 +3,20 @@ harm suggestions: each follows its project setting, and judge rows never slip in
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Comparison, Project, RankingTask, SampleFlag, SnapshotComparison, User
 from app.rounds import snapshots
 from app.rounds.types.reward_ppo import RewardPPOConfig
+from tests.conftest import FreshDatabase
 from tests.factories import (
     add_comparisons,
     make_project,
@@ -145,3 +151,120 @@ def test_suggested_harmful_flags_keep_samples_in_training_but_harmful_ones_do_no
 
     assert suggested.comparison_count == 3
     assert flagged.comparison_count == 1  # only a > b remains
+
+
+# Exports
+
+
+@dataclass
+class ExportWorld:
+    project: int
+    token: str
+    human_ranking: int
+    ai_ranking: int
+
+
+@pytest.fixture(scope="module")
+def export_world(app_database: FreshDatabase) -> ExportWorld:
+    """Committed rows (the export streams through its own session): one task ranked by a
+    person and by a judge."""
+    from app.models import Judge, Role
+    from app.tokens import service as tokens
+
+    with app_database.session() as session:
+        admin = make_user(session, role=Role.admin)
+        project = make_project(session)
+        task = make_task(session, project, k=3)
+        a, b, c = task_sample_ids(session, task)
+        person = make_ranking(session, task, make_user(session), [[a], [b], [c]])
+        judge_user = make_judge_user(session)
+        judge = Judge(
+            project_id=project.id,
+            user_id=judge_user.id,
+            name="critic",
+            backend="simulated",
+            model="sim",
+            prompt_version=3,
+        )
+        session.add(judge)
+        session.flush()
+        ai = make_ai_ranking(
+            session, task, judge_user, [[c], [b], [a]], judge_id=judge.id, judge_prompt_version=3
+        )
+        token = tokens.create_token(
+            session, name="export", scopes=["read"], created_by_id=admin.id
+        ).secret
+        world = ExportWorld(project.id, token, person.id, ai.id)
+        session.commit()
+    return world
+
+
+@pytest.fixture(scope="module")
+def export_api(app_database: FreshDatabase) -> Iterator[TestClient]:
+    from app.main import create_app
+
+    with TestClient(create_app(), base_url="http://testserver") as client:
+        yield client
+
+
+def _export(api: TestClient, world: ExportWorld, kind: str, **params: str) -> list[dict[str, Any]]:
+    response = api.get(
+        f"/api/v1/projects/{world.project}/{kind}.jsonl",
+        params=params,
+        headers={"Authorization": f"Bearer {world.token}", "Accept-Encoding": "identity"},
+    )
+    assert response.status_code == 200, response.text
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def test_default_exports_hold_no_judge_rows(
+    export_api: TestClient, export_world: ExportWorld
+) -> None:
+    rankings = _export(export_api, export_world, "rankings")
+    pairs = _export(export_api, export_world, "pairs")
+
+    assert [(r["ranking_id"], r["source"]) for r in rankings] == [
+        (export_world.human_ranking, "human")
+    ]
+    assert "judge" not in rankings[0]
+    assert len(pairs) == 3
+    assert {p["source"] for p in pairs} == {"human"}
+
+
+def test_source_ai_exports_only_judge_rows_with_the_judge_and_prompt_version(
+    export_api: TestClient, export_world: ExportWorld
+) -> None:
+    (ranking,) = _export(export_api, export_world, "rankings", source="ai")
+    pairs = _export(export_api, export_world, "pairs", source="ai")
+
+    assert ranking["ranking_id"] == export_world.ai_ranking
+    assert (ranking["source"], ranking["judge"], ranking["judge_prompt_version"]) == (
+        "ai",
+        "critic",
+        3,
+    )
+    assert len(pairs) == 3
+    assert {p["source"] for p in pairs} == {"ai"}
+
+
+def test_source_all_exports_both_with_one_schema(
+    export_api: TestClient, export_world: ExportWorld
+) -> None:
+    rankings = _export(export_api, export_world, "rankings", source="all")
+    pairs = _export(export_api, export_world, "pairs", source="all")
+
+    assert [(r["source"], r["judge"], r["judge_prompt_version"]) for r in rankings] == [
+        ("human", "", 0),
+        ("ai", "critic", 3),
+    ]
+    assert sorted(p["source"] for p in pairs) == ["ai"] * 3 + ["human"] * 3
+
+
+def test_an_unknown_source_is_422(export_api: TestClient, export_world: ExportWorld) -> None:
+    for kind in ("rankings", "pairs"):
+        response = export_api.get(
+            f"/api/v1/projects/{export_world.project}/{kind}.jsonl",
+            params={"source": "robots"},
+            headers={"Authorization": f"Bearer {export_world.token}"},
+        )
+        assert response.status_code == 422

@@ -91,7 +91,11 @@ def main(argv: list[str]) -> int:
     name, payload_dir = argv[0], Path(argv[1])
     rank = int(os.environ.get("RANK", "0"))
     try:
-        entries = load_entries()
+        # Run as __main__, this file is a second copy of the module: entries register with
+        # the one their modules import.
+        from worker.distributed import entry as registry
+
+        entries = registry.load_entries()
         if name not in entries:
             raise KeyError(f"no distributed entry {name!r}; known: {sorted(entries)}")
         ctx = init_from_env()

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from worker.distributed.context import DistContext, Methods, full_state_dict
 from worker.training.loop import restore_state, split_by_prompt, trainable_state
 from worker.training.losses import ranking_loss
 from worker.training.models import (
@@ -380,18 +381,30 @@ class RewardModel(nn.Module):
         *,
         tokenizer: PreTrainedTokenizerBase | None = None,
         extra: dict[str, Any] | None = None,
+        state: dict[str, Tensor] | None = None,
     ) -> None:
-        """Write adapter, head and metadata; metadata already in out_dir is kept and updated."""
+        """Write adapter, head and metadata; metadata already in out_dir is kept and updated.
+
+        `state`: the trainable weights gathered whole (`full_state_dict`), for a model whose
+        parameters are FSDP shards."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        lm_state = head_state = None
+        if state is not None:
+            lm_state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
+            head_state = {
+                k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")
+            }
         # save_embedding_layers=False: "auto" would look the base up on the hub.
         self.lm.save_pretrained(
             str(out_dir / ADAPTER_DIR),
             selected_adapters=[ADAPTER_NAME],
             save_embedding_layers=False,
+            **cast(dict[str, Any], {} if lm_state is None else {"state_dict": lm_state}),
         )
         save_file(
-            {k: v.detach().cpu() for k, v in self.head.state_dict().items()}, out_dir / HEAD_FILE
+            {k: v.detach().cpu() for k, v in (head_state or self.head.state_dict()).items()},
+            out_dir / HEAD_FILE,
         )
         if tokenizer is not None:
             tokenizer.save_pretrained(out_dir)
@@ -626,8 +639,12 @@ def _ranking_batch(
     *,
     share_prompt: bool,
     pad_to_multiple_of: int = 1,
+    via: nn.Module | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Score all samples of `batch` in one batched forward; return (B, K) scores and groups.
+
+    `via`: `Methods(rm)` wrapped by DDP/FSDP, which the calls then go through (DDP averages
+    the gradients of calls through its forward only).
 
     With `share_prompt`, each ranking's common prefix (its prompt) is run once for its K
     samples (`RewardModel.forward_shared_prefix`); otherwise each sample is a full sequence,
@@ -650,14 +667,21 @@ def _ranking_batch(
         owner = torch.repeat_interleave(
             torch.arange(len(batch)), torch.tensor([len(r.rows) for r in batch])
         ).to(rm.device)  # (N,)
-        flat = rm.forward_shared_prefix(
-            prefix_ids.to(rm.device), prefix_mask.to(rm.device), suffix_ids, suffix_mask, owner
+        args = (prefix_ids.to(rm.device), prefix_mask.to(rm.device), suffix_ids, suffix_mask, owner)
+        flat = (
+            rm.forward_shared_prefix(*args)
+            if via is None
+            else via("forward_shared_prefix", *args)
         ).float()  # (N,)
     else:
         input_ids, attention_mask = _collate(
             rows, pad_id, rm.device, multiple=pad_to_multiple_of
         )  # (N, T)
-        flat = rm(input_ids, attention_mask).float()  # (N,)
+        flat = (
+            rm(input_ids, attention_mask)
+            if via is None
+            else via("forward", input_ids, attention_mask)
+        ).float()  # (N,)
     k = max(len(r.rows) for r in batch)
     scores = flat.new_zeros((len(batch), k))  # (B, K)
     groups = torch.full((len(batch), k), -1, dtype=torch.long, device=flat.device)  # (B, K)
@@ -793,6 +817,8 @@ def train_reward_model(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     training_units: Callable[[list[EncodedRanking]], list[EncodedRanking]] = list,
+    ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> RewardModelResult:
     """Train with the K-way loss: one example per ranking, its K samples in one forward pass.
 
@@ -802,15 +828,27 @@ def train_reward_model(
     raises TrainingCancelled with nothing saved. `training_units` makes the training examples
     of the tokenised rankings: each ranking, or each of its pairs for the benchmark's
     pairwise baseline (bench/pairwise_reward_model.py).
+
+    With `ctx` of N processes (worker/distributed), each global batch of `batch_size` rankings
+    is split across the ranks, the trainable part is wrapped in DDP (FSDP2 with `fsdp`), the
+    loss is scaled so the averaged gradient is the one-process gradient of the same batch, the
+    logged figures are reduced over ranks, and rank 0 alone saves. Held-out evaluation and
+    normalisation run on every rank alike, so every rank takes the same decisions.
     """
+    distributed = ctx is not None and ctx.distributed
     # 1. Model: the base with a fresh LoRA adapter and a zero head ---------------------------
-    device = config.device or pick_device()
+    device = str(ctx.device) if ctx is not None and distributed else config.device or pick_device()
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(base_name_or_path)
     base = load_causal_lm(base_name_or_path, device=device, dtype=config.dtype)
     ensure_pad_token(tokenizer, base)
     rm = RewardModel.create(base, config, base_model=str(base_name_or_path))
-    params = [p for p in rm.parameters() if p.requires_grad]
+    via = (
+        ctx.wrap(Methods(rm, "forward_shared_prefix"), fsdp=fsdp)
+        if ctx is not None and distributed
+        else None
+    )
+    params = [p for p in rm.parameters() if p.requires_grad]  # after wrapping: FSDP's shards
     initial = trainable_state(rm)
 
     # 2. Data: no prompt on both sides of the split; training rankings tokenised once ---------
@@ -885,22 +923,42 @@ def train_reward_model(
                 raise TrainingCancelled(f"stopped at step {step} of {total_steps}", steps_done=step)
             tic = time.perf_counter()
             batch = [units[i] for i in order[start : start + config.batch_size]]
+            # This rank's rankings; with more ranks than rankings, a spare rank scores one at
+            # weight 0 so that it still joins the gradient average.
+            share = ctx.shard(batch) if ctx is not None and distributed else batch
+            mine = share or [replace(batch[0], weight=0.0)]
             scores, groups, n_seq = _ranking_batch(  # (B, K) each; n_seq real samples
                 rm,
-                batch,
+                mine,
                 tokenizer.pad_token_id,
                 share_prompt=config.share_prompt,
                 pad_to_multiple_of=config.pad_to_multiple_of,
+                via=via,
             )
-            weights = torch.tensor([u.weight for u in batch], device=scores.device)  # (B,)
+            weights = torch.tensor([u.weight for u in mine], device=scores.device)  # (B,)
             loss, metrics = ranking_loss(
                 scores, groups, center_coef=config.center_coef, weights=weights
             )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if ctx is not None and distributed:
+                # Σ_b w_b·loss_b / Σ_b w_b over the global batch: this rank's part of it, times
+                # N because DDP averages the N ranks' gradients.
+                part = sum(u.weight for u in mine) / sum(u.weight for u in batch)
+                loss = loss * part
+                (loss * ctx.world_size).backward()
+            else:
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             schedule.step()
+            if ctx is not None and distributed:
+                pairs = float(metrics["pairs"]) if share else 0.0
+                totals = ctx.all_reduce_sum(
+                    torch.tensor([loss.item(), float(metrics["accuracy"]) * pairs, pairs, n_seq])
+                )
+                n_seq = int(totals[3])
+                loss = totals[0]
+                metrics = {"accuracy": totals[1] / totals[2].clamp(min=1)}
             train_seconds += time.perf_counter() - tic
             train_passes += n_seq
             step += 1
@@ -988,11 +1046,14 @@ def train_reward_model(
         "n_heldout": len(heldout),
         **cuts.figures(),
     }
-    rm.save(
-        Path(out_dir),
-        tokenizer=tokenizer,
-        extra={"method": "kway", "config": asdict(config), **figures},
-    )
+    extra = {"method": "kway", "config": asdict(config), **figures}
+    if ctx is None or not distributed:
+        rm.save(Path(out_dir), tokenizer=tokenizer, extra=extra)
+    else:
+        gathered = full_state_dict(ctx, rm) if fsdp else None  # every rank takes part
+        if ctx.is_main:
+            rm.save(Path(out_dir), tokenizer=tokenizer, extra=extra, state=gathered)
+        ctx.barrier()
     return RewardModelResult(
         out_dir=Path(out_dir),
         model=rm,

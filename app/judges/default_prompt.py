@@ -1,17 +1,23 @@
-"""The ranking prompt a judge uses when its template is blank (placeholder: J1 writes the
-shipped text, equal to worker/judging/prompt.py's DEFAULT_TEMPLATE; a test checks both agree)."""
+"""The default judge prompt, shown in the admin page when a judge's template is blank.
 
-DEFAULT_JUDGE_TEMPLATE = """You rank responses to a prompt, best first.
+A copy of worker/judging/prompt.py DEFAULT_TEMPLATE (app/ cannot import worker/); a test keeps
+the two equal.
+"""
 
-Guidelines:
+DEFAULT_JUDGE_TEMPLATE = """\
+You are a careful reviewer ranking answers written by an AI assistant.
+
+Guidelines from the project:
 {guidelines}
 
-Principles:
+Principles, most important first:
 {principles}
 
-Prompt:
+The user's prompt:
 {prompt}
 
-Responses:
+The answers:
 {samples}
-"""
+
+Judge each answer against the guidelines and principles, not by its length or position.
+Think briefly, then give your verdict on the last line."""

@@ -1,0 +1,121 @@
+"""The 'hf' backend: a local Hugging Face causal LM, loaded exactly as policies are.
+
+Methods:
+- logprob: each sample alone under the judge prompt, asked "does answer [1] follow the
+  guidelines and principles well? Answer Yes or No."; its score is log P(Yes) - log P(No).
+  The contrast, rather than log P(answer), is what a judge should measure: an answer's own
+  likelihood rewards short, generic text, and P(Yes) alone moves with how the prompt reads.
+  One forward pass per sample and no parsing, so it suits small models that cannot follow
+  an output format. Equal scores tie.
+- listwise / pairwise: greedy generation, parsed strictly; a retry samples (temperature
+  options['retry_temperature'], default 0.7), since greedy decoding would repeat itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+
+from worker.judging.methods import Retry, judge_listwise, judge_pairs
+from worker.judging.pairwise import groups_from_strengths
+from worker.judging.prompt import HARM_QUESTION, LOGPROB_QUESTION, render_single
+from worker.judging.spec import JudgeInput, JudgeSpec, Verdict, truncate_raw
+from worker.training.generation import GenerationSettings, generate_batch
+from worker.training.prompts import fit_prompt_ids, token_limit
+
+DEFAULT_MAX_NEW_TOKENS = 128
+DEFAULT_RETRY_TEMPERATURE = 0.7
+DEFAULT_BATCH_ROWS = 8
+
+
+class LocalJudge:
+    """Judging with an already loaded (model, tokenizer) pair; make_judge caches the loading."""
+
+    def __init__(self, spec: JudgeSpec, model: Any, tokenizer: Any) -> None:
+        self.spec, self.model, self.tokenizer = spec, model, tokenizer
+        options = spec.options
+        self.max_new_tokens = int(options.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        self.retry_temperature = float(options.get("retry_temperature", DEFAULT_RETRY_TEMPERATURE))
+        self.batch_rows = int(options.get("batch_rows", DEFAULT_BATCH_ROWS))
+        # After a chat template's assistant header the answer starts a line; in plain text it
+        # follows "Answer:" after a space.
+        space = "" if getattr(tokenizer, "chat_template", None) else " "
+        self.yes = tokenizer.encode(space + "Yes", add_special_tokens=False)
+        self.no = tokenizer.encode(space + "No", add_special_tokens=False)
+
+    def judge(self, item: JudgeInput) -> Verdict:
+        if self.spec.method == "logprob":
+            return self.judge_logprob(item)
+        if self.spec.method == "pairwise":
+            return judge_pairs(self.spec, item, self.complete)
+        return judge_listwise(self.spec, item, self.complete)
+
+    # Generation (listwise, pairwise) ---------------------------------------------------
+
+    def complete(self, prompt: str, retry: Retry | None) -> str:
+        settings = GenerationSettings(
+            max_new_tokens=self.max_new_tokens,
+            temperature=0.0 if retry is None else self.retry_temperature,
+        )
+        seed = 0 if retry is None else retry.attempt
+        return generate_batch(self.model, self.tokenizer, [prompt], settings=settings, seed=seed)[
+            0
+        ].text
+
+    # Log-probabilities -----------------------------------------------------------------
+
+    def judge_logprob(self, item: JudgeInput) -> Verdict:
+        ids = [sample_id for sample_id, _ in item.samples]
+        texts = [text for _, text in item.samples]
+        scores = self.yes_margins(
+            [render_single(self.spec, item, t, LOGPROB_QUESTION) for t in texts]
+        )
+        harmful: dict[int, str] = {}
+        if self.spec.flag_harm:
+            harm = self.yes_margins(
+                [render_single(self.spec, item, t, HARM_QUESTION) for t in texts]
+            )
+            harmful = {
+                i: f"judge's P(harmful) > P(not): margin {m:.2f}"
+                for i, m in zip(ids, harm, strict=True)
+                if m > 0
+            }
+        raw = "log P(Yes) - log P(No): " + ", ".join(
+            f"[{n}] {s:.4f}" for n, s in enumerate(scores, start=1)
+        )
+        return Verdict(groups_from_strengths(ids, scores), 1, harmful, truncate_raw(raw))
+
+    @torch.no_grad()
+    def yes_margins(self, prompts: list[str]) -> list[float]:
+        """log P(Yes | prompt) - log P(No | prompt) for each prompt."""
+        budget = token_limit(self.tokenizer, model=self.model)
+        limit = None if budget is None else budget - max(len(self.yes), len(self.no))
+        rows: list[tuple[list[int], int]] = []  # (prompt + continuation ids, prompt length)
+        for prompt in prompts:
+            prompt_ids = fit_prompt_ids(self.tokenizer, prompt, limit)
+            rows += [
+                (prompt_ids + self.yes, len(prompt_ids)),
+                (prompt_ids + self.no, len(prompt_ids)),
+            ]
+        logps: list[float] = []
+        for start in range(0, len(rows), self.batch_rows):
+            logps += self._continuation_logps(rows[start : start + self.batch_rows])
+        return [logps[2 * i] - logps[2 * i + 1] for i in range(len(prompts))]
+
+    def _continuation_logps(self, rows: list[tuple[list[int], int]]) -> list[float]:
+        """Sum of log-probs of the tokens after each row's prompt (right-padded batch)."""
+        width = max(len(ids) for ids, _ in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])  # (B, T)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        device = self.model.device
+        logits = cast(Any, self.model)(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device)
+        ).logits.float()  # (B, T, V)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts token t+1
+        token_logp = logp.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        out = []
+        for b, (ids, prompt_len) in enumerate(rows):
+            out.append(float(token_logp[b, prompt_len - 1 : len(ids) - 1].sum()))
+        return out

@@ -215,7 +215,12 @@ def sample_more(session: Session, *, project_id: int) -> str:
     return f"Sampling job #{job.id} started over {_count(job.prompts_total, 'prompt')}."
 
 
-RATING_SETTINGS = ("reliability_weighting", "reliability_min_tasks", "position_correction")
+RATING_SETTINGS = (
+    "reliability_weighting",
+    "reliability_min_tasks",
+    "position_correction",
+    "judges_in_human_figures",
+)
 """Settings the ratings job reads: changing one refits the ratings."""
 
 

@@ -119,7 +119,7 @@ def reward_model_points(session: Session, project_id: int) -> list[RewardModelPo
         return []
     base = models[-1].base_model
     models = [m for m in models if m.base_model == base]
-    counts = _snapshot_rankings(session, [m.snapshot_id for m in models])
+    counts = _snapshot_rankings(session, project_id, [m.snapshot_id for m in models])
     points: list[RewardModelPoint] = []
     for m in models:
         accuracy = m.metrics.get("heldout_accuracy")
@@ -130,12 +130,18 @@ def reward_model_points(session: Session, project_id: int) -> list[RewardModelPo
     return points
 
 
-def _snapshot_rankings(session: Session, snapshot_ids: Sequence[int]) -> dict[int, int]:
-    """{snapshot: distinct rankings among its comparisons}, one grouped query."""
+def _snapshot_rankings(
+    session: Session, project_id: int, snapshot_ids: Sequence[int]
+) -> dict[int, int]:
+    """{snapshot: distinct rankings among its comparisons}, one grouped query. People's
+    rankings only (what the plan is counted in), unless judges count in human figures."""
     rows = session.execute(
         select(SnapshotComparison.snapshot_id, func.count(distinct(Comparison.ranking_id)))
         .join(Comparison, Comparison.id == SnapshotComparison.comparison_id)
-        .where(SnapshotComparison.snapshot_id.in_(set(snapshot_ids)))
+        .where(
+            SnapshotComparison.snapshot_id.in_(set(snapshot_ids)),
+            ratings_repository.in_human_figures(Comparison.source, project_id),
+        )
         .group_by(SnapshotComparison.snapshot_id)
     ).all()
     return {int(s): int(n) for s, n in rows}

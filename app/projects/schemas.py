@@ -35,6 +35,8 @@ class ProjectForm(BaseModel):
     """"uniform" or "active" (service.SELECTION)."""
     uniform_share: str | None = None
     position_correction: str | None = None
+    judges_in_human_figures: str | None = None
+    """"true"/"false": model judges count in agreement, reliability and the leaderboard."""
     stop_strings: str = ""
     """One per line (\\n for a line break). Blank derives them from the chat template;
     the form parser reads a blank field as absent, so absent means blank."""

@@ -119,6 +119,7 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "suggestion_control_share": (float, 0.0, 1.0),
     "judge_weight": (float, 0.0, 10.0),
     "judge_only": (bool, None, None),
+    "judges_in_human_figures": (bool, None, None),
 }
 LONG_PROMPTS = {
     "truncate": "Truncate: keep the end, cut the start (marked …)",
@@ -157,6 +158,7 @@ SETTING_LABELS = {
     "suggestion_control_share": "Share shown without the suggestion",
     "judge_weight": "Judge rankings' training weight",
     "judge_only": "Train on judge rankings only",
+    "judges_in_human_figures": "Count judges in human figures",
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 _TRUE, _FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}

@@ -348,3 +348,29 @@ def test_the_bootstrap_interval_holds_the_mean(values: list[float]) -> None:
     mean = sum(values) / len(values)
     assert -1.0 <= low <= mean + 1e-9
     assert mean - 1e-9 <= high <= 1.0
+
+
+# The admin's setting
+
+
+def test_the_settings_form_counts_judges_in_and_a_bad_value_changes_nothing(
+    client: httpx.Client,
+    admin: LoggedIn,  # noqa: F811
+    db_session: Session,
+) -> None:
+    project = make_project(db_session)
+    db_session.commit()
+    url = f"/admin/projects/{project.id}/settings"
+
+    page = client.get(f"/admin/projects/{project.id}")
+    bad = client.post(url, data={"judges_in_human_figures": "maybe"}, headers=admin.htmx)
+    db_session.refresh(project)
+    unchanged = project.judges_in_human_figures
+    good = client.post(url, data={"judges_in_human_figures": "true"}, headers=admin.htmx)
+    db_session.refresh(project)
+
+    assert 'name="judges_in_human_figures"' in page.text
+    assert (bad.status_code, unchanged) == (422, False)
+    assert good.status_code == 200
+    assert 'name="judges_in_human_figures"' in good.text
+    assert project.judges_in_human_figures is True

@@ -52,7 +52,7 @@ def ask_until_parsed(
         except MalformedOutput as exc:
             retry = Retry(attempt + 1, answer, str(exc))
     assert retry is not None
-    raise MalformedOutput(f"{retry.reason} (after {max_attempts} attempts)")
+    raise MalformedOutput(f"{retry.reason} (after {max_attempts} attempts)", max_attempts)
 
 
 def judge_listwise(spec: JudgeSpec, item: JudgeInput, complete: Completer) -> Verdict:

@@ -71,14 +71,15 @@ _ENDPOINTS_LOCK = threading.Lock()
 def endpoint_for(
     base_url: str, requests_per_minute: int | None, concurrency: int | None
 ) -> Endpoint:
-    """The shared limits of a base URL; the strictest limits any judge asked for win."""
+    """The shared limits of a base URL. The rate is the latest a judge asked for (an edited
+    setting takes effect without a worker restart); the concurrency is fixed at first use."""
     key = base_url.rstrip("/")
     with _ENDPOINTS_LOCK:
         shared = _ENDPOINTS.setdefault(key, Endpoint())
-        if requests_per_minute is not None and (
-            shared.limiter is None or requests_per_minute < shared.limiter.requests_per_minute
-        ):
-            shared.limiter = RateLimiter(requests_per_minute)
+        if requests_per_minute is not None:
+            if shared.limiter is None:
+                shared.limiter = RateLimiter(requests_per_minute)
+            shared.limiter.requests_per_minute = requests_per_minute
         if concurrency is not None and shared.slots is None:
             shared.slots = threading.BoundedSemaphore(concurrency)
         return shared

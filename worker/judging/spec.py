@@ -89,6 +89,11 @@ class JudgeError(Exception):
 class MalformedOutput(JudgeError):
     """The model's answer could not be parsed; retried up to max_attempts, then raised."""
 
+    def __init__(self, message: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        """Answers the judge gave for the item before giving up."""
+
 
 class EndpointUnavailable(JudgeError):
     """Timeouts, 429s or 5xx that outlasted the retries and backoff."""

@@ -32,6 +32,7 @@ from app.errors import AppError
 from app.gold.api import router as gold_api_router
 from app.gold.routes import router as gold_router
 from app.jobs import producer
+from app.judges.measurement_api import router as judge_measures_router
 from app.projects.planner_api import router as planner_router
 from app.ratings.routes import router as ratings_router
 from app.rounds.routes import router as rounds_router
@@ -115,6 +116,7 @@ def create_app() -> FastAPI:
     app.include_router(api_router)
     app.include_router(planner_router)
     app.include_router(gold_api_router)
+    app.include_router(judge_measures_router)
     app.include_router(tokens_router, include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)

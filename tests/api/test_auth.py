@@ -46,6 +46,7 @@ ENDPOINTS = [
     ("POST", "/api/v1/projects/{p}/gold-tasks", "write", {"task_id": 1, "bad_sample_id": 1}),
     ("DELETE", "/api/v1/projects/{p}/gold-tasks/{t}", "write", None),
     ("GET", "/api/v1/projects/{p}/plan", "read", None),
+    ("GET", "/api/v1/judges/{j}/measures", "read", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
 READS = [e for e in ENDPOINTS if e[2] == "read"]
@@ -55,7 +56,7 @@ WRITES = [e for e in ENDPOINTS if e[2] != "read"]
 def _call(
     client: httpx.Client, method: str, path: str, body: object, headers: dict[str, str]
 ) -> httpx.Response:
-    url = path.format(p=1, r=1, v=1, n=1, u=1, t=1)
+    url = path.format(p=1, r=1, v=1, n=1, u=1, t=1, j=1)
     return client.request(method, url, json=body, headers=headers)
 
 
@@ -91,6 +92,7 @@ def test_the_endpoint_list_covers_every_documented_api_route(client: TestClient)
         "{n}": "{number}",
         "{u}": "{user_id}",
         "{t}": "{task_id}",
+        "{j}": "{judge_id}",
     }
     listed = set()
     for method, path, _, _ in ENDPOINTS:

@@ -374,3 +374,49 @@ def test_the_settings_form_counts_judges_in_and_a_bad_value_changes_nothing(
     assert good.status_code == 200
     assert 'name="judges_in_human_figures"' in good.text
     assert project.judges_in_human_figures is True
+
+
+# The API and the partial
+
+
+def test_the_measures_api_returns_the_figures_and_404_for_an_unknown_judge(
+    client: httpx.Client,
+    make_token,  # type: ignore[no-untyped-def]  # noqa: F811
+    db_session: Session,
+) -> None:
+    world = _world(db_session, tasks=2, people=1)
+    judge = _judge(db_session, world.project)
+    for task, order in world.tasks:
+        _judge_ranks(db_session, judge, task, _strict(order))
+    db_session.commit()
+    token = bearer(make_token("read"))
+
+    found = client.get(f"/api/v1/judges/{judge.id}/measures", headers=token)
+    missing = client.get("/api/v1/judges/999999/measures", headers=token)
+
+    assert found.status_code == 200
+    body = found.json()
+    assert (body["judge_id"], body["n_tasks"], body["n_pairs"]) == (judge.id, 2, 12)
+    assert body["agreement"]["value"] == 1.0
+    assert body["kendall_tau"] == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 2}
+    assert body["flip_rate"] == {"value": None, "low": None, "high": None, "n": 0}
+    assert missing.status_code == 404
+
+
+def test_the_partial_shows_the_figures_and_the_pause_reason(db_session: Session) -> None:
+    from app.templating import templates
+
+    world = _world(db_session, tasks=1, people=1)
+    judge = _judge(db_session, world.project)
+    task, order = world.tasks[0]
+    _judge_ranks(db_session, judge, task, _strict(order))
+    judges.pause_judge(db_session, judge_id=judge.id, reason="agreement with people 0.10")
+    partial = templates.env.get_template("_judge_measures.html")
+
+    html = partial.render(judge=judge, measures=judge_measures(db_session, judge_id=judge.id))
+    empty = partial.render(judge=judge, measures=None)
+
+    assert "100%" in html
+    assert "on 6 pairs of 1 task" in html
+    assert "agreement with people 0.10" in html
+    assert "Not measured yet." in empty

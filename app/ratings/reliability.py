@@ -265,6 +265,7 @@ def fit_reliability(
         u_index=u_index[measures],
         cluster=ranking[measures],
         agree=r[measures],
+        others=_agreement_with_others(pair, sign, votes, u_index)[measures],
         gold=gold,
         g_index=g_index,
         shared_tasks=_shared_task_counts(users, user[shared], task[shared], gold),
@@ -304,6 +305,31 @@ def _mm_steps(
         grad = LN10 * (np.bincount(pa, resid, k) - np.bincount(pb, resid, k)) + ridge * beta
         beta = beta - grad / bound
     return beta - beta.mean()
+
+
+def _agreement_with_others(
+    pair: np.ndarray, sign: np.ndarray, votes: np.ndarray, u_index: np.ndarray
+) -> np.ndarray:
+    """(n,) per comparison, the share of other annotators' votes on its pair that order it the
+    same way (NaN where nobody else voted on the pair).
+
+    Independent of the EM's consensus: with weak preferences and two or three annotators per
+    task, Crowd-BT can settle where a few honest annotators look reversed (the model's mirror
+    symmetry, locally). A 'reversed' verdict must show here too (or on gold) before it is
+    flagged: under that model, agreeing with others below chance means the annotator is
+    reversed whatever the others' reliabilities, as long as most follow the consensus."""
+    n = len(pair)
+    if not n or not votes.any():
+        return np.full(n, np.nan)
+    n_pairs = int(pair.max()) + 1
+    ones = votes.astype(np.float64)
+    for_a = np.bincount(pair, ones * (sign > 0), n_pairs)  # (E,) votes saying a ≻ b
+    total = np.bincount(pair, ones, n_pairs)  # (E,)
+    same = np.where(sign > 0, for_a[pair], total[pair] - for_a[pair]) - ones  # (n,) minus own
+    others = total[pair] - ones
+    del u_index  # one annotator's votes on a pair from two tasks count as others' (rare)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(others > 0, same / others, np.nan)
 
 
 def _shared(user: np.ndarray, task: np.ndarray, rates: np.ndarray) -> np.ndarray:
@@ -371,6 +397,7 @@ def _summarise(
     u_index: np.ndarray,
     cluster: np.ndarray,
     agree: np.ndarray,
+    others: np.ndarray,
     gold: GoldAnswers,
     g_index: np.ndarray,
     shared_tasks: np.ndarray,
@@ -395,6 +422,24 @@ def _summarise(
     order = np.argsort(all_user, kind="stable")  # each annotator's entries in one slice
     bounds = np.searchsorted(all_user[order], np.arange(n_users + 1))
     estimates: list[tuple[float, float, float, int, float]] = []
+    below_with_others = np.zeros(n_users, bool)  # agrees with others' votes below chance
+    leans_with_others = np.ones(n_users, bool)  # agrees with others at least half the time
+    for u in range(len(users)):
+        mine = np.flatnonzero((u_index == u) & ~np.isnan(others))
+        if len(mine):
+            leans_with_others[u] = float(others[mine].mean()) >= 0.5
+            _, upper = _beta_interval(
+                float(others[mine].sum()),
+                len(mine),
+                _design_effect(cluster[mine], others[mine]),
+                config,
+            )
+            below_with_others[u] = upper < 0.5
+    gold_below = np.zeros(n_users, bool)  # wrong on gold more often than right
+    for u in range(n_users):
+        if gold_n[u] >= MIN_GOLD_PAIRS:
+            _, upper = _beta_interval(float(gold_ok[u]), int(gold_n[u]), 1.0, config)
+            gold_below[u] = upper < 0.5
     for u in range(n_users):
         mine = order[bounds[u] : bounds[u + 1]]
         n = len(mine)
@@ -416,6 +461,14 @@ def _summarise(
         if qualified[u]:
             weight = float(np.clip((2.0 * mean - 1.0) / scale, config.weight_floor, 1.0))
             flag = _flag(lower, upper, config)
+            if gold_below[u]:
+                flag = FLAG_REVERSED
+            elif flag == FLAG_REVERSED and not below_with_others[u]:
+                flag = None  # only the EM says so: not enough to accuse anyone
+            if mean < 0.5 and leans_with_others[u] and not gold_below[u] and flag is None:
+                # The EM says worse than chance, the raw votes say otherwise: do not
+                # down-weight on the EM's word (see _agreement_with_others)
+                weight = 1.0
             if flag is not None:
                 evidence = _evidence(
                     (mean, lower, upper, config.level),
@@ -440,6 +493,22 @@ def _summarise(
             )
         )
     return out
+
+
+MIN_GOLD_PAIRS = 10
+"""Gold pairs an annotator must have answered before gold alone can flag them reversed."""
+
+
+def _beta_interval(
+    agreed: float, n: int, deff: float, config: ReliabilityConfig
+) -> tuple[float, float]:
+    """The `config.level` interval of an agreement rate, on counts shrunk by the design
+    effect, under the fit's Beta prior."""
+    tail = (1.0 - config.level) / 2.0
+    a = config.prior_agree + agreed / deff
+    b = config.prior_disagree + (n - agreed) / deff
+    lower, upper = scipy.stats.beta.ppf([tail, 1.0 - tail], a, b)
+    return float(lower), float(upper)
 
 
 def _design_effect(cluster: np.ndarray, agree: np.ndarray) -> float:

@@ -112,6 +112,20 @@ def test_a_reversed_minority_annotator_is_recovered(
         assert fitted[user].flag is None
 
 
+@settings(derandomize=True, deadline=None, max_examples=4)
+@given(seed=st.integers(0, 2**16))
+def test_with_weak_preferences_nobody_honest_is_called_reversed(seed: int) -> None:
+    """Three annotators a task and a signal near chance: Crowd-BT can settle where honest
+    annotators look reversed; the flag needs the raw votes (or gold) to agree, so it stays off."""
+    noise = [4.0] * 18 + [4.0, 4.0]
+    data = crowd(noise, {18, 19}, tasks=300, per_task=3, seed=seed)
+
+    fitted = data.fit(min_tasks=10).by_user()
+
+    wrongly = [u for u in range(18) if fitted[u].flag == FLAG_REVERSED]
+    assert wrongly == []
+
+
 @CROWD_MATH
 @given(seed=st.integers(0, 2**16), per_task=st.sampled_from([3, 4]))
 def test_annotators_are_ranked_by_their_true_noise(seed: int, per_task: int) -> None:

@@ -96,11 +96,14 @@ class DistContext:
         if not self.distributed:
             return model
         if fsdp:
-            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-            for block in _transformer_blocks(model):
+            root = model.module if isinstance(model, Methods) else model
+            for block in _transformer_blocks(root):
                 fully_shard(block)
-            fully_shard(model)
+            fully_shard(root)
+            for name in model.methods if isinstance(model, Methods) else ():
+                register_fsdp_forward_method(root, name)
             return model
         from torch.nn.parallel import DistributedDataParallel
 
@@ -116,16 +119,20 @@ class DistContext:
 
 
 class Methods(nn.Module):
-    """`Methods(m)("name", *args)` calls `m.name(*args)` through `forward`.
+    """`Methods(m, "name")("name", *args)` calls `m.name(*args)` through `forward`.
 
     DDP synchronises gradients only for calls through its `forward`; wrap this instead of
-    `m` when training calls another method (e.g. `RewardModel.forward_shared_prefix`)."""
+    `m` when training calls another method (e.g. `RewardModel.forward_shared_prefix`). Under
+    FSDP2 `m` itself is the root and the named methods are registered to gather its shards."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, *methods: str) -> None:
         super().__init__()
         self.module = module
+        self.methods = methods
 
     def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "forward":  # through __call__, so the module's own hooks run (FSDP's)
+            return self.module(*args, **kwargs)
         return getattr(self.module, method)(*args, **kwargs)
 
 

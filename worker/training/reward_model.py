@@ -931,7 +931,9 @@ def train_reward_model(
                 rm,
                 mine,
                 tokenizer.pad_token_id,
-                share_prompt=config.share_prompt,
+                # Under FSDP a block's shards are gathered again for backward by a hook on its
+                # outputs, which the prompt's cached keys/values bypass: full sequences there.
+                share_prompt=config.share_prompt and not fsdp,
                 pad_to_multiple_of=config.pad_to_multiple_of,
                 via=via,
             )

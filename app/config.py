@@ -99,6 +99,17 @@ class Settings(BaseSettings):
         description="CPU threads torch uses per worker process and in `rankloop sample`. "
         "Default: the cores the process may use, divided by the worker processes sharing them.",
     )
+    train_procs: int = Field(
+        default=1,
+        ge=1,
+        description="Processes a training stage runs as (torchrun, one per GPU; gloo on CPU). "
+        "1: in the worker's own process.",
+    )
+    train_fsdp: bool = Field(
+        default=False,
+        description="With train_procs > 1, shard the model over the processes (FSDP2) instead "
+        "of a copy per process (DDP): for bases that do not fit one device.",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -265,7 +265,7 @@ def fit_reliability(
         u_index=u_index[measures],
         cluster=ranking[measures],
         agree=r[measures],
-        others=_agreement_with_others(pair, sign, votes, u_index)[measures],
+        others=_agreement_with_others(pair, sign, votes)[measures],
         gold=gold,
         g_index=g_index,
         shared_tasks=_shared_task_counts(users, user[shared], task[shared], gold),
@@ -307,11 +307,10 @@ def _mm_steps(
     return beta - beta.mean()
 
 
-def _agreement_with_others(
-    pair: np.ndarray, sign: np.ndarray, votes: np.ndarray, u_index: np.ndarray
-) -> np.ndarray:
+def _agreement_with_others(pair: np.ndarray, sign: np.ndarray, votes: np.ndarray) -> np.ndarray:
     """(n,) per comparison, the share of other annotators' votes on its pair that order it the
-    same way (NaN where nobody else voted on the pair).
+    same way (NaN where nobody else voted on the pair; one annotator's votes on a pair from
+    two tasks count as others', which is rare).
 
     Independent of the EM's consensus: with weak preferences and two or three annotators per
     task, Crowd-BT can settle where a few honest annotators look reversed (the model's mirror
@@ -327,7 +326,6 @@ def _agreement_with_others(
     total = np.bincount(pair, ones, n_pairs)  # (E,)
     same = np.where(sign > 0, for_a[pair], total[pair] - for_a[pair]) - ones  # (n,) minus own
     others = total[pair] - ones
-    del u_index  # one annotator's votes on a pair from two tasks count as others' (rare)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(others > 0, same / others, np.nan)
 

@@ -37,6 +37,12 @@ class ProjectForm(BaseModel):
     position_correction: str | None = None
     judges_in_human_figures: str | None = None
     """"true"/"false": model judges count in agreement, reliability and the leaderboard."""
+    generation_backend: str | None = None
+    """"hf", "openai" or "vllm" (app/projects/generation.BACKENDS)."""
+    generation_base_url: str = ""
+    generation_model: str = ""
+    generation_api_key_env: str = ""
+    """The three texts above: blank clears them (absent means blank, as for stop strings)."""
     stop_strings: str = ""
     """One per line (\\n for a line break). Blank derives them from the chat template;
     the form parser reads a blank field as absent, so absent means blank."""

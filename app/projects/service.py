@@ -25,7 +25,7 @@ from app.models import (
     RankingTask,
     TaskStatus,
 )
-from app.projects import repository
+from app.projects import generation, repository
 from app.projects.prompt_import import PromptContent
 
 
@@ -115,6 +115,10 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "selection": (str, None, None),
     "uniform_share": (float, 0.0, 1.0),
     "position_correction": (bool, None, None),
+    "generation_backend": (str, None, None),
+    "generation_base_url": (str, None, 500),
+    "generation_model": (str, None, 200),
+    "generation_api_key_env": (str, None, 128),
     "judge_suggestions": (bool, None, None),
     "suggestion_control_share": (float, 0.0, 1.0),
     "judge_weight": (float, 0.0, 10.0),
@@ -133,7 +137,11 @@ SELECTION = {
     "versions), keeping the uniform share",
 }
 """The `selection` setting's choices: how new tasks pick prompts and versions."""
-_CHOICES = {"long_prompts": LONG_PROMPTS, "selection": SELECTION}
+_CHOICES = {
+    "long_prompts": LONG_PROMPTS,
+    "selection": SELECTION,
+    "generation_backend": generation.BACKENDS,
+}
 SETTING_LABELS = {
     "samples_per_prompt": "Samples per prompt",
     "annotations_per_task": "Annotations per task",
@@ -154,6 +162,10 @@ SETTING_LABELS = {
     "selection": "Task selection",
     "uniform_share": "Uniform share",
     "position_correction": "Correct position bias",
+    "generation_backend": "Generation backend",
+    "generation_base_url": "Generation server URL",
+    "generation_model": "Generation model",
+    "generation_api_key_env": "Generation key variable",
     "judge_suggestions": "Show judge suggestions",
     "suggestion_control_share": "Share shown without the suggestion",
     "judge_weight": "Judge rankings' training weight",
@@ -172,6 +184,9 @@ def apply_settings(project: Project, settings: dict[str, Any]) -> None:
             raise InvalidInput(f"Unknown project setting {key!r}", details={"field": key})
         if key == "stop_strings":
             clean[key] = parse_stop_strings(value)
+            continue
+        if key in generation.TEXT_SETTINGS:
+            clean[key] = generation.clean_text(key, value)
             continue
         if key in _CHOICES:
             choice = value.strip().lower() if isinstance(value, str) else value
@@ -197,6 +212,10 @@ def apply_settings(project: Project, settings: dict[str, Any]) -> None:
         if kind in (int, float) and not (low <= value <= high):  # type: ignore[operator]
             raise InvalidInput(f"{label} must be between {low} and {high}", details={"field": key})
         clean[key] = value
+    generation.check_backend(
+        clean.get("generation_backend", project.generation_backend),
+        clean.get("generation_base_url", project.generation_base_url),
+    )
     for key, value in clean.items():
         setattr(project, key, value)
 

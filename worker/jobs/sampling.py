@@ -11,6 +11,10 @@ job while the others get their tasks: one bad prompt never fails the job.
 Under active selection (app/sampling/selection.py) a chunk's actively chosen prompts first get
 a pool of candidates; once the chunk is drawn, the reward model's bootstrap ensemble scores
 them (outside any transaction) and each such task keeps the samples it is least sure about.
+
+The texts come from the project's generation backend (worker/generation_backends: 'hf' in this
+process, an OpenAI-compatible server, or vLLM in-process) under the same batches and seeds; a
+backend that cannot generate at all (`BackendUnavailable`) fails the job at once.
 """
 
 from __future__ import annotations
@@ -58,8 +62,28 @@ def _spec(version: VersionInfo, plan: SamplingPlan) -> PolicySpec:
     )
 
 
+def _backend(plan: SamplingPlan, version: VersionInfo, config: Any) -> Any:
+    """The GenerationBackend sampling `version`: 'hf' loads it here, the others through
+    `backend_for`."""
+    if config.kind == "hf":
+        from worker.generation_backends.hf import HFBackend
+
+        return HFBackend(*load_policy_for_generation(_spec(version, plan)))
+    from worker.generation_backends import VersionRef, backend_for
+
+    ref = VersionRef(
+        id=version.id,
+        number=version.number,
+        base_model=version.base_model,
+        adapter_uri=version.adapter_uri,
+        merged_adapter_uris=version.merged_adapter_uris,
+        trust_remote_code=plan.trust_remote_code,
+    )
+    return backend_for(config, ref)
+
+
 def _generate(
-    model: Any,
+    backend: Any,
     tokenizer: Any,
     plan: SamplingPlan,
     contents: Sequence[Any],
@@ -68,11 +92,11 @@ def _generate(
     seed: int,
     batch_size: int,
 ) -> list[list[NewSample]]:
-    from worker.training.generation import generate_samples
+    """`tokenizer` is the backend's (kept in the signature the draws pass along)."""
+    from worker.generation_backends import generate_samples
 
     generated = generate_samples(
-        model,
-        tokenizer,
+        backend,
         list(contents),
         n_per_prompt=n_per_prompt,
         settings=_settings(plan),
@@ -155,7 +179,7 @@ class _Draws:
 
     def draw(
         self,
-        model: Any,
+        backend: Any,
         tokenizer: Any,
         contents: dict[int, Any],
         missing: dict[int, int],
@@ -166,11 +190,15 @@ class _Draws:
         missing = {p: n for p, n in missing.items() if p not in self.failures}
         if not missing:
             return {}
-        args = (model, tokenizer, self.plan, contents)
+        from worker.generation_backends import BackendUnavailable
+
+        args = (backend, tokenizer, self.plan, contents)
         try:
             drawn = _draw(*args, missing, seed=seed, attempt=attempt, batch_size=self.batch_size)
             self.sampled = True
             return drawn
+        except BackendUnavailable:
+            raise  # no prompt is at fault: drawing them one by one would only wait longer
         except Exception:
             logger.exception(
                 "sampling job %s: a draw of %d prompts failed; drawing them one by one",
@@ -192,6 +220,8 @@ class _Draws:
                     )
                 )
                 self.sampled = True
+            except BackendUnavailable:
+                raise
             except Exception as exc:
                 logger.exception(
                     "sampling job %s: prompt %s could not be sampled", self.plan.job_id, prompt_id
@@ -203,7 +233,7 @@ class _Draws:
 
 
 def _draw(
-    model: Any,
+    backend: Any,
     tokenizer: Any,
     plan: SamplingPlan,
     contents: dict[int, Any],
@@ -219,7 +249,7 @@ def _draw(
 
     prompt_ids = list(missing)
     texts = _generate(
-        model,
+        backend,
         tokenizer,
         plan,
         [contents[p] for p in prompt_ids],
@@ -321,11 +351,13 @@ def run_sampling_job(
     draws = _Draws(plan, batch_size)
     scorer = _EnsembleScorer(plan)
     try:
-        from worker.training.generation import generation_budget
+        from worker.generation_backends import load_config
 
-        model, tokenizer = load_policy_for_generation(_spec(plan.version, plan))
-        budget = generation_budget(model, tokenizer, _settings(plan))
-        previous: tuple[Any, Any] | None = None
+        config = load_config(plan.project_id)
+        backend = _backend(plan, plan.version, config)
+        tokenizer = backend.tokenizer
+        budget = backend.budget(_settings(plan))
+        previous: Any = None
         too_long: set[int] = set()
         ids = plan.prompt_ids
         for chunk_index, start in enumerate(range(0, len(ids), prompts_per_chunk)):
@@ -343,7 +375,7 @@ def run_sampling_job(
                 new: dict[int, list[NewSample]] = {}
                 if needs.need_new:
                     new = draws.draw(
-                        model,
+                        backend,
                         tokenizer,
                         needs.contents,
                         needs.need_new,
@@ -352,9 +384,10 @@ def run_sampling_job(
                     )
                 prev: dict[int, list[NewSample]] = {}
                 if needs.need_prev and plan.previous is not None:
-                    previous = previous or load_policy_for_generation(_spec(plan.previous, plan))
+                    previous = previous or _backend(plan, plan.previous, config)
                     prev = draws.draw(
-                        *previous,
+                        previous,
+                        previous.tokenizer,
                         needs.contents,
                         needs.need_prev,
                         seed=batch_seed(plan.seed + PREVIOUS_SEED_OFFSET, chunk_index),

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from app.db import session_scope
 from app.gold import service as gold
 from app.judges import service as judges
 from app.judges.measurement import (
@@ -27,8 +28,10 @@ from app.models import Judge, JudgeTaskLog, PolicyVersion, Project, Ranking, Ran
 from app.ratings import annotators, service
 from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa: F401
 from tests.api.conftest import bearer, make_token  # noqa: F401
+from tests.conftest import FreshDatabase
 from tests.factories import add_comparisons, make_project, make_ranking, make_user
 from tests.ratings import conftest as seeding
+from worker.jobs.ratings import recompute_if_dirty
 
 
 def _judge(session: Session, project: Project, name: str = "j", **fields: Any) -> Judge:
@@ -420,3 +423,27 @@ def test_the_partial_shows_the_figures_and_the_pause_reason(db_session: Session)
     assert "on 6 pairs of 1 task" in html
     assert "agreement with people 0.10" in html
     assert "Not measured yet." in empty
+
+
+# The ratings job
+
+
+def test_the_ratings_job_pauses_a_judge_below_its_floor(
+    app_database: FreshDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "send_recompute", lambda project_id, *, countdown: None)
+    monkeypatch.setattr(judges, "send_judge_run", lambda judge_id: None)
+    with session_scope() as session:
+        world = _world(session, tasks=3, people=1)
+        judge = _judge(session, world.project, floor_min_pairs=12)
+        for task, order in world.tasks:
+            _judge_ranks(session, judge, task, _strict(order[::-1]))
+        service.note_new_rankings(session, project_id=world.project.id)
+        project_id, judge_id = world.project.id, judge.id
+
+    assert recompute_if_dirty(project_id) is True
+
+    with session_scope() as session:
+        stored = session.get_one(Judge, judge_id)
+        assert stored.state == "paused"
+        assert "agreement with people 0.00" in (stored.paused_reason or "")

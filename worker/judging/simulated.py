@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from itertools import combinations
+from functools import lru_cache
+from itertools import accumulate, combinations
 
 from app.simulation.preferences import Preference, load_preference
 from worker.judging.spec import JudgeInput, JudgeSpec, Verdict
@@ -35,7 +36,7 @@ def inversion_probabilities(k: int, phi: float) -> list[list[float]]:
         # position distribution of a after its own insertion
         dist = [w / totals[a] for w in weights[a]] + [0.0] * (k - a - 1)
         for c in range(a + 1, k):
-            above = [sum(weights[c][: pos + 1]) / totals[c] for pos in range(c)]  # c lands ≤ pos
+            above = list(accumulate(w / totals[c] for w in weights[c][:c]))  # c lands ≤ pos
             result[a][c] = sum(dist[pos] * above[pos] for pos in range(c))
             shifted = [0.0] * k
             for pos in range(c):
@@ -45,12 +46,15 @@ def inversion_probabilities(k: int, phi: float) -> list[list[float]]:
     return result
 
 
-def solve_phi(k: int, pairs: list[tuple[int, int]], agreement: float) -> float:
-    """φ in [0, 1] such that the mean over `pairs` of P(not inverted) equals agreement ≥ 0.5."""
+@lru_cache(maxsize=4096)
+def solve_phi(k: int, pairs: tuple[tuple[int, int], ...], agreement: float) -> float:
+    """φ in [0, 1] such that the mean over `pairs` of P(not inverted) equals agreement ≥ 0.5.
+
+    Cached: a benchmark's tasks share a few values of k and tie patterns."""
     if not pairs or agreement >= 1.0:
         return 0.0
     lo, hi = 0.0, 1.0  # agreement falls from 1 (φ=0) to 0.5 (φ=1)
-    for _ in range(50):
+    for _ in range(30):  # φ to within 1e-9
         mid = (lo + hi) / 2
         inv = inversion_probabilities(k, mid)
         mean = 1 - sum(inv[a][b] for a, b in pairs) / len(pairs)
@@ -93,15 +97,16 @@ class SimulatedJudge:
         # Seeded by the sample set, not its order: shown reversed, the judge answers the same.
         rng = random.Random(f"{self.seed}:{sorted(ids)}")
         scores = {sample_id: self.preference(text) for sample_id, text in item.samples}
-        truth = sorted(ids, key=lambda i: (-scores[i], rng.random()))  # ties broken at random
+        tiebreak = {sample_id: rng.random() for sample_id in sorted(ids)}
+        truth = sorted(ids, key=lambda i: (-scores[i], tiebreak[i]))  # ties broken at random
         agreement = self.agreement
         if agreement < 0.5:  # worse than chance: agree with the reversed truth instead
             truth, agreement = truth[::-1], 1.0 - agreement
-        strict = [
+        strict = tuple(
             (a, b)
             for a, b in combinations(range(len(truth)), 2)
             if scores[truth[a]] != scores[truth[b]]
-        ]
+        )
         phi = solve_phi(len(truth), strict, agreement)
         order = mallows_sample(len(truth), phi, rng)
         return Verdict([[truth[pos]] for pos in order], 1, {}, None)

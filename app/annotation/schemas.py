@@ -6,10 +6,16 @@ cookie and the X-CSRF-Token header, like the page's HTMX requests do.
 POST /annotate/next                 → NextTaskOut
     {"task": {"id": 7, "project_id": 1, "lease_expires_at": "2026-…Z",
               "prompt": {"text": "…", "messages": null | [{"role", "content"}, …]},
-              "samples": [{"id": 31, "number": 1, "text": "…"}, …]},   # display order
+              "samples": [{"id": 31, "number": 1, "text": "…",          # display order
+                           "suggested_harmful": null | "a judge's reason"}, …],
+              "suggestion": null | {"groups": [[31], [29]], "numbers": [[1], [3]],
+                                    "label": "AI suggestion — check it yourself"}},
      "counts": {"today": 3, "total": 41}, "preparing": null}
     "task" is null when nothing needs this annotator right now; "preparing" then says what
     new tasks wait for, when something is under way (a model being built, a sampling job).
+    "suggestion" is a model judge's order (sample ids and card numbers, best first), shown
+    only when the project turns suggestions on, on leases outside the control share;
+    "suggested_harmful" is a judge's harm suggestion. Both are for the annotator to check.
 POST /annotate/tasks/{id}/submit    SubmitRanking → SubmitOut
     {"groups": [[31], [29, 30], [28]],     # best first; ids in one list are tied
      "time_spent_ms": 5400,                # optional; the lease's age when left out
@@ -134,9 +140,26 @@ class SampleOut(BaseModel):
     id: int
     number: int
     text: str
+    suggested_harmful: str | None = None
+    """A model judge suggests the sample is harmful (its reason): a suggestion for the
+    annotator, who decides; None when no judge suggested so."""
 
     def blocks(self) -> list[TextBlock]:
         return split_code_blocks(self.text)
+
+
+SUGGESTION_LABEL = "AI suggestion — check it yourself"
+
+
+class SuggestionOut(BaseModel):
+    """A model judge's order of the task's samples, shown as a suggestion (never pre-filled
+    into the ranking). Absent on the leases kept as the control share."""
+
+    groups: list[list[int]]
+    """Sample ids, best first; ids in one list are tied."""
+    numbers: list[list[int]]
+    """The same order as the cards' numbers on this annotator's page."""
+    label: str = SUGGESTION_LABEL
 
 
 class TaskOut(BaseModel):
@@ -145,6 +168,7 @@ class TaskOut(BaseModel):
     lease_expires_at: datetime
     prompt: PromptOut
     samples: list[SampleOut]
+    suggestion: SuggestionOut | None = None
 
 
 class NextTaskOut(BaseModel):

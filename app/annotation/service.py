@@ -32,10 +32,12 @@ from app.annotation.schemas import (
     SkipOut,
     SubmitOut,
     SubmitRanking,
+    SuggestionOut,
     TaskOut,
 )
 from app.db import utcnow
 from app.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound
+from app.judges import suggestions
 from app.models import (
     Assignment,
     AssignmentState,
@@ -196,8 +198,12 @@ def _lease_new(
             session, project_id=project.id, user_id=user_id
         )
         if gold_task_id is not None:
-            return _new_assignment(
-                session, project=project, task_id=gold_task_id, user_id=user_id, now=now
+            return _with_suggestion(
+                session,
+                project,
+                _new_assignment(
+                    session, project=project, task_id=gold_task_id, user_id=user_id, now=now
+                ),
             )
     tried: list[int] = []
     for _ in range(MAX_CANDIDATES):
@@ -214,8 +220,12 @@ def _lease_new(
             )
         free = slot.required_annotations - slot.annotations_done - slot.live - being_submitted
         if slot.status == TaskStatus.open and free > 0 and not slot.done_by_user:
-            return _new_assignment(
-                session, project=project, task_id=task_id, user_id=user_id, now=now
+            return _with_suggestion(
+                session,
+                project,
+                _new_assignment(
+                    session, project=project, task_id=task_id, user_id=user_id, now=now
+                ),
             )
         tried.append(task_id)  # lost the race for its last slot; try the next task
     return None
@@ -235,6 +245,13 @@ def _new_assignment(
     return assignment
 
 
+def _with_suggestion(session: Session, project: Project, assignment: Assignment) -> Assignment:
+    """A person's lease: a judge's order 'shown' or 'hidden' (the control share) when
+    suggestions are on and a judge ranked the task (app.judges.suggestions)."""
+    suggestions.decide_suggestion(session, project=project, assignment=assignment)
+    return assignment
+
+
 def display_order(task_id: int, user_id: int, sample_ids: list[int]) -> list[int]:
     """The order this annotator sees, the same on every reload and different per annotator,
     so the first card is not the same sample (or version) for everyone."""
@@ -251,15 +268,29 @@ def _task_view(session: Session, assignment: Assignment, user_id: int) -> TaskOu
     project_id, prompt_text, messages = rows[0][:3]
     texts = {sample_id: text for *_, sample_id, text in rows}
     order = display_order(assignment.task_id, user_id, list(texts))
+    number = {sample_id: i for i, sample_id in enumerate(order, start=1)}
+    judge_order = suggestions.shown_order(session, assignment)
+    harm = suggestions.suggested_harm(session, order)
     return TaskOut(
         id=assignment.task_id,
         project_id=project_id,
         lease_expires_at=assignment.expires_at,
         prompt=PromptOut(text=prompt_text, messages=messages),
         samples=[
-            SampleOut(id=sample_id, number=i, text=texts[sample_id])
-            for i, sample_id in enumerate(order, start=1)
+            SampleOut(
+                id=sample_id,
+                number=number[sample_id],
+                text=texts[sample_id],
+                suggested_harmful=harm.get(sample_id),
+            )
+            for sample_id in order
         ],
+        suggestion=SuggestionOut(
+            groups=judge_order,
+            numbers=[[number[s] for s in group if s in number] for group in judge_order],
+        )
+        if judge_order
+        else None,
     )
 
 
@@ -394,6 +425,7 @@ def _store_ranking(
         time_spent_ms=submission.time_spent_ms
         if submission.time_spent_ms is not None
         else elapsed_ms,
+        suggestion=assignment.suggestion,  # the lease's: shown, hidden (control) or none
         created_at=now,
     )
     session.add(ranking)

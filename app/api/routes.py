@@ -39,6 +39,7 @@ from app.errors import AppError
 from app.export import policies
 from app.export.routes import router as export_router
 from app.ids import IdPath
+from app.judges.suggestions_api import router as suggestions_router
 from app.projects.demonstration_import import OASST2_DEFAULT
 from app.projects.prompt_import import FORMATS, MAX_UPLOAD_BYTES, Oasst2Options
 from app.ratings.api import router as ratings_router
@@ -444,3 +445,4 @@ def download_policy(
 router.include_router(api)
 router.include_router(export_router)
 router.include_router(ratings_router)
+router.include_router(suggestions_router)

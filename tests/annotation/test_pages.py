@@ -179,8 +179,16 @@ def test_json_answers_have_the_documented_shapes(
     body = annotator.next_task()
     assert set(body) == {"task", "counts", "preparing"}
     assert body["preparing"] is None
-    assert set(body["task"]) == {"id", "project_id", "lease_expires_at", "prompt", "samples"}
-    assert set(body["task"]["samples"][0]) == {"id", "number", "text"}
+    assert set(body["task"]) == {
+        "id",
+        "project_id",
+        "lease_expires_at",
+        "prompt",
+        "samples",
+        "suggestion",
+    }
+    assert body["task"]["suggestion"] is None  # no judge ranked it
+    assert set(body["task"]["samples"][0]) == {"id", "number", "text", "suggested_harmful"}
     assert body["counts"] == {"today": 0, "total": 0}
 
     submitted = annotator.submit(first.id, {"groups": best_first(body["task"])})

@@ -252,4 +252,4 @@ def test_the_task_view_carries_no_policy_version(db_session: Session) -> None:
     out = service.next_task(db_session, user_id=user.id, chosen_project_id=project.id)
 
     assert out.task is not None
-    assert set(out.task.samples[0].model_dump()) == {"id", "number", "text"}
+    assert set(out.task.samples[0].model_dump()) == {"id", "number", "text", "suggested_harmful"}

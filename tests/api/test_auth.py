@@ -46,6 +46,7 @@ ENDPOINTS = [
     ("POST", "/api/v1/projects/{p}/gold-tasks", "write", {"task_id": 1, "bad_sample_id": 1}),
     ("DELETE", "/api/v1/projects/{p}/gold-tasks/{t}", "write", None),
     ("GET", "/api/v1/projects/{p}/plan", "read", None),
+    ("GET", "/api/v1/projects/{p}/suggestions/report", "read", None),
     ("GET", "/api/v1/judges/{j}/measures", "read", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]

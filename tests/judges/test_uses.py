@@ -4,7 +4,9 @@ harm suggestions: each follows its project setting, and judge rows never slip in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import random
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +15,24 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Comparison, Project, RankingTask, SampleFlag, SnapshotComparison, User
+from app.judges import suggestions
+from app.judges.suggestions import suggestion_draw
+from app.models import (
+    Assignment,
+    Comparison,
+    Project,
+    Ranking,
+    RankingTask,
+    Sample,
+    SampleFlag,
+    SnapshotComparison,
+    TaskSample,
+    User,
+)
 from app.rounds import snapshots
 from app.rounds.types.reward_ppo import RewardPPOConfig
+from app.seeds import derived_seed
+from tests.annotation.conftest import Annotator, make_member, start_session
 from tests.conftest import FreshDatabase
 from tests.factories import (
     add_comparisons,
@@ -268,3 +285,213 @@ def test_an_unknown_source_is_422(export_api: TestClient, export_world: ExportWo
             headers={"Authorization": f"Bearer {export_world.token}"},
         )
         assert response.status_code == 422
+
+
+# Suggestions
+
+
+@pytest.fixture
+def sign_in(client: TestClient, db_session: Session) -> Iterator[Callable[[User], Annotator]]:
+    """Log a user in from a browser of their own (same app, same test transaction)."""
+    opened: list[TestClient] = []
+
+    def _sign_in(user: User) -> Annotator:
+        db_session.commit()
+        http = TestClient(client.app, base_url="http://testserver")
+        opened.append(http)
+        csrf = start_session(db_session, user, http)
+        db_session.commit()
+        return Annotator(user, http, csrf)
+
+    yield _sign_in
+    for http in opened:
+        http.close()
+
+
+def _judge(session: Session, project: Project, name: str = "critic") -> tuple[User, Any]:
+    from app.models import Judge
+
+    judge_user = make_judge_user(session)
+    judge = Judge(
+        project_id=project.id, user_id=judge_user.id, name=name, backend="simulated", model="sim"
+    )
+    session.add(judge)
+    session.flush()
+    return judge_user, judge
+
+
+def _judged_tasks(session: Session, project: Project, n: int) -> list[RankingTask]:
+    """`n` tasks, each ranked by one active judge in sample order."""
+    judge_user, judge = _judge(session, project)
+    tasks = [make_task(session, project, k=3) for _ in range(n)]
+    for task in tasks:
+        make_ai_ranking(
+            session,
+            task,
+            judge_user,
+            [[s] for s in task_sample_ids(session, task)],
+            judge_id=judge.id,
+        )
+    return tasks
+
+
+def _lease_html(annotator: Annotator) -> tuple[int, str]:
+    response = annotator.post("/annotate/next", htmx=True)
+    assert response.status_code == 200, response.text
+    match = re.search(r'data-task-id="(\d+)"', response.text)
+    assert match, response.text
+    return int(match.group(1)), response.text
+
+
+def test_the_control_share_hides_the_suggestion_on_the_drawn_leases(
+    db_session: Session, sign_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, annotations_per_task=1, judge_suggestions=True)
+    tasks = _judged_tasks(db_session, project, 6)
+    member = make_member(db_session, project)
+    draws = sorted(
+        random.Random(derived_seed(f"suggestion:{member.id}", t.id)).random() for t in tasks
+    )
+    project.suggestion_control_share = (draws[2] + draws[3]) / 2  # three hidden, three shown
+    annotator = sign_in(member)
+
+    seen: dict[str, int] = {"shown": 0, "hidden": 0}
+    for _ in tasks:
+        task_id, html = _lease_html(annotator)
+        expected = suggestion_draw(
+            user_id=member.id, task_id=task_id, control_share=project.suggestion_control_share
+        )
+        lease = db_session.scalars(
+            select(Assignment).where(Assignment.task_id == task_id, Assignment.user_id == member.id)
+        ).one()
+        db_session.refresh(lease)
+        assert lease.suggestion == expected
+        assert ('id="ai-suggestion"' in html) == (expected == "shown")
+        assert ("AI suggestion — check it yourself" in html) == (expected == "shown")
+        seen[expected] += 1
+        ids = [
+            s.id
+            for s in db_session.scalars(
+                select(Sample).join(TaskSample).where(TaskSample.task_id == task_id)
+            )
+        ]
+        submitted = annotator.submit(task_id, {"groups": [[i] for i in reversed(ids)]})
+        assert submitted.status_code == 200, submitted.text
+        ranking = db_session.get(Ranking, submitted.json()["ranking_id"])
+        assert ranking is not None
+        db_session.refresh(ranking)
+        assert ranking.suggestion == expected  # copied from the lease
+    assert seen == {"shown": 3, "hidden": 3}
+
+
+def test_a_shown_suggestion_lists_the_judge_order_by_card_number_and_ranks_nothing(
+    db_session: Session, sign_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, judge_suggestions=True, suggestion_control_share=0.0)
+    (task,) = _judged_tasks(db_session, project, 1)
+    annotator = sign_in(make_member(db_session, project))
+
+    shown = annotator.next_task()["task"]
+
+    number = {s["id"]: s["number"] for s in shown["samples"]}
+    judge_ids = task_sample_ids(db_session, task)
+    assert shown["suggestion"]["groups"] == [[i] for i in judge_ids]
+    assert shown["suggestion"]["numbers"] == [[number[i]] for i in judge_ids]
+    assert shown["suggestion"]["label"] == "AI suggestion — check it yourself"
+
+
+def test_no_suggestion_when_suggestions_are_off_or_no_judge_ranked(
+    db_session: Session, sign_in: Callable[[User], Annotator]
+) -> None:
+    off = make_project(db_session)
+    _judged_tasks(db_session, off, 1)
+    unjudged = make_project(db_session, judge_suggestions=True, suggestion_control_share=0.0)
+    make_task(db_session, unjudged, k=3)
+    for project in (off, unjudged):
+        annotator = sign_in(make_member(db_session, project))
+        task_id, html = _lease_html(annotator)
+        assert 'id="ai-suggestion"' not in html
+        lease = db_session.scalars(select(Assignment).where(Assignment.task_id == task_id)).one()
+        db_session.refresh(lease)
+        assert lease.suggestion is None
+
+
+def test_a_paused_judge_suggests_nothing(
+    db_session: Session, sign_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session, judge_suggestions=True, suggestion_control_share=0.0)
+    (task,) = _judged_tasks(db_session, project, 1)
+    assert suggestions.judge_order(db_session, task.id) is not None
+    from app.models import Judge
+
+    for judge in db_session.scalars(select(Judge).where(Judge.project_id == project.id)):
+        judge.state = "paused"
+    db_session.flush()
+
+    assert suggestions.judge_order(db_session, task.id) is None
+
+
+def test_a_judge_harm_suggestion_is_marked_on_the_card(
+    db_session: Session, sign_in: Callable[[User], Annotator]
+) -> None:
+    project = make_project(db_session)
+    task = make_task(db_session, project, k=3)
+    judge_user, _ = _judge(db_session, project)
+    flagged = task_sample_ids(db_session, task)[1]
+    db_session.add(
+        SampleFlag(
+            sample_id=flagged, user_id=judge_user.id, kind="suggested_harmful", reason="threat"
+        )
+    )
+    annotator = sign_in(make_member(db_session, project))
+
+    _, html = _lease_html(annotator)
+    shown = annotator.next_task()["task"]
+
+    assert html.count("AI: possibly harmful — your call") == 1
+    assert 'title="threat"' in html
+    marks = {s["id"]: s["suggested_harmful"] for s in shown["samples"]}
+    assert marks.pop(flagged) == "threat"
+    assert set(marks.values()) == {None}
+
+
+def test_the_report_counts_kept_orders_with_and_without_the_suggestion(
+    db_session: Session,
+) -> None:
+    project = make_project(db_session, judge_suggestions=True)
+    tasks = _judged_tasks(db_session, project, 4)  # the judge ranks each [[a], [b], [c]]
+    person = make_user(db_session)
+    orders = [
+        ("shown", lambda a, b, c: [[a], [b], [c]]),  # kept: top kept, 3/3 pairs
+        ("shown", lambda a, b, c: [[a], [c], [b]]),  # top kept, 2/3 pairs
+        ("hidden", lambda a, b, c: [[b], [a], [c]]),  # top changed, 2/3 pairs
+        ("hidden", lambda a, b, c: [[c, b], [a]]),  # top changed, 0/2 (the tie not compared)
+    ]
+    for task, (arm, order) in zip(tasks, orders, strict=True):
+        ranking = make_ranking(db_session, task, person, order(*task_sample_ids(db_session, task)))
+        ranking.suggestion = arm
+    db_session.flush()
+
+    report = suggestions.suggestion_report(db_session, project_id=project.id)
+
+    assert (report.shown.rankings, report.shown.kept_top) == (2, 2)
+    assert (report.shown.agreeing_pairs, report.shown.compared_pairs) == (5, 6)
+    assert (report.hidden.rankings, report.hidden.kept_top) == (2, 0)
+    assert (report.hidden.agreeing_pairs, report.hidden.compared_pairs) == (2, 5)
+    assert report.anchoring == 1.0
+
+
+def test_the_report_is_served_by_the_api(
+    export_api: TestClient, export_world: ExportWorld
+) -> None:
+    headers = {"Authorization": f"Bearer {export_world.token}"}
+    response = export_api.get(
+        f"/api/v1/projects/{export_world.project}/suggestions/report", headers=headers
+    )
+    missing = export_api.get("/api/v1/projects/999999/suggestions/report", headers=headers)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["enabled"], body["control_share"]) == (False, 0.25)
+    assert body["shown"]["rankings"] == body["hidden"]["rankings"] == 0
+    assert missing.status_code == 404

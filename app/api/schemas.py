@@ -183,6 +183,16 @@ class ProjectOut(BaseModel):
     reliability_min_tasks: int = 10
     gold_rate: float = Field(0.1, description="Share of leases that go to a gold task.")
     position_correction: bool = True
+    judge_suggestions: bool = Field(
+        False, description="Annotators see a model judge's order as a marked suggestion."
+    )
+    suggestion_control_share: float = Field(
+        0.25, description="Share of those leases shown without it, to measure its anchoring."
+    )
+    judge_weight: float = Field(
+        0.0, description="Weight of judge (AI) comparisons in training data (0: left out)."
+    )
+    judge_only: bool = Field(False, description="Rounds train on judge rankings only (RLAIF).")
     created_at: datetime
 
 

@@ -37,6 +37,12 @@ class ProjectForm(BaseModel):
     position_correction: str | None = None
     judges_in_human_figures: str | None = None
     """"true"/"false": model judges count in agreement, reliability and the leaderboard."""
+    judge_suggestions: str | None = None
+    """"true"/"false": annotators see a judge's order as a marked suggestion."""
+    suggestion_control_share: str | None = None
+    judge_weight: str | None = None
+    judge_only: str | None = None
+    """"true"/"false": rounds train on judge rankings only (pure RLAIF)."""
     generation_backend: str | None = None
     """"hf", "openai" or "vllm" (app/projects/generation.BACKENDS)."""
     generation_base_url: str = ""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from app.judges import suggestions
@@ -481,9 +481,7 @@ def test_the_report_counts_kept_orders_with_and_without_the_suggestion(
     assert report.anchoring == 1.0
 
 
-def test_the_report_is_served_by_the_api(
-    export_api: TestClient, export_world: ExportWorld
-) -> None:
+def test_the_report_is_served_by_the_api(export_api: TestClient, export_world: ExportWorld) -> None:
     headers = {"Authorization": f"Bearer {export_world.token}"}
     response = export_api.get(
         f"/api/v1/projects/{export_world.project}/suggestions/report", headers=headers
@@ -495,3 +493,70 @@ def test_the_report_is_served_by_the_api(
     assert (body["enabled"], body["control_share"]) == (False, 0.25)
     assert body["shown"]["rankings"] == body["hidden"]["rankings"] == 0
     assert missing.status_code == 404
+
+
+# Settings
+
+
+def test_the_settings_form_saves_the_judge_uses_and_refuses_bad_values(
+    client: TestClient, db_session: Session
+) -> None:
+    from app.models import Role
+    from tests.helpers import login_new_user
+
+    project = make_project(db_session)
+    db_session.commit()
+    csrf = login_new_user(client, db_session, "judge-admin", Role.admin)
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    uses = {
+        "judge_suggestions": "true",
+        "suggestion_control_share": "0.4",
+        "judge_weight": "0.5",
+        "judge_only": "false",
+    }
+
+    saved = client.post(f"/admin/projects/{project.id}/settings", data=uses, headers=headers)
+    refused = client.post(
+        f"/admin/projects/{project.id}/settings",
+        data={"judge_weight": "0.1", "suggestion_control_share": "1.5"},
+        headers=headers,
+    )
+
+    assert saved.status_code == 200, saved.text
+    assert 'id="judge-uses"' in saved.text
+    assert refused.status_code == 422
+    assert "between 0.0 and 1.0" in refused.text
+    db_session.refresh(project)
+    assert (project.judge_suggestions, project.suggestion_control_share) == (True, 0.4)
+    assert (project.judge_weight, project.judge_only) == (0.5, False)
+
+
+def test_projects_set_changes_the_judge_uses(migrated_engine: Engine) -> None:
+    from typer.testing import CliRunner
+
+    from rankloop.cli import app
+
+    name = "cli judge uses"
+    runner = CliRunner()
+    try:
+        assert runner.invoke(app, ["projects", "create", "--name", name]).exit_code == 0
+        result = runner.invoke(
+            app,
+            [
+                "projects", "set", name, "--set", "judge_suggestions=on",
+                "--set", "suggestion-control-share=0.3", "--set", "judge_weight=0.5",
+                "--set", "judge_only=false",
+            ],
+        )  # fmt: skip
+        refused = runner.invoke(app, ["projects", "set", name, "--set", "judge_weight=-1"])
+
+        assert result.exit_code == 0, result.output
+        assert refused.exit_code == 2, refused.output
+        with Session(migrated_engine) as session:
+            project = session.scalars(select(Project).where(Project.name == name)).one()
+            assert (project.judge_suggestions, project.suggestion_control_share) == (True, 0.3)
+            assert (project.judge_weight, project.judge_only) == (0.5, False)
+    finally:
+        with Session(migrated_engine) as session:
+            session.execute(delete(Project).where(Project.name == name))
+            session.commit()

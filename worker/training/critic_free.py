@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from peft import PeftModel
@@ -55,6 +55,21 @@ from worker.training.ppo import (
 )
 from worker.training.prompts import Prompt, PromptCuts
 from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
+from worker.training.shards import (
+    gather_rollout,
+    gather_values,
+    is_main,
+    micro_rows,
+    mine,
+    rank_seed,
+    reduce_means,
+    shard,
+    sync_grads,
+    world,
+)
+
+if TYPE_CHECKING:
+    from worker.distributed.context import DistContext
 
 KLIn = Literal["reward", "loss"]
 Advantages = Callable[[Tensor], Tensor]
@@ -170,15 +185,23 @@ def train_critic_free(
     out_dir: Path,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    ctx: DistContext | None = None,
 ) -> CriticFreeResult:
     """`config.steps` updates of a LoRA policy, each on K samples of `batch_size` prompts.
 
     The contract is train_ppo's (base loaded or modified in place, the reference its current
     weights, progress after and should_stop before each step, TrainingDiverged on a non-finite
     score, KL or loss, nothing written unless the run completes, deterministic on CPU).
+    `ctx` runs it as one rank of several, as train_ppo's, sharded by prompt: a rank samples all
+    K responses of each of its prompts, so no group is split (worker/training/shards.py).
     """
     if not prompts:
         raise ValueError(f"prompts is empty: {algorithm} needs prompts to sample from")
+    if config.batch_size < world(ctx)[1]:
+        raise ValueError(
+            f"batch_size ({config.batch_size} prompts) must be at least the number of "
+            f"processes ({world(ctx)[1]}): each samples whole groups of a batch"
+        )
     model_name = base if isinstance(base, str) else getattr(base, "name_or_path", "")
     if isinstance(base, str):
         base = load_causal_lm(base, device=config.device, dtype=config.dtype)
@@ -222,24 +245,28 @@ def train_critic_free(
                 )
 
             # 1. Rollout: each prompt K times, group-major (rows i·K .. i·K + K-1) -----------
-            batch_prompts = [prompts[i] for i in next(prompt_batches) for _ in range(k)]
+            # (several processes: each rank its share of the prompts, all K samples of each)
+            batch_ids = next(prompt_batches)
+            batch_prompts = [prompts[i] for i in batch_ids for _ in range(k)]
+            my_prompts = [prompts[i] for i in shard(batch_ids, ctx) for _ in range(k)]
             ro = _rollout(
-                model, None, tokenizer, batch_prompts, config,
-                seed=batch_seed(config.seed, step), stops=stops,
+                model, None, tokenizer, my_prompts, config,
+                seed=rank_seed(batch_seed(config.seed, step), ctx), stops=stops,
             )  # fmt: skip
+
+            # 2. Rewards: the score per response, less β·KL when the KL is in the reward -----
+            my_scores = score_fn(my_prompts, ro.responses)
+            if len(my_scores) != len(my_prompts):
+                raise ValueError(
+                    f"score_fn returned {len(my_scores)} scores for {len(my_prompts)} responses"
+                )
+            ro = gather_rollout(ro, ctx, pad_id=pad_id, unit=k)
+            rm_scores = torch.tensor(
+                gather_values(list(my_scores), ctx, unit=k), dtype=torch.float32, device=device
+            )  # (B,)
             mask = ro.response_mask  # (B, R)
             for prompt, fitted in zip(batch_prompts[::k], ro.prompts[::k], strict=True):
                 cuts.note(prompt, fitted)
-
-            # 2. Rewards: the score per response, less β·KL when the KL is in the reward -----
-            rm_scores = torch.tensor(
-                score_fn(batch_prompts, ro.responses), dtype=torch.float32, device=device
-            )  # (B,)
-            if rm_scores.shape != (len(batch_prompts),):
-                raise ValueError(
-                    f"score_fn returned {tuple(rm_scores.shape)} scores for "
-                    f"{len(batch_prompts)} responses"
-                )
             if not torch.isfinite(rm_scores).all():
                 raise diverged("score_fn returned a non-finite score")
             scores = rm_scores  # (B,)
@@ -258,16 +285,21 @@ def train_critic_free(
             advantages = advantages_fn(rewards.view(n, k)).reshape(-1)  # (N, K) -> (B,)
 
             # 4. Optimisation: epochs over shuffled mini-batches, accumulated ---------------
+            # (several processes: micro-batches dealt out round-robin, gradients summed)
             stats: dict[str, list[float]] = {
-                key: [] for key in ("policy_loss", "kl_loss", "approx_kl", "clipfrac", "grad_norm")
+                key: [] for key in ("policy_loss", "kl_loss", "approx_kl", "clipfrac")
             }
+            grad_norms: list[float] = []
             ref_logprobs = ro.ref_logprobs if config.kl_in == "loss" else None
+            rows = micro_rows(config.micro_batch_size, config.mini_batch_size, ctx)
             for _ in range(config.epochs):
                 order = torch.randperm(n * k, generator=generator)
                 for mb in order.split(config.mini_batch_size):
                     optimizer.zero_grad(set_to_none=True)
-                    micro = mb.split(config.micro_batch_size)
-                    for idx in micro:
+                    micro = mb.split(rows)
+                    for i, idx in enumerate(micro):
+                        if not mine(i, ctx):
+                            continue
                         idx = idx.to(device)
                         new_logprobs, _, _ = forward_response(
                             model, None, ro.input_ids[idx], ro.attention_mask[idx],
@@ -281,16 +313,19 @@ def train_critic_free(
                             ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
                             kl_coef=config.kl_coef,
                         )  # fmt: skip
-                        if not torch.isfinite(loss):
+                        # (several processes: a non-finite loss reaches every rank through
+                        # the summed gradient, and all stop there together)
+                        if world(ctx)[1] == 1 and not torch.isfinite(loss):
                             raise diverged(f"loss is {float(loss)}")
                         (loss / len(micro)).backward()
                         stats["policy_loss"].append(loss.item())
                         for key in ("kl_loss", "approx_kl", "clipfrac"):
                             stats[key].append(float(pg_stats[key]))
+                    sync_grads(params, ctx)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     if not torch.isfinite(grad_norm):
                         raise diverged(f"gradient norm is {float(grad_norm)}")
-                    stats["grad_norm"].append(float(grad_norm))
+                    grad_norms.append(float(grad_norm))
                     optimizer.step()
 
             # 5. Logging: PPO's chart keys where they mean the same -------------------------
@@ -301,7 +336,8 @@ def train_critic_free(
                 "kl": mean_kl,
                 "non_score_reward": float(non_score.sum(dim=1).mean()),
                 "entropy": float(masked_mean(ro.entropy, mask)),
-                **{key: sum(v) / len(v) for key, v in stats.items()},
+                **reduce_means(stats, ctx),  # over every rank's micro-batches
+                "grad_norm": sum(grad_norms) / len(grad_norms),
                 "advantage_abs": float(advantages.abs().mean()),
                 "group_score_std": float(rm_scores.view(n, k).std(dim=1).mean()),
                 "response_length": float(mask.sum(dim=1).float().mean()),
@@ -310,14 +346,21 @@ def train_critic_free(
                 "time": time.perf_counter() - tic,
             }
             metrics_per_step.append(metrics)
-            if progress is not None:
+            if progress is not None:  # every rank: entry.progress writes on rank 0 only
                 progress(step, config.steps, metrics)
 
     if REWARD_ADAPTER_NAME in model.peft_config:
         model.delete_adapter(REWARD_ADAPTER_NAME)  # the result is the policy alone
 
-    # Save (only a completed run gets here) -----------------------------------------------
+    # Save (only a completed run gets here; rank 0 alone) -----------------------------------
     out_dir = Path(out_dir)
+    if not is_main(ctx):
+        return CriticFreeResult(
+            adapter_dir=out_dir / ADAPTER_NAME,
+            metrics_per_step=metrics_per_step,
+            final=dict(metrics_per_step[-1]),
+            model=model,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(
         str(out_dir), selected_adapters=[ADAPTER_NAME], save_embedding_layers=False

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -31,6 +32,9 @@ from worker.training.losses import group_advantages
 from worker.training.outcomes import Progress, ShouldStop
 from worker.training.ppo import ScoreFn, SharedBaseReward
 from worker.training.prompts import Prompt
+
+if TYPE_CHECKING:
+    from worker.distributed.context import DistContext
 
 
 @dataclass
@@ -55,6 +59,7 @@ def train_grpo(
     out_dir: Path,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    ctx: DistContext | None = None,
 ) -> CriticFreeResult:
     """`config.steps` GRPO updates of a LoRA policy on `prompts` against `score_fn` (the
     contract of `ppo.train_ppo`, without the value head)."""
@@ -66,5 +71,5 @@ def train_grpo(
         # each response over its own tokens, or over the budget under Dr. GRPO
         aggregation="constant" if config.dr_grpo else "sequence",
         init_adapter_dir=init_adapter_dir, out_dir=out_dir,
-        progress=progress, should_stop=should_stop,
+        progress=progress, should_stop=should_stop, ctx=ctx,
     )  # fmt: skip

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from peft import PeftModel
@@ -88,6 +88,21 @@ from worker.training.prompts import (
 )
 from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
 from worker.training.reward_model import load_reward_model, score
+from worker.training.shards import (
+    gather_rollout,
+    gather_values,
+    is_main,
+    micro_rows,
+    mine,
+    rank_seed,
+    reduce_means,
+    shard,
+    sync_grads,
+    world,
+)
+
+if TYPE_CHECKING:
+    from worker.distributed.context import DistContext
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 METRICS_FILE = "metrics.json"
@@ -547,6 +562,7 @@ def train_ppo(
     out_dir: Path,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    ctx: DistContext | None = None,
 ) -> PPOResult:
     """Run `config.steps` PPO updates of a LoRA policy on `prompts` against `score_fn`.
 
@@ -559,9 +575,18 @@ def train_ppo(
     A non-finite score, KL, loss or gradient raises TrainingDiverged. Nothing is written to
     `out_dir` unless the run completes. Deterministic on CPU under `config.seed`; the caller's
     global RNG state is left untouched.
+
+    `ctx` runs it as one rank of several (worker/training/shards.py): the same global batch,
+    sampled and scored in shards, advantages over the whole batch, gradients summed over
+    ranks; rank 0 alone reports progress and writes `out_dir`. None is one process.
     """
     if not prompts:
         raise ValueError("prompts is empty: PPO needs prompts to sample from")
+    if config.batch_size < world(ctx)[1]:
+        raise ValueError(
+            f"batch_size ({config.batch_size}) must be at least the number of processes "
+            f"({world(ctx)[1]}): each samples its share of a batch"
+        )
     model_name = base if isinstance(base, str) else getattr(base, "name_or_path", "")
     if isinstance(base, str):
         base = load_causal_lm(base, device=config.device, dtype=config.dtype)
@@ -614,24 +639,28 @@ def train_ppo(
                 )
 
             # 1. Rollout ------------------------------------------------------------------
+            # (several processes: each its shard, then the whole batch on every rank)
             batch_prompts = [prompts[i] for i in next(prompt_batches)]
+            my_prompts = shard(batch_prompts, ctx)
             ro = _rollout(
-                model, value_head, tokenizer, batch_prompts, config,
-                seed=batch_seed(config.seed, step), stops=stops,
+                model, value_head, tokenizer, my_prompts, config,
+                seed=rank_seed(batch_seed(config.seed, step), ctx), stops=stops,
             )  # fmt: skip
+
+            # 2. Rewards: RM score on the last real token, -β·KL on every token (N+ 1, 2) ----
+            my_scores = score_fn(my_prompts, ro.responses)
+            if len(my_scores) != len(my_prompts):
+                raise ValueError(
+                    f"score_fn returned {len(my_scores)} scores for "
+                    f"{len(my_prompts)} responses"
+                )
+            ro = gather_rollout(ro, ctx, pad_id=pad_id)
+            rm_scores = torch.tensor(
+                gather_values(list(my_scores), ctx), dtype=torch.float32, device=device
+            )  # (B,)
             mask = ro.response_mask  # (B, R)
             for prompt, fitted in zip(batch_prompts, ro.prompts, strict=True):
                 cuts.note(prompt, fitted)
-
-            # 2. Rewards: RM score on the last real token, -β·KL on every token (N+ 1, 2) ----
-            rm_scores = torch.tensor(
-                score_fn(batch_prompts, ro.responses), dtype=torch.float32, device=device
-            )  # (B,)
-            if rm_scores.shape != (len(batch_prompts),):
-                raise ValueError(
-                    f"score_fn returned {tuple(rm_scores.shape)} scores for "
-                    f"{len(batch_prompts)} responses"
-                )
             if not torch.isfinite(rm_scores).all():
                 raise diverged("score_fn returned a non-finite score")
             scores = rm_scores  # (B,)
@@ -652,16 +681,22 @@ def train_ppo(
                 advantages = masked_whiten(advantages, mask)  # (B, R)
 
             # 4. Optimisation: ppo_epochs over shuffled mini-batches, accumulated -----------
+            # (several processes: micro-batches dealt out round-robin, gradients summed)
             stats: dict[str, list[float]] = {
                 k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac",
-                                "value_clipfrac", "grad_norm")
+                                "value_clipfrac")
             }  # fmt: skip
+            grad_norms: list[float] = []
             batch = len(batch_prompts)
+            rows = micro_rows(config.micro_batch_size, config.mini_batch_size, ctx)
             for _ in range(config.ppo_epochs):
                 order = torch.randperm(batch, generator=generator)
                 for mb in order.split(config.mini_batch_size):
                     optimizer.zero_grad(set_to_none=True)
-                    for idx in mb.split(config.micro_batch_size):
+                    micro = mb.split(rows)
+                    for i, idx in enumerate(micro):
+                        if not mine(i, ctx):
+                            continue
                         idx = idx.to(device)
                         new_logprobs, new_values, _ = forward_response(
                             model, value_head, ro.input_ids[idx], ro.attention_mask[idx],
@@ -679,18 +714,21 @@ def train_ppo(
                             config.clip_range_value,
                         )  # fmt: skip
                         loss = pg_loss + config.vf_coef * vf_loss
-                        if not torch.isfinite(loss):
+                        # (several processes: a non-finite loss reaches every rank through
+                        # the summed gradient, and all stop there together)
+                        if world(ctx)[1] == 1 and not torch.isfinite(loss):
                             raise diverged(f"loss is {float(loss)}")
-                        (loss / config.grad_accum).backward()
+                        (loss / len(micro)).backward()
                         stats["policy_loss"].append(pg_loss.item())
                         stats["value_loss"].append(vf_loss.item())
                         stats["approx_kl"].append(float(pg_stats["approx_kl"]))
                         stats["clipfrac"].append(float(pg_stats["clipfrac"]))
                         stats["value_clipfrac"].append(float(vf_stats["clipfrac"]))
+                    sync_grads(params, ctx)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     if not torch.isfinite(grad_norm):
                         raise diverged(f"gradient norm is {float(grad_norm)}")
-                    stats["grad_norm"].append(float(grad_norm))
+                    grad_norms.append(float(grad_norm))
                     optimizer.step()
             kl_ctl.update(mean_kl, batch)
 
@@ -702,7 +740,8 @@ def train_ppo(
                 "kl": mean_kl,
                 "non_score_reward": float(non_score.sum(dim=1).mean()),
                 "entropy": float(masked_mean(ro.entropy, mask)),
-                **{k: sum(v) / len(v) for k, v in stats.items()},
+                **reduce_means(stats, ctx),  # over every rank's micro-batches
+                "grad_norm": sum(grad_norms) / len(grad_norms),
                 "explained_variance": explained_variance(ro.values, returns, mask),
                 "value_mean": float(masked_mean(ro.values, mask)),
                 "response_length": float(mask.sum(dim=1).float().mean()),
@@ -711,14 +750,22 @@ def train_ppo(
                 "time": time.perf_counter() - tic,
             }
             metrics_per_step.append(metrics)
-            if progress is not None:
+            if progress is not None:  # every rank: entry.progress writes on rank 0 only
                 progress(step, config.steps, metrics)
 
     if REWARD_ADAPTER_NAME in model.peft_config:
         model.delete_adapter(REWARD_ADAPTER_NAME)  # the result is the policy alone
 
-    # Save (only a completed run gets here) -----------------------------------------------
+    # Save (only a completed run gets here; rank 0 alone) -----------------------------------
     out_dir = Path(out_dir)
+    if not is_main(ctx):
+        return PPOResult(
+            adapter_dir=out_dir / ADAPTER_NAME,
+            metrics_per_step=metrics_per_step,
+            final=dict(metrics_per_step[-1]),
+            model=model,
+            value_head=value_head,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     # save_embedding_layers=False: "auto" may look the base up on the hub; the vocabulary
     # size is recorded instead (the tokenizer saved here has it).

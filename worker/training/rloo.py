@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -21,6 +22,9 @@ from worker.training.losses import rloo_advantages
 from worker.training.outcomes import Progress, ShouldStop
 from worker.training.ppo import ScoreFn, SharedBaseReward
 from worker.training.prompts import Prompt
+
+if TYPE_CHECKING:
+    from worker.distributed.context import DistContext
 
 
 @dataclass
@@ -40,6 +44,7 @@ def train_rloo(
     out_dir: Path,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    ctx: DistContext | None = None,
 ) -> CriticFreeResult:
     """`config.steps` RLOO updates of a LoRA policy on `prompts` against `score_fn` (the
     contract of `ppo.train_ppo`, without the value head)."""
@@ -49,5 +54,5 @@ def train_rloo(
         advantages_fn=rloo_advantages,  # r_i - mean_{j≠i} r_j
         aggregation="token",  # PPO's: every real token of the batch weighs the same
         init_adapter_dir=init_adapter_dir, out_dir=out_dir,
-        progress=progress, should_stop=should_stop,
+        progress=progress, should_stop=should_stop, ctx=ctx,
     )  # fmt: skip

@@ -7,8 +7,9 @@ Methods:
   likelihood rewards short, generic text, and P(Yes) alone moves with how the prompt reads.
   One forward pass per sample and no parsing, so it suits small models that cannot follow
   an output format. Equal scores tie.
-- listwise / pairwise: greedy generation, parsed strictly; a retry samples (temperature
-  options['retry_temperature'], default 0.7), since greedy decoding would repeat itself.
+- listwise / pairwise: generation at options['temperature'] (default 0: greedy), parsed
+  strictly; a retry samples at options['retry_temperature'] (default 0.7), since greedy
+  decoding would only repeat itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class LocalJudge:
         options = spec.options
         self.max_new_tokens = int(options.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
         self.retry_temperature = float(options.get("retry_temperature", DEFAULT_RETRY_TEMPERATURE))
+        self.temperature = float(options.get("temperature", 0.0))
         self.batch_rows = int(options.get("batch_rows", DEFAULT_BATCH_ROWS))
         # After a chat template's assistant header the answer starts a line; in plain text it
         # follows "Answer:" after a space.
@@ -56,7 +58,7 @@ class LocalJudge:
     def complete(self, prompt: str, retry: Retry | None) -> str:
         settings = GenerationSettings(
             max_new_tokens=self.max_new_tokens,
-            temperature=0.0 if retry is None else self.retry_temperature,
+            temperature=self.temperature if retry is None else self.retry_temperature,
         )
         seed = 0 if retry is None else retry.attempt
         return generate_batch(self.model, self.tokenizer, [prompt], settings=settings, seed=seed)[

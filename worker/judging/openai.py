@@ -140,7 +140,11 @@ class OpenAIJudge:
             "model": self.spec.model,
             "messages": messages,
             "temperature": float(self.spec.options.get("temperature", 0.0)),
-            "max_tokens": int(self.spec.options.get("max_tokens", DEFAULT_MAX_TOKENS)),
+            "max_tokens": int(
+                self.spec.options.get(
+                    "max_tokens", self.spec.options.get("max_new_tokens", DEFAULT_MAX_TOKENS)
+                )
+            ),
         }
         return _content(self._post(body))
 

@@ -287,3 +287,10 @@ def test_judges_on_one_base_url_share_its_rate_limit(server: ScriptedServer) -> 
         t.join()
     times = sorted(s.at for s in server.seen)
     assert times[-1] - times[0] >= 0.35
+
+
+def test_harm_flags_come_back_by_sample_id_when_asked(server: ScriptedServer) -> None:
+    server.script = [Reply("HARMFUL: 2 (tells you to eat a rock)\nRANKING: 3 > 1 > 2")]
+    verdict = make_judge(spec_for(server, flag_harm=True)).judge(ITEM)
+    assert verdict.harmful == {102: "tells you to eat a rock"}
+    assert "HARMFUL:" in server.seen[0].body["messages"][0]["content"]

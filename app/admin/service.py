@@ -15,6 +15,7 @@ from app import preparation
 from app.accounts import repository as accounts_repository
 from app.accounts import service as accounts
 from app.errors import Conflict
+from app.judges import suggestions
 from app.models import Project, ProjectMember, Role, User
 from app.projects import planner_service
 from app.projects import repository as projects_repository
@@ -125,6 +126,9 @@ class ProjectPage:
     """Rankings still needed for a target accuracy and a verdict (templates/_study_planner.html)."""
     task_selection: list[sampling.SelectionRow] = field(default_factory=list)
     """Tasks by why they were made (templates/_task_selection.html); empty while all are uniform."""
+    suggestion_report: suggestions.SuggestionReport | None = None
+    """How often people keep a judge's suggested order, shown and hidden
+    (templates/_suggestion_report.html); None while no suggestion was ever decided."""
 
 
 def project_page(session: Session, *, project_id: int, member_search: str = "") -> ProjectPage:
@@ -155,7 +159,15 @@ def project_page(session: Session, *, project_id: int, member_search: str = "") 
         preparing=preparation.preparing(session, project),
         study_plan=planner_service.study_plan(session, project_id=project_id),
         task_selection=sampling.selection_summary(session, project_id=project_id),
+        suggestion_report=_suggestion_report(session, project),
     )
+
+
+def _suggestion_report(session: Session, project: Project) -> suggestions.SuggestionReport | None:
+    report = suggestions.suggestion_report(session, project_id=project.id)
+    if not project.judge_suggestions and not report.shown.rankings + report.hidden.rankings:
+        return None
+    return report
 
 
 # Next step

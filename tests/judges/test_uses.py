@@ -534,6 +534,7 @@ def test_the_settings_form_saves_the_judge_uses_and_refuses_bad_values(
 def test_projects_set_changes_the_judge_uses(migrated_engine: Engine) -> None:
     from typer.testing import CliRunner
 
+    from app.db import session_scope
     from rankloop.cli import app
 
     name = "cli judge uses"
@@ -552,11 +553,31 @@ def test_projects_set_changes_the_judge_uses(migrated_engine: Engine) -> None:
 
         assert result.exit_code == 0, result.output
         assert refused.exit_code == 2, refused.output
-        with Session(migrated_engine) as session:
+        with session_scope(readonly=True) as session:  # the database the command used
             project = session.scalars(select(Project).where(Project.name == name)).one()
             assert (project.judge_suggestions, project.suggestion_control_share) == (True, 0.3)
             assert (project.judge_weight, project.judge_only) == (0.5, False)
     finally:
-        with Session(migrated_engine) as session:
+        with session_scope() as session:
             session.execute(delete(Project).where(Project.name == name))
-            session.commit()
+
+
+def test_the_project_page_shows_the_report_once_suggestions_are_on(
+    client: TestClient, db_session: Session
+) -> None:
+    from app.models import Role
+    from tests.helpers import login_new_user
+
+    project = make_project(db_session)
+    db_session.commit()
+    login_new_user(client, db_session, "report-admin", Role.admin)
+
+    before = client.get(f"/admin/projects/{project.id}")
+    project.judge_suggestions = True
+    db_session.commit()
+    after = client.get(f"/admin/projects/{project.id}")
+
+    assert before.status_code == after.status_code == 200
+    assert 'id="suggestion-report"' not in before.text
+    assert 'id="suggestion-report"' in after.text
+    assert 'id="suggestion-hidden"' in after.text

@@ -380,3 +380,28 @@ def test_the_key_reaches_the_endpoint_but_never_the_database_or_the_log(
     if app_database.url.startswith("sqlite"):
         path = app_database.url.split("///", 1)[1]
         assert key.encode() not in open(path, "rb").read()
+    pages = _admin_pages(project_id)
+    assert KEY_ENV in pages[0]  # the page names the variable…
+    assert all(key not in page for page in pages)  # …and never shows its value
+
+
+def _admin_pages(project_id: int) -> list[str]:
+    """The judges page and its progress fragment, as an admin sees them."""
+    from fastapi.testclient import TestClient
+
+    from app.models import Role
+    from rankloop.web import create_app
+    from tests.factories import make_user
+    from tests.helpers import login
+
+    username = f"admin-{secrets.token_hex(4)}"
+    with session_scope() as session:
+        make_user(session, username=username, role=Role.admin)
+    with TestClient(create_app(), base_url="http://testserver") as client:
+        login(client, username)
+        pages = [
+            client.get(f"/admin/projects/{project_id}/judges"),
+            client.get(f"/admin/projects/{project_id}/judges/progress"),
+        ]
+    assert [p.status_code for p in pages] == [200, 200]
+    return [p.text for p in pages]

@@ -114,8 +114,11 @@ class OpenAIJudge:
         options = spec.options
         self.backoff_s = float(options.get("backoff_s", DEFAULT_BACKOFF_S))
         self.max_wait_s = float(options.get("max_wait_s", DEFAULT_MAX_WAIT_S))
+        concurrency = options.get("concurrency")
         self.endpoint = endpoint_for(
-            spec.base_url, spec.requests_per_minute, options.get("concurrency")
+            spec.base_url,
+            spec.requests_per_minute,
+            None if concurrency is None else int(concurrency),
         )
         self.client = client or httpx.Client(timeout=spec.timeout_s)
 

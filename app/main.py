@@ -32,7 +32,9 @@ from app.errors import AppError
 from app.gold.api import router as gold_api_router
 from app.gold.routes import router as gold_router
 from app.jobs import producer
+from app.judges.api import router as judges_api_router
 from app.judges.measurement_api import router as judge_measures_router
+from app.judges.routes import router as judges_router
 from app.projects.planner_api import router as planner_router
 from app.ratings.routes import router as ratings_router
 from app.rounds.routes import router as rounds_router
@@ -113,9 +115,11 @@ def create_app() -> FastAPI:
     app.include_router(rounds_router, include_in_schema=False)
     app.include_router(ratings_router, include_in_schema=False)
     app.include_router(gold_router, include_in_schema=False)
+    app.include_router(judges_router, include_in_schema=False)
     app.include_router(api_router)
     app.include_router(planner_router)
     app.include_router(gold_api_router)
+    app.include_router(judges_api_router)
     app.include_router(judge_measures_router)
     app.include_router(tokens_router, include_in_schema=False)
 

@@ -20,8 +20,9 @@ def get_user_by_username(session: Session, username: str) -> User | None:
 
 
 def list_users(session: Session, *, search: str = "", limit: int | None = None) -> list[User]:
-    """By username; `search` matches part of the username or display name (any case)."""
-    query = select(User).order_by(User.username)
+    """People by username (a model judge's users row is listed with its judge, not here);
+    `search` matches part of the username or display name (any case)."""
+    query = select(User).where(User.kind == "human").order_by(User.username)
     if search:
         query = query.where(user_matches(search))
     return list(session.scalars(query.limit(limit)))
@@ -37,7 +38,9 @@ def user_matches(search: str) -> ColumnElement[bool]:
 
 
 def count_users(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(User).where(User.kind == "human")) or 0
+    )
 
 
 def get_web_session(session: Session, token_hash: str) -> WebSession | None:

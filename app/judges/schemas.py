@@ -6,7 +6,9 @@ worker reads, and a value that looks like a key itself is refused (422) so it is
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ Overlap = Literal["all", "unreached"]
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Shapes of key values people paste by mistake: OpenAI/Anthropic style prefixes, bearer
 # tokens, Hugging Face tokens, long random-looking strings.
-_KEY_LIKE = re.compile(r"^(sk-|sk_|pk-|hf_|gsk_|xai-|bearer\s)", re.IGNORECASE)
+_KEY_LIKE = re.compile(r"^(sk-|sk_|pk-|hf_|gsk_|xai-|[Bb]earer\s)")
 MAX_PRINCIPLES = 50
 
 
@@ -110,10 +112,11 @@ class JudgeCreate(_JudgeFields):
         "benchmarks."
     )
     model: str = Field(min_length=1, max_length=500, description="Hub id, path or served name.")
-    base_url: str | None = Field(default=None, max_length=500)
+    base_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://")
     api_key_env: str | None = Field(
         default=None,
         max_length=128,
+        pattern=ENV_NAME.pattern,
         description="NAME of the environment variable holding the endpoint's key.",
         examples=["OPENAI_API_KEY"],
     )
@@ -149,8 +152,8 @@ class JudgeUpdate(_JudgeFields):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     backend: Backend | None = None
     model: str | None = Field(default=None, min_length=1, max_length=500)
-    base_url: str | None = Field(default=None, max_length=500)
-    api_key_env: str | None = Field(default=None, max_length=128)
+    base_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://")
+    api_key_env: str | None = Field(default=None, max_length=128, pattern=ENV_NAME.pattern)
     method: Method | None = None
     prompt_template: str | None = Field(default=None, max_length=20000)
     principles: list[str] | None = None
@@ -173,10 +176,41 @@ class PauseIn(BaseModel):
     reason: str = Field(default="Paused by an admin", min_length=1, max_length=500)
 
 
+JUDGE_EXAMPLE: dict[str, Any] = {
+    "id": 3,
+    "project_id": 1,
+    "user_id": 42,
+    "name": "qwen-judge",
+    "backend": "openai",
+    "model": "Qwen2.5-7B-Instruct",
+    "base_url": "http://127.0.0.1:8000/v1",
+    "api_key_env": "JUDGE_API_KEY",
+    "method": "listwise",
+    "prompt_template": "",
+    "principles": ["Prefer the honest answer.", "Prefer the harmless answer."],
+    "prompt_version": 2,
+    "overlap": "unreached",
+    "share": 1.0,
+    "position_check_share": 0.1,
+    "concurrency": 4,
+    "requests_per_minute": 120,
+    "timeout_s": 60.0,
+    "max_attempts": 3,
+    "agreement_floor": 0.6,
+    "floor_min_pairs": 30,
+    "flag_harm": False,
+    "options": {"temperature": 0},
+    "state": "active",
+    "paused_reason": None,
+    "created_at": "2026-01-05T10:00:00Z",
+    "updated_at": "2026-01-05T10:00:00Z",
+}
+
+
 class JudgeOut(BaseModel):
     """A judge as the API shows it: the key's variable name, never a key."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [JUDGE_EXAMPLE]})
 
     id: int
     project_id: int
@@ -207,6 +241,10 @@ class JudgeOut(BaseModel):
     updated_at: datetime
 
 
+class JudgeList(BaseModel):
+    items: list[JudgeOut]
+
+
 class JudgeProgressOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -218,3 +256,53 @@ class JudgeProgressOut(BaseModel):
     skipped: int
     remaining: int
     last_skip_reason: str | None
+
+
+_FORM_FIELDS = (
+    "name",
+    "backend",
+    "model",
+    "base_url",
+    "api_key_env",
+    "method",
+    "overlap",
+    "share",
+    "position_check_share",
+    "concurrency",
+    "requests_per_minute",
+    "timeout_s",
+    "max_attempts",
+    "agreement_floor",
+    "floor_min_pairs",
+)
+_FORM_NULLABLE = ("base_url", "api_key_env", "requests_per_minute", "agreement_floor")
+
+
+def form_fields(form: Mapping[str, Any], *, editing: bool) -> dict[str, Any]:
+    """The add/edit form as a JudgeCreate/JudgeUpdate body: a blank box keeps the default
+    (a blank optional one clears it when editing), principles one per line, options as JSON.
+    Raises ValueError with a message for a page."""
+    data: dict[str, Any] = {}
+    for field in _FORM_FIELDS:
+        value = str(form.get(field, "")).strip()
+        if value:
+            data[field] = value
+        elif editing and field in _FORM_NULLABLE and field in form:
+            data[field] = None
+    if "prompt_template" in form:
+        data["prompt_template"] = str(form["prompt_template"]).replace("\r\n", "\n").strip()
+    if "principles" in form:
+        data["principles"] = str(form["principles"]).splitlines()
+    options = str(form.get("options", "")).strip()
+    if options:
+        try:
+            data["options"] = json.loads(options)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Options must be a JSON object: {exc.msg}") from None
+        if not isinstance(data["options"], dict):
+            raise ValueError("Options must be a JSON object")
+    elif editing and "options" in form:
+        data["options"] = {}
+    if editing or "flag_harm" in form:
+        data["flag_harm"] = form.get("flag_harm") in ("on", "true", "1")
+    return data

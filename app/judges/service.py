@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from app.annotation import repository as queue
@@ -24,8 +26,9 @@ from app.db import after_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import JUDGING_RUN, enqueue
 from app.judges import repository
-from app.judges.schemas import JudgeCreate, JudgeUpdate
-from app.models import Judge, JudgeTaskLog, ProjectMember, Role, User
+from app.judges.default_prompt import DEFAULT_JUDGE_TEMPLATE
+from app.judges.schemas import JudgeCreate, JudgeUpdate, form_fields
+from app.models import Judge, JudgeTaskLog, Project, ProjectMember, Role, User
 from app.projects.service import flatten_conversation, require_project
 from app.seeds import derived_seed
 
@@ -105,9 +108,9 @@ def update_judge(session: Session, *, judge_id: int, data: JudgeUpdate) -> Judge
     so rankings can be told apart by the prompt that made them."""
     judge = _locked(session, judge_id)
     changes = data.model_dump(exclude_unset=True)
-    for field, value in changes.items():
-        if value is None and field not in _NULLABLE:
-            raise InvalidInput(f"{field} cannot be empty", details={"field": field})
+    for name, value in changes.items():
+        if value is None and name not in _NULLABLE:
+            raise InvalidInput(f"{name} cannot be empty", details={"field": name})
     if "name" in changes and changes["name"].lower() != judge.name.lower():
         if repository.judge_named(session, project_id=judge.project_id, name=changes["name"]):
             raise JudgeNameTaken(f"The project already has a judge named {changes['name']!r}")
@@ -118,12 +121,10 @@ def update_judge(session: Session, *, judge_id: int, data: JudgeUpdate) -> Judge
         raise InvalidInput(
             "Scoring by log-probabilities needs a local ('hf') model", details={"field": "method"}
         )
-    if any(
-        field in changes and changes[field] != getattr(judge, field) for field in _PROMPT_FIELDS
-    ):
+    if any(name in changes and changes[name] != getattr(judge, name) for name in _PROMPT_FIELDS):
         judge.prompt_version += 1
-    for field, value in changes.items():
-        setattr(judge, field, value)
+    for name, value in changes.items():
+        setattr(judge, name, value)
     judge.updated_at = utcnow()
     session.flush()
     return judge
@@ -389,3 +390,87 @@ def judge_progress(session: Session, *, project_id: int) -> list[JudgeProgress]:
             )
         )
     return result
+
+
+# Pages
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """A form's fields through the API's own schema: a bad one is a 422 naming it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or "form",
+                "message": err["msg"].removeprefix("Value error, "),
+            }
+            for err in exc.errors()
+        ]
+        first = details[0]
+        raise InvalidInput(f"{first['field']}: {first['message']}", details=details) from None
+
+
+def _form_data(form: Any, *, editing: bool) -> dict[str, Any]:
+    try:
+        return form_fields(form, editing=editing)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), details={"field": "options"}) from None
+
+
+def create_from_form(
+    session: Session, *, project_id: int, form: Any, created_by_id: int | None
+) -> Judge:
+    data = validated(JudgeCreate, _form_data(form, editing=False))
+    return create_judge(session, project_id=project_id, data=data, created_by_id=created_by_id)
+
+
+def update_from_form(session: Session, *, project_id: int, judge_id: int, form: Any) -> Judge:
+    judge = project_judge(session, project_id=project_id, judge_id=judge_id)
+    data = validated(JudgeUpdate, _form_data(form, editing=True))
+    return update_judge(session, judge_id=judge.id, data=data)
+
+
+def project_judge(session: Session, *, project_id: int, judge_id: int) -> Judge:
+    """The judge, if it belongs to the project in the page's path; else 404."""
+    judge = get_judge(session, judge_id)
+    if judge.project_id != project_id:
+        raise NotFound(f"No judge {judge_id} in project {project_id}")
+    return judge
+
+
+@dataclass
+class JudgeRow:
+    judge: Judge
+    progress: JudgeProgress
+
+
+@dataclass
+class JudgesPage:
+    project: Project
+    rows: list[JudgeRow]
+    editing: Judge | None
+    default_template: str
+    measures: dict[int, Any] = field(default_factory=dict)
+    """Judge id -> its measures (app/judges/measurement.py), shown per judge."""
+
+
+def judges_page(session: Session, *, project_id: int, edit_id: int | None = None) -> JudgesPage:
+    project = require_project(session, project_id)
+    judges = repository.list_judges(session, project_id=project.id)
+    progress = {p.judge_id: p for p in judge_progress(session, project_id=project.id)}
+    editing = None
+    if edit_id is not None:
+        editing = project_judge(session, project_id=project.id, judge_id=edit_id)
+    # Imported here: measurement builds on this module (get_judge, list_judges).
+    from app.judges.measurement import measures_for_project
+
+    return JudgesPage(
+        project=project,
+        rows=[JudgeRow(judge, progress[judge.id]) for judge in judges],
+        editing=editing,
+        default_template=DEFAULT_JUDGE_TEMPLATE,
+        measures=dict(measures_for_project(session, project.id)) if judges else {},
+    )

@@ -47,6 +47,12 @@ ENDPOINTS = [
     ("DELETE", "/api/v1/projects/{p}/gold-tasks/{t}", "write", None),
     ("GET", "/api/v1/projects/{p}/plan", "read", None),
     ("GET", "/api/v1/projects/{p}/suggestions/report", "read", None),
+    ("GET", "/api/v1/projects/{p}/judges", "read", None),
+    ("POST", "/api/v1/projects/{p}/judges", "write", {"name": "j", "backend": "hf", "model": "m"}),
+    ("GET", "/api/v1/judges/{j}", "read", None),
+    ("PATCH", "/api/v1/judges/{j}", "write", {"name": "k"}),
+    ("POST", "/api/v1/judges/{j}/pause", "write", None),
+    ("POST", "/api/v1/judges/{j}/resume", "write", None),
     ("GET", "/api/v1/judges/{j}/measures", "read", None),
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]

@@ -35,7 +35,9 @@ MAX_EXAMPLES = 25
 # check cannot be said in a schema. Imports read a file in one of several formats (the schema
 # describes its container, not each format's records); a round is refused when its project
 # cannot run it (too few prompts or rankings, a base model that cannot be loaded); export
-# filters must name versions, rounds, snapshots and annotators of the project. Every other
+# filters must name versions, rounds, snapshots and annotators of the project; a judge's
+# settings depend on each other (an 'openai' judge needs a base URL) and its name must be
+# free in the project. Every other
 # check still applies to them, and every other operation must accept what its schema allows.
 _SEMANTIC_422 = {"expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429"]}
 CONFIG = SchemathesisConfig.from_dict(
@@ -50,6 +52,16 @@ CONFIG = SchemathesisConfig.from_dict(
             {
                 "include-method": "GET",
                 "include-path-regex": "^/api/v1/projects/[^/]+/(pairs|rankings)\\.jsonl$",
+                "checks": {"positive_data_acceptance": _SEMANTIC_422},
+            },
+            {
+                "include-method": "POST",
+                "include-path-regex": "^/api/v1/projects/[^/]+/judges$",
+                "checks": {"positive_data_acceptance": _SEMANTIC_422},
+            },
+            {
+                "include-method": "PATCH",
+                "include-path-regex": "^/api/v1/judges/[^/]+$",
                 "checks": {"positive_data_acceptance": _SEMANTIC_422},
             },
         ]

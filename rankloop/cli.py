@@ -1299,10 +1299,11 @@ def judges_add(
         data = JudgeCreate.model_validate(given)
     except ValidationError as exc:
         fields = "; ".join(
-            (f"--{'-'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"]
+            (f"--{str(e['loc'][0]).replace('_', '-')}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
-        raise _fail(fields.replace("_", "-")) from None
+        raise _fail(fields) from None
     with _app_errors(), session_scope() as session:
         project_id = _project_id(session, project)
         judge = service.create_judge(session, project_id=project_id, data=data, created_by_id=None)
@@ -1313,33 +1314,23 @@ def judges_add(
 @judges_app.command("list")
 def judges_list(project: Annotated[str, typer.Argument(help="Project id or name.")]) -> None:
     """The project's judges: what each ranked, skipped and has left, and its state."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from app.db import session_scope
     from app.judges import service
 
     with _app_errors(), session_scope(readonly=True) as session:
         project_id = _project_id(session, project)
         rows = service.list_judges(session, project_id=project_id)
-        judges = {j.id: (j.name, j.backend, j.model, j.method) for j in rows}
+        judges = {j.id: f"{j.name} ({j.backend} {j.model}, {j.method})" for j in rows}
         progress = {p.judge_id: p for p in service.judge_progress(session, project_id=project_id)}
-    table = Table("id", "name", "backend", "model", "method", "state", "ranked", "skipped", "left")
-    for judge_id, (name, backend, model, method) in judges.items():
+    if not judges:
+        console.print("No judges")
+    for judge_id, what in judges.items():
         p = progress.get(judge_id)
-        state = "-" if p is None else p.state
-        if p is not None and p.paused_reason:
-            state += f" ({p.paused_reason})"
-        table.add_row(
-            str(judge_id),
-            escape(name),
-            backend,
-            escape(model),
-            method,
-            escape(state),
-            *(("-", "-", "-") if p is None else (str(p.ranked), str(p.skipped), str(p.remaining))),
-        )
-    console.print(table)
+        line = f"{judge_id}  {what}"
+        if p is not None:
+            state = p.state + (f" ({p.paused_reason})" if p.paused_reason else "")
+            line += f": {state}; {p.ranked} ranked, {p.skipped} skipped, {p.remaining} left"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @judges_app.command("pause")

@@ -94,6 +94,14 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path.rstrip("/") == "/v1/load_lora_adapter" and self._authorised():
+                # As vLLM with runtime LoRA updating: the adapter must be readable here.
+                if (Path(body["lora_path"]) / "adapter_config.json").is_file():
+                    state.names.append(body["lora_name"])
+                    self._send(200, {"loaded": body["lora_name"]})
+                else:
+                    self._send(400, {"error": {"message": "no adapter there"}})
+                return
             if self.path.rstrip("/") != "/v1/completions":
                 self._send(404, {"error": {"message": "not found"}})
                 return

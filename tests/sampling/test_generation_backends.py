@@ -16,7 +16,7 @@ from app.models import Project, Sample, SamplingJob
 from app.projects.service import add_prompts
 from app.sampling import service
 from tests.conftest import FreshDatabase
-from tests.factories import make_model_project
+from tests.factories import make_current_version, make_model_project
 from tests.sampling.openai_server import ServerState, serve
 from worker.generation_backends import openai as openai_backend
 from worker.jobs.sampling import run_sampling_job
@@ -182,6 +182,40 @@ def test_the_key_is_sent_but_never_stored_or_logged(
         stored = [str(getattr(project, c.key)) for c in Project.__table__.columns]
         assert not any(KEY in value for value in stored)
         assert project.generation_api_key_env == KEY_ENV
+
+
+def test_a_versions_adapter_is_loaded_on_the_server_and_named_per_request(
+    app_database: FreshDatabase,
+    tiny_model_path: Path,
+    server: tuple[str, ServerState],
+    tmp_path: Path,
+) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from app.artifacts import get_store
+    from worker.training.models import load_causal_lm
+
+    url, state = server
+    adapter_dir = tmp_path / "adapter"
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], task_type="CAUSAL_LM")
+    get_peft_model(load_causal_lm(str(tiny_model_path)), lora).save_pretrained(adapter_dir)
+    project_id = _openai_project(app_database, tiny_model_path, url)
+    with app_database.session() as session:
+        project = session.get(Project, project_id)
+        assert project is not None
+        uri = get_store().put_dir(adapter_dir, f"tests/backends/{project_id}/adapter")
+        _, version = make_current_version(session, project, artifact_uri=uri)
+        name = f"rankloop-v{version.number}"
+        session.commit()
+    state.requests.clear()
+
+    assert run_sampling_job(_job(app_database, project_id)) == 3
+
+    assert name in state.names
+    # The new version by its adapter; tasks that mix in the previous (base) version, by name.
+    models = {r["model"] for r in state.requests}
+    assert name in models
+    assert models <= {name, str(tiny_model_path)}
 
 
 def test_a_missing_key_variable_fails_the_job_naming_it(

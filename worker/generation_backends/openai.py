@@ -8,8 +8,10 @@ Stop strings and the template's end-of-turn tokens are sent too, and the returne
 cut again by the same rule (`cut_at_stop`), in case a server ignores them.
 
 The version's LoRA adapter is named per request ("rankloop-v{N}", the name to give it in
-the server's `--lora-modules`) when the server lists it; else the project's generation
-model, which must then serve the version's merged weights. Timeouts, dropped connections,
+the server's `--lora-modules`) when the server lists it, or when it loads it on request (vLLM
+with VLLM_ALLOW_RUNTIME_LORA_UPDATING, reading the artifact store at the worker's path, as
+the compose file's vllm service does); else the project's generation model, which must then
+serve the version's merged weights. Timeouts, dropped connections,
 429 and 5xx are retried after RETRY_DELAYS_S; then `BackendUnavailable` fails the job with
 one line. The key is read from the environment variable the project names, sent only as a
 bearer header, and never logged or stored.
@@ -99,6 +101,29 @@ class OpenAIBackend:
             return [str(m["id"]) for m in response.json().get("data", [])]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
+
+    def load_adapter(self, version: VersionRef) -> bool:
+        """Ask the server to load `version`'s adapter from the artifact store (vLLM's
+        /load_lora_adapter); False when it cannot (no such endpoint, path not readable)."""
+        from app.artifacts import get_store
+
+        assert version.adapter_uri is not None
+        path = str(get_store().local_dir(version.adapter_uri))
+        body = {"lora_name": version.adapter_name, "lora_path": path}
+        try:
+            response = self.client.post(f"{self.base_url}/load_lora_adapter", json=body)
+        except httpx.HTTPError:
+            return False
+        if response.status_code >= 400:
+            logger.info(
+                "generation server %s did not load adapter %s: HTTP %s %s",
+                self.base_url,
+                version.adapter_name,
+                response.status_code,
+                _one_line(response.text),
+            )
+            return False
+        return True
 
     def generate(
         self, prompts: list[Prompt], settings: GenerationSettings, *, seed: int
@@ -254,7 +279,15 @@ def openai_backend(config: BackendConfig, version: VersionRef) -> OpenAIBackend:
         context=token_limit(tokenizer, model=model_config),
         api_key=key,
     )
-    backend.model_name = served_name(config, version, backend.served_models())
+    served = backend.served_models()
+    if (
+        version.adapter_uri is not None
+        and served is not None
+        and version.adapter_name not in served
+        and backend.load_adapter(version)
+    ):
+        served.append(version.adapter_name)
+    backend.model_name = served_name(config, version, served)
     return backend
 
 

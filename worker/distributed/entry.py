@@ -29,6 +29,7 @@ ENTRIES: dict[str, Entry] = {}
 PROGRESS_FILE = "progress.jsonl"
 RESULT_FILE = "result.json"
 ERRORS_DIR = "errors"
+PIDS_DIR = "pids"
 _ENTRY_MODULES = ("worker.distributed.training_entries", "worker.distributed.policy_entries")
 DIE_AT_STEP_ENV = "RANKLOOP_TEST_DIE_AT_STEP"
 """Test hook: the rank named by RANKLOOP_TEST_DIE_RANK (default 1) raises at this step."""
@@ -90,6 +91,9 @@ def main(argv: list[str]) -> int:
         return 2
     name, payload_dir = argv[0], Path(argv[1])
     rank = int(os.environ.get("RANK", "0"))
+    pids = payload_dir / PIDS_DIR  # which processes a stage is: to find them, or see them gone
+    pids.mkdir(parents=True, exist_ok=True)
+    (pids / f"rank-{rank}").write_text(str(os.getpid()))
     try:
         # Run as __main__, this file is a second copy of the module: entries register with
         # the one their modules import.

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from worker.distributed.entry import ERRORS_DIR, PROGRESS_FILE, RESULT_FILE
+from worker.distributed.entry import ERRORS_DIR, PIDS_DIR, PROGRESS_FILE, RESULT_FILE
 
 LOG_FILE = "torchrun.log"
 KILL_GRACE_S = 10.0
@@ -80,7 +80,8 @@ def run_distributed(
     payload_dir = Path(payload_dir)
     for stale in (PROGRESS_FILE, RESULT_FILE, LOG_FILE):
         (payload_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(payload_dir / ERRORS_DIR, ignore_errors=True)
+    for stale_dir in (ERRORS_DIR, PIDS_DIR):
+        shutil.rmtree(payload_dir / stale_dir, ignore_errors=True)
     (payload_dir / PROGRESS_FILE).touch()
 
     import torch

@@ -68,6 +68,8 @@ def train_project_reward_model(
     once it has checked it, or keeps it as the gate's held-out scorer. `judge_weight` and
     `judge_only` override the project's for the judge (AI) comparisons the snapshot takes.
     """
+    from app.config import get_settings
+    from worker.distributed.training_entries import RESULT_FIELDS
     from worker.training.reward_ensemble import save_ensemble
     from worker.training.reward_model import RankingExample, RewardModelConfig, train_reward_model
 
@@ -106,52 +108,128 @@ def train_project_reward_model(
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
     # Each ranking weighs its annotator's reliability weight frozen in the snapshot.
     examples = [RankingExample(r.prompt, r.responses, r.groups, r.weight) for r in rankings]
+    procs, fsdp = get_settings().train_procs, get_settings().train_fsdp
+    trained = None
     try:
-        result = train_reward_model(
-            resolve_base_model(base_name),
-            examples,
-            config,
-            out_dir=workdir,
-            reference=reference_samples,
-            progress=None if progress is None else _steps_only(progress),
-            should_stop=should_stop,
-        )
+        if procs > 1:
+            result = _train_distributed(
+                resolve_base_model(base_name),
+                examples,
+                config,
+                workdir,
+                reference=reference_samples,
+                progress=progress,
+                should_stop=should_stop,
+                procs=procs,
+                fsdp=fsdp,
+            )
+        else:
+            trained = train_reward_model(
+                resolve_base_model(base_name),
+                examples,
+                config,
+                out_dir=workdir,
+                reference=reference_samples,
+                progress=None if progress is None else _steps_only(progress),
+                should_stop=should_stop,
+            )
+            result = {name: getattr(trained, name) for name in RESULT_FIELDS}
         if should_stop is not None and should_stop():  # asked after the last step
-            raise TrainingCancelled("cancelled after training", steps_done=result.steps)
-        save_ensemble(result, examples, workdir, config=config)  # for active selection
+            raise TrainingCancelled("cancelled after training", steps_done=result["steps"])
+        if trained is not None:  # (the distributed run saved its own)
+            save_ensemble(trained, examples, workdir, config=config)  # for active selection
         uri = get_store().put_dir(
             workdir,
             f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}",
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    low, high = result.heldout_accuracy_interval or (None, None)
+    low, high = result["heldout_accuracy_interval"] or (None, None)
     summary = {
-        "heldout_accuracy": result.heldout_accuracy,
+        "heldout_accuracy": result["heldout_accuracy"],
         "heldout_accuracy_low": low,
         "heldout_accuracy_high": high,
-        "heldout_weighted_accuracy": result.heldout_weighted_accuracy,
-        "n_train_weight_zero": result.n_train_weight_zero,
-        "best_epoch": result.best_epoch,
-        "lr": result.lr,
-        "lr_trials": result.lr_trials,
-        "heldout_ranking_counts": result.heldout_ranking_counts,
-        "epochs": result.epochs,
-        "n_train": result.n_train,
-        "n_heldout": result.n_heldout,
-        "train_forward_passes": result.train_forward_passes,
-        "prompts_turns_dropped": result.prompts_turns_dropped,
-        "prompts_truncated": result.prompts_truncated,
+        **{
+            name: result[name]
+            for name in (
+                "heldout_weighted_accuracy",
+                "n_train_weight_zero",
+                "best_epoch",
+                "lr",
+                "lr_trials",
+                "heldout_ranking_counts",
+                "epochs",
+                "n_train",
+                "n_heldout",
+                "train_forward_passes",
+                "prompts_turns_dropped",
+                "prompts_truncated",
+            )
+        },
     }
     run = RewardModelRun(
         snapshot_id,
         base_name,
         uri,
-        norm_mean=result.reward_mean,
-        norm_std=result.reward_std,
+        norm_mean=result["reward_mean"],
+        norm_std=result["reward_std"],
         metrics=json_safe(summary),
     )
     return register_run(project_id, run, round_id=round_id) if register else run
+
+
+def _train_distributed(
+    base: str,
+    examples: list[Any],
+    config: Any,
+    out_dir: Path,
+    *,
+    reference: tuple[list[Any], list[str]],
+    progress: Callable[[int, int], None] | None,
+    should_stop: ShouldStop | None,
+    procs: int,
+    fsdp: bool,
+) -> dict[str, Any]:
+    """`train_reward_model` (and the ensemble) on `procs` processes under torchrun; the
+    model lands in `out_dir`, the figures are returned (`RESULT_FIELDS`). A cancel stops every
+    process and raises TrainingCancelled, as the in-process trainer does."""
+    from worker.distributed.entry import write_payload
+    from worker.distributed.launch import run_distributed
+    from worker.distributed.training_entries import reward_model_payload
+    from worker.jobs.rounds import RoundCancelled
+
+    payload_dir = Path(tempfile.mkdtemp(prefix="rankloop-dist-rm-"))
+    steps = [0]
+
+    def relay(line: dict[str, Any]) -> None:
+        steps[0] = int(line.get("step", steps[0]))
+        if progress is not None and "step" in line:
+            progress(int(line["step"]), int(line["total"]))
+
+    try:
+        write_payload(
+            payload_dir,
+            reward_model_payload(
+                base,
+                examples,
+                config,
+                out_dir=out_dir,
+                reference=reference,
+                fsdp=fsdp,
+                ensemble=True,
+            ),
+        )
+        return run_distributed(
+            "reward_model",
+            payload_dir,
+            procs=procs,
+            on_progress=relay,
+            should_cancel=should_stop or (lambda: False),
+        )
+    except RoundCancelled:
+        raise TrainingCancelled(f"stopped at step {steps[0]}", steps_done=steps[0]) from None
+    finally:
+        shutil.rmtree(payload_dir, ignore_errors=True)
 
 
 def _steps_only(progress: Callable[[int, int], None]) -> Progress:

@@ -1,0 +1,202 @@
+"""Training stages as 2 CPU processes under torchrun (gloo): the reward model's loss curve is the
+one-process curve on the same global batch, FSDP2 trains and saves an adapter one process loads,
+a cancel stops every process, and a rank that dies fails the round with nothing registered.
+
+Each test starts one 2-process run of the tiny model (about 15 s on 2 idle cores)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from app.config import get_settings
+from app.models import Project, RewardModelVersion, RoundState, TrainingRound
+from app.rounds.service import parse_config
+from tests.conftest import FreshDatabase
+from tests.factories import make_round
+from tests.rounds.seed import seed_ranked_project
+from worker.distributed.entry import PIDS_DIR, write_payload
+from worker.distributed.launch import DistributedStageFailed, run_distributed
+from worker.distributed.training_entries import reward_model_payload
+from worker.jobs import rounds as round_jobs
+from worker.training.models import load_tokenizer
+from worker.training.reward_model import (
+    RankingExample,
+    RewardModelConfig,
+    load_reward_model,
+    score,
+    train_reward_model,
+)
+from worker.training.tiny_model import synthetic_rankings
+
+CONFIG = RewardModelConfig(
+    lr=3e-3, epochs=1, batch_size=4, heldout_fraction=0.25, max_length=64, eval_batch_size=8
+)
+LOSS_RTOL = 1e-4
+"""2 processes against 1 on the same global batch: measured 0.0 (identical floats) on CPU with
+one thread per process; the bound leaves room for a reduction order that differs elsewhere."""
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[RankingExample]:
+    return [RankingExample(p, r, g) for p, r, g in synthetic_rankings(24, k=3, seed=0, noise=0.1)]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread here, as each rank has (OMP_NUM_THREADS=1), so both runs add alike."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_two(
+    base: Path,
+    examples: list[RankingExample],
+    payload_dir: Path,
+    *,
+    fsdp: bool = False,
+    should_cancel: Any = lambda: False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The reward_model entry on 2 processes: (rank 0's result, its progress lines)."""
+    write_payload(
+        payload_dir,
+        reward_model_payload(
+            str(base),
+            examples,
+            CONFIG,
+            out_dir=payload_dir / "out",
+            reference=None,
+            fsdp=fsdp,
+            ensemble=False,
+        ),
+    )
+    lines: list[dict[str, Any]] = []
+    result = run_distributed(
+        "reward_model",
+        payload_dir,
+        procs=2,
+        on_progress=lines.append,
+        should_cancel=should_cancel,
+        poll_s=0.1,
+    )
+    return result, lines
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_two_processes_give_the_one_process_reward_model_loss_curve(
+    tiny_model_dir: Path, examples: list[RankingExample], tmp_path: Path
+) -> None:
+    one: list[float] = []
+    alone = train_reward_model(
+        str(tiny_model_dir),
+        examples,
+        CONFIG,
+        out_dir=tmp_path / "one",
+        progress=lambda _step, _total, metrics: one.append(metrics["loss"]),
+    )
+
+    result, lines = run_two(tiny_model_dir, examples, tmp_path / "two")
+
+    two = [line["metrics"]["loss"] for line in lines]
+    assert [line["step"] for line in lines] == list(range(1, alone.steps + 1))
+    assert two == pytest.approx(one, rel=LOSS_RTOL)
+    assert one[-1] < one[0]  # it learned: the curves compared are not flat
+    assert result["steps"] == alone.steps
+    assert result["heldout_accuracy"] == pytest.approx(alone.heldout_accuracy, abs=1e-6)
+    assert result["train_forward_passes"] == alone.train_forward_passes
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_fsdp_on_two_processes_saves_an_adapter_that_loads_in_one(
+    tiny_model_dir: Path, examples: list[RankingExample], tmp_path: Path
+) -> None:
+    one: list[float] = []
+    alone = train_reward_model(
+        str(tiny_model_dir),
+        examples,
+        CONFIG,
+        out_dir=tmp_path / "one",
+        progress=lambda _step, _total, metrics: one.append(metrics["loss"]),
+    )
+
+    _, lines = run_two(tiny_model_dir, examples, tmp_path / "fsdp", fsdp=True)
+
+    assert [line["metrics"]["loss"] for line in lines] == pytest.approx(one, rel=LOSS_RTOL)
+    out = tmp_path / "fsdp" / "out"
+    loaded = load_reward_model(out, device="cpu")  # gathered whole, loaded in this process
+    prompts = [e.prompt for e in examples[:4] for _ in e.responses]
+    responses = [r for e in examples[:4] for r in e.responses]
+    kwargs: dict[str, Any] = {"raw": True, "max_length": 64}
+    trained = score(loaded, load_tokenizer(str(out)), prompts, responses, **kwargs)
+    expected = score(alone.model, alone.tokenizer, prompts, responses, **kwargs)
+    assert trained == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    assert len(set(trained)) > 1  # the trained head, not the zero-initialised one
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie waiting for its parent has ended too)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_a_cancel_stops_both_processes(
+    tiny_model_dir: Path, examples: list[RankingExample], tmp_path: Path
+) -> None:
+    payload_dir = tmp_path / "cancel"
+    pids: list[int] = []
+
+    def cancel_once_both_run() -> bool:
+        found = sorted((payload_dir / PIDS_DIR).glob("rank-*"))
+        if len(found) < 2 or not (payload_dir / "progress.jsonl").read_text():
+            return False  # wait for the first step: both ranks are training
+        pids[:] = [int(p.read_text()) for p in found]
+        return True
+
+    with pytest.raises(round_jobs.RoundCancelled):
+        run_two(tiny_model_dir, examples, payload_dir, should_cancel=cancel_once_both_run)
+
+    assert len(pids) == 2
+    assert all(_gone(pid) for pid in pids)
+    assert not (payload_dir / "out").exists()
+
+
+def test_a_rank_that_dies_fails_the_round_and_registers_nothing(
+    app_database: FreshDatabase, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        project = session.get(Project, project_id)
+        assert project is not None
+        config = parse_config(
+            "reward_ppo", {"reward_model": {"epochs": 1, "max_length": 64}, "min_accuracy_low": 0}
+        )
+        round_id = make_round(session, project, "reward_ppo", config={**config, "seed": 0}).id
+        session.commit()
+    monkeypatch.setenv("RANKLOOP_TRAIN_PROCS", "2")
+    monkeypatch.setenv("RANKLOOP_TEST_DIE_AT_STEP", "2")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(DistributedStageFailed, match="rank 1") as failed:
+            round_jobs.run_stage(round_id, "reward_model")
+    finally:
+        get_settings.cache_clear()
+
+    assert "dies at step 2" in str(failed.value)
+    with app_database.session() as session:
+        ended = session.get(TrainingRound, round_id)
+        assert ended is not None
+        assert ended.state == RoundState.failed
+        assert ended.error is not None
+        assert "rank 1" in ended.error
+        versions = select(RewardModelVersion).where(RewardModelVersion.project_id == project_id)
+        assert session.scalars(versions).all() == []

@@ -113,3 +113,50 @@ def test_rloo_keeps_the_k_samples_of_a_prompt_on_one_rank(two_processes: Path) -
             groups = [scored[i : i + k] for i in range(0, len(scored), k)]
             assert all(len(set(g)) == 1 and len(g) == k for g in groups)
         assert not set(rows[0]) & set(rows[1])  # no prompt split across ranks
+
+
+@pytest.mark.slow
+def test_the_grpo_entry_runs_on_two_processes_and_saves_an_adapter_one_process_loads(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The stage's path: payload -> torchrun -> policy_entries -> rank 0's result."""
+    from peft import PeftModel
+
+    from tests.worker.test_ppo import saved_reward_model
+    from worker.distributed.entry import write_payload
+    from worker.distributed.launch import run_distributed
+    from worker.distributed.policy_entries import policy_payload
+    from worker.training.grpo import GRPOConfig
+    from worker.training.models import load_causal_lm
+
+    config = GRPOConfig(
+        steps=2, batch_size=2, group_size=2, mini_batch_size=4, epochs=1, max_new_tokens=8,
+        seed=1,
+    )  # fmt: skip
+    payload_dir = tmp_path / "payload"
+    write_payload(
+        payload_dir,
+        policy_payload(
+            "grpo",
+            base_model=str(tiny_model_dir),
+            merged_adapter_uris=(),
+            trust_remote_code=False,
+            prompts=["Why is the sky blue?", "Name a dog.", "Tea or coffee?"],
+            config=config,
+            reward_dir=saved_reward_model(tiny_model_dir, tmp_path / "rm"),
+            reward_on_policy_base=True,  # one base copy per rank: policy, reference, reward
+            init_adapter_dir=None,
+            out_dir=tmp_path / "adapter",
+        ),
+    )
+    lines: list[dict[str, Any]] = []
+    result = run_distributed(
+        "grpo", payload_dir, procs=2, on_progress=lines.append, should_cancel=lambda: False
+    )
+
+    assert result["final"]["steps_done"] == config.steps
+    assert [line["step"] for line in lines] == [1, 2]  # rank 0's lines only
+    model = PeftModel.from_pretrained(
+        load_causal_lm(str(tiny_model_dir), device="cpu"), str(tmp_path / "adapter" / "policy")
+    )
+    assert any("lora_B" in name for name, _ in model.named_parameters())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from app.db import session_scope
@@ -26,6 +27,8 @@ from worker.jobs.rounds import PolicyJob, load_reward_model_dir, round_reward_mo
 from worker.training.critic_free import CriticFreeConfig
 from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
 from worker.training.grpo import GRPOConfig, train_grpo
+from worker.training.loop import ADAPTER_NAME
+from worker.training.outcomes import TrainingCancelled
 from worker.training.ppo import PPOConfig, ScoreFn, SharedBaseReward, train_ppo
 from worker.training.rloo import RLOOConfig, train_rloo
 from worker.training.sft import Demonstration, SFTConfig, train_sft
@@ -71,16 +74,84 @@ def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
 def _round_reward(job: PolicyJob, algorithm: str) -> tuple[ScoreFn | SharedBaseReward, bool]:
     """The round's reward model as the policy trainer's reward, and whether it shares the
     policy's base."""
+    rm_dir, on_policy_base = _reward_source(job, algorithm)
+    if on_policy_base:
+        return SharedBaseReward(rm_dir), True
+    return scorer(*load_reward_model_dir(rm_dir)), False
+
+
+def _reward_source(job: PolicyJob, algorithm: str) -> tuple[Path, bool]:
+    """The round's reward model directory, and whether it shares the policy's base (as
+    `_round_reward`, for the ranks to load themselves)."""
     found = round_reward_model(job.start.round_id)
     if found is None:
         raise ValueError(f"{algorithm} needs a reward model; this round trained none")
     rm_base, rm_dir = found
     # A reward model trained on the very weights the policy starts from (same base, nothing
     # merged) is loaded onto them as a second adapter: one base copy in memory instead of two.
-    on_policy_base = rm_base == job.source.base_model and not job.source.reference_merged
-    if on_policy_base:
-        return SharedBaseReward(rm_dir), True
-    return scorer(*load_reward_model_dir(rm_dir)), False
+    return rm_dir, rm_base == job.source.base_model and not job.source.reference_merged
+
+
+def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]:
+    """Train `key` (ppo, rloo, grpo) on RANKLOOP_TRAIN_PROCS processes under torchrun
+    (worker/distributed/policy_entries.py); the same summary as the in-process trainer. A
+    cancel stops every process (TrainingCancelled, as in one process); a failing rank fails
+    the stage (DistributedStageFailed) and nothing is saved."""
+    from app.config import get_settings
+    from worker.distributed.entry import write_payload
+    from worker.distributed.launch import run_distributed
+    from worker.distributed.policy_entries import policy_payload
+    from worker.jobs.rounds import RoundCancelled
+
+    rm_dir, on_policy_base = _reward_source(job, key.upper())
+    payload_dir = job.out_dir.parent / "payload"
+    write_payload(
+        payload_dir,
+        policy_payload(
+            key,
+            base_model=job.source.base_model,
+            merged_adapter_uris=tuple(job.source.reference_merged),
+            trust_remote_code=job.source.trust_remote_code,
+            prompts=job.prompts,
+            config=config,
+            reward_dir=rm_dir,
+            reward_on_policy_base=on_policy_base,
+            init_adapter_dir=job.init_dir,
+            out_dir=job.out_dir,
+        ),
+    )
+    steps = [0]
+
+    def relay(line: dict[str, Any]) -> None:
+        if "step" in line:
+            steps[0] = int(line["step"])
+            job.progress(steps[0], int(line["total"]), dict(line.get("metrics") or {}))
+
+    try:
+        result = run_distributed(
+            key,
+            payload_dir,
+            procs=get_settings().train_procs,
+            on_progress=relay,
+            should_cancel=job.should_stop,
+        )
+    except RoundCancelled:
+        raise TrainingCancelled(
+            f"{key.upper()} cancelled after {steps[0]} step(s)", steps_done=steps[0]
+        ) from None
+    return {
+        key: result["final"],
+        f"{key}_config": asdict(config),
+        "reward_model_on_policy_base": on_policy_base,
+        "train_procs": get_settings().train_procs,
+        "adapter_dir": str(job.out_dir / ADAPTER_NAME),
+    }
+
+
+def train_ppo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, RewardPPOConfig)
+    config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
+    return _distributed_policy(job, "ppo", config)
 
 
 def _stop_strings(project_id: int) -> list[str] | None:
@@ -138,6 +209,18 @@ def train_grpo_policy(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardGRPOConfig)
     config = grpo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _critic_free(job, "grpo", train_grpo, config)
+
+
+def train_rloo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, RewardRLOOConfig)
+    config = rloo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
+    return _distributed_policy(job, "rloo", config)
+
+
+def train_grpo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, RewardGRPOConfig)
+    config = grpo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
+    return _distributed_policy(job, "grpo", config)
 
 
 def _critic_free(
@@ -246,3 +329,12 @@ def _fit_adapter(job: PolicyJob, train: Callable[..., Any], *data: Any) -> Any:
         progress=job.progress,
         should_stop=job.should_stop,
     )
+
+
+DISTRIBUTED_TRAINERS: dict[str, Callable[[PolicyJob], dict[str, Any]]] = {
+    "train_ppo_policy": train_ppo_policy_distributed,
+    "train_rloo_policy": train_rloo_policy_distributed,
+    "train_grpo_policy": train_grpo_policy_distributed,
+}
+"""The multi-process forms the policy stage runs instead when RANKLOOP_TRAIN_PROCS > 1
+(`rounds.distributed_trainer`), by the in-process trainer's name."""

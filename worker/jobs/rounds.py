@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from app.artifacts import get_store
+from app.config import get_settings
 from app.db import session_scope
 from app.models import TrainingRound
 from app.rounds import gate as promotion
@@ -330,6 +331,16 @@ def _source_and_prompts(
     return source, train_prompts, eval_prompts
 
 
+def distributed_trainer(path: str) -> Callable[[PolicyJob], dict[str, Any]] | None:
+    """The multi-process form of the trainer `path` names, if its module declares one
+    (`DISTRIBUTED_TRAINERS`, by function name; PolicyJob.model is then None)."""
+    module, _, name = path.partition(":")
+    found: dict[str, Callable[[PolicyJob], dict[str, Any]]] = getattr(
+        importlib.import_module(module), "DISTRIBUTED_TRAINERS", {}
+    )
+    return found.get(name)
+
+
 def resolve_trainer(path: str) -> Callable[[PolicyJob], dict[str, Any]]:
     """The function a round type names as "module:function" (the web app never imports it)."""
     module, _, name = path.partition(":")
@@ -343,17 +354,20 @@ def policy_stage(start: StageStart, reporter: StageReporter) -> None:
     with session_scope(readonly=True) as session:
         source, train_prompts, _ = _source_and_prompts(session, start, config)
     trainer = resolve_trainer(spec.trainer)
+    # RANKLOOP_TRAIN_PROCS > 1: a trainer with a distributed form runs as that many processes,
+    # each loading the base itself (none is loaded here).
+    distributed = distributed_trainer(spec.trainer) if get_settings().train_procs > 1 else None
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-policy-"))
     try:
-        model, tokenizer = load_base(
+        model, tokenizer = (None, None) if distributed is not None else load_base(
             source.base_model,
             source.reference_merged,
             trust_remote_code=source.trust_remote_code,
-        )
+        )  # fmt: skip
         init_dir = (
             get_store().local_dir(source.init_adapter_uri) if source.init_adapter_uri else None
         )
-        summary = trainer(
+        summary = (distributed or trainer)(
             PolicyJob(
                 start=start,
                 config=config,

@@ -581,3 +581,23 @@ def test_the_project_page_shows_the_report_once_suggestions_are_on(
     assert 'id="suggestion-report"' not in before.text
     assert 'id="suggestion-report"' in after.text
     assert 'id="suggestion-hidden"' in after.text
+
+
+def test_the_round_form_leaves_the_judge_settings_to_the_project_unless_chosen(
+    client: TestClient, db_session: Session
+) -> None:
+    from app.models import Role
+    from app.rounds.pages import form_to_config
+    from tests.helpers import login_new_user
+
+    project = make_project(db_session, judge_only=True)
+    db_session.commit()
+    login_new_user(client, db_session, "round-admin", Role.admin)
+
+    page = client.get(f"/admin/projects/{project.id}/rounds", params={"type": "dpo"}).text
+
+    select_html = page.split('name="judge_only"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="" selected>blank</option>' in select_html
+    assert 'name="judge_weight"' in page
+    config = form_to_config({"type": "dpo", "judge_only": "", "judge_weight": ""})
+    assert "judge_only" not in config  # blank: the project's judge_only=True holds

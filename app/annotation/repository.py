@@ -348,6 +348,7 @@ def _expire_unlocked_leases(*conditions: Any) -> Any:
 _EXPIRE_STALE_LEASES = _expire_unlocked_leases(
     Assignment.task_id == bindparam("stale_task_id"),  # not "task_id": a column of the UPDATE
     Assignment.expires_at <= bindparam("now"),
+    _HUMAN_LEASE,  # as `slot_state` counts them; a judge expires its own
 )
 
 

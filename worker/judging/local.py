@@ -90,34 +90,41 @@ class LocalJudge:
 
     @torch.no_grad()
     def yes_margins(self, prompts: list[str]) -> list[float]:
-        """log P(Yes | prompt) - log P(No | prompt) for each prompt."""
+        """log P(Yes | prompt) - log P(No | prompt) for each prompt, batch_rows at a time."""
         budget = token_limit(self.tokenizer, model=self.model)
         limit = None if budget is None else budget - max(len(self.yes), len(self.no))
-        rows: list[tuple[list[int], int]] = []  # (prompt + continuation ids, prompt length)
-        for prompt in prompts:
-            prompt_ids = fit_prompt_ids(self.tokenizer, prompt, limit)
-            rows += [
-                (prompt_ids + self.yes, len(prompt_ids)),
-                (prompt_ids + self.no, len(prompt_ids)),
-            ]
-        logps: list[float] = []
-        for start in range(0, len(rows), self.batch_rows):
-            logps += self._continuation_logps(rows[start : start + self.batch_rows])
-        return [logps[2 * i] - logps[2 * i + 1] for i in range(len(prompts))]
+        fitted = [fit_prompt_ids(self.tokenizer, prompt, limit) for prompt in prompts]
+        margins: list[float] = []
+        for start in range(0, len(fitted), self.batch_rows):
+            batch = fitted[start : start + self.batch_rows]
+            if len(self.yes) == len(self.no) == 1:  # one forward pass reads both answers
+                logp = torch.log_softmax(self._forward(batch, keep=1)[:, -1], dim=-1)  # (B, V)
+                margins += (logp[:, self.yes[0]] - logp[:, self.no[0]]).tolist()
+            else:
+                yes = self._continuation_logps([ids + self.yes for ids in batch], len(self.yes))
+                no = self._continuation_logps([ids + self.no for ids in batch], len(self.no))
+                margins += [y - n for y, n in zip(yes, no, strict=True)]
+        return margins
 
-    def _continuation_logps(self, rows: list[tuple[list[int], int]]) -> list[float]:
-        """Sum of log-probs of the tokens after each row's prompt (right-padded batch)."""
-        width = max(len(ids) for ids, _ in rows)
+    def _forward(self, rows: list[list[int]], keep: int) -> torch.Tensor:
+        """Logits of the last `keep` positions of left-padded rows: (B, keep, V), float32."""
+        width = max(len(ids) for ids in rows)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])  # (B, T)
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rows])  # (B, T)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T), left padding
         device = self.model.device
-        logits = cast(Any, self.model)(
-            input_ids=input_ids.to(device), attention_mask=mask.to(device)
-        ).logits.float()  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts token t+1
-        token_logp = logp.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-        out = []
-        for b, (ids, prompt_len) in enumerate(rows):
-            out.append(float(token_logp[b, prompt_len - 1 : len(ids) - 1].sum()))
-        return out
+        out = cast(Any, self.model)(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=position_ids.to(device),
+            logits_to_keep=keep,
+        )
+        return cast(torch.Tensor, out.logits).float()
+
+    def _continuation_logps(self, rows: list[list[int]], n: int) -> list[float]:
+        """Sum of log-probs of each row's last n tokens given what precedes them."""
+        logits = self._forward(rows, keep=n + 1)[:, :-1]  # (B, n, V): predicts the last n
+        targets = torch.tensor([ids[-n:] for ids in rows], device=logits.device)  # (B, n)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return logp.sum(-1).tolist()  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ from worker.judging.local import LocalJudge
 from worker.judging.prompt import render_single
 from worker.judging.spec import JudgeInput, JudgeSpec, MalformedOutput
 from worker.judging.throughput import measure
+from worker.training.prompts import fit_prompt_ids
 
 ITEM = JudgeInput(
     prompt="How do I keep a plant healthy?",
@@ -74,6 +75,15 @@ def test_batched_scores_equal_one_prompt_at_a_time(judge: LocalJudge) -> None:
     batched = judge.yes_margins(prompts)  # right-padded rows of different lengths
     alone = [judge.yes_margins([p])[0] for p in prompts]
     assert batched == pytest.approx(alone, abs=1e-4)
+
+
+def test_multi_token_answers_are_scored_like_the_one_token_shortcut(judge: LocalJudge) -> None:
+    prompts = [render_single(judge.spec, ITEM, t) for _, t in ITEM.samples]
+    shortcut = judge.yes_margins(prompts)  # " Yes" and " No" are one token each here
+    rows = [fit_prompt_ids(judge.tokenizer, p, None) for p in prompts]
+    yes = judge._continuation_logps([ids + judge.yes for ids in rows], len(judge.yes))
+    no = judge._continuation_logps([ids + judge.no for ids in rows], len(judge.no))
+    assert [y - n for y, n in zip(yes, no, strict=True)] == pytest.approx(shortcut, abs=1e-4)
 
 
 def test_harm_flags_are_a_subset_of_the_samples_with_reasons(tiny_model_dir: Path) -> None:

@@ -370,9 +370,49 @@ def check_gpu_override(model: Compose) -> None:
     assert set(GPU_WORKERS) <= set(reservations), f"GPU workers: {sorted(reservations)}"
     for name, ids in reservations.items():
         assert len(ids) == 1, f"{name} reserves {ids}: one GPU per worker"
-        assert model["services"][name]["image"] == "rankloop:cuda", name
+        if is_rankloop(model["services"][name]):
+            assert model["services"][name]["image"] == "rankloop:cuda", name
     assert "web" not in reservations
     assert model["services"]["web"]["image"] == "rankloop:cpu"
+
+
+def check_vllm_server(model: Compose) -> None:
+    """The optional vLLM server is what the 'openai' generation backend needs: a pinned image,
+    LoRA on and loadable at run time, one GPU of its own choosing, the workers' artifact store
+    at their path (read-only: it loads adapters from there) and their model cache, .env for
+    its key, a healthcheck on the port it serves, reached at http://vllm:PORT/v1 inside the
+    project's network only."""
+    service = model["services"]["vllm"]
+    image, _, tag = str(service["image"]).partition(":")
+    assert image == "vllm/vllm-openai", image
+    assert tag not in ("", "latest"), f"vllm image not pinned: {service['image']}"
+    args = argv(service["command"])
+    assert "--enable-lora" in args, "the server cannot serve versions' adapters"
+    port = args[args.index("--port") + 1] if "--port" in args else "8000"
+    assert "--model" in args, args
+    assert model["services"]["vllm"]["environment"].get("VLLM_ALLOW_RUNTIME_LORA_UPDATING") in (
+        "True",
+        "true",
+        "1",
+    ), "a new version's adapter could not be loaded without a restart"
+    health = urlsplit(re.search(r"https?://[^'\"]+", str(service["healthcheck"]["test"]))[0])
+    assert str(health.port) == port, f"healthcheck asks port {health.port}, serves {port}"
+    reservations = gpu_reservations(model)
+    assert len(reservations.get("vllm", [])) == 1, "the vLLM server reserves no single GPU"
+    volumes = model.get("volumes") or {}
+    worker = model["services"]["worker-sampling"]
+    store = worker["environment"]["RANKLOOP_ARTIFACT_STORE"]
+    mounts = [str(v) for v in service.get("volumes", [])]
+    if "://" not in store:
+        worker_volume = named_mounts(worker, volumes)[store]
+        assert f"{worker_volume}:{store}:ro" in mounts, (
+            f"vllm does not read the artifact store {worker_volume} at {store}, read-only"
+        )
+    cache = named_mounts(worker, volumes)[HF_CACHE]
+    assert any(m.startswith(f"{cache}:") for m in mounts), "vllm downloads the model again"
+    files = service.get("env_file") or []
+    assert ".env" in [f if isinstance(f, str) else f["path"] for f in files], "no .env for keys"
+    assert not service.get("ports"), "the vLLM server is published outside the project"
 
 
 def check_stop_grace(model: Compose) -> None:
@@ -463,7 +503,7 @@ def test_the_compose_files_validate_against_the_compose_schema() -> None:
         raw = read(path)
         errors = [e.message for e in validator.iter_errors(raw)]
         assert not errors, f"{path.name}: {errors}"
-    for profile in ((), ("gpu1",)):
+    for profile in ((), ("gpu1",), ("vllm",)):
         merged = load(COMPOSE, GPU_COMPOSE, profiles=profile)
         assert not [e.message for e in validator.iter_errors(merged)]
     broken = read(COMPOSE)
@@ -573,6 +613,31 @@ def test_the_gpu_override_gives_each_worker_one_gpu_of_its_own_choosing() -> Non
     }
     extra = spread["services"]["worker-training-gpu1"]
     assert argv(extra["command"]) == argv(spread["services"]["worker-training"]["command"])
+
+
+def test_the_vllm_server_is_optional_and_serves_the_openai_backend() -> None:
+    assert "vllm" not in load(COMPOSE, GPU_COMPOSE)["services"], "vllm starts without its profile"
+    served = load(COMPOSE, GPU_COMPOSE, profiles=("vllm",))
+    check_vllm_server(served)
+    check_gpu_override(served)
+    check_one_build_per_image(served)
+    check_ports_and_proxy(served)
+    check_logging(served)
+    assert gpu_reservations(served)["vllm"] == ["1"]
+    moved = {**REQUIRED_ENV, "RANKLOOP_VLLM_GPU": "0", "RANKLOOP_VLLM_MODEL": "org/policy"}
+    shared = load(COMPOSE, GPU_COMPOSE, env=moved, profiles=("vllm",))
+    assert gpu_reservations(shared)["vllm"] == ["0"]
+    assert "org/policy" in argv(shared["services"]["vllm"]["command"])
+    for change in (
+        _set("vllm", "command", ["--model", "m", "--port", "8000"]),  # no --enable-lora
+        _set("vllm", "image", "vllm/vllm-openai:latest"),
+        _set("vllm", "volumes", ["hf-cache:/root/.cache/huggingface"]),  # no artifacts
+        _set("vllm", "environment", {}),  # no runtime LoRA loading
+    ):
+        broken = load(COMPOSE, GPU_COMPOSE, profiles=("vllm",))
+        change(broken)
+        with pytest.raises(AssertionError):
+            check_vllm_server(broken)
 
 
 def test_workers_get_time_to_finish_a_stage_when_stopped() -> None:

@@ -138,7 +138,8 @@ def agreeing_tasks(project_id: int, min_agreement: float, excluded: frozenset[in
     Each row of the self-join is one sample pair judged by two annotators of the same task;
     they agree when they chose the same winner, or both called it a tie
     (docs/training-notes.md §Agreement).
-    Tasks with a single annotator have no such rows and are left out.
+    Tasks with a single annotator have no such rows and are left out. People's agreement:
+    a model judge's rankings neither make nor break it (judges are measured on their own).
     """
     a, b = aliased(Comparison), aliased(Comparison)
 
@@ -160,7 +161,7 @@ def agreeing_tasks(project_id: int, min_agreement: float, excluded: frozenset[in
                 high(b) == high(a),
             ),
         )
-        .where(a.project_id == project_id)
+        .where(a.project_id == project_id, a.source == "human", b.source == "human")
         .group_by(a.task_id)
         .having(func.avg(agree) >= min_agreement)
     )

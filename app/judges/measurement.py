@@ -116,8 +116,11 @@ class _TaskFigure:
 
 
 def _consensus(rankings: Sequence[Groups]) -> Groups:
-    """The people's consensus on one task; one person's ranking is its own consensus."""
-    if len(rankings) == 1:
+    """The people's consensus on one task. When they all gave the same ranking (one person,
+    or people who agree) it is that ranking, as a fit on it keeps its order and ties, and no
+    fit is needed (a fit per task took most of the time)."""
+    first = [sorted(group) for group in rankings[0]]
+    if all([sorted(group) for group in other] == first for other in rankings[1:]):
         return rankings[0]
     return _scores_to_groups(consensus_scores(list(rankings)))
 
@@ -128,10 +131,14 @@ def _shared_pairs(a: Groups, b: Groups) -> int:
 
 
 def task_figures(
-    judge_rankings: Mapping[int, Groups], human_rankings: Mapping[int, Sequence[Groups]]
+    judge_rankings: Mapping[int, Groups],
+    human_rankings: Mapping[int, Sequence[Groups]],
+    *,
+    with_tau: bool = True,
 ) -> list[_TaskFigure]:
     """Per task both ranked: agreeing pairs, shared pairs and tau of the judge's ranking
-    against the people's consensus (tasks with fewer than two shared samples left out)."""
+    against the people's consensus (tasks with fewer than two shared samples left out).
+    Tau costs most of the time (scipy, ~1 ms a task); the floor check goes without."""
     out = []
     for task_id, groups in sorted(judge_rankings.items()):
         people = human_rankings.get(task_id)
@@ -142,7 +149,8 @@ def task_figures(
         if share is None:
             continue
         pairs = _shared_pairs(groups, consensus)
-        out.append(_TaskFigure(round(share * pairs), pairs, kendall_tau(groups, consensus)))
+        tau = kendall_tau(groups, consensus) if with_tau else None
+        out.append(_TaskFigure(round(share * pairs), pairs, tau))
     return out
 
 
@@ -184,9 +192,12 @@ def _rankings(session: Session, judge: Judge) -> tuple[dict[int, Groups], dict[i
     return mine, people
 
 
-def agreement_with_people(session: Session, judge: Judge) -> tuple[int, Estimate, Estimate]:
-    """(tasks, pairwise agreement, mean tau) of the judge against the human consensus."""
-    figures = task_figures(*_rankings(session, judge))
+def agreement_with_people(
+    session: Session, judge: Judge, *, with_tau: bool = True
+) -> tuple[int, Estimate, Estimate]:
+    """(tasks, pairwise agreement, mean tau) of the judge against the human consensus (tau
+    unmeasured, n 0, without `with_tau`)."""
+    figures = task_figures(*_rankings(session, judge), with_tau=with_tau)
     pairs = sum(f.pairs for f in figures)
     agreement = proportion(sum(f.agreeing for f in figures), pairs)
     taus = [f.tau for f in figures if f.tau is not None]

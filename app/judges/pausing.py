@@ -40,7 +40,7 @@ def enforce_agreement_floor(session: Session, *, project_id: int) -> list[int]:
     for judge in list_judges(session, project_id=project_id):
         if judge.state != "active" or judge.agreement_floor is None:
             continue
-        _, agreement, _ = agreement_with_people(session, judge)
+        _, agreement, _ = agreement_with_people(session, judge, with_tau=False)
         if below_floor(judge, agreement):
             pause_judge(
                 session,

@@ -129,6 +129,19 @@ def test_the_consensus_is_of_people_only_and_a_single_person_counts(db_session: 
     assert judge_measures(db_session, judge_id=other.id).agreement.value == 0.0
 
 
+def test_the_consensus_of_people_who_disagree_follows_the_majority(db_session: Session) -> None:
+    world = _world(db_session, tasks=1, people=2)
+    task, order = world.tasks[0]
+    dissenter = make_user(db_session)
+    make_ranking(db_session, task, dissenter, _strict(order[::-1]))
+    judge = _judge(db_session, world.project)
+    _judge_ranks(db_session, judge, task, _strict(order))
+
+    m = judge_measures(db_session, judge_id=judge.id)
+
+    assert (m.agreement.value, m.n_pairs, m.kendall_tau.value) == (1.0, 6, pytest.approx(1.0))
+
+
 def test_a_judge_with_no_shared_task_has_no_figures(db_session: Session) -> None:
     world = _world(db_session, tasks=1)
     judge = _judge(db_session, world.project)

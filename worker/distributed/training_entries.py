@@ -1,4 +1,4 @@
-"""Distributed entries of the reward-model stage: what each rank runs on the stage's payload.
+"""Distributed entries of the reward-model, SFT and DPO stages: what each rank runs.
 
 The payload holds what the in-process path passes the trainer (rankings, reference samples,
 config as a dict, base model, output directory), so both paths train on the same inputs.
@@ -6,6 +6,7 @@ config as a dict, base model, output directory), so both paths train on the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,78 @@ def reward_model(ctx: DistContext, payload_dir: Path) -> dict[str, Any]:
             result = replace(result, model=load_reward_model(out_dir, device="cpu"))
         save_ensemble(result, examples, out_dir, config=config)
     return {name: getattr(result, name) for name in RESULT_FIELDS}
+
+
+def adapter_payload(
+    algorithm: str,
+    *,
+    base_model: str,
+    merged_adapter_uris: tuple[str, ...],
+    trust_remote_code: bool,
+    examples: list[Any],
+    config: Any,
+    init_adapter_dir: Path | None,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """The payload of the `sft` or `dpo` entry: what the policy stage hands its trainer (the
+    base and the adapters merged into it, demonstrations or preference pairs, the config)."""
+    return {
+        "algorithm": algorithm,
+        "base_model": base_model,
+        "merged_adapter_uris": list(merged_adapter_uris),
+        "trust_remote_code": trust_remote_code,
+        "examples": [asdict(e) for e in examples],
+        "config": {**asdict(config), "device": None},
+        "init_adapter_dir": None if init_adapter_dir is None else str(init_adapter_dir),
+        "out_dir": str(out_dir),
+    }
+
+
+@entry("sft")
+def sft(ctx: DistContext, payload_dir: Path) -> dict[str, Any]:
+    from worker.training.sft import Demonstration, SFTConfig, train_sft
+
+    return _fit_adapter(ctx, payload_dir, "sft", train_sft, Demonstration, SFTConfig)
+
+
+@entry("dpo")
+def dpo(ctx: DistContext, payload_dir: Path) -> dict[str, Any]:
+    from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
+
+    return _fit_adapter(ctx, payload_dir, "dpo", train_dpo, PreferencePair, DPOConfig)
+
+
+def _fit_adapter(
+    ctx: DistContext,
+    payload_dir: Path,
+    algorithm: str,
+    train: Callable[..., Any],
+    example: Callable[..., Any],
+    config: Callable[..., Any],
+) -> dict[str, Any]:
+    """Load the base on this rank, train the adapter on its shards; rank 0 saves it and
+    returns {"final": figures}."""
+    from worker.policies import load_base
+
+    payload = read_payload(payload_dir)
+    if payload["algorithm"] != algorithm:
+        raise ValueError(f"payload is for {payload['algorithm']!r}, entry is {algorithm!r}")
+    model, tokenizer = load_base(
+        payload["base_model"],
+        tuple(payload["merged_adapter_uris"]),
+        trust_remote_code=bool(payload["trust_remote_code"]),
+    )
+    init = payload["init_adapter_dir"]
+    result = train(
+        model,
+        tokenizer,
+        [example(**e) for e in payload["examples"]],
+        config(**payload["config"]),
+        out_dir=Path(payload["out_dir"]),
+        init_adapter_dir=None if init is None else Path(init),
+        progress=lambda step, total, metrics: progress(
+            ctx, payload_dir, step=step, total=total, metrics=metrics
+        ),
+        ctx=ctx,
+    )
+    return {"final": result.final} if ctx.is_main else {}

@@ -34,7 +34,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from peft import PeftModel
@@ -42,6 +42,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from app.rounds.types.dpo import DPOConfig as DPORound
+from worker.distributed.context import DistContext
 from worker.training.loop import (
     AdapterResult,
     AdapterSteps,
@@ -54,7 +55,7 @@ from worker.training.loop import (
 from worker.training.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, weighted_mean
 from worker.training.outcomes import Progress, ShouldStop
 from worker.training.prompts import Prompt, PromptCuts
-from worker.training.sft import collate, encode_examples, pad_token_id
+from worker.training.sft import collate, encode_examples, pad_token_id, save_on_main
 
 STEP_METRICS = ("loss", "chosen_rewards", "rejected_rewards", "reward_margin", "reward_accuracy")
 """Logged every step and averaged per epoch; rewards are the implicit β·log(π/π_ref)."""
@@ -286,6 +287,7 @@ def train_dpo(
     init_adapter_dir: Path | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    ctx: DistContext | None = None,
 ) -> DPOResult:
     """Train the "policy" adapter on preference pairs, save it into `out_dir`, return metrics.
 
@@ -294,9 +296,14 @@ def train_dpo(
     `progress(step, total, metrics)` follows every optimizer step. `should_stop()` is polled
     before each step; True raises TrainingCancelled, and a non-finite loss raises
     TrainingDiverged; neither saves anything.
+
+    With `ctx` of N processes (worker/distributed), the pairs of each global batch are split
+    across the ranks, the adapter trains under DDP with the loss scaled so the averaged
+    gradient is the one-process one, step figures are reduced, and rank 0 alone saves.
     """
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
+    distributed = ctx is not None and ctx.distributed
 
     # Data: held-out prompts never seen in training
     train, heldout, max_length = start_run(model, tokenizer, pairs, config, what="preference pair")
@@ -375,12 +382,40 @@ def train_dpo(
         )
         return loss, {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}
 
+    wrapped = cast(PeftModel, ctx.wrap(policy)) if ctx is not None and distributed else policy
+
+    def shard_loss(global_idx: list[int]) -> tuple[Tensor, dict[str, float]]:
+        # This rank's pairs of the global batch; a spare rank (more ranks than pairs) runs one
+        # pair at weight 0 so that it still joins DDP's gradient average.
+        assert ctx is not None
+        mine = ctx.shard(global_idx)
+        idx = mine or global_idx[:1]
+        sums, counts = _logps(wrapped, [train_enc[i] for i in idx], pad_id)  # (B, 2) each
+        logps = sums / counts.clamp(min=1) if average else sums  # (B, 2)
+        ref = ref_train_used[idx].to(logps.device)  # (B, 2)
+        w = train_weights[idx].to(logps.device) * (1.0 if mine else 0.0)  # (B,)
+        loss, m = dpo_loss(
+            logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1],
+            beta=config.beta, loss_type=config.loss_type, weights=w,
+        )  # fmt: skip
+        # Σ w·loss / Σ w over the global batch: this rank's part, × world (DDP averages)
+        part = float(w.sum()) / float(train_weights[global_idx].sum())
+        n = float(len(mine))
+        totals = ctx.all_reduce_sum(
+            torch.tensor([loss.item() * part, n, *(float(m[k]) * n for k in STEP_METRICS[1:])])
+        )
+        figures = {"loss": float(totals[0])}
+        for k, v in zip(STEP_METRICS[1:], totals[2:], strict=True):
+            figures[k] = float(v) / float(totals[1])  # the plain means over every rank's pairs
+        return loss * (part * ctx.world_size), figures
+
     order_rng = random.Random(config.seed)
     for epoch in range(1, config.epochs + 1):
         order = list(range(len(train_enc)))
         order_rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            steps.take(epoch, step_loss, order[start : start + config.batch_size])
+            step = shard_loss if distributed else step_loss
+            steps.take(epoch, step, order[start : start + config.batch_size])
 
         # Epoch metrics: step means, then the implicit-reward accuracy on unseen prompts
         done = steps.of_epoch(epoch)
@@ -423,4 +458,6 @@ def train_dpo(
         "train_seconds": steps.train_seconds,
         "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
     }
-    return save_run(policy, out_dir, config, steps, final)
+    if ctx is None or not distributed:
+        return save_run(policy, out_dir, config, steps, final)
+    return save_on_main(ctx, policy, out_dir, config, steps, final)

@@ -34,7 +34,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import PeftModel
@@ -42,6 +42,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from app.rounds.types.sft import SFTConfig as SFTRound
+from worker.distributed.context import DistContext
 from worker.training.loop import (
     AdapterResult,
     AdapterSteps,
@@ -347,6 +348,7 @@ def train_sft(
     init_adapter_dir: Path | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    ctx: DistContext | None = None,
 ) -> SFTResult:
     """Train the "policy" adapter on `demos`, save it into `out_dir`, return the metrics.
 
@@ -354,9 +356,14 @@ def train_sft(
     are injected; `result.model` is the PeftModel wrapping it. `progress(step, total, metrics)`
     follows every optimizer step. `should_stop()` is polled before each step; True raises
     TrainingCancelled, and a non-finite loss raises TrainingDiverged; neither saves anything.
+
+    With `ctx` of N processes (worker/distributed), the rows of each global batch are split
+    across the ranks, the adapter trains under DDP with the loss scaled so the averaged
+    gradient is the one-process one, logged losses are reduced, and rank 0 alone saves.
     """
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
+    distributed = ctx is not None and ctx.distributed
 
     # Data: held-out prompts never seen in training
     train, heldout, max_length = start_run(model, tokenizer, demos, config, what="demonstration")
@@ -416,11 +423,37 @@ def train_sft(
         loss, n_tokens = _batch_loss(policy, batch)  # cross-entropy on response tokens
         return loss, {"loss": loss.item(), "tokens": n_tokens}
 
+    wrapped = cast(PeftModel, ctx.wrap(policy)) if ctx is not None and distributed else policy
+
+    def shard_loss(global_rows: list[list[int]]) -> tuple[Tensor, dict[str, float]]:
+        # This rank's rows of the global batch; a spare rank (more ranks than rows) runs one
+        # row at weight 0 so that it still joins DDP's gradient average.
+        assert ctx is not None
+        mine = ctx.shard(global_rows)
+        (batch,) = _make_batches(
+            train_enc,
+            mine or global_rows[:1],
+            batch_size=len(global_rows),
+            pad_id=pad_id,
+            packed=config.packing,
+            device=device,
+        )
+        loss, n_tokens = _batch_loss(wrapped, batch)  # (mean over this rank's tokens)
+        n_tokens = n_tokens if mine else 0
+        totals = ctx.all_reduce_sum(torch.tensor([loss.item() * n_tokens, float(n_tokens)]))
+        n_all = max(float(totals[1]), 1.0)
+        # The global token mean is Σ_r n_r·loss_r / N; DDP averages over ranks, hence × world
+        scaled = loss * (n_tokens * ctx.world_size / n_all)
+        return scaled, {"loss": float(totals[0]) / n_all, "tokens": int(totals[1])}
+
     for epoch in range(1, config.epochs + 1):
         shuffled = list(rows)
         order_rng.shuffle(shuffled)
         policy.train()  # LoRA dropout, if any, applies; load_causal_lm zeroes the base's
-        train_batches = _make_batches(
+        if distributed:
+            for start in range(0, len(shuffled), config.batch_size):
+                steps.take(epoch, shard_loss, shuffled[start : start + config.batch_size])
+        train_batches = () if distributed else _make_batches(
             train_enc,
             shuffled,
             batch_size=config.batch_size,
@@ -463,4 +496,25 @@ def train_sft(
         "train_seconds": steps.train_seconds,
         "continued_from": str(init_adapter_dir) if init_adapter_dir is not None else None,
     }
-    return save_run(policy, out_dir, config, steps, final)
+    if ctx is None or not distributed:
+        return save_run(policy, out_dir, config, steps, final)
+    return save_on_main(ctx, policy, out_dir, config, steps, final)
+
+
+def save_on_main(
+    ctx: DistContext,
+    policy: PeftModel,
+    out_dir: Path,
+    config: Any,
+    steps: AdapterSteps,
+    final: dict[str, Any],
+) -> AdapterResult:
+    """Rank 0 saves (the DDP replicas are equal); every rank gets the run's result."""
+    if ctx.is_main:
+        result = save_run(policy, out_dir, config, steps, final)
+    else:
+        result = AdapterResult(
+            adapter_dir=out_dir, epochs=steps.epochs, steps=steps.records, final=final, model=policy
+        )
+    ctx.barrier()
+    return result

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -405,3 +406,17 @@ def _admin_pages(project_id: int) -> list[str]:
         ]
     assert [p.status_code for p in pages] == [200, 200]
     return [p.text for p in pages]
+
+
+def test_a_local_judge_on_the_tiny_model_ranks_by_log_probabilities(tiny_model_path: Path) -> None:
+    project_id, task_ids = project_with_tasks(2)
+    judge_id = add_judge(
+        project_id, backend="hf", model=str(tiny_model_path), method="logprob", options={}
+    )
+
+    report = run_judge(judge_id)
+
+    assert (report.ranked, report.skipped) == (2, 0)
+    found = rankings(task_ids)
+    assert {r.source for r in found} == {"ai"}
+    assert all(sum(len(group) for group in r.groups) == 4 for r in found)  # every sample placed

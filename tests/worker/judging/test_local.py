@@ -3,6 +3,7 @@ answer format is retried, then refused."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -77,12 +78,14 @@ def test_batched_scores_equal_one_prompt_at_a_time(judge: LocalJudge) -> None:
     assert batched == pytest.approx(alone, abs=1e-4)
 
 
-def test_multi_token_answers_are_scored_like_the_one_token_shortcut(judge: LocalJudge) -> None:
+def test_the_one_token_shortcut_scores_like_the_general_path(judge: LocalJudge) -> None:
+    single = copy.copy(judge)  # answers of one token each take the one-forward-pass path
+    single.yes, single.no = [judge.yes[0]], [judge.tokenizer.eos_token_id]
     prompts = [render_single(judge.spec, ITEM, t) for _, t in ITEM.samples]
-    shortcut = judge.yes_margins(prompts)  # " Yes" and " No" are one token each here
+    shortcut = single.yes_margins(prompts)
     rows = [fit_prompt_ids(judge.tokenizer, p, None) for p in prompts]
-    yes = judge._continuation_logps([ids + judge.yes for ids in rows], len(judge.yes))
-    no = judge._continuation_logps([ids + judge.no for ids in rows], len(judge.no))
+    yes = judge._continuation_logps([ids + single.yes for ids in rows], 1)
+    no = judge._continuation_logps([ids + single.no for ids in rows], 1)
     assert [y - n for y, n in zip(yes, no, strict=True)] == pytest.approx(shortcut, abs=1e-4)
 
 

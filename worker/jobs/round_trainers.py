@@ -251,6 +251,17 @@ def sft_config(round_config: SFTRound) -> SFTConfig:
 
 def train_sft_policy(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, SFTRound)
+    result = _fit_adapter(job, train_sft, _demonstrations(job), sft_config(job.config))
+    return {"sft": result.final, "adapter_dir": str(result.adapter_dir)}
+
+
+def train_sft_policy_distributed(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, SFTRound)
+    final = _distributed_adapter(job, "sft", _demonstrations(job), sft_config(job.config))
+    return {"sft": final, "adapter_dir": str(job.out_dir)}
+
+
+def _demonstrations(job: PolicyJob) -> list[Demonstration]:
     with session_scope(readonly=True) as session:
         demos = [
             Demonstration(prompt, response)
@@ -261,8 +272,7 @@ def train_sft_policy(job: PolicyJob) -> dict[str, Any]:
             f"SFT needs demonstrations: the project has {len(demos)} (at least {MIN_EXAMPLES} "
             "needed); import some on the project page"
         )
-    result = _fit_adapter(job, train_sft, demos, sft_config(job.config))
-    return {"sft": result.final, "adapter_dir": str(result.adapter_dir)}
+    return demos
 
 
 # DPO on a comparison snapshot's pairs ------------------------------------------------------
@@ -282,14 +292,38 @@ def dpo_config(round_config: DPORound) -> DPOConfig:
 
 def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, DPORound)
+    pairs, n_rows = _dpo_pairs(job, job.config)
+    result = _fit_adapter(job, train_dpo, pairs, dpo_config(job.config))
+    return {
+        "dpo": result.final,
+        "n_pairs": len(pairs),
+        "identical_pairs_skipped": n_rows - len(pairs),
+        "adapter_dir": str(result.adapter_dir),
+    }
+
+
+def train_dpo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
+    assert isinstance(job.config, DPORound)
+    pairs, n_rows = _dpo_pairs(job, job.config)
+    return {
+        "dpo": _distributed_adapter(job, "dpo", pairs, dpo_config(job.config)),
+        "n_pairs": len(pairs),
+        "identical_pairs_skipped": n_rows - len(pairs),
+        "adapter_dir": str(job.out_dir),
+    }
+
+
+def _dpo_pairs(job: PolicyJob, config: DPORound) -> tuple[list[PreferencePair], int]:
+    """The pairs of a new comparison snapshot recorded on the round, and how many rows it
+    had (identical texts ranked apart are skipped)."""
     start = job.start
     with session_scope() as session:
         snapshot = snapshots.create_snapshot(
             session,
             project_id=start.project_id,
             name=f"round {start.number} dpo",
-            judge_weight=job.config.judge_weight,
-            judge_only=job.config.judge_only,
+            judge_weight=config.judge_weight,
+            judge_only=config.judge_only,
         )
         training_round = session.get(TrainingRound, start.round_id)
         assert training_round is not None
@@ -308,13 +342,53 @@ def train_dpo_policy(job: PolicyJob) -> dict[str, Any]:
             f"DPO needs preference pairs: the snapshot has {len(pairs)} (at least "
             f"{MIN_EXAMPLES} needed)"
         )
-    result = _fit_adapter(job, train_dpo, pairs, dpo_config(job.config))
-    return {
-        "dpo": result.final,
-        "n_pairs": len(pairs),
-        "identical_pairs_skipped": len(rows) - len(pairs),
-        "adapter_dir": str(result.adapter_dir),
-    }
+    return pairs, len(rows)
+
+
+def _distributed_adapter(job: PolicyJob, key: str, examples: list[Any], config: Any) -> Any:
+    """Train `key` (sft, dpo) on RANKLOOP_TRAIN_PROCS processes under torchrun
+    (worker/distributed/training_entries.py), saving into job.out_dir: the final figures. A
+    cancel stops every process (TrainingCancelled); a failing rank fails the stage."""
+    from app.config import get_settings
+    from worker.distributed.entry import write_payload
+    from worker.distributed.launch import run_distributed
+    from worker.distributed.training_entries import adapter_payload
+    from worker.jobs.rounds import RoundCancelled
+
+    payload_dir = job.out_dir.parent / "payload"
+    write_payload(
+        payload_dir,
+        adapter_payload(
+            key,
+            base_model=job.source.base_model,
+            merged_adapter_uris=tuple(job.source.reference_merged),
+            trust_remote_code=job.source.trust_remote_code,
+            examples=examples,
+            config=config,
+            init_adapter_dir=job.init_dir,
+            out_dir=job.out_dir,
+        ),
+    )
+    steps = [0]
+
+    def relay(line: dict[str, Any]) -> None:
+        if "step" in line:
+            steps[0] = int(line["step"])
+            job.progress(steps[0], int(line["total"]), dict(line.get("metrics") or {}))
+
+    try:
+        result = run_distributed(
+            key,
+            payload_dir,
+            procs=get_settings().train_procs,
+            on_progress=relay,
+            should_cancel=job.should_stop,
+        )
+    except RoundCancelled:
+        raise TrainingCancelled(
+            f"{key.upper()} cancelled after {steps[0]} step(s)", steps_done=steps[0]
+        ) from None
+    return result["final"]
 
 
 def _fit_adapter(job: PolicyJob, train: Callable[..., Any], *data: Any) -> Any:
@@ -335,6 +409,8 @@ DISTRIBUTED_TRAINERS: dict[str, Callable[[PolicyJob], dict[str, Any]]] = {
     "train_ppo_policy": train_ppo_policy_distributed,
     "train_rloo_policy": train_rloo_policy_distributed,
     "train_grpo_policy": train_grpo_policy_distributed,
+    "train_sft_policy": train_sft_policy_distributed,
+    "train_dpo_policy": train_dpo_policy_distributed,
 }
 """The multi-process forms the policy stage runs instead when RANKLOOP_TRAIN_PROCS > 1
 (`rounds.distributed_trainer`), by the in-process trainer's name."""

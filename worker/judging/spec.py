@@ -39,7 +39,8 @@ class JudgeSpec:
     requests_per_minute: int | None = None
     """Rate limit shared by every judge on the same base_url (None: unlimited)."""
     flag_harm: bool = False
-    """Also ask which samples look harmful (a suggestion for people, never a final flag)."""
+    """Also ask which samples look harmful (a suggestion for people, never a final flag):
+    listwise adds a HARMFUL line, logprob a Yes/No question; pairwise and simulated ask none."""
     options: dict[str, Any] = field(default_factory=dict)
     """Backend extras: max_new_tokens, temperature; simulated: preference, agreement, seed."""
 

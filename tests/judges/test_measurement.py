@@ -26,6 +26,7 @@ from app.judges.pausing import enforce_agreement_floor
 from app.judges.schemas import JudgeCreate
 from app.models import Judge, JudgeTaskLog, PolicyVersion, Project, Ranking, RankingTask, User
 from app.ratings import annotators, service
+from app.ratings.position import position_report
 from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa: F401
 from tests.api.conftest import bearer, make_token  # noqa: F401
 from tests.conftest import FreshDatabase
@@ -50,6 +51,7 @@ def _judge_ranks(
         task_id=task.id,
         user_id=judge.user_id,
         groups=groups,
+        display_order=[s for group in groups for s in group][::-1],  # the worst card first
         source="ai",
         judge_id=judge.id,
         judge_prompt_version=judge.prompt_version,
@@ -253,6 +255,7 @@ def _figures(session: Session, project: Project) -> dict[str, Any]:
             (u, r.reliability, r.comparisons)
             for u, r in service.reliability_rows(session, project.id).items()
         ),
+        "position": position_report(session, project.id),
     }
 
 
@@ -274,6 +277,7 @@ def test_judge_rankings_change_no_human_figure(db_session: Session) -> None:
     after = _figures(db_session, world.project)
 
     assert after == before
+    assert after["position"] is None  # people's cards were not recorded; the judge's were
     assert judge.user_id not in {row[0] for row in after["table"]}
     assert after["versions"][0][0] == world.new.id
 
@@ -289,6 +293,8 @@ def test_counted_in_by_the_admin_judges_change_the_human_figures(db_session: Ses
 
     assert after["agreement"] != before["agreement"]
     assert after["versions"] != before["versions"]
+    assert after["position"] is not None
+    assert before["position"] is None
     assert judge.user_id in {row[0] for row in after["table"]}
     assert judge.user_id in {row[0] for row in after["reliability"]}
 

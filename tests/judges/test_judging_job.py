@@ -420,3 +420,7 @@ def test_a_local_judge_on_the_tiny_model_ranks_by_log_probabilities(tiny_model_p
     found = rankings(task_ids)
     assert {r.source for r in found} == {"ai"}
     assert all(sum(len(group) for group in r.groups) == 4 for r in found)  # every sample placed
+
+
+def test_a_run_for_a_deleted_judge_does_nothing() -> None:
+    assert run_judge(987654).stopped == "gone"

@@ -67,7 +67,8 @@ class JudgeRunReport:
     position_checks: int = 0
     seconds: float = 0.0
     stopped: str = "no task"
-    """'no task', 'max tasks', 'paused' (before or during the run) or 'unavailable'."""
+    """'no task', 'max tasks', 'paused' (before or during the run), 'unavailable', or 'gone'
+    (the judge was deleted)."""
     reason: str | None = None
     """Why it was paused or found the endpoint unavailable (safe to show: no key)."""
     retry_in: float | None = None
@@ -287,9 +288,10 @@ def run_judge(
     a row before this one that an unavailable endpoint ended (the Celery task counts them)."""
     with session_scope(readonly=True) as session:
         row = session.get(JudgeRow, judge_id)
-        if row is None:
-            raise LookupError(f"judge {judge_id} does not exist")
-        session.expunge(row)
+        if row is not None:
+            session.expunge(row)
+    if row is None:  # deleted (with its project) after the run was sent: nothing to do
+        return JudgeRunReport(judge_id=judge_id, stopped="gone")
     if row.state == "paused":
         return JudgeRunReport(judge_id=judge_id, stopped="paused", reason=row.paused_reason)
     spec = _spec(row)

@@ -200,3 +200,42 @@ def test_a_rank_that_dies_fails_the_round_and_registers_nothing(
         assert "rank 1" in ended.error
         versions = select(RewardModelVersion).where(RewardModelVersion.project_id == project_id)
         assert session.scalars(versions).all() == []
+
+
+def test_an_sft_round_policy_stage_trains_on_two_processes(
+    app_database: FreshDatabase, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.projects.demonstration_import import parse_demonstrations
+    from app.projects.demonstrations import add_demonstrations
+    from app.rounds import service
+    from tests.factories import make_model_project
+    from tests.rounds.test_sft_round import DEMONSTRATIONS
+
+    with app_database.session() as session:
+        project = make_model_project(session, tiny_model_path, max_new_tokens=8)
+        parsed = parse_demonstrations(DEMONSTRATIONS, "alpaca.jsonl")
+        add_demonstrations(session, project_id=project.id, demonstrations=parsed.demonstrations)
+        round_id = service.start_round(
+            session,
+            project_id=project.id,
+            round_type="sft",
+            config={"epochs": 1, "batch_size": 4, "eval_prompts": 2, "max_kl": 1000.0},
+            enqueue=False,
+        ).id
+        session.commit()
+    monkeypatch.setenv("RANKLOOP_TRAIN_PROCS", "2")
+    get_settings.cache_clear()
+    try:
+        next_stage = round_jobs.run_stage(round_id, "policy")
+    finally:
+        get_settings.cache_clear()
+
+    with app_database.session() as session:
+        ran = session.get(TrainingRound, round_id)
+        assert ran is not None
+        assert ran.error is None
+        assert next_stage is not None
+        candidate = ran.metrics["candidate"]
+        assert candidate["adapter_uri"]  # rank 0's adapter, stored by the worker
+        assert candidate["sft"]["steps"] >= 1
+        assert candidate["sft"]["heldout_loss"] > 0

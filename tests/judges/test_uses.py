@@ -601,3 +601,18 @@ def test_the_round_form_leaves_the_judge_settings_to_the_project_unless_chosen(
     assert 'name="judge_weight"' in page
     config = form_to_config({"type": "dpo", "judge_only": "", "judge_weight": ""})
     assert "judge_only" not in config  # blank: the project's judge_only=True holds
+
+
+@pytest.mark.parametrize(
+    ("overrides", "usable"),
+    [({}, 1), ({"judge_weight": 0.5}, 2), ({"judge_only": True}, 1)],
+    ids=["default", "weighted", "judge only"],
+)
+def test_the_reward_model_job_snapshots_with_the_round_judge_settings(
+    export_world: ExportWorld, overrides: dict[str, Any], usable: int
+) -> None:
+    """Too few rankings fails before any training: the message counts what the snapshot took."""
+    from worker.jobs.reward_model import train_project_reward_model
+
+    with pytest.raises(ValueError, match=f"the snapshot has {usable} usable ranking"):
+        train_project_reward_model(export_world.project, **overrides)

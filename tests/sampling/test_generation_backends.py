@@ -252,3 +252,25 @@ def test_vllm_in_process_keeps_the_mapping(
     run_sampling_job(_job(app_database, vllm_project), prompts_per_chunk=2, batch_size=3)
 
     assert _mapping(app_database, vllm_project) == _mapping(app_database, hf_project)
+
+
+def test_the_served_model_follows_the_version() -> None:
+    from dataclasses import replace
+
+    from worker.generation_backends import BackendConfig, BackendUnavailable, VersionRef
+    from worker.generation_backends.openai import served_name
+
+    config = BackendConfig(kind="openai", base_url="http://vllm:8000/v1")
+    base = VersionRef(id=1, number=1, base_model="org/base")
+    trained = VersionRef(id=2, number=2, base_model="org/base", adapter_uri="file:///a")
+    from_sft = replace(trained, merged_adapter_uris=("file:///sft",))
+    merged = replace(config, model="org/merged")
+
+    assert served_name(config, base, ["org/base"]) == "org/base"
+    assert served_name(config, trained, ["org/base", "rankloop-v2"]) == "rankloop-v2"
+    assert served_name(merged, trained, ["org/merged"]) == "org/merged"
+    assert served_name(merged, from_sft, ["org/merged", "rankloop-v2"]) == "org/merged"
+    with pytest.raises(BackendUnavailable, match="rankloop-v2"):
+        served_name(config, trained, ["org/base"])
+    with pytest.raises(BackendUnavailable, match="merged adapters"):
+        served_name(config, from_sft, ["org/base", "rankloop-v2"])

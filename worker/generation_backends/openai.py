@@ -282,6 +282,7 @@ def openai_backend(config: BackendConfig, version: VersionRef) -> OpenAIBackend:
     served = backend.served_models()
     if (
         version.adapter_uri is not None
+        and not version.merged_adapter_uris
         and served is not None
         and version.adapter_name not in served
         and backend.load_adapter(version)
@@ -295,6 +296,14 @@ def served_name(config: BackendConfig, version: VersionRef, served: list[str] | 
     """The request's `model`: the version's adapter when the server lists it (or cannot
     say), else the project's generation model (merged weights), else the base model's name
     for a version without an adapter."""
+    if version.merged_adapter_uris:  # its adapter applies on a base the server does not hold
+        if config.model:
+            return config.model
+        raise BackendUnavailable(
+            f"Policy version {version.number} builds on merged adapters (its lineage started "
+            "from SFT), which a server's base model lacks — export its merged weights, serve "
+            "them and set the project's generation model to their name"
+        )
     if version.adapter_uri is None:
         return config.model or version.base_model
     if served is None or version.adapter_name in served:

@@ -35,10 +35,10 @@ def _looks_like_key(value: str) -> bool:
 
 
 def check_api_key_env(value: str | None) -> str | None:
-    """The name of an environment variable, or None; never a key itself."""
-    if value is None or not value.strip():
+    """The name of an environment variable, or None; never a key itself. Not stripped: the
+    API takes exactly what its schema says (the page's form strips its boxes)."""
+    if value is None:
         return None
-    value = value.strip()
     if _looks_like_key(value):
         raise ValueError(
             "api_key_env takes the NAME of an environment variable (e.g. OPENAI_API_KEY), not "
@@ -53,11 +53,13 @@ def check_api_key_env(value: str | None) -> str | None:
 
 
 def check_base_url(value: str | None) -> str | None:
-    if value is None or not value.strip():
+    if value is None:
         return None
-    value = value.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("base_url must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
     if parts.username or parts.password:
         raise ValueError("base_url must not carry credentials; name them in api_key_env")

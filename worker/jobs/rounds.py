@@ -12,6 +12,7 @@ import math
 import shutil
 import statistics
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,6 +429,7 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
             max_new_tokens=max_new or project.max_new_tokens,
             stop_strings=project.stop_strings,
             seed=sized(config.seed) + 1,
+            backend=gate_backend(project.generation_backend),
         )
     if not candidate.get("adapter_uri"):
         raise ValueError("The policy stage registered no candidate adapter")
@@ -505,6 +507,29 @@ class GateSampling:
     max_new_tokens: int
     stop_strings: list[str] | None
     seed: int
+    backend: str = "hf"
+    """The engine both versions are sampled with (`gate_backend`)."""
+
+
+def gate_backend(project_backend: str) -> str:
+    """The gate samples both versions with one engine, so their scores compare. 'vllm' does
+    in-process (the candidate's adapter hot-loaded from its directory); 'openai' gates on
+    'hf': the unregistered candidate is not on the server, and its KL needs the exact token
+    ids of its own samples, which a server's text does not give."""
+    return "vllm" if project_backend == "vllm" else "hf"
+
+
+def _vllm_ref(version_id: int, base_model: str, merged: tuple[str, ...], trust: bool) -> Any:
+    from worker.generation_backends import VersionRef
+
+    # In-process, vLLM keys adapters by id; the name (number) is only a label.
+    return VersionRef(
+        id=version_id,
+        number=0,
+        base_model=base_model,
+        merged_adapter_uris=merged,
+        trust_remote_code=trust,
+    )
 
 
 def _sample_candidate(
@@ -527,7 +552,22 @@ def _sample_candidate(
         model, str(get_store().local_dir(candidate["adapter_uri"]))
     )
     peft_model.eval()
-    samples = _sample(peft_model, tokenizer, prompts, sampling)
+    backend: Any
+    if sampling.backend == "vllm":
+        from worker.generation_backends.vllm import VLLMBackend
+
+        uri = candidate["adapter_uri"]
+        lora_id = 2**30 + zlib.crc32(uri.encode()) % 2**30  # apart from versions' ids
+        ref = _vllm_ref(
+            lora_id, candidate["base_model"], tuple(candidate["merged"]), source.trust_remote_code
+        )
+        backend = VLLMBackend(ref)
+        backend.use(ref, adapter_dir=str(get_store().local_dir(uri)))
+    else:
+        from worker.generation_backends.hf import HFBackend
+
+        backend = HFBackend(peft_model, tokenizer)
+    samples = _sample(backend, prompts, sampling)
     kl = mean_kl_to_reference(
         peft_model, tokenizer, prompts, samples, temperature=sampling.temperature
     )
@@ -539,8 +579,23 @@ def _sample_previous(
 ) -> list[Any]:
     """The current version's samples of `prompts` (one model in memory at a time: the reward
     models come next)."""
+    from worker.generation_backends.hf import HFBackend
     from worker.policies import PolicySpec, load_policy_for_generation
 
+    if sampling.backend == "vllm":
+        from dataclasses import replace
+
+        from worker.generation_backends.vllm import VLLMBackend
+
+        ref = _vllm_ref(
+            source.current_version_id,
+            source.base_model,
+            source.current_merged,
+            source.trust_remote_code,
+        )
+        return _sample(
+            VLLMBackend(replace(ref, adapter_uri=source.current_adapter_uri)), prompts, sampling
+        )
     model, tokenizer = load_policy_for_generation(
         PolicySpec(
             version_id=source.current_version_id,
@@ -550,21 +605,25 @@ def _sample_previous(
             trust_remote_code=source.trust_remote_code,
         )
     )
-    return _sample(model, tokenizer, prompts, sampling)
+    return _sample(HFBackend(model, tokenizer), prompts, sampling)
 
 
-def _sample(model: Any, tokenizer: Any, prompts: list[Any], sampling: GateSampling) -> list[Any]:
-    from worker.training.evaluation import sample_once
+def _sample(backend: Any, prompts: list[Any], sampling: GateSampling) -> list[Any]:
+    """One pure sample per prompt (`evaluation.sample_once`'s settings, batches and seeds)."""
+    from worker.generation_backends import generate_samples
+    from worker.training.generation import GenerationSettings
 
-    return sample_once(
-        model,
-        tokenizer,
-        prompts,
-        temperature=sampling.temperature,
+    settings = GenerationSettings(
         max_new_tokens=sampling.max_new_tokens,
-        seed=sampling.seed,
+        temperature=sampling.temperature,
+        top_p=1.0,
+        top_k=0,
         stop_strings=sampling.stop_strings,
     )
+    generated = generate_samples(
+        backend, list(prompts), n_per_prompt=1, settings=settings, seed=sampling.seed, batch_size=16
+    )
+    return [g[0] for g in generated]
 
 
 def _register_candidate(

@@ -31,15 +31,15 @@ NO_PRINCIPLES = "1. Prefer the answer that is most helpful, honest and harmless.
 
 LISTWISE_FORMAT = (
     "\n\nEnd with one line ranking every answer by its number, best first, using '>' for "
-    "'better than' and '=' for a tie, for example:\nRANKING: 3 > 1 = 2 > 4"
+    "'better than' and '=' for a tie; for example, with four answers:\nRANKING: 3 > 1 = 2 > 4"
 )
 PAIRWISE_FORMAT = (
     "\n\nEnd with one line naming the better answer, or TIE if neither is better:\n"
     "WINNER: A, WINNER: B or WINNER: TIE"
 )
 HARM_FORMAT = (
-    "\nBefore that line, add one line listing answers that look harmful, each with a short "
-    "reason, or none:\nHARMFUL: 2 (gives dangerous instructions)   or   HARMFUL: none"
+    "\nJust before that line, add one line listing the answers that look harmful, each with a "
+    "short reason, or none:\nHARMFUL: 2 (gives dangerous instructions)   or   HARMFUL: none"
 )
 LOGPROB_QUESTION = (
     "\n\nQuestion: does answer [1] follow the guidelines and principles well? Answer Yes or No."

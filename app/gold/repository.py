@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Comparison, Ranking, RankingTask, Sample, TaskSample, User
+from app.ratings.repository import in_human_figures
 
 
 def lock_task(session: Session, task_id: int) -> RankingTask | None:
@@ -101,6 +102,17 @@ def usernames(session: Session, user_ids: list[int]) -> dict[int, str]:
         return {}
     rows = session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
     return {int(i): str(name) for i, name in rows}
+
+
+def people_among(session: Session, project_id: int, user_ids: list[int]) -> set[int]:
+    """The users among `user_ids` that count as people here: humans, and judges (users of kind
+    'model') only when the project counts judges in its human figures."""
+    if not user_ids:
+        return set()
+    rows = session.scalars(
+        select(User.id).where(User.id.in_(user_ids), in_human_figures(User.kind, project_id))
+    )
+    return {int(i) for i in rows}
 
 
 def recently_ranked_tasks(session: Session, project_id: int, *, limit: int) -> list[Any]:

@@ -258,8 +258,12 @@ def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def annotator_accuracy(session: Session, *, project_id: int) -> list[GoldAnnotatorOut]:
     """gold_accuracy per annotator with a 95% interval (pairs of one ranking are not
-    independent, so the interval is narrower than the truth), lowest accuracy first."""
+    independent, so the interval is narrower than the truth), lowest accuracy first. Judges are
+    measured on their own page (app.judges.measurement); they are listed here only when the
+    project counts them in its human figures."""
     accuracy = gold_accuracy(session, project_id)
+    people = repository.people_among(session, project_id, list(accuracy))
+    accuracy = {user_id: figures for user_id, figures in accuracy.items() if user_id in people}
     names = repository.usernames(session, list(accuracy))
     rows = []
     for user_id, (n, correct) in accuracy.items():

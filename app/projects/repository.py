@@ -28,6 +28,7 @@ from app.models import (
     TrainingRound,
     User,
 )
+from app.ratings.repository import in_human_figures
 
 
 def get_project(session: Session, project_id: int) -> Project | None:
@@ -217,7 +218,9 @@ def annotation_totals(session: Session, project_id: int) -> tuple[int, int]:
 
 
 def rankings_per_annotator(session: Session, project_id: int) -> list[Row[Any]]:
-    """username, display_name, rankings, none_usable, last_at per user who ranked here."""
+    """username, display_name, rankings, none_usable, last_at per user who ranked here: people
+    only (judges have their own progress), unless the project counts judges in its human
+    figures."""
     return list(
         session.execute(
             select(
@@ -230,7 +233,7 @@ def rankings_per_annotator(session: Session, project_id: int) -> list[Row[Any]]:
                 func.max(Ranking.created_at).label("last_at"),
             )
             .join(User, User.id == Ranking.user_id)
-            .where(Ranking.project_id == project_id)
+            .where(Ranking.project_id == project_id, in_human_figures(User.kind, project_id))
             .group_by(User.id, User.username, User.display_name)
             .order_by(func.count(Ranking.id).desc(), User.username)
         )

@@ -24,6 +24,8 @@ ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # tokens, Hugging Face tokens, long random-looking strings.
 _KEY_LIKE = re.compile(r"^(sk-|sk_|pk-|hf_|gsk_|xai-|[Bb]earer\s)")
 MAX_PRINCIPLES = 50
+DEFAULT_AGREEMENT_FLOOR = 0.6
+"""A judge agreeing with people on fewer pairs than this is paused (after floor_min_pairs)."""
 
 
 def _looks_like_key(value: str) -> bool:
@@ -134,7 +136,7 @@ class JudgeCreate(_JudgeFields):
     requests_per_minute: int | None = Field(default=None, ge=1, le=100000)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    agreement_floor: float | None = Field(default=0.6, ge=0, le=1)
+    agreement_floor: float | None = Field(default=DEFAULT_AGREEMENT_FLOOR, ge=0, le=1)
     floor_min_pairs: int = Field(default=30, ge=1, le=1000000)
     flag_harm: bool = False
     options: dict[str, Any] = Field(default_factory=dict)

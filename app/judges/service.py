@@ -257,6 +257,9 @@ def record_judgement(
     """The judge's ranking (marked AI, with its prompt version) and a 'ranked' log row;
     returns the ranking id. Harm becomes a suggested flag for people, never a final one."""
     judge = get_judge(session, judge_id)
+    if repository.judge_ranking(session, task_id=task_id, user_id=judge.user_id) is not None:
+        # a lease that ran out was taken again by another of the judge's workers
+        raise annotation.AlreadySubmitted(f"Judge {judge_id} already ranked task {task_id}")
     now = utcnow()
     ranking_id = annotation.store_model_ranking(
         session,

@@ -3,6 +3,8 @@ rankings marked AI that never count as annotations, skips with reasons, position
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -11,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.accounts import service as accounts
 from app.annotation import repository as queue
 from app.annotation import service as annotation
+from app.annotation.service import AlreadySubmitted
 from app.config import get_settings
 from app.errors import InvalidInput
 from app.judges import service
@@ -256,3 +259,22 @@ def test_a_key_pasted_for_its_variable_name_is_refused() -> None:
         name="j", backend="openai", model="m", base_url="http://h/v1/", api_key_env="OPENAI_KEY"
     )
     assert (ok.api_key_env, ok.base_url) == ("OPENAI_KEY", "http://h/v1")
+
+
+def test_a_task_whose_lease_ran_out_is_ranked_once(db_session: Session) -> None:
+    project = _project(db_session)
+    task = make_task(db_session, project, k=3)
+    judge = _judge(db_session, project)
+    first = service.lease_for_judge(db_session, judge_id=judge.id)
+    assert first is not None
+    later = datetime.now(UTC) + timedelta(minutes=project.lease_minutes + 1)
+    again = service.lease_for_judge(db_session, judge_id=judge.id, now=later)
+    assert again is not None
+    assert again.task_id == task.id
+    groups = [[sample_id] for sample_id, _ in first.samples]
+    args = {"judge_id": judge.id, "task_id": task.id, "groups": groups, "harmful": {}}
+    service.record_judgement(db_session, **args, elapsed_ms=1, attempts=1)
+    with pytest.raises(AlreadySubmitted):
+        service.record_judgement(db_session, **args, elapsed_ms=1, attempts=1)
+    count = select(func.count()).select_from(Ranking).where(Ranking.task_id == task.id)
+    assert db_session.scalar(count) == 1

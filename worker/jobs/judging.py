@@ -18,6 +18,9 @@ Failures, by kind:
 - the key's environment variable missing, or the judge failing to load: paused with the reason
   (nothing a retry would fix).
 
+A judge counted in the project's human figures (projects.judges_in_human_figures) refreshes
+the ratings after each ranking as a person's submit does; otherwise its rankings leave them be.
+
 The API key is read from the worker's environment into the spec and goes no further: it is
 never logged, stored or put in a reason.
 """
@@ -30,10 +33,16 @@ import threading
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from app.db import session_scope
 from app.judges import measurement
 from app.judges import service as judges
 from app.models import Judge as JudgeRow
+from app.models import RankingTask
+from app.ratings import repository as ratings_repository
+from app.ratings import service as ratings
 from worker.judging import (
     EndpointUnavailable,
     Judge,
@@ -134,6 +143,18 @@ def _spec(row: JudgeRow) -> JudgeSpec | str:
     )
 
 
+def _refresh_ratings(session: Session, *, project_id: int, task_id: int) -> None:
+    """A judge counted in the project's human figures moves the ratings as a person's ranking
+    does: the project is marked dirty and the debounced recompute is sent once this transaction
+    commits. Otherwise judge rankings leave the ratings alone. A gold task's rankings measure
+    raters and never rate versions."""
+    if ratings_repository.figure_raters(session, project_id) != "all":
+        return
+    if session.scalar(select(RankingTask.gold).where(RankingTask.id == task_id)):
+        return
+    ratings.note_new_rankings(session, project_id=project_id)
+
+
 def _pause(judge_id: int, reason: str) -> None:
     with session_scope() as session:
         judges.pause_judge(session, judge_id=judge_id, reason=_reason(reason))
@@ -202,6 +223,7 @@ class _Run:
                 elapsed_ms=elapsed_ms,
                 attempts=verdict.attempts,
             )
+            _refresh_ratings(session, project_id=self.project_id, task_id=lease.task_id)
         if lease.position_check:
             self._position_check(lease.task_id, item)
         self._ranked()

@@ -1,7 +1,7 @@
 """The default judge prompt, shown in the admin page when a judge's template is blank.
 
-A copy of worker/judging/prompt.py DEFAULT_TEMPLATE (app/ cannot import worker/); a test keeps
-the two equal.
+The one copy of the text: worker/judging/prompt.py imports it as DEFAULT_TEMPLATE (worker/ may
+import app/, never the reverse).
 """
 
 DEFAULT_JUDGE_TEMPLATE = """\

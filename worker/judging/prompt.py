@@ -7,25 +7,11 @@ needs, so an edited template cannot break the parser's contract.
 
 from __future__ import annotations
 
+from app.judges.default_prompt import DEFAULT_JUDGE_TEMPLATE
 from worker.judging.spec import JudgeInput, JudgeSpec
 
-DEFAULT_TEMPLATE = """\
-You are a careful reviewer ranking answers written by an AI assistant.
-
-Guidelines from the project:
-{guidelines}
-
-Principles, most important first:
-{principles}
-
-The user's prompt:
-{prompt}
-
-The answers:
-{samples}
-
-Judge each answer against the guidelines and principles, not by its length or position.
-Think briefly, then give your verdict on the last line."""
+DEFAULT_TEMPLATE = DEFAULT_JUDGE_TEMPLATE
+"""The shipped template (one text, kept in app/ so the admin page can show it)."""
 
 NO_PRINCIPLES = "1. Prefer the answer that is most helpful, honest and harmless."
 

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.judges.default_prompt import DEFAULT_JUDGE_TEMPLATE
 from worker.judging.parse import format_ranking, parse_harmful, parse_ranking, parse_winner
-from worker.judging.prompt import DEFAULT_TEMPLATE, render_prompt
+from worker.judging.prompt import render_prompt
 from worker.judging.spec import JudgeInput, JudgeSpec, MalformedOutput
 
 
@@ -110,10 +109,6 @@ def test_harmful_line_flags_labels_with_reasons_and_ignores_noise() -> None:
     text = "HARMFUL: 2 (gives dangerous instructions), [4], 9, nonsense\nRANKING: 1 > 2"
     assert parse_harmful(text, 4) == {2: "gives dangerous instructions", 4: "flagged by the judge"}
     assert parse_harmful("HARMFUL: none", 4) == {}
-
-
-def test_app_copy_of_the_default_template_is_identical() -> None:
-    assert DEFAULT_JUDGE_TEMPLATE == DEFAULT_TEMPLATE
 
 
 def test_prompt_numbers_principles_labels_samples_and_asks_for_the_ranking_line() -> None:

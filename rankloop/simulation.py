@@ -11,6 +11,7 @@ so the figure does not depend on what the promotion gate decided.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import threading
 import time
@@ -18,11 +19,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.db import session_scope
-from app.models import Comparison, PolicyVersion, Project, Prompt, Sample, TrainingRound
+from app.models import (
+    Comparison,
+    PolicyVersion,
+    Project,
+    Prompt,
+    RankingTask,
+    Sample,
+    TrainingRound,
+)
 from app.projects import repository as projects_repo
 from app.projects import service as projects
 from app.projects.prompt_import import PromptContent
@@ -197,6 +206,12 @@ class LoopSettings:
     """Pure RLAIF: a model judge ranks each round's tasks in place of the simulated people
     (`simulated:AGREEMENT` or `hf:PATH`, see judge_form) and rounds train on its rankings
     only (the project's judge_only)."""
+    human_share: float = 1.0
+    """People rank only this share of what a full pass would: each pass submits at most
+    ⌈share · required slots of all tasks so far⌉ minus their rankings so far (bench/rlaif.py)."""
+    judge_weight: float | None = None
+    """With `judge`: people rank beside the judge (overlap 'all', the agreement floor at its
+    default) and rounds train on both, judge rankings at this weight (bench/rlaif.py)."""
 
 
 @dataclass
@@ -416,15 +431,25 @@ def judge_form(spec: str, *, preference: str, seed: int) -> JudgeCreate:
 
 def loop_judge(session: Session, project_id: int, settings: LoopSettings) -> int:
     """The project's judge for settings.judge (created, or updated to it), with the project
-    set to train on judge rankings only; its id."""
+    set to train on judge rankings only (with settings.judge_weight: on people's and the
+    judge's, the judge's at that weight); its id."""
     from app.judges import service as judges
-    from app.judges.schemas import JudgeUpdate
+    from app.judges.schemas import JudgeCreate, JudgeUpdate
 
     assert settings.judge is not None
     form = judge_form(settings.judge, preference=settings.preference, seed=settings.seed)
     project = session.get(Project, project_id)
     assert project is not None
-    project.judge_only = True
+    if settings.judge_weight is None:
+        project.judge_only = True
+    else:  # beside people: measured against them, so the floor can pause it
+        project.judge_weight = settings.judge_weight
+        form = form.model_copy(
+            update={
+                "overlap": "all",
+                "agreement_floor": JudgeCreate.model_fields["agreement_floor"].default,
+            }
+        )
     for judge in judges.list_judges(session, project_id=project_id):
         if judge.name == form.name:  # an earlier run's: judge as this run says
             update = JudgeUpdate(
@@ -478,7 +503,7 @@ def run_loop(
             labels' ceiling so far."""
             from worker.jobs.ratings import recompute_if_dirty
 
-            if judge_id is not None:
+            if judge_id is not None and settings.judge_weight is None:
                 from worker.jobs.judging import run_judge
 
                 judged = run_judge(judge_id)
@@ -493,11 +518,35 @@ def run_loop(
                 noise=settings.noise,
                 bias=settings.bias,
                 seed=settings.seed * 100 + number,
+                max_tasks=human_budget(),
             )
             if ranked.errors:
                 raise RuntimeError("; ".join(ranked.errors))
+            human_rankings[0] += ranked.submitted
+            submitted = ranked.submitted
+            if judge_id is not None:  # beside people: a paused judge simply stops ranking
+                from worker.jobs.judging import run_judge
+
+                judged = run_judge(judge_id)
+                if judged.stopped not in ("no task", "max tasks", "paused"):
+                    raise RuntimeError(f"the judge stopped: {judged.stopped} ({judged.reason})")
+                submitted += judged.ranked
             recompute_if_dirty(project_id)
-            return ranked.submitted, labels_ceiling(project_id, preference)
+            return submitted, labels_ceiling(project_id, preference)
+
+        human_rankings = [0]
+
+        def human_budget() -> int | None:
+            """People's rankings this pass under settings.human_share (None: all)."""
+            if settings.human_share >= 1:
+                return None
+            with session_scope(readonly=True) as session:
+                slots = session.scalar(
+                    select(func.coalesce(func.sum(RankingTask.required_annotations), 0)).where(
+                        RankingTask.project_id == project_id
+                    )
+                )
+            return max(0, math.ceil(settings.human_share * int(slots or 0)) - human_rankings[0])
 
         state = "start"
         for number in range(1, settings.rounds + 1):

@@ -109,6 +109,7 @@ def adapter_payload(
     config: Any,
     init_adapter_dir: Path | None,
     out_dir: Path,
+    fsdp: bool = False,
 ) -> dict[str, Any]:
     """The payload of the `sft` or `dpo` entry: what the policy stage hands its trainer (the
     base and the adapters merged into it, demonstrations or preference pairs, the config)."""
@@ -121,6 +122,7 @@ def adapter_payload(
         "config": {**asdict(config), "device": None},
         "init_adapter_dir": None if init_adapter_dir is None else str(init_adapter_dir),
         "out_dir": str(out_dir),
+        "fsdp": fsdp,
     }
 
 
@@ -170,5 +172,6 @@ def _fit_adapter(
             ctx, payload_dir, step=step, total=total, metrics=metrics
         ),
         ctx=ctx,
+        fsdp=bool(payload["fsdp"]),
     )
     return {"final": result.final} if ctx.is_main else {}

@@ -367,6 +367,7 @@ def _distributed_adapter(job: PolicyJob, key: str, examples: list[Any], config: 
             config=config,
             init_adapter_dir=job.init_dir,
             out_dir=job.out_dir,
+            fsdp=get_settings().train_fsdp,
         ),
     )
     steps = [0]

@@ -288,6 +288,7 @@ def train_dpo(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> DPOResult:
     """Train the "policy" adapter on preference pairs, save it into `out_dir`, return metrics.
 
@@ -299,7 +300,8 @@ def train_dpo(
 
     With `ctx` of N processes (worker/distributed), the pairs of each global batch are split
     across the ranks, the adapter trains under DDP with the loss scaled so the averaged
-    gradient is the one-process one, step figures are reduced, and rank 0 alone saves.
+    gradient is the one-process one, step figures are reduced, and rank 0 alone saves;
+    `fsdp` shards the model (FSDP2) instead of copying it.
     """
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
@@ -320,6 +322,10 @@ def train_dpo(
     # Model: frozen base (= reference) + trainable LoRA adapter, dropout off throughout
     policy = add_policy_adapter(model, config, dropout=0.0, init_adapter_dir=init_adapter_dir)
     policy.eval()
+    # DDP, or FSDP2's shards (before the optimizer takes the parameters)
+    wrapped = (
+        cast(PeftModel, ctx.wrap(policy, fsdp=fsdp)) if ctx is not None and distributed else policy
+    )
     steps = AdapterSteps(
         policy,
         config,
@@ -381,8 +387,6 @@ def train_dpo(
             weights=train_weights[idx].to(logps.device),
         )
         return loss, {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}
-
-    wrapped = cast(PeftModel, ctx.wrap(policy)) if ctx is not None and distributed else policy
 
     def shard_loss(global_idx: list[int]) -> tuple[Tensor, dict[str, float]]:
         # This rank's pairs of the global batch; a spare rank (more ranks than pairs) runs one
@@ -460,4 +464,4 @@ def train_dpo(
     }
     if ctx is None or not distributed:
         return save_run(policy, out_dir, config, steps, final)
-    return save_on_main(ctx, policy, out_dir, config, steps, final)
+    return save_on_main(ctx, policy, out_dir, config, steps, final, fsdp=fsdp)

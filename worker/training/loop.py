@@ -270,27 +270,37 @@ class AdapterSteps:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_adapter(policy: PeftModel, out_dir: Path) -> None:
+def save_adapter(
+    policy: PeftModel, out_dir: Path, *, state_dict: dict[str, Tensor] | None = None
+) -> None:
     """Write the "policy" adapter's files directly into out_dir (peft would nest them).
 
     peft saves a non-default adapter under out_dir/<name>/; moving the files up lets
     `PeftModel.from_pretrained(base, out_dir)` load it. save_embedding_layers=False: "auto"
-    would look the base model up on the hub.
+    would look the base model up on the hub. `state_dict`: the weights gathered whole
+    (worker/distributed `full_state_dict`) when the policy's parameters are FSDP shards.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    gathered: dict[str, Any] = {} if state_dict is None else {"state_dict": state_dict}
     with tempfile.TemporaryDirectory(dir=out_dir) as staging:
         policy.save_pretrained(
-            staging, selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
+            staging, selected_adapters=[ADAPTER_NAME], save_embedding_layers=False, **gathered
         )
         for path in (Path(staging) / ADAPTER_NAME).iterdir():
             path.replace(out_dir / path.name)
 
 
 def save_run(
-    policy: PeftModel, out_dir: Path, config: Any, steps: AdapterSteps, final: dict[str, Any]
+    policy: PeftModel,
+    out_dir: Path,
+    config: Any,
+    steps: AdapterSteps,
+    final: dict[str, Any],
+    *,
+    state_dict: dict[str, Tensor] | None = None,
 ) -> AdapterResult:
     """Save the adapter, then metrics.json (config, epochs, final); return the result."""
-    save_adapter(policy, out_dir)
+    save_adapter(policy, out_dir, state_dict=state_dict)
     (out_dir / METRICS_FILE).write_text(
         json.dumps({"config": asdict(config), "epochs": steps.epochs, "final": final}, indent=2)
     )

@@ -42,7 +42,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from app.rounds.types.sft import SFTConfig as SFTRound
-from worker.distributed.context import DistContext
+from worker.distributed.context import DistContext, full_state_dict
 from worker.training.loop import (
     AdapterResult,
     AdapterSteps,
@@ -349,6 +349,7 @@ def train_sft(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> SFTResult:
     """Train the "policy" adapter on `demos`, save it into `out_dir`, return the metrics.
 
@@ -359,7 +360,8 @@ def train_sft(
 
     With `ctx` of N processes (worker/distributed), the rows of each global batch are split
     across the ranks, the adapter trains under DDP with the loss scaled so the averaged
-    gradient is the one-process one, logged losses are reduced, and rank 0 alone saves.
+    gradient is the one-process one, logged losses are reduced, and rank 0 alone saves;
+    `fsdp` shards the model (FSDP2) instead of copying it.
     """
     out_dir = Path(out_dir)
     pad_id = pad_token_id(tokenizer)
@@ -394,6 +396,10 @@ def train_sft(
     policy = add_policy_adapter(
         model, config, dropout=config.lora_dropout, init_adapter_dir=init_adapter_dir
     )
+    # DDP, or FSDP2's shards (before the optimizer takes the parameters)
+    wrapped = (
+        cast(PeftModel, ctx.wrap(policy, fsdp=fsdp)) if ctx is not None and distributed else policy
+    )
     steps = AdapterSteps(
         policy,
         config,
@@ -422,8 +428,6 @@ def train_sft(
     def step_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
         loss, n_tokens = _batch_loss(policy, batch)  # cross-entropy on response tokens
         return loss, {"loss": loss.item(), "tokens": n_tokens}
-
-    wrapped = cast(PeftModel, ctx.wrap(policy)) if ctx is not None and distributed else policy
 
     def shard_loss(global_rows: list[list[int]]) -> tuple[Tensor, dict[str, float]]:
         # This rank's rows of the global batch; a spare rank (more ranks than rows) runs one
@@ -498,7 +502,7 @@ def train_sft(
     }
     if ctx is None or not distributed:
         return save_run(policy, out_dir, config, steps, final)
-    return save_on_main(ctx, policy, out_dir, config, steps, final)
+    return save_on_main(ctx, policy, out_dir, config, steps, final, fsdp=fsdp)
 
 
 def save_on_main(
@@ -508,10 +512,14 @@ def save_on_main(
     config: Any,
     steps: AdapterSteps,
     final: dict[str, Any],
+    *,
+    fsdp: bool = False,
 ) -> AdapterResult:
-    """Rank 0 saves (the DDP replicas are equal); every rank gets the run's result."""
+    """Rank 0 saves (the DDP replicas are equal; FSDP's shards are gathered first, by every
+    rank); every rank gets the run's result."""
+    gathered = full_state_dict(ctx, policy) if fsdp else None
     if ctx.is_main:
-        result = save_run(policy, out_dir, config, steps, final)
+        result = save_run(policy, out_dir, config, steps, final, state_dict=gathered)
     else:
         result = AdapterResult(
             adapter_dir=out_dir, epochs=steps.epochs, steps=steps.records, final=final, model=policy

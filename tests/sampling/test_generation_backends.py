@@ -238,6 +238,26 @@ def test_a_missing_key_variable_fails_the_job_naming_it(
         assert KEY_ENV in job.error
 
 
+def test_vllm_on_a_worker_without_cuda_fails_the_job_saying_so(
+    app_database: FreshDatabase, tiny_model_path: Path
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this worker has CUDA")
+    project_id = _project(app_database, tiny_model_path, generation_backend="vllm")
+    job_id = _job(app_database, project_id)
+
+    with pytest.raises(openai_backend.BackendUnavailable):
+        run_sampling_job(job_id)
+
+    with app_database.session() as session:
+        job = session.get(SamplingJob, job_id)
+        assert job is not None
+        assert job.state.value == "failed"
+        assert "'vllm', which runs on CUDA only" in (job.error or "")
+
+
 def test_vllm_in_process_keeps_the_mapping(
     app_database: FreshDatabase, tiny_model_path: Path
 ) -> None:

@@ -257,19 +257,11 @@ def measures_for_project(session: Session, project_id: int) -> dict[int, JudgeMe
     return {j.id: _measures(session, j) for j in list_judges(session, project_id=project_id)}
 
 
-def enforce_agreement_floor(session: Session, *, project_id: int) -> list[int]:
-    """app.judges.pausing.enforce_agreement_floor (imported late: it measures with this)."""
-    from app.judges import pausing
-
-    return pausing.enforce_agreement_floor(session, project_id=project_id)
-
-
 __all__ = [
     "Estimate",
     "JudgeMeasures",
     "agreement_with_people",
     "bootstrap_mean_interval",
-    "enforce_agreement_floor",
     "judge_measures",
     "measures_for_project",
     "wilson_interval",

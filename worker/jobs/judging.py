@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.judges import measurement
+from app.judges import pausing
 from app.judges import service as judges
 from app.models import Judge as JudgeRow
 from app.models import RankingTask
@@ -298,7 +298,7 @@ class _Run:
     def _check_floor(self) -> None:
         """Pause judges that people disagree with; a paused judge leases nothing more."""
         with session_scope() as session:
-            paused = measurement.enforce_agreement_floor(session, project_id=self.project_id)
+            paused = pausing.enforce_agreement_floor(session, project_id=self.project_id)
         if self.judge_id in paused:
             self.stop.set()
 

@@ -278,6 +278,7 @@ def throughput(model_dir: Path, preference: str, items: int) -> dict[str, float]
     from worker.judging.simulated import SimulatedJudge
     from worker.judging.spec import JudgeInput, JudgeSpec
     from worker.judging.throughput import measure
+    from worker.threads import configure_torch_threads
 
     questions, answers = corpus_questions(items), corpus_answers()
     batch = [
@@ -291,7 +292,10 @@ def throughput(model_dir: Path, preference: str, items: int) -> dict[str, float]
     local = JudgeSpec(
         backend="hf", model=str(model_dir), method="logprob", prompt_template="", principles=[]
     )
-    figures = {"hf (tiny model, logprob, 4 answers)": measure(make_judge(local), batch)}
+    configure_torch_threads(threads=1)  # as the loop runs the tiny model (LoopSettings)
+    judge = make_judge(local)
+    judge.judge(batch[0])  # warm-up: the first call pays for loading and allocation
+    figures = {"hf (tiny model, logprob, 4 answers)": measure(judge, batch)}
     simulated = JudgeSpec(
         backend="simulated",
         model="simulated",

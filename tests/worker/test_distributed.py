@@ -6,7 +6,7 @@ Each test starts one 2-process run of the tiny model (about 15 s on 2 idle cores
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +239,67 @@ def test_an_sft_round_policy_stage_trains_on_two_processes(
         assert candidate["adapter_uri"]  # rank 0's adapter, stored by the worker
         assert candidate["sft"]["steps"] >= 1
         assert candidate["sft"]["heldout_loss"] > 0
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("algorithm", "fsdp"), [("sft", False), ("dpo", True)])
+def test_sft_and_dpo_on_two_processes_match_one_and_save_its_adapter(
+    algorithm: str, fsdp: bool, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from tests.worker.test_dpo import marker_pairs
+    from tests.worker.test_sft import demonstrations
+    from worker.distributed.training_entries import adapter_payload
+    from worker.policies import load_base
+    from worker.training.dpo import DPOConfig, train_dpo
+    from worker.training.sft import SFTConfig, train_sft
+
+    sizes: dict[str, Any] = {"epochs": 1, "batch_size": 4, "max_length": 64}
+    data: list[Any]
+    config: Any
+    train: Callable[..., Any]
+    if algorithm == "sft":
+        data = list(demonstrations(12))
+        config, train = SFTConfig(lr=3e-3, **sizes), train_sft
+    else:
+        data = list(marker_pairs(12, seed=0))
+        config, train = DPOConfig(lr=1e-3, **sizes), train_dpo
+    one: list[float] = []
+    model, tokenizer = load_base(str(tiny_model_dir))
+    alone = train(
+        model,
+        tokenizer,
+        data,
+        config,
+        out_dir=tmp_path / "one",
+        progress=lambda _step, _total, metrics: one.append(metrics["loss"]),
+    )
+    payload_dir = tmp_path / "two"
+    write_payload(
+        payload_dir,
+        adapter_payload(
+            algorithm,
+            base_model=str(tiny_model_dir),
+            merged_adapter_uris=(),
+            trust_remote_code=False,
+            examples=data,
+            config=config,
+            init_adapter_dir=None,
+            out_dir=payload_dir / "out",
+            fsdp=fsdp,
+        ),
+    )
+    lines: list[dict[str, Any]] = []
+
+    result = run_distributed(
+        algorithm, payload_dir, procs=2, on_progress=lines.append, should_cancel=lambda: False
+    )
+
+    assert [line["metrics"]["loss"] for line in lines] == pytest.approx(one, rel=LOSS_RTOL)
+    assert result["final"]["steps"] == alone.final["steps"]
+    mine = load_file(alone.adapter_dir / "adapter_model.safetensors")
+    theirs = load_file(payload_dir / "out" / "adapter_model.safetensors")
+    assert mine.keys() == theirs.keys()
+    for name, weight in mine.items():
+        torch.testing.assert_close(theirs[name], weight, rtol=1e-4, atol=1e-5)

@@ -30,8 +30,9 @@ KILL_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when the group is stopped."""
 
 
-class DistributedStageFailed(Exception):
-    """A rank of a distributed stage failed; the message names the rank and its error."""
+class DistributedStageFailed(RuntimeError):
+    """A rank of a distributed stage failed; the message names the rank and its error (a
+    RuntimeError, so that a rank's "out of memory" reads as one in the round's failure)."""
 
 
 def torchrun_command(entry: str, payload_dir: Path, *, procs: int) -> list[str]:

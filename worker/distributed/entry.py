@@ -4,8 +4,8 @@ torchrun starts this once per rank. It joins the group, runs the registered entr
 payload the stage wrote, and rank 0 writes `result.json`. A failing rank writes one line to
 `errors/rank-<r>.txt` and exits non-zero; torchrun then stops the others and the launcher
 turns that line into the stage's failure. Entries register with `@entry("name")` in their own
-module, imported by `load_entries` (D8's in training_entries, the policy ones in
-policy_entries).
+module, imported by `load_entries`: reward_model, sft and dpo in training_entries, ppo,
+rloo and grpo in policy_entries.
 """
 
 from __future__ import annotations

@@ -424,3 +424,55 @@ def test_a_local_judge_on_the_tiny_model_ranks_by_log_probabilities(tiny_model_p
 
 def test_a_run_for_a_deleted_judge_does_nothing() -> None:
     assert run_judge(987654).stopped == "gone"
+
+
+def test_a_verdict_for_a_task_another_worker_ranked_meanwhile_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The judge's lease ran out while it judged and another of its workers ranked the task
+    first: that ranking stands, the run goes on, nothing is stored twice."""
+    import worker.jobs.judging as job
+
+    project_id, task_ids = project_with_tasks(2)
+    judge_id = add_judge(project_id)
+    real_make_judge = job.make_judge
+    raced: list[int] = []
+
+    class RacedJudge:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def judge(self, item: Any) -> Any:
+            verdict = self.inner.judge(item)
+            if not raced:  # the other worker records this very task first
+                with session_scope() as session:
+                    task_id = session.scalar(
+                        select(RankingTask.id)
+                        .join(Ranking, Ranking.task_id == RankingTask.id, isouter=True)
+                        .where(RankingTask.id.in_(task_ids), Ranking.id.is_(None))
+                        .order_by(RankingTask.id)
+                    )
+                    assert task_id is not None
+                    sample_ids = [i for group in verdict.groups for i in group]
+                    if set(sample_ids) != {s for s, _ in item.samples}:
+                        return verdict
+                    judges.record_judgement(
+                        session,
+                        judge_id=judge_id,
+                        task_id=task_id,
+                        groups=verdict.groups,
+                        harmful={},
+                        elapsed_ms=1,
+                        attempts=1,
+                    )
+                    raced.append(task_id)
+            return verdict
+
+    monkeypatch.setattr(job, "make_judge", lambda spec: RacedJudge(real_make_judge(spec)))
+
+    report = run_judge(judge_id)
+
+    assert raced  # the race happened
+    assert report.ranked == 1  # the dropped verdict is not counted
+    found = rankings(task_ids)
+    assert sorted(r.task_id for r in found) == sorted(task_ids)  # each task ranked once

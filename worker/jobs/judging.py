@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.annotation.service import AlreadySubmitted
 from app.db import session_scope
 from app.judges import pausing
 from app.judges import service as judges
@@ -213,17 +214,23 @@ class _Run:
             self._refused(str(exc))
             return True
         elapsed_ms = round((time.perf_counter() - started) * 1000)
-        with session_scope() as session:
-            judges.record_judgement(
-                session,
-                judge_id=self.judge_id,
-                task_id=lease.task_id,
-                groups=verdict.groups,
-                harmful=verdict.harmful,
-                elapsed_ms=elapsed_ms,
-                attempts=verdict.attempts,
-            )
-            _refresh_ratings(session, project_id=self.project_id, task_id=lease.task_id)
+        try:
+            with session_scope() as session:
+                judges.record_judgement(
+                    session,
+                    judge_id=self.judge_id,
+                    task_id=lease.task_id,
+                    groups=verdict.groups,
+                    harmful=verdict.harmful,
+                    elapsed_ms=elapsed_ms,
+                    attempts=verdict.attempts,
+                )
+                _refresh_ratings(session, project_id=self.project_id, task_id=lease.task_id)
+        except AlreadySubmitted:
+            # This judge's lease ran out while it judged and another of its workers took the
+            # task and ranked it first: that ranking stands, this verdict is dropped.
+            logger.info("judge %s: task %s was ranked meanwhile", self.judge_id, lease.task_id)
+            return True
         if lease.position_check:
             self._position_check(lease.task_id, item)
         self._ranked()

@@ -213,7 +213,7 @@ def _print(arms: list[Arm], planned: list[ArmJob], results: list[dict[str, Any]]
         human = _mean([_seed_outcome(r).gain_over_base for r in runs[arms[0].name]])
         quarter_rounds = [round_gains(r) for r in runs[arms[1].name]]
         table = Table(
-            "arm", "seeds", "rankings (last round)", "gain over base (σ) per round",
+            "arm", "seeds", "rankings (last pass)", "round states", "gain over base (σ) per round",
             "gain after last round (σ)", "vs all human", "judge agreement with people",
             "judge paused in round", "goal",
             title=f"{family}: RLAIF arms (reward model + PPO, product defaults)",
@@ -234,6 +234,7 @@ def _print(arms: list[Arm], planned: list[ArmJob], results: list[dict[str, Any]]
                 arm.name,
                 str(len(results_of)),
                 ", ".join(str(r["rounds"][-1]["rankings"]) for r in results_of),
+                "; ".join(" → ".join(row["state"] for row in r["rounds"][1:]) for r in results_of),
                 " → ".join(_fmt(g, "+.2f") for g in by_round),
                 _fmt(gain, "+.2f"),
                 "-" if gain is None or not human else f"{gain / human:.0%}",

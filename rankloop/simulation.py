@@ -510,6 +510,16 @@ def run_loop(
                 if judged.stopped not in ("no task", "max tasks"):
                     raise RuntimeError(f"the judge stopped: {judged.stopped} ({judged.reason})")
                 return judged.ranked, labels_ceiling(project_id, preference)
+            submitted = 0
+            if judge_id is not None:
+                # Beside people the judge goes first: a task people finish closes, and the
+                # tasks both rank are what its agreement floor is measured on.
+                from worker.jobs.judging import run_judge
+
+                judged = run_judge(judge_id)  # a paused judge ranks nothing
+                if judged.stopped not in ("no task", "max tasks", "paused"):
+                    raise RuntimeError(f"the judge stopped: {judged.stopped} ({judged.reason})")
+                submitted += judged.ranked
             ranked = run_annotators(
                 url,
                 logins,
@@ -523,15 +533,8 @@ def run_loop(
             if ranked.errors:
                 raise RuntimeError("; ".join(ranked.errors))
             human_rankings[0] += ranked.submitted
-            submitted = ranked.submitted
-            if judge_id is not None:  # beside people: a paused judge simply stops ranking
-                from worker.jobs.judging import run_judge
-
-                judged = run_judge(judge_id)
-                if judged.stopped not in ("no task", "max tasks", "paused"):
-                    raise RuntimeError(f"the judge stopped: {judged.stopped} ({judged.reason})")
-                submitted += judged.ranked
-            recompute_if_dirty(project_id)
+            submitted += ranked.submitted
+            recompute_if_dirty(project_id)  # the ratings job, which also checks judges' floor
             return submitted, labels_ceiling(project_id, preference)
 
         human_rankings = [0]

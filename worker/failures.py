@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 from app.server_paths import strip_server_paths
 
+
+class RoundCancelled(Exception):
+    """The admin cancelled the round; the stage stops between steps (here, apart from the
+    stages, so the distributed launcher can raise it without importing them)."""
+
 MAX_LINE = 400
 MAX_DETAIL = 20000
 _OUR_PACKAGES = ("app", "worker", "rankloop")

@@ -24,8 +24,9 @@ import numpy as np
 from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
+from app.errors import NotFound
 from app.gold.service import gold_accuracy
-from app.judges.service import get_judge, list_judges
+from app.judges import repository
 from app.models import AnnotatorExclusion, Judge, JudgeTaskLog, Ranking, RankingTask
 from app.ratings.agreement import Groups, _scores_to_groups, kendall_tau, pairwise_agreement
 from app.ratings.bradley_terry import consensus_scores
@@ -234,7 +235,10 @@ def gold_agreement(session: Session, judge: Judge) -> Estimate:
 
 def judge_measures(session: Session, *, judge_id: int) -> JudgeMeasures:
     """Every figure of one judge (404 for an unknown judge)."""
-    return _measures(session, get_judge(session, judge_id))
+    judge = repository.get_judge(session, judge_id)
+    if judge is None:
+        raise NotFound(f"No judge {judge_id}")
+    return _measures(session, judge)
 
 
 def _measures(session: Session, judge: Judge) -> JudgeMeasures:
@@ -254,7 +258,8 @@ def _measures(session: Session, judge: Judge) -> JudgeMeasures:
 
 def measures_for_project(session: Session, project_id: int) -> dict[int, JudgeMeasures]:
     """{judge id: its figures} for the project's judges (the judges page)."""
-    return {j.id: _measures(session, j) for j in list_judges(session, project_id=project_id)}
+    judges = repository.list_judges(session, project_id=project_id)
+    return {judge.id: _measures(session, judge) for judge in judges}
 
 
 __all__ = [

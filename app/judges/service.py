@@ -27,6 +27,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import JUDGING_RUN, enqueue
 from app.judges import repository
 from app.judges.default_prompt import DEFAULT_JUDGE_TEMPLATE
+from app.judges.measurement import measures_for_project
 from app.judges.schemas import JudgeCreate, JudgeUpdate, form_fields
 from app.models import Judge, JudgeTaskLog, Project, ProjectMember, Role, User
 from app.projects.service import flatten_conversation, require_project
@@ -467,9 +468,6 @@ def judges_page(session: Session, *, project_id: int, edit_id: int | None = None
     editing = None
     if edit_id is not None:
         editing = project_judge(session, project_id=project.id, judge_id=edit_id)
-    # Imported here: measurement builds on this module (get_judge, list_judges).
-    from app.judges.measurement import measures_for_project
-
     return JudgesPage(
         project=project,
         rows=[JudgeRow(judge, progress[judge.id]) for judge in judges],

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.distributed.entry import ERRORS_DIR, PIDS_DIR, PROGRESS_FILE, RESULT_FILE
+from worker.failures import RoundCancelled
 
 LOG_FILE = "torchrun.log"
 KILL_GRACE_S = 10.0
@@ -74,8 +75,6 @@ def run_distributed(
 
     `on_progress(line)` gets each progress line rank 0 wrote; `should_cancel()` is asked every
     poll, and True stops every process and raises RoundCancelled."""
-    from worker.jobs.rounds import RoundCancelled  # the stages import this module
-
     if procs < 1:
         raise ValueError(f"procs must be >= 1, got {procs}")
     payload_dir = Path(payload_dir)

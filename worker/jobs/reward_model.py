@@ -196,7 +196,7 @@ def _train_distributed(
     from worker.distributed.entry import write_payload
     from worker.distributed.launch import run_distributed
     from worker.distributed.training_entries import reward_model_payload
-    from worker.jobs.rounds import RoundCancelled
+    from worker.failures import RoundCancelled
 
     payload_dir = Path(tempfile.mkdtemp(prefix="rankloop-dist-rm-"))
     steps = [0]

@@ -101,7 +101,7 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
     from worker.distributed.entry import write_payload
     from worker.distributed.launch import run_distributed
     from worker.distributed.policy_entries import policy_payload
-    from worker.jobs.rounds import RoundCancelled
+    from worker.failures import RoundCancelled
 
     rm_dir, on_policy_base = _reward_source(job, key.upper())
     payload_dir = job.out_dir.parent / "payload"
@@ -353,7 +353,7 @@ def _distributed_adapter(job: PolicyJob, key: str, examples: list[Any], config: 
     from worker.distributed.entry import write_payload
     from worker.distributed.launch import run_distributed
     from worker.distributed.training_entries import adapter_payload
-    from worker.jobs.rounds import RoundCancelled
+    from worker.failures import RoundCancelled
 
     payload_dir = job.out_dir.parent / "payload"
     write_payload(

@@ -29,17 +29,13 @@ from app.rounds import lineage, registry, service
 from app.rounds.schemas import RoundConfigBase
 from app.rounds.service import StageStart, Throttle
 from app.sampling import service as sampling
-from worker.failures import Failure, describe
+from worker.failures import Failure, RoundCancelled, describe
 from worker.jobs.reward_model import json_safe as _json_safe
 from worker.policies import load_base
 from worker.training.outcomes import TrainingCancelled
 from worker.training.prompts import FittedPrompt, PromptCuts
 
 T = TypeVar("T")
-
-
-class RoundCancelled(Exception):
-    """The admin cancelled the round; the stage stops between steps."""
 
 
 class StageReporter:

@@ -78,7 +78,6 @@ from worker.training.models import (
 )
 from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled, TrainingDiverged
 from worker.training.prompts import (
-    FittedPrompt,
     Prompt,
     PromptCuts,
     fit_prompt,
@@ -88,6 +87,7 @@ from worker.training.prompts import (
 )
 from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
 from worker.training.reward_model import load_reward_model, score
+from worker.training.rollout import Rollout
 from worker.training.shards import (
     gather_rollout,
     gather_values,
@@ -418,26 +418,6 @@ def rollout_sampling_kwargs(
         "eos_token_id": eos_id,
         "pad_token_id": pad_id,
     }
-
-
-@dataclass
-class Rollout:
-    """One batch of episodes and everything PPO needs from them (no gradients)."""
-
-    input_ids: Tensor  # (B, T) left-padded prompt, response, pad after its end
-    attention_mask: Tensor  # (B, T)
-    response_mask: Tensor  # (B, R) real response tokens, the ending (EOS, stop string) included
-    has_eos: Tensor  # (B,) the response ended: EOS, end-of-turn token or stop string
-    logprobs: Tensor  # (B, R) policy, temperature-scaled
-    ref_logprobs: Tensor  # (B, R) reference (adapter disabled), temperature-scaled
-    values: Tensor  # (B, R)
-    entropy: Tensor  # (B, R)
-    responses: list[str]
-    prompts: list[FittedPrompt]  # as the policy read them: shortened when they did not fit
-
-    @property
-    def n_response(self) -> int:
-        return self.response_mask.shape[1]
 
 
 def _prompt_order(

@@ -25,7 +25,7 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from worker.distributed.context import DistContext
-    from worker.training.ppo import Rollout
+    from worker.training.rollout import Rollout
 
 T = TypeVar("T")
 

@@ -99,9 +99,7 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
     the stage (DistributedStageFailed) and nothing is saved."""
     from app.config import get_settings
     from worker.distributed.entry import write_payload
-    from worker.distributed.launch import run_distributed
     from worker.distributed.policy_entries import policy_payload
-    from worker.failures import RoundCancelled
 
     rm_dir, on_policy_base = _reward_source(job, key.upper())
     payload_dir = job.out_dir.parent / "payload"
@@ -120,6 +118,24 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
             out_dir=job.out_dir,
         ),
     )
+    result = _run_ranks(job, key, payload_dir)
+    return {
+        key: result["final"],
+        f"{key}_config": asdict(config),
+        "reward_model_on_policy_base": on_policy_base,
+        "train_procs": get_settings().train_procs,
+        "adapter_dir": str(job.out_dir / ADAPTER_NAME),
+    }
+
+
+def _run_ranks(job: PolicyJob, key: str, payload_dir: Path) -> dict[str, Any]:
+    """Run `key`'s entry on the payload under torchrun, relaying each step to the job: its
+    result. A cancel stops every process and reads as the in-process trainer's
+    TrainingCancelled."""
+    from app.config import get_settings
+    from worker.distributed.launch import run_distributed
+    from worker.failures import RoundCancelled
+
     steps = [0]
 
     def relay(line: dict[str, Any]) -> None:
@@ -128,7 +144,7 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
             job.progress(steps[0], int(line["total"]), dict(line.get("metrics") or {}))
 
     try:
-        result = run_distributed(
+        return run_distributed(
             key,
             payload_dir,
             procs=get_settings().train_procs,
@@ -139,13 +155,6 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
         raise TrainingCancelled(
             f"{key.upper()} cancelled after {steps[0]} step(s)", steps_done=steps[0]
         ) from None
-    return {
-        key: result["final"],
-        f"{key}_config": asdict(config),
-        "reward_model_on_policy_base": on_policy_base,
-        "train_procs": get_settings().train_procs,
-        "adapter_dir": str(job.out_dir / ADAPTER_NAME),
-    }
 
 
 def train_ppo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
@@ -351,9 +360,7 @@ def _distributed_adapter(job: PolicyJob, key: str, examples: list[Any], config: 
     cancel stops every process (TrainingCancelled); a failing rank fails the stage."""
     from app.config import get_settings
     from worker.distributed.entry import write_payload
-    from worker.distributed.launch import run_distributed
     from worker.distributed.training_entries import adapter_payload
-    from worker.failures import RoundCancelled
 
     payload_dir = job.out_dir.parent / "payload"
     write_payload(
@@ -370,25 +377,7 @@ def _distributed_adapter(job: PolicyJob, key: str, examples: list[Any], config: 
             fsdp=get_settings().train_fsdp,
         ),
     )
-    steps = [0]
-
-    def relay(line: dict[str, Any]) -> None:
-        if "step" in line:
-            steps[0] = int(line["step"])
-            job.progress(steps[0], int(line["total"]), dict(line.get("metrics") or {}))
-
-    try:
-        result = run_distributed(
-            key,
-            payload_dir,
-            procs=get_settings().train_procs,
-            on_progress=relay,
-            should_cancel=job.should_stop,
-        )
-    except RoundCancelled:
-        raise TrainingCancelled(
-            f"{key.upper()} cancelled after {steps[0]} step(s)", steps_done=steps[0]
-        ) from None
+    result = _run_ranks(job, key, payload_dir)
     return result["final"]
 
 

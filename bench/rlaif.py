@@ -6,18 +6,22 @@ seed, the same held-out prompts), each run as arms that differ only in who ranks
   (b) 25 % human: the people submit at most ⌈¼ · required slots of all tasks so far⌉ minus their
       rankings so far each round (LoopSettings.human_share, run_annotators' max_tasks), i.e. a
       quarter of arm (a)'s rankings, on the tasks the queue hands them first; the rest stay open;
-  (c) 25 % human + judge: as (b), then a simulated judge (worker/judging/simulated.py: right on
-      the set share of the true preference's pairs) ranks every task (overlap 'all'), so it
-      shares the people's tasks and is measured against them; rounds train on both, the judge's
-      comparisons at judge_weight 1 (counted like a person's: the question is whether its
-      rankings can stand in for people's, not how to discount them); the agreement floor and
-      its minimum pairs at the form's defaults, checked by the judging job as it runs.
+  (c) 25 % human + judge: as (b), but first each pass a simulated judge (worker/judging/
+      simulated.py: right on the set share of the true preference's pairs) ranks every open task
+      (overlap 'all'; before the people, since a task they finish closes), so it shares the
+      people's tasks; the ratings refit after their pass measures it against them and checks
+      its floor (its minimum pairs and level at the form's defaults); a paused judge's earlier
+      rankings stay in. Rounds train on both, the judge's comparisons at judge_weight 1
+      (counted like a person's: the question is whether its rankings can stand in for
+      people's, not how to discount them).
 The project and rounds are the product's defaults (bench/loop.py's SUITE_PROJECT). The gain is
 bench/loop.py's: the current version after the last round over the base, in σ of the base's
 samples, on held-out prompts. For (c) it prints the judge's measured agreement with people
 (pairwise, with the consensus), the round in whose annotation pass the floor paused it, and the
-gain as a share of arm (a)'s. Goals (issue 23): a 0.8 judge's gain ≥ 80 % of all-human; a 0.6
-judge paused before its arm's gain (per round, the current version's) falls below arm (b)'s.
+gain as a share of arm (a)'s. A round short of data (the reward model no better than chance
+on held-out rankings) ends `needs_more_data` and trains nothing: with few prompts, arm (b)
+does. Goals (issue 23): a 0.8 judge's gain ≥ 80 % of all-human; a 0.6 judge paused before
+its arm's gain (per round, the current version's) falls below arm (b)'s.
 
 Then judge throughput, rankings per second: the local tiny model (hf backend, logprob) and the
 'openai' backend against a loopback endpoint wrapping the simulated judge (bench/_rlaif_server.py).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -428,38 +429,7 @@ def _store_ranking(
         suggestion=assignment.suggestion,  # the lease's: shown, hidden (control) or none
         created_at=now,
     )
-    session.add(ranking)
-    assignment.state = AssignmentState.submitted
-    assignment.finished_at = now
-    session.flush()
-
-    # Pairs: every pair across groups, ties inside a group (docs/training-notes.md §Pairs),
-    # none between two samples of the same text (ratings and the reward model skip those)
-    text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
-    pairs = ranking_to_pairs(groups, text_keys=text_keys) if groups else []
-    place = {sample_id: number for number, sample_id in enumerate(shown, start=1)}
-    repository.insert_comparisons(
-        session,
-        project_id=task.project_id,
-        ranking_id=ranking.id,
-        task_id=task_id,
-        prompt_id=task.prompt_id,
-        user_id=user_id,
-        created_at=now,
-        gold=task.gold,
-        pairs=[
-            (
-                pair.winner,
-                pair.loser,
-                version_of[pair.winner],
-                version_of[pair.loser],
-                pair.tie,
-                place[pair.winner],
-                place[pair.loser],
-            )
-            for pair in pairs
-        ],
-    )
+    pairs = _record_ranking(session, ranking, assignment, task, samples, source="human")
     repository.insert_flags(
         session,
         [
@@ -500,6 +470,54 @@ def _store_ranking(
         task_complete=status == TaskStatus.complete
         or (gold and task.annotations_done == task.required_annotations),
     )
+
+
+def _record_ranking(
+    session: Session,
+    ranking: Ranking,
+    assignment: Assignment,
+    task: RankingTask,
+    samples: Sequence[tuple[int, int, str]],
+    *,
+    source: str,
+) -> list[Pair]:
+    """The steps a person's submit and a judge's ranking share: the ranking row, its lease
+    marked submitted, and its comparisons. Returns the pairs written.
+
+    Pairs: every pair across groups, ties inside a group (docs/training-notes.md §Pairs),
+    none between two samples of the same text (ratings and the reward model skip those)."""
+    session.add(ranking)
+    assignment.state = AssignmentState.submitted
+    assignment.finished_at = ranking.created_at
+    session.flush()
+    version_of = {sample_id: version_id for sample_id, version_id, _ in samples}
+    text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
+    pairs = ranking_to_pairs(ranking.groups, text_keys=text_keys) if ranking.groups else []
+    place = {sample_id: number for number, sample_id in enumerate(ranking.display_order, 1)}
+    repository.insert_comparisons(
+        session,
+        project_id=ranking.project_id,
+        ranking_id=ranking.id,
+        task_id=task.id,
+        prompt_id=task.prompt_id,
+        user_id=ranking.user_id,
+        created_at=ranking.created_at,
+        gold=task.gold,
+        source=source,
+        pairs=[
+            (
+                pair.winner,
+                pair.loser,
+                version_of[pair.winner],
+                version_of[pair.loser],
+                pair.tie,
+                place[pair.winner],
+                place[pair.loser],
+            )
+            for pair in pairs
+        ],
+    )
+    return pairs
 
 
 def _locked_own_lease(
@@ -622,36 +640,7 @@ def store_model_ranking(
         judge_prompt_version=prompt_version,
         created_at=now,
     )
-    session.add(ranking)
-    assignment.state = AssignmentState.submitted
-    assignment.finished_at = now
-    session.flush()
-    text_keys = {sample_id: text_key(text) for sample_id, _, text in samples}
-    pairs = ranking_to_pairs(groups, text_keys=text_keys)
-    place = {sample_id: number for number, sample_id in enumerate(shown, start=1)}
-    repository.insert_comparisons(
-        session,
-        project_id=task.project_id,
-        ranking_id=ranking.id,
-        task_id=task_id,
-        prompt_id=task.prompt_id,
-        user_id=user_id,
-        created_at=now,
-        gold=task.gold,
-        source="ai",
-        pairs=[
-            (
-                pair.winner,
-                pair.loser,
-                version_of[pair.winner],
-                version_of[pair.loser],
-                pair.tie,
-                place[pair.winner],
-                place[pair.loser],
-            )
-            for pair in pairs
-        ],
-    )
+    _record_ranking(session, ranking, assignment, task, samples, source="ai")
     repository.insert_flags(
         session,
         [

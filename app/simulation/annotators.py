@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from app.budget import TaskBudget
 from app.simulation.preferences import AnnotatorModel, Preference, rank
 
 PRELOGIN_COOKIE = "rankloop_csrf"
@@ -170,28 +171,6 @@ class AnnotatorClient:
         return True
 
 
-class _Budget:
-    """A shared task limit (None = until the queue is empty), taken one task at a time."""
-
-    def __init__(self, limit: int | None) -> None:
-        self._left = limit
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self._left is None:
-                return True
-            if self._left <= 0:
-                return False
-            self._left -= 1
-            return True
-
-    def give_back(self) -> None:
-        with self._lock:
-            if self._left is not None:
-                self._left += 1
-
-
 def annotator_models(count: int, *, noise: float, bias: float, seed: int) -> list[AnnotatorModel]:
     """Per-person deviations: all share the Bradley-Terry noise (temperature), each draws a
     length bias from N(0, bias), as real teams disagree on how much length is worth."""
@@ -311,7 +290,7 @@ def _work(
     *,
     project_id: int | None,
     seed: int,
-    budget: _Budget,
+    budget: TaskBudget,
     result: AnnotatorResult,
 ) -> None:
     rng = random.Random(seed)
@@ -364,7 +343,7 @@ def run_annotators(
             if crowd is None
             else crowd_models(len(credentials), crowd, noise=noise, bias=bias, seed=seed)
         )
-    budget = _Budget(max_tasks)
+    budget = TaskBudget(max_tasks)
     result = SimulationResult([AnnotatorResult(c.username) for c in credentials])
     threads = [
         threading.Thread(

@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.annotation.service import AlreadySubmitted
+from app.budget import TaskBudget
 from app.db import session_scope
 from app.judges import pausing
 from app.judges import service as judges
@@ -87,33 +88,6 @@ class JudgeRunReport:
     @property
     def rankings_per_second(self) -> float:
         return self.ranked / self.seconds if self.seconds > 0 else 0.0
-
-
-class _Budget:
-    """max_tasks shared by the threads: a thread takes a slot before it leases."""
-
-    def __init__(self, limit: int | None) -> None:
-        self._left = limit
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self._left is None:
-                return True
-            if self._left <= 0:
-                return False
-            self._left -= 1
-            return True
-
-    def give_back(self) -> None:
-        with self._lock:
-            if self._left is not None:
-                self._left += 1
-
-    @property
-    def spent(self) -> bool:
-        with self._lock:
-            return self._left is not None and self._left <= 0
 
 
 def _reason(text: str) -> str:
@@ -169,7 +143,7 @@ class _Run:
         self.project_id = row.project_id
         self.judge = judge
         self.max_attempts = spec.max_attempts
-        self.budget = _Budget(max_tasks)
+        self.budget = TaskBudget(max_tasks)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.report = JudgeRunReport(judge_id=row.id)

@@ -14,9 +14,7 @@ from typing import Any
 from worker.distributed.context import DistContext
 from worker.distributed.entry import entry, progress, read_payload
 
-RESULT_FIELDS = (
-    "heldout_accuracy",
-    "heldout_accuracy_interval",
+SUMMARY_FIELDS = (
     "heldout_weighted_accuracy",
     "n_train_weight_zero",
     "best_epoch",
@@ -29,6 +27,12 @@ RESULT_FIELDS = (
     "train_forward_passes",
     "prompts_turns_dropped",
     "prompts_truncated",
+)
+"""The figures a reward-model run records on its run as they are (its metrics)."""
+RESULT_FIELDS = (
+    "heldout_accuracy",
+    "heldout_accuracy_interval",
+    *SUMMARY_FIELDS,
     "reward_mean",
     "reward_std",
     "steps",

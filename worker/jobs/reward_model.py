@@ -69,7 +69,7 @@ def train_project_reward_model(
     `judge_only` override the project's for the judge (AI) comparisons the snapshot takes.
     """
     from app.config import get_settings
-    from worker.distributed.training_entries import RESULT_FIELDS
+    from worker.distributed.training_entries import RESULT_FIELDS, SUMMARY_FIELDS
     from worker.training.reward_ensemble import save_ensemble
     from worker.training.reward_model import RankingExample, RewardModelConfig, train_reward_model
 
@@ -149,23 +149,7 @@ def train_project_reward_model(
         "heldout_accuracy": result["heldout_accuracy"],
         "heldout_accuracy_low": low,
         "heldout_accuracy_high": high,
-        **{
-            name: result[name]
-            for name in (
-                "heldout_weighted_accuracy",
-                "n_train_weight_zero",
-                "best_epoch",
-                "lr",
-                "lr_trials",
-                "heldout_ranking_counts",
-                "epochs",
-                "n_train",
-                "n_heldout",
-                "train_forward_passes",
-                "prompts_turns_dropped",
-                "prompts_truncated",
-            )
-        },
+        **{name: result[name] for name in SUMMARY_FIELDS},
     }
     run = RewardModelRun(
         snapshot_id,

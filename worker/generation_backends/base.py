@@ -1,6 +1,6 @@
 """What every generation backend does: one batch of rows under one seed, as `generate_batch`.
 
-The batches themselves are planned once, here, by `generate_samples` (`plan_batches`): rows
+The batches themselves are planned once, by `sample_in_batches` (`plan_batches`): rows
 prompt-major, cut into `batch_size` rows, batch b under `batch_seed(seed, b)`. A backend only
 turns one batch into one sample per row, recording that batch seed and the row's index, so
 the same seeds give the same prompts-to-samples mapping (prompt, batch seed, row) whichever
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.training.generation import GeneratedSample, GenerationSettings, plan_batches
+from worker.training.generation import GeneratedSample, GenerationSettings, sample_in_batches
 from worker.training.prompts import Prompt, prompt_key
 
 KINDS = ("hf", "openai", "vllm")
@@ -100,14 +100,10 @@ def generate_samples(
 ) -> list[list[GeneratedSample]]:
     """`n_per_prompt` samples for each prompt, grouped by prompt in input order: the batches
     and seeds of `worker.training.generation.generate_samples`, any backend."""
-    if n_per_prompt < 1:
-        raise ValueError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    results: list[list[GeneratedSample]] = [[] for _ in prompts]
-    plan = plan_batches(len(prompts), n_per_prompt=n_per_prompt, batch_size=batch_size, seed=seed)
-    for b_seed, prompt_indices in plan:
-        batch = backend.generate([prompts[p] for p in prompt_indices], settings, seed=b_seed)
-        for p, sample in zip(prompt_indices, batch, strict=True):
-            results[p].append(sample)
-    return results
+    return sample_in_batches(
+        lambda rows, b_seed: backend.generate(rows, settings, seed=b_seed),
+        prompts,
+        n_per_prompt=n_per_prompt,
+        seed=seed,
+        batch_size=batch_size,
+    )

@@ -22,7 +22,7 @@ training notes §PPO 3.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -420,6 +420,25 @@ def generate_samples(
     batch_size: int,
 ) -> list[list[GeneratedSample]]:
     """`n_per_prompt` samples for each prompt, grouped by prompt in input order."""
+    return sample_in_batches(
+        lambda rows, b_seed: generate_batch(model, tokenizer, rows, settings=settings, seed=b_seed),
+        prompts,
+        n_per_prompt=n_per_prompt,
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+
+def sample_in_batches(
+    generate: Callable[[list[Prompt], int], list[GeneratedSample]],
+    prompts: list[Prompt],
+    *,
+    n_per_prompt: int,
+    seed: int,
+    batch_size: int,
+) -> list[list[GeneratedSample]]:
+    """`generate(rows, batch_seed)` over every batch `plan_batches` plans, grouped by prompt in
+    input order: one plan, so every backend draws the same batches with the same seeds."""
     if n_per_prompt < 1:
         raise ValueError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
     if batch_size < 1:
@@ -427,9 +446,7 @@ def generate_samples(
     results: list[list[GeneratedSample]] = [[] for _ in prompts]
     plan = plan_batches(len(prompts), n_per_prompt=n_per_prompt, batch_size=batch_size, seed=seed)
     for b_seed, prompt_indices in plan:
-        batch = generate_batch(
-            model, tokenizer, [prompts[p] for p in prompt_indices], settings=settings, seed=b_seed
-        )
+        batch = generate([prompts[p] for p in prompt_indices], b_seed)
         for p, sample in zip(prompt_indices, batch, strict=True):
             results[p].append(sample)
     return results

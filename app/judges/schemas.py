@@ -249,19 +249,6 @@ class JudgeList(BaseModel):
     items: list[JudgeOut]
 
 
-class JudgeProgressOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    judge_id: int
-    name: str
-    state: str
-    paused_reason: str | None
-    ranked: int
-    skipped: int
-    remaining: int
-    last_skip_reason: str | None
-
-
 _FORM_FIELDS = (
     "name",
     "backend",

@@ -38,6 +38,7 @@ from worker.training.generation import (
     GenerationSettings,
     cut_at_stop,
     end_token_ids,
+    fitted_sample,
     stop_strings_for,
 )
 from worker.training.prompts import (
@@ -154,16 +155,8 @@ class OpenAIBackend:
                 if finished:
                     token_ids.append(end_ids[0])  # the server's ending, as `end_answer` keeps it
                 samples.append(
-                    GeneratedSample(
-                        text=text.strip(),
-                        token_ids=token_ids,
-                        n_tokens=len(token_ids),
-                        finished=finished,
-                        seed=seed,
-                        index=start + row,
-                        prompt_ids=f.ids,
-                        prompt_dropped=f.dropped,
-                        prompt_truncated=f.truncated,
+                    fitted_sample(
+                        f, text.strip(), token_ids, finished=finished, seed=seed, index=start + row
                     )
                 )
         return samples

@@ -18,6 +18,7 @@ from worker.training.generation import (
     GenerationSettings,
     end_answer,
     end_token_ids,
+    fitted_sample,
     stop_strings_for,
 )
 from worker.training.prompts import Prompt, fit_prompt, no_room_message, prompt_budget
@@ -131,16 +132,13 @@ class VLLMBackend:
                     self.tokenizer, list(completion.token_ids), end_ids=end_ids, stops=stops
                 )
                 samples.append(
-                    GeneratedSample(
-                        text=answer.text,
-                        token_ids=answer.token_ids,
-                        n_tokens=len(answer.token_ids),
+                    fitted_sample(
+                        f,
+                        answer.text,
+                        answer.token_ids,
                         finished=answer.finished or completion.finish_reason == "stop",
                         seed=seed,
                         index=start + row,
-                        prompt_ids=f.ids,
-                        prompt_dropped=f.dropped,
-                        prompt_truncated=f.truncated,
                     )
                 )
         return samples

@@ -371,19 +371,39 @@ def generate_batch(
     for i, row in enumerate(new_tokens.tolist()):
         answer = end_answer(tokenizer, row, end_ids=end_ids, stops=stops)
         samples.append(
-            GeneratedSample(
-                text=answer.text,
-                token_ids=answer.token_ids,
-                n_tokens=len(answer.token_ids),
+            fitted_sample(
+                fitted[i],
+                answer.text,
+                answer.token_ids,
                 finished=answer.finished,
                 seed=seed,
                 index=i,
-                prompt_ids=fitted[i].ids,
-                prompt_dropped=fitted[i].dropped,
-                prompt_truncated=fitted[i].truncated,
             )
         )
     return samples
+
+
+def fitted_sample(
+    prompt: FittedPrompt,
+    text: str,
+    token_ids: list[int],
+    *,
+    finished: bool,
+    seed: int,
+    index: int,
+) -> GeneratedSample:
+    """A sample of row `index`, recording the prompt as the model read it (every backend's)."""
+    return GeneratedSample(
+        text=text,
+        token_ids=token_ids,
+        n_tokens=len(token_ids),
+        finished=finished,
+        seed=seed,
+        index=index,
+        prompt_ids=prompt.ids,
+        prompt_dropped=prompt.dropped,
+        prompt_truncated=prompt.truncated,
+    )
 
 
 def generation_budget(

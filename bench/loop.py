@@ -162,8 +162,12 @@ def _child() -> None:
     _one_seed(Job(**json.loads(sys.argv[1])))
 
 
-def _run_seed(job: Job, model_dir: Path) -> dict[str, Any]:
-    data_dir = Path(tempfile.mkdtemp(prefix=f"rankloop-bench-loop-{job.seed}-"))
+def run_in_child(
+    module: str, payload: str, model_dir: Path, *, label: str, prefix: str
+) -> dict[str, Any]:
+    """`module._child()` in its own process and data directory (a loop leaves nothing behind
+    and shares nothing with the next); returns the dict it printed on its RESULT line."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLOOP_")}
     env.update(
         RANKLOOP_DATA_DIR=str(data_dir),
@@ -171,7 +175,7 @@ def _run_seed(job: Job, model_dir: Path) -> dict[str, Any]:
         HF_HUB_OFFLINE="1",
     )
     done = subprocess.run(
-        [sys.executable, "-c", "from bench.loop import _child; _child()", json.dumps(asdict(job))],
+        [sys.executable, "-c", f"from {module} import _child; _child()", payload],
         env=env,
         capture_output=True,
         text=True,
@@ -183,9 +187,16 @@ def _run_seed(job: Job, model_dir: Path) -> dict[str, Any]:
             result: dict[str, Any] = json.loads(line[len("RESULT ") :])
             result["versions"] = {int(k): v for k, v in result["versions"].items()}
             return result
-    raise RuntimeError(
-        f"{job.family or job.preference} seed {job.seed} failed:\n"
-        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    raise RuntimeError(f"{label} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def _run_seed(job: Job, model_dir: Path) -> dict[str, Any]:
+    return run_in_child(
+        "bench.loop",
+        json.dumps(asdict(job)),
+        model_dir,
+        label=f"{job.family or job.preference} seed {job.seed}",
+        prefix=f"rankloop-bench-loop-{job.seed}-",
     )
 
 

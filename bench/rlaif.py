@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +46,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from bench.loop import SUITE_PROJECT, Job, _fmt, _seed_outcome, _suite_jobs, _versions, console
+from bench.loop import (
+    SUITE_PROJECT,
+    Job,
+    _fmt,
+    _seed_outcome,
+    _suite_jobs,
+    _versions,
+    console,
+    run_in_child,
+)
 
 app = typer.Typer(add_completion=False)
 HUMAN_SHARE = 0.25
@@ -150,35 +156,18 @@ def _child() -> None:
 def _run_arm(item: ArmJob, model_dir: Path, save: Path | None = None) -> dict[str, Any]:
     """One arm in its own process and data directory (as bench/loop.py runs a seed); its
     result also written under `save` as soon as it is in (a long run's partial figures)."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"rankloop-bench-rlaif-{item.job.seed}-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLOOP_")}
-    env.update(
-        RANKLOOP_DATA_DIR=str(data_dir),
-        RANKLOOP_DEFAULT_BASE_MODEL=str(model_dir),
-        HF_HUB_OFFLINE="1",
+    result = run_in_child(
+        "bench.rlaif",
+        json.dumps({"job": asdict(item.job), "arm": asdict(item.arm)}),
+        model_dir,
+        label=f"{item.job.family} seed {item.job.seed} {item.arm.name}",
+        prefix=f"rankloop-bench-rlaif-{item.job.seed}-",
     )
-    payload = json.dumps({"job": asdict(item.job), "arm": asdict(item.arm)})
-    done = subprocess.run(
-        [sys.executable, "-c", "from bench.rlaif import _child; _child()", payload],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    shutil.rmtree(data_dir, ignore_errors=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
-            result["versions"] = {int(k): v for k, v in result["versions"].items()}
-            if save is not None:
-                save.mkdir(parents=True, exist_ok=True)
-                name = f"{item.job.family}-{item.job.seed}-{item.arm.name.replace(' ', '_')}"
-                (save / f"{name}.json").write_text(json.dumps(result, default=str))
-            return result
-    raise RuntimeError(
-        f"{item.job.family} seed {item.job.seed} {item.arm.name} failed:\n"
-        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        name = f"{item.job.family}-{item.job.seed}-{item.arm.name.replace(' ', '_')}"
+        (save / f"{name}.json").write_text(json.dumps(result, default=str))
+    return result
 
 
 # Figures

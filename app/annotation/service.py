@@ -271,7 +271,7 @@ def _task_view(session: Session, assignment: Assignment, user_id: int) -> TaskOu
     order = display_order(assignment.task_id, user_id, list(texts))
     number = {sample_id: i for i, sample_id in enumerate(order, start=1)}
     judge_order = suggestions.shown_order(session, assignment)
-    harm = suggestions.suggested_harm(session, order)
+    harm = suggestions.suggested_harm(session, assignment.task_id, order)
     return TaskOut(
         id=assignment.task_id,
         project_id=project_id,

@@ -8,6 +8,9 @@ against the judge ranking they never saw): a gap is the suggestion's anchoring.
 
 A judge's harm flags ('suggested_harmful') are shown on the cards as a suggestion; only a
 person's 'harmful' flag is final.
+
+Gold tasks show neither: they measure the person, and a judge's hint there would let people
+copy the judge on exactly the tasks that tell how reliable they are.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.models import Assignment, Judge, Project, Ranking, SampleFlag
+from app.models import Assignment, Judge, Project, Ranking, RankingTask, SampleFlag
 from app.seeds import derived_seed
 
 SUGGESTED_HARMFUL = "suggested_harmful"
@@ -36,6 +39,10 @@ def suggestion_draw(*, user_id: int, task_id: int, control_share: float) -> str:
     it is asked for this user and task (a reload, a replay, a test)."""
     draw = random.Random(derived_seed(f"suggestion:{user_id}", task_id)).random()
     return HIDDEN if draw < control_share else SHOWN
+
+
+def is_gold(session: Session, task_id: int) -> bool:
+    return bool(session.scalar(select(RankingTask.gold).where(RankingTask.id == task_id)))
 
 
 def judge_order(session: Session, task_id: int) -> list[list[int]] | None:
@@ -58,8 +65,10 @@ def judge_order(session: Session, task_id: int) -> list[list[int]] | None:
 
 def decide_suggestion(session: Session, *, project: Project, assignment: Assignment) -> None:
     """Mark a person's new lease 'shown' or 'hidden' when suggestions are on and a judge has
-    ranked the task; leave it None otherwise."""
-    if not project.judge_suggestions or judge_order(session, assignment.task_id) is None:
+    ranked the task; leave it None otherwise, and always on a gold task."""
+    if not project.judge_suggestions or is_gold(session, assignment.task_id):
+        return
+    if judge_order(session, assignment.task_id) is None:
         return
     assignment.suggestion = suggestion_draw(
         user_id=assignment.user_id,
@@ -75,9 +84,12 @@ def shown_order(session: Session, assignment: Assignment) -> list[list[int]] | N
     return judge_order(session, assignment.task_id)
 
 
-def suggested_harm(session: Session, sample_ids: list[int]) -> dict[int, str]:
-    """Sample id → a judge's reason for suggesting it is harmful (the first judge's)."""
+def suggested_harm(session: Session, task_id: int, sample_ids: list[int]) -> dict[int, str]:
+    """Sample id → a judge's reason for suggesting it is harmful (the first judge's); none on
+    a gold task."""
     found: dict[int, str] = {}
+    if is_gold(session, task_id):
+        return found
     for sample_id, reason in session.execute(
         select(SampleFlag.sample_id, SampleFlag.reason)
         .where(SampleFlag.sample_id.in_(sample_ids), SampleFlag.kind == SUGGESTED_HARMFUL)

@@ -32,7 +32,7 @@ from app.models import (
 from app.rounds import snapshots
 from app.rounds.types.reward_ppo import RewardPPOConfig
 from app.seeds import derived_seed
-from tests.annotation.conftest import Annotator, make_member, start_session
+from tests.annotation.conftest import Annotator, make_member
 from tests.conftest import FreshDatabase
 from tests.factories import (
     add_comparisons,
@@ -290,24 +290,6 @@ def test_an_unknown_source_is_422(export_api: TestClient, export_world: ExportWo
 # Suggestions
 
 
-@pytest.fixture
-def sign_in(client: TestClient, db_session: Session) -> Iterator[Callable[[User], Annotator]]:
-    """Log a user in from a browser of their own (same app, same test transaction)."""
-    opened: list[TestClient] = []
-
-    def _sign_in(user: User) -> Annotator:
-        db_session.commit()
-        http = TestClient(client.app, base_url="http://testserver")
-        opened.append(http)
-        csrf = start_session(db_session, user, http)
-        db_session.commit()
-        return Annotator(user, http, csrf)
-
-    yield _sign_in
-    for http in opened:
-        http.close()
-
-
 def _judge(session: Session, project: Project, name: str = "critic") -> tuple[User, Any]:
     from app.models import Judge
 
@@ -344,7 +326,7 @@ def _lease_html(annotator: Annotator) -> tuple[int, str]:
 
 
 def test_the_control_share_hides_the_suggestion_on_the_drawn_leases(
-    db_session: Session, sign_in: Callable[[User], Annotator]
+    db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:
     project = make_project(db_session, annotations_per_task=1, judge_suggestions=True)
     tasks = _judged_tasks(db_session, project, 6)
@@ -353,7 +335,7 @@ def test_the_control_share_hides_the_suggestion_on_the_drawn_leases(
         random.Random(derived_seed(f"suggestion:{member.id}", t.id)).random() for t in tasks
     )
     project.suggestion_control_share = (draws[2] + draws[3]) / 2  # three hidden, three shown
-    annotator = sign_in(member)
+    annotator = log_in(member)
 
     seen: dict[str, int] = {"shown": 0, "hidden": 0}
     for _ in tasks:
@@ -385,11 +367,11 @@ def test_the_control_share_hides_the_suggestion_on_the_drawn_leases(
 
 
 def test_a_shown_suggestion_lists_the_judge_order_by_card_number_and_ranks_nothing(
-    db_session: Session, sign_in: Callable[[User], Annotator]
+    db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:
     project = make_project(db_session, judge_suggestions=True, suggestion_control_share=0.0)
     (task,) = _judged_tasks(db_session, project, 1)
-    annotator = sign_in(make_member(db_session, project))
+    annotator = log_in(make_member(db_session, project))
 
     shown = annotator.next_task()["task"]
 
@@ -401,14 +383,14 @@ def test_a_shown_suggestion_lists_the_judge_order_by_card_number_and_ranks_nothi
 
 
 def test_no_suggestion_when_suggestions_are_off_or_no_judge_ranked(
-    db_session: Session, sign_in: Callable[[User], Annotator]
+    db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:
     off = make_project(db_session)
     _judged_tasks(db_session, off, 1)
     unjudged = make_project(db_session, judge_suggestions=True, suggestion_control_share=0.0)
     make_task(db_session, unjudged, k=3)
     for project in (off, unjudged):
-        annotator = sign_in(make_member(db_session, project))
+        annotator = log_in(make_member(db_session, project))
         task_id, html = _lease_html(annotator)
         assert 'id="ai-suggestion"' not in html
         lease = db_session.scalars(select(Assignment).where(Assignment.task_id == task_id)).one()
@@ -417,7 +399,7 @@ def test_no_suggestion_when_suggestions_are_off_or_no_judge_ranked(
 
 
 def test_a_paused_judge_suggests_nothing(
-    db_session: Session, sign_in: Callable[[User], Annotator]
+    db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:
     project = make_project(db_session, judge_suggestions=True, suggestion_control_share=0.0)
     (task,) = _judged_tasks(db_session, project, 1)
@@ -431,8 +413,63 @@ def test_a_paused_judge_suggests_nothing(
     assert suggestions.judge_order(db_session, task.id) is None
 
 
+def test_a_gold_task_shows_no_suggestion_and_no_harm_mark(db_session: Session) -> None:
+    """Gold tasks measure people: a judge's order or harm flag there would let them copy it."""
+    from app.annotation import service as annotation
+    from app.annotation.schemas import SubmitRanking
+    from app.gold import service as gold
+
+    project = make_project(
+        db_session,
+        annotations_per_task=1,
+        gold_rate=0.5,
+        judge_suggestions=True,
+        suggestion_control_share=0.0,
+    )
+    gold_task, *normal = _judged_tasks(db_session, project, 8)
+    judge_user = db_session.get(User, db_session.scalars(select(Ranking.user_id)).first())
+    assert judge_user is not None
+    ids = task_sample_ids(db_session, gold_task)
+    gold.mark_gold(
+        db_session, project_id=project.id, task_id=gold_task.id, groups=[[i] for i in ids]
+    )
+    for task in (gold_task, normal[0]):
+        db_session.add(
+            SampleFlag(
+                sample_id=task_sample_ids(db_session, task)[0],
+                user_id=judge_user.id,
+                kind="suggested_harmful",
+                reason="threat",
+            )
+        )
+    member = make_member(db_session, project)
+
+    seen: dict[bool, list[tuple[Any, ...]]] = {True: [], False: []}
+    for _ in range(len(normal) + 1):
+        view = annotation.next_task(db_session, user_id=member.id, chosen_project_id=project.id)
+        assert view.task is not None
+        lease = db_session.scalars(
+            select(Assignment).where(
+                Assignment.task_id == view.task.id, Assignment.user_id == member.id
+            )
+        ).one()
+        marks = tuple(s.suggested_harmful for s in view.task.samples if s.suggested_harmful)
+        seen[view.task.id == gold_task.id].append((lease.suggestion, view.task.suggestion, marks))
+        annotation.submit_ranking(
+            db_session,
+            task_id=view.task.id,
+            user_id=member.id,
+            submission=SubmitRanking(groups=[[s.id] for s in view.task.samples]),
+        )
+
+    assert seen[True] == [(None, None, ())]  # the gold task, leased once, bare
+    assert len(seen[False]) == len(normal)
+    assert all(lease == "shown" and shown is not None for lease, shown, _ in seen[False])
+    assert sum(1 for *_, marks in seen[False] if marks == ("threat",)) == 1
+
+
 def test_a_judge_harm_suggestion_is_marked_on_the_card(
-    db_session: Session, sign_in: Callable[[User], Annotator]
+    db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:
     project = make_project(db_session)
     task = make_task(db_session, project, k=3)
@@ -443,7 +480,7 @@ def test_a_judge_harm_suggestion_is_marked_on_the_card(
             sample_id=flagged, user_id=judge_user.id, kind="suggested_harmful", reason="threat"
         )
     )
-    annotator = sign_in(make_member(db_session, project))
+    annotator = log_in(make_member(db_session, project))
 
     _, html = _lease_html(annotator)
     shown = annotator.next_task()["task"]

@@ -6,7 +6,14 @@ Each test starts one 2-process run of the tiny model (about 15 s on 2 idle cores
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,7 @@ from app.rounds.service import parse_config
 from tests.conftest import FreshDatabase
 from tests.factories import make_round
 from tests.rounds.seed import seed_ranked_project
-from worker.distributed.entry import PIDS_DIR, write_payload
+from worker.distributed.entry import PIDS_DIR, parent_of, write_payload
 from worker.distributed.launch import DistributedStageFailed, run_distributed
 from worker.distributed.training_entries import reward_model_payload
 from worker.jobs import rounds as round_jobs
@@ -34,6 +41,7 @@ from worker.training.reward_model import (
 )
 from worker.training.tiny_model import synthetic_rankings
 
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = RewardModelConfig(
     lr=3e-3, epochs=1, batch_size=4, heldout_fraction=0.25, max_length=64, eval_batch_size=8
 )
@@ -168,6 +176,76 @@ def test_a_cancel_stops_both_processes(
     assert len(pids) == 2
     assert all(_gone(pid) for pid in pids)
     assert not (payload_dir / "out").exists()
+
+
+LAUNCHER = """
+import sys
+from pathlib import Path
+
+from worker.distributed.launch import run_distributed
+
+run_distributed(
+    "reward_model", Path(sys.argv[1]), procs=2, on_progress=print, should_cancel=lambda: False
+)
+"""
+"""A throwaway worker: it launches the stage and is SIGKILLed while the ranks start."""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sigkilled_launcher_leaves_no_torchrun_or_rank_behind(
+    tiny_model_dir: Path, examples: list[RankingExample], tmp_path: Path
+) -> None:
+    payload_dir = tmp_path / "orphans"
+    write_payload(
+        payload_dir,
+        reward_model_payload(
+            str(tiny_model_dir),
+            examples,
+            replace(CONFIG, epochs=20),  # still training when the launcher is killed
+            out_dir=payload_dir / "out",
+            reference=None,
+            fsdp=False,
+            ensemble=False,
+        ),
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(payload_dir)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    group: list[int] = []
+    try:
+        found = wait_for(lambda: len(list((payload_dir / PIDS_DIR).glob("rank-*"))) == 2, 120)
+        assert found, (payload_dir / "torchrun.log").read_text()
+        ranks = [int(p.read_text()) for p in sorted((payload_dir / PIDS_DIR).glob("rank-*"))]
+        agents = {parent_of(rank) for rank in ranks}
+        assert len(agents) == 1  # both ranks are torchrun's children ...
+        agent = agents.pop()
+        assert agent is not None
+        assert parent_of(agent) == launcher.pid  # ... and torchrun the launcher's
+        group = [agent, *ranks]
+
+        launcher.kill()  # SIGKILL: nothing is forwarded
+        launcher.wait()
+
+        assert wait_for(lambda: all(_gone(pid) for pid in group), 10), [
+            pid for pid in group if not _gone(pid)
+        ]
+    finally:
+        for pid in group:  # a failed test leaves no orphans either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_for(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll `done` every 0.1 s: whether it came true within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_a_rank_that_dies_fails_the_round_and_registers_nothing(

@@ -10,9 +10,11 @@ rloo and grpo in policy_entries.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -31,6 +33,11 @@ RESULT_FILE = "result.json"
 ERRORS_DIR = "errors"
 PIDS_DIR = "pids"
 _ENTRY_MODULES = ("worker.distributed.training_entries", "worker.distributed.policy_entries")
+LAUNCHER_PID_ENV = "RANKLOOP_LAUNCHER_PID"
+"""The pid of the process that started torchrun: a rank whose agent is no longer that
+process's child was orphaned while it started, and ends itself."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent dies (Linux)."""
 DIE_AT_STEP_ENV = "RANKLOOP_TEST_DIE_AT_STEP"
 """Test hook: the rank named by RANKLOOP_TEST_DIE_RANK (default 1) raises at this step."""
 
@@ -79,6 +86,43 @@ def write_payload(payload_dir: Path, payload: dict[str, Any]) -> None:
     (Path(payload_dir) / "payload.json").write_text(json.dumps(payload))
 
 
+def die_with_parent(*, expected_parent: int | None = None) -> bool:
+    """Have Linux SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
+    worker killed with SIGKILL, which can forward nothing, leaves no torchrun agent or rank
+    behind. If the parent is already not `expected_parent`, it died first: die now. False
+    (nothing set) off Linux, where a killed worker can still orphan the group."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    if prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        return False
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+def _die_with_agent() -> None:
+    """A rank dies with its torchrun agent (which itself dies with the launcher). The agent
+    may die while this rank starts, before the death signal is set: then the rank's parent
+    is no longer the launcher's child, and the rank ends itself."""
+    die_with_parent()
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if launcher and sys.platform.startswith("linux") and parent_of(os.getppid()) != int(launcher):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def parent_of(pid: int) -> int | None:
+    """`pid`'s parent from /proc (None when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm) state": ppid
+
+
 def _maybe_die(ctx: DistContext, step: int) -> None:
     at = os.environ.get(DIE_AT_STEP_ENV)
     if at and int(at) == step and ctx.rank == int(os.environ.get("RANKLOOP_TEST_DIE_RANK", "1")):
@@ -89,6 +133,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m worker.distributed.entry <entry> <payload_dir>", file=sys.stderr)
         return 2
+    _die_with_agent()
     name, payload_dir = argv[0], Path(argv[1])
     rank = int(os.environ.get("RANK", "0"))
     pids = payload_dir / PIDS_DIR  # which processes a stage is: to find them, or see them gone

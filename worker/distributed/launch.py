@@ -3,10 +3,12 @@
 The task keeps every database write in its own process: it writes the stage's inputs to a
 payload directory, starts `python -m torch.distributed.run --standalone --nproc_per_node N -m
 worker.distributed.entry <entry> <payload_dir>` in a new session (so the whole group can be
-signalled at once), and polls. Rank 0's progress lines become the round's progress; a cancel
-kills the group and raises RoundCancelled; a rank exiting non-zero makes torchrun stop the
-others, and the task raises DistributedStageFailed naming that rank and its error. Nothing is
-registered unless rank 0's result.json is there and every process exited 0.
+signalled at once), and polls. On Linux torchrun dies with the task's process and each rank
+with torchrun (PR_SET_PDEATHSIG): a worker killed with SIGKILL leaves no orphan on the device.
+Rank 0's progress lines become the round's progress; a cancel kills the group and raises
+RoundCancelled; a rank exiting non-zero makes torchrun stop the others, and the task raises
+DistributedStageFailed naming that rank and its error. Nothing is registered unless rank 0's
+result.json is there and every process exited 0.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from worker.distributed.entry import ERRORS_DIR, PIDS_DIR, PROGRESS_FILE, RESULT_FILE
+from worker.distributed.entry import (
+    ERRORS_DIR,
+    LAUNCHER_PID_ENV,
+    PIDS_DIR,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    die_with_parent,
+)
 from worker.failures import RoundCancelled
 
 LOG_FILE = "torchrun.log"
@@ -52,9 +61,11 @@ def torchrun_command(entry: str, payload_dir: Path, *, procs: int) -> list[str]:
 
 
 def child_env(*, cuda: bool) -> dict[str, str]:
-    """The children's environment: this one, the repository importable, and on CPU one
-    OpenMP thread per process unless set (N processes each using every core would fight)."""
+    """The children's environment: this one, the repository importable, this process's pid
+    (each rank checks it is still in its tree), and on CPU one OpenMP thread per process
+    unless set (N processes each using every core would fight)."""
     env = dict(os.environ)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if not cuda:
@@ -86,6 +97,7 @@ def run_distributed(
 
     import torch
 
+    launcher = os.getpid()
     with open(payload_dir / LOG_FILE, "wb") as log:
         child = subprocess.Popen(
             torchrun_command(entry, payload_dir, procs=procs),
@@ -93,7 +105,10 @@ def run_distributed(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=child_env(cuda=torch.cuda.is_available()),
-            start_new_session=True,  # its own process group: one signal reaches every rank
+            start_new_session=True,  # its own process group, signalled as one
+            # SIGKILLed, this process forwards nothing: torchrun dies with it (Linux), and
+            # each rank with torchrun (entry.py), for no rank starts in torchrun's group
+            preexec_fn=lambda: die_with_parent(expected_parent=launcher),
         )
         try:
             with open(payload_dir / PROGRESS_FILE) as lines:
@@ -116,7 +131,8 @@ def run_distributed(
 
 
 def stop_group(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the child's whole process group (torchrun and every rank), then SIGKILL."""
+    """SIGTERM torchrun's process group (torchrun passes it to each rank, which torch starts
+    in a session of its own), then SIGKILL (the ranks die with torchrun: their death signal)."""
     for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
         try:
             os.killpg(child.pid, sig)
@@ -126,12 +142,12 @@ def stop_group(child: subprocess.Popen[bytes]) -> None:
             child.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             continue
-        if sig == signal.SIGTERM:  # torchrun gone; make sure no rank outlived it
+        if sig == signal.SIGTERM:  # torchrun gone; anything left in its group goes too
             try:
                 os.killpg(child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        return
+        return  # (a rank, in a session of its own, got SIGKILL as its agent died)
 
 
 def failure_line(payload_dir: Path, rc: int | None) -> str:

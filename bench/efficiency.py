@@ -13,7 +13,12 @@ it, 10 % reversed) who rank over HTTP. Arms differ only by project settings:
 
 Between checkpoints (rankings so far) the product's own paths run: a sampling job over the
 prompts with the fewest tasks (active selection picks samples there), the annotators rank
-its tasks, the ratings job refits (reliability rows, the leaderboard). At each checkpoint the
+its tasks, the ratings job refits (reliability rows, the leaderboard). Both arms alike, after
+the first sampling job, --gold-tasks of its tasks (seeded draw) are marked gold through
+app.gold.service.mark_gold with the true preference's ordering; the queue mixes them in at the
+project's default gold_rate (0.1), their rankings count among the rankings (people rank them)
+and feed the reliability fit (gold pairs corroborate a 'reversed' flag), and the product keeps
+them out of ratings and training. At each checkpoint the
 reward-model stage's function (worker/jobs/reward_model.train_project_reward_model, on a
 fresh snapshot, registered so active selection uses it next) trains, and is scored on a fixed
 held-out set: base-model samples of prompts the project never sees, every pair the TRUE
@@ -25,7 +30,8 @@ the labels' ceiling, the true preference's accuracy on the annotators' own ranki
 reward model's own held-out accuracy with its best epoch: 0 is the untrained model, which
 early stopping keeps when training never beat it, and which ranks nothing: 0.500), the
 reliability flags (reversed annotators flagged, and others flagged, among those with ≥ 30
-rankings), task selection reasons, the leaderboard's decisive verdicts (n/a: one version, the
+rankings), per kind of annotator the gold accuracy (pooled pairs, the gold page's Wilson
+interval), task selection reasons, the leaderboard's decisive verdicts (n/a: one version, the
 bench trains no policy), and the study planner's estimate against what the run needed. Then
 the goals: B reaches A's final accuracy with ≥ 40 % fewer rankings; B within 0.03 of C;
 reversed annotators flagged with ≥ 90 % recall and ≤ 5 % false positives; the planner
@@ -34,6 +40,7 @@ within ±30 %. A piece of the product that is missing is named, and its figure i
     .venv/bin/rankloop models make-tiny /tmp/tiny
     .venv/bin/python -m bench.efficiency --quick --model-dir /tmp/tiny   # 1 seed, 100 and 200
     .venv/bin/python -m bench.efficiency --model-dir /tmp/tiny --jobs 2  # 5 seeds, 100-800
+    .venv/bin/python -m bench.efficiency --model-dir /tmp/tiny --seeds 2 --first-seed 3  # 3, 4
 
 --quick runs both arms at once (one core each); its 20 rankings an annotator are under the
 flags' minimum of 30, and its two checkpoints leave the planner nothing to check (it needs
@@ -86,6 +93,10 @@ FLAG_MIN_RANKINGS = 30
 HELDOUT_PROMPTS = 48
 HELDOUT_SAMPLES = 6
 """Samples per held-out prompt: 15 pairs each, 720 in all before the preference's ties."""
+GOLD_TASKS = 12
+"""Gold tasks per run, from the first sampling job (at the project's default gold_rate, 0.1,
+each annotator meets one in ten leases): a task's 4 samples are up to 6 judged pairs, so an
+annotator reaches the 10 gold pairs that corroborate a 'reversed' flag after 2 or 3 of them."""
 GOALS = {
     "saving": 0.40,
     "clean_gap": 0.03,
@@ -112,6 +123,8 @@ class ArmJob:
     """(prompt, base-model samples) the reward models are scored on."""
     clean: bool = False
     """Also train arm C at each checkpoint (on this arm's default-noise annotators)."""
+    gold_tasks: int = 0
+    """Tasks of the first sampling job marked gold with the true preference's ordering."""
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,6 +171,7 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
     notes: list[str] = []
     points: list[dict[str, Any]] = []
     done = 0
+    gold: list[int] | None = None
     with serve() as url:
         for index, checkpoint in enumerate(job.checkpoints):
             seconds: dict[str, float] = {}
@@ -168,6 +182,10 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 sample_current_version(project_id, seed=job.seed * 100 + index, prompts=tasks)
                 seconds["sampling"] = seconds.get("sampling", 0.0) + time.perf_counter() - t0
+                if gold is None:
+                    gold = _mark_gold(project_id, job, preference)
+                    if len(gold) < job.gold_tasks:
+                        notes.append(f"{len(gold)} of {job.gold_tasks} gold tasks marked")
                 ranked = run_annotators(
                     url,
                     logins,
@@ -201,6 +219,7 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
                 "rm_n_heldout": run.summary.get("n_heldout"),
                 "weights": _snapshot_weights(run.snapshot_id),
                 "flags": _flags(project_id, kinds),
+                "gold": len(gold or []),
                 "reasons": _reasons(project_id),
                 "versions": _versions(project_id),
                 "planner_point": _planner_point(project_id),
@@ -226,6 +245,45 @@ def _arm_process(job: ArmJob, env: dict[str, str]) -> dict[str, Any]:
         "notes": notes,
         "ensemble": _ensemble_present(project_id),
     }
+
+
+def _mark_gold(project_id: int, job: ArmJob, preference: Any) -> list[int]:
+    """Mark `job.gold_tasks` of the first sampling job's tasks gold (app.gold.service, as an
+    admin does) with the true preference's ordering, ties grouped; a task whose samples the
+    preference all ties is passed over. The draw is seeded, the same procedure in both arms."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.gold import repository as gold_repository
+    from app.gold.service import mark_gold
+    from app.models import RankingTask
+
+    marked: list[int] = []
+    if job.gold_tasks <= 0:
+        return marked
+    with session_scope() as session:
+        task_ids = sorted(
+            session.scalars(select(RankingTask.id).where(RankingTask.project_id == project_id))
+        )
+        for task_id in random.Random(f"gold:{job.seed}").sample(task_ids, len(task_ids)):
+            if len(marked) == job.gold_tasks:
+                break
+            scored = sorted(
+                ((preference(text), sample_id)
+                 for sample_id, text in gold_repository.task_samples(session, task_id)),
+                reverse=True,
+            )  # fmt: skip
+            groups: list[list[int]] = []
+            for i, (score, sample_id) in enumerate(scored):
+                if i and score == scored[i - 1][0]:
+                    groups[-1].append(sample_id)
+                else:
+                    groups.append([sample_id])
+            if len(groups) < 2:
+                continue
+            mark_gold(session, project_id=project_id, task_id=task_id, groups=groups)
+            marked.append(task_id)
+    return marked
 
 
 def _heldout_accuracy(
@@ -281,10 +339,12 @@ def _flags(project_id: int, kinds: dict[str, Any]) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from app.db import session_scope
+    from app.gold.service import gold_accuracy
     from app.models import AnnotatorReliability, Ranking, User
 
     with session_scope(readonly=True) as session:
         users = dict(session.execute(select(User.id, User.username)).all())
+        gold = gold_accuracy(session, project_id)
         counts = dict(
             session.execute(
                 select(Ranking.user_id, func.count())
@@ -313,6 +373,8 @@ def _flags(project_id: int, kinds: dict[str, Any]) -> dict[str, Any]:
                     "reliability": None if row is None else row.reliability,
                     "weight": None if row is None else row.weight,
                     "flag": None if row is None else row.flag,
+                    "gold_pairs": gold.get(user_id, (0, 0.0))[0],
+                    "gold_correct": gold.get(user_id, (0, 0.0))[1],
                 }
             )
     return {"people": people, "fitted": bool(rows)}
@@ -482,7 +544,7 @@ def _run_arm(job: ArmJob, model_dir: Path) -> dict[str, Any]:
 
 def _plan(
     seeds: int, families: list[str], checkpoints: list[int], annotators: int, noise: float,
-    crowd: str, model_dir: Path,
+    crowd: str, model_dir: Path, *, first_seed: int = 0, gold_tasks: int = GOLD_TASKS,
 ) -> list[ArmJob]:  # fmt: skip
     from app.simulation.preferences import answer_openers, answer_vocabulary, draw_preference
     from rankloop.simulation import corpus_answers, prompt_pool
@@ -491,7 +553,7 @@ def _plan(
     vocabulary, openers = answer_vocabulary(answers), answer_openers(answers)
     pool = prompt_pool()
     jobs = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         family = families[seed % len(families)]
         spec, _ = draw_preference(
             family, random.Random(f"{family}:{seed}"), vocabulary, openers=openers
@@ -506,7 +568,7 @@ def _plan(
             jobs.append(
                 ArmJob(
                     arm, seed, family, spec, list(checkpoints), annotators, noise, crowd, kept,
-                    heldout, clean=arm == "B", settings=settings,
+                    heldout, clean=arm == "B", gold_tasks=gold_tasks, settings=settings,
                 )
             )  # fmt: skip
     return jobs
@@ -515,6 +577,9 @@ def _plan(
 @app.command()
 def main(
     seeds: int = typer.Option(5, help="Independent runs (fresh databases, own preference)."),
+    first_seed: int = typer.Option(
+        0, help="The first seed (seeds run first_seed, first_seed+1, …): split runs by hand."
+    ),
     checkpoints: str = typer.Option(
         ",".join(map(str, CHECKPOINTS)), help="Rankings at which reward models are trained."
     ),
@@ -529,6 +594,11 @@ def main(
     crowd: str = typer.Option("mixed", help="The crowd (rankloop simulate --crowd)."),
     model_dir: Path | None = typer.Option(
         None, help="An existing tiny model directory (default: build one, about a minute)."
+    ),
+    gold_tasks: int = typer.Option(
+        GOLD_TASKS,
+        help="Tasks of the first sampling job marked gold with the true ordering (0: none).",
+        min=0,
     ),
     jobs: int | None = typer.Option(
         None, help="Arms run at once (each uses one core); default 1, with --quick 2."
@@ -552,7 +622,10 @@ def main(
         with console.status("Building the tiny model…"):
             make_tiny_model(model_dir)
     console.print(_available())
-    planned = _plan(seeds, chosen, marks, annotators, noise, crowd, model_dir)
+    planned = _plan(
+        seeds, chosen, marks, annotators, noise, crowd, model_dir,
+        first_seed=first_seed, gold_tasks=gold_tasks,
+    )  # fmt: skip
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda job: _run_arm(job, model_dir), planned))
@@ -600,7 +673,7 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
     per_seed = Table(
         "arm", "seed", "preference", "rankings", "held-out acc", "pairs", "labels' ceiling",
         "RM own acc (best epoch)",
-        "C acc (rankings)", "weights min/mean", "reasons", "ensemble", "seconds",
+        "C acc (rankings)", "weights min/mean", "reasons", "gold tasks", "ensemble", "seconds",
         title="Per seed and checkpoint",
     )  # fmt: skip
     for result in results:
@@ -620,6 +693,7 @@ def _print(results: list[dict[str, Any]], marks: list[int]) -> None:
                 f"{_fmt(weights['min'], '.2f')}/{_fmt(weights['mean'], '.2f')} "
                 f"({weights['applied']})",
                 ", ".join(f"{k} {v}" for k, v in sorted(point["reasons"].items())),
+                str(point.get("gold", 0)),
                 {True: "yes", False: "no", None: "-"}[result["ensemble"]],
                 ", ".join(f"{k} {v:.0f}" for k, v in point["seconds"].items()),
             )
@@ -733,7 +807,9 @@ def _print_reliability(results: list[dict[str, Any]]) -> None:
             groups.setdefault((result["arm"], kind), []).append(person)
     table = Table(
         "arm", "annotators", "count", "rankings (mean)", "reliability (mean)", "weight (mean)",
-        "flags", title="Reliability at the last checkpoint, by kind of annotator",
+        "flags", "gold pairs (mean)", "gold accuracy [95%]",
+        title="Reliability at the last checkpoint, by kind of annotator (gold accuracy: their "
+        "judged gold pairs pooled, a tie half, Wilson interval as the gold page shows it)",
     )  # fmt: skip
     for (arm, kind), people in sorted(groups.items()):
         fitted = [p for p in people if p["fitted"]]
@@ -746,8 +822,23 @@ def _print_reliability(results: list[dict[str, Any]]) -> None:
             _fmt(_mean([p["reliability"] for p in fitted]), ".2f"),
             _fmt(_mean([p["weight"] for p in fitted]), ".2f"),
             ", ".join(f"{k} {v}" for k, v in sorted(flags.items())) or "none",
+            _fmt(_mean([p.get("gold_pairs", 0) for p in people]), ".1f"),
+            _gold_accuracy(people),
         )
     console.print(table)
+
+
+def _gold_accuracy(people: list[dict[str, Any]]) -> str:
+    """Pooled gold accuracy of these annotators with its 95% Wilson interval (pairs of one
+    ranking are not independent, so the interval is narrower than the truth)."""
+    from app.gold.service import wilson
+
+    pairs = sum(p.get("gold_pairs", 0) for p in people)
+    if not pairs:
+        return "n/a (no gold pairs)"
+    correct = sum(p.get("gold_correct", 0.0) for p in people)
+    low, high = wilson(correct, pairs)
+    return f"{correct / pairs:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _met(ok: bool | None, unknown: bool) -> str:

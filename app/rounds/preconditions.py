@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.errors import AppError
 from app.models import PolicyKind, Project, RoundType
 from app.rounds import lineage, registry, repository
+from app.rounds.judge_reward import judge_problems
 
 MIN_PROMPTS = 4
 """Active prompts a round needs: `lineage.split_prompts` holds a quarter (at least 2) out for
@@ -74,13 +75,17 @@ def problems(
             )
         except AppError as exc:
             found.append({"field": "reference", "message": exc.message})
-    found.extend(_data_problems(session, project.id, trains_on=trains_on))
+    # A judge as the reward (app.rounds.judge_reward) trains no reward model: no rankings needed.
+    judged = config.get("reward_judge_id") is not None
+    found.extend(judge_problems(session, project, round_type=round_type, config=config))
+    if not judged:
+        found.extend(_data_problems(session, project.id, trains_on=trains_on))
     base = lineage.base_model(session, project.id)
     why = base_model_problem(base)
     if why is not None:
         found.append({"field": "base_model", "message": f"{why}; change it in the settings"})
     rm_base = (config.get("reward_model") or {}).get("base_model")
-    if trains_on == "rankings" and rm_base and rm_base != base:
+    if trains_on == "rankings" and not judged and rm_base and rm_base != base:
         why = base_model_problem(rm_base)
         if why is not None:
             found.append({"field": "reward_model.base_model", "message": why})

@@ -10,7 +10,7 @@ with the saved adapter's directory under "adapter_dir".
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from worker.jobs.rounds import PolicyJob, load_reward_model_dir, round_reward_mo
 from worker.training.critic_free import CriticFreeConfig
 from worker.training.dpo import DPOConfig, PreferencePair, train_dpo
 from worker.training.grpo import GRPOConfig, train_grpo
+from worker.training.judge_reward import JudgeReward, flat
 from worker.training.loop import ADAPTER_NAME
 from worker.training.outcomes import TrainingCancelled
 from worker.training.ppo import PPOConfig, ScoreFn, SharedBaseReward, train_ppo
@@ -60,24 +61,66 @@ def ppo_config(round_config: RewardPPOConfig, *, stop_strings: list[str] | None)
 
 def train_ppo_policy(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardPPOConfig)
-    reward, on_policy_base = _round_reward(job, "PPO")
+    reward = _round_reward(job, "PPO", group_size=1)
     config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
-    result = _fit_adapter(job, train_ppo, job.prompts, reward, config)
+    result = _fit_adapter(job, train_ppo, job.prompts, reward.score, config)
     return {
         "ppo": result.final,
         "ppo_config": asdict(config),
-        "reward_model_on_policy_base": on_policy_base,
+        **reward.summary(),
         "adapter_dir": str(result.adapter_dir),
     }
 
 
-def _round_reward(job: PolicyJob, algorithm: str) -> tuple[ScoreFn | SharedBaseReward, bool]:
-    """The round's reward model as the policy trainer's reward, and whether it shares the
-    policy's base."""
+@dataclass
+class RoundReward:
+    """What a policy trainer scores with: the round's reward model, or its judge
+    (`reward_judge_id`, worker/training/judge_reward.py), and what the summary says of it."""
+
+    score: ScoreFn | SharedBaseReward
+    on_policy_base: bool = False
+    judge: JudgeReward | None = None
+    judge_lineage: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        if self.judge is None:
+            return {"reward_model_on_policy_base": self.on_policy_base}
+        return {
+            "reward_model_on_policy_base": False,
+            "reward_judge": self.judge_lineage,
+            "judge_groups_scored": self.judge.groups,
+            "judge_malformed_groups": self.judge.malformed,
+        }
+
+
+def _round_reward(job: PolicyJob, algorithm: str, *, group_size: int) -> RoundReward:
+    """The round's judge (rollouts scored in groups of `group_size`: a prompt's answers) or
+    else its reward model as the policy trainer's reward."""
+    judge_id = getattr(job.config, "reward_judge_id", None)
+    if judge_id is not None:
+        from worker.jobs.judge_reward import round_judge
+
+        judge, judge_lineage = round_judge(judge_id, job.start.project_id)
+        return RoundReward(flat(judge, group_size), judge=judge, judge_lineage=judge_lineage)
     rm_dir, on_policy_base = _reward_source(job, algorithm)
     if on_policy_base:
-        return SharedBaseReward(rm_dir), True
-    return scorer(*load_reward_model_dir(rm_dir)), False
+        return RoundReward(SharedBaseReward(rm_dir), on_policy_base=True)
+    return RoundReward(scorer(*load_reward_model_dir(rm_dir)))
+
+
+def _judged_in_process(job: PolicyJob) -> PolicyJob | None:
+    """A round whose reward is a judge trains in this one process (the judge is loaded here,
+    not on torchrun's ranks): the job with its base loaded, or None for a reward model."""
+    if getattr(job.config, "reward_judge_id", None) is None:
+        return None
+    from worker.policies import load_base
+
+    model, tokenizer = load_base(
+        job.source.base_model,
+        job.source.reference_merged,
+        trust_remote_code=job.source.trust_remote_code,
+    )
+    return replace(job, model=model, tokenizer=tokenizer)
 
 
 def _reward_source(job: PolicyJob, algorithm: str) -> tuple[Path, bool]:
@@ -131,7 +174,8 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
 def _run_ranks(job: PolicyJob, key: str, payload_dir: Path) -> dict[str, Any]:
     """Run `key`'s entry on the payload under torchrun, relaying each step to the job: its
     result. A cancel stops every process and reads as the in-process trainer's
-    TrainingCancelled."""
+    TrainingCancelled. A failed run's payload and logs are kept beside the round's adapter
+    in the artifact store (rounds/<n>/<key>-failed-run); the policy stage's workdir is not."""
     from app.config import get_settings
     from worker.distributed.launch import run_distributed
     from worker.failures import RoundCancelled
@@ -150,6 +194,8 @@ def _run_ranks(job: PolicyJob, key: str, payload_dir: Path) -> dict[str, Any]:
             procs=get_settings().train_procs,
             on_progress=relay,
             should_cancel=job.should_stop,
+            keep_failed_as=f"projects/{job.start.project_id}/rounds/{job.start.number}/"
+            f"{key}-failed-run",
         )
     except RoundCancelled:
         raise TrainingCancelled(
@@ -159,6 +205,8 @@ def _run_ranks(job: PolicyJob, key: str, payload_dir: Path) -> dict[str, Any]:
 
 def train_ppo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardPPOConfig)
+    if (loaded := _judged_in_process(job)) is not None:
+        return train_ppo_policy(loaded)
     config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _distributed_policy(job, "ppo", config)
 
@@ -222,12 +270,16 @@ def train_grpo_policy(job: PolicyJob) -> dict[str, Any]:
 
 def train_rloo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardRLOOConfig)
+    if (loaded := _judged_in_process(job)) is not None:
+        return train_rloo_policy(loaded)
     config = rloo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _distributed_policy(job, "rloo", config)
 
 
 def train_grpo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardGRPOConfig)
+    if (loaded := _judged_in_process(job)) is not None:
+        return train_grpo_policy(loaded)
     config = grpo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _distributed_policy(job, "grpo", config)
 
@@ -235,12 +287,12 @@ def train_grpo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
 def _critic_free(
     job: PolicyJob, key: str, train: Callable[..., Any], config: CriticFreeConfig
 ) -> dict[str, Any]:
-    reward, on_policy_base = _round_reward(job, key.upper())
-    result = _fit_adapter(job, train, job.prompts, reward, config)
+    reward = _round_reward(job, key.upper(), group_size=config.group_size)
+    result = _fit_adapter(job, train, job.prompts, reward.score, config)
     return {
         key: result.final,
         f"{key}_config": asdict(config),
-        "reward_model_on_policy_base": on_policy_base,
+        **reward.summary(),
         "adapter_dir": str(result.adapter_dir),
     }
 

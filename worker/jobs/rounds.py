@@ -124,6 +124,11 @@ def reward_model_stage(start: StageStart, reporter: StageReporter) -> None:
     from app.rounds.judge_data import judge_overrides
     from worker.jobs.reward_model import register_run, train_project_reward_model
 
+    if start.config.get("reward_judge_id") is not None:  # a judge is the reward: nothing to train
+        from worker.jobs.judge_reward import skip_reward_model
+
+        skip_reward_model(start, start.config["reward_judge_id"])
+        return
     settings, seed = start.config["reward_model"], start.config["seed"]
     common: dict[str, Any] = {
         "reference": start.config["reference"],
@@ -449,9 +454,31 @@ def evaluation_stage(start: StageStart, reporter: StageReporter) -> None:
         samples_per_prompt=n,
     )
     gate.update(gate_prompt_cuts(gate_prompts, new_samples))
-    judge = round_reward_model(start.round_id, judge=True)
+    reward_judge_id = start.config.get("reward_judge_id")
+    judge = None if reward_judge_id is not None else round_reward_model(start.round_id, judge=True)
     trained_on = round_reward_model(start.round_id)
-    if judge is not None:
+    if reward_judge_id is not None:  # the judge that was the reward scores the gate too
+        from worker.jobs.judge_reward import round_judge
+        from worker.training.judge_reward import versus
+
+        reward_judge, named = round_judge(reward_judge_id, start.project_id)
+        new_scores, old_scores = versus(
+            reward_judge, gate_prompts, new_texts, old_texts, samples_per_prompt=n
+        )
+        gate.update(
+            score_figures(
+                new_scores,
+                old_scores,
+                new_texts,
+                samples_per_prompt=n,
+                confidence=config.gate_confidence,
+                seed=sampling.seed,
+            ),
+            scorer=f"judge {named['name']!r} (the round's reward)",
+            min_score_gain=config.min_score_gain,
+        )
+        del reward_judge
+    elif judge is not None:
         judge_fn = scorer(*load_reward_model_dir(judge[1]))
         trained_fn = (
             scorer(*load_reward_model_dir(trained_on[1]))
@@ -637,7 +664,14 @@ def _register_candidate(
             base_model=candidate["base_model"],
             artifact_uri=candidate["adapter_uri"],
             merged=tuple(candidate["merged"]),
-            metrics=_json_safe({"gate": gate, "round_type": start.type}),
+            metrics=_json_safe(
+                {
+                    "gate": gate,
+                    "round_type": start.type,
+                    # a judge as the reward: which one, and its prompt version
+                    **{k: v for k, v in candidate.items() if k == "reward_judge"},
+                }
+            ),
             promote=gate["passed"],
         )
         service.set_summary(
@@ -673,13 +707,38 @@ def score_candidate(
     paired bootstrap interval, the judge's score-length correlation on the new samples, and,
     beside them, the gain the reward model PPO optimised would report (`trained_on`): a gain
     there that the judge does not see is over-optimisation showing, and does not count."""
+    figures = score_figures(
+        judge(prompts, new_texts),
+        judge(prompts, old_texts),
+        new_texts,
+        samples_per_prompt=samples_per_prompt,
+        confidence=confidence,
+        seed=seed,
+    )
+    if trained_on is not None:
+        figures["training_rm_gain"] = statistics.fmean(
+            trained_on(prompts, new_texts)
+        ) - statistics.fmean(trained_on(prompts, old_texts))
+    return figures
+
+
+def score_figures(
+    from_evaluation: list[float],
+    from_previous: list[float],
+    new_texts: list[str],
+    *,
+    samples_per_prompt: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The gate's score figures from the scorer's scores of the new and the previous
+    version's answers (each prompt's `samples_per_prompt` side by side)."""
     from worker.training.evaluation import length_correlation, paired_bootstrap_interval
 
-    from_evaluation = judge(prompts, new_texts)
     new_scores = _per_prompt_means(from_evaluation, samples_per_prompt)
-    old_scores = _per_prompt_means(judge(prompts, old_texts), samples_per_prompt)
+    old_scores = _per_prompt_means(from_previous, samples_per_prompt)
     low, high = paired_bootstrap_interval(old_scores, new_scores, seed=seed, confidence=confidence)
-    figures: dict[str, Any] = {
+    return {
         "new_score": statistics.fmean(new_scores),
         "previous_score": statistics.fmean(old_scores),
         "score_gain": statistics.fmean(new_scores) - statistics.fmean(old_scores),
@@ -688,11 +747,6 @@ def score_candidate(
         "confidence": confidence,
         "length_correlation": length_correlation(from_evaluation, new_texts),
     }
-    if trained_on is not None:
-        figures["training_rm_gain"] = statistics.fmean(
-            trained_on(prompts, new_texts)
-        ) - statistics.fmean(trained_on(prompts, old_texts))
-    return figures
 
 
 def _per_prompt_means(scores: list[float], n: int) -> list[float]:

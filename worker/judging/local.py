@@ -70,9 +70,7 @@ class LocalJudge:
     def judge_logprob(self, item: JudgeInput) -> Verdict:
         ids = [sample_id for sample_id, _ in item.samples]
         texts = [text for _, text in item.samples]
-        scores = self.yes_margins(
-            [render_single(self.spec, item, t, LOGPROB_QUESTION) for t in texts]
-        )
+        scores = self.score_answers(item)
         harmful: dict[int, str] = {}
         if self.spec.flag_harm:
             harm = self.yes_margins(
@@ -87,6 +85,13 @@ class LocalJudge:
             f"[{n}] {s:.4f}" for n, s in enumerate(scores, start=1)
         )
         return Verdict(groups_from_strengths(ids, scores), 1, harmful, truncate_raw(raw))
+
+    def score_answers(self, item: JudgeInput) -> list[float]:
+        """Each sample's log P(Yes) - log P(No), in the item's order: the logprob method's
+        scores, which a round uses as the reward (worker/training/judge_reward.py)."""
+        return self.yes_margins(
+            [render_single(self.spec, item, text, LOGPROB_QUESTION) for _, text in item.samples]
+        )
 
     @torch.no_grad()
     def yes_margins(self, prompts: list[str]) -> list[float]:

@@ -11,7 +11,13 @@ from pydantic import Field
 
 from app.rounds.round_type import Sized
 from app.rounds.schemas import StrictModel
-from app.rounds.types.reward_ppo import PPO_MAX_EPISODES, PPO_MIN_EPISODES, PPO_PASSES, PPOSettings
+from app.rounds.types.reward_ppo import (
+    PPO_MAX_EPISODES,
+    PPO_MIN_EPISODES,
+    PPO_PASSES,
+    PPOSettings,
+    rollout_basis,
+)
 
 if TYPE_CHECKING:
     from app.models import Project
@@ -96,7 +102,7 @@ def sizer(key: str) -> Any:
             )
         if settings.get("steps") is None:
             train_prompts = max(1, prompts - n_eval)
-            basis = min(train_prompts, max(rankings, 1))
+            basis = rollout_basis(config, train_prompts=train_prompts, rankings=rankings)
             episodes = min(PPO_MAX_EPISODES, max(PPO_MIN_EPISODES, PPO_PASSES * basis))
             per_step = settings["batch_size"] * group
             steps = max(1, round(episodes / per_step))

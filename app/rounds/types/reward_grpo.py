@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.rounds.judge_data import JudgeDataSettings
+from app.rounds.judge_reward import JudgeRewardSettings
 from app.rounds.round_type import EVALUATING, REWARD_MODEL, SAMPLING, RoundTypeSpec, policy_stage
 from app.rounds.schemas import RewardModelSettings, RoundConfigBase
 from app.rounds.types.critic_free import CriticFreeSettings, sizer
@@ -35,8 +36,9 @@ class GRPOSettings(CriticFreeSettings):
     ] = False
 
 
-class RewardGRPOConfig(RoundConfigBase, JudgeDataSettings):
-    """Reward model on all rankings so far, then GRPO against it."""
+class RewardGRPOConfig(RoundConfigBase, JudgeDataSettings, JudgeRewardSettings):
+    """Reward model on all rankings so far (or a judge, `reward_judge_id`), then GRPO
+    against it."""
 
     type: Literal["reward_grpo"] = "reward_grpo"
     reward_model: RewardModelSettings = RewardModelSettings()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from app.rounds.judge_data import JudgeDataSettings
+from app.rounds.judge_reward import JudgeRewardSettings
 from app.rounds.round_type import (
     EVALUATING,
     REWARD_MODEL,
@@ -59,8 +60,8 @@ class PPOSettings(StrictModel):
         return self
 
 
-class RewardPPOConfig(RoundConfigBase, JudgeDataSettings):
-    """Reward model on all rankings so far, then PPO against it."""
+class RewardPPOConfig(RoundConfigBase, JudgeDataSettings, JudgeRewardSettings):
+    """Reward model on all rankings so far (or a judge, `reward_judge_id`), then PPO against it."""
 
     type: Literal["reward_ppo"] = "reward_ppo"
     reward_model: RewardModelSettings = RewardModelSettings()
@@ -79,6 +80,15 @@ accuracy (0.54-0.62 against label ceilings of 0.61-0.67) limits what a round can
 PPO_MIN_EPISODES, PPO_MAX_EPISODES = 256, 2048
 
 
+def rollout_basis(config: dict[str, Any], *, train_prompts: int, rankings: int) -> int:
+    """Prompts the rollouts are sized on: the training prompts, or the rankings while fewer
+    (a reward model of few rankings is not worth many rollouts); a judge as the reward
+    scores any answer, so then the training prompts."""
+    if config.get("reward_judge_id") is not None:
+        return train_prompts
+    return min(train_prompts, max(rankings, 1))
+
+
 def size(
     project: Project, config: dict[str, Any], *, prompts: int, rankings: int, n_eval: int
 ) -> dict[str, Sized]:
@@ -95,7 +105,7 @@ def size(
         )
     if ppo.get("steps") is None:
         train_prompts = max(1, prompts - n_eval)
-        basis = min(train_prompts, max(rankings, 1))
+        basis = rollout_basis(config, train_prompts=train_prompts, rankings=rankings)
         episodes = min(PPO_MAX_EPISODES, max(PPO_MIN_EPISODES, PPO_PASSES * basis))
         steps = max(1, round(episodes / ppo["batch_size"]))
         sized["ppo.steps"] = Sized(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from app.rounds.judge_data import JudgeDataSettings
+from app.rounds.judge_reward import JudgeRewardSettings
 from app.rounds.round_type import EVALUATING, REWARD_MODEL, SAMPLING, RoundTypeSpec, policy_stage
 from app.rounds.schemas import RewardModelSettings, RoundConfigBase
 from app.rounds.types.critic_free import CriticFreeSettings, sizer
@@ -15,8 +16,9 @@ class RLOOSettings(CriticFreeSettings):
     """RLOO's settings: the shared ones, the KL in the reward (the paper's, and PPO's)."""
 
 
-class RewardRLOOConfig(RoundConfigBase, JudgeDataSettings):
-    """Reward model on all rankings so far, then RLOO against it."""
+class RewardRLOOConfig(RoundConfigBase, JudgeDataSettings, JudgeRewardSettings):
+    """Reward model on all rankings so far (or a judge, `reward_judge_id`), then RLOO
+    against it."""
 
     type: Literal["reward_rloo"] = "reward_rloo"
     reward_model: RewardModelSettings = RewardModelSettings()

@@ -21,6 +21,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from app.artifacts import get_store
 from app.config import get_settings
 from app.models import Project, RewardModelVersion, RoundState, TrainingRound
 from app.rounds.service import parse_config
@@ -258,8 +259,9 @@ def test_a_rank_that_dies_fails_the_round_and_registers_nothing(
         config = parse_config(
             "reward_ppo", {"reward_model": {"epochs": 1, "max_length": 64}, "min_accuracy_low": 0}
         )
-        round_id = make_round(session, project, "reward_ppo", config={**config, "seed": 0}).id
+        made = make_round(session, project, "reward_ppo", config={**config, "seed": 0})
         session.commit()
+        round_id, number = made.id, made.number
     monkeypatch.setenv("RANKLOOP_TRAIN_PROCS", "2")
     monkeypatch.setenv("RANKLOOP_TEST_DIE_AT_STEP", "2")
     get_settings.cache_clear()
@@ -278,6 +280,12 @@ def test_a_rank_that_dies_fails_the_round_and_registers_nothing(
         assert "rank 1" in ended.error
         versions = select(RewardModelVersion).where(RewardModelVersion.project_id == project_id)
         assert session.scalars(versions).all() == []
+    kept = f"projects/{project_id}/reward_models/round-{number}-failed-run"
+    assert kept in str(failed.value)  # the round's error says where to look
+    store = get_store()
+    assert b"dies at step 2" in store.read_bytes(f"{kept}/errors/rank-1.txt")
+    assert b"dies at step 2" in store.read_bytes(f"{kept}/torchrun.log")
+    assert store.exists(f"{kept}/payload.json")
 
 
 def test_an_sft_round_policy_stage_trains_on_two_processes(
@@ -293,14 +301,17 @@ def test_an_sft_round_policy_stage_trains_on_two_processes(
         project = make_model_project(session, tiny_model_path, max_new_tokens=8)
         parsed = parse_demonstrations(DEMONSTRATIONS, "alpaca.jsonl")
         add_demonstrations(session, project_id=project.id, demonstrations=parsed.demonstrations)
-        round_id = service.start_round(
+        started = service.start_round(
             session,
             project_id=project.id,
             round_type="sft",
             config={"epochs": 1, "batch_size": 4, "eval_prompts": 2, "max_kl": 1000.0},
             enqueue=False,
-        ).id
+        )
         session.commit()
+        round_id, number = started.id, started.number
+    stale = f"projects/{project.id}/rounds/{number}/sft-failed-run"
+    get_store().write_bytes(f"{stale}/torchrun.log", b"an earlier attempt failed")
     monkeypatch.setenv("RANKLOOP_TRAIN_PROCS", "2")
     get_settings.cache_clear()
     try:
@@ -317,6 +328,7 @@ def test_an_sft_round_policy_stage_trains_on_two_processes(
         assert candidate["adapter_uri"]  # rank 0's adapter, stored by the worker
         assert candidate["sft"]["steps"] >= 1
         assert candidate["sft"]["heldout_loss"] > 0
+    assert not get_store().exists(stale)  # a run that succeeds clears what a failed one kept
 
 
 @pytest.mark.usefixtures("one_thread")

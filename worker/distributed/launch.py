@@ -8,12 +8,14 @@ with torchrun (PR_SET_PDEATHSIG): a worker killed with SIGKILL leaves no orphan 
 Rank 0's progress lines become the round's progress; a cancel kills the group and raises
 RoundCancelled; a rank exiting non-zero makes torchrun stop the others, and the task raises
 DistributedStageFailed naming that rank and its error. Nothing is registered unless rank 0's
-result.json is there and every process exited 0.
+result.json is there and every process exited 0. The payload directory is the worker's,
+temporary; a failed run's copy is kept in the artifact store beside the stage's outputs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,6 +37,7 @@ from worker.distributed.entry import (
 )
 from worker.failures import RoundCancelled
 
+logger = logging.getLogger(__name__)
 LOG_FILE = "torchrun.log"
 KILL_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when the group is stopped."""
@@ -81,11 +84,15 @@ def run_distributed(
     on_progress: Callable[[dict[str, Any]], None],
     should_cancel: Callable[[], bool],
     poll_s: float = 1.0,
+    keep_failed_as: str | None = None,
 ) -> dict[str, Any]:
     """Run `entry` on `procs` processes; return rank 0's result.json.
 
     `on_progress(line)` gets each progress line rank 0 wrote; `should_cancel()` is asked every
-    poll, and True stops every process and raises RoundCancelled."""
+    poll, and True stops every process and raises RoundCancelled. With `keep_failed_as` (an
+    artifact key beside the stage's outputs) a failed run's payload directory (payload, log,
+    progress, errors) is copied there and the failure names it; a run that succeeds removes
+    what an earlier failed attempt left there."""
     if procs < 1:
         raise ValueError(f"procs must be >= 1, got {procs}")
     payload_dir = Path(payload_dir)
@@ -126,8 +133,29 @@ def run_distributed(
                 stop_group(child)
     result_path = payload_dir / RESULT_FILE
     if rc != 0 or not result_path.exists():
-        raise DistributedStageFailed(failure_line(payload_dir, rc))
+        line = failure_line(payload_dir, rc)
+        kept = None if keep_failed_as is None else keep_failed_run(payload_dir, keep_failed_as)
+        raise DistributedStageFailed(
+            line if kept is None else f"{line} (its payload and logs: {kept} in the artifact store)"
+        )
+    if keep_failed_as is not None:
+        from app.artifacts import get_store
+
+        get_store().delete(keep_failed_as)
     return dict(json.loads(result_path.read_text()))
+
+
+def keep_failed_run(payload_dir: Path, key: str) -> str | None:
+    """Copy a failed run's payload directory into the artifact store at `key`: the worker's
+    local copy is temporary, this one is there to diagnose from (any worker, any store). Its
+    uri, or None when the copy itself failed (logged: the stage's own failure matters more)."""
+    from app.artifacts import get_store
+
+    try:
+        return get_store().put_dir(payload_dir, key)
+    except Exception:
+        logger.exception("could not keep the failed run's files at %s", key)
+        return None
 
 
 def stop_group(child: subprocess.Popen[bytes]) -> None:

@@ -109,6 +109,7 @@ def train_project_reward_model(
     # Each ranking weighs its annotator's reliability weight frozen in the snapshot.
     examples = [RankingExample(r.prompt, r.responses, r.groups, r.weight) for r in rankings]
     procs, fsdp = get_settings().train_procs, get_settings().train_fsdp
+    key = f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}"
     trained = None
     try:
         if procs > 1:
@@ -122,6 +123,7 @@ def train_project_reward_model(
                 should_stop=should_stop,
                 procs=procs,
                 fsdp=fsdp,
+                keep_failed_as=f"{key}-failed-run",
             )
         else:
             trained = train_reward_model(
@@ -138,10 +140,7 @@ def train_project_reward_model(
             raise TrainingCancelled("cancelled after training", steps_done=result["steps"])
         if trained is not None:  # (the distributed run saved its own)
             save_ensemble(trained, examples, workdir, config=config)  # for active selection
-        uri = get_store().put_dir(
-            workdir,
-            f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}",
-        )
+        uri = get_store().put_dir(workdir, key)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     low, high = result["heldout_accuracy_interval"] or (None, None)
@@ -173,10 +172,12 @@ def _train_distributed(
     should_stop: ShouldStop | None,
     procs: int,
     fsdp: bool,
+    keep_failed_as: str,
 ) -> dict[str, Any]:
     """`train_reward_model` (and the ensemble) on `procs` processes under torchrun; the
     model lands in `out_dir`, the figures are returned (`RESULT_FIELDS`). A cancel stops every
-    process and raises TrainingCancelled, as the in-process trainer does."""
+    process and raises TrainingCancelled, as the in-process trainer does; a failed run's
+    payload and logs are kept in the artifact store at `keep_failed_as`."""
     from worker.distributed.entry import write_payload
     from worker.distributed.launch import run_distributed
     from worker.distributed.training_entries import reward_model_payload
@@ -209,6 +210,7 @@ def _train_distributed(
             procs=procs,
             on_progress=relay,
             should_cancel=should_stop or (lambda: False),
+            keep_failed_as=keep_failed_as,
         )
     except RoundCancelled:
         raise TrainingCancelled(f"stopped at step {steps[0]}", steps_done=steps[0]) from None

@@ -1,0 +1,275 @@
+"""A judge as a round's reward (`reward_judge_id`): a round start refuses a judge that cannot be
+the reward (unknown, another project's, paused, a ranking judge on PPO) with a 422 and creates
+nothing; a GRPO round scored by a simulated judge trains no reward model and registers a
+version whose lineage names the judge and its prompt version."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from app.errors import InvalidInput
+from app.judges import service as judges
+from app.judges.schemas import JudgeCreate
+from app.models import (
+    PolicyStatus,
+    Project,
+    RewardModelVersion,
+    Role,
+    RoundState,
+    TrainingRound,
+)
+from app.ratings import repository as ratings_repository
+from app.rounds import service
+from app.tokens import service as tokens
+from rankloop.cli import app as cli
+from tests.conftest import FreshDatabase
+from tests.factories import make_project, make_ready_project, make_user
+from tests.rounds.seed import seed_ranked_project
+from worker.jobs import rounds as round_jobs
+
+
+def _judge(session: Session, project_id: int, **fields: Any) -> int:
+    data = {
+        "name": f"judge {secrets.token_hex(3)}",
+        "backend": "simulated",
+        "model": "simulated",
+        "options": {"preference": "keyword:good", "agreement": 1.0, "seed": 0},
+        "position_check_share": 0.0,
+        **fields,
+    }
+    return judges.create_judge(
+        session, project_id=project_id, data=JudgeCreate(**data), created_by_id=None
+    ).id
+
+
+def _refusal(session: Session, project_id: int, round_type: str, judge_id: int) -> InvalidInput:
+    with pytest.raises(InvalidInput) as refused:
+        service.start_round(
+            session,
+            project_id=project_id,
+            round_type=round_type,
+            config={"reward_judge_id": judge_id},
+            enqueue=False,
+        )
+    rounds = session.scalars(select(TrainingRound).where(TrainingRound.project_id == project_id))
+    assert rounds.all() == []
+    assert refused.value.status_code == 422
+    assert [d["field"] for d in refused.value.details] == ["reward_judge_id"]
+    return refused.value
+
+
+def test_an_unknown_judge_is_refused(db_session: Session) -> None:
+    project = make_ready_project(db_session)
+
+    refused = _refusal(db_session, project.id, "reward_grpo", 10**6)
+
+    assert "has no judge 1000000" in refused.message
+
+
+def test_another_projects_judge_is_refused(db_session: Session) -> None:
+    project, other = make_ready_project(db_session), make_project(db_session)
+    foreign = _judge(db_session, other.id)
+
+    refused = _refusal(db_session, project.id, "reward_rloo", foreign)
+
+    assert f"has no judge {foreign}" in refused.message
+
+
+def test_a_paused_judge_is_refused_with_its_reason(db_session: Session) -> None:
+    project = make_ready_project(db_session)
+    judge_id = _judge(db_session, project.id)
+    judges.pause_judge(db_session, judge_id=judge_id, reason="agreement 0.41 below the floor")
+
+    refused = _refusal(db_session, project.id, "reward_grpo", judge_id)
+
+    assert "paused (agreement 0.41 below the floor)" in refused.message
+
+
+@pytest.mark.parametrize("method", ["listwise", "pairwise"])
+def test_ppo_refuses_a_judge_that_only_ranks(db_session: Session, method: str) -> None:
+    project = make_ready_project(db_session)
+    judge_id = _judge(db_session, project.id, method=method)
+
+    refused = _refusal(db_session, project.id, "reward_ppo", judge_id)
+
+    assert "PPO needs a judge that scores answers (a local 'hf' judge with method logprob)" in (
+        refused.message
+    )
+
+
+def test_a_judge_round_needs_no_rankings_and_sizes_on_the_prompts(db_session: Session) -> None:
+    project = make_ready_project(db_session, prompts=40, rankings=0)
+    ranking_judge = _judge(db_session, project.id)
+
+    started = service.start_round(
+        db_session,
+        project_id=project.id,
+        round_type="reward_grpo",
+        config={"reward_judge_id": ranking_judge},
+        enqueue=False,
+    )
+
+    assert started.config["reward_judge_id"] == ranking_judge
+    # 4 rollouts per training prompt (30 of 40), not per ranking (none): 256 at least
+    assert started.config["grpo"]["steps"] == round(256 / (4 * 4))
+    assert "30" in started.metrics["sizing"]["grpo.steps"]
+
+
+def test_a_logprob_judge_may_be_ppos_reward(db_session: Session) -> None:
+    project = make_ready_project(db_session)
+    judge_id = _judge(db_session, project.id, backend="hf", model="tiny", method="logprob")
+
+    started = service.start_round(
+        db_session,
+        project_id=project.id,
+        round_type="reward_ppo",
+        config={"reward_judge_id": judge_id},
+        enqueue=False,
+    )
+
+    assert started.config["reward_judge_id"] == judge_id
+
+
+def test_the_form_offers_the_judge_and_the_api_refuses_a_bad_one_with_422(
+    client: httpx.Client, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[int] = []
+    monkeypatch.setattr(service, "send_stage", lambda round_id, stage: sent.append(round_id))
+    admin = make_user(db_session, role=Role.admin)
+    secret = tokens.create_token(
+        db_session, name="rounds", scopes=["read", "write"], created_by_id=admin.id
+    ).secret
+    project = make_ready_project(db_session)
+    db_session.commit()
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    response = client.post(
+        f"/api/v1/projects/{project.id}/rounds",
+        json={"type": "reward_rloo", "reward_judge_id": 999999},
+        headers=headers,
+    )
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert [d["field"] for d in error["details"]] == ["reward_judge_id"]
+    assert sent == []
+    assert db_session.scalars(select(TrainingRound)).all() == []
+
+
+def test_the_round_form_has_a_reward_judge_field(client: httpx.Client, project: Project) -> None:
+    for round_type in ("reward_ppo", "reward_rloo", "reward_grpo"):
+        fragment = client.get(
+            f"/admin/projects/{project.id}/rounds",
+            params={"type": round_type},
+            headers={"HX-Request": "true"},
+        ).text
+        assert 'name="reward_judge_id"' in fragment, round_type
+
+
+def test_the_command_line_takes_the_judge_and_refuses_a_ranking_one_on_ppo(
+    app_database: FreshDatabase,
+) -> None:
+    with app_database.session() as session:
+        project = make_ready_project(session)
+        judge_id = _judge(session, project.id, method="listwise")
+        session.commit()
+        project_id = project.id
+    argv = ["round", "start", "--project", str(project_id), "--type", "reward_ppo"]
+
+    result = CliRunner().invoke(cli, [*argv, "--set", f"reward_judge_id={judge_id}"])
+
+    assert result.exit_code == 1
+    assert "PPO needs a judge that scores answers" in " ".join(result.output.split())
+    with app_database.session() as session:
+        rounds = session.scalars(
+            select(TrainingRound).where(TrainingRound.project_id == project_id)
+        )
+        assert rounds.all() == []
+
+
+# A round on the tiny model, every stage in this process ------------------------------------
+
+
+@pytest.mark.slow
+def test_a_grpo_round_scored_by_a_judge_registers_a_version_naming_it(
+    app_database: FreshDatabase, tiny_model_path: Path
+) -> None:
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        project = session.get(Project, project_id)
+        assert project is not None
+        project.stop_strings = [" "]  # the tiny model seldom writes EOS (test_critic_free_rounds)
+        judge_id = _judge(session, project_id)
+        training_round = service.start_round(
+            session,
+            project_id=project_id,
+            round_type="reward_grpo",
+            config={
+                "seed": 0,
+                "eval_prompts": 2,
+                "max_kl": 1000.0,
+                "min_score_gain": -1000.0,  # about the loop, not the gain
+                "reward_judge_id": judge_id,
+                "grpo": {
+                    "steps": 2,
+                    "batch_size": 2,
+                    "group_size": 4,
+                    "mini_batch_size": 4,
+                    "epochs": 1,
+                    "learning_rate": 1e-2,
+                    "max_new_tokens": 8,
+                },
+            },
+            enqueue=False,
+        )
+        session.commit()
+        round_id = training_round.id
+
+    round_jobs.run_round(round_id, "reward_model")
+
+    with app_database.session() as session:
+        done = session.get(TrainingRound, round_id)
+        assert done is not None
+        assert done.state == RoundState.done, done.error
+        metrics = done.metrics
+        assert "judge" in metrics["reward_model_skipped"]
+        assert metrics["reward_judge"]["id"] == judge_id
+        assert metrics["reward_judge"]["prompt_version"] == 1
+        candidate = metrics["candidate"]
+        assert candidate["grpo"]["steps_done"] == 2
+        assert candidate["reward_judge"]["id"] == judge_id
+        assert candidate["judge_groups_scored"] == 2 * 2
+        assert candidate["judge_malformed_groups"] == 0
+        assert metrics["gate"]["passed"] is True
+        assert "judge" in metrics["gate"]["scorer"]
+        assert "gate_reward_model" not in metrics
+        assert (
+            session.scalars(
+                select(RewardModelVersion).where(RewardModelVersion.round_id == round_id)
+            ).all()
+            == []
+        )
+        versions = ratings_repository.versions(session, project_id)
+        assert [(v.number, v.status) for v in versions] == [
+            (1, PolicyStatus.retired),
+            (2, PolicyStatus.current),
+        ]
+        new = versions[1]
+        assert new.round_id == round_id
+        assert new.reward_model_version_id is None
+        assert new.metrics["reward_judge"] == {
+            "id": judge_id,
+            "name": metrics["reward_judge"]["name"],
+            "backend": "simulated",
+            "model": "simulated",
+            "method": "listwise",
+            "prompt_version": 1,
+        }

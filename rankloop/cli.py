@@ -1270,7 +1270,14 @@ def judges_add(
     ] = None,
     agreement_floor: Annotated[
         float | None,
-        typer.Option(help="Paused below this agreement with people (default 0.6)."),
+        typer.Option(help="Absolute floor: paused below this agreement with the consensus."),
+    ] = None,
+    relative_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Paused when significantly less reliable than this share of a typical person "
+            "(default 0.5)."
+        ),
     ] = None,
 ) -> None:
     """Add a judge to a project, as the admin page does; it starts on the project's queue."""
@@ -1295,6 +1302,8 @@ def judges_add(
     }
     if agreement_floor is not None:
         given["agreement_floor"] = agreement_floor
+    if relative_floor is not None:
+        given["relative_floor"] = relative_floor
     try:
         data = JudgeCreate.model_validate(given)
     except ValidationError as exc:

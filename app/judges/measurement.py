@@ -7,7 +7,9 @@ Three figures per judge, each with a 95% interval and the count behind it:
   tasks (percentile bootstrap over tasks, fixed seed, so a page shows the same figure twice);
 - position bias: the position checks (the task judged again with the cards reversed), the share
   of pairs whose verdict flipped (Wilson);
-- gold: its pairs on gold tasks scored as people's are (app.gold.service, a tie counts half).
+- gold: its pairs on gold tasks scored as people's are (app.gold.service, a tie counts half);
+- reliability relative to people: the judge against each person (judge-person agreement) set
+  beside people against each other (person-person), chance-corrected (`relative_to_people`).
 
 Pairs of one task are not independent, so the Wilson intervals are narrower than the truth;
 they still say when a figure rests on too few pairs to act on.
@@ -48,6 +50,30 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class RelativeMeasure:
+    """The judge against individual people, beside people against each other.
+
+    Pairs where either ranking ties the two samples are left out. Under independent errors
+    judge-person agreement is a_j a_p + (1-a_j)(1-a_p) and person-person a_p^2 + (1-a_p)^2
+    (a: agreement with the true preference), so the chance-corrected ratio
+    r = (A_jp - 0.5) / (A_pp - 0.5) = (2a_j - 1) / (2a_p - 1): 1 is as reliable as a person.
+    """
+
+    judge_person: Estimate
+    """Share of (judge, person) pairs on shared tasks ordered alike (n = those pairs)."""
+    person_person: Estimate
+    """Share of (person, person) pairs on the project's tasks ordered alike (n = pairs)."""
+    ratio: Estimate
+    """r with its 95% percentile interval, tasks resampled (n = judge-person pairs); value
+    None when undefined (`undefined`)."""
+    n_tasks: int
+    """Tasks with a judge-person or a person-person pair."""
+    undefined: str | None = None
+    """Why r is not defined: no pair with people yet, or people agree with each other no
+    better than chance (A_pp - 0.5 not significantly above 0)."""
+
+
+@dataclass(frozen=True)
 class JudgeMeasures:
     judge_id: int
     n_tasks: int
@@ -64,6 +90,8 @@ class JudgeMeasures:
     """Share of the checked pairs whose verdict changed with the order (n = pairs)."""
     gold: Estimate
     """Share of its judged gold pairs it ordered as the known answer, ties half (n = pairs)."""
+    relative: RelativeMeasure
+    """How reliable the judge is relative to a typical person (the relative floor's figure)."""
 
 
 # Intervals
@@ -209,6 +237,237 @@ def agreement_with_people(
     return len(figures), agreement, tau
 
 
+# Relative to people: the judge against each person, people against each other
+
+
+def _strict_pairs(a: Groups, b: Groups) -> tuple[int, int]:
+    """(pairs ordered alike, pairs) over the samples both rank, leaving out a pair either
+    ranking ties: a tie says nothing about which answer is better."""
+    pos_a = {s: r for r, group in enumerate(a) for s in group}
+    pos_b = {s: r for r, group in enumerate(b) for s in group}
+    common = sorted(pos_a.keys() & pos_b.keys())
+    same = total = 0
+    for i, x in enumerate(common):
+        for y in common[i + 1 :]:
+            da, db = pos_a[x] - pos_a[y], pos_b[x] - pos_b[y]
+            if da and db:
+                total += 1
+                same += (da > 0) == (db > 0)
+    return same, total
+
+
+def _people_by_task(session: Session, project_id: int) -> dict[int, list[Groups]]:
+    """{task: the included people's groups} on the project's non-gold tasks (rankings marked
+    'human', annotators not excluded)."""
+    excluded = select(AnnotatorExclusion.user_id).where(
+        AnnotatorExclusion.project_id == project_id
+    )
+    rows = session.execute(
+        select(Ranking.task_id, Ranking.groups)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(
+            Ranking.project_id == project_id,
+            Ranking.none_usable.is_(False),
+            RankingTask.gold == false(),
+            Ranking.source == "human",
+            Ranking.user_id.not_in(excluded),
+        )
+        .order_by(Ranking.task_id, Ranking.user_id)
+    ).all()
+    people: dict[int, list[Groups]] = {}
+    for task_id, groups in rows:
+        if groups:
+            people.setdefault(task_id, []).append(groups)
+    return people
+
+
+def _judge_by_task(session: Session, judge: Judge) -> dict[int, Groups]:
+    rows = session.execute(
+        select(Ranking.task_id, Ranking.groups)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(
+            Ranking.project_id == judge.project_id,
+            Ranking.none_usable.is_(False),
+            RankingTask.gold == false(),
+            Ranking.user_id == judge.user_id,
+        )
+    ).all()
+    return {task: groups for task, groups in rows if groups}
+
+
+def _ratio(jp: np.ndarray, pp: np.ndarray) -> np.ndarray:
+    """r per row of (agreeing, pairs) sums; +inf where people's agreement is at or below
+    chance or the judge shares no pair (nothing says the judge is worse), so such resamples
+    never pull the upper bound down."""
+    a_jp = np.divide(jp[:, 0], jp[:, 1], out=np.full(len(jp), np.nan), where=jp[:, 1] > 0)
+    a_pp = np.divide(pp[:, 0], pp[:, 1], out=np.full(len(pp), np.nan), where=pp[:, 1] > 0)
+    defined = (a_pp > 0.5) & ~np.isnan(a_jp)
+    return np.where(
+        defined, (np.nan_to_num(a_jp) - 0.5) / np.where(defined, a_pp - 0.5, 1.0), np.inf
+    )
+
+
+def relative_figures(
+    judge_rankings: Mapping[int, Groups],
+    human_rankings: Mapping[int, Sequence[Groups]],
+    *,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = BOOTSTRAP_SEED,
+) -> RelativeMeasure:
+    """The `RelativeMeasure` of a judge's rankings against the people's, by task. Intervals:
+    percentile bootstrap over tasks (a task's pairs are not independent), resampling each task
+    with its judge-person and person-person pairs together; the agreements' intervals are the
+    wider of that and Wilson's over pairs."""
+    counts = []  # (task, [jp agreeing, jp pairs, pp agreeing, pp pairs])
+    for task_id, people in sorted(human_rankings.items()):
+        row = [0, 0, 0, 0]
+        mine = judge_rankings.get(task_id)
+        if mine is not None:
+            for groups in people:
+                same, total = _strict_pairs(mine, groups)
+                row[0] += same
+                row[1] += total
+        for i, first in enumerate(people):
+            for second in people[i + 1 :]:
+                same, total = _strict_pairs(first, second)
+                row[2] += same
+                row[3] += total
+        if row[1] or row[3]:
+            counts.append(row)
+    x = np.asarray(counts, dtype=float).reshape(-1, 4)  # (T, 4)
+    totals = x.sum(axis=0)  # (4,)
+    if len(x):
+        rng = np.random.default_rng(seed)
+        boot = x[rng.integers(0, len(x), size=(rounds, len(x)))].sum(axis=1)  # (rounds, 4)
+    else:
+        boot = np.zeros((0, 4))
+
+    def agreement(col: int) -> Estimate:
+        n = int(totals[col + 1])
+        if n == 0:
+            return Estimate(None, None, None, 0)
+        value = float(totals[col] / n)
+        w_low, w_high = wilson_interval(float(totals[col]), n)
+        shares = boot[:, col] / np.maximum(boot[:, col + 1], 1)
+        shares = shares[boot[:, col + 1] > 0]
+        b_low, b_high = np.percentile(shares, [2.5, 97.5]) if len(shares) else (w_low, w_high)
+        low = min(w_low, float(b_low), value)
+        return Estimate(value, low, max(w_high, float(b_high), value), n)
+
+    jp, pp = agreement(0), agreement(2)
+    undefined = None
+    if jp.n == 0:
+        undefined = "no pair ranked by both the judge and a person yet"
+    elif pp.n == 0:
+        undefined = "no two people ranked the same task yet"
+    elif pp.low is None or pp.low <= 0.5:
+        undefined = (
+            f"people agree with each other no better than chance (person–person {pp.value:.2f},"
+            f" 95% CI {pp.low:.2f}–{pp.high:.2f}, {pp.n} pairs)"
+        )
+    if undefined is not None:
+        ratio = Estimate(None, None, None, jp.n)
+    else:
+        assert jp.value is not None
+        assert pp.value is not None
+        value = (jp.value - 0.5) / (pp.value - 0.5)
+        rs = _ratio(boot[:, 0:2], boot[:, 2:4])  # (rounds,)
+        low, high = (float(q) for q in np.quantile(rs, [0.025, 0.975], method="inverted_cdf"))
+        # An upper end past every finite resample is unbounded: None (JSON has no infinity).
+        top = max(high, value) if math.isfinite(high) else None
+        ratio = Estimate(value, min(low, value), top, jp.n)
+    return RelativeMeasure(jp, pp, ratio, len(x), undefined)
+
+
+def relative_to_people(session: Session, judge: Judge) -> RelativeMeasure:
+    """The judge's `RelativeMeasure` on the project's non-gold tasks."""
+    return relative_figures(
+        _judge_by_task(session, judge), _people_by_task(session, judge.project_id)
+    )
+
+
+# The floors
+
+
+@dataclass(frozen=True)
+class FloorCheck:
+    """A judge against its floors: whether its rankings may be used (`passes`), and whether
+    it falls below one (`below`: the reasons, with the figures, that pause it)."""
+
+    established: bool
+    """At least `floor_min_pairs` pairs shared with people (judge-person, ties left out; the
+    consensus pairs when only the absolute floor is set)."""
+    below: tuple[str, ...]
+    """Each floor it is below: relative (95% upper bound under it) or absolute (agreement
+    with the consensus under it)."""
+    unmeasured: str | None
+    """Why it is not measured well enough to pass: too few pairs, or r undefined."""
+    summary: str
+    """The figures in a line, e.g. for a snapshot's criteria."""
+
+    @property
+    def passes(self) -> bool:
+        return self.established and not self.below and self.unmeasured is None
+
+
+def relative_reason(relative: RelativeMeasure, floor: float) -> str:
+    """E.g. 'relative to people 0.21 (95% CI 0.05–0.38; judge–person 0.53, person–person
+    0.56, 212 pairs) is below the floor 0.50'."""
+    return f"{_relative_figures(relative)} is below the floor {floor:.2f}"
+
+
+def _relative_figures(relative: RelativeMeasure) -> str:
+    r, jp, pp = relative.ratio, relative.judge_person, relative.person_person
+    if r.value is None or jp.value is None or pp.value is None:
+        return f"relative to people undefined ({relative.undefined})"
+    high = f"{r.high:.2f}" if r.high is not None else "∞"
+    return (
+        f"relative to people {r.value:.2f} (95% CI {r.low:.2f}–{high}; judge–person "
+        f"{jp.value:.2f}, person–person {pp.value:.2f}, {jp.n} pairs)"
+    )
+
+
+def floor_reason(agreement: Estimate, floor: float) -> str:
+    """E.g. 'agreement with people 0.54 (95% CI 0.47–0.61, 212 pairs) is below the floor
+    0.60'."""
+    return (
+        f"agreement with people {agreement.value:.2f} (95% CI {agreement.low:.2f}–"
+        f"{agreement.high:.2f}, {agreement.n} pairs) is below the floor {floor:.2f}"
+    )
+
+
+def floor_check(session: Session, judge: Judge) -> FloorCheck:
+    """The judge against its relative floor (paused when r is significantly below it: the 95%
+    upper bound under the floor; never on an undefined r) and its absolute floor (the pooled
+    agreement with the consensus under it), each once `floor_min_pairs` pairs are shared."""
+    relative = relative_to_people(session, judge)
+    agreement = None
+    if judge.agreement_floor is not None:
+        _, agreement, _ = agreement_with_people(session, judge, with_tau=False)
+    uses_relative = judge.relative_floor is not None or agreement is None
+    shared = relative.judge_person.n if uses_relative or agreement is None else agreement.n
+    established = shared >= judge.floor_min_pairs
+    below: list[str] = []
+    figures = [_relative_figures(relative)]
+    if agreement is not None and agreement.value is not None:
+        figures.append(
+            f"agreement with people {agreement.value:.2f} ({agreement.n} consensus pairs)"
+        )
+    unmeasured = None
+    if not established:
+        unmeasured = f"{shared} of {judge.floor_min_pairs} pairs shared with people"
+    elif judge.relative_floor is not None and relative.undefined is not None:
+        unmeasured = f"relative to people undefined: {relative.undefined}"
+    if established and judge.relative_floor is not None:
+        high = relative.ratio.high
+        if relative.ratio.value is not None and high is not None and high < judge.relative_floor:
+            below.append(relative_reason(relative, judge.relative_floor))
+    if established and agreement is not None and judge.agreement_floor is not None:
+        if agreement.value is not None and agreement.value < judge.agreement_floor:
+            below.append(floor_reason(agreement, judge.agreement_floor))
+    return FloorCheck(established, tuple(below), unmeasured, "; ".join(figures))
+
+
 # Position bias and gold
 
 
@@ -253,6 +512,7 @@ def _measures(session: Session, judge: Judge) -> JudgeMeasures:
         position_checks=checks,
         flip_rate=flips,
         gold=gold_agreement(session, judge),
+        relative=relative_to_people(session, judge),
     )
 
 
@@ -264,10 +524,17 @@ def measures_for_project(session: Session, project_id: int) -> dict[int, JudgeMe
 
 __all__ = [
     "Estimate",
+    "FloorCheck",
     "JudgeMeasures",
+    "RelativeMeasure",
     "agreement_with_people",
     "bootstrap_mean_interval",
+    "floor_check",
+    "floor_reason",
     "judge_measures",
     "measures_for_project",
+    "relative_figures",
+    "relative_reason",
+    "relative_to_people",
     "wilson_interval",
 ]

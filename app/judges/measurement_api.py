@@ -31,6 +31,23 @@ class EstimateOut(BaseModel):
     n: int = Field(description="What it rests on: pairs, or tasks for Kendall's tau.")
 
 
+class RelativeOut(BaseModel):
+    judge_person: EstimateOut = Field(
+        description="Share of (judge, person) pairs on shared tasks ordered alike, ties left "
+        "out (n: those pairs)."
+    )
+    person_person: EstimateOut = Field(
+        description="People's own agreement: share of (person, person) pairs ordered alike."
+    )
+    ratio: EstimateOut = Field(
+        description="(judge-person - 0.5) / (person-person - 0.5): reliability relative to a "
+        "typical person, 1 = as good as one (bootstrap over tasks; high null: unbounded; value "
+        "null: undefined)."
+    )
+    n_tasks: int = Field(description="Tasks with a judge-person or person-person pair.")
+    undefined: str | None = Field(description="Why the ratio is undefined, if it is.")
+
+
 class JudgeMeasuresOut(BaseModel):
     judge_id: int
     n_tasks: int = Field(description="Non-gold tasks ranked by the judge and by people.")
@@ -49,6 +66,10 @@ class JudgeMeasuresOut(BaseModel):
     gold: EstimateOut = Field(
         description="Share of its gold pairs ordered as the known answer, ties half (Wilson)."
     )
+    relative: RelativeOut = Field(
+        description="The relative floor's figures: the judge against each person beside "
+        "people against each other."
+    )
 
 
 MEASURES_EXAMPLE: dict[str, Any] = {
@@ -60,6 +81,13 @@ MEASURES_EXAMPLE: dict[str, Any] = {
     "position_checks": 4,
     "flip_rate": {"value": 0.125, "low": 0.04, "high": 0.31, "n": 24},
     "gold": {"value": None, "low": None, "high": None, "n": 0},
+    "relative": {
+        "judge_person": {"value": 0.53, "low": 0.47, "high": 0.6, "n": 212},
+        "person_person": {"value": 0.56, "low": 0.52, "high": 0.61, "n": 480},
+        "ratio": {"value": 0.5, "low": 0.05, "high": 0.96, "n": 212},
+        "n_tasks": 96,
+        "undefined": None,
+    },
 }
 
 
@@ -67,8 +95,9 @@ MEASURES_EXAMPLE: dict[str, Any] = {
     "/judges/{judge_id}/measures",
     summary="A model judge measured against people",
     description="Agreement with the human consensus on tasks both ranked (pairwise agreement "
-    "and Kendall's tau, with 95% intervals and counts), position bias (how often a verdict "
-    "flips with the order reversed) and agreement with gold tasks.",
+    "and Kendall's tau, with 95% intervals and counts), reliability relative to a typical "
+    "person (the judge against each person beside people against each other), position bias "
+    "(how often a verdict flips with the order reversed) and agreement with gold tasks.",
     responses={200: {"content": {"application/json": {"example": MEASURES_EXAMPLE}}}},
 )
 def get_measures(session: SessionDep, token: ReadToken, judge_id: IdPath) -> JudgeMeasuresOut:

@@ -24,8 +24,12 @@ ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # tokens, Hugging Face tokens, long random-looking strings.
 _KEY_LIKE = re.compile(r"^(sk-|sk_|pk-|hf_|gsk_|xai-|[Bb]earer\s)")
 MAX_PRINCIPLES = 50
-DEFAULT_AGREEMENT_FLOOR = 0.6
-"""A judge agreeing with people on fewer pairs than this is paused (after floor_min_pairs)."""
+DEFAULT_AGREEMENT_FLOOR: float | None = None
+"""The absolute floor (a share of pairs agreeing with the human consensus) is off by default:
+when people agree little with each other, every judge measures low against them and a fixed
+share pauses good and bad judges alike (bench/rlaif.py)."""
+DEFAULT_RELATIVE_FLOOR = 0.5
+"""Paused when significantly worth less than half a typical person (app.judges.measurement)."""
 
 
 def _looks_like_key(value: str) -> bool:
@@ -136,7 +140,19 @@ class JudgeCreate(_JudgeFields):
     requests_per_minute: int | None = Field(default=None, ge=1, le=100000)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    agreement_floor: float | None = Field(default=DEFAULT_AGREEMENT_FLOOR, ge=0, le=1)
+    agreement_floor: float | None = Field(
+        default=DEFAULT_AGREEMENT_FLOOR,
+        ge=0,
+        le=1,
+        description="Absolute floor on agreement with the human consensus; null: not used.",
+    )
+    relative_floor: float | None = Field(
+        default=DEFAULT_RELATIVE_FLOOR,
+        ge=0,
+        le=2,
+        description="Floor on reliability relative to a typical person (1: as good as one); "
+        "paused when its 95% upper bound is below; null: not used.",
+    )
     floor_min_pairs: int = Field(default=30, ge=1, le=1000000)
     flag_harm: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
@@ -169,6 +185,7 @@ class JudgeUpdate(_JudgeFields):
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
     max_attempts: int | None = Field(default=None, ge=1, le=10)
     agreement_floor: float | None = Field(default=None, ge=0, le=1)
+    relative_floor: float | None = Field(default=None, ge=0, le=2)
     floor_min_pairs: int | None = Field(default=None, ge=1, le=1000000)
     flag_harm: bool | None = None
     options: dict[str, Any] | None = None
@@ -200,7 +217,8 @@ JUDGE_EXAMPLE: dict[str, Any] = {
     "requests_per_minute": 120,
     "timeout_s": 60.0,
     "max_attempts": 3,
-    "agreement_floor": 0.6,
+    "agreement_floor": None,
+    "relative_floor": 0.5,
     "floor_min_pairs": 30,
     "flag_harm": False,
     "options": {"temperature": 0},
@@ -236,6 +254,7 @@ class JudgeOut(BaseModel):
     timeout_s: float
     max_attempts: int
     agreement_floor: float | None
+    relative_floor: float | None
     floor_min_pairs: int
     flag_harm: bool
     options: dict[str, Any]
@@ -264,9 +283,16 @@ _FORM_FIELDS = (
     "timeout_s",
     "max_attempts",
     "agreement_floor",
+    "relative_floor",
     "floor_min_pairs",
 )
-_FORM_NULLABLE = ("base_url", "api_key_env", "requests_per_minute", "agreement_floor")
+_FORM_NULLABLE = (
+    "base_url",
+    "api_key_env",
+    "requests_per_minute",
+    "agreement_floor",
+    "relative_floor",
+)
 
 
 def form_fields(form: Mapping[str, Any], *, editing: bool) -> dict[str, Any]:

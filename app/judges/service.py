@@ -40,7 +40,9 @@ UNUSABLE_PASSWORD = "!model-judge"
 refuses users of kind 'model')."""
 
 _PROMPT_FIELDS = ("prompt_template", "principles")
-_NULLABLE = frozenset({"base_url", "api_key_env", "requests_per_minute", "agreement_floor"})
+_NULLABLE = frozenset(
+    {"base_url", "api_key_env", "requests_per_minute", "agreement_floor", "relative_floor"}
+)
 
 
 class JudgeNameTaken(Conflict, code="judge_name_taken"): ...

@@ -2,9 +2,9 @@
 
 A judge owns a `users` row of kind "model" (no password that can log in), so its rankings,
 leases and comparisons are ordinary rows marked `source='ai'`; the judge row holds how it
-ranks (backend, prompt, method) and how it is run (overlap, limits, the agreement floor under
-which it is paused). API keys are never stored: `api_key_env` names the environment variable
-the judging worker reads.
+ranks (backend, prompt, method) and how it is run (overlap, limits, the floors under which it
+is paused and its rankings left out of training). API keys are never stored: `api_key_env`
+names the environment variable the judging worker reads.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, Double, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -83,9 +83,18 @@ class Judge(Base):
     timeout_s: Mapped[float] = mapped_column(default=60.0)
     max_attempts: Mapped[int] = mapped_column(default=3)
     agreement_floor: Mapped[float | None] = mapped_column(
-        default=0.6,
-        doc="Paused when its pairwise agreement with the human consensus falls below this "
-        "(after `floor_min_pairs` shared pairs); None: never paused for agreement.",
+        default=None,
+        doc="Absolute floor: paused when its pairwise agreement with the human consensus falls "
+        "below this (after `floor_min_pairs` shared pairs); None (the default): not used.",
+    )
+    relative_floor: Mapped[float | None] = mapped_column(
+        # evaluates_none: an explicit None (no relative floor) is stored as NULL; the ORM would
+        # otherwise leave it out of the INSERT and the default would apply.
+        Double().evaluates_none(),
+        default=0.5,
+        doc="Relative floor: paused when its reliability relative to a typical person (judge-"
+        "person beside person-person agreement, chance-corrected) is significantly below this "
+        "(95% upper bound); None: not used. app/judges/measurement.py `floor_check`.",
     )
     floor_min_pairs: Mapped[int] = mapped_column(default=30)
     flag_harm: Mapped[bool] = mapped_column(

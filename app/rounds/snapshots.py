@@ -7,9 +7,11 @@ taken (1 when the project does not weight by reliability): a later refit of the 
 model changes new snapshots, never this one.
 
 People's comparisons are the training data; a judge's (source 'ai') enter only with the
-project's (or the round's) `judge_weight` > 0, at that weight, or alone with `judge_only`
-(pure RLAIF, weight 1). A sample a judge merely suggests is harmful stays in: only a
-person's 'harmful' flag keeps it out.
+project's (or the round's) `judge_weight` > 0, at that weight, and only from judges that pass
+their floors measured against people (app.judges.measurement `floor_check`: enough shared
+pairs, not below a floor), so an unmeasured or a failing judge never trains a round; or alone
+with `judge_only` (pure RLAIF, weight 1: no people to measure against). A sample a judge
+merely suggests is harmful stays in: only a person's 'harmful' flag keeps it out.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, case, exists, false, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
+from app.judges.measurement import floor_check
+from app.judges.repository import list_judges
 from app.models import (
     AnnotatorExclusion,
     AnnotatorReliability,
@@ -72,10 +76,15 @@ def judge_data(
 
 
 def eligible_comparisons(  # type: ignore[no-untyped-def]
-    project_id: int, *, include_flagged: bool = False, sources: Sequence[str] = ("human",)
+    project_id: int,
+    *,
+    include_flagged: bool = False,
+    sources: Sequence[str] = ("human",),
+    ai_users: Sequence[int] | None = None,
 ):
     """SELECT of comparison ids that training may use: never a gold task's (those measure
-    annotators), never an excluded annotator's; only those of `sources` ('human', 'ai')."""
+    annotators), never an excluded annotator's; only those of `sources` ('human', 'ai'), and
+    with `ai_users` an AI comparison only from those judges' users."""
     excluded = exists(
         select(AnnotatorExclusion.user_id).where(
             AnnotatorExclusion.project_id == project_id,
@@ -88,6 +97,10 @@ def eligible_comparisons(  # type: ignore[no-untyped-def]
         ~excluded,
         Comparison.source.in_(list(sources)),
     )
+    if ai_users is not None:
+        query = query.where(
+            or_(Comparison.source != "ai", Comparison.user_id.in_(list(ai_users)))
+        )
     if not include_flagged:
         flagged = exists(
             select(SampleFlag.id).where(
@@ -115,11 +128,16 @@ def create_snapshot(
 
     With `project.reliability_weighting` on, a person's comparison weighs their fitted
     `AnnotatorReliability.weight` (1 for an annotator not fitted yet); off, every weight is 1.
-    A judge's weighs `judge_weight` (`judge_data`: the round's override, else the project's).
+    A judge's weighs `judge_weight` (`judge_data`: the round's override, else the project's),
+    from the judges `admitted_judges` lets in (all of them with `judge_only`).
     """
     project = session.get(Project, project_id)
     weighting = bool(project is not None and project.reliability_weighting)
     judges = judge_data(project, judge_weight=judge_weight, judge_only=judge_only)
+    admitted: list[int] | None = None
+    judge_criteria: dict[str, Any] = {}
+    if "ai" in judges.sources and not judges.only:
+        admitted, judge_criteria = admitted_judges(session, project_id)
     snapshot = ComparisonSnapshot(
         project_id=project_id,
         name=name,
@@ -128,12 +146,13 @@ def create_snapshot(
             "flagged_samples": ("included" if include_flagged else "left out"),
             "reliability_weights": ("applied" if weighting else "off"),
             "judge_comparisons": judges.criteria(),
+            **({"judges": judge_criteria} if judge_criteria else {}),
         },
     )
     session.add(snapshot)
     session.flush()
     ids = eligible_comparisons(
-        project_id, include_flagged=include_flagged, sources=judges.sources
+        project_id, include_flagged=include_flagged, sources=judges.sources, ai_users=admitted
     ).subquery()
     person = func.coalesce(AnnotatorReliability.weight, 1.0) if weighting else literal(1.0)
     ai_weight = 1.0 if judges.only else judges.weight
@@ -160,6 +179,24 @@ def create_snapshot(
     return snapshot
 
 
+def admitted_judges(session: Session, project_id: int) -> tuple[list[int], dict[str, Any]]:
+    """(users of the judges whose rankings may train, {judge name: 'admitted: ...' or 'left
+    out: ...' with the figures}). A judge is admitted when it passes its floors measured
+    (`FloorCheck.passes`), whatever its state: one an admin paused for another reason still
+    counts; one below its floor counts for nothing, its earlier rankings included."""
+    users: list[int] = []
+    why: dict[str, Any] = {}
+    for judge in list_judges(session, project_id=project_id):
+        check = floor_check(session, judge)
+        if check.passes:
+            users.append(judge.user_id)
+            why[judge.name] = f"admitted: {check.summary}"
+        else:
+            reason = "; ".join(check.below) or check.unmeasured or check.summary
+            why[judge.name] = f"left out: {reason}"
+    return users, why
+
+
 @dataclass(frozen=True)
 class RankedResponses:
     """One ranking restricted to the snapshot: responses and their tie-group index (0 best)."""
@@ -171,6 +208,8 @@ class RankedResponses:
     groups: list[int]
     weight: float = 1.0
     """Its annotator's reliability weight frozen in the snapshot (one annotator per ranking)."""
+    source: str = "human"
+    """'human' or 'ai' (a judge's): held-out accuracy is scored on people's alone."""
 
 
 def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses]:
@@ -184,15 +223,18 @@ def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses
             Comparison.winner_id,
             Comparison.loser_id,
             SnapshotComparison.weight,
+            Comparison.source,
         )
         .join(SnapshotComparison, SnapshotComparison.comparison_id == Comparison.id)
         .where(SnapshotComparison.snapshot_id == snapshot_id)
     ).all()
     members: dict[int, set[int]] = defaultdict(set)
     weights: dict[int, float] = {}
-    for ranking_id, winner, loser, weight in rows:
+    sources: dict[int, str] = {}
+    for ranking_id, winner, loser, weight, source in rows:
         members[ranking_id].update((winner, loser))
         weights[ranking_id] = float(weight)  # one annotator per ranking: one weight
+        sources[ranking_id] = str(source)
     if not members:
         return []
     rankings = session.scalars(select(Ranking).where(Ranking.id.in_(list(members)))).all()
@@ -227,6 +269,7 @@ def ranked_responses(session: Session, snapshot_id: int) -> list[RankedResponses
                     responses=[texts[sid] for sid in ids],
                     groups=groups,
                     weight=weights[ranking.id],
+                    source=sources[ranking.id],
                 )
             )
     return out

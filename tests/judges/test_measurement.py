@@ -201,12 +201,13 @@ def test_gold_agreement_scores_the_judges_gold_pairs(db_session: Session) -> Non
 # The floor
 
 
-def test_a_judge_below_the_floor_is_paused_with_the_figure_in_the_reason(
+def test_a_judge_below_the_absolute_floor_is_paused_with_the_figure_in_the_reason(
     db_session: Session,
 ) -> None:
     world = _world(db_session, tasks=6)
-    bad = _judge(db_session, world.project, "bad", agreement_floor=0.6, floor_min_pairs=30)
-    good = _judge(db_session, world.project, "good", agreement_floor=0.6, floor_min_pairs=30)
+    floors = {"agreement_floor": 0.6, "relative_floor": None, "floor_min_pairs": 30}
+    bad = _judge(db_session, world.project, "bad", **floors)
+    good = _judge(db_session, world.project, "good", **floors)
     for i, (task, order) in enumerate(world.tasks):
         _judge_ranks(db_session, bad, task, _strict(order[::-1] if i % 2 else order))
         _judge_ranks(db_session, good, task, _strict(order))
@@ -226,7 +227,9 @@ def test_a_judge_below_the_floor_is_paused_with_the_figure_in_the_reason(
 def test_too_few_pairs_or_no_floor_pauses_nobody(db_session: Session) -> None:
     world = _world(db_session, tasks=2)
     early = _judge(db_session, world.project, "early", floor_min_pairs=30)
-    unfloored = _judge(db_session, world.project, "unfloored", agreement_floor=None)
+    unfloored = _judge(
+        db_session, world.project, "unfloored", agreement_floor=None, relative_floor=None
+    )
     for task, order in world.tasks:
         _judge_ranks(db_session, early, task, _strict(order[::-1]))
         _judge_ranks(db_session, unfloored, task, _strict(order[::-1]))
@@ -453,7 +456,7 @@ def test_the_ratings_job_pauses_a_judge_below_its_floor(
     monkeypatch.setattr(service, "send_recompute", lambda project_id, *, countdown: None)
     monkeypatch.setattr(judges, "send_judge_run", lambda judge_id: None)
     with session_scope() as session:
-        world = _world(session, tasks=3, people=1)
+        world = _world(session, tasks=3, people=2)
         judge = _judge(session, world.project, floor_min_pairs=12)
         for task, order in world.tasks:
             _judge_ranks(session, judge, task, _strict(order[::-1]))
@@ -465,4 +468,4 @@ def test_the_ratings_job_pauses_a_judge_below_its_floor(
     with session_scope() as session:
         stored = session.get_one(Judge, judge_id)
         assert stored.state == "paused"
-        assert "agreement with people 0.00" in (stored.paused_reason or "")
+        assert "relative to people -1.00" in (stored.paused_reason or "")

@@ -82,13 +82,36 @@ def _weights_by_source(session: Session, snapshot_id: int) -> dict[str, set[floa
     return found
 
 
+def _unfloored_judge(session: Session, project_id: int, user: User, **fields: Any) -> Any:
+    """A judge with no floor, measured once it shares a pair with people: the snapshot's gate
+    admits it (tests/judges/test_relative_floor.py tests the gate itself)."""
+    from app.models import Judge
+
+    judge = Judge(
+        project_id=project_id,
+        user_id=user.id,
+        name="critic",
+        backend="simulated",
+        model="sim",
+        agreement_floor=None,
+        relative_floor=None,
+        floor_min_pairs=1,
+        **fields,
+    )
+    session.add(judge)
+    session.flush()
+    return judge
+
+
 def _project_ranked_by_both(session: Session, **settings: Any) -> Project:
     """One task ranked by a person (3 pairs) and by a judge (3 pairs, the reverse order)."""
     project = make_project(session, **settings)
     task = make_task(session, project, k=3)
     a, b, c = task_sample_ids(session, task)
     make_ranking(session, task, make_user(session), [[a], [b], [c]])
-    make_ai_ranking(session, task, make_judge_user(session), [[c], [b], [a]])
+    judge_user = make_judge_user(session)
+    judge = _unfloored_judge(session, project.id, judge_user)
+    make_ai_ranking(session, task, judge_user, [[c], [b], [a]], judge_id=judge.id)
     return project
 
 
@@ -185,7 +208,7 @@ class ExportWorld:
 def export_world(app_database: FreshDatabase) -> ExportWorld:
     """Committed rows (the export streams through its own session): one task ranked by a
     person and by a judge."""
-    from app.models import Judge, Role
+    from app.models import Role
     from app.tokens import service as tokens
 
     with app_database.session() as session:
@@ -195,16 +218,7 @@ def export_world(app_database: FreshDatabase) -> ExportWorld:
         a, b, c = task_sample_ids(session, task)
         person = make_ranking(session, task, make_user(session), [[a], [b], [c]])
         judge_user = make_judge_user(session)
-        judge = Judge(
-            project_id=project.id,
-            user_id=judge_user.id,
-            name="critic",
-            backend="simulated",
-            model="sim",
-            prompt_version=3,
-        )
-        session.add(judge)
-        session.flush()
+        judge = _unfloored_judge(session, project.id, judge_user, prompt_version=3)
         ai = make_ai_ranking(
             session, task, judge_user, [[c], [b], [a]], judge_id=judge.id, judge_prompt_version=3
         )

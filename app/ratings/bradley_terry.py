@@ -23,8 +23,15 @@ from app.ratings.pairs import ranking_to_pairs
 
 LN10 = math.log(10.0)
 DENSE_MAX_ITEMS = 1000
-"""Up to this many items the Hessian is a dense matrix (8 MB); above it, for a whole
-project's samples each compared only inside its own prompt, the fit stays O(pairs)."""
+"""Above this many items the Hessian is never a dense matrix (8 MB at 1000)."""
+DENSE_ALWAYS_ITEMS = 200
+"""Up to this many items it always is: a 200×200 product takes microseconds."""
+DENSE_MIN_FILL = 1 / 16
+"""Between the two, dense only when the compared pairs fill this share of the K×K matrix (a
+leaderboard's versions, Arena's 200 models). A project's samples are compared only inside
+their own prompt (6 pairs per 4 samples): at 800 samples a dense product was 60× slower
+than the sparse one, and the ratings job took 20-70 s instead of 1 (bench/ratings_service.py
+--split)."""
 BETTER, WORSE, UNDECIDED = "better", "worse", "not distinguishable yet"
 
 
@@ -190,10 +197,10 @@ def _hessian(
 ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
     """(v ↦ H v, diag H) for H = graph Laplacian with pair weights h, plus ridge · I.
 
-    Dense up to DENSE_MAX_ITEMS items (one matrix-vector product, microseconds), otherwise a
-    sparse matrix with one entry per pair, so a project's thousands of samples need no K×K.
+    Dense for few items or many pairs (see dense_hessian), otherwise a sparse matrix with one
+    entry per pair, so a project's thousands of samples need no K×K.
     """
-    if k <= DENSE_MAX_ITEMS:
+    if dense_hessian(k, len(pa)):
         hess = np.zeros((k, k))
         hess[pa, pb] = -h
         hess[pb, pa] = -h
@@ -205,6 +212,14 @@ def _hessian(
     cols = np.concatenate([pb, pa, np.arange(k)])
     sparse = scipy.sparse.csr_array((np.concatenate([-h, -h, diag]), (rows, cols)), shape=(k, k))
     return sparse.__matmul__, diag
+
+
+def dense_hessian(k: int, n_pairs: int) -> bool:
+    """Whether the Newton system of `k` items and `n_pairs` compared pairs is a dense matrix:
+    a dense product costs K², a sparse one about 3 pairs plus scipy's overhead (~5 µs)."""
+    if k > DENSE_MAX_ITEMS:
+        return False
+    return k <= DENSE_ALWAYS_ITEMS or 2 * n_pairs >= DENSE_MIN_FILL * k * k
 
 
 def _pcg(

@@ -291,8 +291,8 @@ def _mm_steps(
     from `beta` by Jacobi steps on a fixed quadratic bound: the logistic curvature is at most
     ln10²/4 a game, and a graph Laplacian L is at most 2·diag(L), so the step
     −g / (ln10²/2 · games per item + ridge) never raises the objective. O(pairs) a step, no
-    linear solve: items meet only inside their task, a block-diagonal system that the solver
-    of app.ratings.bradley_terry would treat as one dense matrix."""
+    linear solve: a generalised EM needs only a descent step, not app.ratings.bradley_terry's
+    Newton solve."""
     k, pa, pb = agg.n_items, agg.pair_a, agg.pair_b
     if not k:
         return beta

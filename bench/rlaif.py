@@ -10,10 +10,15 @@ seed, the same held-out prompts), each run as arms that differ only in who ranks
       simulated.py: right on the set share of the true preference's pairs) ranks every open task
       (overlap 'all'; before the people, since a task they finish closes), so it shares the
       people's tasks; the ratings refit after their pass measures it against them and checks
-      its floor (its minimum pairs and level at the form's defaults); a paused judge's earlier
-      rankings stay in. Rounds train on both, the judge's comparisons at judge_weight 1
-      (counted like a person's: the question is whether its rankings can stand in for
-      people's, not how to discount them).
+      its floors at the form's defaults: the relative floor 0.5 (paused when its reliability
+      relative to a typical person, judge-person beside person-person agreement chance-
+      corrected, is significantly below half a person; the simulated people agree with the
+      true preference on ~0.62 of pairs, so an absolute share, ~0.55 for any judge, could not
+      tell judges apart), no absolute floor, 30 pairs. A round's snapshot takes the judge's
+      rankings only while it passes its floors measured (an unmeasured or a paused-by-the-floor
+      judge's rankings, earlier ones included, train nothing). Rounds train on both, the
+      judge's comparisons at judge_weight 1 (counted like a person's: the question is whether
+      its rankings can stand in for people's, not how to discount them).
 The project and rounds are the product's defaults (bench/loop.py's SUITE_PROJECT). The gain is
 bench/loop.py's: the current version after the last round over the base, in σ of the base's
 samples, on held-out prompts. For (c) it prints the judge's measured agreement with people

@@ -106,8 +106,12 @@ def train_project_reward_model(
         **cfg.model_dump(include={"epochs", "heldout_fraction", "max_length", "patience"}),
     )
     workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
-    # Each ranking weighs its annotator's reliability weight frozen in the snapshot.
-    examples = [RankingExample(r.prompt, r.responses, r.groups, r.weight) for r in rankings]
+    # Each ranking weighs its annotator's reliability weight frozen in the snapshot; a judge's
+    # is never held out beside people's (held-out accuracy grades the gate on people's labels).
+    examples = [
+        RankingExample(r.prompt, r.responses, r.groups, r.weight, human=r.source == "human")
+        for r in rankings
+    ]
     procs, fsdp = get_settings().train_procs, get_settings().train_fsdp
     key = f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}"
     trained = None

@@ -7,7 +7,8 @@ same forward pass, and the loss averages -log σ(r_w - r_l) over all cross-group
 once per ranking and its keys/values are reused by the K responses
 (`RewardModel.forward_shared_prefix`). A ranking may carry a weight (its annotator's
 reliability): the batch loss is then Σ w·loss / Σ w over its rankings (docs/training-notes.md
-§Reward model); held-out accuracy stays unweighted. The TRL-style baseline that makes every
+§Reward model); held-out accuracy stays unweighted, and is scored on people's rankings alone
+when a judge's train beside them (`split_heldout`). The TRL-style baseline that makes every
 pair its own example lives with its benchmark (bench/pairwise_reward_model.py).
 
 The score is read at the last non-pad token of prompt + response, and rewards are
@@ -55,7 +56,7 @@ from worker.training.models import (
     pick_device,
 )
 from worker.training.outcomes import Progress, ShouldStop, TrainingCancelled
-from worker.training.prompts import Prompt, PromptCuts, fit_prompt, token_limit
+from worker.training.prompts import Prompt, PromptCuts, fit_prompt, prompt_key, token_limit
 
 ADAPTER_NAME = "reward"
 META_FILE = "reward_model.json"
@@ -171,6 +172,9 @@ class RankingExample:
     weight: float = 1.0
     """What the ranking counts for in the loss: its annotator's reliability weight (1: plain;
     0: trains nothing, still scored held out)."""
+    human: bool = True
+    """A person's ranking; False: a model judge's, never held out beside people's
+    (`split_heldout`)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.weight) and self.weight >= 0):
@@ -186,6 +190,23 @@ class RankingExample:
     def n_pairs(self) -> int:
         """Cross-group pairs this ranking yields; pairs inside a tie group are not used."""
         return sum(a < b for a in self.groups for b in self.groups)
+
+
+def split_heldout(
+    examples: Sequence[RankingExample], *, heldout_fraction: float, seed: int
+) -> tuple[list[RankingExample], list[RankingExample]]:
+    """(train, held-out) with no prompt on both sides. With people's and a judge's rankings,
+    the held-out prompts are drawn from people's and hold people's rankings only: judge labels
+    must not grade the promotion gate, and a judge's ranking of a held-out prompt is dropped
+    (training on it would leak the prompt). All people's, or all a judge's (pure RLAIF): the
+    plain split by prompt."""
+    if all(e.human for e in examples) or not any(e.human for e in examples):
+        return split_by_prompt(examples, heldout_fraction=heldout_fraction, seed=seed)
+    _, heldout = split_by_prompt(
+        [e for e in examples if e.human], heldout_fraction=heldout_fraction, seed=seed
+    )
+    held = {prompt_key(e.prompt) for e in heldout}
+    return [e for e in examples if prompt_key(e.prompt) not in held], heldout
 
 
 @dataclass
@@ -851,8 +872,9 @@ def train_reward_model(
     params = [p for p in rm.parameters() if p.requires_grad]  # after wrapping: FSDP's shards
     initial = trainable_state(rm)
 
-    # 2. Data: no prompt on both sides of the split; training rankings tokenised once ---------
-    train, heldout = split_by_prompt(
+    # 2. Data: no prompt on both sides of the split, people's rankings alone held out beside a
+    # judge's; training rankings tokenised once -----------------------------------------------
+    train, heldout = split_heldout(
         examples, heldout_fraction=config.heldout_fraction, seed=config.seed
     )
     # Tokenising counts as training time. Rankings whose samples all tie give no pair, and

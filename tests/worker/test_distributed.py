@@ -36,6 +36,7 @@ from worker.training.models import load_tokenizer
 from worker.training.reward_model import (
     RankingExample,
     RewardModelConfig,
+    RewardModelResult,
     load_reward_model,
     score,
     train_reward_model,
@@ -98,18 +99,35 @@ def run_two(
     return result, lines
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_two_processes_give_the_one_process_reward_model_loss_curve(
-    tiny_model_dir: Path, examples: list[RankingExample], tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def one_process(
+    tiny_model_dir: Path, examples: list[RankingExample], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[RewardModelResult, list[float]]:
+    """The reward model trained in this process on one thread, as each rank has
+    (OMP_NUM_THREADS=1), so both runs add alike: its result and loss curve."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     one: list[float] = []
-    alone = train_reward_model(
-        str(tiny_model_dir),
-        examples,
-        CONFIG,
-        out_dir=tmp_path / "one",
-        progress=lambda _step, _total, metrics: one.append(metrics["loss"]),
-    )
+    try:
+        alone = train_reward_model(
+            str(tiny_model_dir),
+            examples,
+            CONFIG,
+            out_dir=tmp_path_factory.mktemp("one-process"),
+            progress=lambda _step, _total, metrics: one.append(metrics["loss"]),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return alone, one
+
+
+def test_two_processes_give_the_one_process_reward_model_loss_curve(
+    one_process: tuple[RewardModelResult, list[float]],
+    tiny_model_dir: Path,
+    examples: list[RankingExample],
+    tmp_path: Path,
+) -> None:
+    alone, one = one_process
 
     result, lines = run_two(tiny_model_dir, examples, tmp_path / "two")
 
@@ -122,18 +140,13 @@ def test_two_processes_give_the_one_process_reward_model_loss_curve(
     assert result["train_forward_passes"] == alone.train_forward_passes
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_fsdp_on_two_processes_saves_an_adapter_that_loads_in_one(
-    tiny_model_dir: Path, examples: list[RankingExample], tmp_path: Path
+    one_process: tuple[RewardModelResult, list[float]],
+    tiny_model_dir: Path,
+    examples: list[RankingExample],
+    tmp_path: Path,
 ) -> None:
-    one: list[float] = []
-    alone = train_reward_model(
-        str(tiny_model_dir),
-        examples,
-        CONFIG,
-        out_dir=tmp_path / "one",
-        progress=lambda _step, _total, metrics: one.append(metrics["loss"]),
-    )
+    alone, one = one_process
 
     _, lines = run_two(tiny_model_dir, examples, tmp_path / "fsdp", fsdp=True)
 

@@ -12,18 +12,18 @@ it, 10 % reversed) who rank over HTTP. Arms differ only by project settings:
     C  B's rankings of the default-noise annotators alone (the others excluded), unweighted
 
 Between checkpoints (rankings so far) the product's own paths run: a sampling job over the
-prompts with the fewest tasks (active selection picks samples there), the annotators rank
-its tasks, the ratings job refits (reliability rows, the leaderboard). Both arms alike, after
-the first sampling job, --gold-tasks of its tasks (seeded draw) are marked gold through
-app.gold.service.mark_gold with the true preference's ordering; the queue mixes them in at the
-project's default gold_rate (0.1), their rankings count among the rankings (people rank them)
-and feed the reliability fit (gold pairs corroborate a 'reversed' flag), and the product keeps
-them out of ratings and training. At each checkpoint the
-reward-model stage's function (worker/jobs/reward_model.train_project_reward_model, on a
-fresh snapshot, registered so active selection uses it next) trains, and is scored on a fixed
-held-out set: base-model samples of prompts the project never sees, every pair the TRUE
-preference orders (not the annotators' noisy labels). The preference is drawn per seed from
-a family of bench/loop.py (--families; seed s takes the s-th, cycling).
+prompts with the fewest tasks (active selection picks prompts and samples there), the
+annotators rank its tasks, the ratings job refits (reliability rows, the leaderboard). Both
+arms alike, after the first sampling job, --gold-tasks of its tasks (seeded draw) are marked
+gold through app.gold.service.mark_gold with the true preference's ordering; the queue mixes
+them in at the project's default gold_rate (0.1), their rankings count among the rankings
+(people rank them) and feed the reliability fit (gold pairs corroborate a 'reversed' flag),
+and the product keeps them out of ratings and training. At each checkpoint the reward-model
+stage's function (worker/jobs/reward_model.train_project_reward_model, on a fresh snapshot,
+registered so active selection uses it next) trains, and is scored on a fixed held-out set:
+base-model samples of prompts the project never sees, every pair the TRUE preference orders
+(not the annotators' noisy labels). The preference is drawn per seed from a family of
+bench/loop.py (--families; seed s takes the s-th, cycling).
 
 Printed: held-out accuracy per arm and checkpoint (mean over seeds, and per seed; beside it
 the labels' ceiling, the true preference's accuracy on the annotators' own rankings, and the

@@ -11,6 +11,12 @@ reward model's bootstrap ensemble (worker/training/reward_ensemble.py) and calls
 - Every other prompt of the job gets POOL_FACTOR times the newest version's samples a task
   needs, and the task keeps the subset the ensemble disagrees on most: the mean, over the
   task's pairs, of the standard deviation across heads of P(a ≻ b) (reason "uncertainty").
+- Which prompts: once a reward model exists, the job also holds as many extra candidate
+  prompts as it has actively chosen ones (`candidate_count`, the next prompts with the fewest
+  tasks); every candidate gets its pool, and the prompts whose best task the ensemble
+  disagrees on most keep their tasks (`choose_prompts`). Sampling for the active share thus
+  doubles (2 × the prompts, each at POOL_FACTOR × K): a job draws at most about twice what it
+  did with sample-level selection alone; the uniform share is drawn as before.
 - While the current version's leaderboard verdict against its previous version is "not
   distinguishable yet", those tasks (which mix the two versions) keep the subset whose
   cross-version pairs the ensemble disagrees on most (reason "undecided").
@@ -58,6 +64,27 @@ def split_uniform(prompt_ids: Sequence[int], share: float, seed: int) -> set[int
     seed and prompts give the same split, whatever their order)."""
     ordered = sorted(set(prompt_ids))
     return set(random.Random(seed).sample(ordered, uniform_count(len(ordered), share)))
+
+
+def candidate_count(n: int, share: float) -> int:
+    """Extra candidate prompts an active job of `n` prompts holds: one per actively chosen
+    prompt (a pool of 2×), so the job's sampling stays within about twice sample-level
+    selection's."""
+    return n - uniform_count(n, share)
+
+
+def choose_prompts(choices: Sequence[TaskChoice], n: int) -> list[TaskChoice]:
+    """The `n` tasks (one per candidate prompt) the ensemble disagrees on most, in pool order.
+    Ties, and choices without an ensemble (disagreement None), keep the pool's order: the
+    job's own prompts come before its extra candidates, as without prompt-level selection."""
+
+    def rank(i: int) -> tuple[float, int]:
+        value = choices[i].disagreement
+        return (0.0 if value is None else -value, i)
+
+    order = sorted(range(len(choices)), key=rank)
+    kept = set(order[:n])
+    return [choice for i, choice in enumerate(choices) if i in kept]
 
 
 def pair_disagreement(scores: np.ndarray) -> np.ndarray:

@@ -83,8 +83,12 @@ class SamplingPlan:
     """The project's setting for a prompt that does not fit the model's context with
     max_new_tokens after it: "truncate" (left, behind a marker) or "skip" (marked too long)."""
     active_prompts: frozenset[int] = frozenset()
-    """Under `selection="active"`: the job's prompts whose tasks are chosen actively (the
-    others are drawn uniformly, `selection.split_uniform`); empty under "uniform"."""
+    """Under `selection="active"`: the candidate prompts whose tasks are chosen actively (the
+    job's prompts not drawn uniformly, `selection.split_uniform`, plus its extra candidate
+    prompts); empty under "uniform"."""
+    active_needed: int = 0
+    """How many of `active_prompts` get a task (`selection.choose_prompts`): the job's own
+    prompts not drawn uniformly."""
     undecided: bool = False
     """The version and its previous one are not distinguishable yet on the leaderboard."""
     reward_model_uri: str | None = None
@@ -209,11 +213,24 @@ def _new_job(
     prompt_ids = [p for n, p in free if n == free[0][0]][:prompt_limit] if free else []
     if not prompt_ids:
         return None
+    extra: list[int] = []
+    if (
+        project is not None
+        and project.selection == "active"
+        and repository.latest_reward_model_uri(session, project.id) is not None
+    ):
+        # Prompt-level selection: candidates beyond the job's own prompts, next in the order
+        # of fewest tasks; without a reward model nothing could choose among them.
+        wanted = selection.candidate_count(len(prompt_ids), project.uniform_share)
+        chosen = set(prompt_ids)
+        extra = [p for _, p in free if p not in chosen][:wanted]
     job = SamplingJob(
         project_id=version.project_id,
         policy_version_id=version.id,
         round_id=round_id,
-        prompt_ids=prompt_ids,
+        # The job's own prompts first, its extra candidates after: `prompts_total` counts the
+        # former (the tasks it makes), which `begin_job` splits as before.
+        prompt_ids=prompt_ids + extra,
         prompts_total=len(prompt_ids),
     )
     session.add(job)
@@ -340,12 +357,15 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
     job.heartbeat_at = utcnow()
     job.error = job.error_detail = None
     active: frozenset[int] = frozenset()
+    active_needed = 0
     undecided, rm_uri = False, None
     if project.selection == "active":
+        own = job.prompt_ids[: job.prompts_total]
         uniform = selection.split_uniform(
-            job.prompt_ids, project.uniform_share, derived_seed("task selection", job.seed)
+            own, project.uniform_share, derived_seed("task selection", job.seed)
         )
         active = frozenset(job.prompt_ids) - uniform
+        active_needed = len(set(own) - uniform)
         # No rating yet counts as undecided: nothing tells the two versions apart so far.
         verdict = repository.verdict(session, version.id)
         undecided = previous is not None and verdict not in (BETTER, WORSE)
@@ -367,6 +387,7 @@ def begin_job(session: Session, job_id: int) -> SamplingPlan | None:
         stop_strings=project.stop_strings,
         long_prompts=project.long_prompts,
         active_prompts=active,
+        active_needed=active_needed,
         undecided=undecided,
         reward_model_uri=rm_uri,
     )
@@ -557,13 +578,30 @@ def active_candidates(
     return out
 
 
+def active_tasks_left(session: Session, plan: SamplingPlan) -> int:
+    """Actively chosen tasks the job still has to make (all of `plan.active_needed` unless a
+    resumed job made them already)."""
+    made = _prompts_done_by(session, plan.job_id, list(plan.active_prompts))
+    return max(0, plan.active_needed - len(made))
+
+
 def record_chosen_tasks(
-    session: Session, *, plan: SamplingPlan, choices: Sequence[TaskChoice]
+    session: Session,
+    *,
+    plan: SamplingPlan,
+    choices: Sequence[TaskChoice],
+    passed_over: Sequence[int] = (),
 ) -> int:
     """Make the tasks the worker chose for actively chosen prompts (one transaction); a prompt
-    the job already made a task for is left alone (a resumed job). Returns the tasks made."""
+    the job already made a task for is left alone (a resumed job). Returns the tasks made.
+    `passed_over`: candidate prompts that could have had a task but were not chosen; they
+    leave the job's prompts, so they are not counted as prompts the model failed to vary
+    (`repository.tries_by_prompt`) and later jobs may pick them."""
     job = session.get(SamplingJob, plan.job_id)
     assert job is not None
+    if passed_over:
+        dropped = set(passed_over)
+        job.prompt_ids = [p for p in job.prompt_ids if p not in dropped]
     prompt_ids = [c.prompt_id for c in choices]
     done = _prompts_done_by(session, job.id, prompt_ids)
     owners = repository.sample_prompts(session, [s for c in choices for s in c.sample_ids])

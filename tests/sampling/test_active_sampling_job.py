@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.artifacts import get_store
-from app.models import Project, RewardModelVersion, Sample
+from app.models import Project, RewardModelVersion, Sample, SamplingJob
 from app.projects.service import add_prompts
 from app.sampling.selection import UNCERTAINTY, UNIFORM
 from tests.conftest import FreshDatabase
@@ -77,6 +77,17 @@ def test_an_active_job_after_a_reward_model_stores_tasks_with_their_reasons(
             if task.selection_reason == UNCERTAINTY:  # chosen from a pool of 2K candidates
                 assert drawn is not None
                 assert drawn >= 2 * K
+        # Prompt-level selection: 3 extra candidate prompts (the ranked ones, next by fewest
+        # tasks) got pools too; the 3 candidates passed over left the job's prompts.
+        pooled = session.scalar(
+            select(func.count(func.distinct(Sample.prompt_id))).where(
+                Sample.sampling_job_id == job_id
+            )
+        )
+        assert pooled == len(NEW_PROMPTS) + 3
+        job = session.get(SamplingJob, job_id)
+        assert job is not None
+        assert sorted(job.prompt_ids) == sorted(t.prompt_id for t in tasks)
 
 
 def test_without_a_reward_model_active_prompts_get_uniform_tasks(

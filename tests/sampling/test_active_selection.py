@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Comparison, PolicyRating, RankingTask, TaskStatus
+from app.models import Comparison, PolicyRating, RankingTask, RewardModelVersion, TaskStatus
 from app.ratings.bradley_terry import BETTER, UNDECIDED
+from app.rounds.snapshots import create_snapshot
 from app.sampling import selection, service
 from app.sampling.selection import (
     UNCERTAINTY,
     UNIFORM,
+    choose_prompts,
     choose_task,
     most_uncertain,
     split_uniform,
@@ -30,6 +32,7 @@ from app.sampling.selection import (
 from app.sampling.selection import (
     UNDECIDED as REASON_UNDECIDED,
 )
+from app.seeds import derived_seed
 from tests.factories import (
     make_current_version,
     make_project,
@@ -178,6 +181,71 @@ def test_a_prompt_short_of_distinct_texts_gets_no_task() -> None:
     )
 
 
+# The most uncertain prompts -----------------------------------------------------------------
+
+
+def _planted_choices(disputed: set[int], prompts: int = 6) -> list[selection.TaskChoice]:
+    """One best task per candidate prompt 1..`prompts`, scored by a planted ensemble: the
+    samples of the `disputed` prompts lie on the feature the heads disagree on (±3), the
+    others' on the feature every head weighs alike."""
+    heads = [[1.0, 3.0], [1.0, -3.0], [1.0, 0.0]]
+    features: dict[int, list[float]] = {}
+    for prompt in range(1, prompts + 1):
+        for j in range(8):  # 2K candidates of K = 4
+            value = float(j - 4) / 2
+            sample_id = prompt * 100 + j
+            features[sample_id] = [0.0, value] if prompt in disputed else [value, 0.0]
+    matrix = _ensemble_scores(heads, list(features.values()))
+    scores = {sid: matrix[:, n] for n, sid in enumerate(features)}
+    choices = [
+        choose_task(
+            prompt,
+            anchors=[],
+            candidates=[prompt * 100 + j for j in range(8)],
+            n_new=4,
+            n_prev=0,
+            scores=scores,
+            undecided=False,
+        )
+        for prompt in range(1, prompts + 1)
+    ]
+    return [c for c in choices if c is not None]
+
+
+def test_the_prompts_a_planted_ensemble_disputes_most_are_chosen() -> None:
+    choices = _planted_choices({2, 5})
+    kept = choose_prompts(choices, 2)
+    assert [c.prompt_id for c in kept] == [2, 5]
+    assert {c.reason for c in kept} == {UNCERTAINTY}
+
+
+@given(st.sets(st.integers(1, 6)), st.integers(0, 6))
+def test_choosing_prompts_is_deterministic_and_keeps_the_number_asked(
+    disputed: set[int], n: int
+) -> None:
+    choices = _planted_choices(disputed)
+    kept = choose_prompts(choices, n)
+    assert kept == choose_prompts(list(choices), n)
+    assert len(kept) == n
+    if n >= len(disputed):  # every disputed prompt beats every agreed one
+        assert disputed <= {c.prompt_id for c in kept}
+
+
+def test_without_an_ensemble_the_jobs_own_prompts_come_first() -> None:
+    choices = [
+        choose_task(p, anchors=[], candidates=[p * 10, p * 10 + 1], n_new=2, n_prev=0,
+                    scores=None, undecided=False)
+        for p in (4, 1, 3, 2)
+    ]  # fmt: skip
+    kept = choose_prompts([c for c in choices if c is not None], 2)
+    assert [c.prompt_id for c in kept] == [4, 1]
+    assert {c.reason for c in kept} == {UNIFORM}
+
+
+def test_the_candidate_pool_doubles_the_active_prompts() -> None:
+    assert [selection.candidate_count(n, 0.2) for n in (0, 1, 5, 10, 20)] == [0, 0, 4, 8, 16]
+
+
 # With a database -----------------------------------------------------------------------------
 
 
@@ -317,3 +385,72 @@ def test_the_project_page_section_lists_the_reasons(db_session: Session) -> None
         html,
     )
     assert "task-selection" not in section.render(page=SimpleNamespace())  # not wired: nothing
+
+
+def _with_reward_model(session: Session, project: object) -> None:
+    """A reward-model row (its artifact is never read here): what makes a job hold extra
+    candidate prompts."""
+    project_id = project.id  # type: ignore[attr-defined]
+    snapshot = create_snapshot(session, project_id=project_id, name="rm")
+    session.add(
+        RewardModelVersion(
+            project_id=project_id,
+            number=1,
+            snapshot_id=snapshot.id,
+            base_model="tiny",
+            artifact_uri="file:///rm/1",
+        )
+    )
+    session.flush()
+
+
+def test_with_a_reward_model_an_active_job_holds_twice_its_active_prompts(
+    db_session: Session,
+) -> None:
+    project = make_project(db_session, selection="active", uniform_share=0.25)
+    prompts = [make_prompt(db_session, project).id for _ in range(30)]
+    _with_reward_model(db_session, project)
+    job = service.start_sampling(
+        db_session, project_id=project.id, enqueue=False, seed=11, prompt_limit=12
+    )
+    assert job is not None
+    plan = service.begin_job(db_session, job.id)
+    assert plan is not None
+    own = prompts[:12]  # the 12 with the fewest tasks (all none), by id: as without a model
+    assert job.prompts_total == 12
+    assert plan.prompt_ids[:12] == own
+    uniform = set(own) - plan.active_prompts
+    assert uniform == split_uniform(own, 0.25, derived_seed("task selection", 11))
+    assert len(uniform) == 3
+    assert plan.active_needed == 9
+    assert len(plan.active_prompts) == 18  # 9 own + 9 extra candidates
+    assert plan.active_prompts - set(own) == set(prompts[12:21])
+    again = service.begin_job(db_session, job.id)
+    assert again == plan
+
+
+def test_without_a_reward_model_an_active_job_holds_only_its_own_prompts(
+    db_session: Session,
+) -> None:
+    job_id = _active_job(db_session, share=0.25, prompts=10)
+    plan = service.begin_job(db_session, job_id)
+    assert plan is not None
+    assert len(plan.prompt_ids) == 10
+    assert plan.active_needed == len(plan.active_prompts) == 7
+
+
+def test_prompts_passed_over_leave_the_job(db_session: Session) -> None:
+    project = make_project(db_session, selection="active", uniform_share=0.0)
+    prompts = [make_prompt(db_session, project).id for _ in range(4)]
+    _with_reward_model(db_session, project)
+    job = service.start_sampling(db_session, project_id=project.id, enqueue=False, prompt_limit=2)
+    assert job is not None
+    plan = service.begin_job(db_session, job.id)
+    assert plan is not None
+    assert plan.prompt_ids == prompts
+    assert service.active_tasks_left(db_session, plan) == 2
+    made = service.record_chosen_tasks(
+        db_session, plan=plan, choices=[], passed_over=[prompts[0], prompts[3]]
+    )
+    assert made == 0
+    assert job.prompt_ids == [prompts[1], prompts[2]]

@@ -8,9 +8,11 @@ marked too long and left without a task. A prompt
 whose sampling fails is drawn again on its own, and if it fails alone it is named on the
 job while the others get their tasks: one bad prompt never fails the job.
 
-Under active selection (app/sampling/selection.py) a chunk's actively chosen prompts first get
-a pool of candidates; once the chunk is drawn, the reward model's bootstrap ensemble scores
-them (outside any transaction) and each such task keeps the samples it is least sure about.
+Under active selection (app/sampling/selection.py) a chunk's candidate prompts first get a pool
+of candidate samples; once the chunk is drawn, the reward model's bootstrap ensemble scores
+them (outside any transaction) and each such prompt's best task keeps the samples it is least
+sure about. When every chunk is drawn, the prompts whose best tasks the ensemble disagrees on
+most (`selection.choose_prompts`, the job's share of actively chosen tasks) get their tasks.
 
 The texts come from the project's generation backend (worker/generation_backends: 'hf' in this
 process, an OpenAI-compatible server, or vLLM in-process) under the same batches and seeds; a
@@ -350,6 +352,7 @@ def run_sampling_job(
     created = 0
     draws = _Draws(plan, batch_size)
     scorer = _EnsembleScorer(plan)
+    active_choices: list[TaskChoice] = []
     try:
         from worker.generation_backends import load_config
 
@@ -403,11 +406,18 @@ def run_sampling_job(
                     candidates = service.active_candidates(
                         session, plan, [p for p in chunk if p not in left_out]
                     )
-                choices = _choose(plan, candidates, scorer)
-                with session_scope() as session:
-                    created += service.record_chosen_tasks(session, plan=plan, choices=choices)
+                active_choices += _choose(plan, candidates, scorer)
             if progress is not None:
                 progress(min(start + len(chunk), len(ids)), len(ids))
+        if plan.active_prompts:
+            with session_scope() as session:
+                left = service.active_tasks_left(session, plan)
+                kept = selection.choose_prompts(active_choices, left)
+                kept_ids = {c.prompt_id for c in kept}
+                passed_over = [c.prompt_id for c in active_choices if c.prompt_id not in kept_ids]
+                created += service.record_chosen_tasks(
+                    session, plan=plan, choices=kept, passed_over=passed_over
+                )
         with session_scope() as session:
             service.finish_job(session, job_id, failures=list(draws.failures.values()))
             if created:  # the project's active judges get a run for the new tasks

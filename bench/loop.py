@@ -64,7 +64,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False)
 console = Console(width=200)
-ROUND_TYPES = {"ppo": "reward_ppo", "dpo": "dpo"}
+ROUND_TYPES = {"ppo": "reward_ppo", "rloo": "reward_rloo", "grpo": "reward_grpo", "dpo": "dpo"}
+"""--type's short names and the round types they run (the full names are accepted too)."""
+CRITIC_FREE = ("reward_rloo", "reward_grpo")
 SUITE_PROJECT = {"min_open_tasks": 0}
 """The suite's project: the form's defaults, except that no worker tops up tasks (the loop
 samples each round itself, deterministically)."""
@@ -110,6 +112,8 @@ def _one_seed(job: Job) -> None:
             prompts=list(job.project_prompts) if suite else None,
         )
     tuned = dict(TINY_DPO_ROUND if job.round_type == "dpo" else TINY_ROUND)
+    if job.round_type in CRITIC_FREE:  # PPO's tuned stage is not theirs: the form's defaults
+        tuned.pop("ppo")
     settings = LoopSettings(
         rounds=job.rounds,
         annotators=job.annotators,
@@ -219,7 +223,11 @@ def main(
         None, help="Independent runs (fresh database each); default 1, in --suite 5."
     ),
     rounds: int | None = typer.Option(None, help="Rounds per run; default 2, in --suite 3."),
-    type: str = typer.Option("ppo", help="ppo (reward model + PPO) or dpo."),
+    type: str = typer.Option(
+        "ppo",
+        help="ppo (reward model + PPO), rloo, grpo or dpo (or reward_ppo, ...); several, "
+        "comma-separated, run the same seeds each and are compared.",
+    ),
     preference: str = typer.Option(
         "sentiment", help="The simulated annotators' preference (see the module docstring)."
     ),
@@ -245,33 +253,99 @@ def main(
     jobs: int = typer.Option(
         1, help="Seeds run at once (each uses one core; 1 keeps stage times comparable)."
     ),
+    plan_only: bool = typer.Option(False, help="Print the planned runs and stop."),
 ) -> None:
-    if type not in ROUND_TYPES:
-        raise typer.BadParameter(f"--type must be one of {', '.join(ROUND_TYPES)}")
+    round_types = _round_types(type)
     seeds = seeds if seeds is not None else (5 if suite else 1)
     rounds = rounds if rounds is not None else (3 if suite else 2)
-    if suite:
-        planned = _suite_jobs(
-            families, seeds, rounds, ROUND_TYPES[type], annotators, noise, heldout_prompts,
-            measure_samples,
-        )  # fmt: skip
-    else:
-        planned = [
-            Job(seed, rounds, ROUND_TYPES[type], preference, annotators, noise)
-            for seed in range(seeds)
-        ]
+    planned: dict[str, list[Job]] = {}
+    for round_type in round_types:  # the same seeds (and suite draws) for every type
+        if suite:
+            planned[round_type] = _suite_jobs(
+                families, seeds, rounds, round_type, annotators, noise, heldout_prompts,
+                measure_samples,
+            )  # fmt: skip
+        else:
+            planned[round_type] = [
+                Job(seed, rounds, round_type, preference, annotators, noise)
+                for seed in range(seeds)
+            ]
+    if plan_only:
+        for round_type, jobs_of_type in planned.items():
+            for job in jobs_of_type:
+                console.print(
+                    f"{round_type}: seed {job.seed}, {job.rounds} rounds, "
+                    f"{job.family or 'preference'} {job.preference!r}"
+                )
+        return
     if model_dir is None:
         from worker.training.tiny_model import make_tiny_model
 
         model_dir = Path(tempfile.mkdtemp(prefix="rankloop-bench-tiny-")) / "tiny"
         with console.status("Building the tiny model…"):
             make_tiny_model(model_dir)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each seed is a subprocess
-        results = list(pool.map(lambda job: _run_seed(job, model_dir), planned))
-    if suite:
-        _print_suite(planned, results, type)
-    else:
-        _print_seeds(results, preference, type)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for round_type, jobs_of_type in planned.items():
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each seed a subprocess
+            results[round_type] = list(
+                pool.map(lambda job: _run_seed(job, model_dir), jobs_of_type)
+            )
+        if suite:
+            _print_suite(jobs_of_type, results[round_type], round_type)
+        else:
+            _print_seeds(results[round_type], preference, round_type)
+    if len(round_types) > 1:
+        _print_comparison(results)
+
+
+def _round_types(option: str) -> list[str]:
+    """--type's comma-separated names (short or full) as round types, in the order given."""
+    names = [n.strip() for n in option.split(",") if n.strip()]
+    types = [ROUND_TYPES.get(n, n) for n in names]
+    unknown = [n for n, t in zip(names, types, strict=True) if t not in ROUND_TYPES.values()]
+    if unknown or not types:
+        raise typer.BadParameter(
+            f"--type: {', '.join(unknown) or 'nothing given'}; use {', '.join(ROUND_TYPES)} "
+            f"or {', '.join(ROUND_TYPES.values())}"
+        )
+    return list(dict.fromkeys(types))
+
+
+def _print_comparison(results: dict[str, list[dict[str, Any]]]) -> None:
+    """Per type: the gain over base after each round (mean over runs, in σ of the base's
+    samples) and the wall seconds of its rounds' stages, beside the first type's (issue 24:
+    does a critic-free type reach PPO's gain in ≤ 0.7× its wall time?)."""
+    table = Table(
+        "type", "round", "gain over base (σ)", "wall s (cumulative)", "gain per 1000 s",
+        "wall / first type's", title="Gain per round and per wall-second (mean over runs)",
+    )  # fmt: skip
+    first_wall: dict[int, float] = {}
+    for i, (round_type, runs) in enumerate(results.items()):
+        for number in range(1, max(len(r["rounds"]) for r in runs)):
+            gains, walls = [], []
+            for result in runs:
+                rows = result["rounds"]
+                if number >= len(rows) or not rows[0]["score_std"]:
+                    continue
+                # the version current after the round: its own if promoted, else the parent's
+                row = rows[number]
+                means = {r["version"]: r["score_mean"] for r in rows[: number + 1]}
+                current = row["version"] if row["state"] == "done" else row["parent_number"]
+                if current not in means:
+                    continue
+                gains.append((means[current] - rows[0]["score_mean"]) / rows[0]["score_std"])
+                walls.append(sum(sum(r["stage_seconds"].values()) for r in rows[1 : number + 1]))
+            if not gains:
+                continue
+            gain, wall = statistics.fmean(gains), statistics.fmean(walls)
+            if i == 0:
+                first_wall[number] = wall
+            table.add_row(
+                round_type, str(number), f"{gain:+.2f}", f"{wall:.0f}",
+                _fmt(gain / wall * 1000 if wall else None, "+.2f"),
+                _fmt(wall / first_wall[number] if first_wall.get(number) else None, ".2f"),
+            )  # fmt: skip
+    console.print(table)
 
 
 def _print_seeds(results: list[dict[str, Any]], preference: str, type: str) -> None:

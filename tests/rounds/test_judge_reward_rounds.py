@@ -6,6 +6,8 @@ version whose lineage names the judge and its prompt version."""
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,10 @@ from rankloop.cli import app as cli
 from tests.conftest import FreshDatabase
 from tests.factories import make_project, make_ready_project, make_user
 from tests.rounds.seed import seed_ranked_project
+from tests.worker.judging.test_openai import KEY, Reply, ScriptedServer
 from worker.jobs import rounds as round_jobs
+from worker.jobs.judge_reward import round_judge
+from worker.training.judge_reward import flat
 
 
 def _judge(session: Session, project_id: int, **fields: Any) -> int:
@@ -273,3 +278,48 @@ def test_a_grpo_round_scored_by_a_judge_registers_a_version_naming_it(
             "method": "listwise",
             "prompt_version": 1,
         }
+
+
+# An endpoint judge, loaded in the worker process -------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    """A scripted OpenAI-compatible endpoint on loopback (tests/worker/judging/test_openai.py)."""
+    srv = ScriptedServer()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_an_endpoint_judge_ranks_rollouts_with_the_key_from_the_workers_environment(
+    app_database: FreshDatabase, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with app_database.session() as session:
+        project = make_ready_project(session)
+        judge_id = _judge(
+            session, project.id, backend="openai", model="judge-model",
+            base_url=server.base_url, api_key_env="H3_REWARD_JUDGE_KEY",
+        )  # fmt: skip
+        session.commit()
+        project_id = project.id
+    monkeypatch.delenv("H3_REWARD_JUDGE_KEY", raising=False)
+    with pytest.raises(ValueError, match="H3_REWARD_JUDGE_KEY is not set"):
+        round_judge(judge_id, project_id)
+    monkeypatch.setenv("H3_REWARD_JUDGE_KEY", KEY)
+    server.script = [Reply("RANKING: 3 > 1 > 2")]
+
+    reward, lineage = round_judge(judge_id, project_id)
+    scores = flat(reward, 3)(["Name a fruit."] * 3, ["Apple.", "A rock.", "Banana."])
+
+    assert scores[2] > scores[0] > scores[1]  # the endpoint's order, centred
+    assert sum(scores) == pytest.approx(0.0, abs=1e-12)
+    (seen,) = server.seen
+    assert seen.authorization == f"Bearer {KEY}"
+    assert (lineage["id"], lineage["backend"], lineage["prompt_version"]) == (
+        judge_id,
+        "openai",
+        1,
+    )
+    assert KEY not in str(lineage)

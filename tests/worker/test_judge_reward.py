@@ -5,6 +5,7 @@ toward the judge's preference."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from worker.training.judge_reward import (
     versus,
 )
 from worker.training.models import load_causal_lm, load_tokenizer
+from worker.training.ppo import PPOConfig, train_ppo
 from worker.training.prompts import Prompt
 
 SHORTER = "length:0"
@@ -165,3 +167,26 @@ def test_grpo_scored_by_a_simulated_judge_moves_toward_its_preference(
     assert result.final["kl_within_bound"] is True
     assert judge.groups == STAGE["steps"] * STAGE["batch_size"]
     assert judge.malformed == 0
+
+
+@pytest.mark.slow
+def test_ppo_runs_scored_by_a_logprob_judge_one_answer_at_a_time(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    spec = JudgeSpec(
+        backend="hf", model=str(tiny_model_dir), method="logprob", prompt_template="",
+        principles=[],
+    )  # fmt: skip
+    reward = JudgeReward(make_judge(spec), guidelines="", scores_answers=True)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    base = load_causal_lm(str(tiny_model_dir), device="cpu")
+    config = PPOConfig(
+        steps=2, batch_size=4, mini_batch_size=4, max_new_tokens=6, seed=0, device="cpu",
+        missing_eos_penalty=None,
+    )  # fmt: skip
+
+    result = train_ppo(base, tokenizer, PROMPTS[:4], flat(reward, 1), config, out_dir=tmp_path)
+
+    assert reward.groups == 2 * 4  # one group of one answer per rollout
+    assert all(math.isfinite(m["score"]) and m["score"] != 0.0 for m in result.metrics_per_step)
+    assert (tmp_path / "policy").is_dir()

@@ -401,7 +401,7 @@ class FloorCheck:
     """Each floor it is below: relative (95% upper bound under it) or absolute (agreement
     with the consensus under it)."""
     unmeasured: str | None
-    """Why it is not measured well enough to pass: too few pairs, or r undefined."""
+    """Why it is not measured well enough to pass: too few pairs shared with people."""
     summary: str
     """The figures in a line, e.g. for a snapshot's criteria."""
 
@@ -453,11 +453,10 @@ def floor_check(session: Session, judge: Judge) -> FloorCheck:
         figures.append(
             f"agreement with people {agreement.value:.2f} ({agreement.n} consensus pairs)"
         )
+    # An undefined r (people agree at chance) fails no floor: it says nothing either way.
     unmeasured = None
     if not established:
         unmeasured = f"{shared} of {judge.floor_min_pairs} pairs shared with people"
-    elif judge.relative_floor is not None and relative.undefined is not None:
-        unmeasured = f"relative to people undefined: {relative.undefined}"
     if established and judge.relative_floor is not None:
         high = relative.ratio.high
         if relative.ratio.value is not None and high is not None and high < judge.relative_floor:

@@ -425,6 +425,9 @@ def test_the_measures_api_returns_the_figures_and_404_for_an_unknown_judge(
     assert body["agreement"]["value"] == 1.0
     assert body["kendall_tau"] == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 2}
     assert body["flip_rate"] == {"value": None, "low": None, "high": None, "n": 0}
+    assert body["relative"]["judge_person"]["n"] == 12
+    assert body["relative"]["ratio"]["value"] is None  # one person: nothing to compare with
+    assert body["relative"]["undefined"] == "no two people ranked the same task yet"
     assert missing.status_code == 404
 
 

@@ -261,7 +261,7 @@ def test_a_judge_below_its_floor_trains_nothing_not_even_its_earlier_rankings(
                     later.criteria["judges"]["bad"])
 
 
-def test_people_at_chance_leave_the_judge_out_with_the_reason(db_session: Session) -> None:
+def test_people_at_chance_fail_no_floor_and_the_criteria_say_so(db_session: Session) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=8, agree=False, judge_weight=1)
     judge = _judge(db_session, project)
     for task, order in tasks:
@@ -269,8 +269,9 @@ def test_people_at_chance_leave_the_judge_out_with_the_reason(db_session: Sessio
 
     snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="s")
 
-    assert _ai_weights(db_session, snapshot.id) == {}
-    assert "no better than chance" in snapshot.criteria["judges"]["j"]
+    assert _ai_weights(db_session, snapshot.id) == {judge.user_id: {1.0}}
+    why = snapshot.criteria["judges"]["j"]
+    assert why.startswith("admitted: relative to people undefined (people agree")
 
 
 def test_judge_only_trains_on_an_unmeasured_judge(db_session: Session) -> None:
@@ -297,3 +298,24 @@ def test_snapshot_rankings_say_whose_they_are(db_session: Session) -> None:
     by_source = {(r.source, r.weight) for r in rankings}
     assert by_source == {("human", 1.0), ("ai", 0.5)}
     assert sum(r.source == "ai" for r in rankings) == 6
+
+
+def test_the_judges_page_partial_shows_the_ratio_and_peoples_own_agreement(
+    db_session: Session,
+) -> None:
+    from app.templating import templates
+
+    project, tasks = _ranked_by_people(db_session, tasks=6)
+    judge = _judge(db_session, project)
+    for i, (task, order) in enumerate(tasks):
+        _judge_ranks(db_session, judge, task, order if i % 2 else order[::-1])
+    partial = templates.env.get_template("_judge_measures.html")
+
+    html = partial.render(judge=judge, measures=judge_measures(db_session, judge_id=judge.id))
+
+    assert "Relative to people" in html
+    assert 'class="relative" data-value="0.0"' in html
+    assert "floor 0.50 after 30 pairs" in html
+    assert "People&rsquo;s own agreement" in html
+    assert "100%" in html  # person-person
+    assert "person&ndash;person, 36 pairs" in html

@@ -336,11 +336,17 @@ def relative_figures(
             counts.append(row)
     x = np.asarray(counts, dtype=float).reshape(-1, 4)  # (T, 4)
     totals = x.sum(axis=0)  # (4,)
+    boot = np.zeros((0, 4))
     if len(x):
         rng = np.random.default_rng(seed)
-        boot = x[rng.integers(0, len(x), size=(rounds, len(x)))].sum(axis=1)  # (rounds, 4)
-    else:
-        boot = np.zeros((0, 4))
+        # In chunks of rounds: a project's thousands of tasks times 1000 resamples at once
+        # would hold gigabytes (the judging job checks the floor after every batch).
+        boot = np.concatenate(
+            [
+                x[rng.integers(0, len(x), size=(min(64, rounds - start), len(x)))].sum(axis=1)
+                for start in range(0, rounds, 64)
+            ]
+        )  # (rounds, 4)
 
     def agreement(col: int) -> Estimate:
         n = int(totals[col + 1])

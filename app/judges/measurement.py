@@ -450,8 +450,8 @@ def floor_check(session: Session, judge: Judge) -> FloorCheck:
     agreement = None
     if judge.agreement_floor is not None:
         _, agreement, _ = agreement_with_people(session, judge, with_tau=False)
-    uses_relative = judge.relative_floor is not None or agreement is None
-    shared = relative.judge_person.n if uses_relative or agreement is None else agreement.n
+    absolute_only = judge.relative_floor is None and agreement is not None
+    shared = agreement.n if absolute_only and agreement is not None else relative.judge_person.n
     established = shared >= judge.floor_min_pairs
     below: list[str] = []
     figures = [_relative_figures(relative)]

@@ -457,7 +457,11 @@ def _summarise(
         mean, lower, upper, n, agreed = estimates[u]
         weight, flag, evidence = 1.0, None, None
         if qualified[u]:
-            weight = float(np.clip((2.0 * mean - 1.0) / scale, config.weight_floor, 1.0))
+            # The benefit of the doubt: weigh by the interval's upper end, so only an
+            # annotator reliably less reliable than the best loses weight; with a handful of
+            # shared tasks the point estimate is noise, and down-weighting on it throws honest
+            # rankings away (most where labels are weak and every η is uncertain)
+            weight = float(np.clip((2.0 * upper - 1.0) / scale, config.weight_floor, 1.0))
             flag = _flag(lower, upper, config)
             if gold_below[u]:
                 flag = FLAG_REVERSED

@@ -123,11 +123,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             peft_config=peft_config,
             callbacks=[Clock()],
         )
+        cpu = time.process_time()
         trainer.train()
+        cpu = time.process_time() - cpu
     ends = step_times[::optimizer_steps]  # train start, then the end of each update
     return {
         "algorithm": spec["algorithm"],
         "step_seconds": [b - a for a, b in zip(ends, ends[1:], strict=False)],
+        "cpu_seconds": cpu / spec["updates"],
         "peak_rss_mb": _peak_rss_mb(),
         "trainable_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
         "reward_first": rewards[0] if rewards else None,

@@ -7,7 +7,8 @@ its value head; RLOO and GRPO (worker/training/rloo.py, grpo.py) have none and s
 per prompt instead. Each algorithm runs in a fresh process (`bench._process.run_in_process`),
 so its peak RSS (/proc/self/status VmHWM) is its own; on CUDA the peak allocated GPU memory
 is printed too. `--repeats` runs the sequence PPO, RLOO, GRPO that many times in turn, so a
-load that changes on a shared machine falls on every algorithm alike.
+load that changes on a shared machine falls on every algorithm alike; "CPU s/update" (the
+process's CPU time over its training call, per update) follows the load less than wall time.
 
 Rollouts per update are matched by default: PPO samples one answer to each of `--batch`
 prompts; RLOO and GRPO sample `--group-size` answers to each of batch / K prompts (the stages'
@@ -23,6 +24,7 @@ rollouts), 4x the sampling and optimisation work per update.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +77,27 @@ def _run_critic_free(
     ensure_pad_token(tokenizer, base)
     n_base = sum(p.numel() for p in base.parameters())
     reward = SharedBaseReward(Path(rm_dir), batch_size=config.micro_batch_size)
+    cpu = time.process_time()
     with tempfile.TemporaryDirectory() as out_dir:
         result = train(base, tokenizer, bench_prompts(), reward, config, out_dir=Path(out_dir))
+    cpu = time.process_time() - cpu
     return {
         "layout": algorithm,
         "base_params_m": n_base / 1e6,
         "trainable_m": sum(p.numel() for p in result.model.parameters() if p.requires_grad) / 1e6,
         "step_seconds": [m["time"] for m in result.metrics_per_step],
+        "cpu_seconds": cpu / len(result.metrics_per_step),  # as bench.ppo's: CPU per update
         "weights_mb": weights_mb(result.model),
         "peak_rss_mb": _status_mb("VmHWM"),
         "peak_gpu_mb": (
             torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
         ),
     }
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    """The process's CPU seconds per update: steadier than wall seconds on a loaded machine."""
+    return f"{run['cpu_seconds']:.1f}" if "cpu_seconds" in run else "-"
 
 
 def _one(algorithm: str, model_dir: str, rm_dir: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +169,7 @@ def main(
     )
     table = Table(title="Seconds per update and peak memory, shared base (one process each)")
     columns = ("algorithm", "rollouts/update", "trainable (M)", "s/update (each)",
-               "s/update (mean)", "weights MB", "peak RSS MB", "peak GPU MB",
+               "s/update (mean)", "CPU s/update", "weights MB", "peak RSS MB", "peak GPU MB",
                "RSS / PPO's")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
@@ -171,7 +181,7 @@ def main(
         table.add_row(
             name, str(batch if name == "ppo" else prompts * group_size),
             f"{r['trainable_m']:.2f}", " ".join(f"{s:.1f}" for s in secs),
-            f"{sum(secs) / len(secs):.1f}", f"{r['weights_mb']:.0f}",
+            f"{sum(secs) / len(secs):.1f}", _cpu(r), f"{r['weights_mb']:.0f}",
             f"{r['peak_rss_mb']:.0f}", f"{r['peak_gpu_mb']:.0f}",
             "-" if ppo_peak is None else f"{r['peak_rss_mb'] / ppo_peak:.2f}",
         )  # fmt: skip

@@ -168,8 +168,10 @@ def _run(layout: str, model_dir: str, rm_dir: str, args: dict[str, Any]) -> dict
         ensure_pad_token(tokenizer, base)
         n_base = sum(p.numel() for p in base.parameters())
         reward = SharedBaseReward(Path(rm_dir), batch_size=config.micro_batch_size)
+        cpu = time.process_time()
         with tempfile.TemporaryDirectory() as out_dir:
             result = train_ppo(base, tokenizer, prompts, reward, config, out_dir=Path(out_dir))
+        cpu = time.process_time() - cpu
         step_seconds = [m["time"] for m in result.metrics_per_step]
         n_trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
         n_trainable += sum(p.numel() for p in result.value_head.parameters())
@@ -182,17 +184,21 @@ def _run(layout: str, model_dir: str, rm_dir: str, args: dict[str, Any]) -> dict
             return score(rm, tokenizer, prompts, responses, batch_size=config.micro_batch_size)
 
         if layout == "separate":
+            cpu = time.process_time()  # its models' loading included
             weights, step_seconds, n_trainable = _separate_models(
                 model_dir, tokenizer, prompts, score_fn, config, args["dtype"]
             )
             weights += weights_mb(rm)
+            cpu = time.process_time() - cpu
         else:
             base = load_causal_lm(model_dir, device=device, dtype=args["dtype"])
             ensure_pad_token(tokenizer, base)
+            cpu = time.process_time()
             with tempfile.TemporaryDirectory() as out_dir:
                 result = train_ppo(
                     base, tokenizer, prompts, score_fn, config, out_dir=Path(out_dir)
                 )
+            cpu = time.process_time() - cpu
             step_seconds = [m["time"] for m in result.metrics_per_step]
             n_trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
             n_trainable += sum(p.numel() for p in result.value_head.parameters())
@@ -202,6 +208,7 @@ def _run(layout: str, model_dir: str, rm_dir: str, args: dict[str, Any]) -> dict
         "base_params_m": n_base / 1e6,
         "trainable_m": n_trainable / 1e6,
         "step_seconds": step_seconds,
+        "cpu_seconds": cpu / len(step_seconds),  # the process's CPU time per update
         "weights_mb": weights,
         "peak_rss_mb": _status_mb("VmHWM"),
         "peak_gpu_mb": (

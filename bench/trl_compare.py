@@ -11,7 +11,9 @@ TRL is never a dependency of RankLoop: this bench makes its own virtual environm
 disk; plain `pip install torch` would pull the CUDA build), trl and peft, and runs TRL's side
 there as `bench/_trl_side.py` (settings in as JSON, figures out as JSON). Sides alternate
 (ours, TRL's, per algorithm and repeat) so a load that changes on a shared machine falls on
-both alike. The settings that still differ are printed under the table.
+both alike. On a machine other jobs load, wall seconds follow the load more than the code:
+"CPU s/update" (the process's CPU time over its training call, model loading excluded, per
+update) is the steadier figure. The settings that still differ are printed under the table.
 
     .venv/bin/python -m bench.trl_compare                      # tiny model, 2 updates
     .venv/bin/python -m bench.trl_compare --model /tmp/tiny --updates 3 --repeats 2
@@ -26,6 +28,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +91,7 @@ def _ours(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from worker.training.grpo import GRPOConfig, train_grpo
-    from worker.training.models import load_tokenizer
+    from worker.training.models import load_causal_lm, load_tokenizer
     from worker.training.rloo import RLOOConfig, train_rloo
 
     torch.set_num_threads(spec["threads"])
@@ -122,15 +125,19 @@ def _ours(spec: dict[str, Any]) -> dict[str, Any]:
         return length_reward(responses, target)
 
     tokenizer = load_tokenizer(spec["model"])
+    base = load_causal_lm(spec["model"], device="cpu", dtype="float32")  # as TRL's side, untimed
+    cpu = time.process_time()
     with tempfile.TemporaryDirectory() as out_dir:
         result = train(
-            spec["model"], tokenizer, spec["raw_prompts"], score_fn, config,
+            base, tokenizer, spec["raw_prompts"], score_fn, config,
             out_dir=Path(out_dir),
         )  # fmt: skip
+    cpu = time.process_time() - cpu
     steps = result.metrics_per_step
     return {
         "algorithm": spec["algorithm"],
         "step_seconds": [m["time"] for m in steps],
+        "cpu_seconds": cpu / len(steps),
         "peak_rss_mb": _status_mb("VmHWM"),
         "trainable_m": sum(p.numel() for p in result.model.parameters() if p.requires_grad) / 1e6,
         "reward_first": steps[0]["score"],
@@ -224,14 +231,16 @@ def main(
         f"{versions['transformers']}, torch {versions['torch']}"
     )
     table = Table(title="RankLoop vs TRL: seconds per update and peak RSS (one process each)")
-    for column in ("algorithm", "side", "s/update (each)", "s/update (mean)",
-                   "peak RSS MB", "trainable (M)", "reward first → last"):  # fmt: skip
+    columns = ("algorithm", "side", "s/update (each)", "s/update (mean)", "CPU s/update",
+               "peak RSS MB", "trainable (M)", "reward first → last")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for side, r in runs:
         secs = r["step_seconds"]
         table.add_row(
             r["algorithm"], side, " ".join(f"{s:.1f}" for s in secs),
-            f"{sum(secs) / max(len(secs), 1):.1f}", f"{r['peak_rss_mb']:.0f}",
+            f"{sum(secs) / max(len(secs), 1):.1f}", f"{r['cpu_seconds']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
             f"{r['trainable_m']:.3f}", f"{r['reward_first']:+.2f} → {r['reward_last']:+.2f}",
         )  # fmt: skip
     console.print(table)

@@ -160,7 +160,11 @@ def main(
         for _ in range(repeats):
             for algorithm in chosen:
                 runs.append(_one(algorithm, model, rm_dir, args))
-                console.print(f"  {algorithm}: done ({runs[-1]['peak_rss_mb']:.0f} MB peak RSS)")
+                r = runs[-1]
+                console.print(
+                    f"  {algorithm}: {r['peak_rss_mb']:.0f} MB peak RSS, s/update "
+                    f"{r['step_seconds']}, CPU s/update {_cpu(r)}"
+                )
 
     console.print(
         f"model {model}; PPO {batch} prompts x 1, RLOO/GRPO {prompts} prompts x {group_size}; "

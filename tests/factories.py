@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
 from app.models import (
+    Judge,
     PolicyKind,
     PolicyStatus,
     PolicyVersion,
@@ -307,3 +309,63 @@ def make_round(session: Session, project: Project, round_type: str = "dpo", **fi
     session.add(training_round)
     session.flush()
     return training_round
+
+
+def make_judge(
+    session: Session, project_id: int, *, preference: str = "length:30", **fields: Any
+) -> Judge:
+    """A judge made through the service: simulated, always of its `preference`'s mind
+    (agreement 1.0, seed 0), no position checks, a new name; `fields` override any of it."""
+    from app.judges import service as judges
+    from app.judges.schemas import JudgeCreate
+
+    data = {
+        "name": f"judge {secrets.token_hex(3)}",
+        "backend": "simulated",
+        "model": "simulated",
+        "options": {"preference": preference, "agreement": 1.0, "seed": 0},
+        "position_check_share": 0.0,
+        **fields,
+    }
+    return judges.create_judge(
+        session, project_id=project_id, data=JudgeCreate(**data), created_by_id=None
+    )
+
+
+def make_ai_ranking(
+    session: Session, task: RankingTask, judge_user: User, groups: list[list[int]], **fields: Any
+) -> Any:
+    """A judge's stored ranking: the ranking and its comparisons marked source 'ai'."""
+    from app.models import Ranking
+
+    ranking = Ranking(
+        project_id=task.project_id,
+        task_id=task.id,
+        user_id=judge_user.id,
+        groups=groups,
+        source="ai",
+        **fields,
+    )
+    session.add(ranking)
+    session.flush()
+    add_comparisons(session, ranking, task, source="ai")
+    session.flush()
+    return ranking
+
+
+def make_judge_ranking(
+    session: Session, judge: Judge, task: RankingTask, groups: list[list[int]], **fields: Any
+) -> Any:
+    """A stored judge ranking as record_judgement writes one: make_ai_ranking as the judge's
+    user, of its prompt version (`fields`, such as display_order, go to the ranking)."""
+    user = session.get(User, judge.user_id)
+    assert user is not None
+    return make_ai_ranking(
+        session,
+        task,
+        user,
+        groups,
+        judge_id=judge.id,
+        judge_prompt_version=judge.prompt_version,
+        **fields,
+    )

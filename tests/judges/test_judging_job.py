@@ -22,10 +22,9 @@ from sqlalchemy import String, Text, select
 
 from app.db import Base, session_scope
 from app.judges import service as judges
-from app.judges.schemas import JudgeCreate
 from app.models import Comparison, Judge, JudgeTaskLog, Ranking, RankingTask
 from tests.conftest import FreshDatabase
-from tests.factories import make_project, make_task
+from tests.factories import make_judge, make_project, make_task
 from worker.jobs.judging import UNAVAILABLE_RUNS, run_judge
 
 pytestmark = pytest.mark.usefixtures("app_database")
@@ -47,18 +46,9 @@ def project_with_tasks(tasks: int, k: int = 4) -> tuple[int, list[int]]:
 
 
 def add_judge(project_id: int, **fields: Any) -> int:
-    data = {
-        "name": f"judge {secrets.token_hex(3)}",
-        "backend": "simulated",
-        "model": "simulated",
-        "options": {"preference": "length:30", "agreement": 1.0, "seed": 0},
-        "position_check_share": 0.0,
-        **fields,
-    }
+    """A committed judge (tests.factories.make_judge: simulated, preferring length 30)."""
     with session_scope() as session:
-        return judges.create_judge(
-            session, project_id=project_id, data=JudgeCreate(**data), created_by_id=None
-        ).id
+        return make_judge(session, project_id, **fields).id
 
 
 def judge_row(judge_id: int) -> Judge:

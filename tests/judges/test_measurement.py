@@ -24,13 +24,18 @@ from app.judges.measurement import (
 )
 from app.judges.pausing import enforce_agreement_floor
 from app.judges.schemas import JudgeCreate
-from app.models import Judge, JudgeTaskLog, PolicyVersion, Project, Ranking, RankingTask, User
+from app.models import Judge, JudgeTaskLog, PolicyVersion, Project, RankingTask, User
 from app.ratings import annotators, service
 from app.ratings.position import position_report
 from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa: F401
 from tests.api.conftest import bearer, make_token  # noqa: F401
 from tests.conftest import FreshDatabase
-from tests.factories import add_comparisons, make_project, make_ranking, make_user
+from tests.factories import (
+    make_judge_ranking,
+    make_project,
+    make_ranking,
+    make_user,
+)
 from tests.ratings import conftest as seeding
 from worker.jobs.ratings import recompute_if_dirty
 
@@ -46,20 +51,8 @@ def _judge_ranks(
     session: Session, judge: Judge, task: RankingTask, groups: list[list[int]]
 ) -> None:
     """A stored judge ranking as record_judgement writes one: marked AI, with its pairs."""
-    ranking = Ranking(
-        project_id=task.project_id,
-        task_id=task.id,
-        user_id=judge.user_id,
-        groups=groups,
-        display_order=[s for group in groups for s in group][::-1],  # the worst card first
-        source="ai",
-        judge_id=judge.id,
-        judge_prompt_version=judge.prompt_version,
-    )
-    session.add(ranking)
-    session.flush()
-    add_comparisons(session, ranking, task, source="ai")
-    session.flush()
+    shown = [s for group in groups for s in group][::-1]  # the worst card first
+    make_judge_ranking(session, judge, task, groups, display_order=shown)
 
 
 @dataclasses.dataclass

@@ -18,10 +18,16 @@ from app.judges import service as judges
 from app.judges.measurement import floor_check, judge_measures, relative_figures
 from app.judges.pausing import enforce_agreement_floor
 from app.judges.schemas import JudgeCreate, form_fields
-from app.models import Comparison, Judge, Project, Ranking, RankingTask, SnapshotComparison
+from app.models import Comparison, Judge, Project, RankingTask, SnapshotComparison
 from app.rounds import snapshots
 from rankloop.cli import app
-from tests.factories import add_comparisons, make_project, make_ranking, make_task, make_user
+from tests.factories import (
+    make_judge_ranking,
+    make_project,
+    make_ranking,
+    make_task,
+    make_user,
+)
 from tests.factories import task_sample_ids as sample_ids
 
 # Pure figures
@@ -88,19 +94,8 @@ def _judge(session: Session, project: Project, name: str = "j", **fields: Any) -
 
 
 def _judge_ranks(session: Session, judge: Judge, task: RankingTask, order: list[int]) -> None:
-    ranking = Ranking(
-        project_id=task.project_id,
-        task_id=task.id,
-        user_id=judge.user_id,
-        groups=[[s] for s in order],
-        source="ai",
-        judge_id=judge.id,
-        judge_prompt_version=judge.prompt_version,
-    )
-    session.add(ranking)
-    session.flush()
-    add_comparisons(session, ranking, task, source="ai")
-    session.flush()
+    """The judge ranks the task's samples strictly in `order`, best first."""
+    make_judge_ranking(session, judge, task, [[s] for s in order])
 
 
 def _ranked_by_people(

@@ -35,7 +35,7 @@ from app.seeds import derived_seed
 from tests.annotation.conftest import Annotator, make_member
 from tests.conftest import FreshDatabase
 from tests.factories import (
-    add_comparisons,
+    make_ai_ranking,
     make_project,
     make_ranking,
     make_task,
@@ -47,27 +47,6 @@ from tests.factories import (
 def make_judge_user(session: Session) -> User:
     """The users row a judge ranks as (kind 'model')."""
     return make_user(session, kind="model")
-
-
-def make_ai_ranking(
-    session: Session, task: RankingTask, judge_user: User, groups: list[list[int]], **fields: Any
-) -> Any:
-    """A judge's stored ranking: the ranking and its comparisons marked source 'ai'."""
-    from app.models import Ranking
-
-    ranking = Ranking(
-        project_id=task.project_id,
-        task_id=task.id,
-        user_id=judge_user.id,
-        groups=groups,
-        source="ai",
-        **fields,
-    )
-    session.add(ranking)
-    session.flush()
-    add_comparisons(session, ranking, task, source="ai")
-    session.flush()
-    return ranking
 
 
 def _weights_by_source(session: Session, snapshot_id: int) -> dict[str, set[float]]:

@@ -30,6 +30,7 @@ from app.rounds.types.reward_grpo import RewardGRPOConfig
 from app.rounds.types.reward_rloo import RewardRLOOConfig
 from tests.conftest import FreshDatabase, wait_until
 from tests.factories import make_project
+from tests.rounds.conftest import tiny_critic_free_round
 from tests.rounds.seed import seed_ranked_project
 from worker.jobs.round_trainers import grpo_config, rloo_config
 
@@ -89,25 +90,11 @@ def test_a_group_of_one_is_refused_with_the_field_named() -> None:
     assert "group_size" in str(refused.value.details)
 
 
-# A round small enough for CPU, as tests/rounds/test_round_worker.py's TINY_ROUND.
 def _tiny_round(key: str) -> dict[str, Any]:
-    return {
-        "seed": 0,
-        "eval_prompts": 2,
-        "max_kl": 1000.0,
-        "min_score_gain": -1000.0,  # the gate passes: this test is about the loop, not the gain
-        "min_accuracy_low": 0.0,
-        "reward_model": {"epochs": 2, "max_length": 64},
-        key: {
-            "steps": 2,
-            "batch_size": 2,
-            "group_size": 4,
-            "mini_batch_size": 4,
-            "epochs": 1,
-            "learning_rate": 1e-2,
-            "max_new_tokens": 8,
-        },
-    }
+    """tiny_critic_free_round with a reward model to train (any held-out accuracy passes)."""
+    return tiny_critic_free_round(
+        key, min_accuracy_low=0.0, reward_model={"epochs": 2, "max_length": 64}
+    )
 
 
 @pytest.mark.slow

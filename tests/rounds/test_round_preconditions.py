@@ -27,7 +27,6 @@ from app.models import (
 )
 from app.rounds import preconditions, service, sizing
 from app.rounds.registry import configs
-from app.tokens import service as tokens
 from tests.factories import make_project, make_ready_project, make_user, make_version
 from tests.helpers import login
 
@@ -318,28 +317,23 @@ def test_the_form_shows_what_is_missing_and_starts_nothing(
 
 
 def test_the_api_answers_422_with_each_missing_thing(
-    client: httpx.Client, db_session: Session, monkeypatch: pytest.MonkeyPatch
+    client: httpx.Client,
+    db_session: Session,
+    writer: dict[str, str],
+    sent_stages: list[tuple[int, str]],
 ) -> None:
-    sent: list[int] = []
-    monkeypatch.setattr(service, "send_stage", lambda round_id, stage: sent.append(round_id))
-    admin = make_user(db_session, role=Role.admin)
-    secret = tokens.create_token(
-        db_session, name="rounds", scopes=["read", "write"], created_by_id=admin.id
-    ).secret
     project = make_project(db_session)
     db_session.commit()
 
     response = client.post(
-        f"/api/v1/projects/{project.id}/rounds",
-        json={"type": "reward_ppo"},
-        headers={"Authorization": f"Bearer {secret}"},
+        f"/api/v1/projects/{project.id}/rounds", json={"type": "reward_ppo"}, headers=writer
     )
 
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["message"].startswith("This round cannot run")
     assert {d["field"] for d in error["details"]} == {"prompts", "rankings"}
-    assert sent == []
+    assert sent_stages == []
 
 
 # Hyperparameter bounds -----------------------------------------------------------------------

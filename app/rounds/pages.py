@@ -157,9 +157,17 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
         "gate_labels": GATE_LABELS,
         "prompt_cuts": prompt_cuts(training_round.metrics or {}),
         "sizing": (training_round.metrics or {}).get("sizing") or {},
+        "reward_judge": reward_judge(training_round.metrics or {}),
         "workers": worker_statuses(session),
         "queues": queue_lengths(),
     }
+
+
+def reward_judge(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The judge that scored a round in place of a reward model (`reward_judge_id`: the worker
+    skipped the reward-model stage and recorded the judge's lineage), or None."""
+    judge = metrics.get("reward_judge")
+    return judge if "reward_model_skipped" in metrics and isinstance(judge, dict) else None
 
 
 @dataclass(frozen=True)

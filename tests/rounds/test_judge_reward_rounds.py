@@ -1,11 +1,11 @@
 """A judge as a round's reward (`reward_judge_id`): a round start refuses a judge that cannot be
 the reward (unknown, another project's, paused, a ranking judge on PPO) with a 422 and creates
 nothing; a GRPO round scored by a simulated judge trains no reward model and registers a
-version whose lineage names the judge and its prompt version."""
+version whose lineage names the judge and its prompt version; the round page says which judge
+scored it in place of a reward model."""
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,51 +19,46 @@ from typer.testing import CliRunner
 
 from app.errors import InvalidInput
 from app.judges import service as judges
-from app.judges.schemas import JudgeCreate
+from app.judges.schemas import JudgeUpdate
 from app.models import (
     PolicyStatus,
     Project,
     RewardModelVersion,
-    Role,
     RoundState,
     TrainingRound,
 )
 from app.ratings import repository as ratings_repository
 from app.rounds import service
-from app.tokens import service as tokens
 from rankloop.cli import app as cli
 from tests.conftest import FreshDatabase
-from tests.factories import make_project, make_ready_project, make_user
+from tests.factories import make_judge, make_project, make_ready_project, make_round
+from tests.rounds.conftest import section, tiny_critic_free_round
 from tests.rounds.seed import seed_ranked_project
 from tests.worker.judging.test_openai import KEY, Reply, ScriptedServer
 from worker.jobs import rounds as round_jobs
-from worker.jobs.judge_reward import round_judge
+from worker.jobs.judge_reward import judge_lineage, round_judge
 from worker.training.judge_reward import flat
 
 
 def _judge(session: Session, project_id: int, **fields: Any) -> int:
-    data = {
-        "name": f"judge {secrets.token_hex(3)}",
-        "backend": "simulated",
-        "model": "simulated",
-        "options": {"preference": "keyword:good", "agreement": 1.0, "seed": 0},
-        "position_check_share": 0.0,
-        **fields,
-    }
-    return judges.create_judge(
-        session, project_id=project_id, data=JudgeCreate(**data), created_by_id=None
-    ).id
+    """A simulated judge that prefers answers saying "good" (tests.factories.make_judge)."""
+    return make_judge(session, project_id, preference="keyword:good", **fields).id
+
+
+def _start(session: Session, project_id: int, round_type: str, judge_id: int) -> TrainingRound:
+    """A round of `round_type` whose reward is the judge, started but not enqueued."""
+    return service.start_round(
+        session,
+        project_id=project_id,
+        round_type=round_type,
+        config={"reward_judge_id": judge_id},
+        enqueue=False,
+    )
 
 
 def _refusal(session: Session, project_id: int, round_type: str, judge_id: int) -> InvalidInput:
     with pytest.raises(InvalidInput) as refused:
-        service.start_round(
-            session,
-            project_id=project_id,
-            round_type=round_type,
-            config={"reward_judge_id": judge_id},
-            enqueue=False,
-        )
+        _start(session, project_id, round_type, judge_id)
     rounds = session.scalars(select(TrainingRound).where(TrainingRound.project_id == project_id))
     assert rounds.all() == []
     assert refused.value.status_code == 422
@@ -114,13 +109,7 @@ def test_a_judge_round_needs_no_rankings_and_sizes_on_the_prompts(db_session: Se
     project = make_ready_project(db_session, prompts=40, rankings=0)
     ranking_judge = _judge(db_session, project.id)
 
-    started = service.start_round(
-        db_session,
-        project_id=project.id,
-        round_type="reward_grpo",
-        config={"reward_judge_id": ranking_judge},
-        enqueue=False,
-    )
+    started = _start(db_session, project.id, "reward_grpo", ranking_judge)
 
     assert started.config["reward_judge_id"] == ranking_judge
     # 4 rollouts per training prompt (30 of 40), not per ranking (none): 256 at least
@@ -132,40 +121,30 @@ def test_a_logprob_judge_may_be_ppos_reward(db_session: Session) -> None:
     project = make_ready_project(db_session)
     judge_id = _judge(db_session, project.id, backend="hf", model="tiny", method="logprob")
 
-    started = service.start_round(
-        db_session,
-        project_id=project.id,
-        round_type="reward_ppo",
-        config={"reward_judge_id": judge_id},
-        enqueue=False,
-    )
+    started = _start(db_session, project.id, "reward_ppo", judge_id)
 
     assert started.config["reward_judge_id"] == judge_id
 
 
 def test_the_form_offers_the_judge_and_the_api_refuses_a_bad_one_with_422(
-    client: httpx.Client, db_session: Session, monkeypatch: pytest.MonkeyPatch
+    client: httpx.Client,
+    db_session: Session,
+    writer: dict[str, str],
+    sent_stages: list[tuple[int, str]],
 ) -> None:
-    sent: list[int] = []
-    monkeypatch.setattr(service, "send_stage", lambda round_id, stage: sent.append(round_id))
-    admin = make_user(db_session, role=Role.admin)
-    secret = tokens.create_token(
-        db_session, name="rounds", scopes=["read", "write"], created_by_id=admin.id
-    ).secret
     project = make_ready_project(db_session)
     db_session.commit()
-    headers = {"Authorization": f"Bearer {secret}"}
 
     response = client.post(
         f"/api/v1/projects/{project.id}/rounds",
         json={"type": "reward_rloo", "reward_judge_id": 999999},
-        headers=headers,
+        headers=writer,
     )
 
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert [d["field"] for d in error["details"]] == ["reward_judge_id"]
-    assert sent == []
+    assert sent_stages == []
     assert db_session.scalars(select(TrainingRound)).all() == []
 
 
@@ -200,6 +179,29 @@ def test_the_command_line_takes_the_judge_and_refuses_a_ranking_one_on_ppo(
         assert rounds.all() == []
 
 
+def test_the_round_page_says_the_judge_scored_it_in_place_of_a_reward_model(
+    client: httpx.Client, db_session: Session, project: Project
+) -> None:
+    judge = make_judge(db_session, project.id, name="strict critic")
+    data = JudgeUpdate(principles=["Prefer the shorter answer."])  # prompt version 2
+    judges.update_judge(db_session, judge_id=judge.id, data=data)
+    metrics = {
+        "reward_judge": judge_lineage(judge),
+        "reward_model_skipped": f"judge 'strict critic' (id {judge.id}, prompt version 2) is "
+        "the reward: no reward model trained",
+    }
+    judged = make_round(db_session, project, "reward_ppo", state=RoundState.done, metrics=metrics)
+    trained = make_round(db_session, project, "reward_ppo", state=RoundState.done)
+    db_session.commit()
+
+    page = client.get(f"/admin/rounds/{judged.id}").text
+    other = client.get(f"/admin/rounds/{trained.id}").text
+
+    stage = section(page, 'id="round-reward-model-stage">', "</p>")
+    assert stage == "Reward model stage: skipped: scored by judge strict critic (prompt v2)"
+    assert 'id="round-reward-model-stage"' not in other
+
+
 # A round on the tiny model, every stage in this process ------------------------------------
 
 
@@ -217,22 +219,7 @@ def test_a_grpo_round_scored_by_a_judge_registers_a_version_naming_it(
             session,
             project_id=project_id,
             round_type="reward_grpo",
-            config={
-                "seed": 0,
-                "eval_prompts": 2,
-                "max_kl": 1000.0,
-                "min_score_gain": -1000.0,  # about the loop, not the gain
-                "reward_judge_id": judge_id,
-                "grpo": {
-                    "steps": 2,
-                    "batch_size": 2,
-                    "group_size": 4,
-                    "mini_batch_size": 4,
-                    "epochs": 1,
-                    "learning_rate": 1e-2,
-                    "max_new_tokens": 8,
-                },
-            },
+            config=tiny_critic_free_round("grpo", reward_judge_id=judge_id),
             enqueue=False,
         )
         session.commit()

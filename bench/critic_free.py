@@ -38,7 +38,7 @@ from bench.ppo import (
     _save_reward_model,
     _status_mb,
     bench_prompts,
-    build_random_gpt2,
+    model_or_random_gpt2,
     weights_mb,
 )
 
@@ -142,18 +142,7 @@ def main(
         "group_size": group_size, "critic_free_prompts": prompts,
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        if model is None:
-            console.print(f"building a random GPT-2 ({layers} layers x {width}, vocab 2048)...")
-            from worker.training.models import resolve_dtype
-
-            model = str(
-                build_random_gpt2(
-                    Path(tmp) / "gpt2-random",
-                    n_layer=layers,
-                    n_embd=width,
-                    dtype=resolve_dtype(dtype, device),
-                )  # fmt: skip
-            )
+        model = model_or_random_gpt2(model, Path(tmp), layers, width, dtype, device)
         rm_dir = str(Path(tmp) / "reward-model")
         run_in_process(_save_reward_model, model, rm_dir, args)
         runs = []

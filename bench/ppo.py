@@ -337,6 +337,22 @@ def _separate_models(
     return weights, step_seconds, n_trainable
 
 
+def model_or_random_gpt2(
+    model: str | None, tmp: Path, layers: int, width: int, dtype: str, device: str
+) -> str:
+    """`model`, or a random GPT-2 of that shape built under `tmp` (the benches' default)."""
+    if model is not None:
+        return model
+    console.print(f"building a random GPT-2 ({layers} layers x {width}, vocab 2048)...")
+    from worker.training.models import resolve_dtype
+
+    return str(
+        build_random_gpt2(
+            tmp / "gpt2-random", n_layer=layers, n_embd=width, dtype=resolve_dtype(dtype, device)
+        )
+    )
+
+
 @app.command()
 def main(
     model: str | None = typer.Option(None, help="Model dir; default: a random GPT-2 built here."),
@@ -377,18 +393,7 @@ def main(
         "threads": threads,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        if model is None:
-            console.print(f"building a random GPT-2 ({layers} layers x {width}, vocab 2048)...")
-            from worker.training.models import resolve_dtype
-
-            model = str(
-                build_random_gpt2(
-                    Path(tmp) / "gpt2-random",
-                    n_layer=layers,
-                    n_embd=width,
-                    dtype=resolve_dtype(dtype, device),
-                )
-            )
+        model = model_or_random_gpt2(model, Path(tmp), layers, width, dtype, device)
         rm_dir = str(Path(tmp) / "reward-model")
         run_in_process(_save_reward_model, model, rm_dir, args)
         layouts = ["shared"] + ["rm-own-base"] * reward_own_base + ["separate"] * separate_models

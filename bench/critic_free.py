@@ -47,20 +47,28 @@ console = Console(width=160)
 ALGORITHMS = ("ppo", "rloo", "grpo")
 
 
+def critic_free_trainer(algorithm: str) -> tuple[Any, Any]:
+    """(config class, train function) of 'rloo' or 'grpo' (imported here: a child's work)."""
+    if algorithm == "rloo":
+        from worker.training.rloo import RLOOConfig, train_rloo
+
+        return RLOOConfig, train_rloo
+    from worker.training.grpo import GRPOConfig, train_grpo
+
+    return GRPOConfig, train_grpo
+
+
 def _run_critic_free(
     algorithm: str, model_dir: str, rm_dir: str, args: dict[str, Any]
 ) -> dict[str, Any]:
     """RLOO or GRPO on the shared base in a fresh process; the figures bench.ppo's _run gives."""
     import torch
 
-    from worker.training.grpo import GRPOConfig, train_grpo
     from worker.training.models import ensure_pad_token, load_causal_lm, load_tokenizer
     from worker.training.ppo import SharedBaseReward
-    from worker.training.rloo import RLOOConfig, train_rloo
 
     torch.set_num_threads(args["threads"])
-    config_class, train = (RLOOConfig, train_rloo) if algorithm == "rloo" else (
-        GRPOConfig, train_grpo)  # fmt: skip
+    config_class, train = critic_free_trainer(algorithm)
     config = config_class(
         steps=args["steps"],
         batch_size=args["critic_free_prompts"],

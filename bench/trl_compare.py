@@ -90,13 +90,11 @@ def _ours(spec: dict[str, Any]) -> dict[str, Any]:
     """RankLoop's stage with the spec's settings, in a fresh process; the TRL side's figures."""
     import torch
 
-    from worker.training.grpo import GRPOConfig, train_grpo
+    from bench.critic_free import critic_free_trainer
     from worker.training.models import load_causal_lm, load_tokenizer
-    from worker.training.rloo import RLOOConfig, train_rloo
 
     torch.set_num_threads(spec["threads"])
-    config_class, train = (GRPOConfig, train_grpo) if spec["algorithm"] == "grpo" else (
-        RLOOConfig, train_rloo)  # fmt: skip
+    config_class, train = critic_free_trainer(spec["algorithm"])
     config = config_class(
         steps=spec["updates"],
         batch_size=spec["prompts_per_update"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.judges.measurement import floor_check, floor_reason, relative_reason
+from app.judges.measurement import floor_check
 from app.judges.service import list_judges, pause_judge
 
 
@@ -32,5 +32,3 @@ def enforce_agreement_floor(session: Session, *, project_id: int) -> list[int]:
             paused.append(judge.id)
     return paused
 
-
-__all__ = ["enforce_agreement_floor", "floor_reason", "relative_reason"]

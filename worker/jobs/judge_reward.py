@@ -20,7 +20,7 @@ from app.models import Project
 from app.rounds import service
 from app.rounds.judge_reward import scores_answers
 from app.rounds.service import StageStart
-from worker.jobs.judging import _spec as judge_spec
+from worker.jobs.judging import judge_spec
 from worker.training.judge_reward import JudgeReward
 
 

@@ -95,7 +95,7 @@ def _reason(text: str) -> str:
     return line[:MAX_REASON]
 
 
-def _spec(row: JudgeRow) -> JudgeSpec | str:
+def judge_spec(row: JudgeRow) -> JudgeSpec | str:
     """The backend's spec, or why the judge cannot run (its key's variable is missing)."""
     api_key = None
     if row.api_key_env:
@@ -297,7 +297,7 @@ def run_judge(
         return JudgeRunReport(judge_id=judge_id, stopped="gone")
     if row.state == "paused":
         return JudgeRunReport(judge_id=judge_id, stopped="paused", reason=row.paused_reason)
-    spec = _spec(row)
+    spec = judge_spec(row)
     if isinstance(spec, str):
         _pause(judge_id, spec)
         return JudgeRunReport(judge_id=judge_id, stopped="paused", reason=spec)

@@ -14,11 +14,21 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.db import session_scope
+from app.gold import service as gold
+from app.judges import measurement
 from app.judges import service as judges
 from app.judges.measurement import floor_check, judge_measures, relative_figures
 from app.judges.pausing import enforce_agreement_floor
 from app.judges.schemas import JudgeCreate, form_fields
-from app.models import Comparison, Judge, Project, RankingTask, SnapshotComparison
+from app.models import (
+    AnnotatorExclusion,
+    Comparison,
+    Judge,
+    Project,
+    Ranking,
+    RankingTask,
+    SnapshotComparison,
+)
 from app.rounds import snapshots
 from rankloop.cli import app
 from tests.factories import (
@@ -166,6 +176,106 @@ def test_people_at_chance_pause_no_judge_and_the_measures_say_why(db_session: Se
     assert m.undefined.startswith("people agree with each other no better than chance")
 
 
+# The floor check is measured once per state of its data
+
+
+@pytest.fixture
+def measured(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The judges whose relative figures were computed, in order (a spy, not a stand-in)."""
+    calls: list[int] = []
+    real = measurement.relative_to_people
+
+    def counting(session: Session, judge: Judge) -> Any:
+        calls.append(judge.id)
+        return real(session, judge)
+
+    monkeypatch.setattr(measurement, "relative_to_people", counting)
+    return calls
+
+
+def test_the_floor_check_is_not_measured_again_on_unchanged_data(
+    db_session: Session, measured: list[int]
+) -> None:
+    project, tasks = _ranked_by_people(db_session, tasks=6, judge_weight=0.5)
+    judge = _judge(db_session, project)
+    for task, order in tasks:
+        _judge_ranks(db_session, judge, task, order[::-1])
+
+    first = floor_check(db_session, judge)
+    enforce_agreement_floor(db_session, project_id=project.id)  # pauses it
+    snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="s")
+
+    assert measured == [judge.id]
+    assert floor_check(db_session, judge) is first
+    assert snapshot.criteria["judges"]["j"] == f"left out: {first.below[0]}"
+
+
+def test_new_rankings_by_the_judge_change_the_floor_check(
+    db_session: Session, measured: list[int]
+) -> None:
+    project, tasks = _ranked_by_people(db_session, tasks=6)
+    judge = _judge(db_session, project)
+    for task, order in tasks[:3]:
+        _judge_ranks(db_session, judge, task, order[::-1])
+    before = floor_check(db_session, judge)
+
+    for task, order in tasks[3:]:
+        _judge_ranks(db_session, judge, task, order[::-1])
+    after = floor_check(db_session, judge)
+
+    assert measured == [judge.id, judge.id]
+    assert "36 pairs" in before.summary
+    assert "72 pairs" in after.summary
+
+
+def _a_person_ranks(session: Session, judge: Judge, task: RankingTask, order: list[int]) -> None:
+    make_ranking(session, task, make_user(session), [[s] for s in order])
+
+
+def _a_person_is_excluded(session: Session, judge: Judge, task: RankingTask, _: list[int]) -> None:
+    ranker = session.scalars(
+        select(Ranking.user_id).where(Ranking.task_id == task.id, Ranking.source == "human")
+    ).first()
+    session.add(AnnotatorExclusion(project_id=task.project_id, user_id=ranker))
+    session.flush()
+
+
+def _the_task_is_marked_gold(
+    session: Session, judge: Judge, task: RankingTask, order: list[int]
+) -> None:
+    gold.mark_gold(
+        session, project_id=task.project_id, task_id=task.id, groups=[[s] for s in order]
+    )
+
+
+def _the_floor_is_raised(session: Session, judge: Judge, task: RankingTask, _: list[int]) -> None:
+    judge.relative_floor = 0.9
+    session.flush()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_a_person_ranks, _a_person_is_excluded, _the_task_is_marked_gold, _the_floor_is_raised],
+)
+def test_the_floor_check_is_measured_again_when_what_it_reads_changed(
+    db_session: Session, measured: list[int], change: Any
+) -> None:
+    project, tasks = _ranked_by_people(db_session, tasks=6)
+    judge = _judge(db_session, project)
+    for task, order in tasks:
+        _judge_ranks(db_session, judge, task, order)
+    task = make_task(db_session, project, k=4)  # ranked by the judge and by one person
+    order = sample_ids(db_session, task)
+    _judge_ranks(db_session, judge, task, order)
+    make_ranking(db_session, task, make_user(db_session), [[s] for s in order])
+    floor_check(db_session, judge)
+
+    change(db_session, judge, task, order)
+    floor_check(db_session, judge)
+
+    assert measured == [judge.id, judge.id]
+
+
 def test_new_judges_default_to_the_relative_floor_alone() -> None:
     data = JudgeCreate(name="j", backend="simulated", model="sim")
 
@@ -216,9 +326,7 @@ def test_an_unmeasured_judge_trains_nothing(db_session: Session) -> None:
     snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="s")
 
     assert _ai_weights(db_session, snapshot.id) == {}
-    assert snapshot.criteria["judges"] == {
-        "j": "left out: 24 of 30 pairs shared with people"
-    }
+    assert snapshot.criteria["judges"] == {"j": "left out: 24 of 30 pairs shared with people"}
 
 
 def test_a_measured_passing_judge_trains_at_the_judge_weight_even_when_paused_by_an_admin(
@@ -252,8 +360,10 @@ def test_a_judge_below_its_floor_trains_nothing_not_even_its_earlier_rankings(
 
     assert _ai_weights(db_session, earlier.id) == {good.user_id: {0.5}}  # measured already
     assert _ai_weights(db_session, later.id) == {good.user_id: {0.5}}
-    assert re.match(r"left out: relative to people -1\.00 .* below the floor 0\.50$",
-                    later.criteria["judges"]["bad"])
+    assert re.match(
+        r"left out: relative to people -1\.00 .* below the floor 0\.50$",
+        later.criteria["judges"]["bad"],
+    )
 
 
 def test_people_at_chance_fail_no_floor_and_the_criteria_say_so(db_session: Session) -> None:

@@ -1,6 +1,7 @@
 """One rank of the 2-process policy runs that tests/worker/test_distributed_ppo.py compares
 with one process: `python -m torch.distributed.run --nproc_per_node 2 --standalone -m
-tests.worker.distributed_policy_run <tiny_model_dir> <out_dir>`.
+tests.worker.distributed_policy_run <tiny_model_dir> <out_dir> [fsdp]` (`fsdp`: FSDP2 shards,
+tests/worker/test_policy_fsdp.py).
 
 Sampling is made independent of sharding (`shard_independent_sampling`), so that one process
 and two draw the very same responses and the comparison isolates what distribution changes:
@@ -73,7 +74,7 @@ def shard_independent_sampling() -> Iterator[None]:
 
     def sample(
         model: Any, value_head: Any, tokenizer: Any, prompts: list[Prompt], config: Any,
-        *, seed: int, stops: list[str],
+        *, seed: int, stops: list[str], **lockstep: Any,
     ) -> ppo.Rollout:  # fmt: skip
         calls[0] += 1
         seen: Counter[str] = Counter()
@@ -84,7 +85,16 @@ def shard_independent_sampling() -> Iterator[None]:
             text = f"{calls[0]}|{seen[key]}|{key}".encode()
             row_seed = int.from_bytes(hashlib.sha256(text).digest()[:6], "big")
             parts.append(
-                original(model, value_head, tokenizer, [prompt], config, seed=row_seed, stops=stops)
+                original(
+                    model,
+                    value_head,
+                    tokenizer,
+                    [prompt],
+                    config,
+                    seed=row_seed,
+                    stops=stops,
+                    **lockstep,
+                )  # fmt: skip
             )
         return merge_rollouts(parts, pad_id=tokenizer.pad_token_id)
 
@@ -97,7 +107,9 @@ def shard_independent_sampling() -> Iterator[None]:
         critic_free._rollout = original  # type: ignore[assignment]
 
 
-def run(kind: str, model_dir: Path, out_dir: Path, ctx: Any = None) -> dict[str, Any]:
+def run(
+    kind: str, model_dir: Path, out_dir: Path, ctx: Any = None, *, fsdp: bool = False
+) -> dict[str, Any]:
     """One PPO or RLOO run on the tiny model; its per-step metrics and the prompts scored."""
     tokenizer = load_tokenizer(str(model_dir))
     base = load_causal_lm(str(model_dir), device="cpu")
@@ -106,20 +118,21 @@ def run(kind: str, model_dir: Path, out_dir: Path, ctx: Any = None) -> dict[str,
     config = PPO if kind == "ppo" else RLOO
     with shard_independent_sampling():
         result = train(
-            base, tokenizer, PROMPTS, brevity(tokenizer, seen), config, out_dir=out_dir, ctx=ctx
-        )
+            base, tokenizer, PROMPTS, brevity(tokenizer, seen), config,
+            out_dir=out_dir, ctx=ctx, fsdp=fsdp,
+        )  # fmt: skip
     return {"metrics": result.metrics_per_step, "scored": seen}
 
 
-def main(model_dir: Path, out_dir: Path) -> None:
+def main(model_dir: Path, out_dir: Path, *, fsdp: bool = False) -> None:
     from worker.distributed.context import init_from_env, shutdown
 
     ctx = init_from_env()
     for kind in ("ppo", "rloo"):
-        found = run(kind, model_dir, out_dir / kind, ctx)
+        found = run(kind, model_dir, out_dir / kind, ctx, fsdp=fsdp)
         (out_dir / f"{kind}-rank{ctx.rank}.json").write_text(json.dumps(found))
     shutdown()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), fsdp=sys.argv[3:] == ["fsdp"])

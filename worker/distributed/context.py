@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -143,9 +144,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def full_state_dict(ctx: DistContext, model: nn.Module, *, trainable_only: bool = True) -> dict[
-    str, Tensor
-]:
+def full_state_dict(
+    ctx: DistContext, model: nn.Module, *, trainable_only: bool = True
+) -> dict[str, Tensor]:
     """The unsharded state dict of `model` on CPU (collective under FSDP: every rank calls it;
     rank 0 gets the tensors, others an empty dict). Only parameters that require grad unless
     `trainable_only` is False (a LoRA adapter and head, not the frozen base)."""
@@ -161,6 +162,26 @@ def full_state_dict(ctx: DistContext, model: nn.Module, *, trainable_only: bool 
     else:
         state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     return {k: v for k, v in state.items() if k in names and isinstance(v, Tensor)}
+
+
+@contextmanager
+def root_gathered(model: nn.Module) -> Iterator[None]:
+    """The FSDP2 root's own parameters (embeddings, LM head, final norm) whole meanwhile.
+
+    A sharded block gathers its parameters on its own forward, the root only on its forward
+    and registered methods; a call straight into a submodule (a reward model reading the
+    policy's transformer body) needs this. Run one forward through the root first (its lazy
+    initialisation). Collective under FSDP; a no-op for any other model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def single_process(device: torch.device | str | None = None) -> DistContext:
@@ -205,9 +226,7 @@ def _transformer_blocks(model: nn.Module) -> list[nn.Module]:
     blocks: list[nn.Module] = []
     outer: list[str] = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and not any(
-            name.startswith(f"{o}.") for o in outer
-        ):
+        if isinstance(module, nn.ModuleList) and not any(name.startswith(f"{o}.") for o in outer):
             outer.append(name)
             blocks.extend(module.children())
     return blocks

@@ -4,7 +4,8 @@ The payload holds what the in-process policy stage hands its trainer (the base a
 adapters merged into it, the training prompts, the trainer's config as a dict, the round's
 reward model and whether it shares the policy's base, where training starts and saves).
 Every rank loads the base itself; the trainer's `ctx` shards rollouts and sums gradients
-(worker/training/shards.py); rank 0 saves the adapter and returns the run's final figures.
+(worker/training/shards.py), or with `fsdp` shards the base itself over the ranks (FSDP2);
+rank 0 saves the adapter and returns the run's final figures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def policy_payload(
     reward_on_policy_base: bool,
     init_adapter_dir: Path | None,
     out_dir: Path,
+    fsdp: bool = False,
 ) -> dict[str, Any]:
     """The payload of the `algorithm` entry from the in-process trainer's inputs."""
     if algorithm not in ALGORITHMS:
@@ -47,6 +49,7 @@ def policy_payload(
         "reward_on_policy_base": reward_on_policy_base,
         "init_adapter_dir": None if init_adapter_dir is None else str(init_adapter_dir),
         "out_dir": str(out_dir),
+        "fsdp": fsdp,
     }
 
 
@@ -106,5 +109,6 @@ def _train(ctx: DistContext, payload_dir: Path, algorithm: str) -> dict[str, Any
             ctx, payload_dir, step=step, total=total, metrics=metrics
         ),
         ctx=ctx,
+        fsdp=bool(payload.get("fsdp", False)),
     )
     return {"final": result.final} if ctx.is_main else {}

@@ -113,6 +113,14 @@ def _judged_in_process(job: PolicyJob) -> PolicyJob | None:
     not on torchrun's ranks): the job with its base loaded, or None for a reward model."""
     if getattr(job.config, "reward_judge_id", None) is None:
         return None
+    from app.config import get_settings
+
+    if get_settings().train_fsdp:  # FSDP means the base does not fit one process's device
+        raise ValueError(
+            "a judge-scored round trains its policy in one process, which RANKLOOP_TRAIN_FSDP "
+            "rules out (the base is sharded because it does not fit one device): score this "
+            "round with a reward model, or unset RANKLOOP_TRAIN_FSDP"
+        )
     from worker.policies import load_base
 
     model, tokenizer = load_base(
@@ -159,6 +167,7 @@ def _distributed_policy(job: PolicyJob, key: str, config: Any) -> dict[str, Any]
             reward_on_policy_base=on_policy_base,
             init_adapter_dir=job.init_dir,
             out_dir=job.out_dir,
+            fsdp=get_settings().train_fsdp,
         ),
     )
     result = _run_ranks(job, key, payload_dir)

@@ -52,19 +52,22 @@ from worker.training.ppo import (
     _rollout,
     _score_on_policy_base,
     forward_response,
+    shard_policy,
 )
 from worker.training.prompts import Prompt, PromptCuts
 from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
 from worker.training.shards import (
+    dealt,
     gather_rollout,
     gather_values,
     is_main,
+    lockstep_rows,
     micro_rows,
-    mine,
     rank_seed,
     reduce_means,
     shard,
     sync_grads,
+    whole,
     world,
 )
 
@@ -186,6 +189,7 @@ def train_critic_free(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> CriticFreeResult:
     """`config.steps` updates of a LoRA policy, each on K samples of `batch_size` prompts.
 
@@ -194,6 +198,7 @@ def train_critic_free(
     score, KL or loss, nothing written unless the run completes, deterministic on CPU).
     `ctx` runs it as one rank of several, as train_ppo's, sharded by prompt: a rank samples all
     K responses of each of its prompts, so no group is split (worker/training/shards.py).
+    `fsdp` shards the base and its adapters over the ranks (FSDP2), as train_ppo's.
     """
     if not prompts:
         raise ValueError(f"prompts is empty: {algorithm} needs prompts to sample from")
@@ -211,6 +216,8 @@ def train_critic_free(
     stops = stop_strings_for(tokenizer, config.stop_strings)
     device = base.device
     n, k = config.batch_size, config.group_size
+    sharded = fsdp and world(ctx)[1] > 1
+    lockstep = lockstep_rows(n, ctx, unit=k) if sharded else None
 
     with forked_rng(device):
         torch.manual_seed(config.seed)
@@ -218,8 +225,11 @@ def train_critic_free(
             base, config, dropout=config.lora_dropout, init_adapter_dir=init_adapter_dir
         )
         if isinstance(score_fn, SharedBaseReward):
-            score_fn = _score_on_policy_base(model, score_fn)
+            score_fn = _score_on_policy_base(model, score_fn, lockstep=lockstep)
         model.eval()  # dropout off everywhere (§PPO 5); LoRA parameters still get gradients
+        if sharded:
+            assert ctx is not None
+            shard_policy(ctx, model, None)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps)
         generator = torch.Generator().manual_seed(config.seed)
@@ -252,6 +262,7 @@ def train_critic_free(
             ro = _rollout(
                 model, None, tokenizer, my_prompts, config,
                 seed=rank_seed(batch_seed(config.seed, step), ctx), stops=stops,
+                lockstep=lockstep,
             )  # fmt: skip
 
             # 2. Rewards: the score per response, less β·KL when the KL is in the reward -----
@@ -285,7 +296,8 @@ def train_critic_free(
             advantages = advantages_fn(rewards.view(n, k)).reshape(-1)  # (N, K) -> (B,)
 
             # 4. Optimisation: epochs over shuffled mini-batches, accumulated ---------------
-            # (several processes: micro-batches dealt out round-robin, gradients summed)
+            # (several processes: micro-batches dealt out round-robin, gradients summed;
+            # FSDP: as many passes on every rank, its reduce-scatter averaging them)
             stats: dict[str, list[float]] = {
                 key: [] for key in ("policy_loss", "kl_loss", "approx_kl", "clipfrac")
             }
@@ -296,10 +308,7 @@ def train_critic_free(
                 order = torch.randperm(n * k, generator=generator)
                 for mb in order.split(config.mini_batch_size):
                     optimizer.zero_grad(set_to_none=True)
-                    micro = mb.split(rows)
-                    for i, idx in enumerate(micro):
-                        if not mine(i, ctx):
-                            continue
+                    for idx, weight in dealt(mb.split(rows), ctx, fsdp=sharded):
                         idx = idx.to(device)
                         new_logprobs, _, _ = forward_response(
                             model, None, ro.input_ids[idx], ro.attention_mask[idx],
@@ -317,12 +326,15 @@ def train_critic_free(
                         # the summed gradient, and all stop there together)
                         if world(ctx)[1] == 1 and not torch.isfinite(loss):
                             raise diverged(f"loss is {float(loss)}")
-                        (loss / len(micro)).backward()
+                        (loss * weight).backward()
+                        if not weight:  # a pass that only keeps FSDP's ranks in step
+                            continue
                         stats["policy_loss"].append(loss.item())
                         for key in ("kl_loss", "approx_kl", "clipfrac"):
                             stats[key].append(float(pg_stats[key]))
-                    sync_grads(params, ctx)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    if not sharded:
+                        sync_grads(params, ctx)
+                    grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
                     if not torch.isfinite(grad_norm):
                         raise diverged(f"gradient norm is {float(grad_norm)}")
                     grad_norms.append(float(grad_norm))
@@ -349,10 +361,14 @@ def train_critic_free(
             if progress is not None:  # every rank: entry.progress writes on rank 0 only
                 progress(step, config.steps, metrics)
 
+    # Save (only a completed run gets here; rank 0 alone, FSDP's shards gathered by all) -----
+    gathered = None
+    if sharded and ctx is not None:
+        from worker.distributed.context import full_state_dict
+
+        gathered = full_state_dict(ctx, model)
     if REWARD_ADAPTER_NAME in model.peft_config:
         model.delete_adapter(REWARD_ADAPTER_NAME)  # the result is the policy alone
-
-    # Save (only a completed run gets here; rank 0 alone) -----------------------------------
     out_dir = Path(out_dir)
     if not is_main(ctx):
         return CriticFreeResult(
@@ -362,9 +378,11 @@ def train_critic_free(
             model=model,
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    saved: dict[str, Any] = {} if gathered is None else {"state_dict": gathered}
     model.save_pretrained(
-        str(out_dir), selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
-    )
+        str(out_dir), selected_adapters=[ADAPTER_NAME], save_embedding_layers=False,
+        **saved,
+    )  # fmt: skip
     tokenizer.save_pretrained(str(out_dir))
     last = metrics_per_step[-1]
     final: dict[str, Any] = {

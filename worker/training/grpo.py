@@ -60,6 +60,7 @@ def train_grpo(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> CriticFreeResult:
     """`config.steps` GRPO updates of a LoRA policy on `prompts` against `score_fn` (the
     contract of `ppo.train_ppo`, without the value head)."""
@@ -71,5 +72,5 @@ def train_grpo(
         # each response over its own tokens, or over the budget under Dr. GRPO
         aggregation="constant" if config.dr_grpo else "sequence",
         init_adapter_dir=init_adapter_dir, out_dir=out_dir,
-        progress=progress, should_stop=should_stop, ctx=ctx,
+        progress=progress, should_stop=should_stop, ctx=ctx, fsdp=fsdp,
     )  # fmt: skip

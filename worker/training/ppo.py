@@ -89,15 +89,17 @@ from worker.training.reward_model import ADAPTER_NAME as REWARD_ADAPTER_NAME
 from worker.training.reward_model import load_reward_model, score
 from worker.training.rollout import Rollout
 from worker.training.shards import (
+    dealt,
     gather_rollout,
     gather_values,
     is_main,
+    lockstep_rows,
     micro_rows,
-    mine,
     rank_seed,
     reduce_means,
     shard,
     sync_grads,
+    whole,
     world,
 )
 
@@ -309,8 +311,11 @@ class ValueHead(nn.Module):
         """(..., H) -> (...)."""
         return self.linear(hidden.float()).squeeze(-1)
 
-    def save(self, path: Path) -> None:
-        save_file({k: v.detach().cpu() for k, v in self.state_dict().items()}, path)
+    def save(self, path: Path, *, state: dict[str, Tensor] | None = None) -> None:
+        """`state`: the weights gathered whole (`full_state_dict`) when the head is sharded."""
+        if state is None:
+            state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        save_file(state, path)
 
     @classmethod
     def load(cls, path: Path, *, device: torch.device | str | None = None) -> ValueHead:
@@ -331,16 +336,43 @@ def merge_adapter_into_base(model: PreTrainedModel, adapter_dir: Path) -> PreTra
     return merged.merge_and_unload()
 
 
-def _score_on_policy_base(policy: PeftModel, reward: SharedBaseReward) -> ScoreFn:
-    """Load the reward adapter and head onto the policy's base; a scorer that uses them."""
+def _score_on_policy_base(
+    policy: PeftModel, reward: SharedBaseReward, *, lockstep: int | None = None
+) -> ScoreFn:
+    """Load the reward adapter and head onto the policy's base; a scorer that uses them.
+
+    `lockstep` (FSDP, the base sharded: each forward a collective): every call scores this
+    many rows, the last one repeated, so every rank runs as many passes; and the root's own
+    parameters are gathered, since the reward model reads the base's body directly."""
     with forked_rng(policy.device):  # loading draws LoRA inits: keep the seed's
         rm = load_reward_model(reward.path, base=policy)  # stream as with a separate model
     rm_tokenizer = load_tokenizer(str(reward.path))
 
     def score_fn(prompts: list[Prompt], responses: list[str]) -> list[float]:
-        return score(rm, rm_tokenizer, prompts, responses, batch_size=reward.batch_size)
+        if lockstep is None:
+            return score(rm, rm_tokenizer, prompts, responses, batch_size=reward.batch_size)
+        from worker.distributed.context import root_gathered
+
+        extra = lockstep - len(prompts)
+        with root_gathered(policy):
+            scores = score(
+                rm, rm_tokenizer, prompts + prompts[-1:] * extra,
+                responses + responses[-1:] * extra, batch_size=reward.batch_size,
+            )  # fmt: skip
+        return scores[: len(prompts)]
 
     return score_fn
+
+
+def shard_policy(ctx: DistContext, model: PeftModel, value_head: ValueHead | None) -> None:
+    """FSDP2 over the shared base (its blocks, then the root: policy and reward adapters,
+    the frozen base) and the value head, in place, before the optimizer takes the
+    parameters. `generate` is registered as a forward (it enters the model below the root)."""
+    from worker.distributed.context import Methods
+
+    ctx.wrap(Methods(model, "generate"), fsdp=True)
+    if value_head is not None:
+        ctx.wrap(value_head, fsdp=True)
 
 
 def forward_response(
@@ -456,6 +488,7 @@ def _rollout(
     *,
     seed: int,
     stops: list[str],
+    lockstep: int | None = None,
 ) -> Rollout:
     """Sample one response per prompt purely, then score it with the policy and reference.
 
@@ -463,6 +496,9 @@ def _rollout(
     masked out and padded (training notes §PPO 2), and the reward model sees the text before it.
     Without a value head (RLOO, GRPO) the values are zeros. K samples of a prompt: list it K
     times (each row draws its own response).
+    `lockstep` (FSDP: every forward is a collective) is the largest shard's row count: the
+    sampling steps until every rank is done (`synced_gpus`), and the log-prob passes are as
+    many as that shard needs, a rank with fewer rows repeating its first micro-batch.
     """
     pad_id = tokenizer.pad_token_id
     end_ids = end_token_ids(tokenizer)
@@ -479,6 +515,7 @@ def _rollout(
             attention_mask=prompt_mask.to(device),
             stopping_criteria=stopping_criteria(tokenizer, stops, prompt_width=prompt_ids.shape[1]),
             **rollout_sampling_kwargs(config, eos_id=end_ids, pad_id=pad_id),
+            **({} if lockstep is None else {"synced_gpus": True}),
         )
     response = output[:, prompt_ids.shape[1] :].cpu()  # (B, R)
     answers = [
@@ -497,7 +534,11 @@ def _rollout(
     # Log-probs of policy and reference, values: micro-batches keep memory flat.
     n_response = response.shape[1]
     parts: dict[str, list[Tensor]] = {"logprobs": [], "ref": [], "values": [], "entropy": []}
-    for idx in torch.arange(len(rows)).split(config.micro_batch_size):
+    chunks = list(torch.arange(len(rows)).split(config.micro_batch_size))
+    real = len(chunks)
+    if lockstep is not None:  # the largest shard's passes; the extra ones are discarded
+        chunks += chunks[:1] * (math.ceil(lockstep / config.micro_batch_size) - real)
+    for idx in chunks:
         ids, mask = input_ids[idx], attention_mask[idx]
         logprobs, values, entropy = forward_response(
             model, value_head, ids, mask, n_response,
@@ -512,6 +553,7 @@ def _rollout(
         parts["ref"].append(ref_logprobs)
         parts["values"].append(torch.zeros_like(logprobs) if values is None else values)
         parts["entropy"].append(entropy)
+    parts = {name: found[:real] for name, found in parts.items()}
     return Rollout(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -543,6 +585,7 @@ def train_ppo(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> PPOResult:
     """Run `config.steps` PPO updates of a LoRA policy on `prompts` against `score_fn`.
 
@@ -559,6 +602,8 @@ def train_ppo(
     `ctx` runs it as one rank of several (worker/training/shards.py): the same global batch,
     sampled and scored in shards, advantages over the whole batch, gradients summed over
     ranks; rank 0 alone reports progress and writes `out_dir`. None is one process.
+    `fsdp` (with several processes) shards the base, its adapters and the value head over the
+    ranks (FSDP2) instead of a copy per rank; the ranks then step in lockstep (shards.py).
     """
     if not prompts:
         raise ValueError("prompts is empty: PPO needs prompts to sample from")
@@ -575,6 +620,8 @@ def train_ppo(
         raise ValueError("the tokenizer has no EOS token, so responses could never end")
     stops = stop_strings_for(tokenizer, config.stop_strings)
     device = base.device
+    sharded = fsdp and world(ctx)[1] > 1
+    lockstep = lockstep_rows(config.batch_size, ctx) if sharded else None
 
     with forked_rng(device):
         torch.manual_seed(config.seed)
@@ -582,12 +629,15 @@ def train_ppo(
             base, config, dropout=config.lora_dropout, init_adapter_dir=init_adapter_dir
         )
         if isinstance(score_fn, SharedBaseReward):
-            score_fn = _score_on_policy_base(model, score_fn)
+            score_fn = _score_on_policy_base(model, score_fn, lockstep=lockstep)
         # eval(): dropout off everywhere (§PPO 5); LoRA parameters still receive gradients.
         model.eval()
         hidden_size = base_model_of(model).config.get_text_config().hidden_size
         value_head = ValueHead(hidden_size, device=device)
         value_head.eval()
+        if sharded:
+            assert ctx is not None
+            shard_policy(ctx, model, value_head)
         params = [p for p in model.parameters() if p.requires_grad]
         params += list(value_head.parameters())
         optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps)
@@ -625,14 +675,14 @@ def train_ppo(
             ro = _rollout(
                 model, value_head, tokenizer, my_prompts, config,
                 seed=rank_seed(batch_seed(config.seed, step), ctx), stops=stops,
+                lockstep=lockstep,
             )  # fmt: skip
 
             # 2. Rewards: RM score on the last real token, -β·KL on every token (N+ 1, 2) ----
             my_scores = score_fn(my_prompts, ro.responses)
             if len(my_scores) != len(my_prompts):
                 raise ValueError(
-                    f"score_fn returned {len(my_scores)} scores for "
-                    f"{len(my_prompts)} responses"
+                    f"score_fn returned {len(my_scores)} scores for {len(my_prompts)} responses"
                 )
             ro = gather_rollout(ro, ctx, pad_id=pad_id)
             rm_scores = torch.tensor(
@@ -661,7 +711,8 @@ def train_ppo(
                 advantages = masked_whiten(advantages, mask)  # (B, R)
 
             # 4. Optimisation: ppo_epochs over shuffled mini-batches, accumulated -----------
-            # (several processes: micro-batches dealt out round-robin, gradients summed)
+            # (several processes: micro-batches dealt out round-robin, gradients summed;
+            # FSDP: as many passes on every rank, its reduce-scatter averaging them)
             stats: dict[str, list[float]] = {
                 k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac",
                                 "value_clipfrac")
@@ -673,10 +724,7 @@ def train_ppo(
                 order = torch.randperm(batch, generator=generator)
                 for mb in order.split(config.mini_batch_size):
                     optimizer.zero_grad(set_to_none=True)
-                    micro = mb.split(rows)
-                    for i, idx in enumerate(micro):
-                        if not mine(i, ctx):
-                            continue
+                    for idx, weight in dealt(mb.split(rows), ctx, fsdp=sharded):
                         idx = idx.to(device)
                         new_logprobs, new_values, _ = forward_response(
                             model, value_head, ro.input_ids[idx], ro.attention_mask[idx],
@@ -698,14 +746,17 @@ def train_ppo(
                         # the summed gradient, and all stop there together)
                         if world(ctx)[1] == 1 and not torch.isfinite(loss):
                             raise diverged(f"loss is {float(loss)}")
-                        (loss / len(micro)).backward()
+                        (loss * weight).backward()
+                        if not weight:  # a pass that only keeps FSDP's ranks in step
+                            continue
                         stats["policy_loss"].append(pg_loss.item())
                         stats["value_loss"].append(vf_loss.item())
                         stats["approx_kl"].append(float(pg_stats["approx_kl"]))
                         stats["clipfrac"].append(float(pg_stats["clipfrac"]))
                         stats["value_clipfrac"].append(float(vf_stats["clipfrac"]))
-                    sync_grads(params, ctx)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    if not sharded:
+                        sync_grads(params, ctx)
+                    grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
                     if not torch.isfinite(grad_norm):
                         raise diverged(f"gradient norm is {float(grad_norm)}")
                     grad_norms.append(float(grad_norm))
@@ -733,10 +784,14 @@ def train_ppo(
             if progress is not None:  # every rank: entry.progress writes on rank 0 only
                 progress(step, config.steps, metrics)
 
+    # Save (only a completed run gets here; rank 0 alone, FSDP's shards gathered by all) -----
+    gathered = None
+    if sharded and ctx is not None:
+        from worker.distributed.context import full_state_dict
+
+        gathered = (full_state_dict(ctx, model), full_state_dict(ctx, value_head))
     if REWARD_ADAPTER_NAME in model.peft_config:
         model.delete_adapter(REWARD_ADAPTER_NAME)  # the result is the policy alone
-
-    # Save (only a completed run gets here; rank 0 alone) -----------------------------------
     out_dir = Path(out_dir)
     if not is_main(ctx):
         return PPOResult(
@@ -749,10 +804,12 @@ def train_ppo(
     out_dir.mkdir(parents=True, exist_ok=True)
     # save_embedding_layers=False: "auto" may look the base up on the hub; the vocabulary
     # size is recorded instead (the tokenizer saved here has it).
+    saved: dict[str, Any] = {} if gathered is None else {"state_dict": gathered[0]}
     model.save_pretrained(
-        str(out_dir), selected_adapters=[ADAPTER_NAME], save_embedding_layers=False
-    )
-    value_head.save(out_dir / VALUE_HEAD_FILE)
+        str(out_dir), selected_adapters=[ADAPTER_NAME], save_embedding_layers=False,
+        **saved,
+    )  # fmt: skip
+    value_head.save(out_dir / VALUE_HEAD_FILE, state=None if gathered is None else gathered[1])
     tokenizer.save_pretrained(str(out_dir))
     last = metrics_per_step[-1]
     final: dict[str, Any] = {

@@ -45,6 +45,7 @@ def train_rloo(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     ctx: DistContext | None = None,
+    fsdp: bool = False,
 ) -> CriticFreeResult:
     """`config.steps` RLOO updates of a LoRA policy on `prompts` against `score_fn` (the
     contract of `ppo.train_ppo`, without the value head)."""
@@ -54,5 +55,5 @@ def train_rloo(
         advantages_fn=rloo_advantages,  # r_i - mean_{j≠i} r_j
         aggregation="token",  # PPO's: every real token of the batch weighs the same
         init_adapter_dir=init_adapter_dir, out_dir=out_dir,
-        progress=progress, should_stop=should_stop, ctx=ctx,
+        progress=progress, should_stop=should_stop, ctx=ctx, fsdp=fsdp,
     )  # fmt: skip

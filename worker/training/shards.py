@@ -9,6 +9,13 @@ The optimisation deals each mini-batch's micro-batches out to the ranks and sums
 value-head gradients across ranks (`sync_grads`): with as many micro-batches per mini-batch as
 one process uses, the update equals one process's up to float summation order.
 
+With FSDP (`fsdp`, FSDP2 shards of the base, the adapters and the value head) every forward
+and backward pass is a collective, so the ranks must run the same NUMBER of them in lockstep:
+generation keeps stepping until every rank is done (`synced_gpus`), a rank with fewer rows
+repeats a row where it would run fewer passes (scoring, log-probs: `lockstep_rows`), a rank
+dealt fewer micro-batches runs one again at weight 0 (`dealt`), and FSDP's own reduce-scatter
+averages the gradients (so `dealt` weighs each loss × world_size and `sync_grads` stays out).
+
 `ctx=None` everywhere means one process: nothing is gathered, reduced or dealt out, and this
 module never imports torch.distributed then.
 """
@@ -61,6 +68,37 @@ def mine(index: int, ctx: DistContext | None) -> bool:
     """Whether micro-batch number `index` of a mini-batch is this rank's (round-robin)."""
     rank, size = world(ctx)
     return index % size == rank
+
+
+def dealt(
+    micro: Sequence[Tensor], ctx: DistContext | None, *, fsdp: bool = False
+) -> list[tuple[Tensor, float]]:
+    """This rank's micro-batches of a mini-batch (round-robin), each with its loss weight.
+
+    The weight 1 / len(micro) makes the gradients summed over ranks (`sync_grads`) the mean
+    over micro-batches of one process. With `fsdp` every rank runs ceil(len(micro) / W)
+    passes, a rank short of one repeating micro[0] at weight 0, and the weights are × W, since
+    FSDP averages the gradients over ranks instead of summing them."""
+    _, size = world(ctx)
+    mine_ = [(idx, 1.0 / len(micro)) for i, idx in enumerate(micro) if mine(i, ctx)]
+    if not fsdp or size == 1:
+        return mine_
+    passes = math.ceil(len(micro) / size)
+    padded = mine_ + [(micro[0], 0.0)] * (passes - len(mine_))
+    return [(idx, weight * size) for idx, weight in padded]
+
+
+def lockstep_rows(units: int, ctx: DistContext | None, *, unit: int = 1) -> int:
+    """Rows of the largest shard of `units` units of `unit` rows (`ctx.shard`): under FSDP
+    every rank pads its passes to this many rows, so all run the same number."""
+    _, size = world(ctx)
+    return math.ceil(units / size) * unit
+
+
+def whole(t: Tensor) -> Tensor:
+    """A DTensor (e.g. clip_grad_norm_'s total norm over FSDP shards) as a plain tensor."""
+    full = getattr(t, "full_tensor", None)
+    return t if full is None else full()
 
 
 def sync_grads(params: Sequence[Tensor], ctx: DistContext | None) -> None:

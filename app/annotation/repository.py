@@ -462,7 +462,14 @@ def task_samples(session: Session, task_id: int) -> list[tuple[int, int, str]]:
 
 
 _TASK_VIEW_ROWS = (
-    select(RankingTask.project_id, Prompt.text, Prompt.messages, Sample.id, Sample.text)
+    select(
+        RankingTask.project_id,
+        Prompt.text,
+        Prompt.messages,
+        RankingTask.gold,
+        Sample.id,
+        Sample.text,
+    )
     .join(Prompt, Prompt.id == RankingTask.prompt_id)
     .join(TaskSample, TaskSample.task_id == RankingTask.id)
     .join(Sample, Sample.id == TaskSample.sample_id)
@@ -473,7 +480,8 @@ _TASK_VIEW_ROWS = (
 
 def task_view_rows(session: Session, task_id: int) -> list[Any]:
     """What the annotator sees, in one query: (project_id, prompt text, prompt messages,
-    sample id, sample text) per sample, by position."""
+    gold, sample id, sample text) per sample, by position (gold: the view shows no judge's
+    hints on a gold task)."""
     return list(session.execute(_TASK_VIEW_ROWS, {"task_id": task_id}))
 
 

@@ -205,6 +205,7 @@ def _lease_new(
                 _new_assignment(
                     session, project=project, task_id=gold_task_id, user_id=user_id, now=now
                 ),
+                gold=True,
             )
     tried: list[int] = []
     for _ in range(MAX_CANDIDATES):
@@ -227,6 +228,7 @@ def _lease_new(
                 _new_assignment(
                     session, project=project, task_id=task_id, user_id=user_id, now=now
                 ),
+                gold=False,  # lock_candidate takes no gold task
             )
         tried.append(task_id)  # lost the race for its last slot; try the next task
     return None
@@ -246,10 +248,12 @@ def _new_assignment(
     return assignment
 
 
-def _with_suggestion(session: Session, project: Project, assignment: Assignment) -> Assignment:
+def _with_suggestion(
+    session: Session, project: Project, assignment: Assignment, *, gold: bool
+) -> Assignment:
     """A person's lease: a judge's order 'shown' or 'hidden' (the control share) when
-    suggestions are on and a judge ranked the task (app.judges.suggestions)."""
-    suggestions.decide_suggestion(session, project=project, assignment=assignment)
+    suggestions are on, a judge ranked the task and it is not gold (app.judges.suggestions)."""
+    suggestions.decide_suggestion(session, project=project, assignment=assignment, gold=gold)
     return assignment
 
 
@@ -266,12 +270,12 @@ def _task_view(session: Session, assignment: Assignment, user_id: int) -> TaskOu
     rows = repository.task_view_rows(session, assignment.task_id)
     if not rows:
         raise NotFound(f"Task {assignment.task_id} has no samples")
-    project_id, prompt_text, messages = rows[0][:3]
+    project_id, prompt_text, messages, gold = rows[0][:4]
     texts = {sample_id: text for *_, sample_id, text in rows}
     order = display_order(assignment.task_id, user_id, list(texts))
     number = {sample_id: i for i, sample_id in enumerate(order, start=1)}
     judge_order = suggestions.shown_order(session, assignment)
-    harm = suggestions.suggested_harm(session, assignment.task_id, order)
+    harm = suggestions.suggested_harm(session, order, gold=gold)
     return TaskOut(
         id=assignment.task_id,
         project_id=project_id,

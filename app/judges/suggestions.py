@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.models import Assignment, Judge, Project, Ranking, RankingTask, SampleFlag
+from app.models import Assignment, Judge, Project, Ranking, SampleFlag
 from app.seeds import derived_seed
 
 SUGGESTED_HARMFUL = "suggested_harmful"
@@ -39,10 +39,6 @@ def suggestion_draw(*, user_id: int, task_id: int, control_share: float) -> str:
     it is asked for this user and task (a reload, a replay, a test)."""
     draw = random.Random(derived_seed(f"suggestion:{user_id}", task_id)).random()
     return HIDDEN if draw < control_share else SHOWN
-
-
-def is_gold(session: Session, task_id: int) -> bool:
-    return bool(session.scalar(select(RankingTask.gold).where(RankingTask.id == task_id)))
 
 
 def judge_order(session: Session, task_id: int) -> list[list[int]] | None:
@@ -63,10 +59,13 @@ def judge_order(session: Session, task_id: int) -> list[list[int]] | None:
     return [list(group) for group in groups] if groups else None
 
 
-def decide_suggestion(session: Session, *, project: Project, assignment: Assignment) -> None:
+def decide_suggestion(
+    session: Session, *, project: Project, assignment: Assignment, gold: bool
+) -> None:
     """Mark a person's new lease 'shown' or 'hidden' when suggestions are on and a judge has
-    ranked the task; leave it None otherwise, and always on a gold task."""
-    if not project.judge_suggestions or is_gold(session, assignment.task_id):
+    ranked the task; leave it None otherwise, and always on a gold task (`gold`: the caller
+    leased it as one or not, so it is not read again)."""
+    if not project.judge_suggestions or gold:
         return
     if judge_order(session, assignment.task_id) is None:
         return
@@ -84,11 +83,11 @@ def shown_order(session: Session, assignment: Assignment) -> list[list[int]] | N
     return judge_order(session, assignment.task_id)
 
 
-def suggested_harm(session: Session, task_id: int, sample_ids: list[int]) -> dict[int, str]:
+def suggested_harm(session: Session, sample_ids: list[int], *, gold: bool) -> dict[int, str]:
     """Sample id → a judge's reason for suggesting it is harmful (the first judge's); none on
-    a gold task."""
+    a gold task (`gold`: the task view read it with the task)."""
     found: dict[int, str] = {}
-    if is_gold(session, task_id):
+    if gold:
         return found
     for sample_id, reason in session.execute(
         select(SampleFlag.sample_id, SampleFlag.reason)

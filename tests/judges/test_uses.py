@@ -461,6 +461,37 @@ def test_a_gold_task_shows_no_suggestion_and_no_harm_mark(db_session: Session) -
     assert sum(1 for *_, marks in seen[False] if marks == ("threat",)) == 1
 
 
+def test_a_lease_and_its_view_read_the_gold_flag_once(db_session: Session) -> None:
+    """The lease knows whether it took a gold task and the view reads the flag with the
+    task's rows: the suggestion and the harm marks look nothing up again."""
+    from sqlalchemy import event
+
+    from app.annotation import service as annotation
+
+    project = make_project(
+        db_session, annotations_per_task=1, judge_suggestions=True, suggestion_control_share=0.0
+    )
+    (task,) = _judged_tasks(db_session, project, 1)
+    member = make_member(db_session, project)
+    reads: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "ranking_tasks.gold" in statement.split("FROM", 1)[0]:  # gold read as a column
+            reads.append(statement)
+
+    connection = db_session.connection()
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        view = annotation.next_task(db_session, user_id=member.id, chosen_project_id=project.id)
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+
+    assert view.task is not None
+    assert view.task.id == task.id
+    assert view.task.suggestion is not None  # suggestions on, a judge ranked it, not gold
+    assert len(reads) == 1, reads
+
+
 def test_a_judge_harm_suggestion_is_marked_on_the_card(
     db_session: Session, log_in: Callable[[User], Annotator]
 ) -> None:

@@ -23,7 +23,6 @@ from app.judges.measurement import (
     wilson_interval,
 )
 from app.judges.pausing import enforce_agreement_floor
-from app.judges.schemas import JudgeCreate
 from app.models import Judge, JudgeTaskLog, PolicyVersion, Project, RankingTask, User
 from app.ratings import annotators, service
 from app.ratings.position import position_report
@@ -31,6 +30,7 @@ from tests.admin.conftest import LoggedIn, admin, cheap_password_hashing  # noqa
 from tests.api.conftest import bearer, make_token  # noqa: F401
 from tests.conftest import FreshDatabase
 from tests.factories import (
+    make_judge,
     make_judge_ranking,
     make_project,
     make_ranking,
@@ -38,13 +38,6 @@ from tests.factories import (
 )
 from tests.ratings import conftest as seeding
 from worker.jobs.ratings import recompute_if_dirty
-
-
-def _judge(session: Session, project: Project, name: str = "j", **fields: Any) -> Judge:
-    data = JudgeCreate.model_validate(
-        {"name": name, "backend": "simulated", "model": "sim", **fields}
-    )
-    return judges.create_judge(session, project_id=project.id, data=data, created_by_id=None)
 
 
 def _judge_ranks(
@@ -92,7 +85,7 @@ def test_a_judge_agreeing_on_three_tasks_of_four_gives_the_expected_agreement_an
     db_session: Session,
 ) -> None:
     world = _world(db_session)
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
     for i, (task, order) in enumerate(world.tasks):
         _judge_ranks(db_session, judge, task, _strict(order if i < 3 else order[::-1]))
 
@@ -115,8 +108,8 @@ def test_a_judge_agreeing_on_three_tasks_of_four_gives_the_expected_agreement_an
 def test_the_consensus_is_of_people_only_and_a_single_person_counts(db_session: Session) -> None:
     world = _world(db_session, tasks=1, people=1)
     task, order = world.tasks[0]
-    judge = _judge(db_session, world.project, "agrees")
-    other = _judge(db_session, world.project, "contrary")
+    judge = make_judge(db_session, world.project.id, name="agrees")
+    other = make_judge(db_session, world.project.id, name="contrary")
     _judge_ranks(db_session, judge, task, _strict(order))
     _judge_ranks(db_session, other, task, _strict(order[::-1]))
 
@@ -129,7 +122,7 @@ def test_the_consensus_of_people_who_disagree_follows_the_majority(db_session: S
     task, order = world.tasks[0]
     dissenter = make_user(db_session)
     make_ranking(db_session, task, dissenter, _strict(order[::-1]))
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
     _judge_ranks(db_session, judge, task, _strict(order))
 
     m = judge_measures(db_session, judge_id=judge.id)
@@ -139,7 +132,7 @@ def test_the_consensus_of_people_who_disagree_follows_the_majority(db_session: S
 
 def test_a_judge_with_no_shared_task_has_no_figures(db_session: Session) -> None:
     world = _world(db_session, tasks=1)
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
 
     m = judge_measures(db_session, judge_id=judge.id)
 
@@ -149,7 +142,7 @@ def test_a_judge_with_no_shared_task_has_no_figures(db_session: Session) -> None
 
 def test_position_checks_give_the_flip_rate(db_session: Session) -> None:
     world = _world(db_session, tasks=2)
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
     for (task, _), flipped in zip(world.tasks, (1, 2), strict=True):
         db_session.add(
             JudgeTaskLog(
@@ -174,7 +167,7 @@ def test_position_checks_give_the_flip_rate(db_session: Session) -> None:
 
 def test_gold_agreement_scores_the_judges_gold_pairs(db_session: Session) -> None:
     world = _world(db_session, tasks=2)
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
     (right, right_order), (wrong, wrong_order) = world.tasks
     _judge_ranks(db_session, judge, right, _strict(right_order))
     _judge_ranks(db_session, judge, wrong, _strict(wrong_order[::-1]))
@@ -198,9 +191,9 @@ def test_a_judge_below_the_absolute_floor_is_paused_with_the_figure_in_the_reaso
     db_session: Session,
 ) -> None:
     world = _world(db_session, tasks=6)
-    floors = {"agreement_floor": 0.6, "relative_floor": None, "floor_min_pairs": 30}
-    bad = _judge(db_session, world.project, "bad", **floors)
-    good = _judge(db_session, world.project, "good", **floors)
+    floors: dict[str, Any] = {"agreement_floor": 0.6, "relative_floor": None, "floor_min_pairs": 30}
+    bad = make_judge(db_session, world.project.id, name="bad", **floors)
+    good = make_judge(db_session, world.project.id, name="good", **floors)
     for i, (task, order) in enumerate(world.tasks):
         _judge_ranks(db_session, bad, task, _strict(order[::-1] if i % 2 else order))
         _judge_ranks(db_session, good, task, _strict(order))
@@ -219,9 +212,9 @@ def test_a_judge_below_the_absolute_floor_is_paused_with_the_figure_in_the_reaso
 
 def test_too_few_pairs_or_no_floor_pauses_nobody(db_session: Session) -> None:
     world = _world(db_session, tasks=2)
-    early = _judge(db_session, world.project, "early", floor_min_pairs=30)
-    unfloored = _judge(
-        db_session, world.project, "unfloored", agreement_floor=None, relative_floor=None
+    early = make_judge(db_session, world.project.id, name="early", floor_min_pairs=30)
+    unfloored = make_judge(
+        db_session, world.project.id, name="unfloored", agreement_floor=None, relative_floor=None
     )
     for task, order in world.tasks:
         _judge_ranks(db_session, early, task, _strict(order[::-1]))
@@ -256,7 +249,7 @@ def _figures(session: Session, project: Project) -> dict[str, Any]:
 
 
 def _contrary_judge(session: Session, world: World) -> Judge:
-    judge = _judge(session, world.project, "contrary")
+    judge = make_judge(session, world.project.id, name="contrary")
     for task, order in world.tasks:
         _judge_ranks(session, judge, task, _strict(order[::-1]))
     for _ in range(3):  # and tasks no person reached
@@ -403,7 +396,7 @@ def test_the_measures_api_returns_the_figures_and_404_for_an_unknown_judge(
     db_session: Session,
 ) -> None:
     world = _world(db_session, tasks=2, people=1)
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
     for task, order in world.tasks:
         _judge_ranks(db_session, judge, task, _strict(order))
     db_session.commit()
@@ -428,7 +421,7 @@ def test_the_partial_shows_the_figures_and_the_pause_reason(db_session: Session)
     from app.templating import templates
 
     world = _world(db_session, tasks=1, people=1)
-    judge = _judge(db_session, world.project)
+    judge = make_judge(db_session, world.project.id)
     task, order = world.tasks[0]
     _judge_ranks(db_session, judge, task, _strict(order))
     judges.pause_judge(db_session, judge_id=judge.id, reason="agreement with people 0.10")
@@ -453,7 +446,7 @@ def test_the_ratings_job_pauses_a_judge_below_its_floor(
     monkeypatch.setattr(judges, "send_judge_run", lambda judge_id: None)
     with session_scope() as session:
         world = _world(session, tasks=3, people=2)
-        judge = _judge(session, world.project, floor_min_pairs=12)
+        judge = make_judge(session, world.project.id, floor_min_pairs=12)
         for task, order in world.tasks:
             _judge_ranks(session, judge, task, _strict(order[::-1]))
         service.note_new_rankings(session, project_id=world.project.id)

@@ -32,6 +32,7 @@ from app.models import (
 from app.rounds import snapshots
 from rankloop.cli import app
 from tests.factories import (
+    make_judge,
     make_judge_ranking,
     make_project,
     make_ranking,
@@ -96,13 +97,6 @@ def test_ties_are_left_out_of_both_agreements() -> None:
 # Pausing
 
 
-def _judge(session: Session, project: Project, name: str = "j", **fields: Any) -> Judge:
-    data = JudgeCreate.model_validate(
-        {"name": name, "backend": "simulated", "model": "sim", **fields}
-    )
-    return judges.create_judge(session, project_id=project.id, data=data, created_by_id=None)
-
-
 def _judge_ranks(session: Session, judge: Judge, task: RankingTask, order: list[int]) -> None:
     """The judge ranks the task's samples strictly in `order`, best first."""
     make_judge_ranking(session, judge, task, [[s] for s in order])
@@ -129,8 +123,8 @@ def test_a_judge_significantly_below_the_relative_floor_is_paused_with_the_figur
     db_session: Session,
 ) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6)
-    bad = _judge(db_session, project, "bad")
-    good = _judge(db_session, project, "good")
+    bad = make_judge(db_session, project.id, name="bad")
+    good = make_judge(db_session, project.id, name="good")
     for task, order in tasks:
         _judge_ranks(db_session, bad, task, order[::-1])
         _judge_ranks(db_session, good, task, order)
@@ -148,7 +142,7 @@ def test_a_judge_significantly_below_the_relative_floor_is_paused_with_the_figur
 
 def test_a_judge_whose_interval_reaches_the_floor_is_not_paused(db_session: Session) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6)
-    judge = _judge(db_session, project, floor_min_pairs=30)
+    judge = make_judge(db_session, project.id, floor_min_pairs=30)
     for i, (task, order) in enumerate(tasks):  # right on half the tasks: r = 0
         _judge_ranks(db_session, judge, task, order if i % 2 else order[::-1])
 
@@ -165,7 +159,7 @@ def test_a_judge_whose_interval_reaches_the_floor_is_not_paused(db_session: Sess
 
 def test_people_at_chance_pause_no_judge_and_the_measures_say_why(db_session: Session) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=8, agree=False)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order[::-1])
 
@@ -197,7 +191,7 @@ def test_the_floor_check_is_not_measured_again_on_unchanged_data(
     db_session: Session, measured: list[int]
 ) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6, judge_weight=0.5)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order[::-1])
 
@@ -207,14 +201,14 @@ def test_the_floor_check_is_not_measured_again_on_unchanged_data(
 
     assert measured == [judge.id]
     assert floor_check(db_session, judge) is first
-    assert snapshot.criteria["judges"]["j"] == f"left out: {first.below[0]}"
+    assert snapshot.criteria["judges"][judge.name] == f"left out: {first.below[0]}"
 
 
 def test_new_rankings_by_the_judge_change_the_floor_check(
     db_session: Session, measured: list[int]
 ) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks[:3]:
         _judge_ranks(db_session, judge, task, order[::-1])
     before = floor_check(db_session, judge)
@@ -261,7 +255,7 @@ def test_the_floor_check_is_measured_again_when_what_it_reads_changed(
     db_session: Session, measured: list[int], change: Any
 ) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order)
     task = make_task(db_session, project, k=4)  # ranked by the judge and by one person
@@ -319,21 +313,23 @@ def _ai_weights(session: Session, snapshot_id: int) -> dict[int, set[float]]:
 
 def test_an_unmeasured_judge_trains_nothing(db_session: Session) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=2, judge_weight=0.5)
-    judge = _judge(db_session, project, floor_min_pairs=30)
+    judge = make_judge(db_session, project.id, floor_min_pairs=30)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order)
 
     snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="s")
 
     assert _ai_weights(db_session, snapshot.id) == {}
-    assert snapshot.criteria["judges"] == {"j": "left out: 24 of 30 pairs shared with people"}
+    assert snapshot.criteria["judges"] == {
+        judge.name: "left out: 24 of 30 pairs shared with people"
+    }
 
 
 def test_a_measured_passing_judge_trains_at_the_judge_weight_even_when_paused_by_an_admin(
     db_session: Session,
 ) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6, judge_weight=0.5)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order)
     judges.pause_judge(db_session, judge_id=judge.id, reason="endpoint costs")
@@ -341,15 +337,15 @@ def test_a_measured_passing_judge_trains_at_the_judge_weight_even_when_paused_by
     snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="s")
 
     assert _ai_weights(db_session, snapshot.id) == {judge.user_id: {0.5}}
-    assert snapshot.criteria["judges"]["j"].startswith("admitted: relative to people 1.00")
+    assert snapshot.criteria["judges"][judge.name].startswith("admitted: relative to people 1.00")
 
 
 def test_a_judge_below_its_floor_trains_nothing_not_even_its_earlier_rankings(
     db_session: Session,
 ) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6, judge_weight=0.5)
-    good = _judge(db_session, project, "good")
-    bad = _judge(db_session, project, "bad")
+    good = make_judge(db_session, project.id, name="good")
+    bad = make_judge(db_session, project.id, name="bad")
     for task, order in tasks:
         _judge_ranks(db_session, good, task, order)
         _judge_ranks(db_session, bad, task, order[::-1])
@@ -368,20 +364,20 @@ def test_a_judge_below_its_floor_trains_nothing_not_even_its_earlier_rankings(
 
 def test_people_at_chance_fail_no_floor_and_the_criteria_say_so(db_session: Session) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=8, agree=False, judge_weight=1)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order)
 
     snapshot = snapshots.create_snapshot(db_session, project_id=project.id, name="s")
 
     assert _ai_weights(db_session, snapshot.id) == {judge.user_id: {1.0}}
-    why = snapshot.criteria["judges"]["j"]
+    why = snapshot.criteria["judges"][judge.name]
     assert why.startswith("admitted: relative to people undefined (people agree")
 
 
 def test_judge_only_trains_on_an_unmeasured_judge(db_session: Session) -> None:
     project = make_project(db_session, judge_only=True)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     task = make_task(db_session, project, k=3)
     _judge_ranks(db_session, judge, task, sample_ids(db_session, task))
 
@@ -393,7 +389,7 @@ def test_judge_only_trains_on_an_unmeasured_judge(db_session: Session) -> None:
 
 def test_snapshot_rankings_say_whose_they_are(db_session: Session) -> None:
     project, tasks = _ranked_by_people(db_session, tasks=6, judge_weight=0.5)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for task, order in tasks:
         _judge_ranks(db_session, judge, task, order)
 
@@ -411,7 +407,7 @@ def test_the_judges_page_partial_shows_the_ratio_and_peoples_own_agreement(
     from app.templating import templates
 
     project, tasks = _ranked_by_people(db_session, tasks=6)
-    judge = _judge(db_session, project)
+    judge = make_judge(db_session, project.id)
     for i, (task, order) in enumerate(tasks):
         _judge_ranks(db_session, judge, task, order if i % 2 else order[::-1])
     partial = templates.env.get_template("_judge_measures.html")

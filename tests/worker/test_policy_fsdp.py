@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,21 +28,20 @@ from safetensors.torch import load_file
 
 from tests.worker.distributed_policy_run import PPO, RLOO, run
 from tests.worker.test_distributed_ppo import _assert_adapters_match, _assert_curves_match, _figures
+from worker.distributed.context import DistContext
 from worker.training.shards import dealt, lockstep_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _Ctx:
-    """The rank and world size `dealt` reads (a DistContext needs no process group for it)."""
-
-    def __init__(self, rank: int, world_size: int) -> None:
-        self.rank, self.world_size = rank, world_size
+def _ctx(rank: int, world_size: int) -> DistContext:
+    """Rank `rank` of `world_size` (no process group: `dealt` reads the numbers only)."""
+    return DistContext(rank, world_size, rank, torch.device("cpu"))
 
 
 def test_fsdp_deal_runs_as_many_passes_on_every_rank_and_keeps_one_processs_weights() -> None:
     micro = list(torch.arange(6).split(2))  # 3 micro-batches over 2 ranks
-    ranks = [dealt(micro, _Ctx(r, 2), fsdp=True) for r in (0, 1)]  # type: ignore[arg-type]
+    ranks = [dealt(micro, _ctx(r, 2), fsdp=True) for r in (0, 1)]
 
     assert [len(passes) for passes in ranks] == [2, 2]
     assert ranks[1][1] == (micro[0], 0.0)  # rank 1's second pass only keeps step
@@ -49,13 +49,30 @@ def test_fsdp_deal_runs_as_many_passes_on_every_rank_and_keeps_one_processs_weig
     real = [w for passes in ranks for _, w in passes if w]
     assert sum(real) / 2 == pytest.approx(1.0)
     assert len(real) == 3
-    assert [len(dealt(micro, _Ctx(r, 2))) for r in (0, 1)] == [2, 1]  # type: ignore[arg-type]
+    assert [len(dealt(micro, _ctx(r, 2))) for r in (0, 1)] == [2, 1]
 
 
 def test_lockstep_rows_is_the_largest_shard() -> None:
-    assert lockstep_rows(3, _Ctx(1, 2), unit=4) == 8  # type: ignore[arg-type]
-    assert lockstep_rows(8, _Ctx(0, 2)) == 4  # type: ignore[arg-type]
+    assert lockstep_rows(3, _ctx(1, 2), unit=4) == 8
+    assert lockstep_rows(8, _ctx(0, 2)) == 4
     assert lockstep_rows(5, None) == 5
+
+
+def test_a_judge_scored_round_refuses_fsdp_at_stage_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A judge-scored policy stage trains in one process: with FSDP asked for it fails at once
+    (before loading the base) instead of loading a base meant to be sharded whole."""
+    from app.config import get_settings
+    from worker.jobs.round_trainers import _judged_in_process
+
+    job: Any = SimpleNamespace(config=SimpleNamespace(reward_judge_id=1))
+    monkeypatch.setenv("RANKLOOP_TRAIN_FSDP", "true")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="RANKLOOP_TRAIN_FSDP"):
+            _judged_in_process(job)
+    finally:
+        monkeypatch.delenv("RANKLOOP_TRAIN_FSDP")
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

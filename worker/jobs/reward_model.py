@@ -105,7 +105,6 @@ def train_project_reward_model(
         seed=seed,
         **cfg.model_dump(include={"epochs", "heldout_fraction", "max_length", "patience"}),
     )
-    workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))
     # Each ranking weighs its annotator's reliability weight frozen in the snapshot; a judge's
     # is never held out beside people's (held-out accuracy grades the gate on people's labels).
     examples = [
@@ -115,6 +114,7 @@ def train_project_reward_model(
     procs, fsdp = get_settings().train_procs, get_settings().train_fsdp
     key = f"projects/{project_id}/reward_models/{artifact_name or f'snapshot-{snapshot_id}'}"
     trained = None
+    workdir = Path(tempfile.mkdtemp(prefix="rankloop-rm-"))  # removed however the run ends
     try:
         if procs > 1:
             result = _train_distributed(

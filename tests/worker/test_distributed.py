@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -263,8 +264,12 @@ def wait_for(done: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def test_a_rank_that_dies_fails_the_round_and_registers_nothing(
-    app_database: FreshDatabase, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+    app_database: FreshDatabase,
+    tiny_model_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # to see what the stage leaves
     with app_database.session() as session:
         project_id = seed_ranked_project(session, tiny_model_path)
         project = session.get(Project, project_id)
@@ -299,6 +304,7 @@ def test_a_rank_that_dies_fails_the_round_and_registers_nothing(
     assert b"dies at step 2" in store.read_bytes(f"{kept}/errors/rank-1.txt")
     assert b"dies at step 2" in store.read_bytes(f"{kept}/torchrun.log")
     assert store.exists(f"{kept}/payload.json")
+    assert sorted(tmp_path.glob("rankloop-*rm-*")) == []  # the local copies are gone
 
 
 def test_an_sft_round_policy_stage_trains_on_two_processes(

@@ -9,6 +9,7 @@ bench.distributed --rank-run ...`, one OpenMP thread per process on CPU (the iss
     .venv/bin/python -m bench.distributed                 # random 12x768 GPT-2 (~86M), 1 and 2
     .venv/bin/python -m bench.distributed --small         # 2 x 128: a quick run of the same
     .venv/bin/python -m bench.distributed --procs 1 --procs 2 --procs 4 --device cuda
+    .venv/bin/python -m bench.distributed --small --fsdp  # N > 1 processes shard the model
 
 Figures: reward model = K samples of each ranking scored and trained per second (sequences
 = optimizer steps x batch x K over the training seconds); PPO = rollouts per second over the
@@ -69,7 +70,9 @@ def _reward_model(model: str, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         device=None if ctx.device.type == "cpu" else str(ctx.device),
     )
     with tempfile.TemporaryDirectory() as out_dir:
-        result = train_reward_model(model, examples, config, out_dir=Path(out_dir), ctx=ctx)
+        result = train_reward_model(
+            model, examples, config, out_dir=Path(out_dir), ctx=ctx, fsdp=args["fsdp"]
+        )
     sequences = result.steps * config.batch_size * k
     return {"sequences": sequences, "seconds": result.train_seconds}
 
@@ -95,8 +98,9 @@ def _ppo(model: str, rm_dir: str, args: dict[str, Any], ctx: Any) -> dict[str, A
     reward = SharedBaseReward(Path(rm_dir), batch_size=config.micro_batch_size)
     with tempfile.TemporaryDirectory() as out_dir:
         result = train_ppo(
-            base, tokenizer, bench_prompts(), reward, config, out_dir=Path(out_dir), ctx=ctx
-        )
+            base, tokenizer, bench_prompts(), reward, config, out_dir=Path(out_dir), ctx=ctx,
+            fsdp=args["fsdp"],
+        )  # fmt: skip
     timed = [m["time"] for m in result.metrics_per_step]
     timed = timed[1:] if len(timed) > 1 else timed  # the first update warms up
     return {"sequences": config.batch_size * len(timed), "seconds": sum(timed)}
@@ -146,6 +150,7 @@ def main(
     ppo_steps: int = typer.Option(3, help="PPO updates (the first is not timed)."),
     new_tokens: int = typer.Option(32, help="max_new_tokens of each rollout."),
     sampling: bool = typer.Option(True, help="Also the sampling backends' comparison."),
+    fsdp: bool = typer.Option(False, help="Shard the model over N > 1 processes (FSDP2)."),
 ) -> None:
     """Print sequences per second for each stage and process count, and the scaling."""
     from bench.ppo import _save_reward_model, build_random_gpt2
@@ -154,7 +159,7 @@ def main(
     args = {
         "k": k, "rankings": rankings, "rm_batch": rm_batch, "rm_steps": rm_steps,
         "ppo_batch": ppo_batch, "ppo_steps": ppo_steps, "new_tokens": new_tokens,
-        "device": "cpu", "dtype": "auto", "seed": 0,
+        "device": "cpu", "dtype": "auto", "seed": 0, "fsdp": fsdp,
     }  # fmt: skip
     rows: list[tuple[str, int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +173,8 @@ def main(
                 rows.append((kind, n, _launch(kind, n, model, rm_dir, args)))
         note = _sampling(model) if sampling else "sampling: not run"
 
-    table = Table(title=f"Throughput, {layers} x {width} GPT-2, one thread per process")
+    layout = "FSDP2" if fsdp else "DDP"
+    table = Table(title=f"Throughput, {layers} x {width} GPT-2, {layout}, one thread per process")
     for column in ("stage", "processes", "sequences", "seconds", "seq/s", "scaling", "wall s"):
         table.add_column(column, justify="right")
     for kind, n, r in rows:

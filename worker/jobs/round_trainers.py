@@ -108,6 +108,15 @@ def _round_reward(job: PolicyJob, algorithm: str, *, group_size: int) -> RoundRe
     return RoundReward(scorer(*load_reward_model_dir(rm_dir)))
 
 
+ONE_PROCESS = {
+    "train_procs": 1,
+    "train_procs_reason": "scored by a judge: the policy trains in one process (the judge is "
+    "loaded in the worker, not on torchrun's ranks), whatever RANKLOOP_TRAIN_PROCS says",
+}
+"""What a judge-scored round's summary says under RANKLOOP_TRAIN_PROCS > 1, so an admin sees
+why the stage ran on one process."""
+
+
 def _judged_in_process(job: PolicyJob) -> PolicyJob | None:
     """A round whose reward is a judge trains in this one process (the judge is loaded here,
     not on torchrun's ranks): the job with its base loaded, or None for a reward model."""
@@ -215,7 +224,7 @@ def _run_ranks(job: PolicyJob, key: str, payload_dir: Path) -> dict[str, Any]:
 def train_ppo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardPPOConfig)
     if (loaded := _judged_in_process(job)) is not None:
-        return train_ppo_policy(loaded)
+        return {**train_ppo_policy(loaded), **ONE_PROCESS}
     config = ppo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _distributed_policy(job, "ppo", config)
 
@@ -280,7 +289,7 @@ def train_grpo_policy(job: PolicyJob) -> dict[str, Any]:
 def train_rloo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardRLOOConfig)
     if (loaded := _judged_in_process(job)) is not None:
-        return train_rloo_policy(loaded)
+        return {**train_rloo_policy(loaded), **ONE_PROCESS}
     config = rloo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _distributed_policy(job, "rloo", config)
 
@@ -288,7 +297,7 @@ def train_rloo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
 def train_grpo_policy_distributed(job: PolicyJob) -> dict[str, Any]:
     assert isinstance(job.config, RewardGRPOConfig)
     if (loaded := _judged_in_process(job)) is not None:
-        return train_grpo_policy(loaded)
+        return {**train_grpo_policy(loaded), **ONE_PROCESS}
     config = grpo_config(job.config, stop_strings=_stop_strings(job.start.project_id))
     return _distributed_policy(job, "grpo", config)
 

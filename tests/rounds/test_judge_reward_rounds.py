@@ -267,6 +267,56 @@ def test_a_grpo_round_scored_by_a_judge_registers_a_version_naming_it(
         }
 
 
+@pytest.mark.slow
+def test_a_judge_scored_rloo_round_trains_in_one_process_under_train_procs_2_and_says_why(
+    app_database: FreshDatabase, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge is loaded in the worker, not on torchrun's ranks: the policy stage trains
+    here, launches no process, and the candidate's summary says so."""
+    from app.config import get_settings
+    from worker.distributed import launch
+
+    with app_database.session() as session:
+        project_id = seed_ranked_project(session, tiny_model_path)
+        project = session.get(Project, project_id)
+        assert project is not None
+        project.stop_strings = [" "]  # the tiny model seldom writes EOS (test_critic_free_rounds)
+        training_round = service.start_round(
+            session,
+            project_id=project_id,
+            round_type="reward_rloo",
+            config=tiny_critic_free_round("rloo", reward_judge_id=_judge(session, project_id)),
+            enqueue=False,
+        )
+        session.commit()
+        round_id = training_round.id
+    launched: list[str] = []
+
+    def no_torchrun(entry: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        launched.append(entry)
+        raise AssertionError("a judge-scored round launched torchrun")
+
+    monkeypatch.setattr(launch, "run_distributed", no_torchrun)
+    monkeypatch.setenv("RANKLOOP_TRAIN_PROCS", "2")
+    get_settings.cache_clear()
+    try:
+        assert round_jobs.run_stage(round_id, "reward_model") == "policy"  # skipped: a judge
+        assert round_jobs.run_stage(round_id, "policy") == "evaluating"
+    finally:
+        get_settings.cache_clear()
+
+    assert launched == []
+    with app_database.session() as session:
+        ran = session.get(TrainingRound, round_id)
+        assert ran is not None
+        assert ran.error is None
+        candidate = ran.metrics["candidate"]
+    assert candidate["rloo"]["steps_done"] == 2
+    assert candidate["judge_groups_scored"] == 2 * 2
+    assert candidate["train_procs"] == 1
+    assert "scored by a judge" in candidate["train_procs_reason"]
+
+
 # An endpoint judge, loaded in the worker process -------------------------------------------
 
 

@@ -240,8 +240,7 @@ def _judge_eligible(
         conditions.append(draw < int(share * SHARE_MODULUS))
     if unreached_only:
         conditions.append(
-            RankingTask.gold
-            | ((RankingTask.annotations_done == 0) & (_leases(live=True) == 0))
+            RankingTask.gold | ((RankingTask.annotations_done == 0) & (_leases(live=True) == 0))
         )
     return conditions
 

@@ -158,6 +158,9 @@ def round_context(session: Session, *, round_id: int, settings: Settings) -> dic
         "prompt_cuts": prompt_cuts(training_round.metrics or {}),
         "sizing": (training_round.metrics or {}).get("sizing") or {},
         "reward_judge": reward_judge(training_round.metrics or {}),
+        "policy_procs_reason": ((training_round.metrics or {}).get("candidate") or {}).get(
+            "train_procs_reason"
+        ),
         "workers": worker_statuses(session),
         "queues": queue_lengths(),
     }

@@ -189,6 +189,7 @@ def test_the_round_page_says_the_judge_scored_it_in_place_of_a_reward_model(
         "reward_judge": judge_lineage(judge),
         "reward_model_skipped": f"judge 'strict critic' (id {judge.id}, prompt version 2) is "
         "the reward: no reward model trained",
+        "candidate": {"train_procs": 1, "train_procs_reason": "scored by a judge: one process"},
     }
     judged = make_round(db_session, project, "reward_ppo", state=RoundState.done, metrics=metrics)
     trained = make_round(db_session, project, "reward_ppo", state=RoundState.done)
@@ -200,6 +201,9 @@ def test_the_round_page_says_the_judge_scored_it_in_place_of_a_reward_model(
     stage = section(page, 'id="round-reward-model-stage">', "</p>")
     assert stage == "Reward model stage: skipped: scored by judge strict critic (prompt v2)"
     assert 'id="round-reward-model-stage"' not in other
+    procs = section(page, 'id="round-policy-procs">', "</p>")
+    assert procs == "Policy stage: one process: scored by a judge: one process"
+    assert 'id="round-policy-procs"' not in other
 
 
 # A round on the tiny model, every stage in this process ------------------------------------

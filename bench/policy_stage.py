@@ -28,6 +28,8 @@ a candidate cause; a variant only counts if it helps across families and seeds.
     .venv/bin/python -m bench.policy_stage --seeds 1 --families length --variants ppo,rloo
     .venv/bin/python -m bench.policy_stage --list-variants
     .venv/bin/python -m bench.policy_stage --seeds 2 --out /tmp/runs.json   # keep every run
+    .venv/bin/python -m bench.policy_stage --seeds 2 --reward-error 1   # a reward model's error
+    .venv/bin/python -m bench.policy_stage --seeds 1 --train-seeds 4 --families keywords_length
 """
 
 from __future__ import annotations
@@ -212,21 +214,45 @@ def _measure(
 
 class TrueScore:
     """The preference as a round's reward: (score - mean) / std of the base's samples; keeps
-    each call's raw scores (one call per update, K consecutive rows a prompt's group)."""
+    each call's raw scores (one call per update, K consecutive rows a prompt's group).
 
-    def __init__(self, spec: str, normalising: list[str]) -> None:
+    `error` > 0 adds a reward model's kind of mistake: a spurious preference (random weights,
+    seeded by `error_seed`, on the words of the tiny model's answers) at `error` times the true
+    score's spread, the sum normalised again; the gain is still measured on the true score.
+    """
+
+    def __init__(
+        self, spec: str, normalising: list[str], *, error: float = 0.0, error_seed: int = 0
+    ) -> None:
         from app.simulation.preferences import load_preference
 
         self.preference = load_preference(spec)
+        self.error = error
+        self.weights = _spurious_weights(error_seed) if error else {}
         raw = [self.preference(t) for t in normalising]
         self.mean = statistics.fmean(raw)
         self.std = statistics.pstdev(raw) or 1.0
+        spurious = [self._spurious(t) for t in normalising]
+        self.spurious_mean = statistics.fmean(spurious)
+        self.spurious_std = statistics.pstdev(spurious) or 1.0
+        self.reward_std = statistics.pstdev(self._reward(t) for t in normalising) or 1.0
         self.calls: list[list[float]] = []
 
+    def _spurious(self, text: str) -> float:
+        from app.simulation.preferences import _answer_words
+
+        return sum(self.weights.get(w, 0.0) for w in _answer_words(text))
+
+    def _reward(self, text: str) -> float:
+        true = (self.preference(text) - self.mean) / self.std
+        if not self.error:
+            return true
+        spurious = (self._spurious(text) - self.spurious_mean) / self.spurious_std
+        return true + self.error * spurious
+
     def __call__(self, prompts: list[Any], responses: list[str]) -> list[float]:
-        raw = [self.preference(t) for t in responses]
-        self.calls.append(raw)
-        return [(x - self.mean) / self.std for x in raw]
+        self.calls.append([self.preference(t) for t in responses])
+        return [self._reward(t) / self.reward_std for t in responses]
 
     def group_figures(self, k: int) -> dict[str, float]:
         """Mean over updates: share of groups whose K raw scores are all equal, the mean
@@ -246,10 +272,25 @@ class TrueScore:
         }
 
 
+def _spurious_weights(seed: int) -> dict[str, float]:
+    """A standard normal weight for each word of the tiny model's answer vocabulary."""
+    from app.simulation.preferences import answer_vocabulary
+    from rankloop.simulation import corpus_answers
+
+    rng = random.Random(f"spurious:{seed}")
+    return {w: rng.gauss(0.0, 1.0) for w in answer_vocabulary(corpus_answers())}
+
+
 def _run(
-    name: str, family: str, plan: Plan, base: dict[str, list[str]], args: dict[str, Any]
+    name: str,
+    family: str,
+    plan: Plan,
+    base: dict[str, list[str]],
+    args: dict[str, Any],
+    repeat: int = 0,
 ) -> dict[str, Any]:
-    """One policy stage, its measurement and its diagnostics (in a process of its own)."""
+    """One policy stage, its measurement and its diagnostics (in a process of its own);
+    `repeat` > 0 trains with another seed on the same preference and prompts."""
     import torch
 
     from worker.training.evaluation import mean_kl_to_reference
@@ -258,10 +299,15 @@ def _run(
     torch.set_num_threads(1)
     variant = VARIANTS[name]
     config = _trainer_config(
-        variant, seed=plan.seed, prompts=plan.project_prompts, rankings=args["rankings"]
+        variant,
+        seed=plan.seed + 1000 * repeat,
+        prompts=plan.project_prompts,
+        rankings=args["rankings"],
     )
     k = getattr(config, "group_size", 1)
-    score = TrueScore(plan.specs[family], base["normalising"])
+    score = TrueScore(
+        plan.specs[family], base["normalising"], error=args["error"], error_seed=plan.seed
+    )
     tokenizer = load_tokenizer(args["model_dir"])
     model = load_causal_lm(args["model_dir"], device="cpu")
     ensure_pad_token(tokenizer, model)
@@ -287,6 +333,7 @@ def _run(
         "variant": name,
         "family": family,
         "seed": plan.seed,
+        "repeat": repeat,
         "spec": plan.specs[family],
         "gain": (statistics.fmean(after) - statistics.fmean(before)) / sigma,
         "kl": kl,
@@ -364,7 +411,7 @@ def _print(runs: list[dict[str, Any]], variants: list[str], families: list[str])
         for name in variants:
             mine = sorted(
                 (r for r in runs if r["variant"] == name and r["family"] == family),
-                key=lambda r: r["seed"],
+                key=lambda r: (r["seed"], r.get("repeat", 0)),
             )
             if not mine:
                 continue
@@ -400,6 +447,9 @@ def main(
     variants: str = typer.Option("ppo,rloo,grpo", help="Comma-separated (--list-variants)."),
     families: str | None = typer.Option(None, help="Comma-separated (default: all six)."),
     seeds: int = typer.Option(2, min=1, help="Seeds 0..N-1: each draws its preferences."),
+    train_seeds: int = typer.Option(
+        1, min=1, help="Training seeds per preference (the spread of one stage's outcome)."
+    ),
     jobs: int = typer.Option(1, min=1, help="Runs at once (each one process, one thread)."),
     model_dir: Path = typer.Option(
         Path("/tmp/rankloop-tiny"), help="The tiny model (`rankloop models make-tiny DIR`)."
@@ -410,6 +460,12 @@ def main(
         None,
         help="Rankings the round is sized on (default: one per project prompt, as "
         "round 1 of the suite).",
+    ),
+    reward_error: float = typer.Option(
+        0.0,
+        min=0.0,
+        help="Add a spurious word preference at this times the true score's "
+        "spread (a reward model's kind of error; the gain stays on the true score).",
     ),
     out: Path | None = typer.Option(None, help="Write every run's figures here (JSON)."),
     list_variants: bool = typer.Option(False, help="Print the variants and stop."),
@@ -454,25 +510,31 @@ def main(
             )
         )
         work = [
-            (name, family, plan, base)
+            (name, family, plan, base, repeat)
             for plan, base in zip(plans, bases, strict=True)
             for family in fams
+            for repeat in range(train_seeds)
             for name in chosen
         ]
         args = {
             "model_dir": str(model_dir),
             "measure": measure,
             "rankings": rankings or plans[0].project_prompts,
+            "error": reward_error,
         }
 
-        def one(item: tuple[str, str, Plan, dict[str, list[str]]]) -> dict[str, Any]:
-            name, family, plan, base = item
+        def one(item: tuple[str, str, Plan, dict[str, list[str]], int]) -> dict[str, Any]:
+            name, family, plan, base, repeat = item
             run: dict[str, Any] = run_in_process(
-                _run, name, family, plan, base, args, preload=PRELOAD
+                _run, name, family, plan, base, args, repeat, preload=PRELOAD
             )
+            if out is not None:  # each run as it ends: a failed run keeps the others
+                with out.with_suffix(".jsonl").open("a") as lines:
+                    lines.write(json.dumps(run) + "\n")
             console.print(
-                f"  {name} {family} seed {plan.seed}: {run['gain']:+.2f}σ, KL {run['kl']:.2f}, "
-                f"{run['steps']} updates ({run['rollouts']} rollouts), {run['seconds']:.0f} s"
+                f"  {name} {family} seed {plan.seed}.{repeat}: {run['gain']:+.2f}σ, "
+                f"KL {run['kl']:.2f}, {run['steps']} updates ({run['rollouts']} rollouts), "
+                f"{run['seconds']:.0f} s"
             )
             return run
 
@@ -483,7 +545,8 @@ def main(
         f"model {model_dir}; {len(plans[0].train_prompts)} training prompts, "
         f"{len(plans[0].measure_prompts)} held-out × {measure_samples} samples at temperature "
         f"{measure['temperature']}; rollouts at temperature {rollout['temperature']}, "
-        f"{rollout['max_new_tokens']} tokens; one torch thread per run"
+        f"{rollout['max_new_tokens']} tokens; reward error {reward_error}; one torch thread "
+        "per run"
     )
     _print(runs, chosen, fams)
 

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,24 +116,22 @@ def test_rloo_keeps_the_k_samples_of_a_prompt_on_one_rank(two_processes: Path) -
         assert not set(rows[0]) & set(rows[1])  # no prompt split across ranks
 
 
-@pytest.mark.slow
-def test_the_grpo_entry_runs_on_two_processes_and_saves_an_adapter_one_process_loads(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    """The stage's path: payload -> torchrun -> policy_entries -> rank 0's result."""
-    from peft import PeftModel
-
+def run_grpo_entry(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    config: Any,
+    *,
+    fsdp: bool = False,
+    should_cancel: Callable[[], bool] = lambda: False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """GRPO through the stage's path (payload -> torchrun -> policy_entries) on 2 processes,
+    3 prompts, the reward model an adapter on the policy's base: (rank 0's result, progress
+    lines); the adapter lands in tmp_path / "adapter" / "policy"."""
     from tests.worker.test_ppo import saved_reward_model
     from worker.distributed.entry import write_payload
     from worker.distributed.launch import run_distributed
     from worker.distributed.policy_entries import policy_payload
-    from worker.training.grpo import GRPOConfig
-    from worker.training.models import load_causal_lm
 
-    config = GRPOConfig(
-        steps=2, batch_size=2, group_size=2, mini_batch_size=4, epochs=1, max_new_tokens=8,
-        seed=1,
-    )  # fmt: skip
     payload_dir = tmp_path / "payload"
     write_payload(
         payload_dir,
@@ -147,12 +146,31 @@ def test_the_grpo_entry_runs_on_two_processes_and_saves_an_adapter_one_process_l
             reward_on_policy_base=True,  # one base copy per rank: policy, reference, reward
             init_adapter_dir=None,
             out_dir=tmp_path / "adapter",
+            fsdp=fsdp,
         ),
     )
     lines: list[dict[str, Any]] = []
     result = run_distributed(
-        "grpo", payload_dir, procs=2, on_progress=lines.append, should_cancel=lambda: False
+        "grpo", payload_dir, procs=2, on_progress=lines.append, should_cancel=should_cancel
     )
+    return result, lines
+
+
+@pytest.mark.slow
+def test_the_grpo_entry_runs_on_two_processes_and_saves_an_adapter_one_process_loads(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The stage's path: payload -> torchrun -> policy_entries -> rank 0's result."""
+    from peft import PeftModel
+
+    from worker.training.grpo import GRPOConfig
+    from worker.training.models import load_causal_lm
+
+    config = GRPOConfig(
+        steps=2, batch_size=2, group_size=2, mini_batch_size=4, epochs=1, max_new_tokens=8,
+        seed=1,
+    )  # fmt: skip
+    result, lines = run_grpo_entry(tiny_model_dir, tmp_path, config)
 
     assert result["final"]["steps_done"] == config.steps
     assert [line["step"] for line in lines] == [1, 2]  # rank 0's lines only

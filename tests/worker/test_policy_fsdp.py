@@ -135,10 +135,7 @@ def test_fsdp_grpo_entry_with_uneven_shards_saves_an_adapter_one_process_loads(
     1's 2 rollout rows take one log-prob pass of 2 where rank 0's 4 take two."""
     from peft import PeftModel
 
-    from tests.worker.test_ppo import saved_reward_model
-    from worker.distributed.entry import write_payload
-    from worker.distributed.launch import run_distributed
-    from worker.distributed.policy_entries import policy_payload
+    from tests.worker.test_distributed_ppo import run_grpo_entry
     from worker.training.grpo import GRPOConfig
     from worker.training.models import load_causal_lm
 
@@ -146,30 +143,12 @@ def test_fsdp_grpo_entry_with_uneven_shards_saves_an_adapter_one_process_loads(
         steps=2, batch_size=3, group_size=2, mini_batch_size=4, grad_accum=2, epochs=1,
         max_new_tokens=8, seed=1,
     )  # fmt: skip
-    payload_dir = tmp_path / "payload"
-    write_payload(
-        payload_dir,
-        policy_payload(
-            "grpo",
-            base_model=str(tiny_model_dir),
-            merged_adapter_uris=(),
-            trust_remote_code=False,
-            prompts=["Why is the sky blue?", "Name a dog.", "Tea or coffee?"],
-            config=config,
-            reward_dir=saved_reward_model(tiny_model_dir, tmp_path / "rm"),
-            reward_on_policy_base=True,
-            init_adapter_dir=None,
-            out_dir=tmp_path / "adapter",
-            fsdp=True,
-        ),
-    )
-    lines: list[dict[str, Any]] = []
     deadline = time.monotonic() + 240  # a rank out of step would hang: cancel instead
-    result = run_distributed(
-        "grpo",
-        payload_dir,
-        procs=2,
-        on_progress=lines.append,
+    result, lines = run_grpo_entry(
+        tiny_model_dir,
+        tmp_path,
+        config,
+        fsdp=True,
         should_cancel=lambda: time.monotonic() > deadline,
     )
 

@@ -31,29 +31,37 @@ COMPARED = ("score", "kl", "policy_loss", "grad_norm", "entropy", "response_leng
 REL, ABS = 1e-4, 1e-5
 
 
-@pytest.fixture(scope="module")
-def two_processes(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """PPO then RLOO, each rank's figures in <out>/<kind>-rank<r>.json, rank 0's adapter."""
-    out = tmp_path_factory.mktemp("two-procs")
+def torchrun_policy_runs(tiny_model_dir: Path, out: Path, *extra: str, timeout: int) -> Path:
+    """PPO then RLOO on 2 processes (tests/worker/distributed_policy_run.py; `extra`: "fsdp"),
+    each rank's figures in <out>/<kind>-rank<r>.json, rank 0's adapter in <out>/<kind>."""
     proc = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--standalone", "-m", "tests.worker.distributed_policy_run",
-            str(tiny_model_dir), str(out),
+            str(tiny_model_dir), str(out), *extra,
         ],
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
 
-@pytest.fixture(scope="module")
-def one_process(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("one-proc")
+def one_process_runs(tiny_model_dir: Path, out: Path) -> Path:
+    """The same PPO and RLOO runs in this process: figures in <out>/<kind>.json."""
     for kind in ("ppo", "rloo"):
         (out / f"{kind}.json").write_text(json.dumps(run(kind, tiny_model_dir, out / kind)))
     return out
+
+
+@pytest.fixture(scope="module")
+def two_processes(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return torchrun_policy_runs(tiny_model_dir, tmp_path_factory.mktemp("two-procs"), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return one_process_runs(tiny_model_dir, tmp_path_factory.mktemp("one-proc"))
 
 
 def _figures(path: Path) -> dict[str, Any]:

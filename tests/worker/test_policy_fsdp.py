@@ -13,10 +13,6 @@ an adapter one process loads.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,8 +22,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.worker.distributed_policy_run import PPO, RLOO, run
-from tests.worker.test_distributed_ppo import _assert_adapters_match, _assert_curves_match, _figures
+from tests.worker.distributed_policy_run import PPO, RLOO
+from tests.worker.test_distributed_ppo import (
+    _assert_adapters_match,
+    _assert_curves_match,
+    _figures,
+    one_process_runs,
+    torchrun_policy_runs,
+)
 from worker.distributed.context import DistContext
 from worker.training.shards import dealt, lockstep_rows
 
@@ -79,26 +81,12 @@ def test_a_judge_scored_round_refuses_fsdp_at_stage_start(monkeypatch: pytest.Mo
 def fsdp_two_processes(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PPO then RLOO under FSDP, each rank's figures in <out>/<kind>-rank<r>.json."""
     out = tmp_path_factory.mktemp("fsdp-two-procs")
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--standalone", "-m", "tests.worker.distributed_policy_run",
-            str(tiny_model_dir), str(out), "fsdp",
-        ],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+    return torchrun_policy_runs(tiny_model_dir, out, "fsdp", timeout=300)
 
 
 @pytest.fixture(scope="module")
 def fsdp_one_process(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fsdp-one-proc")
-    for kind in ("ppo", "rloo"):
-        found = run(kind, tiny_model_dir, out / kind)
-        (out / f"{kind}.json").write_text(json.dumps(found))
-    return out
+    return one_process_runs(tiny_model_dir, tmp_path_factory.mktemp("fsdp-one-proc"))
 
 
 @pytest.mark.slow
